@@ -1,0 +1,294 @@
+// Bindings of the CPU kernels. Arguments are checked with the GIL held; the GIL is released
+// around each kernel, which only touches the views built here, and the py::array arguments
+// keep their buffers alive for the whole call.
+#include "fastfool/kernels.hpp"
+
+#include <stdexcept>
+#include <vector>
+
+#include "pybind.hpp"
+
+namespace fastfool::bind {
+namespace {
+
+bool is_f32(const py::array& a) { return a.dtype().is(py::dtype::of<float>()); }
+bool is_f64(const py::array& a) { return a.dtype().is(py::dtype::of<double>()); }
+
+[[noreturn]] void bad_dtype(const py::array& a, const char* name) {
+    throw py::type_error(std::string(name) + ": expected float32 or float64, got " +
+                         std::string(py::str(a.dtype())));
+}
+
+Epilogue to_epilogue(int e) {
+    if (e < 0 || e > 2) throw py::value_error("epilogue: expected 0 (none), 1 (softmax) or 2 (log_softmax)");
+    return static_cast<Epilogue>(e);
+}
+
+Act to_act(int a) {
+    if (a < 0 || a > 3) throw py::value_error("activation code: expected 0..3");
+    return static_cast<Act>(a);
+}
+
+void check_cols(std::int64_t got, std::int64_t want, const char* name, const char* what) {
+    if (got != want)
+        throw py::value_error(std::string(name) + ": has " + std::to_string(got) + " columns but " +
+                              what + " " + std::to_string(want));
+}
+
+const std::int64_t* labels(const py::array& y, std::int64_t n, std::int64_t C) {
+    if (!y.dtype().is(py::dtype::of<std::int64_t>()))
+        throw py::type_error("y: expected int64 class indices, got " + std::string(py::str(y.dtype())));
+    if (y.ndim() != 1 || y.shape(0) != n)
+        throw py::value_error("y: expected shape (" + std::to_string(n) + ",), got " + shape_str(y));
+    if (n > 1 && y.strides(0) != static_cast<py::ssize_t>(sizeof(std::int64_t)))
+        throw py::value_error("y: must be contiguous");
+    const auto* p = static_cast<const std::int64_t*>(y.data());
+    for (std::int64_t i = 0; i < n; ++i)
+        if (p[i] < 0 || p[i] >= C)
+            throw py::value_error("y: class index " + std::to_string(p[i]) + " at row " +
+                                  std::to_string(i) + " is outside [0, " + std::to_string(C) + ")");
+    return p;
+}
+
+template <class T>
+void scores_impl(const py::array& X, const py::array& W, const py::object& b, int ep,
+                 const py::array& out, int threads) {
+    auto x = in_mat<T>(X, "X");
+    auto w = in_mat<T>(W, "W");
+    check_cols(x.cols, w.cols, "X", "W has");
+    auto bv = in_vec<T>(b, w.rows, "b");
+    std::int64_t lds;
+    T* s = out_mat<T>(out, x.rows, w.rows, lds, "out");
+    const Epilogue e = to_epilogue(ep);
+    py::gil_scoped_release nogil;
+    scores<T>(x, w, bv, e, s, lds, threads);
+}
+
+template <class T>
+void ce_linear_impl(const py::array& X, const py::array& W, const py::object& b,
+                    const py::array& y, const py::array& G, const py::object& loss,
+                    const py::object& prob, int threads) {
+    auto x = in_mat<T>(X, "X");
+    auto w = in_mat<T>(W, "W");
+    check_cols(x.cols, w.cols, "X", "W has");
+    auto bv = in_vec<T>(b, w.rows, "b");
+    const std::int64_t* yp = labels(y, x.rows, w.rows);
+    std::int64_t ldg, ldp = 0;
+    T* g = out_mat<T>(G, x.rows, x.cols, ldg, "grad");
+    T* l = out_vec<T>(loss, x.rows, "loss");
+    T* p = prob.is_none() ? nullptr
+                          : out_mat<T>(py::reinterpret_borrow<py::array>(prob), x.rows, w.rows, ldp, "prob");
+    py::gil_scoped_release nogil;
+    ce_grad_linear<T>(x, w, bv, yp, g, ldg, l, p, ldp, threads);
+}
+
+template <class T>
+std::vector<Dense<T>> dense_layers(std::int64_t in, const std::vector<py::array>& Ws,
+                                   const std::vector<py::object>& bs, const std::vector<int>& acts) {
+    if (Ws.empty()) throw py::value_error("weights: need at least one layer");
+    if (bs.size() != Ws.size() || acts.size() != Ws.size())
+        throw py::value_error("weights, biases and activations must have the same length");
+    std::vector<Dense<T>> layers;
+    for (std::size_t i = 0; i < Ws.size(); ++i) {
+        const std::string wn = "weights[" + std::to_string(i) + "]";
+        auto w = in_mat<T>(Ws[i], wn.c_str());
+        if (w.rows != in)
+            throw py::value_error(wn + ": expected " + std::to_string(in) + " input rows, got shape " +
+                                  shape_str(Ws[i]));
+        const std::string bn = "biases[" + std::to_string(i) + "]";
+        layers.push_back({w, in_vec<T>(bs[i], w.cols, bn.c_str()), to_act(acts[i])});
+        in = w.cols;
+    }
+    return layers;
+}
+
+template <class T>
+void mlp_forward_impl(const py::array& X, const std::vector<py::array>& Ws,
+                      const std::vector<py::object>& bs, const std::vector<int>& acts, int ep,
+                      const py::array& out, int threads) {
+    auto x = in_mat<T>(X, "X");
+    auto layers = dense_layers<T>(x.cols, Ws, bs, acts);
+    std::int64_t ldo;
+    T* o = out_mat<T>(out, x.rows, layers.back().W.cols, ldo, "out");
+    const Epilogue e = to_epilogue(ep);
+    py::gil_scoped_release nogil;
+    mlp_forward<T>(x, layers, e, o, ldo, threads);
+}
+
+template <class T>
+void ce_mlp_impl(const py::array& X, const std::vector<py::array>& Ws,
+                 const std::vector<py::object>& bs, const std::vector<int>& acts,
+                 const py::array& y, const py::array& G, const py::object& loss,
+                 const py::object& prob, int threads) {
+    auto x = in_mat<T>(X, "X");
+    auto layers = dense_layers<T>(x.cols, Ws, bs, acts);
+    if (layers.back().act != Act::identity)
+        throw py::value_error("activations: the last layer must be identity (it produces logits)");
+    const std::int64_t C = layers.back().W.cols;
+    const std::int64_t* yp = labels(y, x.rows, C);
+    std::int64_t ldg, ldp = 0;
+    T* g = out_mat<T>(G, x.rows, x.cols, ldg, "grad");
+    T* l = out_vec<T>(loss, x.rows, "loss");
+    T* p = prob.is_none() ? nullptr
+                          : out_mat<T>(py::reinterpret_borrow<py::array>(prob), x.rows, C, ldp, "prob");
+    py::gil_scoped_release nogil;
+    ce_grad_mlp<T>(x, layers, yp, g, ldg, l, p, ldp, threads);
+}
+
+template <class T>
+std::int64_t backproject_impl(const py::array& H, const std::vector<py::array>& Ps,
+                              const std::vector<py::object>& bs, const std::vector<int>& acts,
+                              double margin, const py::object& base, const py::array& out,
+                              int threads) {
+    auto h = in_mat<T>(H, "H");
+    if (Ps.empty()) throw py::value_error("pinvs: need at least one step");
+    if (bs.size() != Ps.size() || acts.size() != Ps.size())
+        throw py::value_error("pinvs, biases and activations must have the same length");
+    if (!(margin > 0.0 && margin < 0.5))
+        throw py::value_error("margin: must be in (0, 0.5), got " + std::to_string(margin));
+    std::vector<BackStep<T>> steps;
+    std::int64_t k = h.cols;
+    for (std::size_t i = 0; i < Ps.size(); ++i) {
+        const std::string pn = "pinvs[" + std::to_string(i) + "]";
+        auto p = in_mat<T>(Ps[i], pn.c_str());
+        if (p.rows != k)
+            throw py::value_error(pn + ": expected " + std::to_string(k) + " rows, got shape " + shape_str(Ps[i]));
+        const Act a = to_act(acts[i]);
+        if (a == Act::relu)
+            throw py::value_error("activations[" + std::to_string(i) + "]: relu is not invertible");
+        const std::string bn = "biases[" + std::to_string(i) + "]";
+        steps.push_back({p, in_vec<T>(bs[i], k, bn.c_str()), a});
+        k = p.cols;
+    }
+    MatView<T> bv{};
+    if (!base.is_none()) {
+        auto ba = py::reinterpret_borrow<py::array>(base);
+        bv = in_mat<T>(ba, "base");
+        if (bv.rows != h.rows || bv.cols != k)
+            throw py::value_error("base: expected shape (" + std::to_string(h.rows) + ", " +
+                                  std::to_string(k) + "), got " + shape_str(ba));
+    }
+    std::int64_t ldo;
+    T* o = out_mat<T>(out, h.rows, k, ldo, "out");
+    py::gil_scoped_release nogil;
+    return backproject<T>(h, steps, static_cast<T>(margin), bv, o, ldo, threads);
+}
+
+template <class T>
+void update_impl(const py::array& X, const py::array& G, const py::array& X0, bool l2,
+                 double alpha, double eps, const py::object& lo, const py::object& hi,
+                 const py::array& out, int threads) {
+    auto x = in_mat<T>(X, "x");
+    auto g = in_mat<T>(G, "grad");
+    auto x0 = in_mat<T>(X0, "x0");
+    if (g.rows != x.rows || g.cols != x.cols)
+        throw py::value_error("grad: expected shape " + shape_str(X) + ", got " + shape_str(G));
+    if (x0.rows != x.rows || x0.cols != x.cols)
+        throw py::value_error("x0: expected shape " + shape_str(X) + ", got " + shape_str(X0));
+    if (!(eps >= 0.0)) throw py::value_error("eps: must be >= 0 (inf allowed), not NaN or negative");
+    if (!std::isfinite(alpha)) throw py::value_error("step: must be finite");
+    auto bound = [&](const py::object& o, const char* name) -> VecView<T> {
+        if (o.is_none()) return {};
+        auto a = py::reinterpret_borrow<py::array>(o);
+        check_dtype<T>(a, name);
+        if (a.ndim() == 0) return {static_cast<const T*>(a.data()), x.cols, 0};
+        return in_vec<T>(o, x.cols, name);
+    };
+    auto lv = bound(lo, "lo"), hv = bound(hi, "hi");
+    std::int64_t ldo;
+    T* o = out_mat<T>(out, x.rows, x.cols, ldo, "out");
+    py::gil_scoped_release nogil;
+    fused_update<T>(x, g, x0, l2, static_cast<T>(alpha), static_cast<T>(eps), lv, hv, o, ldo, threads);
+}
+
+template <class T>
+bool finite_impl(const py::array& X, int threads) {
+    auto x = in_mat<T>(X, "X");
+    py::gil_scoped_release nogil;
+    return all_finite<T>(x, threads);
+}
+
+}  // namespace
+
+void bind_kernels(py::module_& m) {
+    m.def(
+        "scores",
+        [](const py::array& X, const py::array& W, const py::object& b, int ep, const py::array& out,
+           int threads) {
+            check_threads(threads);
+            if (is_f32(X)) return scores_impl<float>(X, W, b, ep, out, threads);
+            if (is_f64(X)) return scores_impl<double>(X, W, b, ep, out, threads);
+            bad_dtype(X, "X");
+        },
+        py::arg("X"), py::arg("W"), py::arg("b"), py::arg("epilogue"), py::arg("out"),
+        py::arg("threads"));
+    m.def(
+        "ce_grad_linear",
+        [](const py::array& X, const py::array& W, const py::object& b, const py::array& y,
+           const py::array& G, const py::object& loss, const py::object& prob, int threads) {
+            check_threads(threads);
+            if (is_f32(X)) return ce_linear_impl<float>(X, W, b, y, G, loss, prob, threads);
+            if (is_f64(X)) return ce_linear_impl<double>(X, W, b, y, G, loss, prob, threads);
+            bad_dtype(X, "X");
+        },
+        py::arg("X"), py::arg("W"), py::arg("b"), py::arg("y"), py::arg("grad"), py::arg("loss"),
+        py::arg("prob"), py::arg("threads"));
+    m.def(
+        "mlp_forward",
+        [](const py::array& X, const std::vector<py::array>& Ws, const std::vector<py::object>& bs,
+           const std::vector<int>& acts, int ep, const py::array& out, int threads) {
+            check_threads(threads);
+            if (is_f32(X)) return mlp_forward_impl<float>(X, Ws, bs, acts, ep, out, threads);
+            if (is_f64(X)) return mlp_forward_impl<double>(X, Ws, bs, acts, ep, out, threads);
+            bad_dtype(X, "X");
+        },
+        py::arg("X"), py::arg("weights"), py::arg("biases"), py::arg("activations"),
+        py::arg("epilogue"), py::arg("out"), py::arg("threads"));
+    m.def(
+        "ce_grad_mlp",
+        [](const py::array& X, const std::vector<py::array>& Ws, const std::vector<py::object>& bs,
+           const std::vector<int>& acts, const py::array& y, const py::array& G,
+           const py::object& loss, const py::object& prob, int threads) {
+            check_threads(threads);
+            if (is_f32(X)) return ce_mlp_impl<float>(X, Ws, bs, acts, y, G, loss, prob, threads);
+            if (is_f64(X)) return ce_mlp_impl<double>(X, Ws, bs, acts, y, G, loss, prob, threads);
+            bad_dtype(X, "X");
+        },
+        py::arg("X"), py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("y"),
+        py::arg("grad"), py::arg("loss"), py::arg("prob"), py::arg("threads"));
+    m.def(
+        "backproject",
+        [](const py::array& H, const std::vector<py::array>& Ps, const std::vector<py::object>& bs,
+           const std::vector<int>& acts, double margin, const py::object& base,
+           const py::array& out, int threads) -> std::int64_t {
+            check_threads(threads);
+            if (is_f32(H)) return backproject_impl<float>(H, Ps, bs, acts, margin, base, out, threads);
+            if (is_f64(H)) return backproject_impl<double>(H, Ps, bs, acts, margin, base, out, threads);
+            bad_dtype(H, "H");
+        },
+        py::arg("H"), py::arg("pinvs"), py::arg("biases"), py::arg("activations"),
+        py::arg("margin"), py::arg("base"), py::arg("out"), py::arg("threads"));
+    m.def(
+        "fused_update",
+        [](const py::array& X, const py::array& G, const py::array& X0, bool l2, double alpha,
+           double eps, const py::object& lo, const py::object& hi, const py::array& out,
+           int threads) {
+            check_threads(threads);
+            if (is_f32(X)) return update_impl<float>(X, G, X0, l2, alpha, eps, lo, hi, out, threads);
+            if (is_f64(X)) return update_impl<double>(X, G, X0, l2, alpha, eps, lo, hi, out, threads);
+            bad_dtype(X, "x");
+        },
+        py::arg("x"), py::arg("grad"), py::arg("x0"), py::arg("l2"), py::arg("step"),
+        py::arg("eps"), py::arg("lo"), py::arg("hi"), py::arg("out"), py::arg("threads"));
+    m.def(
+        "all_finite",
+        [](const py::array& X, int threads) -> bool {
+            check_threads(threads);
+            if (is_f32(X)) return finite_impl<float>(X, threads);
+            if (is_f64(X)) return finite_impl<double>(X, threads);
+            bad_dtype(X, "X");
+        },
+        py::arg("X"), py::arg("threads"));
+}
+
+}  // namespace fastfool::bind

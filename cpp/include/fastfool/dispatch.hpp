@@ -1,0 +1,50 @@
+// The one run-time dispatch table. Only the GEMM micro-kernel differs between instruction
+// sets; packing, blocking, threading and the fused epilogues are shared C++ (gemm.hpp).
+#pragma once
+#include <cstdint>
+
+namespace fastfool {
+
+enum class Isa : int { generic = 0, avx2 = 1 };
+
+// C[MR x NR] (row stride ldc) = (accumulate ? C : 0) + Apanel * Bpanel over k, where Apanel is
+// k groups of MR values (column p of an MR-row sliver) and Bpanel is k groups of NR values.
+template <class T>
+using MicroKernelFn = void (*)(std::int64_t k, const T* a, const T* b, T* c, std::int64_t ldc,
+                               bool accumulate);
+
+template <class T>
+struct MicroKernel {
+    int mr = 0, nr = 0;     // register tile
+    int kc = 0, mc = 0;     // cache blocking: depth of a packed panel, rows per row block
+    MicroKernelFn<T> fn = nullptr;
+    Isa isa = Isa::generic;
+};
+
+// Best instruction set this CPU and OS support (detected once).
+Isa detected_isa();
+// Instruction set currently used by all kernels (default: detected_isa()).
+Isa active_isa();
+// Force an instruction set; returns false (and changes nothing) if the CPU lacks it.
+bool force_isa(Isa isa);
+const char* isa_name(Isa isa);
+
+const MicroKernel<float>& micro_kernel_f32();
+const MicroKernel<double>& micro_kernel_f64();
+
+template <class T>
+const MicroKernel<T>& micro_kernel();
+template <>
+inline const MicroKernel<float>& micro_kernel<float>() { return micro_kernel_f32(); }
+template <>
+inline const MicroKernel<double>& micro_kernel<double>() { return micro_kernel_f64(); }
+
+// Per-ISA tables, defined in generic.cpp / avx2.cpp.
+MicroKernel<float> generic_kernel_f32();
+MicroKernel<double> generic_kernel_f64();
+#if defined(FASTFOOL_HAVE_AVX2)
+MicroKernel<float> avx2_kernel_f32();
+MicroKernel<double> avx2_kernel_f64();
+#endif
+
+}  // namespace fastfool

@@ -1,0 +1,154 @@
+// Packed, cache-blocked matrix product used by every kernel: C[M x N] (+)= A[M x K] * B[K x N]
+// for one row block (M <= mc) at a time, so that callers can fuse their epilogues while the
+// block's output is still in L2. B is packed once per call into kc x nr panels (shared by all
+// threads); each thread packs its own A slivers. Cost: 2*M*N*K FLOPs; B is read from L3.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <vector>
+
+#include "fastfool/dispatch.hpp"
+#include "fastfool/view.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace fastfool {
+
+inline int current_thread() {
+#if defined(_OPENMP)
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+// 64-byte aligned, uninitialised storage.
+template <class T>
+class Buffer {
+   public:
+    Buffer() = default;
+    explicit Buffer(std::size_t n) { resize(n); }
+    void resize(std::size_t n) {
+        if (n <= n_) return;
+        ptr_.reset(static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))));
+        n_ = n;
+    }
+    T* data() const { return ptr_.get(); }
+
+   private:
+    struct Free {
+        void operator()(T* p) const { ::operator delete(p, std::align_val_t(64)); }
+    };
+    std::unique_ptr<T, Free> ptr_;
+    std::size_t n_ = 0;
+};
+
+template <class T>
+struct PackedB {
+    Buffer<T> buf;
+    std::int64_t K = 0, N = 0, npanels = 0, kc = 0, nr = 0;
+    const T* panel(std::int64_t pc, std::int64_t jp) const {
+        const std::int64_t kcb = std::min(kc, K - pc);
+        return buf.data() + pc * npanels * nr + jp * kcb * nr;
+    }
+};
+
+template <class T>
+PackedB<T> pack_b(const MatView<T>& B, const MicroKernel<T>& mk, int threads) {
+    PackedB<T> pb;
+    pb.K = B.rows;
+    pb.N = B.cols;
+    pb.kc = mk.kc;
+    pb.nr = mk.nr;
+    pb.npanels = (B.cols + mk.nr - 1) / mk.nr;
+    pb.buf.resize(static_cast<std::size_t>(std::max<std::int64_t>(1, pb.K * pb.npanels * pb.nr)));
+    const std::int64_t nkb = (pb.K + pb.kc - 1) / pb.kc;
+    const std::int64_t ntasks = nkb * pb.npanels;
+    const std::int64_t nr = pb.nr;
+#pragma omp parallel for schedule(static) num_threads(threads) if (ntasks > 8 && threads > 1)
+    for (std::int64_t t = 0; t < ntasks; ++t) {
+        const std::int64_t pc = (t / pb.npanels) * pb.kc, jp = t % pb.npanels;
+        const std::int64_t kcb = std::min(pb.kc, pb.K - pc);
+        const std::int64_t j0 = jp * nr, nb = std::min(nr, pb.N - j0);
+        T* dst = const_cast<T*>(pb.panel(pc, jp));
+        for (std::int64_t p = 0; p < kcb; ++p) {
+            const T* src = B.data + (pc + p) * B.rs + j0 * B.cs;
+            T* d = dst + p * nr;
+            std::int64_t j = 0;
+            if (B.cs == 1)
+                for (; j < nb; ++j) d[j] = src[j];
+            else
+                for (; j < nb; ++j) d[j] = src[j * B.cs];
+            for (; j < nr; ++j) d[j] = T(0);
+        }
+    }
+    return pb;
+}
+
+// Per-thread scratch for gemm_rows.
+template <class T>
+struct GemmScratch {
+    Buffer<T> apack, tile;
+    explicit GemmScratch(const MicroKernel<T>& mk)
+        : apack(static_cast<std::size_t>(mk.mc + mk.mr) * mk.kc), tile(mk.mr * mk.nr) {}
+};
+
+// C[M x N] (row stride ldc, contiguous columns) = (accumulate ? C : 0) + A * B, M <= mk.mc.
+template <class T>
+void gemm_rows(const MatView<T>& A, const PackedB<T>& B, T* C, std::int64_t ldc, bool accumulate,
+               const MicroKernel<T>& mk, GemmScratch<T>& ws) {
+    const std::int64_t M = A.rows, N = B.N, K = B.K, mr = mk.mr, nr = mk.nr;
+    if (M == 0 || N == 0) return;
+    if (K == 0) {
+        if (!accumulate)
+            for (std::int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, T(0));
+        return;
+    }
+    const std::int64_t nslivers = (M + mr - 1) / mr;
+    T* ap = ws.apack.data();
+    T* tile = ws.tile.data();
+    for (std::int64_t pc = 0; pc < K; pc += mk.kc) {
+        const std::int64_t kcb = std::min<std::int64_t>(mk.kc, K - pc);
+        // Pack A[:, pc:pc+kcb] as slivers of mr rows, column-interleaved, zero-padded.
+        for (std::int64_t s = 0; s < nslivers; ++s) {
+            T* dst = ap + s * mr * kcb;
+            for (std::int64_t i = 0; i < mr; ++i) {
+                const std::int64_t row = s * mr + i;
+                if (row < M) {
+                    const T* src = A.data + row * A.rs + pc * A.cs;
+                    if (A.cs == 1)
+                        for (std::int64_t p = 0; p < kcb; ++p) dst[p * mr + i] = src[p];
+                    else
+                        for (std::int64_t p = 0; p < kcb; ++p) dst[p * mr + i] = src[p * A.cs];
+                } else {
+                    for (std::int64_t p = 0; p < kcb; ++p) dst[p * mr + i] = T(0);
+                }
+            }
+        }
+        const bool acc = accumulate || pc > 0;
+        for (std::int64_t jp = 0; jp < B.npanels; ++jp) {
+            const T* bp = B.panel(pc, jp);
+            const std::int64_t j0 = jp * nr, nb = std::min(nr, N - j0);
+            for (std::int64_t s = 0; s < nslivers; ++s) {
+                const std::int64_t i0 = s * mr, mb = std::min(mr, M - i0);
+                const T* a = ap + s * mr * kcb;
+                T* c = C + i0 * ldc + j0;
+                if (mb == mr && nb == nr) {
+                    mk.fn(kcb, a, bp, c, ldc, acc);
+                } else {
+                    mk.fn(kcb, a, bp, tile, nr, false);
+                    for (std::int64_t i = 0; i < mb; ++i)
+                        for (std::int64_t j = 0; j < nb; ++j)
+                            c[i * ldc + j] = acc ? c[i * ldc + j] + tile[i * nr + j] : tile[i * nr + j];
+                }
+            }
+        }
+    }
+}
+
+}  // namespace fastfool

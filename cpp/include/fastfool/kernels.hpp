@@ -1,0 +1,77 @@
+// fastfool's CPU kernels: batched scoring with fused softmax, fused softmax cross-entropy input
+// gradients (linear and MLP), MLP forward, pseudo-inverse back-projection and the fused attack
+// update. Pure C++ over strided views; callers validate shapes and release the GIL.
+// Outputs are row-major with a row stride (ld*) and contiguous columns.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "fastfool/view.hpp"
+
+namespace fastfool {
+
+enum class Epilogue : int { none = 0, softmax = 1, log_softmax = 2 };
+enum class Act : int { identity = 0, relu = 1, tanh = 2, logistic = 3 };
+
+template <class T>
+struct Dense {
+    MatView<T> W;  // (in, out), like scikit-learn's coefs_[i]
+    VecView<T> b;  // (out,), may be empty (zero bias)
+    Act act = Act::identity;
+};
+
+// One back-projection step: prev = (act^-1(cur) - b) * P, P = pinv(W) of shape (out, in).
+template <class T>
+struct BackStep {
+    MatView<T> P;
+    VecView<T> b;
+    Act act = Act::identity;  // activation to invert (relu is rejected)
+};
+
+// S = X W^T + b, then the epilogue on each row. X (N, D), W (C, D), S (N, C).
+template <class T>
+void scores(const MatView<T>& X, const MatView<T>& W, const VecView<T>& b, Epilogue ep, T* S,
+            std::int64_t lds, int threads);
+
+// Linear softmax cross-entropy: per row i, P = softmax(x W^T + b), loss_i = -log P[y_i],
+// G_i = (P - onehot(y_i)) W. loss and prob (N, C) are optional (nullptr).
+template <class T>
+void ce_grad_linear(const MatView<T>& X, const MatView<T>& W, const VecView<T>& b,
+                    const std::int64_t* y, T* G, std::int64_t ldg, T* loss, T* prob,
+                    std::int64_t ldp, int threads);
+
+// Dense stack: out = ep(act_L(...act_1(X W_1 + b_1)... W_L + b_L)).
+template <class T>
+void mlp_forward(const MatView<T>& X, const std::vector<Dense<T>>& layers, Epilogue ep, T* out,
+                 std::int64_t ldo, int threads);
+
+// Input gradient of softmax cross-entropy over an MLP whose last layer gives the logits
+// (its activation must be identity). Same outputs as ce_grad_linear.
+template <class T>
+void ce_grad_mlp(const MatView<T>& X, const std::vector<Dense<T>>& layers,
+                 const std::int64_t* y, T* G, std::int64_t ldg, T* loss, T* prob,
+                 std::int64_t ldp, int threads);
+
+// Back-projection through steps[0], steps[1], ... (top layer first). Inverse tanh / logistic
+// clamp their argument into [lo + margin, hi - margin] of the activation's range. When base is
+// non-empty the result is added to it (the minimum-change variant). Returns the number of
+// clamped values.
+template <class T>
+std::int64_t backproject(const MatView<T>& H, const std::vector<BackStep<T>>& steps, T margin,
+                         const MatView<T>& base, T* out, std::int64_t ldo, int threads);
+
+// Fused attack step per row, x0-centred ball of radius eps, then clip to [lo, hi]
+// (lo/hi: per feature, or stride 0 for a scalar, or empty for no clipping).
+//   norm_inf: out = clip(proj_inf(x + alpha*sign(g)))
+//   l2:       out = clip(proj_2(x + alpha*g/||g||_2))   (rows with g == 0 do not move)
+// out may alias x when it has x's layout.
+template <class T>
+void fused_update(const MatView<T>& X, const MatView<T>& G, const MatView<T>& X0, bool l2,
+                  T alpha, T eps, const VecView<T>& lo, const VecView<T>& hi, T* out,
+                  std::int64_t ldo, int threads);
+
+// True when every element is finite (no NaN, no +-inf).
+template <class T>
+bool all_finite(const MatView<T>& X, int threads);
+
+}  // namespace fastfool

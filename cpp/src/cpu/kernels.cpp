@@ -1,0 +1,451 @@
+// Kernel drivers: threads take blocks of mc rows; inside a block every product goes through
+// gemm_rows and the epilogues (bias, activation, softmax, P - onehot, inverse activation) run on
+// the block's output while it is in L2. Large temporaries are bounded by mc x width per thread.
+#include "fastfool/kernels.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+
+#include "fastfool/gemm.hpp"
+
+namespace fastfool {
+namespace {
+
+template <class T>
+MatView<T> rows_of(const MatView<T>& A, std::int64_t r0, std::int64_t r1) {
+    return {A.data + r0 * A.rs, r1 - r0, A.cols, A.rs, A.cs};
+}
+
+template <class T>
+MatView<T> dense_view(const T* p, std::int64_t rows, std::int64_t cols, std::int64_t ld) {
+    return {p, rows, cols, ld, 1};
+}
+
+// Runs body(r0, r1, workspace) over blocks of mc rows on up to `threads` threads. Workspaces
+// are made before the parallel region so that allocation failures surface as exceptions.
+// Returns the workspaces so callers can reduce per-thread counters.
+template <class WS, class Make, class Body>
+std::vector<WS> for_row_blocks(std::int64_t N, std::int64_t mc, int threads, Make make, Body body) {
+    const std::int64_t nblocks = (N + mc - 1) / mc;
+    if (nblocks <= 0) return {};
+    const int nt = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(threads, nblocks)));
+    std::vector<WS> ws;
+    ws.reserve(nt);
+    for (int t = 0; t < nt; ++t) ws.emplace_back(make());
+#pragma omp parallel for schedule(dynamic) num_threads(nt) if (nt > 1)
+    for (std::int64_t blk = 0; blk < nblocks; ++blk) {
+        const std::int64_t r0 = blk * mc, r1 = std::min(N, r0 + mc);
+        body(r0, r1, ws[current_thread()]);
+    }
+    return ws;
+}
+
+template <class T>
+void add_bias(T* row, std::int64_t n, const VecView<T>& b) {
+    if (!b.data) return;
+    if (b.stride == 1)
+        for (std::int64_t j = 0; j < n; ++j) row[j] += b.data[j];
+    else
+        for (std::int64_t j = 0; j < n; ++j) row[j] += b.data[j * b.stride];
+}
+
+// log-sum-exp of a row, stable for any finite scores (max subtracted first).
+template <class T>
+T row_lse(const T* s, std::int64_t n) {
+    T m = -std::numeric_limits<T>::infinity();
+    for (std::int64_t j = 0; j < n; ++j) m = s[j] > m ? s[j] : m;
+    if (std::isnan(m) || std::isinf(m)) {  // NaN present, or +-inf scores: let IEEE decide
+        T sum = 0;
+        for (std::int64_t j = 0; j < n; ++j) sum += std::exp(s[j]);
+        return std::log(sum);
+    }
+    T sum = 0;
+    for (std::int64_t j = 0; j < n; ++j) sum += std::exp(s[j] - m);
+    return m + std::log(sum);
+}
+
+template <class T>
+void apply_epilogue(T* s, std::int64_t n, Epilogue ep) {
+    if (ep == Epilogue::none || n == 0) return;
+    const T lse = row_lse(s, n);
+    if (ep == Epilogue::log_softmax)
+        for (std::int64_t j = 0; j < n; ++j) s[j] -= lse;
+    else
+        for (std::int64_t j = 0; j < n; ++j) s[j] = std::exp(s[j] - lse);
+}
+
+template <class T>
+void apply_act(T* v, std::int64_t n, Act act) {
+    switch (act) {
+        case Act::identity: break;
+        case Act::relu:
+            for (std::int64_t j = 0; j < n; ++j) v[j] = v[j] > T(0) ? v[j] : T(0);
+            break;
+        case Act::tanh:
+            for (std::int64_t j = 0; j < n; ++j) v[j] = std::tanh(v[j]);
+            break;
+        case Act::logistic:
+            for (std::int64_t j = 0; j < n; ++j) v[j] = T(1) / (T(1) + std::exp(-v[j]));
+            break;
+    }
+}
+
+// delta *= act'(pre-activation), written in terms of the activation's output h.
+template <class T>
+void times_act_derivative(T* delta, const T* h, std::int64_t n, Act act) {
+    switch (act) {
+        case Act::identity: break;
+        case Act::relu:
+            for (std::int64_t j = 0; j < n; ++j) delta[j] = h[j] > T(0) ? delta[j] : T(0);
+            break;
+        case Act::tanh:
+            for (std::int64_t j = 0; j < n; ++j) delta[j] *= (T(1) - h[j]) * (T(1) + h[j]);
+            break;
+        case Act::logistic:
+            for (std::int64_t j = 0; j < n; ++j) delta[j] *= h[j] * (T(1) - h[j]);
+            break;
+    }
+}
+
+// Softmax cross-entropy epilogue on a row of logits s: loss, optional copy of P, then P - onehot.
+template <class T>
+void ce_epilogue(T* s, std::int64_t C, std::int64_t y, T* loss, T* prob) {
+    const T lse = row_lse(s, C);
+    if (loss) *loss = lse - s[y];
+    for (std::int64_t j = 0; j < C; ++j) s[j] = std::exp(s[j] - lse);
+    if (prob) std::memcpy(prob, s, sizeof(T) * C);
+    s[y] -= T(1);
+}
+
+template <class T>
+struct BlockWS {
+    GemmScratch<T> g;
+    Buffer<T> a, b;
+    std::int64_t counter = 0;
+    BlockWS(const MicroKernel<T>& mk, std::size_t na, std::size_t nb) : g(mk), a(na), b(nb) {}
+};
+
+}  // namespace
+
+template <class T>
+void scores(const MatView<T>& X, const MatView<T>& W, const VecView<T>& b, Epilogue ep, T* S,
+            std::int64_t lds, int threads) {
+    const MicroKernel<T> mk = micro_kernel<T>();
+    const std::int64_t C = W.rows;
+    if (X.rows == 0 || C == 0) return;
+    const PackedB<T> pb = pack_b(W.transposed(), mk, threads);
+    for_row_blocks<BlockWS<T>>(
+        X.rows, mk.mc, threads, [&] { return BlockWS<T>(mk, 0, 0); },
+        [&](std::int64_t r0, std::int64_t r1, BlockWS<T>& ws) {
+            T* out = S + r0 * lds;
+            gemm_rows(rows_of(X, r0, r1), pb, out, lds, false, mk, ws.g);
+            for (std::int64_t i = 0; i < r1 - r0; ++i) {
+                add_bias(out + i * lds, C, b);
+                apply_epilogue(out + i * lds, C, ep);
+            }
+        });
+}
+
+template <class T>
+void ce_grad_linear(const MatView<T>& X, const MatView<T>& W, const VecView<T>& b,
+                    const std::int64_t* y, T* G, std::int64_t ldg, T* loss, T* prob,
+                    std::int64_t ldp, int threads) {
+    const MicroKernel<T> mk = micro_kernel<T>();
+    const std::int64_t C = W.rows, D = W.cols;
+    if (X.rows == 0) return;
+    const PackedB<T> pbs = pack_b(W.transposed(), mk, threads);  // D x C: scores
+    const PackedB<T> pbg = pack_b(W, mk, threads);               // C x D: gradient
+    for_row_blocks<BlockWS<T>>(
+        X.rows, mk.mc, threads, [&] { return BlockWS<T>(mk, std::size_t(mk.mc) * C, 0); },
+        [&](std::int64_t r0, std::int64_t r1, BlockWS<T>& ws) {
+            const std::int64_t M = r1 - r0;
+            T* s = ws.a.data();
+            gemm_rows(rows_of(X, r0, r1), pbs, s, C, false, mk, ws.g);
+            for (std::int64_t i = 0; i < M; ++i) {
+                add_bias(s + i * C, C, b);
+                ce_epilogue(s + i * C, C, y[r0 + i], loss ? loss + r0 + i : nullptr,
+                            prob ? prob + (r0 + i) * ldp : nullptr);
+            }
+            if (D > 0) gemm_rows(dense_view(s, M, C, C), pbg, G + r0 * ldg, ldg, false, mk, ws.g);
+        });
+}
+
+namespace {
+template <class T>
+std::int64_t max_width(const std::vector<Dense<T>>& layers) {
+    std::int64_t w = 1;
+    for (const auto& l : layers) w = std::max(w, l.W.cols);
+    return w;
+}
+}  // namespace
+
+template <class T>
+void mlp_forward(const MatView<T>& X, const std::vector<Dense<T>>& layers, Epilogue ep, T* out,
+                 std::int64_t ldo, int threads) {
+    const MicroKernel<T> mk = micro_kernel<T>();
+    if (X.rows == 0 || layers.empty()) return;
+    std::vector<PackedB<T>> pb;
+    for (const auto& l : layers) pb.push_back(pack_b(l.W, mk, threads));
+    const std::int64_t mw = max_width(layers);
+    const std::size_t nbuf = std::size_t(mk.mc) * mw;
+    const std::size_t L = layers.size();
+    for_row_blocks<BlockWS<T>>(
+        X.rows, mk.mc, threads, [&] { return BlockWS<T>(mk, nbuf, nbuf); },
+        [&](std::int64_t r0, std::int64_t r1, BlockWS<T>& ws) {
+            const std::int64_t M = r1 - r0;
+            MatView<T> in = rows_of(X, r0, r1);
+            for (std::size_t l = 0; l < L; ++l) {
+                const std::int64_t w = layers[l].W.cols;
+                const bool last = l + 1 == L;
+                T* dst = last ? out + r0 * ldo : (l % 2 ? ws.b.data() : ws.a.data());
+                const std::int64_t ld = last ? ldo : w;
+                gemm_rows(in, pb[l], dst, ld, false, mk, ws.g);
+                for (std::int64_t i = 0; i < M; ++i) {
+                    add_bias(dst + i * ld, w, layers[l].b);
+                    apply_act(dst + i * ld, w, layers[l].act);
+                    if (last) apply_epilogue(dst + i * ld, w, ep);
+                }
+                in = dense_view<T>(dst, M, w, ld);
+            }
+        });
+}
+
+template <class T>
+void ce_grad_mlp(const MatView<T>& X, const std::vector<Dense<T>>& layers,
+                 const std::int64_t* y, T* G, std::int64_t ldg, T* loss, T* prob,
+                 std::int64_t ldp, int threads) {
+    const MicroKernel<T> mk = micro_kernel<T>();
+    if (layers.empty()) throw std::invalid_argument("ce_grad_mlp: no layers");
+    if (layers.back().act != Act::identity)
+        throw std::invalid_argument("ce_grad_mlp: the last layer must produce logits (identity)");
+    if (X.rows == 0) return;
+    const std::size_t L = layers.size();
+    std::vector<PackedB<T>> fwd, bwd;
+    std::vector<std::int64_t> off(L + 1, 0);
+    for (std::size_t l = 0; l < L; ++l) {
+        fwd.push_back(pack_b(layers[l].W, mk, threads));
+        bwd.push_back(pack_b(layers[l].W.transposed(), mk, threads));
+        off[l + 1] = off[l] + layers[l].W.cols;
+    }
+    const std::int64_t C = layers.back().W.cols, D = X.cols, mw = max_width(layers);
+    const std::size_t nacts = std::size_t(mk.mc) * off[L], ndelta = std::size_t(mk.mc) * mw * 2;
+    for_row_blocks<BlockWS<T>>(
+        X.rows, mk.mc, threads, [&] { return BlockWS<T>(mk, nacts, ndelta); },
+        [&](std::int64_t r0, std::int64_t r1, BlockWS<T>& ws) {
+            const std::int64_t M = r1 - r0;
+            auto act_buf = [&](std::size_t l) { return ws.a.data() + std::size_t(mk.mc) * off[l]; };
+            MatView<T> in = rows_of(X, r0, r1);
+            for (std::size_t l = 0; l < L; ++l) {
+                const std::int64_t w = layers[l].W.cols;
+                T* dst = act_buf(l);
+                gemm_rows(in, fwd[l], dst, w, false, mk, ws.g);
+                for (std::int64_t i = 0; i < M; ++i) {
+                    add_bias(dst + i * w, w, layers[l].b);
+                    apply_act(dst + i * w, w, layers[l].act);
+                }
+                in = dense_view<T>(dst, M, w, w);
+            }
+            T* logits = act_buf(L - 1);
+            for (std::int64_t i = 0; i < M; ++i)
+                ce_epilogue(logits + i * C, C, y[r0 + i], loss ? loss + r0 + i : nullptr,
+                            prob ? prob + (r0 + i) * ldp : nullptr);
+            // Back-propagate delta = dLoss/dz_l from the logits down to the input.
+            const T* delta = logits;
+            std::int64_t dw = C;
+            T* spare[2] = {ws.b.data(), ws.b.data() + std::size_t(mk.mc) * mw};
+            for (std::size_t l = L - 1; l >= 1; --l) {
+                const std::int64_t w = layers[l - 1].W.cols;
+                T* next = spare[l % 2];
+                gemm_rows(dense_view(delta, M, dw, dw), bwd[l], next, w, false, mk, ws.g);
+                const T* h = act_buf(l - 1);
+                for (std::int64_t i = 0; i < M; ++i)
+                    times_act_derivative(next + i * w, h + i * w, w, layers[l - 1].act);
+                delta = next;
+                dw = w;
+            }
+            if (D > 0) gemm_rows(dense_view(delta, M, dw, dw), bwd[0], G + r0 * ldg, ldg, false, mk, ws.g);
+        });
+}
+
+namespace {
+// Inverse activation with clamping into the open range; returns how many values were clamped.
+template <class T>
+std::int64_t inverse_act_minus_bias(const T* src, std::int64_t cs, T* dst, std::int64_t n,
+                                    Act act, T margin, const VecView<T>& b) {
+    std::int64_t clamped = 0;
+    T lo = 0, hi = 0;
+    if (act == Act::tanh) {
+        lo = T(-1) + margin;
+        hi = T(1) - margin;
+    } else if (act == Act::logistic) {
+        lo = margin;
+        hi = T(1) - margin;
+    }
+    for (std::int64_t j = 0; j < n; ++j) {
+        T v = src[j * cs];
+        if (act != Act::identity) {
+            if (v < lo) { v = lo; ++clamped; }
+            if (v > hi) { v = hi; ++clamped; }
+            v = act == Act::tanh ? std::atanh(v) : std::log(v) - std::log1p(-v);
+        }
+        dst[j] = v - b[j];
+    }
+    return clamped;
+}
+}  // namespace
+
+template <class T>
+std::int64_t backproject(const MatView<T>& H, const std::vector<BackStep<T>>& steps, T margin,
+                         const MatView<T>& base, T* out, std::int64_t ldo, int threads) {
+    for (const auto& s : steps)
+        if (s.act == Act::relu)
+            throw std::invalid_argument("backproject: relu is not invertible");
+    if (steps.empty()) throw std::invalid_argument("backproject: no steps");
+    const MicroKernel<T> mk = micro_kernel<T>();
+    if (H.rows == 0) return 0;
+    std::vector<PackedB<T>> pb;
+    std::int64_t mw = 1;
+    for (const auto& s : steps) {
+        pb.push_back(pack_b(s.P, mk, threads));
+        mw = std::max({mw, s.P.rows, s.P.cols});
+    }
+    const std::size_t nbuf = std::size_t(mk.mc) * mw;
+    const std::int64_t D = steps.back().P.cols;
+    const auto ws_all = for_row_blocks<BlockWS<T>>(
+        H.rows, mk.mc, threads, [&] { return BlockWS<T>(mk, nbuf, nbuf); },
+        [&](std::int64_t r0, std::int64_t r1, BlockWS<T>& ws) {
+            const std::int64_t M = r1 - r0;
+            MatView<T> cur = rows_of(H, r0, r1);
+            T* z = ws.a.data();  // act^-1(cur) - b
+            T* h = ws.b.data();  // the layer below; z never aliases cur
+            for (std::size_t s = 0; s < steps.size(); ++s) {
+                const std::int64_t k = steps[s].P.rows, w = steps[s].P.cols;
+                for (std::int64_t i = 0; i < M; ++i)
+                    ws.counter += inverse_act_minus_bias(cur.data + i * cur.rs, cur.cs, z + i * k, k,
+                                                         steps[s].act, margin, steps[s].b);
+                if (s + 1 < steps.size()) {
+                    gemm_rows(dense_view<T>(z, M, k, k), pb[s], h, w, false, mk, ws.g);
+                    cur = dense_view<T>(h, M, w, w);
+                    continue;
+                }
+                T* dst = out + r0 * ldo;
+                const bool add = base.data != nullptr;
+                if (add)
+                    for (std::int64_t i = 0; i < M; ++i)
+                        for (std::int64_t j = 0; j < D; ++j) dst[i * ldo + j] = base(r0 + i, j);
+                gemm_rows(dense_view<T>(z, M, k, k), pb[s], dst, ldo, add, mk, ws.g);
+            }
+        });
+    std::int64_t clamped = 0;
+    for (const auto& ws : ws_all) clamped += ws.counter;
+    return clamped;
+}
+
+namespace {
+// ||v||_2 without overflow or underflow for any finite input (scaled by max |v|).
+template <class T, class F>
+T scaled_norm(std::int64_t n, F value) {
+    T mx = 0;
+    for (std::int64_t j = 0; j < n; ++j) mx = std::max(mx, std::abs(value(j)));
+    if (mx == T(0) || !std::isfinite(mx)) return mx;
+    T sum = 0;
+    for (std::int64_t j = 0; j < n; ++j) {
+        const T v = value(j) / mx;
+        sum += v * v;
+    }
+    return mx * std::sqrt(sum);
+}
+template <class T>
+T sign_of(T v) { return T((v > T(0)) - (v < T(0))); }
+}  // namespace
+
+template <class T>
+void fused_update(const MatView<T>& X, const MatView<T>& G, const MatView<T>& X0, bool l2,
+                  T alpha, T eps, const VecView<T>& lo, const VecView<T>& hi, T* out,
+                  std::int64_t ldo, int threads) {
+    const std::int64_t N = X.rows, D = X.cols;
+    const int nt = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(threads, N / 64 + 1)));
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (std::int64_t i = 0; i < N; ++i) {
+        const T* x = X.data + i * X.rs;
+        const T* g = G.data + i * G.rs;
+        const T* x0 = X0.data + i * X0.rs;
+        T* o = out + i * ldo;
+        const std::int64_t xs = X.cs, gs = G.cs, x0s = X0.cs;
+        if (!l2) {
+            for (std::int64_t j = 0; j < D; ++j) {
+                const T c = x0[j * x0s];
+                T v = x[j * xs] + alpha * sign_of(g[j * gs]);
+                v = std::min(std::max(v, c - eps), c + eps);
+                o[j] = v;
+            }
+        } else {
+            const T gn = scaled_norm<T>(D, [&](std::int64_t j) { return g[j * gs]; });
+            const T step = gn > T(0) ? alpha / gn : T(0);
+            for (std::int64_t j = 0; j < D; ++j) o[j] = x[j * xs] + step * g[j * gs];
+            const T dn = scaled_norm<T>(D, [&](std::int64_t j) { return o[j] - x0[j * x0s]; });
+            if (dn > eps) {
+                const T f = eps / dn;
+                for (std::int64_t j = 0; j < D; ++j) {
+                    const T c = x0[j * x0s];
+                    o[j] = c + (o[j] - c) * f;
+                }
+            }
+        }
+        if (lo.data)
+            for (std::int64_t j = 0; j < D; ++j) o[j] = std::max(o[j], lo.data[j * lo.stride]);
+        if (hi.data)
+            for (std::int64_t j = 0; j < D; ++j) o[j] = std::min(o[j], hi.data[j * hi.stride]);
+    }
+}
+
+namespace {
+template <class T> struct Bits;
+template <> struct Bits<float> { using U = std::uint32_t; static constexpr U exp = 0x7f800000u; };
+template <> struct Bits<double> { using U = std::uint64_t; static constexpr U exp = 0x7ff0000000000000ull; };
+}  // namespace
+
+template <class T>
+bool all_finite(const MatView<T>& X, int threads) {
+    using U = typename Bits<T>::U;
+    const std::int64_t N = X.rows, D = X.cols;
+    std::int64_t bad = 0;
+    const int nt = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(threads, N / 256 + 1)));
+#pragma omp parallel for schedule(static) num_threads(nt) reduction(+ : bad) if (nt > 1)
+    for (std::int64_t i = 0; i < N; ++i) {
+        const T* x = X.data + i * X.rs;
+        std::int64_t row_bad = 0;
+        for (std::int64_t j = 0; j < D; ++j) {
+            U u;
+            std::memcpy(&u, x + j * X.cs, sizeof(U));
+            row_bad += (u & Bits<T>::exp) == Bits<T>::exp;  // all-ones exponent: inf or NaN
+        }
+        bad += row_bad;
+    }
+    return bad == 0;
+}
+
+#define FASTFOOL_INSTANTIATE(T)                                                                   \
+    template void scores<T>(const MatView<T>&, const MatView<T>&, const VecView<T>&, Epilogue, T*, \
+                            std::int64_t, int);                                                   \
+    template void ce_grad_linear<T>(const MatView<T>&, const MatView<T>&, const VecView<T>&,      \
+                                    const std::int64_t*, T*, std::int64_t, T*, T*, std::int64_t,  \
+                                    int);                                                         \
+    template void mlp_forward<T>(const MatView<T>&, const std::vector<Dense<T>>&, Epilogue, T*,   \
+                                 std::int64_t, int);                                              \
+    template void ce_grad_mlp<T>(const MatView<T>&, const std::vector<Dense<T>>&,                 \
+                                 const std::int64_t*, T*, std::int64_t, T*, T*, std::int64_t,     \
+                                 int);                                                            \
+    template std::int64_t backproject<T>(const MatView<T>&, const std::vector<BackStep<T>>&, T,   \
+                                         const MatView<T>&, T*, std::int64_t, int);               \
+    template void fused_update<T>(const MatView<T>&, const MatView<T>&, const MatView<T>&, bool,  \
+                                  T, T, const VecView<T>&, const VecView<T>&, T*, std::int64_t,   \
+                                  int);                                                           \
+    template bool all_finite<T>(const MatView<T>&, int);
+
+FASTFOOL_INSTANTIATE(float)
+FASTFOOL_INSTANTIATE(double)
+
+}  // namespace fastfool

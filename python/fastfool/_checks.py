@@ -1,0 +1,124 @@
+"""Argument checks shared by the kernels and the models: every message names the argument."""
+
+from __future__ import annotations
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def float_dtype(dtype, name: str = "dtype") -> np.dtype:
+    """Normalise a user dtype to float32 or float64."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"{name}: not a dtype: {dtype!r}") from exc
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: fastfool computes in float32 or float64, got {dt}")
+    return dt
+
+
+def as_array(a, name: str) -> np.ndarray:
+    """``a`` as an ndarray, refusing what cannot hold numbers (objects, strings, complex)."""
+    if isinstance(a, np.ndarray):
+        arr = a
+    else:
+        if hasattr(a, "__cuda_array_interface__"):
+            raise TypeError(
+                f"{name}: GPU arrays are not supported by this build's CPU kernels; "
+                "pass a NumPy array (e.g. cupy.asnumpy(...))"
+            )
+        try:
+            arr = np.asarray(a)
+        except Exception as exc:  # ragged lists and other non-arrays
+            raise TypeError(f"{name}: cannot be read as an array ({exc})") from exc
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name}: expected a numeric array, got dtype {arr.dtype}")
+    return arr
+
+
+def float_array(a, name: str, dtype: np.dtype | None = None, *, cast: bool = False) -> np.ndarray:
+    """A float32/float64 array; with ``dtype`` the array must have it (or is cast when ``cast``).
+
+    Integer, bool and float16 arrays are refused: fastfool never guesses a precision.
+    The returned array may be a view of the input; it is never modified.
+    """
+    arr = as_array(a, name)
+    if arr.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name}: expected float32 or float64 values, got {arr.dtype}; "
+            f"convert explicitly, e.g. {name}.astype(np.float32)"
+        )
+    if dtype is not None and arr.dtype != dtype:
+        if not cast:
+            raise TypeError(f"{name}: dtype {arr.dtype} does not match {dtype}")
+        arr = arr.astype(dtype)
+    if arr.ndim and any(s % arr.itemsize for s in arr.strides):
+        arr = np.ascontiguousarray(arr)  # byte-misaligned strides: the kernels need element strides
+    return arr
+
+
+def matrix(a, name: str, dtype=None, *, cols: int | None = None, cast: bool = False,
+           cols_what: str = "") -> np.ndarray:
+    arr = float_array(a, name, dtype, cast=cast)
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array (rows, features), got shape {arr.shape}")
+    if cols is not None and arr.shape[1] != cols:
+        raise ValueError(
+            f"{name}: expected {cols} columns{cols_what}, got shape {arr.shape}"
+        )
+    return arr
+
+
+def vector(a, name: str, n: int, dtype=None, *, cast: bool = False) -> np.ndarray:
+    arr = float_array(a, name, dtype, cast=cast)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"{name}: expected shape ({n},), got {arr.shape}")
+    return arr
+
+
+def check_finite(arr: np.ndarray, name: str, threads: int) -> None:
+    from . import _core
+
+    a = arr if arr.ndim == 2 else arr.reshape(1, -1) if arr.ndim == 1 else arr.reshape(arr.shape[0], -1)
+    if not _core.all_finite(a, threads):
+        raise ValueError(
+            f"{name}: contains NaN or infinity; fastfool refuses non-finite inputs "
+            "(clean them, or pass check_finite=False to propagate them)"
+        )
+
+
+def out_array(out, name: str, shape: tuple, dtype: np.dtype, inputs=()) -> np.ndarray:
+    """Allocate an output, or check a user's ``out=`` (exact shape and dtype, writable,
+    contiguous columns, no overlap with the inputs)."""
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name}: expected a NumPy array, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {out.shape}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype}, got {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name}: array is read-only")
+    if out.ndim == 2 and out.shape[1] > 1 and out.strides[1] != out.itemsize:
+        raise ValueError(f"{name}: columns must be contiguous")
+    if out.ndim == 1 and out.shape[0] > 1 and out.strides[0] != out.itemsize:
+        raise ValueError(f"{name}: must be contiguous")
+    for arr, arr_name in inputs:
+        if arr is not None and np.may_share_memory(out, arr):
+            raise ValueError(f"{name}: must not share memory with {arr_name}")
+    return out
+
+
+def labels_to_index(y, n: int, n_classes: int, name: str = "y") -> np.ndarray:
+    """Class indices 0..n_classes-1 as contiguous int64 (already mapped through classes_)."""
+    arr = np.asarray(y)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"{name}: expected shape ({n},), got {arr.shape}")
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected integer class indices, got dtype {arr.dtype}")
+    if n and (arr.min() < 0 or arr.max() >= n_classes):
+        bad = arr[(arr < 0) | (arr >= n_classes)][0]
+        raise ValueError(f"{name}: class index {bad} is outside [0, {n_classes})")
+    return np.ascontiguousarray(arr, dtype=np.int64)

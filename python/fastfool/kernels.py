@@ -1,0 +1,275 @@
+"""The raw kernels, for benchmarks and power users.
+
+Every function takes float32 or float64 arrays of one dtype (strided and negative-stride views
+are read in place, never copied or modified), checks shapes, and runs the C++ kernel with the
+GIL released on ``threads`` threads (default: :func:`fastfool.get_threads`). Outputs are new
+C-contiguous arrays unless ``out=`` is given. No NaN check happens here (the models do that).
+
+Activation names: ``"identity"``, ``"relu"``, ``"tanh"``, ``"logistic"``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from . import _core
+from ._checks import float_array, labels_to_index, matrix, out_array, vector
+from ._runtime import resolve_threads
+
+__all__ = [
+    "ACTIVATIONS",
+    "scores",
+    "ce_grad_linear",
+    "mlp_forward",
+    "ce_grad_mlp",
+    "backproject",
+    "fused_update",
+    "all_finite",
+]
+
+ACTIVATIONS = {"identity": 0, "relu": 1, "tanh": 2, "logistic": 3}
+_EPILOGUES = {None: 0, "none": 0, "softmax": 1, "log_softmax": 2}
+
+
+def _epilogue(name) -> int:
+    if name not in _EPILOGUES:
+        raise ValueError(f"epilogue: expected None, 'softmax' or 'log_softmax', got {name!r}")
+    return _EPILOGUES[name]
+
+
+def _act_codes(activations: Sequence[str], n: int) -> list[int]:
+    if isinstance(activations, str):
+        activations = [activations] * n
+    activations = list(activations)
+    if len(activations) != n:
+        raise ValueError(f"activations: expected {n} names, got {len(activations)}")
+    codes = []
+    for i, a in enumerate(activations):
+        if a not in ACTIVATIONS:
+            raise ValueError(
+                f"activations[{i}]: unknown activation {a!r}; expected one of {sorted(ACTIVATIONS)}"
+            )
+        codes.append(ACTIVATIONS[a])
+    return codes
+
+
+def scores(X, W, b=None, *, epilogue=None, out=None, threads=None) -> np.ndarray:
+    """Batched scoring ``S = X @ W.T + b`` with an optional fused row epilogue.
+
+    Parameters
+    ----------
+    X : (N, D) float array.
+    W : (C, D) array of X's dtype (scikit-learn ``coef_`` layout).
+    b : (C,) array or None.
+    epilogue : None, ``"softmax"`` or ``"log_softmax"`` (numerically stable: max subtracted).
+    out : optional (N, C) array of X's dtype with contiguous columns.
+
+    Returns
+    -------
+    (N, C) array.
+
+    Cost: ``2*N*C*D`` FLOPs through the packed AVX2/FMA micro-kernel.
+    """
+    X = matrix(X, "X")
+    W = matrix(W, "W", X.dtype, cols=X.shape[1], cols_what=" (X has that many features)")
+    bb = None if b is None else vector(b, "b", W.shape[0], X.dtype)
+    S = out_array(out, "out", (X.shape[0], W.shape[0]), X.dtype, [(X, "X"), (W, "W"), (bb, "b")])
+    _core.scores(X, W, bb, _epilogue(epilogue), S, resolve_threads(threads))
+    return S
+
+
+def _ce_outputs(X, C, out, return_prob, inputs):
+    G = out_array(out, "out", X.shape, X.dtype, inputs)
+    loss = np.empty(X.shape[0], dtype=X.dtype)
+    prob = np.empty((X.shape[0], C), dtype=X.dtype) if return_prob else None
+    return G, loss, prob
+
+
+def ce_grad_linear(X, W, b, y, *, out=None, return_prob=False, threads=None):
+    """Fused softmax cross-entropy input gradient of a linear model.
+
+    Per row: ``P = softmax(x W^T + b)``, ``loss = -log P[y]``, ``grad = (P - onehot(y)) W``,
+    computed block by block (no N x C temporary beyond a block of rows).
+
+    Parameters
+    ----------
+    X : (N, D); W : (C, D); b : (C,) or None; y : (N,) int class indices in ``[0, C)``.
+    return_prob : also return the (N, C) probabilities.
+
+    Returns
+    -------
+    grad (N, D), loss (N,) and, if requested, prob (N, C).
+    """
+    X = matrix(X, "X")
+    W = matrix(W, "W", X.dtype, cols=X.shape[1], cols_what=" (X has that many features)")
+    bb = None if b is None else vector(b, "b", W.shape[0], X.dtype)
+    yy = labels_to_index(y, X.shape[0], W.shape[0])
+    G, loss, prob = _ce_outputs(X, W.shape[0], out, return_prob, [(X, "X"), (W, "W"), (bb, "b")])
+    _core.ce_grad_linear(X, W, bb, yy, G, loss, prob, resolve_threads(threads))
+    return (G, loss, prob) if return_prob else (G, loss)
+
+
+def _layers(X, weights, biases, activations):
+    weights = list(weights)
+    if not weights:
+        raise ValueError("weights: need at least one layer")
+    if biases is None:
+        biases = [None] * len(weights)
+    biases = list(biases)
+    if len(biases) != len(weights):
+        raise ValueError(f"biases: expected {len(weights)} entries, got {len(biases)}")
+    Ws, bs = [], []
+    width = X.shape[1]
+    for i, (w, bi) in enumerate(zip(weights, biases)):
+        w = matrix(w, f"weights[{i}]", X.dtype)
+        if w.shape[0] != width:
+            raise ValueError(f"weights[{i}]: expected {width} input rows, got shape {w.shape}")
+        Ws.append(w)
+        bs.append(None if bi is None else vector(bi, f"biases[{i}]", w.shape[1], X.dtype))
+        width = w.shape[1]
+    return Ws, bs, _act_codes(activations, len(Ws))
+
+
+def mlp_forward(X, weights, biases, activations, *, epilogue=None, out=None, threads=None):
+    """Forward pass of a dense stack: ``h = act_i(h @ weights[i] + biases[i])``.
+
+    ``weights[i]`` has shape (in, out) as scikit-learn's ``coefs_``; ``activations`` is one name
+    per layer (or one name for all). ``epilogue`` ("softmax"/"log_softmax") applies to the last
+    layer's output. Returns (N, out_last).
+    """
+    X = matrix(X, "X")
+    Ws, bs, acts = _layers(X, weights, biases, activations)
+    inputs = [(X, "X")] + [(w, "weights") for w in Ws]
+    O = out_array(out, "out", (X.shape[0], Ws[-1].shape[1]), X.dtype, inputs)
+    _core.mlp_forward(X, Ws, bs, acts, _epilogue(epilogue), O, resolve_threads(threads))
+    return O
+
+
+def ce_grad_mlp(X, weights, biases, activations, y, *, out=None, return_prob=False, threads=None):
+    """Softmax cross-entropy input gradient of a dense stack by back-propagation.
+
+    The last layer's activation must be ``"identity"``: its outputs are the logits. Returns
+    grad (N, D), loss (N,) and, with ``return_prob``, prob (N, C).
+    """
+    X = matrix(X, "X")
+    Ws, bs, acts = _layers(X, weights, biases, activations)
+    if acts[-1] != ACTIVATIONS["identity"]:
+        raise ValueError("activations: the last layer must be 'identity' (it produces the logits)")
+    yy = labels_to_index(y, X.shape[0], Ws[-1].shape[1])
+    inputs = [(X, "X")] + [(w, "weights") for w in Ws]
+    G, loss, prob = _ce_outputs(X, Ws[-1].shape[1], out, return_prob, inputs)
+    _core.ce_grad_mlp(X, Ws, bs, acts, yy, G, loss, prob, resolve_threads(threads))
+    return (G, loss, prob) if return_prob else (G, loss)
+
+
+def backproject(H, pinvs, biases, activations, *, margin=1e-6, base=None, out=None,
+                threads=None, return_clamped=False):
+    """Pseudo-inverse back-projection, top layer first.
+
+    For each step i: ``H = (act_i^{-1}(H) - biases[i]) @ pinvs[i]`` where ``pinvs[i]`` is the
+    (out, in) pseudo-inverse of that layer's (in, out) weights. ``activations[i]`` names the
+    activation being undone: identity, tanh (atanh) or logistic (logit); relu is refused.
+    Arguments of tanh/logistic inverses are clamped into ``[-1 + margin, 1 - margin]`` resp.
+    ``[margin, 1 - margin]``. With ``base`` (N, D_out) the result is added to it.
+
+    Returns the (N, D_out) array, and with ``return_clamped`` the number of clamped values.
+    """
+    H = matrix(H, "H")
+    pinvs = list(pinvs)
+    if not pinvs:
+        raise ValueError("pinvs: need at least one step")
+    if biases is None:
+        biases = [None] * len(pinvs)
+    biases = list(biases)
+    if len(biases) != len(pinvs):
+        raise ValueError(f"biases: expected {len(pinvs)} entries, got {len(biases)}")
+    Ps, bs, k = [], [], H.shape[1]
+    for i, (p, bi) in enumerate(zip(pinvs, biases)):
+        p = matrix(p, f"pinvs[{i}]", H.dtype)
+        if p.shape[0] != k:
+            raise ValueError(f"pinvs[{i}]: expected {k} rows, got shape {p.shape}")
+        Ps.append(p)
+        bs.append(None if bi is None else vector(bi, f"biases[{i}]", k, H.dtype))
+        k = p.shape[1]
+    acts = _act_codes(activations, len(Ps))
+    for i, a in enumerate(acts):
+        if a == ACTIVATIONS["relu"]:
+            raise ValueError(f"activations[{i}]: relu is not invertible (it maps all negatives to 0)")
+    margin = float(margin)
+    if not 0.0 < margin < 0.5:
+        raise ValueError(f"margin: must be in (0, 0.5), got {margin}")
+    if base is not None:
+        base = matrix(base, "base", H.dtype)
+        if base.shape != (H.shape[0], k):
+            raise ValueError(f"base: expected shape {(H.shape[0], k)}, got {base.shape}")
+    O = out_array(out, "out", (H.shape[0], k), H.dtype, [(H, "H"), (base, "base")] + [(p, "pinvs") for p in Ps])
+    n = _core.backproject(H, Ps, bs, acts, margin, base, O, resolve_threads(threads))
+    return (O, int(n)) if return_clamped else O
+
+
+def fused_update(x, grad, x0, *, step, eps=np.inf, norm="inf", clip=None, out=None, threads=None):
+    """One fused attack step, per row, in a single pass.
+
+    ``norm="inf"``: ``x + step*sign(grad)``, projected onto the L-inf ball of radius ``eps``
+    around ``x0``; ``norm=2``: ``x + step*grad/||grad||_2`` (rows with zero gradient stay),
+    projected onto the L2 ball. Then clipped to ``clip=(lo, hi)`` (scalars or per-feature
+    arrays of length D; either may be None). ``sign(0) = 0``.
+
+    ``out=x`` updates in place (the only allowed overlap). Returns the updated array.
+    """
+    x = matrix(x, "x")
+    grad = matrix(grad, "grad", x.dtype)
+    x0 = matrix(x0, "x0", x.dtype)
+    for arr, name in ((grad, "grad"), (x0, "x0")):
+        if arr.shape != x.shape:
+            raise ValueError(f"{name}: expected shape {x.shape}, got {arr.shape}")
+    if norm in ("inf", np.inf, float("inf")):
+        l2 = False
+    elif norm in (2, "2", "l2", 2.0):
+        l2 = True
+    else:
+        raise ValueError(f"norm: expected 'inf' or 2, got {norm!r}")
+    step, eps = float(step), float(eps)
+    if not np.isfinite(step):
+        raise ValueError(f"step: must be finite, got {step}")
+    if not eps >= 0:
+        raise ValueError(f"eps: must be >= 0, got {eps}")
+    lo = hi = None
+    if clip is not None:
+        try:
+            lo, hi = clip
+        except (TypeError, ValueError) as exc:
+            raise ValueError("clip: expected a pair (lo, hi)") from exc
+
+        def bound(v, name):
+            if v is None:
+                return None
+            arr = np.asarray(v, dtype=x.dtype)
+            if arr.ndim == 0:
+                if np.isnan(arr):
+                    raise ValueError(f"clip {name}: NaN")
+                return arr
+            arr = vector(arr, f"clip {name}", x.shape[1], x.dtype)
+            if np.isnan(arr).any():
+                raise ValueError(f"clip {name}: contains NaN")
+            return arr
+
+        lo, hi = bound(lo, "lo"), bound(hi, "hi")
+        if lo is not None and hi is not None and np.any(np.asarray(lo) > np.asarray(hi)):
+            raise ValueError("clip: lo must be <= hi")
+    if out is x:
+        O = out_array(out, "out", x.shape, x.dtype, [(grad, "grad"), (x0, "x0")])
+    else:
+        O = out_array(out, "out", x.shape, x.dtype, [(x, "x"), (grad, "grad"), (x0, "x0")])
+    _core.fused_update(x, grad, x0, l2, step, eps, lo, hi, O, resolve_threads(threads))
+    return O
+
+
+def all_finite(X, *, threads=None) -> bool:
+    """True when X (any float array) holds no NaN or infinity; one vectorised pass."""
+    X = float_array(X, "X")
+    if X.ndim != 2:
+        X = X.reshape(1, -1) if X.ndim < 2 else X.reshape(X.shape[0], -1)
+    return bool(_core.all_finite(X, resolve_threads(threads)))

@@ -1,0 +1,485 @@
+"""Models the attacks run on: a linear softmax model and a dense MLP, with scikit-learn semantics.
+
+Both are stacks of affine layers ``h = act(h @ W + b)`` ending in logits. Binary models
+(one output column, as scikit-learn's ``coef_`` of shape (1, D) or an MLP with a logistic
+output) behave as a 2-class softmax over scores ``[0, s]``, which is exactly scikit-learn's
+``[1 - sigmoid(s), sigmoid(s)]``.
+
+Dtype rule: a model computes in one dtype (float32 or float64, from its weights unless
+``dtype=`` says otherwise). Float inputs of the other precision are cast to it (a copy; the
+caller's array is never modified); integer, bool, float16 and object inputs are refused.
+NaN policy: methods raise ``ValueError`` when X holds NaN or infinity, unless
+``check_finite=False`` (then NaN propagates to the outputs of the affected rows).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import numpy as np
+
+from . import kernels
+from ._checks import check_finite as _check_finite
+from ._checks import float_dtype, labels_to_index, matrix
+from ._runtime import resolve_threads
+
+__all__ = ["Model", "LinearModel", "MLP", "from_sklearn", "DEFAULT_MARGIN"]
+
+#: Default clamping margin of inverse tanh / logistic in back-projection: codes are clamped into
+#: [-1 + margin, 1 - margin] (tanh) or [margin, 1 - margin] (logistic) before atanh / logit.
+DEFAULT_MARGIN = 1e-6
+
+
+def _weight(a, name: str, dtype) -> np.ndarray:
+    arr = np.array(a, copy=True)  # the model owns its weights: later edits by the caller do not leak in
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name}: expected numeric weights, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: contains NaN or infinity")
+    return arr
+
+
+def _model_dtype(dtype, first_weight) -> np.dtype:
+    if dtype is not None:
+        return float_dtype(dtype)
+    dt = np.asarray(first_weight).dtype
+    return dt if dt in (np.dtype(np.float32), np.dtype(np.float64)) else np.dtype(np.float64)
+
+
+class Model:
+    """Common behaviour of fastfool models (use :class:`LinearModel` or :class:`MLP`)."""
+
+    # Filled by subclasses: affine layers in (in, out) layout; the last gives the logits (the
+    # binary model's single score column). _soft_* is the same stack with a binary output
+    # expanded to the 2-class softmax [0, s].
+    _Ws: list
+    _bs: list
+    _acts: list
+    _soft_W: np.ndarray
+    _soft_b: np.ndarray
+
+    def __init__(self, classes, n_outputs: int, dtype: np.dtype):
+        self.dtype = dtype
+        self.binary = n_outputs == 1
+        n_classes = 2 if self.binary else n_outputs
+        if classes is None:
+            classes = np.arange(n_classes)
+        classes = np.asarray(classes)
+        if classes.ndim != 1 or len(classes) != n_classes:
+            raise ValueError(f"classes: expected {n_classes} labels, got shape {classes.shape}")
+        if len(np.unique(classes)) != n_classes:
+            raise ValueError("classes: labels must be distinct")
+        self.classes_ = classes
+        self._pinv_cache: dict = {}
+
+    # -- sizes ------------------------------------------------------------------------------
+    @property
+    def n_features_in_(self) -> int:
+        return self._Ws[0].shape[0]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes_)
+
+    @property
+    def n_layers(self) -> int:
+        """Number of affine layers, the logits layer included."""
+        return len(self._Ws)
+
+    # -- input handling ----------------------------------------------------------------------
+    def _X(self, X, threads, check_finite=True, name="X") -> np.ndarray:
+        X = matrix(X, name, self.dtype, cast=True, cols=self.n_features_in_,
+                   cols_what=" (the model's number of features)")
+        if check_finite and X.size:
+            _check_finite(X, name, threads)
+        return X
+
+    def class_index(self, y) -> np.ndarray:
+        """Map labels (values of ``classes_``) to class indices 0..n_classes-1.
+
+        Raises ``ValueError`` naming the first label that is not one of the model's classes.
+        """
+        y = np.asarray(y)
+        if y.ndim != 1:
+            raise ValueError(f"y: expected a 1-D array of labels, got shape {y.shape}")
+        classes = self.classes_
+        if y.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        sorter = np.argsort(classes, kind="stable")
+        try:
+            pos = np.searchsorted(classes, y, sorter=sorter)
+            pos = np.minimum(pos, len(classes) - 1)
+            idx = sorter[pos]
+            ok = classes[idx] == y
+        except (TypeError, ValueError, np.exceptions.DTypePromotionError) as exc:
+            raise ValueError(
+                f"y: labels of dtype {y.dtype} cannot be compared with classes_ ({classes.dtype})"
+            ) from exc
+        ok = np.asarray(ok, dtype=bool)
+        if ok.shape != y.shape or not ok.all():
+            bad = y[~ok][0] if ok.shape == y.shape else y[0]
+            raise ValueError(f"y: label {bad!r} is not one of the model's classes {classes.tolist()}")
+        return idx.astype(np.int64)
+
+    def _y(self, y, n) -> np.ndarray:
+        y = np.asarray(y)
+        if y.ndim == 0:
+            y = np.full(n, y[()], dtype=y.dtype)
+        if y.ndim != 1 or y.shape[0] != n:
+            raise ValueError(f"y: expected {n} labels (one per row of X), got shape {y.shape}")
+        return labels_to_index(self.class_index(y), n, self.n_classes)
+
+    # -- scikit-learn style predictions ---------------------------------------------------------
+    def logits(self, X, *, threads=None, check_finite=True) -> np.ndarray:
+        """The (N, C) scores whose softmax gives :meth:`predict_proba` ([0, s] when binary)."""
+        threads = resolve_threads(threads)
+        X = self._X(X, threads, check_finite)
+        return self._forward_soft(X, None, threads)
+
+    def decision_function(self, X, *, threads=None, check_finite=True) -> np.ndarray:
+        """Scores as scikit-learn's ``decision_function``: (N,) for binary models, else (N, C)."""
+        threads = resolve_threads(threads)
+        X = self._X(X, threads, check_finite)
+        S = self._forward(X, threads)
+        return S[:, 0] if self.binary else S
+
+    def predict_proba(self, X, *, threads=None, check_finite=True) -> np.ndarray:
+        """Class probabilities (N, C): the softmax of the logits (stable fused epilogue)."""
+        threads = resolve_threads(threads)
+        X = self._X(X, threads, check_finite)
+        return self._forward_soft(X, "softmax", threads)
+
+    def predict_log_proba(self, X, *, threads=None, check_finite=True) -> np.ndarray:
+        """Log-probabilities (N, C), computed as a fused log-softmax (no log(0))."""
+        threads = resolve_threads(threads)
+        X = self._X(X, threads, check_finite)
+        return self._forward_soft(X, "log_softmax", threads)
+
+    def predict(self, X, *, threads=None, check_finite=True) -> np.ndarray:
+        """Predicted labels (values of ``classes_``), ties resolved as scikit-learn does."""
+        S = self.decision_function(X, threads=threads, check_finite=check_finite)
+        idx = (S > 0).astype(np.intp) if self.binary else np.argmax(S, axis=1)
+        return self.classes_[idx]
+
+    def loss_gradient(self, X, y, *, return_loss=False, threads=None, check_finite=True):
+        """Gradient of the softmax cross-entropy ``-log P(y | x)`` with respect to X.
+
+        Parameters
+        ----------
+        X : (N, D) inputs. y : (N,) labels from ``classes_`` (or one label for all rows).
+        return_loss : also return the per-row loss (N,).
+
+        Returns
+        -------
+        (N, D) gradient in the model's dtype (and the loss when asked).
+        """
+        threads = resolve_threads(threads)
+        X = self._X(X, threads, check_finite)
+        yi = self._y(y, X.shape[0])
+        G, loss = self._ce_grad(X, yi, threads)
+        return (G, loss) if return_loss else G
+
+    # -- layers and back-projection -----------------------------------------------------------
+    def _layer_index(self, layer) -> int:
+        """Index into _Ws of the layer whose output carries the codes."""
+        L = self.n_layers
+        if isinstance(layer, str):
+            if layer == "logits":
+                return L - 1
+            raise ValueError(f"layer: expected an int or 'logits', got {layer!r}")
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+            raise TypeError(f"layer: expected an int or 'logits', got {layer!r}")
+        n_hidden = L - 1
+        if n_hidden == 0:
+            raise ValueError("layer: this model has no hidden layers (use layer='logits')")
+        if not -n_hidden <= layer < n_hidden:
+            raise ValueError(f"layer: {layer} is out of range for {n_hidden} hidden layers")
+        return int(layer) % n_hidden
+
+    def pinv(self, i: int) -> np.ndarray:
+        """Moore-Penrose pseudo-inverse (out, in) of layer i's (in, out) weights, cached."""
+        key = ("layer", i)
+        if key not in self._pinv_cache:
+            self._pinv_cache[key] = np.ascontiguousarray(
+                np.linalg.pinv(self._Ws[i].astype(np.float64)), dtype=self.dtype)
+        return self._pinv_cache[key]
+
+    def _composite(self, top: int):
+        """Affine map x -> z_top = x @ A + c of layers 0..top (all below top must be identity)."""
+        key = ("composite", top)
+        if key not in self._pinv_cache:
+            A = self._Ws[0].astype(np.float64)
+            for W in self._Ws[1:top + 1]:
+                A = A @ W.astype(np.float64)
+            self._pinv_cache[key] = np.ascontiguousarray(np.linalg.pinv(A), dtype=self.dtype)
+        return self._pinv_cache[key]
+
+    def backproject(self, H, layer=-1, x0=None, *, margin=DEFAULT_MARGIN, threads=None,
+                    return_clamped=False):
+        """Inputs whose codes at ``layer`` are H, through the Moore-Penrose pseudo-inverse.
+
+        Layer by layer, ``x_prev = (act^-1(h) - b) @ pinv(W)`` with pinv computed once per layer
+        and cached. ``layer`` indexes hidden layers like a list (0 the first, -1 the last), or is
+        ``"logits"`` to start from the output scores (for a binary model the scores s, shape (N,)
+        or (N, 1)). tanh and logistic codes are clamped into the open range by ``margin``
+        (see :data:`DEFAULT_MARGIN`); relu layers are not invertible and raise ``ValueError``.
+
+        With ``x0`` (N, D) the result is the input nearest to ``x0`` (L2) whose code at ``layer``
+        is H: ``x = x0 + (act^-1(H) - z(x0)) @ pinv(A)``, where z = x @ A + c is the affine map
+        to that layer's pre-activation; every layer below must have identity activation.
+
+        Where the layer map is not surjective (a code outside its range), the result is the
+        least-squares solution and ``hidden(result)`` will differ from H; check it if it matters.
+
+        Returns (N, D) inputs, and with ``return_clamped`` the number of clamped code values.
+        """
+        threads = resolve_threads(threads)
+        top = self._layer_index(layer)
+        width = self._Ws[top].shape[1]
+        H = np.asarray(H) if not isinstance(H, np.ndarray) else H
+        if self.binary and top == self.n_layers - 1 and getattr(H, "ndim", 0) == 1:
+            H = H.reshape(-1, 1)
+        H = matrix(H, "H", self.dtype, cast=True, cols=width,
+                   cols_what=f" (the width of layer {layer!r})")
+        if H.size:
+            _check_finite(H, "H", threads)
+        first_act = "identity" if top == self.n_layers - 1 else self._acts[top]
+        if x0 is None:
+            steps = range(top, -1, -1)
+            acts = [first_act] + [self._acts[j] for j in range(top - 1, -1, -1)]
+            for j, a in zip(steps, acts):
+                if a == "relu":
+                    raise ValueError(
+                        f"backproject: layer {j} has relu activation, which is not invertible "
+                        "(all negative pre-activations map to 0)")
+            return kernels.backproject(
+                H, [self.pinv(j) for j in steps], [self._bs[j] for j in steps], acts,
+                margin=margin, threads=threads, return_clamped=return_clamped)
+        below = [self._acts[j] for j in range(top)]
+        if any(a != "identity" for a in below):
+            raise ValueError(
+                "backproject(x0=...): the minimum-change solution needs an affine path to the "
+                f"layer, but the layers below have activations {below}")
+        if first_act == "relu":
+            raise ValueError("backproject: relu codes are not invertible")
+        x0 = self._X(x0, threads, True, name="x0")
+        if x0.shape[0] != H.shape[0]:
+            raise ValueError(f"x0: expected {H.shape[0]} rows (one per code), got {x0.shape[0]}")
+        P = self._composite(top)
+        # z(x0): pre-activation of layer `top` at x0 (all layers up to it affine).
+        z0 = kernels.mlp_forward(x0, self._Ws[:top + 1], self._bs[:top + 1], "identity",
+                                 threads=threads)
+        x1, n = kernels.backproject(H, [P], [None], [first_act], margin=margin, base=x0,
+                                    threads=threads, return_clamped=True)
+        np.negative(z0, out=z0)
+        x = kernels.backproject(z0, [P], [None], ["identity"], base=x1, threads=threads)
+        return (x, n) if return_clamped else x
+
+    # -- implementation hooks -------------------------------------------------------------------
+    def _forward(self, X, threads):
+        return kernels.mlp_forward(X, self._Ws, self._bs, self._acts, threads=threads)
+
+    def _soft_layers(self):
+        return self._Ws[:-1] + [self._soft_W], self._bs[:-1] + [self._soft_b]
+
+    def _forward_soft(self, X, epilogue, threads):
+        Ws, bs = self._soft_layers()
+        return kernels.mlp_forward(X, Ws, bs, self._acts, epilogue=epilogue, threads=threads)
+
+    def _ce_grad(self, X, yi, threads):
+        Ws, bs = self._soft_layers()
+        return kernels.ce_grad_mlp(X, Ws, bs, self._acts, yi, threads=threads)
+
+    def _set_output(self, W_out, b_out):
+        """Store the softmax view of the output layer ([0, s] for a binary model)."""
+        if self.binary:
+            self._soft_W = np.ascontiguousarray(np.hstack([np.zeros_like(W_out), W_out]))
+            self._soft_b = np.concatenate([np.zeros(1, self.dtype), b_out])
+        else:
+            self._soft_W, self._soft_b = W_out, b_out
+
+
+class LinearModel(Model):
+    """A linear classifier ``scores = X @ W.T + b`` with softmax probabilities.
+
+    Parameters
+    ----------
+    W : (C, D) weights like scikit-learn's ``coef_``; (1, D) or (D,) is a binary model with
+        probabilities ``[1 - sigmoid(s), sigmoid(s)]``.
+    b : (C,) biases (a scalar for a binary model); default 0.
+    classes : labels of the C classes (2 for a binary model); default ``arange``.
+    dtype : float32 or float64; default the dtype of W (float64 for non-float W).
+
+    Examples
+    --------
+    >>> m = LinearModel(np.eye(3, 4), np.zeros(3))
+    >>> m.predict(np.array([[0., 2., 1., 0.]]))
+    array([1])
+    """
+
+    def __init__(self, W, b=None, *, classes=None, dtype=None):
+        dt = _model_dtype(dtype, W)
+        W = _weight(W, "W", dt)
+        if W.ndim == 1:
+            W = W.reshape(1, -1)
+        if W.ndim != 2:
+            raise ValueError(f"W: expected shape (n_classes, n_features), got {W.shape}")
+        C, D = W.shape
+        if C == 0:
+            raise ValueError("W: the model has zero classes")
+        if D == 0:
+            raise ValueError("W: the model has zero features")
+        b = np.zeros(C, dt) if b is None else _weight(np.broadcast_to(np.asarray(b), (C,)) if np.ndim(b) == 0 else b, "b", dt)
+        if b.shape != (C,):
+            raise ValueError(f"b: expected shape ({C},), got {b.shape}")
+        super().__init__(classes, C, dt)
+        self.coef_, self.intercept_ = W, b
+        self._Ws, self._bs, self._acts = [W.T], [b], ["identity"]
+        self._set_output(W.T, b)
+        self._soft_coef = np.ascontiguousarray(self._soft_W.T)  # (C, D) for the linear kernels
+
+    def __repr__(self):
+        kind = "binary" if self.binary else f"{self.n_classes} classes"
+        return f"LinearModel({kind}, {self.n_features_in_} features, {self.dtype})"
+
+    def _forward(self, X, threads):
+        return kernels.scores(X, self.coef_, self.intercept_, threads=threads)
+
+    def _forward_soft(self, X, epilogue, threads):
+        return kernels.scores(X, self._soft_coef, self._soft_b, epilogue=epilogue, threads=threads)
+
+    def _ce_grad(self, X, yi, threads):
+        return kernels.ce_grad_linear(X, self._soft_coef, self._soft_b, yi, threads=threads)
+
+    def hidden(self, X, layer=-1, **kw):
+        raise ValueError("hidden: a LinearModel has no hidden layers (use decision_function)")
+
+
+class MLP(Model):
+    """A dense network with scikit-learn ``MLPClassifier`` semantics.
+
+    Parameters
+    ----------
+    weights : list of (in, out) arrays like ``coefs_``; the last one gives the output scores.
+    biases : list of (out,) arrays like ``intercepts_`` (None entries mean zero).
+    activation : hidden activation name ("identity", "relu", "tanh", "logistic"), or one name per
+        hidden layer.
+    classes : labels; default ``arange``. One output unit means a binary model with a logistic
+        output (probabilities ``[1 - sigmoid(s), sigmoid(s)]``); more mean softmax.
+    dtype : float32 or float64; default the dtype of ``weights[0]``.
+    """
+
+    def __init__(self, weights: Sequence, biases: Sequence | None = None, activation="relu", *,
+                 classes=None, dtype=None):
+        weights = list(weights)
+        if not weights:
+            raise ValueError("weights: need at least one layer")
+        dt = _model_dtype(dtype, weights[0])
+        Ws = []
+        for i, w in enumerate(weights):
+            w = _weight(w, f"weights[{i}]", dt)
+            if w.ndim != 2:
+                raise ValueError(f"weights[{i}]: expected a 2-D (in, out) array, got shape {w.shape}")
+            if 0 in w.shape:
+                raise ValueError(f"weights[{i}]: a layer of width 0 (shape {w.shape})")
+            if Ws and w.shape[0] != Ws[-1].shape[1]:
+                raise ValueError(
+                    f"weights[{i}]: expects {w.shape[0]} inputs but layer {i - 1} has "
+                    f"{Ws[-1].shape[1]} outputs")
+            Ws.append(w)
+        if biases is None:
+            biases = [None] * len(Ws)
+        biases = list(biases)
+        if len(biases) != len(Ws):
+            raise ValueError(f"biases: expected {len(Ws)} arrays, got {len(biases)}")
+        bs = []
+        for i, (w, b) in enumerate(zip(Ws, biases)):
+            b = np.zeros(w.shape[1], dt) if b is None else _weight(b, f"biases[{i}]", dt)
+            if b.shape != (w.shape[1],):
+                raise ValueError(f"biases[{i}]: expected shape ({w.shape[1]},), got {b.shape}")
+            bs.append(b)
+        n_hidden = len(Ws) - 1
+        acts = [activation] * n_hidden if isinstance(activation, str) else list(activation)
+        if len(acts) != n_hidden:
+            raise ValueError(f"activation: expected {n_hidden} names (one per hidden layer), got {len(acts)}")
+        for i, a in enumerate(acts):
+            if a not in kernels.ACTIVATIONS:
+                raise ValueError(f"activation: unknown {a!r} for hidden layer {i}; "
+                                 f"expected one of {sorted(kernels.ACTIVATIONS)}")
+        super().__init__(classes, Ws[-1].shape[1], dt)
+        self._Ws, self._bs, self._acts = Ws, bs, acts + ["identity"]
+        self._set_output(Ws[-1], bs[-1])
+
+    @property
+    def coefs_(self):
+        return list(self._Ws)
+
+    @property
+    def intercepts_(self):
+        return list(self._bs)
+
+    @property
+    def activations(self):
+        """Hidden-layer activation names."""
+        return self._acts[:-1]
+
+    def __repr__(self):
+        sizes = [self.n_features_in_] + [w.shape[1] for w in self._Ws]
+        return (f"MLP({'-'.join(map(str, sizes))}, activation={self.activations}, "
+                f"{'binary' if self.binary else 'softmax'}, {self.dtype})")
+
+    def hidden(self, X, layer=-1, *, threads=None, check_finite=True) -> np.ndarray:
+        """Activations (N, width) of hidden layer ``layer`` (0 the first, -1 the last)."""
+        threads = resolve_threads(threads)
+        X = self._X(X, threads, check_finite)
+        top = self._layer_index(layer)
+        if top == self.n_layers - 1:
+            raise ValueError("hidden: 'logits' is not a hidden layer (use decision_function)")
+        return kernels.mlp_forward(X, self._Ws[:top + 1], self._bs[:top + 1], self._acts[:top + 1],
+                                   threads=threads)
+
+
+_LINEAR_NAMES = {
+    "LogisticRegression", "LogisticRegressionCV", "LinearSVC", "SGDClassifier",
+    "RidgeClassifier", "RidgeClassifierCV", "Perceptron", "PassiveAggressiveClassifier",
+}
+
+
+def from_sklearn(est, *, dtype=None) -> Model:
+    """Convert a fitted scikit-learn classifier to a fastfool model.
+
+    Supported: LogisticRegression (binary and multinomial), LinearSVC, SGDClassifier,
+    RidgeClassifier, Perceptron (and other linear classifiers with ``coef_``/``intercept_``),
+    and MLPClassifier (single-label). ``decision_function`` and ``predict`` match the estimator;
+    ``predict_proba`` is the softmax of the scores, which is scikit-learn's own for
+    LogisticRegression and MLPClassifier (other linear models have no or a different
+    ``predict_proba``; the attacks use this softmax cross-entropy).
+    """
+    name = type(est).__name__
+    if hasattr(est, "coefs_") and hasattr(est, "intercepts_"):
+        out_act = getattr(est, "out_activation_", "softmax")
+        if out_act not in ("softmax", "logistic"):
+            raise ValueError(f"from_sklearn: unsupported output activation {out_act!r} (is {name} a classifier?)")
+        if out_act == "logistic" and est.coefs_[-1].shape[1] > 1:
+            raise ValueError("from_sklearn: multilabel MLPClassifier is not supported")
+        return MLP(est.coefs_, est.intercepts_, activation=est.activation,
+                   classes=est.classes_, dtype=dtype)
+    if hasattr(est, "coef_") and hasattr(est, "classes_"):
+        coef = np.asarray(est.coef_)
+        if coef.ndim != 2:
+            raise ValueError(f"from_sklearn: {name}.coef_ has shape {coef.shape}, expected 2-D")
+        if name not in _LINEAR_NAMES:
+            warnings.warn(f"from_sklearn: treating {name} as a linear classifier (coef_, intercept_)",
+                          stacklevel=2)
+        if getattr(est, "multi_class", None) == "ovr" and coef.shape[0] > 2:
+            warnings.warn("from_sklearn: this one-vs-rest LogisticRegression's predict_proba "
+                          "normalises sigmoids; fastfool's is the softmax of the same scores",
+                          stacklevel=2)
+        intercept = np.broadcast_to(np.asarray(getattr(est, "intercept_", 0.0), dtype=np.float64),
+                                    (coef.shape[0],))
+        return LinearModel(coef, intercept, classes=est.classes_, dtype=dtype)
+    if hasattr(est, "fit") and not (hasattr(est, "coef_") or hasattr(est, "coefs_")):
+        raise ValueError(f"from_sklearn: {name} is not fitted, or is not a linear model / MLPClassifier")
+    raise TypeError(f"from_sklearn: unsupported estimator {name!r}")
