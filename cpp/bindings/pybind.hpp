@@ -67,6 +67,10 @@ T* out_mat(const py::array& a, std::int64_t rows, std::int64_t cols, std::int64_
         throw py::value_error(std::string(name) + ": expected shape (" + std::to_string(rows) + ", " +
                               std::to_string(cols) + "), got " + shape_str(a));
     if (!a.writeable()) throw py::value_error(std::string(name) + ": array is read-only");
+    if (rows == 0 || cols == 0) {  // no elements: strides are meaningless
+        ld = cols;
+        return static_cast<T*>(const_cast<void*>(a.data()));
+    }
     if (cols > 1 && a.strides(1) != static_cast<py::ssize_t>(sizeof(T)))
         throw py::value_error(std::string(name) + ": columns must be contiguous");
     ld = elem_stride(a, 0, name);

@@ -101,6 +101,8 @@ def out_array(out, name: str, shape: tuple, dtype: np.dtype, inputs=()) -> np.nd
         raise TypeError(f"{name}: expected dtype {dtype}, got {out.dtype}")
     if not out.flags.writeable:
         raise ValueError(f"{name}: array is read-only")
+    if out.size == 0:
+        return out
     if out.ndim == 2 and out.shape[1] > 1 and out.strides[1] != out.itemsize:
         raise ValueError(f"{name}: columns must be contiguous")
     if out.ndim == 1 and out.shape[0] > 1 and out.strides[0] != out.itemsize:

@@ -1,0 +1,86 @@
+"""Shared fixtures: SIMD paths, thread counts, array layouts, Hypothesis profiles.
+
+Profiles (HYPOTHESIS_PROFILE): "default" keeps the suite at a few minutes on 2 cores,
+"ci" runs more examples, "dev" is a quick smoke.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+import fastfool as ff
+from fastfool import _core
+
+# The config fixture (SIMD path, threads) is meant to hold for all examples of a test.
+_SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
+settings.register_profile("default", max_examples=25, deadline=None,
+                          suppress_health_check=_SUPPRESS)
+settings.register_profile("ci", max_examples=60, deadline=None,
+                          suppress_health_check=_SUPPRESS)
+settings.register_profile("dev", max_examples=8, deadline=None,
+                          suppress_health_check=_SUPPRESS)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+SIMD_PATHS = ["generic"] + (["avx2"] if _core.detected_simd() == "avx2" else [])
+# Every kernel test runs on each SIMD path with 1 and 2 threads.
+CONFIGS = [(s, t) for s in SIMD_PATHS for t in (1, 2)]
+DTYPES = [np.float32, np.float64]
+
+
+@contextlib.contextmanager
+def simd(path):
+    prev = ff.get_simd()
+    ff.set_simd(path)
+    try:
+        yield
+    finally:
+        ff.set_simd(prev)
+
+
+@pytest.fixture(params=CONFIGS, ids=[f"{s}-t{t}" for s, t in CONFIGS])
+def config(request):
+    """(simd path, threads); the path is active for the duration of the test."""
+    path, threads = request.param
+    with simd(path):
+        yield path, threads
+
+
+LAYOUTS = ["c", "f", "strided", "negative"]
+
+
+def with_layout(a: np.ndarray, kind: str) -> np.ndarray:
+    """The same values as `a` in another memory layout (a view the kernels read in place)."""
+    if kind == "c":
+        return np.ascontiguousarray(a)
+    if kind == "f":
+        return np.asfortranarray(a)
+    if kind == "strided":
+        big = np.zeros(tuple(2 * s + 1 for s in a.shape), dtype=a.dtype)
+        sl = tuple(slice(1, None, 2) for _ in a.shape)
+        big[sl] = a
+        return big[sl]
+    if kind == "negative":
+        rev = tuple(slice(None, None, -1) for _ in a.shape)
+        return np.ascontiguousarray(a[rev])[rev]
+    raise ValueError(kind)
+
+
+@st.composite
+def arrays(draw, shape, dtype, scale=1.0):
+    """Random normal values (seeded by Hypothesis) with a random layout."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    a = (rng.standard_normal(shape) * scale).astype(dtype)
+    return with_layout(a, draw(st.sampled_from(LAYOUTS)))
+
+
+# Sizes: 0, 1, odd sizes around the SIMD tiles (4, 6, 8, 16) and cache blocks (96 rows, 256 deep).
+N_SIZES = st.one_of(st.sampled_from([0, 1, 5, 7, 95, 96, 97, 193]), st.integers(0, 300))
+D_SIZES = st.one_of(st.sampled_from([1, 3, 17, 255, 256, 257, 1001]), st.integers(1, 2000))
+C_SIZES = st.one_of(st.sampled_from([1, 2, 5, 15, 16, 17, 33]), st.integers(1, 50))

@@ -1,0 +1,296 @@
+"""Every kernel against the NumPy float64 references in reference.py, over random shapes, both
+dtypes, memory layouts, both SIMD paths and 1/2 threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fastfool as ff
+from fastfool import kernels as K
+
+import reference as R
+from conftest import C_SIZES, D_SIZES, DTYPES, N_SIZES, arrays
+
+ACTS = ["identity", "relu", "tanh", "logistic"]
+
+
+def snapshot(*arrays_):
+    return [None if a is None else a.copy() for a in arrays_]
+
+
+def assert_unchanged(before, after):
+    for b, a in zip(before, after):
+        if b is not None:
+            np.testing.assert_array_equal(a, b, err_msg="an input was modified")
+
+
+@given(data=st.data())
+def test_scores_matches_reference(config, data):
+    _, threads = config
+    dtype = data.draw(st.sampled_from(DTYPES))
+    N, D, C = data.draw(N_SIZES), data.draw(D_SIZES), data.draw(C_SIZES)
+    X = data.draw(arrays((N, D), dtype))
+    W = data.draw(arrays((C, D), dtype, scale=1 / np.sqrt(D)))
+    b = data.draw(st.one_of(st.none(), arrays((C,), dtype)))
+    before = snapshot(X, W, b)
+    S = K.scores(X, W, b, threads=threads)
+    assert S.dtype == dtype and S.shape == (N, C)
+    mag = np.abs(R.f64(X)) @ np.abs(R.f64(W)).T + (0 if b is None else np.abs(R.f64(b)))
+    R.assert_close(S, R.scores(X, W, b), mag, dtype, D, "scores")
+    for ep in ("softmax", "log_softmax"):
+        out = K.scores(X, W, b, epilogue=ep, threads=threads)
+        # score errors (<= tol*mag) move probabilities by at most that much, log-probs by twice
+        row_err = R.dot_tol(dtype, D) * mag.max(axis=1, keepdims=True) if N and C else 0
+        ref = R.scores(X, W, b, ep)
+        R.assert_close_rows(out, ref, 2 * row_err + 16 * R.unit(dtype), dtype, ep)
+        if ep == "softmax" and N:
+            np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=0, atol=C * 4 * R.unit(dtype))
+    assert_unchanged(before, [X, W, b])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scale", [1e2, 1e4])
+def test_softmax_extreme_logits(config, dtype, scale):
+    _, threads = config
+    rng = np.random.default_rng(3)
+    N, D, C = 40, 3, 9
+    X = rng.standard_normal((N, D)).astype(dtype)
+    W = rng.standard_normal((C, D)).astype(dtype)
+    W *= dtype(scale / np.abs(X @ W.T).max())  # logits up to |s| = scale
+    b = np.zeros(C, dtype)
+    S = K.scores(X, W, b, threads=threads)
+    assert np.abs(S).max() > scale / 2
+    P = K.scores(X, W, b, epilogue="softmax", threads=threads)
+    L = K.scores(X, W, b, epilogue="log_softmax", threads=threads)
+    assert np.all(np.isfinite(P)) and np.all(np.isfinite(L))
+    assert np.all(L <= 0) and np.all((P >= 0) & (P <= 1))
+    ref = R.log_softmax(S)  # the reference's own stable formula on our scores
+    np.testing.assert_allclose(L, ref, rtol=8 * R.unit(dtype), atol=8 * R.unit(dtype) * scale)
+    y = rng.integers(0, C, N)
+    G, loss = K.ce_grad_linear(X, W, b, y, threads=threads)
+    assert np.all(np.isfinite(G)) and np.all(np.isfinite(loss)) and np.all(loss >= 0)
+    np.testing.assert_allclose(loss, -ref[np.arange(N), y], rtol=8 * R.unit(dtype),
+                               atol=8 * R.unit(dtype) * scale)
+
+
+@given(data=st.data())
+def test_ce_grad_linear_matches_reference(config, data):
+    _, threads = config
+    dtype = data.draw(st.sampled_from(DTYPES))
+    N, D, C = data.draw(N_SIZES), data.draw(D_SIZES), data.draw(C_SIZES)
+    X = data.draw(arrays((N, D), dtype))
+    W = data.draw(arrays((C, D), dtype, scale=3 / np.sqrt(D)))
+    b = data.draw(st.one_of(st.none(), arrays((C,), dtype)))
+    y = np.random.default_rng(N * 7 + C).integers(0, C, N)
+    before = snapshot(X, W, b, y)
+    G, loss, P = K.ce_grad_linear(X, W, b, y, return_prob=True, threads=threads)
+    Gr, lr, Pr = R.ce_grad_linear(X, W, b, y)
+    mag = np.abs(R.f64(X)) @ np.abs(R.f64(W)).T + (0 if b is None else np.abs(R.f64(b)))
+    s_err = (R.dot_tol(dtype, D) * mag.max(axis=1, keepdims=True) if N else np.zeros((0, 1))) + 8 * R.unit(dtype)
+    R.assert_close_rows(P, Pr, 2 * s_err, dtype, "prob")
+    R.assert_close_rows(loss, lr, 2 * s_err[:, 0], dtype, "loss")
+    # grad = (P - Y) W: errors from P (each <= 2*s_err) through sum |W|, plus the product's own
+    aW = np.abs(R.f64(W))
+    dmag = np.abs(Pr - np.eye(C)[y]) if N else np.zeros((0, C))
+    g_err = 2 * s_err * aW.sum(axis=0) + R.dot_tol(dtype, C) * (dmag @ aW)
+    R.assert_close_rows(G, Gr, g_err, dtype, "grad")
+    assert_unchanged(before, [X, W, b, y])
+
+
+def random_mlp(rng, sizes, dtype, acts):
+    Ws = [(rng.standard_normal((a, b)) * (1.5 / np.sqrt(a))).astype(dtype) for a, b in zip(sizes, sizes[1:])]
+    bs = [(rng.standard_normal(b) * 0.5).astype(dtype) for b in sizes[1:]]
+    return Ws, bs, list(acts) + ["identity"]
+
+
+@st.composite
+def mlp_case(draw, max_width=40):
+    dtype = draw(st.sampled_from(DTYPES))
+    N = draw(N_SIZES)
+    D = draw(st.one_of(st.sampled_from([1, 7, 64]), st.integers(1, 300)))
+    depth = draw(st.integers(1, 4))
+    widths = [draw(st.integers(1, max_width)) for _ in range(depth - 1)]
+    C = draw(C_SIZES)
+    acts = [draw(st.sampled_from(ACTS)) for _ in range(depth - 1)]
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    Ws, bs, acts = random_mlp(rng, [D] + widths + [C], dtype, acts)
+    X = draw(arrays((N, D), dtype))
+    return dtype, X, Ws, bs, acts, rng
+
+
+@given(case=mlp_case())
+def test_mlp_forward_matches_reference(config, case):
+    _, threads = config
+    dtype, X, Ws, bs, acts, _ = case
+    before = snapshot(X, *Ws, *bs)
+    out = K.mlp_forward(X, Ws, bs, acts, threads=threads)
+    ref = R.mlp_forward(X, Ws, bs, acts)
+    err = R.mlp_error_bound(X, Ws, bs, dtype)
+    R.assert_close_rows(out, ref, err, dtype, "mlp logits")
+    P = K.mlp_forward(X, Ws, bs, acts, epilogue="softmax", threads=threads)
+    row = err.max(axis=1, keepdims=True) if X.shape[0] else 0
+    R.assert_close_rows(P, R.mlp_forward(X, Ws, bs, acts, "softmax"), 2 * row + 16 * R.unit(dtype), dtype, "mlp prob")
+    assert_unchanged(before, [X, *Ws, *bs])
+
+
+def grad_magnitude(X, Ws, bs, acts, y):
+    """|dLoss/dX| magnitudes propagated with |W| (an upper envelope for the rounding errors)."""
+    _, _, P = R.ce_grad_mlp(X, Ws, bs, acts, y)
+    d = np.abs(P - np.eye(P.shape[1])[y]) + 1.0 if len(y) else np.zeros((0, P.shape[1]))
+    for W in reversed(Ws):
+        d = d @ np.abs(R.f64(W)).T + 1.0
+    return d
+
+
+@given(case=mlp_case())
+def test_ce_grad_mlp_matches_reference(config, case):
+    _, threads = config
+    dtype, X, Ws, bs, acts, rng = case
+    C = Ws[-1].shape[1]
+    y = rng.integers(0, C, X.shape[0])
+    before = snapshot(X, *Ws, *bs, y)
+    G, loss, P = K.ce_grad_mlp(X, Ws, bs, acts, y, return_prob=True, threads=threads)
+    Gr, lr, Pr = R.ce_grad_mlp(X, Ws, bs, acts, y)
+    err = R.mlp_error_bound(X, Ws, bs, dtype)
+    row = (err.max(axis=1, keepdims=True) if X.shape[0] else np.zeros((0, 1))) + 8 * R.unit(dtype)
+    R.assert_close_rows(P, Pr, 2 * row, dtype, "prob")
+    R.assert_close_rows(loss, lr, 2 * row[:, 0], dtype, "loss")
+    # Normwise per row: a wrong derivative or a missing layer gives O(1) relative errors.
+    tol = (2e-4 if dtype == np.float32 else 1e-12) * grad_magnitude(X, Ws, bs, acts, y).max(axis=1, keepdims=True) if X.shape[0] else 0
+    R.assert_close_rows(G, Gr, tol, dtype, "grad")
+    assert_unchanged(before, [X, *Ws, *bs, y])
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_mlp_gradient_matches_finite_differences(act):
+    rng = np.random.default_rng(11)
+    Ws, bs, acts = random_mlp(rng, [6, 5, 4, 3], np.float64, [act, act])
+    X = rng.standard_normal((7, 6))
+    y = rng.integers(0, 3, 7)
+    G, _ = K.ce_grad_mlp(X, Ws, bs, acts, y)
+    h = 1e-6
+    fd = np.zeros_like(X)
+    for j in range(X.shape[1]):
+        e = np.zeros_like(X)
+        e[:, j] = h
+        _, lp = K.ce_grad_mlp(X + e, Ws, bs, acts, y)
+        _, lm = K.ce_grad_mlp(X - e, Ws, bs, acts, y)
+        fd[:, j] = (lp - lm) / (2 * h)
+    np.testing.assert_allclose(G, fd, rtol=1e-5, atol=1e-7)
+    assert np.abs(G).max() > 1e-3  # a real, non-trivial gradient
+
+
+@given(data=st.data())
+def test_backproject_matches_reference(config, data):
+    _, threads = config
+    dtype = data.draw(st.sampled_from(DTYPES))
+    N = data.draw(N_SIZES)
+    depth = data.draw(st.integers(1, 3))
+    widths = [data.draw(st.integers(1, 300 if i == depth else 40)) for i in range(depth + 1)]
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    acts = [data.draw(st.sampled_from(["identity", "tanh", "logistic"])) for _ in range(depth)]
+    margin = data.draw(st.sampled_from([1e-6, 1e-3, 0.1]))
+    Ps = [(rng.standard_normal((a, b)) / np.sqrt(a)).astype(dtype) for a, b in zip(widths, widths[1:])]
+    bs = [data.draw(st.one_of(st.none(), arrays((w,), dtype))) for w in widths[:-1]]
+    H = data.draw(arrays((N, widths[0]), dtype, scale=1.5))  # some codes outside (-1, 1): clamped
+    base = data.draw(st.one_of(st.none(), arrays((N, widths[-1]), dtype)))
+    before = snapshot(H, *Ps, base)
+    out, n_clamped = K.backproject(H, Ps, bs, acts, margin=margin, base=base, threads=threads,
+                                   return_clamped=True)
+    ref = R.backproject(H, Ps, bs, acts, margin, base, dtype)
+    # Envelope: magnitudes through |P|; atanh/logit of clamped values are at most |log(margin)|.
+    # atanh/logit amplify relative errors by up to 1/margin near the clamp: bound per layer.
+    h = np.abs(R.f64(H))
+    e = np.zeros_like(h)
+    for P, b, a in zip(Ps, bs, acts):
+        if a == "identity":
+            z, amp = h, 1.0
+        else:
+            z, amp = np.full_like(h, abs(np.log(margin / 2)) + 1), 2.0 / margin
+        z = z + (0 if b is None else np.abs(R.f64(b)))
+        aP = np.abs(R.f64(P))
+        mag = z @ aP
+        e = ((e + 2 * R.unit(dtype)) * amp + 4 * R.unit(dtype) * z) @ aP + R.dot_tol(dtype, P.shape[0]) * mag
+        h = mag
+    if base is not None:
+        e = e + 4 * R.unit(dtype) * np.abs(R.f64(base))
+    R.assert_close_rows(out, ref, e, dtype, "backproject")
+    first = acts[0]
+    if first != "identity":
+        lo, hi = (-1 + margin, 1 - margin) if first == "tanh" else (margin, 1 - margin)
+        Hd = H.astype(dtype)
+        expected = int(np.sum(Hd < dtype(lo)) + np.sum(Hd > dtype(hi)))
+        if depth == 1:
+            assert n_clamped == expected
+        else:
+            assert n_clamped >= expected
+    assert_unchanged(before, [H, *Ps, base])
+
+
+@given(data=st.data())
+def test_fused_update_matches_reference(config, data):
+    _, threads = config
+    dtype = data.draw(st.sampled_from(DTYPES))
+    N, D = data.draw(N_SIZES), data.draw(D_SIZES)
+    x0 = data.draw(arrays((N, D), dtype))
+    x = (x0 + data.draw(arrays((N, D), dtype, scale=0.1))).astype(dtype)
+    g = data.draw(arrays((N, D), dtype))
+    if N and data.draw(st.booleans()):
+        g[0] = 0  # a zero gradient: sign(0) = 0, and an L2 step of 0
+    norm = data.draw(st.sampled_from(["inf", 2]))
+    step = data.draw(st.sampled_from([0.0, 0.01, 0.3]))
+    eps = data.draw(st.sampled_from([0.0, 0.05, 0.5, np.inf]))
+    clip = data.draw(st.sampled_from([None, (-1.0, 1.0), (None, 0.5), "per-feature"]))
+    if clip == "per-feature":
+        lo = -np.abs(np.random.default_rng(D).standard_normal(D)).astype(dtype)
+        clip = (lo, lo + 1.5)
+    before = snapshot(x, g, x0)
+    out = K.fused_update(x, g, x0, step=step, eps=eps, norm=norm, clip=clip, threads=threads)
+    lo, hi = (None, None) if clip is None else clip
+    ref = R.fused_update(x, g, x0, step, eps, norm, lo, hi)
+    scale = np.abs(R.f64(x0)) + np.abs(R.f64(x)) + step + (0 if not np.isfinite(eps) else eps)
+    R.assert_close_rows(out, ref, 8 * R.unit(dtype) * (np.sqrt(D) + 1) * scale, dtype, "update")
+    if np.isfinite(eps) and N and clip is None:  # (clipping may leave the ball when x0 is outside the box)
+        d = R.f64(out) - R.f64(x0)
+        if norm == "inf":
+            assert np.abs(d).max() <= eps * (1 + 4 * R.unit(dtype)) + 4 * R.unit(dtype) * np.abs(R.f64(x0)).max()
+        else:
+            assert np.linalg.norm(d, axis=1).max() <= eps * (1 + 1e-5) + 1e-5 * R.unit(dtype)
+    assert_unchanged(before, [x, g, x0])
+    inplace = np.ascontiguousarray(x)
+    K.fused_update(inplace, g, x0, step=step, eps=eps, norm=norm, clip=clip, out=inplace, threads=threads)
+    np.testing.assert_array_equal(inplace, out)
+
+
+@given(data=st.data())
+def test_all_finite(data):
+    dtype = data.draw(st.sampled_from(DTYPES))
+    N, D = data.draw(N_SIZES), data.draw(D_SIZES)
+    X = data.draw(arrays((N, D), dtype))
+    assert K.all_finite(X)
+    if N:
+        bad = data.draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+        Y = X.copy()
+        Y[data.draw(st.integers(0, N - 1)), data.draw(st.integers(0, D - 1))] = bad
+        assert not K.all_finite(Y)
+    big = np.array([[np.finfo(dtype).max, np.finfo(dtype).tiny / 2]], dtype=dtype)  # max, denormal
+    assert K.all_finite(big)
+
+
+def test_simd_paths_agree_bitwise_within_dtype_rounding():
+    """The portable and AVX2 micro-kernels compute the same products (up to rounding)."""
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((97, 1001)).astype(np.float32)
+    W = rng.standard_normal((17, 1001)).astype(np.float32)
+    from conftest import SIMD_PATHS, simd
+    outs = []
+    for p in SIMD_PATHS:
+        with simd(p):
+            assert ff.get_simd() == p
+            outs.append(K.scores(X, W))
+    mag = np.abs(X.astype(np.float64)) @ np.abs(W.astype(np.float64)).T
+    for o in outs[1:]:
+        assert np.all(np.abs(o - outs[0]) <= 2 * R.dot_tol(np.float32, 1001) * mag)
