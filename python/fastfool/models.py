@@ -120,6 +120,7 @@ class Model:
         ok = np.asarray(ok, dtype=bool)
         if ok.shape != y.shape or not ok.all():
             bad = y[~ok][0] if ok.shape == y.shape else y[0]
+            bad = bad.item() if isinstance(bad, np.generic) else bad
             raise ValueError(f"y: label {bad!r} is not one of the model's classes {classes.tolist()}")
         return idx.astype(np.int64)
 
@@ -468,6 +469,8 @@ def from_sklearn(est, *, dtype=None) -> Model:
                    classes=est.classes_, dtype=dtype)
     if hasattr(est, "coef_") and hasattr(est, "classes_"):
         coef = np.asarray(est.coef_)
+        if coef.ndim == 1:  # some binary estimators store (n_features,)
+            coef = coef.reshape(1, -1)
         if coef.ndim != 2:
             raise ValueError(f"from_sklearn: {name}.coef_ has shape {coef.shape}, expected 2-D")
         if name not in _LINEAR_NAMES:
