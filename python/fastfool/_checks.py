@@ -65,7 +65,8 @@ def matrix(a, name: str, dtype=None, *, cols: int | None = None, cast: bool = Fa
         raise ValueError(f"{name}: expected a 2-D array (rows, features), got shape {arr.shape}")
     if cols is not None and arr.shape[1] != cols:
         raise ValueError(
-            f"{name}: expected {cols} columns{cols_what}, got shape {arr.shape}"
+            f"{name}: expected shape ({arr.shape[0]}, {cols}) ({cols} columns{cols_what}), "
+            f"got {arr.shape}"
         )
     return arr
 

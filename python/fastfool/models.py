@@ -476,7 +476,8 @@ def from_sklearn(est, *, dtype=None) -> Model:
         if name not in _LINEAR_NAMES:
             warnings.warn(f"from_sklearn: treating {name} as a linear classifier (coef_, intercept_)",
                           stacklevel=2)
-        if getattr(est, "multi_class", None) == "ovr" and coef.shape[0] > 2:
+        if (name.startswith("LogisticRegression") and getattr(est, "multi_class", None) == "ovr"
+                and coef.shape[0] > 2):
             warnings.warn("from_sklearn: this one-vs-rest LogisticRegression's predict_proba "
                           "normalises sigmoids; fastfool's is the softmax of the same scores",
                           stacklevel=2)
