@@ -24,7 +24,11 @@ import fastfool as ff
 from fastfool import kernels as K
 
 
-def median_time(fn, repeats, warmup=1):
+def median_time(fn, repeats, warmup=1, settle=0.25):
+    """Median wall time of `repeats` calls after `warmup` calls. Sleeps `settle` seconds first:
+    OpenBLAS worker threads keep spinning for a while after a BLAS call and would otherwise steal
+    the cores from whichever code is timed next (fastfool or NumPy alike)."""
+    time.sleep(settle)
     for _ in range(warmup):
         fn()
     ts = []

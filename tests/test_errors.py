@@ -215,3 +215,12 @@ def test_from_sklearn_refuses_unsupported():
         ff.from_sklearn(RandomForestClassifier())
     with pytest.raises(TypeError, match="unsupported estimator"):
         ff.from_sklearn(object())
+
+
+def test_non_native_byte_order_and_unpickled_arrays(lin):
+    import pickle
+    X = np.random.default_rng(0).standard_normal((5, 8))
+    expected = lin.predict_proba(X)
+    np.testing.assert_array_equal(lin.predict_proba(X.astype(">f8")), expected)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(lin)).predict_proba(pickle.loads(pickle.dumps(X))),
+                                  expected)

@@ -321,3 +321,47 @@ def test_float_inputs_are_cast_to_the_model_dtype(digits):
     out = m.predict_proba(X)  # float64 X -> float32 model
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, m.predict_proba(X.astype(np.float32)), rtol=0, atol=0)
+
+
+def test_concurrent_python_threads_match_sequential_results():
+    """Kernels release the GIL; calls from several Python threads at once (some run inline while
+    the pool is busy) give the sequential results bit for bit."""
+    import threading
+    rng = np.random.default_rng(9)
+    m = ff.MLP([rng.standard_normal((64, 50)), rng.standard_normal((50, 20)), rng.standard_normal((20, 10))],
+               activation="tanh")
+    Xs = [rng.standard_normal((500 + 37 * i, 64)) for i in range(6)]
+    ys = [rng.integers(0, 10, len(X)) for X in Xs]
+    expected = [m.loss_gradient(X, y, threads=2) for X, y in zip(Xs, ys)]
+    results = [None] * len(Xs)
+
+    def work(i):
+        for _ in range(5):
+            results[i] = m.loss_gradient(Xs[i], ys[i], threads=2)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(Xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r, e in zip(results, expected):
+        np.testing.assert_array_equal(r, e)
+
+
+def test_kernels_work_in_a_forked_child():
+    """The pool's workers do not exist after fork(); the child runs inline instead of hanging."""
+    import multiprocessing as mp
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    rng = np.random.default_rng(10)
+    m = ff.LinearModel(rng.standard_normal((10, 300)), rng.standard_normal(10))
+    X = rng.standard_normal((2000, 300))
+    m.predict_proba(X, threads=2)  # start the pool in the parent
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        child = pool.apply_async(_child_proba, (m, X)).get(timeout=60)
+    np.testing.assert_array_equal(child, m.predict_proba(X, threads=2))
+
+
+def _child_proba(m, X):
+    return m.predict_proba(X, threads=2)

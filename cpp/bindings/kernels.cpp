@@ -11,8 +11,8 @@
 namespace fastfool::bind {
 namespace {
 
-bool is_f32(const py::array& a) { return a.dtype().is(py::dtype::of<float>()); }
-bool is_f64(const py::array& a) { return a.dtype().is(py::dtype::of<double>()); }
+bool is_f32(const py::array& a) { return a.dtype().equal(py::dtype::of<float>()); }
+bool is_f64(const py::array& a) { return a.dtype().equal(py::dtype::of<double>()); }
 
 [[noreturn]] void bad_dtype(const py::array& a, const char* name) {
     throw py::type_error(std::string(name) + ": expected float32 or float64, got " +
@@ -36,7 +36,7 @@ void check_cols(std::int64_t got, std::int64_t want, const char* name, const cha
 }
 
 const std::int64_t* labels(const py::array& y, std::int64_t n, std::int64_t C) {
-    if (!y.dtype().is(py::dtype::of<std::int64_t>()))
+    if (!y.dtype().equal(py::dtype::of<std::int64_t>()))
         throw py::type_error("y: expected int64 class indices, got " + std::string(py::str(y.dtype())));
     if (y.ndim() != 1 || y.shape(0) != n)
         throw py::value_error("y: expected shape (" + std::to_string(n) + ",), got " + shape_str(y));

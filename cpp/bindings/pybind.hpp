@@ -25,7 +25,7 @@ inline std::string shape_str(const py::array& a) {
 
 template <class T>
 void check_dtype(const py::array& a, const char* name) {
-    if (!a.dtype().is(py::dtype::of<T>()))
+    if (!a.dtype().equal(py::dtype::of<T>()))
         throw py::type_error(std::string(name) + ": expected dtype " +
                              std::string(py::str(py::dtype::of<T>())) + ", got " +
                              std::string(py::str(a.dtype())));

@@ -1,10 +1,8 @@
-// Run-time facts and switches: SIMD path, OpenMP.
+// Run-time facts and switches: SIMD path, thread pool.
 #include "fastfool/dispatch.hpp"
+#include "fastfool/threads.hpp"
 #include "pybind.hpp"
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
 
 namespace fastfool::bind {
 
@@ -21,20 +19,7 @@ void bind_runtime(py::module_& m) {
             throw py::value_error("simd: expected 'generic' or 'avx2', got '" + name + "'");
         },
         py::arg("name"), "Force a SIMD path; returns False if the CPU lacks it.");
-    m.def("has_openmp", [] {
-#if defined(_OPENMP)
-        return true;
-#else
-        return false;
-#endif
-    });
-    m.def("omp_max_threads", [] {
-#if defined(_OPENMP)
-        return omp_get_max_threads();
-#else
-        return 1;
-#endif
-    });
+    m.def("pool_size", [] { return pool_size(); }, "Worker threads started so far.");
     m.def("tile", [](const std::string& dtype) {
         auto t = [](auto mk) { return py::make_tuple(mk.mr, mk.nr, mk.kc, mk.mc); };
         if (dtype == "float32") return t(micro_kernel<float>());

@@ -1,6 +1,6 @@
 """fastfool: find inputs that fool linear models and small neural networks, fast.
 
-Hand-written C++ kernels (AVX2/FMA chosen at run time, OpenMP threads, GIL released) for
+Hand-written C++ kernels (AVX2/FMA chosen at run time, a small thread pool, GIL released) for
 batched scoring, softmax cross-entropy input gradients, MLP back-propagation, pseudo-inverse
 back-projection and the fused attack update, under a NumPy-first API.
 

@@ -13,7 +13,7 @@ def main(argv=None) -> int:
 
     info = ff.simd_info()
     print(f"fastfool {ff.__version__}  simd={info['active']} (detected {info['detected']})  "
-          f"openmp={info['openmp']}  threads={info['threads']}")
+          f"threads={info['threads']}")
     try:
         from sklearn.datasets import load_digits
         from sklearn.linear_model import LogisticRegression

@@ -44,6 +44,8 @@ def float_array(a, name: str, dtype: np.dtype | None = None, *, cast: bool = Fal
     The returned array may be a view of the input; it is never modified.
     """
     arr = as_array(a, name)
+    if arr.dtype.kind == "f" and not arr.dtype.isnative:  # e.g. big-endian data from a file
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     if arr.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"{name}: expected float32 or float64 values, got {arr.dtype}; "

@@ -79,11 +79,10 @@ def get_simd() -> str:
 
 
 def simd_info() -> dict:
-    """What the kernels run on: detected and active SIMD path, OpenMP, default threads, tiles."""
+    """What the kernels run on: detected and active SIMD path, default threads, tiles."""
     return {
         "detected": _core.detected_simd(),
         "active": _core.active_simd(),
-        "openmp": _core.has_openmp(),
         "threads": _threads,
         "tile_float32": _core.tile("float32"),
         "tile_float64": _core.tile("float64"),

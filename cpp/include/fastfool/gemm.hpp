@@ -11,21 +11,10 @@
 #include <vector>
 
 #include "fastfool/dispatch.hpp"
+#include "fastfool/threads.hpp"
 #include "fastfool/view.hpp"
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 namespace fastfool {
-
-inline int current_thread() {
-#if defined(_OPENMP)
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 // 64-byte aligned, uninitialised storage.
 template <class T>
@@ -70,8 +59,7 @@ PackedB<T> pack_b(const MatView<T>& B, const MicroKernel<T>& mk, int threads) {
     const std::int64_t nkb = (pb.K + pb.kc - 1) / pb.kc;
     const std::int64_t ntasks = nkb * pb.npanels;
     const std::int64_t nr = pb.nr;
-#pragma omp parallel for schedule(static) num_threads(threads) if (ntasks > 8 && threads > 1)
-    for (std::int64_t t = 0; t < ntasks; ++t) {
+    parallel_for(ntasks, ntasks > 8 ? threads : 1, [&](std::int64_t t, int) {
         const std::int64_t pc = (t / pb.npanels) * pb.kc, jp = t % pb.npanels;
         const std::int64_t kcb = std::min(pb.kc, pb.K - pc);
         const std::int64_t j0 = jp * nr, nb = std::min(nr, pb.N - j0);
@@ -86,7 +74,7 @@ PackedB<T> pack_b(const MatView<T>& B, const MicroKernel<T>& mk, int threads) {
                 for (; j < nb; ++j) d[j] = src[j * B.cs];
             for (; j < nr; ++j) d[j] = T(0);
         }
-    }
+    });
     return pb;
 }
 

@@ -3,6 +3,7 @@
 // the block's output while it is in L2. Large temporaries are bounded by mc x width per thread.
 #include "fastfool/kernels.hpp"
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -34,11 +35,10 @@ std::vector<WS> for_row_blocks(std::int64_t N, std::int64_t mc, int threads, Mak
     std::vector<WS> ws;
     ws.reserve(nt);
     for (int t = 0; t < nt; ++t) ws.emplace_back(make());
-#pragma omp parallel for schedule(dynamic) num_threads(nt) if (nt > 1)
-    for (std::int64_t blk = 0; blk < nblocks; ++blk) {
+    parallel_for(nblocks, nt, [&](std::int64_t blk, int worker) {
         const std::int64_t r0 = blk * mc, r1 = std::min(N, r0 + mc);
-        body(r0, r1, ws[current_thread()]);
-    }
+        body(r0, r1, ws[worker]);
+    });
     return ws;
 }
 
@@ -366,9 +366,12 @@ void fused_update(const MatView<T>& X, const MatView<T>& G, const MatView<T>& X0
                   T alpha, T eps, const VecView<T>& lo, const VecView<T>& hi, T* out,
                   std::int64_t ldo, int threads) {
     const std::int64_t N = X.rows, D = X.cols;
-    const int nt = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(threads, N / 64 + 1)));
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (std::int64_t i = 0; i < N; ++i) {
+    // tasks of ~64K elements: enough work per task to amortise the hand-off
+    const std::int64_t rows_per_task = std::max<std::int64_t>(1, 65536 / std::max<std::int64_t>(D, 1));
+    const std::int64_t ntasks = (N + rows_per_task - 1) / rows_per_task;
+    parallel_for(ntasks, threads, [&](std::int64_t task, int) {
+    const std::int64_t i_end = std::min(N, (task + 1) * rows_per_task);
+    for (std::int64_t i = task * rows_per_task; i < i_end; ++i) {
         const T* x = X.data + i * X.rs;
         const T* g = G.data + i * G.rs;
         const T* x0 = X0.data + i * X0.rs;
@@ -399,6 +402,7 @@ void fused_update(const MatView<T>& X, const MatView<T>& G, const MatView<T>& X0
         if (hi.data)
             for (std::int64_t j = 0; j < D; ++j) o[j] = std::min(o[j], hi.data[j * hi.stride]);
     }
+    });
 }
 
 namespace {
@@ -411,20 +415,23 @@ template <class T>
 bool all_finite(const MatView<T>& X, int threads) {
     using U = typename Bits<T>::U;
     const std::int64_t N = X.rows, D = X.cols;
-    std::int64_t bad = 0;
-    const int nt = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(threads, N / 256 + 1)));
-#pragma omp parallel for schedule(static) num_threads(nt) reduction(+ : bad) if (nt > 1)
-    for (std::int64_t i = 0; i < N; ++i) {
-        const T* x = X.data + i * X.rs;
-        std::int64_t row_bad = 0;
-        for (std::int64_t j = 0; j < D; ++j) {
-            U u;
-            std::memcpy(&u, x + j * X.cs, sizeof(U));
-            row_bad += (u & Bits<T>::exp) == Bits<T>::exp;  // all-ones exponent: inf or NaN
+    std::atomic<std::int64_t> bad{0};
+    const std::int64_t rows_per_task = std::max<std::int64_t>(1, 262144 / std::max<std::int64_t>(D, 1));
+    const std::int64_t ntasks = (N + rows_per_task - 1) / rows_per_task;
+    parallel_for(ntasks, threads, [&](std::int64_t task, int) {
+        std::int64_t count = 0;
+        const std::int64_t i_end = std::min(N, (task + 1) * rows_per_task);
+        for (std::int64_t i = task * rows_per_task; i < i_end; ++i) {
+            const T* x = X.data + i * X.rs;
+            for (std::int64_t j = 0; j < D; ++j) {
+                U u;
+                std::memcpy(&u, x + j * X.cs, sizeof(U));
+                count += (u & Bits<T>::exp) == Bits<T>::exp;  // all-ones exponent: inf or NaN
+            }
         }
-        bad += row_bad;
-    }
-    return bad == 0;
+        bad += count;
+    });
+    return bad.load() == 0;
 }
 
 #define FASTFOOL_INSTANTIATE(T)                                                                   \
