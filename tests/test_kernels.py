@@ -294,3 +294,37 @@ def test_simd_paths_agree_bitwise_within_dtype_rounding():
     mag = np.abs(X.astype(np.float64)) @ np.abs(W.astype(np.float64)).T
     for o in outs[1:]:
         assert np.all(np.abs(o - outs[0]) <= 2 * R.dot_tol(np.float32, 1001) * mag)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_large_shapes(config, dtype):
+    """One large case per path: many row blocks, several kc blocks, ragged tiles everywhere."""
+    _, threads = config
+    rng = np.random.default_rng(12)
+    N, D, C = 1001, 2051, 103
+    X = rng.standard_normal((N, D)).astype(dtype)
+    W = (rng.standard_normal((C, D)) / np.sqrt(D)).astype(dtype)
+    b = rng.standard_normal(C).astype(dtype)
+    y = rng.integers(0, C, N)
+    mag = np.abs(R.f64(X)) @ np.abs(R.f64(W)).T + np.abs(R.f64(b))
+    R.assert_close(K.scores(X, W, b, threads=threads), R.scores(X, W, b), mag, dtype, D, "scores")
+    G, loss = K.ce_grad_linear(X, W, b, y, threads=threads)
+    Gr, lr, Pr = R.ce_grad_linear(X, W, b, y)
+    s_err = R.dot_tol(dtype, D) * mag.max(axis=1, keepdims=True) + 8 * R.unit(dtype)
+    aW = np.abs(R.f64(W))
+    R.assert_close_rows(G, Gr, 2 * s_err * aW.sum(axis=0) + R.dot_tol(dtype, C) * (np.abs(Pr - np.eye(C)[y]) @ aW), dtype, "grad")
+    R.assert_close_rows(loss, lr, 2 * s_err[:, 0], dtype, "loss")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_update_extreme_gradients(dtype):
+    """Huge and tiny gradients: the L2 norm is scaled, so nothing overflows to inf or 0/0."""
+    big = float(np.finfo(dtype).max) / 4
+    tiny = float(np.finfo(dtype).tiny)
+    x0 = np.zeros((3, 5), dtype)
+    g = np.array([[big] * 5, [tiny] * 5, [-big, 0, 0, 0, tiny]], dtype)
+    out = K.fused_update(x0, g, x0, step=1.0, eps=10.0, norm=2)
+    np.testing.assert_allclose(np.linalg.norm(out.astype(np.float64), axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(out[2], [-1, 0, 0, 0, 0], atol=1e-6)
+    out = K.fused_update(x0, g, x0, step=0.5, eps=0.25, norm="inf")
+    np.testing.assert_array_equal(out, np.where(g > 0, 0.25, np.where(g < 0, -0.25, 0)).astype(dtype))

@@ -7,11 +7,12 @@ namespace fastfool {
 
 enum class Isa : int { generic = 0, avx2 = 1 };
 
-// C[MR x NR] (row stride ldc) = (accumulate ? C : 0) + Apanel * Bpanel over k, where Apanel is
-// k groups of MR values (column p of an MR-row sliver) and Bpanel is k groups of NR values.
+// C[MR x NR] (row stride ldc) = (accumulate ? C : 0) + A * Bpanel over k, where element (i, p)
+// of the MR-row sliver A is a[i * rsa + p * csa] (packed: rsa = 1, csa = MR; a row-major input
+// read in place: rsa = its row stride, csa = 1) and Bpanel is k groups of NR values.
 template <class T>
-using MicroKernelFn = void (*)(std::int64_t k, const T* a, const T* b, T* c, std::int64_t ldc,
-                               bool accumulate);
+using MicroKernelFn = void (*)(std::int64_t k, const T* a, std::int64_t rsa, std::int64_t csa,
+                               const T* b, T* c, std::int64_t ldc, bool accumulate);
 
 template <class T>
 struct MicroKernel {

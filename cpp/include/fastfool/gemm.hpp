@@ -87,6 +87,9 @@ struct GemmScratch {
 };
 
 // C[M x N] (row stride ldc, contiguous columns) = (accumulate ? C : 0) + A * B, M <= mk.mc.
+// Rows of A with contiguous columns are read in place by the micro-kernel (no packing: for the
+// small-C, memory-bound shapes packing A cost as much as the product); other layouts, and the
+// ragged last sliver, are packed into zero-padded mr-row slivers.
 template <class T>
 void gemm_rows(const MatView<T>& A, const PackedB<T>& B, T* C, std::int64_t ldc, bool accumulate,
                const MicroKernel<T>& mk, GemmScratch<T>& ws) {
@@ -98,12 +101,13 @@ void gemm_rows(const MatView<T>& A, const PackedB<T>& B, T* C, std::int64_t ldc,
         return;
     }
     const std::int64_t nslivers = (M + mr - 1) / mr;
+    const bool direct = A.cs == 1;
+    const std::int64_t first_packed = direct ? M / mr : 0;  // slivers before it are read in place
     T* ap = ws.apack.data();
     T* tile = ws.tile.data();
     for (std::int64_t pc = 0; pc < K; pc += mk.kc) {
         const std::int64_t kcb = std::min<std::int64_t>(mk.kc, K - pc);
-        // Pack A[:, pc:pc+kcb] as slivers of mr rows, column-interleaved, zero-padded.
-        for (std::int64_t s = 0; s < nslivers; ++s) {
+        for (std::int64_t s = first_packed; s < nslivers; ++s) {
             T* dst = ap + s * mr * kcb;
             for (std::int64_t i = 0; i < mr; ++i) {
                 const std::int64_t row = s * mr + i;
@@ -124,12 +128,14 @@ void gemm_rows(const MatView<T>& A, const PackedB<T>& B, T* C, std::int64_t ldc,
             const std::int64_t j0 = jp * nr, nb = std::min(nr, N - j0);
             for (std::int64_t s = 0; s < nslivers; ++s) {
                 const std::int64_t i0 = s * mr, mb = std::min(mr, M - i0);
-                const T* a = ap + s * mr * kcb;
+                const bool in_place = s < first_packed;
+                const T* a = in_place ? A.data + i0 * A.rs + pc : ap + s * mr * kcb;
+                const std::int64_t rsa = in_place ? A.rs : 1, csa = in_place ? 1 : mr;
                 T* c = C + i0 * ldc + j0;
                 if (mb == mr && nb == nr) {
-                    mk.fn(kcb, a, bp, c, ldc, acc);
+                    mk.fn(kcb, a, rsa, csa, bp, c, ldc, acc);
                 } else {
-                    mk.fn(kcb, a, bp, tile, nr, false);
+                    mk.fn(kcb, a, rsa, csa, bp, tile, nr, false);
                     for (std::int64_t i = 0; i < mb; ++i)
                         for (std::int64_t j = 0; j < nb; ++j)
                             c[i * ldc + j] = acc ? c[i * ldc + j] + tile[i * nr + j] : tile[i * nr + j];

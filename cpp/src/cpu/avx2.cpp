@@ -17,8 +17,14 @@ inline void store_row(float* c, __m256 lo, __m256 hi, bool accumulate) {
     _mm256_storeu_ps(c + 8, hi);
 }
 
-void micro_kernel_f32_6x16(std::int64_t k, const float* a, const float* b, float* c,
-                           std::int64_t ldc, bool accumulate) {
+void micro_kernel_f32_6x16(std::int64_t k, const float* a, std::int64_t rsa, std::int64_t csa,
+                           const float* b, float* c, std::int64_t ldc, bool accumulate) {
+    const float* a0 = a;
+    const float* a1 = a + rsa;
+    const float* a2 = a + 2 * rsa;
+    const float* a3 = a + 3 * rsa;
+    const float* a4 = a + 4 * rsa;
+    const float* a5 = a + 5 * rsa;
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
     __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
@@ -27,19 +33,19 @@ void micro_kernel_f32_6x16(std::int64_t k, const float* a, const float* b, float
     __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
     for (std::int64_t p = 0; p < k; ++p) {
         const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-        __m256 ai = _mm256_broadcast_ss(a + 0);
+        __m256 ai = _mm256_broadcast_ss(a0);
         c00 = _mm256_fmadd_ps(ai, b0, c00); c01 = _mm256_fmadd_ps(ai, b1, c01);
-        ai = _mm256_broadcast_ss(a + 1);
+        ai = _mm256_broadcast_ss(a1);
         c10 = _mm256_fmadd_ps(ai, b0, c10); c11 = _mm256_fmadd_ps(ai, b1, c11);
-        ai = _mm256_broadcast_ss(a + 2);
+        ai = _mm256_broadcast_ss(a2);
         c20 = _mm256_fmadd_ps(ai, b0, c20); c21 = _mm256_fmadd_ps(ai, b1, c21);
-        ai = _mm256_broadcast_ss(a + 3);
+        ai = _mm256_broadcast_ss(a3);
         c30 = _mm256_fmadd_ps(ai, b0, c30); c31 = _mm256_fmadd_ps(ai, b1, c31);
-        ai = _mm256_broadcast_ss(a + 4);
+        ai = _mm256_broadcast_ss(a4);
         c40 = _mm256_fmadd_ps(ai, b0, c40); c41 = _mm256_fmadd_ps(ai, b1, c41);
-        ai = _mm256_broadcast_ss(a + 5);
+        ai = _mm256_broadcast_ss(a5);
         c50 = _mm256_fmadd_ps(ai, b0, c50); c51 = _mm256_fmadd_ps(ai, b1, c51);
-        a += 6;
+        a0 += csa; a1 += csa; a2 += csa; a3 += csa; a4 += csa; a5 += csa;
         b += 16;
     }
     store_row(c + 0 * ldc, c00, c01, accumulate);
@@ -59,8 +65,14 @@ inline void store_row(double* c, __m256d lo, __m256d hi, bool accumulate) {
     _mm256_storeu_pd(c + 4, hi);
 }
 
-void micro_kernel_f64_6x8(std::int64_t k, const double* a, const double* b, double* c,
-                          std::int64_t ldc, bool accumulate) {
+void micro_kernel_f64_6x8(std::int64_t k, const double* a, std::int64_t rsa, std::int64_t csa,
+                           const double* b, double* c, std::int64_t ldc, bool accumulate) {
+    const double* a0 = a;
+    const double* a1 = a + rsa;
+    const double* a2 = a + 2 * rsa;
+    const double* a3 = a + 3 * rsa;
+    const double* a4 = a + 4 * rsa;
+    const double* a5 = a + 5 * rsa;
     __m256d c00 = _mm256_setzero_pd(), c01 = _mm256_setzero_pd();
     __m256d c10 = _mm256_setzero_pd(), c11 = _mm256_setzero_pd();
     __m256d c20 = _mm256_setzero_pd(), c21 = _mm256_setzero_pd();
@@ -69,19 +81,19 @@ void micro_kernel_f64_6x8(std::int64_t k, const double* a, const double* b, doub
     __m256d c50 = _mm256_setzero_pd(), c51 = _mm256_setzero_pd();
     for (std::int64_t p = 0; p < k; ++p) {
         const __m256d b0 = _mm256_loadu_pd(b), b1 = _mm256_loadu_pd(b + 4);
-        __m256d ai = _mm256_broadcast_sd(a + 0);
+        __m256d ai = _mm256_broadcast_sd(a0);
         c00 = _mm256_fmadd_pd(ai, b0, c00); c01 = _mm256_fmadd_pd(ai, b1, c01);
-        ai = _mm256_broadcast_sd(a + 1);
+        ai = _mm256_broadcast_sd(a1);
         c10 = _mm256_fmadd_pd(ai, b0, c10); c11 = _mm256_fmadd_pd(ai, b1, c11);
-        ai = _mm256_broadcast_sd(a + 2);
+        ai = _mm256_broadcast_sd(a2);
         c20 = _mm256_fmadd_pd(ai, b0, c20); c21 = _mm256_fmadd_pd(ai, b1, c21);
-        ai = _mm256_broadcast_sd(a + 3);
+        ai = _mm256_broadcast_sd(a3);
         c30 = _mm256_fmadd_pd(ai, b0, c30); c31 = _mm256_fmadd_pd(ai, b1, c31);
-        ai = _mm256_broadcast_sd(a + 4);
+        ai = _mm256_broadcast_sd(a4);
         c40 = _mm256_fmadd_pd(ai, b0, c40); c41 = _mm256_fmadd_pd(ai, b1, c41);
-        ai = _mm256_broadcast_sd(a + 5);
+        ai = _mm256_broadcast_sd(a5);
         c50 = _mm256_fmadd_pd(ai, b0, c50); c51 = _mm256_fmadd_pd(ai, b1, c51);
-        a += 6;
+        a0 += csa; a1 += csa; a2 += csa; a3 += csa; a4 += csa; a5 += csa;
         b += 8;
     }
     store_row(c + 0 * ldc, c00, c01, accumulate);

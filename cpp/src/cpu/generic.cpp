@@ -6,15 +6,15 @@ namespace fastfool {
 namespace {
 
 template <class T, int MR, int NR>
-void micro_kernel_generic(std::int64_t k, const T* a, const T* b, T* c, std::int64_t ldc,
-                          bool accumulate) {
+void micro_kernel_generic(std::int64_t k, const T* a, std::int64_t rsa, std::int64_t csa,
+                          const T* b, T* c, std::int64_t ldc, bool accumulate) {
     T acc[MR][NR] = {};
     for (std::int64_t p = 0; p < k; ++p) {
         for (int i = 0; i < MR; ++i) {
-            const T ai = a[i];
+            const T ai = a[i * rsa];
             for (int j = 0; j < NR; ++j) acc[i][j] += ai * b[j];
         }
-        a += MR;
+        a += csa;
         b += NR;
     }
     for (int i = 0; i < MR; ++i) {
