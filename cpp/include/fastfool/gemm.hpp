@@ -4,6 +4,7 @@
 // threads); each thread packs its own A slivers. Cost: 2*M*N*K FLOPs; B is read from L3.
 #pragma once
 #include <algorithm>
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -87,9 +88,11 @@ struct GemmScratch {
 };
 
 // C[M x N] (row stride ldc, contiguous columns) = (accumulate ? C : 0) + A * B, M <= mk.mc.
-// Rows of A with contiguous columns are read in place by the micro-kernel (no packing: for the
-// small-C, memory-bound shapes packing A cost as much as the product); other layouts, and the
-// ragged last sliver, are packed into zero-padded mr-row slivers.
+// Rows of A with contiguous columns are read in place by the micro-kernel when A is reused by few
+// column panels or its rows are close together (for the small-C, memory-bound shapes packing cost
+// as much as the product). Otherwise A is packed into zero-padded mr-row slivers: rows a large
+// power-of-two-ish stride apart alias in L1/L2 sets, and a GEMM-bound product re-reads A once
+// per panel. The ragged last sliver is always packed.
 template <class T>
 void gemm_rows(const MatView<T>& A, const PackedB<T>& B, T* C, std::int64_t ldc, bool accumulate,
                const MicroKernel<T>& mk, GemmScratch<T>& ws) {
@@ -101,7 +104,8 @@ void gemm_rows(const MatView<T>& A, const PackedB<T>& B, T* C, std::int64_t ldc,
         return;
     }
     const std::int64_t nslivers = (M + mr - 1) / mr;
-    const bool direct = A.cs == 1;
+    const bool direct =
+        A.cs == 1 && (B.npanels <= 4 || std::abs(A.rs) * static_cast<std::int64_t>(sizeof(T)) <= 4096);
     const std::int64_t first_packed = direct ? M / mr : 0;  // slivers before it are read in place
     T* ap = ws.apack.data();
     T* tile = ws.tile.data();
