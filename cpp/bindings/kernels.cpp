@@ -3,6 +3,7 @@
 // keep their buffers alive for the whole call.
 #include "fastfool/kernels.hpp"
 
+#include <cmath>
 #include <stdexcept>
 #include <vector>
 
@@ -177,7 +178,7 @@ std::int64_t backproject_impl(const py::array& H, const std::vector<py::array>& 
 template <class T>
 void update_impl(const py::array& X, const py::array& G, const py::array& X0, bool l2,
                  double alpha, double eps, const py::object& lo, const py::object& hi,
-                 const py::array& out, int threads) {
+                 double quantum, const py::array& out, int threads) {
     auto x = in_mat<T>(X, "x");
     auto g = in_mat<T>(G, "grad");
     auto x0 = in_mat<T>(X0, "x0");
@@ -187,6 +188,8 @@ void update_impl(const py::array& X, const py::array& G, const py::array& X0, bo
         throw py::value_error("x0: expected shape " + shape_str(X) + ", got " + shape_str(X0));
     if (!(eps >= 0.0)) throw py::value_error("eps: must be >= 0 (inf allowed), not NaN or negative");
     if (!std::isfinite(alpha)) throw py::value_error("step: must be finite");
+    if (!(quantum >= 0.0) || !std::isfinite(quantum))
+        throw py::value_error("quantum: must be a finite value >= 0 (0 = no quantisation)");
     auto bound = [&](const py::object& o, const char* name) -> VecView<T> {
         if (o.is_none()) return {};
         auto a = py::reinterpret_borrow<py::array>(o);
@@ -198,7 +201,21 @@ void update_impl(const py::array& X, const py::array& G, const py::array& X0, bo
     std::int64_t ldo;
     T* o = out_mat<T>(out, x.rows, x.cols, ldo, "out");
     py::gil_scoped_release nogil;
-    fused_update<T>(x, g, x0, l2, static_cast<T>(alpha), static_cast<T>(eps), lv, hv, o, ldo, threads);
+    fused_update<T>(x, g, x0, l2, static_cast<T>(alpha), static_cast<T>(eps), lv, hv,
+                    static_cast<T>(quantum), o, ldo, threads);
+}
+
+template <class T>
+void norms_impl(const py::array& A, const py::array& B, const py::object& l2,
+                const py::object& linf, int threads) {
+    auto a = in_mat<T>(A, "A");
+    auto b = in_mat<T>(B, "B");
+    if (a.rows != b.rows || a.cols != b.cols)
+        throw py::value_error("B: expected shape " + shape_str(A) + ", got " + shape_str(B));
+    T* p2 = out_vec<T>(l2, a.rows, "l2");
+    T* pi = out_vec<T>(linf, a.rows, "linf");
+    py::gil_scoped_release nogil;
+    diff_norms<T>(a, b, p2, pi, threads);
 }
 
 template <class T>
@@ -271,15 +288,26 @@ void bind_kernels(py::module_& m) {
     m.def(
         "fused_update",
         [](const py::array& X, const py::array& G, const py::array& X0, bool l2, double alpha,
-           double eps, const py::object& lo, const py::object& hi, const py::array& out,
-           int threads) {
+           double eps, const py::object& lo, const py::object& hi, double quantum,
+           const py::array& out, int threads) {
             check_threads(threads);
-            if (is_f32(X)) return update_impl<float>(X, G, X0, l2, alpha, eps, lo, hi, out, threads);
-            if (is_f64(X)) return update_impl<double>(X, G, X0, l2, alpha, eps, lo, hi, out, threads);
+            if (is_f32(X)) return update_impl<float>(X, G, X0, l2, alpha, eps, lo, hi, quantum, out, threads);
+            if (is_f64(X)) return update_impl<double>(X, G, X0, l2, alpha, eps, lo, hi, quantum, out, threads);
             bad_dtype(X, "x");
         },
         py::arg("x"), py::arg("grad"), py::arg("x0"), py::arg("l2"), py::arg("step"),
-        py::arg("eps"), py::arg("lo"), py::arg("hi"), py::arg("out"), py::arg("threads"));
+        py::arg("eps"), py::arg("lo"), py::arg("hi"), py::arg("quantum"), py::arg("out"),
+        py::arg("threads"));
+    m.def(
+        "diff_norms",
+        [](const py::array& A, const py::array& B, const py::object& l2, const py::object& linf,
+           int threads) {
+            check_threads(threads);
+            if (is_f32(A)) return norms_impl<float>(A, B, l2, linf, threads);
+            if (is_f64(A)) return norms_impl<double>(A, B, l2, linf, threads);
+            bad_dtype(A, "A");
+        },
+        py::arg("A"), py::arg("B"), py::arg("l2"), py::arg("linf"), py::arg("threads"));
     m.def(
         "all_finite",
         [](const py::array& X, int threads) -> bool {

@@ -26,6 +26,7 @@ __all__ = [
     "ce_grad_mlp",
     "backproject",
     "fused_update",
+    "diff_norms",
     "all_finite",
 ]
 
@@ -209,13 +210,19 @@ def backproject(H, pinvs, biases, activations, *, margin=1e-6, base=None, out=No
     return (O, int(n)) if return_clamped else O
 
 
-def fused_update(x, grad, x0, *, step, eps=np.inf, norm="inf", clip=None, out=None, threads=None):
+def fused_update(x, grad, x0, *, step, eps=np.inf, norm="inf", clip=None, quantum=0.0, out=None,
+                 threads=None):
     """One fused attack step, per row, in a single pass.
 
     ``norm="inf"``: ``x + step*sign(grad)``, projected onto the L-inf ball of radius ``eps``
     around ``x0``; ``norm=2``: ``x + step*grad/||grad||_2`` (rows with zero gradient stay),
     projected onto the L2 ball. Then clipped to ``clip=(lo, hi)`` (scalars or per-feature
     arrays of length D; either may be None). ``sign(0) = 0``.
+
+    ``quantum > 0`` rounds the perturbation ``out - x0`` to multiples of ``quantum`` before
+    clipping, without leaving the ball (L-inf: elements rounded past ``eps`` move one quantum
+    back toward x0; L2: rows whose rounded norm exceeds ``eps`` are truncated toward x0), so
+    the result stays on x0's grid (e.g. 1/255 for 8-bit images) when the clip bounds are on it.
 
     ``out=x`` updates in place (the only allowed overlap). Returns the updated array.
     """
@@ -263,8 +270,23 @@ def fused_update(x, grad, x0, *, step, eps=np.inf, norm="inf", clip=None, out=No
         O = out_array(out, "out", x.shape, x.dtype, [(grad, "grad"), (x0, "x0")])
     else:
         O = out_array(out, "out", x.shape, x.dtype, [(x, "x"), (grad, "grad"), (x0, "x0")])
-    _core.fused_update(x, grad, x0, l2, step, eps, lo, hi, O, resolve_threads(threads))
+    quantum = float(quantum)
+    if not (np.isfinite(quantum) and quantum >= 0):
+        raise ValueError(f"quantum: must be a finite value >= 0, got {quantum}")
+    _core.fused_update(x, grad, x0, l2, step, eps, lo, hi, quantum, O, resolve_threads(threads))
     return O
+
+
+def diff_norms(A, B, *, threads=None):
+    """Per-row L2 (overflow-safe) and L-inf norms of ``A - B``; returns ``(l2, linf)``."""
+    A = matrix(A, "A")
+    B = matrix(B, "B", A.dtype)
+    if B.shape != A.shape:
+        raise ValueError(f"B: expected shape {A.shape}, got {B.shape}")
+    l2 = np.empty(A.shape[0], A.dtype)
+    linf = np.empty(A.shape[0], A.dtype)
+    _core.diff_norms(A, B, l2, linf, resolve_threads(threads))
+    return l2, linf
 
 
 def all_finite(X, *, threads=None) -> bool:

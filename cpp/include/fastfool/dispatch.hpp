@@ -18,7 +18,8 @@ template <class T>
 struct MicroKernel {
     int mr = 0, nr = 0;     // register tile
     int kc = 0, mc = 0;     // cache blocking: depth of a packed panel, rows per row block
-    MicroKernelFn<T> fn = nullptr;
+    MicroKernelFn<T> fn = nullptr;       // A packed (rsa = 1, csa = mr): the GEMM-bound path
+    MicroKernelFn<T> fn_rows = nullptr;  // A read in place with any rsa, csa
     Isa isa = Isa::generic;
 };
 

@@ -136,10 +136,11 @@ void gemm_rows(const MatView<T>& A, const PackedB<T>& B, T* C, std::int64_t ldc,
                 const T* a = in_place ? A.data + i0 * A.rs + pc : ap + s * mr * kcb;
                 const std::int64_t rsa = in_place ? A.rs : 1, csa = in_place ? 1 : mr;
                 T* c = C + i0 * ldc + j0;
+                const MicroKernelFn<T> fn = in_place ? mk.fn_rows : mk.fn;
                 if (mb == mr && nb == nr) {
-                    mk.fn(kcb, a, rsa, csa, bp, c, ldc, acc);
+                    fn(kcb, a, rsa, csa, bp, c, ldc, acc);
                 } else {
-                    mk.fn(kcb, a, rsa, csa, bp, tile, nr, false);
+                    fn(kcb, a, rsa, csa, bp, tile, nr, false);
                     for (std::int64_t i = 0; i < mb; ++i)
                         for (std::int64_t j = 0; j < nb; ++j)
                             c[i * ldc + j] = acc ? c[i * ldc + j] + tile[i * nr + j] : tile[i * nr + j];

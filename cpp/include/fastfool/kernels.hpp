@@ -64,11 +64,19 @@ std::int64_t backproject(const MatView<T>& H, const std::vector<BackStep<T>>& st
 // (lo/hi: per feature, or stride 0 for a scalar, or empty for no clipping).
 //   norm_inf: out = clip(proj_inf(x + alpha*sign(g)))
 //   l2:       out = clip(proj_2(x + alpha*g/||g||_2))   (rows with g == 0 do not move)
+// With quantum > 0 the perturbation out - x0 is then rounded to a multiple of quantum (nearest;
+// L-inf: an element whose rounded |delta| exceeds eps moves one quantum back toward x0; L2: a row
+// whose rounded norm exceeds eps is truncated toward x0 instead), before clipping, so out stays
+// on x0's grid (when the clip bounds are on it) and inside the ball.
 // out may alias x when it has x's layout.
 template <class T>
 void fused_update(const MatView<T>& X, const MatView<T>& G, const MatView<T>& X0, bool l2,
-                  T alpha, T eps, const VecView<T>& lo, const VecView<T>& hi, T* out,
+                  T alpha, T eps, const VecView<T>& lo, const VecView<T>& hi, T quantum, T* out,
                   std::int64_t ldo, int threads);
+
+// Per row of A - B: the L2 norm (overflow-safe) and the L-inf norm.
+template <class T>
+void diff_norms(const MatView<T>& A, const MatView<T>& B, T* l2, T* linf, int threads);
 
 // True when every element is finite (no NaN, no +-inf).
 template <class T>

@@ -17,8 +17,15 @@ inline void store_row(float* c, __m256 lo, __m256 hi, bool accumulate) {
     _mm256_storeu_ps(c + 8, hi);
 }
 
+// Packed: A is a packed sliver (rsa = 1, csa = 6) walked with one pointer; otherwise six row
+// pointers advance by csa.
+template <bool Packed>
 void micro_kernel_f32_6x16(std::int64_t k, const float* a, std::int64_t rsa, std::int64_t csa,
                            const float* b, float* c, std::int64_t ldc, bool accumulate) {
+    if (Packed) {
+        rsa = 1;
+        csa = 6;
+    }
     const float* a0 = a;
     const float* a1 = a + rsa;
     const float* a2 = a + 2 * rsa;
@@ -45,7 +52,11 @@ void micro_kernel_f32_6x16(std::int64_t k, const float* a, std::int64_t rsa, std
         c40 = _mm256_fmadd_ps(ai, b0, c40); c41 = _mm256_fmadd_ps(ai, b1, c41);
         ai = _mm256_broadcast_ss(a5);
         c50 = _mm256_fmadd_ps(ai, b0, c50); c51 = _mm256_fmadd_ps(ai, b1, c51);
-        a0 += csa; a1 += csa; a2 += csa; a3 += csa; a4 += csa; a5 += csa;
+        if (Packed) {
+            a0 += 6; a1 += 6; a2 += 6; a3 += 6; a4 += 6; a5 += 6;
+        } else {
+            a0 += csa; a1 += csa; a2 += csa; a3 += csa; a4 += csa; a5 += csa;
+        }
         b += 16;
     }
     store_row(c + 0 * ldc, c00, c01, accumulate);
@@ -65,8 +76,15 @@ inline void store_row(double* c, __m256d lo, __m256d hi, bool accumulate) {
     _mm256_storeu_pd(c + 4, hi);
 }
 
+// Packed: A is a packed sliver (rsa = 1, csa = 6) walked with one pointer; otherwise six row
+// pointers advance by csa.
+template <bool Packed>
 void micro_kernel_f64_6x8(std::int64_t k, const double* a, std::int64_t rsa, std::int64_t csa,
                            const double* b, double* c, std::int64_t ldc, bool accumulate) {
+    if (Packed) {
+        rsa = 1;
+        csa = 6;
+    }
     const double* a0 = a;
     const double* a1 = a + rsa;
     const double* a2 = a + 2 * rsa;
@@ -93,7 +111,11 @@ void micro_kernel_f64_6x8(std::int64_t k, const double* a, std::int64_t rsa, std
         c40 = _mm256_fmadd_pd(ai, b0, c40); c41 = _mm256_fmadd_pd(ai, b1, c41);
         ai = _mm256_broadcast_sd(a5);
         c50 = _mm256_fmadd_pd(ai, b0, c50); c51 = _mm256_fmadd_pd(ai, b1, c51);
-        a0 += csa; a1 += csa; a2 += csa; a3 += csa; a4 += csa; a5 += csa;
+        if (Packed) {
+            a0 += 6; a1 += 6; a2 += 6; a3 += 6; a4 += 6; a5 += 6;
+        } else {
+            a0 += csa; a1 += csa; a2 += csa; a3 += csa; a4 += csa; a5 += csa;
+        }
         b += 8;
     }
     store_row(c + 0 * ldc, c00, c01, accumulate);
@@ -107,10 +129,10 @@ void micro_kernel_f64_6x8(std::int64_t k, const double* a, std::int64_t rsa, std
 }  // namespace
 
 MicroKernel<float> avx2_kernel_f32() {
-    return {6, 16, 256, 96, &micro_kernel_f32_6x16, Isa::avx2};
+    return {6, 16, 256, 96, &micro_kernel_f32_6x16<true>, &micro_kernel_f32_6x16<false>, Isa::avx2};
 }
 MicroKernel<double> avx2_kernel_f64() {
-    return {6, 8, 256, 96, &micro_kernel_f64_6x8, Isa::avx2};
+    return {6, 8, 256, 96, &micro_kernel_f64_6x8<true>, &micro_kernel_f64_6x8<false>, Isa::avx2};
 }
 
 }  // namespace fastfool

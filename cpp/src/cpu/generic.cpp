@@ -29,10 +29,12 @@ void micro_kernel_generic(std::int64_t k, const T* a, std::int64_t rsa, std::int
 }  // namespace
 
 MicroKernel<float> generic_kernel_f32() {
-    return {4, 8, 256, 96, &micro_kernel_generic<float, 4, 8>, Isa::generic};
+    return {4, 8, 256, 96, &micro_kernel_generic<float, 4, 8>, &micro_kernel_generic<float, 4, 8>,
+            Isa::generic};
 }
 MicroKernel<double> generic_kernel_f64() {
-    return {4, 4, 256, 96, &micro_kernel_generic<double, 4, 4>, Isa::generic};
+    return {4, 4, 256, 96, &micro_kernel_generic<double, 4, 4>, &micro_kernel_generic<double, 4, 4>,
+            Isa::generic};
 }
 
 }  // namespace fastfool

@@ -359,11 +359,37 @@ T scaled_norm(std::int64_t n, F value) {
 }
 template <class T>
 T sign_of(T v) { return T((v > T(0)) - (v < T(0))); }
+
+// Rounds delta = o - x0 to multiples of q without leaving the eps-ball (see fused_update).
+template <class T>
+void quantize_row(T* o, const T* x0, std::int64_t x0s, std::int64_t D, bool l2, T eps, T q) {
+    if (!l2) {
+        for (std::int64_t j = 0; j < D; ++j) {
+            const T c = x0[j * x0s];
+            T d = std::nearbyint((o[j] - c) / q) * q;
+            if (std::abs(d) > eps) d -= sign_of(d) * q;
+            o[j] = c + d;
+        }
+        return;
+    }
+    T sum = 0;
+    for (std::int64_t j = 0; j < D; ++j) {
+        const T c = x0[j * x0s];
+        const T d = std::nearbyint((o[j] - c) / q) * q;
+        sum += d * d;
+    }
+    const bool truncate = std::sqrt(sum) > eps;
+    for (std::int64_t j = 0; j < D; ++j) {
+        const T c = x0[j * x0s];
+        const T r = (o[j] - c) / q;
+        o[j] = c + (truncate ? std::trunc(r) : std::nearbyint(r)) * q;
+    }
+}
 }  // namespace
 
 template <class T>
 void fused_update(const MatView<T>& X, const MatView<T>& G, const MatView<T>& X0, bool l2,
-                  T alpha, T eps, const VecView<T>& lo, const VecView<T>& hi, T* out,
+                  T alpha, T eps, const VecView<T>& lo, const VecView<T>& hi, T quantum, T* out,
                   std::int64_t ldo, int threads) {
     const std::int64_t N = X.rows, D = X.cols;
     // tasks of ~64K elements: enough work per task to amortise the hand-off
@@ -397,11 +423,34 @@ void fused_update(const MatView<T>& X, const MatView<T>& G, const MatView<T>& X0
                 }
             }
         }
+        if (quantum > T(0)) quantize_row(o, x0, x0s, D, l2, eps, quantum);
         if (lo.data)
             for (std::int64_t j = 0; j < D; ++j) o[j] = std::max(o[j], lo.data[j * lo.stride]);
         if (hi.data)
             for (std::int64_t j = 0; j < D; ++j) o[j] = std::min(o[j], hi.data[j * hi.stride]);
     }
+    });
+}
+
+template <class T>
+void diff_norms(const MatView<T>& A, const MatView<T>& B, T* l2, T* linf, int threads) {
+    const std::int64_t N = A.rows, D = A.cols;
+    const std::int64_t rows_per_task = std::max<std::int64_t>(1, 65536 / std::max<std::int64_t>(D, 1));
+    const std::int64_t ntasks = (N + rows_per_task - 1) / rows_per_task;
+    parallel_for(ntasks, threads, [&](std::int64_t task, int) {
+        const std::int64_t i_end = std::min(N, (task + 1) * rows_per_task);
+        for (std::int64_t i = task * rows_per_task; i < i_end; ++i) {
+            const T* a = A.data + i * A.rs;
+            const T* b = B.data + i * B.rs;
+            auto diff = [&](std::int64_t j) { return a[j * A.cs] - b[j * B.cs]; };
+            const T n2 = scaled_norm<T>(D, diff);
+            if (l2) l2[i] = n2;
+            if (linf) {
+                T m = 0;
+                for (std::int64_t j = 0; j < D; ++j) m = std::max(m, std::abs(diff(j)));
+                linf[i] = std::isnan(n2) ? n2 : m;
+            }
+        }
     });
 }
 
@@ -448,8 +497,9 @@ bool all_finite(const MatView<T>& X, int threads) {
     template std::int64_t backproject<T>(const MatView<T>&, const std::vector<BackStep<T>>&, T,   \
                                          const MatView<T>&, T*, std::int64_t, int);               \
     template void fused_update<T>(const MatView<T>&, const MatView<T>&, const MatView<T>&, bool,  \
-                                  T, T, const VecView<T>&, const VecView<T>&, T*, std::int64_t,   \
-                                  int);                                                           \
+                                  T, T, const VecView<T>&, const VecView<T>&, T, T*,              \
+                                  std::int64_t, int);                                             \
+    template void diff_norms<T>(const MatView<T>&, const MatView<T>&, T*, T*, int);               \
     template bool all_finite<T>(const MatView<T>&, int);
 
 FASTFOOL_INSTANTIATE(float)

@@ -1,0 +1,131 @@
+"""AttackResult: what every attack returns, with a readable summary and .npz round-trip."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+__all__ = ["AttackResult"]
+
+_ARRAYS = ("x_adv", "success", "pred", "confidence", "l2", "linf", "iterations", "queries",
+           "y", "target")
+_FORMAT_VERSION = 1
+
+
+@dataclass
+class AttackResult:
+    """Outcome of an attack over N rows.
+
+    Attributes
+    ----------
+    x_adv : (N, D) adversarial inputs.
+    success : (N,) bool, measured on the returned ``x_adv``: the prediction differs from ``y``
+        (untargeted) or equals ``target`` (targeted).
+    pred : (N,) the model's labels for ``x_adv``.
+    confidence : (N,) probability of the predicted class at ``x_adv``.
+    l2, linf : (N,) norms of ``x_adv - X`` (the original inputs; NaN where there is none).
+    iterations : (N,) gradient steps spent per row (0 for closed-form attacks).
+    queries : (N,) model queries per row (black-box attacks), else None.
+    y : (N,) the labels attacked (given, or the model's own predictions).
+    target : (N,) target labels of a targeted attack, else None.
+    attack : the attack's name; params : its parameters; elapsed : seconds.
+    """
+
+    x_adv: np.ndarray
+    success: np.ndarray
+    pred: np.ndarray
+    confidence: np.ndarray
+    l2: np.ndarray
+    linf: np.ndarray
+    iterations: np.ndarray
+    y: np.ndarray | None = None
+    target: np.ndarray | None = None
+    queries: np.ndarray | None = None
+    attack: str = ""
+    params: dict = field(default_factory=dict)
+    elapsed: float = 0.0
+
+    @property
+    def n(self) -> int:
+        return int(self.x_adv.shape[0])
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.n / self.elapsed if self.elapsed > 0 else float("inf")
+
+    @property
+    def success_rate(self) -> float:
+        return float(np.mean(self.success)) if self.n else float("nan")
+
+    def _median(self, a, only_success=True):
+        a = np.asarray(a, dtype=np.float64)
+        if only_success:
+            a = a[self.success]
+        a = a[np.isfinite(a)]
+        return float(np.median(a)) if a.size else float("nan")
+
+    def summary(self) -> dict:
+        """Success rate, median norms over successful rows, mean confidence, throughput."""
+        out = {
+            "attack": self.attack,
+            "rows": self.n,
+            "success_rate": self.success_rate,
+            "median_l2": self._median(self.l2),
+            "median_linf": self._median(self.linf),
+            "mean_confidence": float(np.mean(self.confidence)) if self.n else float("nan"),
+            "mean_iterations": float(np.mean(self.iterations)) if self.n else float("nan"),
+            "elapsed_s": self.elapsed,
+            "rows_per_second": self.rows_per_second,
+        }
+        if self.queries is not None:
+            out["mean_queries"] = float(np.mean(self.queries)) if self.n else float("nan")
+        return out
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        text = (f"AttackResult({s['attack'] or 'attack'}: {s['rows']} rows, success "
+                f"{100 * s['success_rate']:.1f}%, median L2 {s['median_l2']:.4g}, median Linf "
+                f"{s['median_linf']:.4g}, mean confidence {s['mean_confidence']:.3f}, "
+                f"{s['rows_per_second']:,.0f} rows/s")
+        if "mean_queries" in s:
+            text += f", {s['mean_queries']:.0f} queries/row"
+        return text + ")"
+
+    def save(self, path) -> None:
+        """Write to ``.npz`` (no pickle: arrays plus a JSON header)."""
+        arrays = {k: getattr(self, k) for k in _ARRAYS if getattr(self, k) is not None}
+        for k in ("y", "target", "pred"):
+            if k in arrays and arrays[k].dtype == object:
+                arrays[k] = arrays[k].astype(str)
+        header = {"format": "fastfool.AttackResult", "version": _FORMAT_VERSION,
+                  "attack": self.attack, "params": self.params, "elapsed": self.elapsed}
+        np.savez(path, _header=np.array(json.dumps(header, default=_jsonable)), **arrays)
+
+    @classmethod
+    def load(cls, path) -> "AttackResult":
+        """Read a file written by :meth:`save` (``allow_pickle=False``)."""
+        with np.load(path, allow_pickle=False) as f:
+            if "_header" not in f:
+                raise ValueError(f"{path}: not a fastfool AttackResult file (no header)")
+            header = json.loads(str(f["_header"]))
+            if header.get("format") != "fastfool.AttackResult":
+                raise ValueError(f"{path}: not a fastfool AttackResult file")
+            if header.get("version", 0) > _FORMAT_VERSION:
+                raise ValueError(f"{path}: written by a newer fastfool (format {header['version']})")
+            kw = {k: f[k] for k in _ARRAYS if k in f}
+        missing = [fd.name for fd in fields(cls) if fd.name in _ARRAYS and fd.default is not None
+                   and fd.name not in kw and fd.name not in ("queries",)]
+        if missing:
+            raise ValueError(f"{path}: missing arrays {missing}")
+        return cls(attack=header.get("attack", ""), params=header.get("params", {}),
+                   elapsed=float(header.get("elapsed", 0.0)), **kw)
+
+
+def _jsonable(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist() if o.size <= 64 else f"<array {o.shape}>"
+    return repr(o)
