@@ -22,6 +22,8 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
     ) from exc
 
 from . import kernels
+from .attacks import fgsm, pgd
+from .result import AttackResult
 from ._runtime import get_simd, get_threads, set_simd, set_threads, simd_info
 from .models import MLP, LinearModel, Model, from_sklearn
 
@@ -33,6 +35,9 @@ __all__ = [
     "Model",
     "from_sklearn",
     "kernels",
+    "AttackResult",
+    "fgsm",
+    "pgd",
     "get_simd",
     "set_simd",
     "simd_info",

@@ -289,9 +289,11 @@ class Model:
         Ws, bs = self._soft_layers()
         return kernels.mlp_forward(X, Ws, bs, self._acts, epilogue=epilogue, threads=threads)
 
-    def _ce_grad(self, X, yi, threads):
+    def _ce_grad(self, X, yi, threads, return_prob=False, out=None):
+        """(grad, loss[, prob]) of softmax cross-entropy at class indices yi; no checks."""
         Ws, bs = self._soft_layers()
-        return kernels.ce_grad_mlp(X, Ws, bs, self._acts, yi, threads=threads)
+        return kernels.ce_grad_mlp(X, Ws, bs, self._acts, yi, threads=threads,
+                                   return_prob=return_prob, out=out)
 
     def _set_output(self, W_out, b_out):
         """Store the softmax view of the output layer ([0, s] for a binary model)."""
@@ -351,8 +353,9 @@ class LinearModel(Model):
     def _forward_soft(self, X, epilogue, threads):
         return kernels.scores(X, self._soft_coef, self._soft_b, epilogue=epilogue, threads=threads)
 
-    def _ce_grad(self, X, yi, threads):
-        return kernels.ce_grad_linear(X, self._soft_coef, self._soft_b, yi, threads=threads)
+    def _ce_grad(self, X, yi, threads, return_prob=False, out=None):
+        return kernels.ce_grad_linear(X, self._soft_coef, self._soft_b, yi, threads=threads,
+                                      return_prob=return_prob, out=out)
 
     def hidden(self, X, layer=-1, **kw):
         raise ValueError("hidden: a LinearModel has no hidden layers (use decision_function)")

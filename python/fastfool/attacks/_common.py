@@ -1,0 +1,193 @@
+"""Plumbing shared by the attacks: argument checks, targets, row chunks, progress, results."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from .. import kernels
+from .._checks import float_dtype  # noqa: F401  (re-exported for attack modules)
+from .._runtime import resolve_threads
+from ..models import Model
+from ..result import AttackResult
+
+#: Elements (rows x features) per chunk: bounds every per-chunk temporary (gradients, random
+#: starts, probabilities) to a few MiB regardless of N.
+CHUNK_ELEMENTS = 1 << 21
+
+
+def check_model(model) -> Model:
+    if not isinstance(model, Model):
+        raise TypeError(
+            f"model: expected a fastfool model (ff.LinearModel, ff.MLP or ff.from_sklearn(est)), "
+            f"got {type(model).__name__}")
+    return model
+
+
+def norm_of(norm) -> str:
+    if norm in ("inf", np.inf, float("inf"), "linf", "Linf"):
+        return "inf"
+    if norm in (2, 2.0, "2", "l2", "L2"):
+        return "2"
+    raise ValueError(f"norm: expected 'inf' or 2, got {norm!r}")
+
+
+def positive(value, name, *, allow_zero=True, allow_inf=False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name}: expected a number, got {value!r}") from exc
+    if np.isnan(v) or v < 0 or (v == 0 and not allow_zero) or (np.isinf(v) and not allow_inf):
+        raise ValueError(f"{name}: must be {'>=' if allow_zero else '>'} 0"
+                         f"{'' if allow_inf else ' and finite'}, got {value!r}")
+    return v
+
+
+def clip_bounds(clip, D, dtype):
+    """(lo, hi) as scalars or (D,) arrays of dtype, or (None, None)."""
+    if clip is None:
+        return None, None
+    try:
+        lo, hi = clip
+    except (TypeError, ValueError) as exc:
+        raise ValueError("clip: expected a pair (lo, hi)") from exc
+
+    def bound(v, name):
+        if v is None:
+            return None
+        a = np.asarray(v, dtype=dtype)
+        if a.ndim not in (0, 1) or (a.ndim == 1 and a.shape[0] != D):
+            raise ValueError(f"clip {name}: expected a scalar or shape ({D},), got {a.shape}")
+        if np.isnan(a).any():
+            raise ValueError(f"clip {name}: NaN")
+        return a
+
+    lo, hi = bound(lo, "lo"), bound(hi, "hi")
+    if lo is not None and hi is not None and np.any(lo > hi):
+        raise ValueError("clip: lo must be <= hi")
+    return lo, hi
+
+
+def check_inside_clip(X, lo, hi):
+    """Refuse inputs outside the clip box: the attack could not keep them and stay honest."""
+    if lo is None and hi is None:
+        return
+    for s in row_chunks(X.shape[0], X.shape[1]):
+        xc = X[s]
+        if (lo is not None and np.any(xc < lo)) or (hi is not None and np.any(xc > hi)):
+            raise ValueError("X: values lie outside clip=(lo, hi); clip the data first or widen "
+                             "the range")
+
+
+def row_chunks(N, D):
+    rows = max(1, CHUNK_ELEMENTS // max(D, 1))
+    return [slice(i, min(N, i + rows)) for i in range(0, N, rows)]
+
+
+def prepare(model, X, y, threads):
+    """Validated X (model dtype), attacked class indices (own predictions when y is None)."""
+    model = check_model(model)
+    threads = resolve_threads(threads)
+    X = model._X(X, threads)
+    if y is None:
+        yi = predict_index(model, X, threads)
+    else:
+        yi = model._y(y, X.shape[0])
+    return model, X, yi, threads
+
+
+def predict_index(model, X, threads):
+    out = np.empty(X.shape[0], dtype=np.int64)
+    for s in row_chunks(*X.shape):
+        out[s] = np.argmax(model._forward_soft(X[s], None, threads), axis=1)
+    return out
+
+
+def resolve_target(model, target, X, yi, rng, threads):
+    """Target class indices per row, or None for an untargeted attack.
+
+    ``target``: None, a label of ``classes_``, an array of labels (one per row),
+    ``"least_likely"`` (the model's least probable class) or ``"random"`` (uniform over the
+    other classes, from ``seed``). Raises if every row's target is its own label.
+    """
+    if target is None:
+        return None
+    N, C = X.shape[0], model.n_classes
+    if isinstance(target, str):
+        if target == "least_likely":
+            t = np.empty(N, dtype=np.int64)
+            for s in row_chunks(N, X.shape[1]):
+                t[s] = np.argmin(model._forward_soft(X[s], None, threads), axis=1)
+        elif target == "random":
+            t = rng.integers(0, C - 1, N)
+            t = t + (t >= yi)
+        elif target == "all":
+            raise ValueError("target='all' is not supported by this attack yet")
+        else:
+            t = model._y(np.full(N, target, dtype=object) if N else np.array([], dtype=object), N)
+    else:
+        t = model._y(target, N)
+    t = np.asarray(t, dtype=np.int64)
+    if N and np.all(t == yi):
+        raise ValueError("target: equals the attacked label on every row; nothing to attack")
+    return t
+
+
+class Progress:
+    """A tqdm bar when asked for and installed; a plain stderr counter otherwise; or nothing."""
+
+    def __init__(self, total, enabled, desc):
+        self.bar = None
+        self.enabled = enabled
+        self.total, self.done, self.desc = total, 0, desc
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+                self.bar = tqdm(total=total, desc=desc, unit="row")
+            except ImportError:
+                self.bar = None
+
+    def update(self, n):
+        if not self.enabled:
+            return
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+        else:
+            sys.stderr.write(f"\r{self.desc}: {self.done}/{self.total} rows")
+            sys.stderr.flush()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+        elif self.enabled:
+            sys.stderr.write("\n")
+
+
+def finish(model, X, x_adv, yi, ti, iterations, *, attack, params, t0, threads, queries=None,
+           X_ref=None):
+    """Measure the outcome on the returned x_adv and build the AttackResult."""
+    N = x_adv.shape[0]
+    pred = np.empty(N, dtype=np.int64)
+    conf = np.empty(N, dtype=x_adv.dtype)
+    l2 = np.empty(N, dtype=x_adv.dtype)
+    linf = np.empty(N, dtype=x_adv.dtype)
+    ref = X if X_ref is None else X_ref
+    for s in row_chunks(N, x_adv.shape[1]):
+        P = model._forward_soft(x_adv[s], "softmax", threads)
+        pred[s] = np.argmax(P, axis=1)
+        conf[s] = P[np.arange(P.shape[0]), pred[s]]
+        if ref is not None:
+            l2[s], linf[s] = kernels.diff_norms(x_adv[s], ref[s], threads=threads)
+    if ref is None:
+        l2[:] = np.nan
+        linf[:] = np.nan
+    success = pred == ti if ti is not None else pred != yi
+    cls = model.classes_
+    return AttackResult(
+        x_adv=x_adv, success=success, pred=cls[pred], confidence=conf, l2=l2, linf=linf,
+        iterations=np.asarray(iterations, dtype=np.int64), queries=queries,
+        y=None if yi is None else cls[yi], target=None if ti is None else cls[ti],
+        attack=attack, params=params, elapsed=time.perf_counter() - t0)

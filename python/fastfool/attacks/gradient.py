@@ -1,0 +1,215 @@
+"""Gradient-sign attacks: FGSM (Goodfellow et al., 2015) and BIM/PGD (Kurakin et al., 2017;
+Madry et al., 2018), in L-inf and L2, untargeted or targeted.
+
+Every step is one fused kernel pass: the softmax cross-entropy input gradient, then
+``x <- clip(proj_eps(x +- step * sign(g)))`` (L-inf) or ``x + step * g / ||g||_2`` (L2).
+Work runs in row chunks, so memory stays at inputs + outputs + a fixed workspace.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .. import kernels
+from ._common import (Progress, check_inside_clip, clip_bounds, finish, norm_of, positive,
+                      prepare, resolve_target, row_chunks)
+
+__all__ = ["fgsm", "pgd"]
+
+
+def _quantum(quantize, name="quantize"):
+    if quantize is None:
+        return 0.0
+    return positive(quantize, name, allow_zero=False)
+
+
+def fgsm(model, X, y=None, *, eps, norm="inf", target=None, clip=None, quantize=None, seed=None,
+         threads=None, progress=False):
+    """Fast gradient (sign) method.
+
+    Untargeted: ``x + eps * sign(grad_x CE(x, y))`` (L-inf) or ``x + eps * g / ||g||_2`` (L2);
+    targeted: ``x - eps * sign(grad_x CE(x, t))``, stepping toward the target class.
+
+    Parameters
+    ----------
+    model : a fastfool model (``ff.from_sklearn(est)``, ``ff.LinearModel``, ``ff.MLP``).
+    X : (N, D) inputs; y : labels to move away from (default: the model's predictions).
+    eps : perturbation budget (>= 0). norm : ``"inf"`` (default) or ``2``.
+    target : None, a label, an array of labels, ``"least_likely"`` or ``"random"``.
+    clip : ``(lo, hi)``, scalars or per-feature arrays; X must lie inside.
+    quantize : grid step (e.g. ``1/255``): ``x_adv`` stays on X's grid and inside the ball,
+        and success is measured after rounding.
+    seed : for ``target="random"``.
+
+    Returns
+    -------
+    AttackResult (``iterations`` = 1).
+    """
+    t0 = time.perf_counter()
+    model, X, yi, threads = prepare(model, X, y, threads)
+    eps = positive(eps, "eps")
+    nrm = norm_of(norm)
+    rng = np.random.default_rng(seed)
+    ti = resolve_target(model, target, X, yi, rng, threads)
+    lo, hi = clip_bounds(clip, X.shape[1], X.dtype)
+    check_inside_clip(X, lo, hi)
+    q = _quantum(quantize)
+    labels = yi if ti is None else ti
+    sign = 1.0 if ti is None else -1.0
+    x_adv = np.empty_like(X, order="C")
+    bar = Progress(X.shape[0], progress, "fgsm")
+    for s in row_chunks(*X.shape):
+        g, _ = model._ce_grad(X[s], labels[s], threads)
+        kernels.fused_update(X[s], g, X[s], step=sign * eps, eps=eps, norm=nrm,
+                             clip=None if lo is None and hi is None else (lo, hi), quantum=q,
+                             out=x_adv[s], threads=threads)
+        bar.update(s.stop - s.start)
+    bar.close()
+    return finish(model, X, x_adv, yi, ti, np.ones(X.shape[0]), attack="fgsm", t0=t0,
+                  threads=threads, params=dict(eps=eps, norm=nrm, target=_desc(target),
+                                               clip=clip, quantize=quantize, seed=seed))
+
+
+def _desc(target):
+    return target if target is None or isinstance(target, (str, int, float)) else "per-row"
+
+
+def _random_start(rng, xc, eps, nrm, lo, hi):
+    """A uniform point of the eps-ball around xc (L-inf box, or L2 ball), clipped."""
+    n, d = xc.shape
+    if nrm == "inf":
+        delta = rng.uniform(-eps, eps, size=(n, d))
+    else:
+        g = rng.standard_normal((n, d))
+        g /= np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-300)
+        r = eps * rng.uniform(0, 1, size=(n, 1)) ** (1.0 / max(d, 1))
+        delta = g * r
+    x = (xc + delta).astype(xc.dtype)
+    if lo is not None or hi is not None:
+        np.clip(x, lo, hi, out=x)
+    return x
+
+
+def pgd(model, X, y=None, *, eps, steps=10, step_size=None, norm="inf", target=None,
+        random_start=True, restarts=1, early_stop=False, clip=None, quantize=None, seed=None,
+        threads=None, progress=False):
+    """Projected gradient descent (BIM when ``random_start=False``), L-inf or L2.
+
+    Each of ``steps`` iterations takes a fused step of ``step_size`` (default ``2.5 * eps /
+    steps``) along the loss gradient's sign (L-inf) or direction (L2), projects onto the
+    ``eps``-ball around X and clips. Targeted attacks descend the target's cross-entropy.
+
+    Parameters
+    ----------
+    eps, norm, target, clip, quantize : as in :func:`fgsm`.
+    steps : iterations (>= 1). step_size : per-step size.
+    random_start : start from a uniform point of the ball (Madry et al.); default True.
+    restarts : independent random starts; per row the best is kept (a successful one first,
+        then the highest loss toward the goal).
+    early_stop : False (default) runs every step on every row, the standard fixed-step
+        semantics; True stops each row (and the work on it) as soon as it is fooled.
+    seed : seeds the random starts and ``target="random"``; same seed, same results.
+
+    Returns
+    -------
+    AttackResult; ``iterations`` holds the gradient steps taken per row (summed over restarts).
+    """
+    t0 = time.perf_counter()
+    model, X, yi, threads = prepare(model, X, y, threads)
+    eps = positive(eps, "eps")
+    nrm = norm_of(norm)
+    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+        raise ValueError(f"steps: must be an integer >= 1, got {steps!r}")
+    if isinstance(restarts, bool) or int(restarts) != restarts or restarts < 1:
+        raise ValueError(f"restarts: must be an integer >= 1, got {restarts!r}")
+    steps, restarts = int(steps), int(restarts)
+    alpha = 2.5 * eps / steps if step_size is None else positive(step_size, "step_size")
+    rng = np.random.default_rng(seed)
+    ti = resolve_target(model, target, X, yi, rng, threads)
+    lo, hi = clip_bounds(clip, X.shape[1], X.dtype)
+    check_inside_clip(X, lo, hi)
+    clip_arg = None if lo is None and hi is None else (lo, hi)
+    q = _quantum(quantize)
+    labels = yi if ti is None else ti
+    sign = 1.0 if ti is None else -1.0
+    N = X.shape[0]
+    x_adv = np.empty_like(X, order="C")
+    iterations = np.zeros(N, dtype=np.int64)
+    bar = Progress(N * restarts, progress, "pgd")
+    for s in row_chunks(*X.shape):
+        x0 = X[s]
+        lab = labels[s]
+        best = None
+        for _ in range(restarts):
+            x = _random_start(rng, x0, eps, nrm, lo, hi) if random_start else np.array(x0, order="C")
+            if q and random_start:  # start on the grid too
+                kernels.fused_update(x, np.zeros_like(x), x0, step=0.0, eps=eps, norm=nrm,
+                                     clip=clip_arg, quantum=q, out=x, threads=threads)
+            it = _run_steps(model, x, x0, lab, yi[s], ti is not None, sign, alpha, eps, nrm,
+                            clip_arg, q, steps, early_stop, threads)
+            iterations[s] += it
+            score, ok = _objective(model, x, yi[s], None if ti is None else ti[s], threads)
+            if best is None:
+                best = (x, score, ok)
+            else:
+                bx, bscore, bok = best
+                better = (ok & ~bok) | ((ok == bok) & (score > bscore))
+                bx[better] = x[better]
+                best = (bx, np.where(better, score, bscore), ok | bok)
+            bar.update(s.stop - s.start)
+        x_adv[s] = best[0]
+    bar.close()
+    return finish(model, X, x_adv, yi, ti, iterations, attack="pgd", t0=t0, threads=threads,
+                  params=dict(eps=eps, steps=steps, step_size=alpha, norm=nrm,
+                              target=_desc(target), random_start=random_start,
+                              restarts=restarts, early_stop=early_stop, clip=clip,
+                              quantize=quantize, seed=seed))
+
+
+def _fooled(P, y, t, targeted):
+    pred = np.argmax(P, axis=1)
+    return pred == t if targeted else pred != y
+
+
+def _run_steps(model, x, x0, lab, y, targeted, sign, alpha, eps, nrm, clip, q, steps,
+               early_stop, threads):
+    """Runs the steps in place on x; returns the per-row step counts."""
+    n = x.shape[0]
+    it = np.zeros(n, dtype=np.int64)
+    if not early_stop:
+        g = np.empty_like(x)
+        for _ in range(steps):
+            model._ce_grad(x, lab, threads, out=g)
+            kernels.fused_update(x, g, x0, step=sign * alpha, eps=eps, norm=nrm, clip=clip,
+                                 quantum=q, out=x, threads=threads)
+        it[:] = steps
+        return it
+    # Early stopping: keep a compact copy of the rows still to fool; write rows back as they go.
+    idx = np.arange(n)
+    xa, x0a, la, ya = x, np.ascontiguousarray(x0), lab, y
+    for _ in range(steps):
+        g, _, P = model._ce_grad(xa, la, threads, return_prob=True)
+        done = _fooled(P, ya, la, targeted)
+        if done.any():
+            x[idx[done]] = xa[done]
+            keep = ~done
+            idx, xa, x0a, la, ya, g = idx[keep], xa[keep], x0a[keep], la[keep], ya[keep], g[keep]
+            if idx.size == 0:
+                return it
+        kernels.fused_update(xa, g, x0a, step=sign * alpha, eps=eps, norm=nrm, clip=clip,
+                             quantum=q, out=xa, threads=threads)
+        it[idx] += 1
+    x[idx] = xa
+    return it
+
+
+def _objective(model, x, y, t, threads):
+    """(score to maximise, fooled?) per row: CE toward y (untargeted) or -CE toward t."""
+    L = model._forward_soft(x, "log_softmax", threads)
+    pred = np.argmax(L, axis=1)
+    r = np.arange(x.shape[0])
+    if t is None:
+        return -L[r, y], pred != y
+    return L[r, t], pred == t

@@ -1,0 +1,209 @@
+"""Attacks against independent NumPy implementations (attack_reference.py) and their
+properties, on scikit-learn models trained on load_digits."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
+
+import fastfool as ff
+
+import attack_reference as AR
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X / 16.0, y
+
+
+@pytest.fixture(scope="module")
+def models(digits):
+    X, y = digits
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lr = LogisticRegression(max_iter=500).fit(X, y)
+        tanh = MLPClassifier((50, 20), activation="tanh", max_iter=200, random_state=0).fit(X, y)
+        ident = MLPClassifier((50, 20, 2), activation="identity", max_iter=200, random_state=21).fit(X, y)
+    return {"logreg": lr, "mlp-tanh": tanh, "mlp-identity": ident}
+
+
+MODEL_NAMES = ["logreg", "mlp-tanh", "mlp-identity"]
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("norm", ["inf", 2])
+@pytest.mark.parametrize("targeted", [False, True])
+def test_fgsm_matches_reference(digits, models, name, norm, targeted):
+    X, y = digits
+    X, y = X[:300], y[:300]
+    m = ff.from_sklearn(models[name])
+    eps = 0.1 if norm == "inf" else 1.0
+    t = (y + 1) % 10 if targeted else None
+    res = ff.fgsm(m, X, y, eps=eps, norm=norm, target=t, clip=(0.0, 1.0))
+    ref = AR.fgsm(AR.spec_of(m), X, t if targeted else y, eps, "inf" if norm == "inf" else "2",
+                  targeted, 0.0, 1.0)
+    # L2 steps follow the gradient's direction: a confident row's gradient (P - Y ~ 1e-10) carries
+    # the cancellation error of 1 - p, so its direction agrees to ~1e-9 relative only.
+    np.testing.assert_allclose(res.x_adv, ref, rtol=0, atol=1e-12 if norm == "inf" else 1e-8)
+    # success is measured on x_adv, by the model
+    pred = m.predict(res.x_adv)
+    np.testing.assert_array_equal(res.pred, pred)
+    np.testing.assert_array_equal(res.success, pred == t if targeted else pred != y)
+    clean = m.predict(X)
+    baseline = np.mean(clean == t) if targeted else np.mean(clean != y)
+    assert res.success.mean() > baseline + 0.02  # the attack does something
+    lim = res.linf if norm == "inf" else res.l2
+    assert np.all(lim <= eps * (1 + 1e-12))
+    np.testing.assert_allclose(res.linf, np.abs(res.x_adv - X).max(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(res.l2, np.linalg.norm(res.x_adv - X, axis=1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("norm", ["inf", 2])
+def test_pgd_without_random_start_matches_reference(digits, models, name, norm):
+    X, y = digits
+    X, y = X[::6], y[::6]
+    m = ff.from_sklearn(models[name])
+    eps, alpha = (0.1, 0.025) if norm == "inf" else (1.0, 0.25)
+    res = ff.pgd(m, X, y, eps=eps, steps=7, step_size=alpha, norm=norm, random_start=False,
+                 clip=(0.0, 1.0))
+    ref = AR.bim(AR.spec_of(m), X, y, eps, alpha, 7, "inf" if norm == "inf" else "2", False, 0.0, 1.0)
+    np.testing.assert_allclose(res.x_adv, ref, rtol=0, atol=1e-9)
+    assert np.all(res.iterations == 7)
+    assert res.success.mean() >= ff.fgsm(m, X, y, eps=eps, norm=norm, clip=(0, 1)).success.mean() - 0.02
+
+
+def test_pgd_targeted_hits_targets(digits, models):
+    X, y = digits
+    X, y = X[:200], y[:200]
+    m = ff.from_sklearn(models["logreg"])
+    res = ff.pgd(m, X, y, eps=0.3, steps=20, target="random", seed=1, clip=(0, 1))
+    assert res.target is not None and np.all(res.target != y)
+    np.testing.assert_array_equal(res.success, res.pred == res.target)
+    assert res.success.mean() > 0.9
+    assert np.all(res.linf <= 0.3 + 1e-12)
+
+
+def test_pgd_float32_model(digits, models):
+    X, y = digits
+    m = ff.from_sklearn(models["mlp-tanh"], dtype=np.float32)
+    res = ff.pgd(m, X[:500], y[:500], eps=0.1, steps=10, seed=0, clip=(0, 1))
+    assert res.x_adv.dtype == np.float32
+    assert np.all(res.linf <= np.float32(0.1) * (1 + 1e-6))
+    assert res.success.mean() > 0.3
+
+
+def test_pgd_is_reproducible_and_thread_independent(digits, models):
+    X, y = digits
+    m = ff.from_sklearn(models["mlp-tanh"])
+    a = ff.pgd(m, X[:400], y[:400], eps=0.1, steps=5, restarts=2, seed=7, threads=1)
+    b = ff.pgd(m, X[:400], y[:400], eps=0.1, steps=5, restarts=2, seed=7, threads=2)
+    np.testing.assert_array_equal(a.x_adv, b.x_adv)
+    c = ff.pgd(m, X[:400], y[:400], eps=0.1, steps=5, restarts=2, seed=8, threads=2)
+    assert not np.array_equal(a.x_adv, c.x_adv)
+
+
+def test_pgd_restarts_keep_the_best(digits, models):
+    X, y = digits
+    m = ff.from_sklearn(models["logreg"])
+    one = ff.pgd(m, X[:300], y[:300], eps=0.05, steps=5, restarts=1, seed=3, clip=(0, 1))
+    many = ff.pgd(m, X[:300], y[:300], eps=0.05, steps=5, restarts=4, seed=3, clip=(0, 1))
+    # the first restart of `many` is `one`; later restarts only replace rows with better ones
+    assert np.all(many.success >= one.success)
+    assert np.all(many.iterations == 20)
+
+
+def test_pgd_early_stop(digits, models):
+    X, y = digits
+    m = ff.from_sklearn(models["logreg"])
+    full = ff.pgd(m, X[:400], y[:400], eps=0.2, steps=20, random_start=False, clip=(0, 1))
+    early = ff.pgd(m, X[:400], y[:400], eps=0.2, steps=20, random_start=False, clip=(0, 1),
+                   early_stop=True)
+    assert early.iterations.max() <= 20 and early.iterations.mean() < full.iterations.mean()
+    assert early.success.mean() >= full.success.mean() - 0.01
+    assert np.all(early.linf <= 0.2 + 1e-12)
+    # rows never fooled ran every step and match the fixed-step attack exactly
+    never = ~early.success
+    np.testing.assert_array_equal(early.x_adv[never], full.x_adv[never])
+
+
+def test_quantized_attacks_stay_on_the_grid(digits, models):
+    X, y = digits  # digits/16: a 1/16 grid
+    m = ff.from_sklearn(models["logreg"])
+    for attack in (ff.fgsm, ff.pgd):
+        kw = dict(seed=0) if attack is ff.pgd else {}
+        for norm, eps in (("inf", 3 / 16), (2, 0.9)):
+            res = attack(m, X[:300], y[:300], eps=eps, norm=norm, clip=(0, 1), quantize=1 / 16, **kw)
+            k = res.x_adv * 16
+            np.testing.assert_allclose(k, np.round(k), atol=1e-9)
+            lim = res.linf if norm == "inf" else res.l2
+            assert np.all(lim <= eps + 1e-9)
+            np.testing.assert_array_equal(res.pred, m.predict(res.x_adv))  # measured after rounding
+            assert res.success.mean() > 0.05
+
+
+def test_attack_result_summary_and_roundtrip(tmp_path, digits, models):
+    X, y = digits
+    m = ff.from_sklearn(models["logreg"])
+    res = ff.fgsm(m, X[:100], y[:100], eps=0.1, clip=(0, 1))
+    s = res.summary()
+    assert s["rows"] == 100 and 0 <= s["success_rate"] <= 1 and s["rows_per_second"] > 0
+    assert "fgsm" in repr(res) and "success" in repr(res)
+    path = tmp_path / "r.npz"
+    res.save(path)
+    back = ff.AttackResult.load(path)
+    for k in ("x_adv", "success", "pred", "confidence", "l2", "linf", "iterations", "y"):
+        np.testing.assert_array_equal(getattr(back, k), getattr(res, k))
+    assert back.attack == "fgsm" and back.params["eps"] == 0.1
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros(3))
+    with pytest.raises(ValueError, match="not a fastfool AttackResult"):
+        ff.AttackResult.load(bad)
+
+
+def test_attack_bad_input(digits, models):
+    X, y = digits
+    m = ff.from_sklearn(models["logreg"])
+    with pytest.raises(ValueError, match="eps"):
+        ff.fgsm(m, X[:5], eps=-0.1)
+    with pytest.raises(ValueError, match="steps"):
+        ff.pgd(m, X[:5], eps=0.1, steps=0)
+    with pytest.raises(ValueError, match="norm"):
+        ff.pgd(m, X[:5], eps=0.1, norm=1)
+    Xn = X[:5].copy()
+    Xn[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        ff.fgsm(m, Xn, eps=0.1)
+    with pytest.raises(ValueError, match="target: equals the attacked label"):
+        ff.fgsm(m, X[:5], y[:5], eps=0.1, target=y[:5])
+    with pytest.raises(ValueError, match="outside clip"):
+        ff.fgsm(m, X[:5] + 2, eps=0.1, clip=(0, 1))
+    with pytest.raises(TypeError, match="model: expected a fastfool model"):
+        ff.fgsm(models["logreg"], X[:5], eps=0.1)
+    with pytest.raises(ValueError, match="not one of the model's classes"):
+        ff.fgsm(m, X[:5], eps=0.1, target=11)
+
+
+def test_attacks_do_not_modify_inputs_and_handle_empty(digits, models):
+    X, y = digits
+    m = ff.from_sklearn(models["mlp-tanh"])
+    Xc, yc = X[:50].copy(), y[:50].copy()
+    ff.pgd(m, Xc, yc, eps=0.1, steps=3, seed=0, clip=(0, 1), early_stop=True)
+    np.testing.assert_array_equal(Xc, X[:50])
+    np.testing.assert_array_equal(yc, y[:50])
+    empty = ff.pgd(m, X[:0], y[:0], eps=0.1)
+    assert empty.x_adv.shape == (0, 64) and empty.success.shape == (0,)
+
+
+def test_eps_zero_changes_nothing(digits, models):
+    X, y = digits
+    m = ff.from_sklearn(models["logreg"])
+    res = ff.pgd(m, X[:50], y[:50], eps=0.0, steps=3, seed=0)
+    np.testing.assert_array_equal(res.x_adv, X[:50])
+    np.testing.assert_array_equal(res.success, m.predict(X[:50]) != y[:50])
