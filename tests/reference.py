@@ -103,6 +103,22 @@ def ce_grad_mlp(X, Ws, bs, acts, y):
     return d, loss, P
 
 
+def mlp_vjp(X, Ws, bs, acts, V):
+    """Input gradient of sum(V * logits), by back-propagation through pre-activations."""
+    h = f64(X)
+    zs = []
+    for W, b, a in zip(Ws, bs, acts):
+        z = h @ f64(W) + (0 if b is None else f64(b))
+        zs.append(z)
+        h = act(a, z)
+    d = f64(V)
+    for i in range(len(Ws) - 1, -1, -1):
+        if i < len(Ws) - 1:
+            d = d * act_grad(acts[i], zs[i])
+        d = d @ f64(Ws[i]).T
+    return d, h
+
+
 def inverse_act(name, h, margin, dtype=np.float64):
     """Clamp bounds are rounded to `dtype` as the kernel computes them (1 - margin in float32
     is not 1 - margin in float64, and atanh's slope there is ~1/(2*margin))."""

@@ -164,6 +164,24 @@ def test_ce_grad_mlp_matches_reference(config, case):
     assert_unchanged(before, [X, *Ws, *bs, y])
 
 
+@given(case=mlp_case())
+def test_mlp_vjp_matches_reference(config, case):
+    _, threads = config
+    dtype, X, Ws, bs, acts, rng = case
+    C = Ws[-1].shape[1]
+    V = rng.standard_normal((X.shape[0], C)).astype(dtype)
+    before = snapshot(X, V, *Ws)
+    G, logits = K.mlp_vjp(X, Ws, bs, acts, V, return_logits=True, threads=threads)
+    Gr, lr = R.mlp_vjp(X, Ws, bs, acts, V)
+    R.assert_close_rows(logits, lr, R.mlp_error_bound(X, Ws, bs, dtype), dtype, "logits")
+    mag = np.abs(R.f64(V)) + 1.0
+    for W in reversed(Ws):
+        mag = mag @ np.abs(R.f64(W)).T + 1.0
+    tol = (2e-4 if dtype == np.float32 else 1e-12) * mag.max(axis=1, keepdims=True) if X.shape[0] else 0
+    R.assert_close_rows(G, Gr, tol, dtype, "vjp")
+    assert_unchanged(before, [X, V, *Ws])
+
+
 @pytest.mark.parametrize("act", ACTS)
 def test_mlp_gradient_matches_finite_differences(act):
     rng = np.random.default_rng(11)

@@ -137,6 +137,27 @@ void ce_mlp_impl(const py::array& X, const std::vector<py::array>& Ws,
 }
 
 template <class T>
+void vjp_impl(const py::array& X, const std::vector<py::array>& Ws,
+              const std::vector<py::object>& bs, const std::vector<int>& acts,
+              const py::array& V, const py::array& G, const py::object& logits, int threads) {
+    auto x = in_mat<T>(X, "X");
+    auto layers = dense_layers<T>(x.cols, Ws, bs, acts);
+    if (layers.back().act != Act::identity)
+        throw py::value_error("activations: the last layer must be identity (it produces logits)");
+    const std::int64_t C = layers.back().W.cols;
+    auto v = in_mat<T>(V, "V");
+    if (v.rows != x.rows || v.cols != C)
+        throw py::value_error("V: expected shape (" + std::to_string(x.rows) + ", " +
+                              std::to_string(C) + "), got " + shape_str(V));
+    std::int64_t ldg, ldl = 0;
+    T* g = out_mat<T>(G, x.rows, x.cols, ldg, "grad");
+    T* l = logits.is_none() ? nullptr
+                            : out_mat<T>(py::reinterpret_borrow<py::array>(logits), x.rows, C, ldl, "logits");
+    py::gil_scoped_release nogil;
+    mlp_vjp<T>(x, layers, v, g, ldg, l, ldl, threads);
+}
+
+template <class T>
 std::int64_t backproject_impl(const py::array& H, const std::vector<py::array>& Ps,
                               const std::vector<py::object>& bs, const std::vector<int>& acts,
                               double margin, const py::object& base, const py::array& out,
@@ -273,6 +294,18 @@ void bind_kernels(py::module_& m) {
         },
         py::arg("X"), py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("y"),
         py::arg("grad"), py::arg("loss"), py::arg("prob"), py::arg("threads"));
+    m.def(
+        "mlp_vjp",
+        [](const py::array& X, const std::vector<py::array>& Ws, const std::vector<py::object>& bs,
+           const std::vector<int>& acts, const py::array& V, const py::array& G,
+           const py::object& logits, int threads) {
+            check_threads(threads);
+            if (is_f32(X)) return vjp_impl<float>(X, Ws, bs, acts, V, G, logits, threads);
+            if (is_f64(X)) return vjp_impl<double>(X, Ws, bs, acts, V, G, logits, threads);
+            bad_dtype(X, "X");
+        },
+        py::arg("X"), py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("V"),
+        py::arg("grad"), py::arg("logits"), py::arg("threads"));
     m.def(
         "backproject",
         [](const py::array& H, const std::vector<py::array>& Ps, const std::vector<py::object>& bs,

@@ -22,7 +22,7 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
     ) from exc
 
 from . import kernels
-from .attacks import fgsm, pgd
+from .attacks import certify, deepfool, fgsm, minimal, pgd
 from .result import AttackResult
 from ._runtime import get_simd, get_threads, set_simd, set_threads, simd_info
 from .models import MLP, LinearModel, Model, from_sklearn
@@ -38,6 +38,9 @@ __all__ = [
     "AttackResult",
     "fgsm",
     "pgd",
+    "certify",
+    "minimal",
+    "deepfool",
     "get_simd",
     "set_simd",
     "simd_info",

@@ -24,6 +24,7 @@ __all__ = [
     "ce_grad_linear",
     "mlp_forward",
     "ce_grad_mlp",
+    "mlp_vjp",
     "backproject",
     "fused_update",
     "diff_norms",
@@ -163,6 +164,24 @@ def ce_grad_mlp(X, weights, biases, activations, y, *, out=None, return_prob=Fal
     G, loss, prob = _ce_outputs(X, Ws[-1].shape[1], out, return_prob, inputs)
     _core.ce_grad_mlp(X, Ws, bs, acts, yy, G, loss, prob, resolve_threads(threads))
     return (G, loss, prob) if return_prob else (G, loss)
+
+
+def mlp_vjp(X, weights, biases, activations, V, *, return_logits=False, out=None, threads=None):
+    """Input gradient of ``sum_c V[i, c] * logits_c(x_i)`` for a dense stack (last layer
+    ``"identity"``): one forward and one backward pass. With ``V = e_j - e_k`` this is
+    ``grad(s_j - s_k)``, as DeepFool needs. Returns grad (N, D) and, if asked, the logits."""
+    X = matrix(X, "X")
+    Ws, bs, acts = _layers(X, weights, biases, activations)
+    if acts[-1] != ACTIVATIONS["identity"]:
+        raise ValueError("activations: the last layer must be 'identity' (it produces the logits)")
+    V = matrix(V, "V", X.dtype)
+    if V.shape != (X.shape[0], Ws[-1].shape[1]):
+        raise ValueError(f"V: expected shape {(X.shape[0], Ws[-1].shape[1])}, got {V.shape}")
+    inputs = [(X, "X"), (V, "V")] + [(w, "weights") for w in Ws]
+    G = out_array(out, "out", X.shape, X.dtype, inputs)
+    logits = np.empty(V.shape, X.dtype) if return_logits else None
+    _core.mlp_vjp(X, Ws, bs, acts, V, G, logits, resolve_threads(threads))
+    return (G, logits) if return_logits else G
 
 
 def backproject(H, pinvs, biases, activations, *, margin=1e-6, base=None, out=None,

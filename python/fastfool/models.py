@@ -295,6 +295,28 @@ class Model:
         return kernels.ce_grad_mlp(X, Ws, bs, self._acts, yi, threads=threads,
                                    return_prob=return_prob, out=out)
 
+    def _logit_vjp(self, X, V, threads, return_logits=False):
+        """Input gradient of sum(V * logits) (softmax view); no checks."""
+        Ws, bs = self._soft_layers()
+        return kernels.mlp_vjp(X, Ws, bs, self._acts, V, return_logits=return_logits,
+                               threads=threads)
+
+    def affine_map(self):
+        """(A (C, D), c (C,)) with logits = X @ A.T + c, for models that are one affine map
+        (linear models, identity-activation MLPs), in the softmax view (binary: [0, s]).
+        Raises ValueError for other models. Cached."""
+        if "affine" not in self._pinv_cache:
+            if any(a != "identity" for a in self._acts):
+                raise ValueError(f"this model is not affine (activations {self._acts[:-1]})")
+            Ws, bs = self._soft_layers()
+            A = Ws[0].astype(np.float64)
+            c = bs[0].astype(np.float64)
+            for W, b in zip(Ws[1:], bs[1:]):
+                A = A @ W.astype(np.float64)
+                c = c @ W.astype(np.float64) + b
+            self._pinv_cache["affine"] = (np.ascontiguousarray(A.T), c)
+        return self._pinv_cache["affine"]
+
     def _set_output(self, W_out, b_out):
         """Store the softmax view of the output layer ([0, s] for a binary model)."""
         if self.binary:
@@ -359,6 +381,12 @@ class LinearModel(Model):
 
     def hidden(self, X, layer=-1, **kw):
         raise ValueError("hidden: a LinearModel has no hidden layers (use decision_function)")
+
+    def _logit_vjp(self, X, V, threads, return_logits=False):
+        G = kernels.scores(V, self._soft_coef.T, threads=threads)  # V @ W
+        if return_logits:
+            return G, self._forward_soft(X, None, threads)
+        return G
 
 
 class MLP(Model):

@@ -52,6 +52,13 @@ void ce_grad_mlp(const MatView<T>& X, const std::vector<Dense<T>>& layers,
                  const std::int64_t* y, T* G, std::int64_t ldg, T* loss, T* prob,
                  std::int64_t ldp, int threads);
 
+// Vector-Jacobian product of the logits: G_i = sum_c V[i, c] * d logits_c / d x_i, i.e. the
+// input gradient of any linear combination of the logits (DeepFool needs s_j - s_k). The logits
+// themselves are written to `logits` (N, C) when non-null.
+template <class T>
+void mlp_vjp(const MatView<T>& X, const std::vector<Dense<T>>& layers, const MatView<T>& V,
+             T* G, std::int64_t ldg, T* logits, std::int64_t ldl, int threads);
+
 // Back-projection through steps[0], steps[1], ... (top layer first). Inverse tanh / logistic
 // clamp their argument into [lo + margin, hi - margin] of the activation's range. When base is
 // non-empty the result is added to it (the minimum-change variant). Returns the number of

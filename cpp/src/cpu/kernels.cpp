@@ -212,10 +212,13 @@ void mlp_forward(const MatView<T>& X, const std::vector<Dense<T>>& layers, Epilo
         });
 }
 
+namespace {
+// Forward a row block through the stack, keep every activation, then back-propagate a
+// cotangent of the logits to the input: either P - onehot(y) (cross-entropy) or rows of V.
 template <class T>
-void ce_grad_mlp(const MatView<T>& X, const std::vector<Dense<T>>& layers,
-                 const std::int64_t* y, T* G, std::int64_t ldg, T* loss, T* prob,
-                 std::int64_t ldp, int threads) {
+void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
+                  const std::int64_t* y, const MatView<T>* V, T* G, std::int64_t ldg, T* loss,
+                  T* prob, std::int64_t ldp, T* logits_out, std::int64_t ldl, int threads) {
     const MicroKernel<T> mk = micro_kernel<T>();
     if (layers.empty()) throw std::invalid_argument("ce_grad_mlp: no layers");
     if (layers.back().act != Act::identity)
@@ -248,9 +251,17 @@ void ce_grad_mlp(const MatView<T>& X, const std::vector<Dense<T>>& layers,
                 in = dense_view<T>(dst, M, w, w);
             }
             T* logits = act_buf(L - 1);
-            for (std::int64_t i = 0; i < M; ++i)
-                ce_epilogue(logits + i * C, C, y[r0 + i], loss ? loss + r0 + i : nullptr,
-                            prob ? prob + (r0 + i) * ldp : nullptr);
+            if (logits_out)
+                for (std::int64_t i = 0; i < M; ++i)
+                    std::memcpy(logits_out + (r0 + i) * ldl, logits + i * C, sizeof(T) * C);
+            if (V) {
+                for (std::int64_t i = 0; i < M; ++i)
+                    for (std::int64_t j = 0; j < C; ++j) logits[i * C + j] = (*V)(r0 + i, j);
+            } else {
+                for (std::int64_t i = 0; i < M; ++i)
+                    ce_epilogue(logits + i * C, C, y[r0 + i], loss ? loss + r0 + i : nullptr,
+                                prob ? prob + (r0 + i) * ldp : nullptr);
+            }
             // Back-propagate delta = dLoss/dz_l from the logits down to the input.
             const T* delta = logits;
             std::int64_t dw = C;
@@ -267,6 +278,21 @@ void ce_grad_mlp(const MatView<T>& X, const std::vector<Dense<T>>& layers,
             }
             if (D > 0) gemm_rows(dense_view(delta, M, dw, dw), bwd[0], G + r0 * ldg, ldg, false, mk, ws.g);
         });
+}
+
+}  // namespace
+
+template <class T>
+void ce_grad_mlp(const MatView<T>& X, const std::vector<Dense<T>>& layers,
+                 const std::int64_t* y, T* G, std::int64_t ldg, T* loss, T* prob,
+                 std::int64_t ldp, int threads) {
+    mlp_backprop<T>(X, layers, y, nullptr, G, ldg, loss, prob, ldp, nullptr, 0, threads);
+}
+
+template <class T>
+void mlp_vjp(const MatView<T>& X, const std::vector<Dense<T>>& layers, const MatView<T>& V,
+             T* G, std::int64_t ldg, T* logits, std::int64_t ldl, int threads) {
+    mlp_backprop<T>(X, layers, nullptr, &V, G, ldg, nullptr, nullptr, 0, logits, ldl, threads);
 }
 
 namespace {
@@ -494,6 +520,8 @@ bool all_finite(const MatView<T>& X, int threads) {
     template void ce_grad_mlp<T>(const MatView<T>&, const std::vector<Dense<T>>&,                 \
                                  const std::int64_t*, T*, std::int64_t, T*, T*, std::int64_t,     \
                                  int);                                                            \
+    template void mlp_vjp<T>(const MatView<T>&, const std::vector<Dense<T>>&, const MatView<T>&,  \
+                             T*, std::int64_t, T*, std::int64_t, int);                            \
     template std::int64_t backproject<T>(const MatView<T>&, const std::vector<BackStep<T>>&, T,   \
                                          const MatView<T>&, T*, std::int64_t, int);               \
     template void fused_update<T>(const MatView<T>&, const MatView<T>&, const MatView<T>&, bool,  \

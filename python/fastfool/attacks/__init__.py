@@ -2,5 +2,6 @@
 :class:`~fastfool.result.AttackResult`."""
 
 from .gradient import fgsm, pgd
+from .minimal import certify, deepfool, minimal
 
-__all__ = ["fgsm", "pgd"]
+__all__ = ["fgsm", "pgd", "certify", "minimal", "deepfool"]

@@ -1,0 +1,287 @@
+"""Smallest perturbations: exact ones for affine models, DeepFool for the rest.
+
+For an affine model (linear classifiers, identity-activation MLPs) with logits ``s = A x + c``,
+class k's region is a polyhedron, so the distance from x to the boundary between k and j is
+``(s_k - s_j) / ||a_k - a_j||_*`` (the dual norm: L2 for L2, L1 for L-inf).
+
+- :func:`certify` returns the exact robustness radius: the nearest of these distances.
+- :func:`minimal` returns the exact minimal perturbation. Untargeted, it is the step onto the
+  nearest boundary (no other class can win on the way: crossing its boundary earlier would make
+  that boundary nearer). Targeted, it solves min ||d|| s.t. (a_t - a_i)(x + d) + c_t - c_i >= 0
+  for all i != t: for L2 through the dual, a non-negative least-squares problem in C - 1
+  variables (scipy.optimize.nnls); for L-inf as a linear program (scipy.optimize.linprog).
+- :func:`deepfool` (Moosavi-Dezfooli et al., 2016) linearises any model at the current point and
+  repeats; on an affine model the first step is already exact.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .. import kernels
+from ._common import (Progress, check_inside_clip, clip_bounds, finish, norm_of, positive,
+                      prepare, resolve_target, row_chunks)
+
+__all__ = ["certify", "minimal", "deepfool"]
+
+
+def _pairwise_dual(A, norm, classes):
+    """||a_k - a_j||_* for k in `classes`, all j: dict k -> (C,) array (float64)."""
+    out = {}
+    for k in classes:
+        d = A[k][None, :] - A
+        out[int(k)] = np.linalg.norm(d, axis=1) if norm == "2" else np.abs(d).sum(axis=1)
+    return out
+
+
+def _scores64(model, X, threads):
+    A, c = model.affine_map()
+    S = np.empty((X.shape[0], A.shape[0]))
+    for s in row_chunks(*X.shape):
+        S[s] = kernels.scores(np.asarray(X[s], np.float64), A, c, threads=threads)
+    return S
+
+
+def certify(model, X, norm=2, *, threads=None):
+    """Exact robustness radius of each row of an affine model.
+
+    Parameters
+    ----------
+    model : a LinearModel or an identity-activation MLP (one affine map).
+    X : (N, D) inputs. norm : ``2`` or ``"inf"``.
+
+    Returns
+    -------
+    radius : (N,) distance from each row to the nearest decision boundary of its predicted
+        class (0 on a tie); no perturbation smaller than it changes the prediction, and the
+        step of that length toward ``boundary`` does.
+    boundary : (N,) label of the class across that boundary.
+
+    Raises ``ValueError`` for models that are not affine (their exact radius is NP-hard; use
+    :func:`deepfool` or :func:`pgd` for upper bounds).
+    """
+    model, X, _, threads = prepare(model, X, None, threads)
+    nrm = norm_of(norm)
+    A, _ = model.affine_map()
+    S = _scores64(model, X, threads)
+    k = np.argmax(S, axis=1)
+    radius, j = _nearest(S, k, _pairwise_dual(A, nrm, np.unique(k)))
+    return radius, model.classes_[j]
+
+
+def _nearest(S, k, dual):
+    N, C = S.shape
+    dist = np.full((N, C), np.inf)
+    r = np.arange(N)
+    for kk, dn in dual.items():
+        rows = r[k == kk]
+        margin = S[rows, kk][:, None] - S[rows]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d = np.where(dn[None, :] > 0, margin / dn[None, :], np.inf)
+        d[:, kk] = np.inf
+        dist[rows] = d
+    j = np.argmin(dist, axis=1) if C > 1 else np.zeros(N, dtype=np.int64)
+    return dist[r, j] if N else np.zeros(0), j
+
+
+def minimal(model, X, y=None, *, norm=2, target=None, overshoot=1e-6, clip=None, seed=None,
+            threads=None):
+    """Exact minimal perturbation for an affine model (see the module docstring).
+
+    Parameters
+    ----------
+    model : LinearModel or identity-activation MLP.
+    X : (N, D); y : labels to move away from (default: predictions; rows whose prediction is not
+        y are already fooled and are returned unchanged).
+    norm : 2 or ``"inf"``. target : None (nearest boundary), a label, labels per row,
+        ``"least_likely"`` or ``"random"`` (needs scipy).
+    overshoot : relative step beyond the boundary so that the class really changes (grown ×10,
+        up to 6 times, for rows where rounding keeps them on the boundary).
+    clip : optional ``(lo, hi)``; clipping can only make the perturbation fail, not smaller, so
+        clipped rows are reported as they are (``success`` tells).
+
+    Returns
+    -------
+    AttackResult with ``iterations`` = 0.
+    """
+    t0 = time.perf_counter()
+    model, X, yi, threads = prepare(model, X, y, threads)
+    nrm = norm_of(norm)
+    overshoot = positive(overshoot, "overshoot")
+    rng = np.random.default_rng(seed)
+    ti = resolve_target(model, target, X, yi, rng, threads)
+    lo, hi = clip_bounds(clip, X.shape[1], X.dtype)
+    check_inside_clip(X, lo, hi)
+    A, c = model.affine_map()
+    X64 = np.asarray(X, np.float64)
+    S = _scores64(model, X, threads)
+    pred = np.argmax(S, axis=1)
+    delta = np.zeros_like(X64)
+    if ti is None:
+        todo = np.flatnonzero(pred == yi)
+        if todo.size:
+            k = pred[todo]
+            dist, j = _nearest(S[todo], k, _pairwise_dual(A, nrm, np.unique(k)))
+            w = A[j] - A[k]  # direction that raises s_j - s_k
+            if nrm == "2":
+                n2 = np.einsum("ij,ij->i", w, w)
+                delta[todo] = (dist * np.sqrt(n2) / np.where(n2 > 0, n2, 1))[:, None] * w
+            else:
+                delta[todo] = dist[:, None] * np.sign(w)
+    else:
+        todo = np.flatnonzero(pred != ti)
+        for i in todo:
+            delta[i] = _targeted(A, S[i], int(ti[i]), nrm)
+    x_adv = _overshoot_until_fooled(model, X, X64, delta, yi, ti, overshoot, lo, hi, threads)
+    return finish(model, X, x_adv, yi, ti, np.zeros(X.shape[0]), attack="minimal", t0=t0,
+                  threads=threads, params=dict(norm=nrm, target=None if target is None else str(target),
+                                               overshoot=overshoot, clip=clip, seed=seed))
+
+
+def _overshoot_until_fooled(model, X, X64, delta, yi, ti, overshoot, lo, hi, threads):
+    x_adv = np.empty_like(X)
+    factor = np.full(X.shape[0], 1.0 + overshoot)
+    pending = np.flatnonzero(np.any(delta != 0, axis=1))
+    x_adv[:] = X
+    for _ in range(7):
+        if pending.size == 0:
+            break
+        cand = X64[pending] + factor[pending, None] * delta[pending]
+        if lo is not None or hi is not None:
+            cand = np.clip(cand, lo, hi)
+        x_adv[pending] = cand
+        P = model._forward_soft(x_adv[pending], None, threads)
+        p = np.argmax(P, axis=1)
+        ok = p == ti[pending] if ti is not None else p != yi[pending]
+        pending = pending[~ok]
+        factor[pending] = 1.0 + (factor[pending] - 1.0) * 10
+    return x_adv
+
+
+def _targeted(A, s, t, nrm):
+    """min ||d|| s.t. (a_t - a_i) d >= s_i - s_t for all i != t (one row)."""
+    try:
+        from scipy.optimize import linprog, nnls
+    except ImportError as exc:  # pragma: no cover
+        raise ImportError("minimal(target=...) needs scipy (pip install scipy)") from exc
+    others = [i for i in range(A.shape[0]) if i != t]
+    M = A[t][None, :] - A[others]  # (C-1, D): rows a_t - a_i
+    b = s[others] - s[t]           # constraint M d >= b
+    if nrm == "2":
+        # Dual: min_{lam >= 0} 1/2 lam' G lam - b' lam, G = M M'; then d = M' lam.
+        G = M @ M.T
+        G = G + np.eye(len(others)) * (1e-14 * max(np.trace(G), 1e-300))
+        L = np.linalg.cholesky(G)
+        lam, _ = nnls(L.T, np.linalg.solve(L, b))
+        return M.T @ lam
+    D = A.shape[1]
+    # variables [d (D), u]; min u s.t. -u <= d_j <= u, M d >= b
+    cost = np.zeros(D + 1)
+    cost[-1] = 1.0
+    eye = np.eye(D)
+    A_ub = np.vstack([np.hstack([eye, -np.ones((D, 1))]), np.hstack([-eye, -np.ones((D, 1))]),
+                      np.hstack([-M, np.zeros((len(others), 1))])])
+    b_ub = np.concatenate([np.zeros(2 * D), -b])
+    res = linprog(cost, A_ub=A_ub, b_ub=b_ub, bounds=[(None, None)] * D + [(0, None)],
+                  method="highs")
+    if res.status != 0:
+        raise RuntimeError(f"minimal: the L-inf linear program failed ({res.message})")
+    return res.x[:D]
+
+
+def deepfool(model, X, y=None, *, norm=2, overshoot=0.02, max_iter=50, candidates=None,
+             clip=None, threads=None, progress=False):
+    """DeepFool, multi-class (Moosavi-Dezfooli, Fawzi & Frossard, CVPR 2016).
+
+    At each iteration, for every candidate class j != k (k the current class) the model is
+    linearised, ``f_j = s_j - s_k`` and ``w_j = grad f_j``; the step goes to the nearest
+    linearised boundary: ``|f_l| / ||w_l||_2^2 * w_l`` (L2) or ``|f_l| / ||w_l||_1 * sign(w_l)``
+    (L-inf). Steps accumulate until the class changes; the total is scaled by ``1 + overshoot``.
+    On affine models the first step is exact.
+
+    Parameters
+    ----------
+    candidates : consider only the this many classes with the highest clean scores (default
+        all); each costs one backward pass per iteration.
+    max_iter : iterations per row. clip : optional ``(lo, hi)`` applied to the result.
+
+    Returns
+    -------
+    AttackResult; ``iterations`` per row.
+    """
+    t0 = time.perf_counter()
+    model, X, yi, threads = prepare(model, X, y, threads)
+    nrm = norm_of(norm)
+    overshoot = positive(overshoot, "overshoot")
+    if isinstance(max_iter, bool) or int(max_iter) != max_iter or max_iter < 1:
+        raise ValueError(f"max_iter: must be an integer >= 1, got {max_iter!r}")
+    lo, hi = clip_bounds(clip, X.shape[1], X.dtype)
+    check_inside_clip(X, lo, hi)
+    C = model.n_classes
+    ncand = C if candidates is None else int(candidates)
+    if not 2 <= ncand <= C:
+        raise ValueError(f"candidates: must be in [2, {C}], got {candidates!r}")
+    N, D = X.shape
+    x_adv = np.empty_like(X)
+    iterations = np.zeros(N, dtype=np.int64)
+    bar = Progress(N, progress, "deepfool")
+    for sl in row_chunks(N, D * ncand):
+        x0 = np.ascontiguousarray(X[sl])
+        n = x0.shape[0]
+        S0 = model._forward_soft(x0, None, threads)
+        order = np.argsort(-S0, axis=1, kind="stable")[:, :ncand]
+        k0 = yi[sl]
+        r_tot = np.zeros(x0.shape, dtype=np.float64)
+        active = np.argmax(S0, axis=1) == k0
+        it = np.zeros(n, dtype=np.int64)
+        for _ in range(int(max_iter)):
+            idx = np.flatnonzero(active)
+            if idx.size == 0:
+                break
+            xa = np.asarray(x0[idx] + (1 + overshoot) * r_tot[idx], dtype=X.dtype)
+            if lo is not None or hi is not None:
+                xa = np.clip(xa, lo, hi).astype(X.dtype)
+            S = model._forward_soft(xa, None, threads)
+            still = np.argmax(S, axis=1) == k0[idx]
+            idx, xa, S = idx[still], xa[still], S[still]
+            active[:] = False
+            active[idx] = True
+            if idx.size == 0:
+                break
+            best = np.full(idx.size, np.inf)
+            step = np.zeros((idx.size, D))
+            ka = k0[idx]
+            for c in range(ncand):
+                j = order[idx, c]
+                use = j != ka
+                if not use.any():
+                    continue
+                V = np.zeros((idx.size, C), dtype=X.dtype)
+                V[np.arange(idx.size), j] = 1
+                V[np.arange(idx.size), ka] -= 1
+                w = model._logit_vjp(xa, V, threads).astype(np.float64)
+                f = S[np.arange(idx.size), j] - S[np.arange(idx.size), ka]
+                dn = np.linalg.norm(w, axis=1) if nrm == "2" else np.abs(w).sum(axis=1)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    d = np.where(dn > 0, np.abs(f) / dn, np.inf)
+                better = use & (d < best)
+                if better.any():
+                    best[better] = d[better]
+                    if nrm == "2":
+                        step[better] = ((np.abs(f[better]) + 1e-12) / dn[better] ** 2)[:, None] * w[better]
+                    else:
+                        step[better] = ((np.abs(f[better]) + 1e-12) / dn[better])[:, None] * np.sign(w[better])
+            r_tot[idx] += step
+            it[idx] += 1
+        xf = x0 + (1 + overshoot) * r_tot
+        if lo is not None or hi is not None:
+            xf = np.clip(xf, lo, hi)
+        x_adv[sl] = xf
+        iterations[sl] = it
+        bar.update(n)
+    bar.close()
+    return finish(model, X, x_adv, yi, None, iterations, attack="deepfool", t0=t0, threads=threads,
+                  params=dict(norm=nrm, overshoot=overshoot, max_iter=int(max_iter),
+                              candidates=ncand, clip=clip))
