@@ -22,7 +22,8 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
     ) from exc
 
 from . import kernels
-from .attacks import certify, deepfool, fgsm, minimal, pgd
+from .attacks import (ConfidenceMap, certify, confidence_map, deepfool, far_points, fgsm, invert,
+                      minimal, pgd, robustness_curve, score_attack, template, transfer)
 from .result import AttackResult
 from ._runtime import get_simd, get_threads, set_simd, set_threads, simd_info
 from .models import MLP, LinearModel, Model, from_sklearn
@@ -41,6 +42,14 @@ __all__ = [
     "certify",
     "minimal",
     "deepfool",
+    "template",
+    "invert",
+    "far_points",
+    "confidence_map",
+    "ConfidenceMap",
+    "score_attack",
+    "transfer",
+    "robustness_curve",
     "get_simd",
     "set_simd",
     "simd_info",

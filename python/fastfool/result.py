@@ -31,6 +31,7 @@ class AttackResult:
     y : (N,) the labels attacked (given, or the model's own predictions).
     target : (N,) target labels of a targeted attack, else None.
     attack : the attack's name; params : its parameters; elapsed : seconds.
+    extra : attack-specific per-row arrays (e.g. ``code_error`` of :func:`fastfool.invert`).
     """
 
     x_adv: np.ndarray
@@ -46,6 +47,7 @@ class AttackResult:
     attack: str = ""
     params: dict = field(default_factory=dict)
     elapsed: float = 0.0
+    extra: dict = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -96,6 +98,7 @@ class AttackResult:
     def save(self, path) -> None:
         """Write to ``.npz`` (no pickle: arrays plus a JSON header)."""
         arrays = {k: getattr(self, k) for k in _ARRAYS if getattr(self, k) is not None}
+        arrays.update({f"extra_{k}": np.asarray(v) for k, v in self.extra.items()})
         for k in ("y", "target", "pred"):
             if k in arrays and arrays[k].dtype == object:
                 arrays[k] = arrays[k].astype(str)
@@ -115,12 +118,13 @@ class AttackResult:
             if header.get("version", 0) > _FORMAT_VERSION:
                 raise ValueError(f"{path}: written by a newer fastfool (format {header['version']})")
             kw = {k: f[k] for k in _ARRAYS if k in f}
+            extra = {k[len("extra_"):]: f[k] for k in f.files if k.startswith("extra_")}
         missing = [fd.name for fd in fields(cls) if fd.name in _ARRAYS and fd.default is not None
                    and fd.name not in kw and fd.name not in ("queries",)]
         if missing:
             raise ValueError(f"{path}: missing arrays {missing}")
         return cls(attack=header.get("attack", ""), params=header.get("params", {}),
-                   elapsed=float(header.get("elapsed", 0.0)), **kw)
+                   elapsed=float(header.get("elapsed", 0.0)), extra=extra, **kw)
 
 
 def _jsonable(o):

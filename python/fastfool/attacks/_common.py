@@ -167,7 +167,7 @@ class Progress:
 
 
 def finish(model, X, x_adv, yi, ti, iterations, *, attack, params, t0, threads, queries=None,
-           X_ref=None):
+           X_ref=None, min_confidence=None, extra=None):
     """Measure the outcome on the returned x_adv and build the AttackResult."""
     N = x_adv.shape[0]
     pred = np.empty(N, dtype=np.int64)
@@ -185,9 +185,11 @@ def finish(model, X, x_adv, yi, ti, iterations, *, attack, params, t0, threads, 
         l2[:] = np.nan
         linf[:] = np.nan
     success = pred == ti if ti is not None else pred != yi
+    if min_confidence is not None:
+        success &= conf >= min_confidence
     cls = model.classes_
     return AttackResult(
         x_adv=x_adv, success=success, pred=cls[pred], confidence=conf, l2=l2, linf=linf,
         iterations=np.asarray(iterations, dtype=np.int64), queries=queries,
         y=None if yi is None else cls[yi], target=None if ti is None else cls[ti],
-        attack=attack, params=params, elapsed=time.perf_counter() - t0)
+        attack=attack, params=params, elapsed=time.perf_counter() - t0, extra=extra or {})

@@ -1,0 +1,134 @@
+"""A black-box, score-based attack for any classifier with ``predict_proba``.
+
+SimBA (Guo et al., "Simple Black-box Adversarial Attacks", ICML 2019) with the coordinate
+basis: each row walks through its coordinates in a random order; for each, it tries
+``x - eps * e_i`` and then ``x + eps * e_i`` and keeps the first that lowers the probability of
+the attacked class (or raises the target's). Each coordinate moves at most once, so the L-inf
+distance to the original never exceeds ``eps``; with ``norm=2`` the step is ``eps / 10`` and the
+perturbation is projected onto the L2 ball. Rows are batched: one ``predict_proba`` call per
+round serves all rows still running; queries are counted per row.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .._checks import matrix
+from ..result import AttackResult
+from ._common import Progress, clip_bounds, norm_of, positive
+
+__all__ = ["score_attack"]
+
+
+def score_attack(clf, X, y=None, *, eps, norm="inf", max_queries=1000, target=None, seed=0,
+                 clip=None, batch_rounds=None, progress=False):
+    """Score-based black-box attack (SimBA, coordinate basis) on ``clf.predict_proba``.
+
+    Parameters
+    ----------
+    clf : any object with ``predict_proba`` (and ``classes_``), e.g. a scikit-learn
+        RandomForestClassifier, SVC(probability=True), or a fastfool model.
+    X : (N, D) float inputs; y : labels (default ``clf.predict(X)``).
+    eps : per-coordinate step and L-inf budget (L2 budget with ``norm=2``).
+    max_queries : per row, ``predict_proba`` evaluations (each row's first query included).
+    target : optional label or labels per row (increase its probability instead).
+    clip : optional ``(lo, hi)``. seed : the coordinate orders; same seed, same result.
+
+    Returns
+    -------
+    AttackResult with ``queries`` per row; success is judged by ``clf.predict_proba`` on x_adv.
+    """
+    t0 = time.perf_counter()
+    if not hasattr(clf, "predict_proba"):
+        raise TypeError(f"clf: {type(clf).__name__} has no predict_proba")
+    X = matrix(X, "X")
+    if not np.all(np.isfinite(X)):
+        raise ValueError("X: contains NaN or infinity")
+    eps = positive(eps, "eps")
+    nrm = norm_of(norm)
+    if int(max_queries) != max_queries or max_queries < 1:
+        raise ValueError(f"max_queries: must be an integer >= 1, got {max_queries!r}")
+    max_queries = int(max_queries)
+    classes = np.asarray(getattr(clf, "classes_", None))
+    N, D = X.shape
+    lo, hi = clip_bounds(clip, D, X.dtype)
+    if (lo is not None and np.any(X < lo)) or (hi is not None and np.any(X > hi)):
+        raise ValueError("X: values lie outside clip=(lo, hi)")
+
+    def index_of(labels, name):
+        labels = np.asarray(labels)
+        if labels.ndim == 0:
+            labels = np.full(N, labels[()])
+        if labels.shape != (N,):
+            raise ValueError(f"{name}: expected {N} labels, got shape {labels.shape}")
+        pos = np.searchsorted(classes, labels)
+        pos = np.minimum(pos, len(classes) - 1)
+        if not np.all(classes[pos] == labels):
+            raise ValueError(f"{name}: labels not in clf.classes_ {classes.tolist()}")
+        return pos
+
+    P = np.asarray(clf.predict_proba(X))
+    queries = np.ones(N, dtype=np.int64)
+    yi = np.argmax(P, axis=1) if y is None else index_of(y, "y")
+    ti = None if target is None else index_of(target, "target")
+    goal = ti if ti is not None else yi
+    sign = -1.0 if ti is None else 1.0  # minimise p_y, or maximise p_t
+    r = np.arange(N)
+    best = P[r, goal].astype(np.float64)
+    x = np.array(X, dtype=X.dtype, order="C")
+    rng = np.random.default_rng(seed)
+    orders = np.argsort(rng.random((N, D)), axis=1)
+    pos = np.zeros(N, dtype=np.int64)
+    step = eps if nrm == "inf" else eps / 10
+    bar = Progress(N, progress, "score_attack")
+
+    def fooled(Pm, rows):
+        p = np.argmax(Pm, axis=1)
+        return p == ti[rows] if ti is not None else p != yi[rows]
+
+    done = fooled(P, r)
+    while True:
+        active = np.flatnonzero(~done & (queries < max_queries) & (pos < D))
+        if active.size == 0:
+            break
+        coord = orders[active, pos[active]]
+        pos[active] += 1
+        improved = np.zeros(active.size, dtype=bool)
+        for direction in (-1.0, 1.0):
+            cand_rows = active[~improved & (queries[active] < max_queries)]
+            if cand_rows.size == 0:
+                break
+            sel = np.searchsorted(active, cand_rows)
+            xc = x[cand_rows].copy()
+            xc[np.arange(cand_rows.size), coord[sel]] += direction * step
+            if nrm == "2":
+                d = xc - X[cand_rows]
+                dn = np.linalg.norm(d, axis=1, keepdims=True)
+                xc = np.where(dn > eps, X[cand_rows] + d * (eps / np.where(dn > 0, dn, 1)), xc)
+            if lo is not None or hi is not None:
+                xc = np.clip(xc, lo, hi)
+            Pc = np.asarray(clf.predict_proba(xc))
+            queries[cand_rows] += 1
+            val = Pc[np.arange(cand_rows.size), goal[cand_rows]]
+            better = sign * (val - best[cand_rows]) > 0
+            acc = cand_rows[better]
+            x[acc] = xc[better]
+            best[acc] = val[better]
+            improved[sel[better]] = True
+            done[acc] = fooled(Pc[better], acc)
+        bar.update(int(np.sum(done[active])))
+    bar.close()
+    Pf = np.asarray(clf.predict_proba(x))
+    pred = np.argmax(Pf, axis=1)
+    success = pred == ti if ti is not None else pred != yi
+    diff = (x - X).astype(np.float64)
+    return AttackResult(
+        x_adv=x, success=success, pred=classes[pred], confidence=Pf[r, pred],
+        l2=np.linalg.norm(diff, axis=1), linf=np.abs(diff).max(axis=1) if D else np.zeros(N),
+        iterations=pos.copy(), queries=queries, y=classes[yi],
+        target=None if ti is None else classes[ti], attack="score_attack",
+        params=dict(eps=eps, norm=nrm, max_queries=max_queries, seed=seed, clip=clip,
+                    classifier=type(clf).__name__),
+        elapsed=time.perf_counter() - t0)
