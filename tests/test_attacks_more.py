@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits, load_iris
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
@@ -136,7 +137,7 @@ def test_score_attack_black_box_on_random_forest_and_rbf_svc(data):
     np.testing.assert_array_equal(res.success, rf.predict(res.x_adv) != y[:60])
     again = ff.score_attack(rf, X[:60], y[:60], eps=0.25, max_queries=400, clip=(0, 1), seed=1)
     np.testing.assert_array_equal(again.x_adv, res.x_adv)
-    svc = SVC(probability=True, random_state=0).fit(X[:600], y[:600])
+    svc = CalibratedClassifierCV(SVC(), ensemble=False).fit(X[:600], y[:600])  # RBF SVC with probabilities
     res = ff.score_attack(svc, X[600:640], y[600:640], eps=2.0, max_queries=300, clip=(0, 1), norm=2)
     assert res.success.mean() > 0.3 and np.all(res.l2 <= 2.0 + 1e-9)
     with pytest.raises(TypeError, match="predict_proba"):
@@ -161,3 +162,19 @@ def test_transfer_and_robustness_curve(data):
     pg = ff.robustness_curve(lin, X[:300], y[:300], [0, 0.2, 0.5, 1.0], norm=2, steps=20, seed=0)
     # the exact radii give the true robust accuracy: no attack can do better than them
     assert np.all(exact["accuracy"] <= pg["accuracy"] + 1e-12)
+
+
+def test_target_all_fools_each_row_into_every_other_class(data):
+    X, y, _, lin, _, _, _ = data
+    for attack, kw in ((ff.pgd, dict(eps=0.5, steps=30, seed=0, clip=(0, 1))),
+                       (ff.fgsm, dict(eps=0.5, clip=(0, 1))),
+                       (ff.minimal, dict(norm=2))):
+        res = attack(lin, X[:4], y[:4], target="all", **kw)
+        assert res.n == 4 * 9
+        np.testing.assert_array_equal(res.extra["row"], np.repeat(np.arange(4), 9))
+        for r in range(4):
+            ts = res.target[res.extra["row"] == r]
+            assert sorted(ts) == sorted(set(range(10)) - {y[r]})
+        np.testing.assert_array_equal(res.success, res.pred == res.target)
+        if attack is not ff.fgsm:
+            assert res.success.mean() > 0.9

@@ -124,7 +124,7 @@ def resolve_target(model, target, X, yi, rng, threads):
             t = rng.integers(0, C - 1, N)
             t = t + (t >= yi)
         elif target == "all":
-            raise ValueError("target='all' is not supported by this attack yet")
+            raise ValueError("target='all' is supported by fgsm, pgd and minimal")
         else:
             t = model._y(np.full(N, target, dtype=object) if N else np.array([], dtype=object), N)
     else:
@@ -193,3 +193,23 @@ def finish(model, X, x_adv, yi, ti, iterations, *, attack, params, t0, threads, 
         iterations=np.asarray(iterations, dtype=np.int64), queries=queries,
         y=None if yi is None else cls[yi], target=None if ti is None else cls[ti],
         attack=attack, params=params, elapsed=time.perf_counter() - t0, extra=extra or {})
+
+
+def for_all_targets(attack, model, X, y, kwargs):
+    """Run ``attack`` from every row toward every other class: N x (C - 1) rows, ordered row by
+    row; ``extra["row"]`` holds each result row's index into X."""
+    model = check_model(model)
+    threads = resolve_threads(kwargs.get("threads"))
+    X = model._X(X, threads)
+    yi = predict_index(model, X, threads) if y is None else model._y(y, X.shape[0])
+    N, C = X.shape[0], model.n_classes
+    rows = np.repeat(np.arange(N), C - 1)
+    others = np.array([[c for c in range(C) if c != k] for k in range(C)], dtype=np.int64)
+    t = others[yi].reshape(-1) if N else np.zeros(0, dtype=np.int64)
+    kw = dict(kwargs)
+    kw["target"] = model.classes_[t]
+    res = attack(model, X[rows], model.classes_[yi[rows]], **kw)
+    res.extra["row"] = rows
+    res.attack = f"{res.attack} (all targets)"
+    res.params["target"] = "all"
+    return res

@@ -13,8 +13,8 @@ import time
 import numpy as np
 
 from .. import kernels
-from ._common import (Progress, check_inside_clip, clip_bounds, finish, norm_of, positive,
-                      prepare, resolve_target, row_chunks)
+from ._common import (Progress, check_inside_clip, clip_bounds, finish, for_all_targets,
+                      norm_of, positive, prepare, resolve_target, row_chunks)
 
 __all__ = ["fgsm", "pgd"]
 
@@ -37,7 +37,8 @@ def fgsm(model, X, y=None, *, eps, norm="inf", target=None, clip=None, quantize=
     model : a fastfool model (``ff.from_sklearn(est)``, ``ff.LinearModel``, ``ff.MLP``).
     X : (N, D) inputs; y : labels to move away from (default: the model's predictions).
     eps : perturbation budget (>= 0). norm : ``"inf"`` (default) or ``2``.
-    target : None, a label, an array of labels, ``"least_likely"`` or ``"random"``.
+    target : None, a label, an array of labels, ``"least_likely"``, ``"random"`` or ``"all"``
+        (every row toward every other class: N x (C - 1) result rows, ``extra["row"]``).
     clip : ``(lo, hi)``, scalars or per-feature arrays; X must lie inside.
     quantize : grid step (e.g. ``1/255``): ``x_adv`` stays on X's grid and inside the ball,
         and success is measured after rounding.
@@ -47,6 +48,10 @@ def fgsm(model, X, y=None, *, eps, norm="inf", target=None, clip=None, quantize=
     -------
     AttackResult (``iterations`` = 1).
     """
+    if isinstance(target, str) and target == "all":
+        return for_all_targets(fgsm, model, X, y, dict(
+            eps=eps, norm=norm, clip=clip, quantize=quantize, seed=seed, threads=threads,
+            progress=progress))
     t0 = time.perf_counter()
     model, X, yi, threads = prepare(model, X, y, threads)
     eps = positive(eps, "eps")
@@ -116,6 +121,11 @@ def pgd(model, X, y=None, *, eps, steps=10, step_size=None, norm="inf", target=N
     -------
     AttackResult; ``iterations`` holds the gradient steps taken per row (summed over restarts).
     """
+    if isinstance(target, str) and target == "all":
+        return for_all_targets(pgd, model, X, y, dict(
+            eps=eps, steps=steps, step_size=step_size, norm=norm, random_start=random_start,
+            restarts=restarts, early_stop=early_stop, clip=clip, quantize=quantize, seed=seed,
+            threads=threads, progress=progress))
     t0 = time.perf_counter()
     model, X, yi, threads = prepare(model, X, y, threads)
     eps = positive(eps, "eps")

@@ -21,8 +21,8 @@ import time
 import numpy as np
 
 from .. import kernels
-from ._common import (Progress, check_inside_clip, clip_bounds, finish, norm_of, positive,
-                      prepare, resolve_target, row_chunks)
+from ._common import (Progress, check_inside_clip, clip_bounds, finish, for_all_targets,
+                      norm_of, positive, prepare, resolve_target, row_chunks)
 
 __all__ = ["certify", "minimal", "deepfool"]
 
@@ -96,7 +96,7 @@ def minimal(model, X, y=None, *, norm=2, target=None, overshoot=1e-6, clip=None,
     X : (N, D); y : labels to move away from (default: predictions; rows whose prediction is not
         y are already fooled and are returned unchanged).
     norm : 2 or ``"inf"``. target : None (nearest boundary), a label, labels per row,
-        ``"least_likely"`` or ``"random"`` (needs scipy).
+        ``"least_likely"``, ``"random"`` or ``"all"`` (N x (C - 1) rows); targets need scipy.
     overshoot : relative step beyond the boundary so that the class really changes (grown ×10,
         up to 6 times, for rows where rounding keeps them on the boundary).
     clip : optional ``(lo, hi)``; clipping can only make the perturbation fail, not smaller, so
@@ -106,6 +106,9 @@ def minimal(model, X, y=None, *, norm=2, target=None, overshoot=1e-6, clip=None,
     -------
     AttackResult with ``iterations`` = 0.
     """
+    if isinstance(target, str) and target == "all":
+        return for_all_targets(minimal, model, X, y, dict(
+            norm=norm, overshoot=overshoot, clip=clip, seed=seed, threads=threads))
     t0 = time.perf_counter()
     model, X, yi, threads = prepare(model, X, y, threads)
     nrm = norm_of(norm)
