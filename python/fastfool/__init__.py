@@ -25,6 +25,7 @@ from . import kernels
 from .attacks import (ConfidenceMap, certify, confidence_map, deepfool, far_points, fgsm, invert,
                       minimal, pgd, robustness_curve, score_attack, template, transfer)
 from .result import AttackResult
+from .svm import KernelSVM
 from ._runtime import get_simd, get_threads, set_simd, set_threads, simd_info
 from .models import MLP, LinearModel, Model, from_sklearn
 
@@ -34,6 +35,7 @@ __all__ = [
     "LinearModel",
     "MLP",
     "Model",
+    "KernelSVM",
     "from_sklearn",
     "kernels",
     "AttackResult",

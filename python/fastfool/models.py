@@ -484,12 +484,16 @@ def from_sklearn(est, *, dtype=None) -> Model:
 
     Supported: LogisticRegression (binary and multinomial), LinearSVC, SGDClassifier,
     RidgeClassifier, Perceptron (and other linear classifiers with ``coef_``/``intercept_``),
-    and MLPClassifier (single-label). ``decision_function`` and ``predict`` match the estimator;
+    MLPClassifier (single-label), and binary SVC / NuSVC with linear, rbf, poly or sigmoid
+    kernels (:class:`fastfool.svm.KernelSVM`). ``decision_function`` and ``predict`` match the estimator;
     ``predict_proba`` is the softmax of the scores, which is scikit-learn's own for
     LogisticRegression and MLPClassifier (other linear models have no or a different
     ``predict_proba``; the attacks use this softmax cross-entropy).
     """
     name = type(est).__name__
+    if hasattr(est, "support_vectors_") and hasattr(est, "dual_coef_") and name in ("SVC", "NuSVC"):
+        from .svm import svm_from_sklearn
+        return svm_from_sklearn(est, dtype)
     if hasattr(est, "coefs_") and hasattr(est, "intercepts_"):
         out_act = getattr(est, "out_activation_", "softmax")
         if out_act not in ("softmax", "logistic"):
