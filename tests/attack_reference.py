@@ -54,3 +54,48 @@ def spec_of(model):
     Ws, bs = model._soft_layers()
     return ("mlp", ([np.asarray(w, np.float64) for w in Ws], [np.asarray(b, np.float64) for b in bs],
                     list(model._acts)))
+
+
+def logits_and_vjp(spec, x, V):
+    kind, params = spec
+    if kind == "linear":
+        W, b = params
+        return x @ W.T + b, V @ W
+    Ws, bs, acts = params
+    G, L = R.mlp_vjp(x, Ws, bs, acts, V)
+    return L, G
+
+
+def deepfool(spec, X, y, overshoot=0.02, max_iter=50, norm="2"):
+    """Multi-class DeepFool, one row at a time, all candidate classes."""
+    X = np.asarray(X, np.float64)
+    out = X.copy()
+    for i, x0 in enumerate(X):
+        k = int(y[i])
+        r = np.zeros_like(x0)
+        for _ in range(max_iter):
+            x = (x0 + (1 + overshoot) * r)[None, :]
+            s, _ = logits_and_vjp(spec, x, np.zeros((1, len(spec_classes(spec)))))
+            if np.argmax(s[0]) != k:
+                break
+            best, step = np.inf, np.zeros_like(x0)
+            for j in range(s.shape[1]):
+                if j == k:
+                    continue
+                V = np.zeros((1, s.shape[1]))
+                V[0, j], V[0, k] = 1, -1
+                _, w = logits_and_vjp(spec, x, V)
+                w = w[0]
+                f = s[0, j] - s[0, k]
+                dn = np.linalg.norm(w) if norm == "2" else np.abs(w).sum()
+                if dn > 0 and abs(f) / dn < best:
+                    best = abs(f) / dn
+                    step = (abs(f) + 1e-12) / dn ** 2 * w if norm == "2" else (abs(f) + 1e-12) / dn * np.sign(w)
+            r = r + step
+        out[i] = x0 + (1 + overshoot) * r
+    return out
+
+
+def spec_classes(spec):
+    kind, params = spec
+    return params[0] if kind == "linear" else params[0][-1].T

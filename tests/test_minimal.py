@@ -127,3 +127,14 @@ def test_exact_methods_refuse_nonaffine_models(setup):
         ff.certify(tanh, X[:3])
     with pytest.raises(ValueError, match="not affine"):
         ff.minimal(tanh, X[:3])
+
+
+@pytest.mark.parametrize("norm", [2, "inf"])
+def test_deepfool_matches_reference_on_a_tanh_mlp(setup, norm):
+    import attack_reference as AR
+    X, y, _, _, tanh = setup
+    Xs, ys = X[:40], y[:40]
+    res = ff.deepfool(tanh, Xs, ys, norm=norm)
+    yi = np.searchsorted(tanh.classes_, ys)
+    ref = AR.deepfool(AR.spec_of(tanh), Xs, yi, 0.02, 50, "2" if norm == 2 else "inf")
+    np.testing.assert_allclose(res.x_adv, ref, rtol=0, atol=1e-8)

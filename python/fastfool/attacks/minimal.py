@@ -37,6 +37,7 @@ def _pairwise_dual(A, norm, classes):
 
 
 def _scores64(model, X, threads):
+    """Scores of the affine map in float64 (exact decisions near the boundary), by chunks."""
     A, c = model.affine_map()
     S = np.empty((X.shape[0], A.shape[0]))
     for s in row_chunks(*X.shape):
@@ -118,26 +119,35 @@ def minimal(model, X, y=None, *, norm=2, target=None, overshoot=1e-6, clip=None,
     lo, hi = clip_bounds(clip, X.shape[1], X.dtype)
     check_inside_clip(X, lo, hi)
     A, c = model.affine_map()
-    X64 = np.asarray(X, np.float64)
-    S = _scores64(model, X, threads)
-    pred = np.argmax(S, axis=1)
-    delta = np.zeros_like(X64)
-    if ti is None:
-        todo = np.flatnonzero(pred == yi)
-        if todo.size:
-            k = pred[todo]
-            dist, j = _nearest(S[todo], k, _pairwise_dual(A, nrm, np.unique(k)))
-            w = A[j] - A[k]  # direction that raises s_j - s_k
-            if nrm == "2":
-                n2 = np.einsum("ij,ij->i", w, w)
-                delta[todo] = (dist * np.sqrt(n2) / np.where(n2 > 0, n2, 1))[:, None] * w
-            else:
-                delta[todo] = dist[:, None] * np.sign(w)
-    else:
-        todo = np.flatnonzero(pred != ti)
-        for i in todo:
-            delta[i] = _targeted(A, S[i], int(ti[i]), nrm)
-    x_adv = _overshoot_until_fooled(model, X, X64, delta, yi, ti, overshoot, lo, hi, threads)
+    x_adv = np.empty_like(X)
+    dual = {}
+    for sl in row_chunks(*X.shape):  # bounded memory: float64 work arrays per chunk only
+        X64 = np.asarray(X[sl], np.float64)
+        S = _scores64(model, X64, threads)
+        pred = np.argmax(S, axis=1)
+        delta = np.zeros_like(X64)
+        ys = yi[sl]
+        if ti is None:
+            todo = np.flatnonzero(pred == ys)
+            if todo.size:
+                k = pred[todo]
+                for kk in np.unique(k):
+                    if int(kk) not in dual:
+                        dual.update(_pairwise_dual(A, nrm, [kk]))
+                dist, j = _nearest(S[todo], k, {int(kk): dual[int(kk)] for kk in np.unique(k)})
+                w = A[j] - A[k]  # direction that raises s_j - s_k
+                if nrm == "2":
+                    n2 = np.einsum("ij,ij->i", w, w)
+                    delta[todo] = (dist * np.sqrt(n2) / np.where(n2 > 0, n2, 1))[:, None] * w
+                else:
+                    delta[todo] = dist[:, None] * np.sign(w)
+        else:
+            ts = ti[sl]
+            for i in np.flatnonzero(pred != ts):
+                delta[i] = _targeted(A, S[i], int(ts[i]), nrm)
+        x_adv[sl] = _overshoot_until_fooled(model, X[sl], X64, delta, ys,
+                                            None if ti is None else ti[sl], overshoot, lo, hi,
+                                            threads)
     return finish(model, X, x_adv, yi, ti, np.zeros(X.shape[0]), attack="minimal", t0=t0,
                   threads=threads, params=dict(norm=nrm, target=None if target is None else str(target),
                                                overshoot=overshoot, clip=clip, seed=seed))
