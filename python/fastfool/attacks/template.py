@@ -56,6 +56,9 @@ def template(model, X=None, target=None, *, confidence=0.99, start="image", n=No
             lo_n, hi_n = np.zeros(D), np.ones(D)
         else:
             Xr = np.asarray(X, dtype=np.float64).reshape(-1, D)
+            if Xr.shape[0] == 0:
+                raise ValueError("X: with start='noise', X sets the noise range and needs rows "
+                                 "(or pass X=None for [0, 1])")
             lo_n, hi_n = Xr.min(axis=0), Xr.max(axis=0)
         rows = int(n) if n is not None else (np.size(target) if np.ndim(target) else 1)
         X = rng.uniform(lo_n, hi_n, size=(rows, D))
