@@ -14,6 +14,10 @@ template <class T>
 using MicroKernelFn = void (*)(std::int64_t k, const T* a, std::int64_t rsa, std::int64_t csa,
                                const T* b, T* c, std::int64_t ldc, bool accumulate);
 
+// In-place element-wise maps over a contiguous run of n values.
+template <class T>
+using VecFn = void (*)(T* v, std::int64_t n);
+
 template <class T>
 struct MicroKernel {
     int mr = 0, nr = 0;     // register tile
@@ -21,6 +25,8 @@ struct MicroKernel {
     MicroKernelFn<T> fn = nullptr;       // A packed (rsa = 1, csa = mr): the GEMM-bound path
     MicroKernelFn<T> fn_rows = nullptr;  // A read in place with any rsa, csa
     Isa isa = Isa::generic;
+    // Activations and exp for the epilogues (vectorised where the ISA has them).
+    VecFn<T> vexp = nullptr, vtanh = nullptr, vlogistic = nullptr;
 };
 
 // Best instruction set this CPU and OS support (detected once).
@@ -40,6 +46,14 @@ template <>
 inline const MicroKernel<float>& micro_kernel<float>() { return micro_kernel_f32(); }
 template <>
 inline const MicroKernel<double>& micro_kernel<double>() { return micro_kernel_f64(); }
+
+// Portable element-wise maps (std::exp / std::tanh), defined in generic.cpp.
+template <class T>
+void generic_exp(T* v, std::int64_t n);
+template <class T>
+void generic_tanh(T* v, std::int64_t n);
+template <class T>
+void generic_logistic(T* v, std::int64_t n);
 
 // Per-ISA tables, defined in generic.cpp / avx2.cpp.
 MicroKernel<float> generic_kernel_f32();

@@ -126,13 +126,103 @@ void micro_kernel_f64_6x8(std::int64_t k, const double* a, std::int64_t rsa, std
     store_row(c + 5 * ldc, c50, c51, accumulate);
 }
 
+// exp(x) for 8 floats: x = n ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2), e^r by a
+// degree-6 polynomial (Taylor coefficients; relative error ~1e-7 on the interval), scaled by 2^n
+// through the exponent bits. Inputs below -87.3 give 0 (not denormals), above 88.7 give +inf,
+// NaN stays NaN.
+inline __m256 exp_ps(__m256 x) {
+    const __m256 hi = _mm256_set1_ps(88.7228391f), lo = _mm256_set1_ps(-87.3365479f);
+    const __m256 nan_mask = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+    const __m256 over = _mm256_cmp_ps(x, hi, _CMP_GT_OQ);
+    const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    // 2^n: n in [-126, 128]; split so that both factors are normal numbers
+    const __m256i ni = _mm256_cvtps_epi32(n);
+    const __m256i half = _mm256_srai_epi32(ni, 1);
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, _mm256_set1_epi32(127)), 23));
+    const __m256 s2 = _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, half), _mm256_set1_epi32(127)), 23));
+    __m256 y = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+    y = _mm256_blendv_ps(y, _mm256_set1_ps(__builtin_inff()), over);
+    y = _mm256_andnot_ps(under, y);
+    return _mm256_blendv_ps(y, _mm256_set1_ps(__builtin_nanf("")), nan_mask);
+}
+
+template <class F>
+inline void map_ps(float* v, std::int64_t n, F f) {
+    std::int64_t j = 0;
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(v + j, f(_mm256_loadu_ps(v + j)));
+    if (j < n) {  // tail through a padded register
+        alignas(32) float buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (std::int64_t t = j; t < n; ++t) buf[t - j] = v[t];
+        _mm256_store_ps(buf, f(_mm256_load_ps(buf)));
+        for (std::int64_t t = j; t < n; ++t) v[t] = buf[t - j];
+    }
+}
+
+void exp_f32(float* v, std::int64_t n) { map_ps(v, n, exp_ps); }
+
+// tanh: odd Taylor polynomial to x^15 for |x| < 0.3125 (truncation < 1e-11), else
+// sign(x) * (1 - 2 / (exp(2|x|) + 1)), which saturates cleanly to +-1.
+inline __m256 tanh_ps(__m256 x) {
+    const __m256 sign = _mm256_and_ps(x, _mm256_set1_ps(-0.0f));
+    const __m256 ax = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
+    const __m256 e = exp_ps(_mm256_add_ps(ax, ax));
+    const __m256 big = _mm256_sub_ps(_mm256_set1_ps(1.0f),
+                                     _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, _mm256_set1_ps(1.0f))));
+    const __m256 x2 = _mm256_mul_ps(x, x);
+    // Horner in x^2 from the x^15 coefficient (-929569/638512875) down to x^3's (-1/3)
+    __m256 p = _mm256_set1_ps(-0.00145583438705131827f);
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(0.00359212803657248102f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-0.00886323552990219656f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(0.0218694885361552028f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-0.0539682539682539683f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(0.133333333333333333f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-0.333333333333333333f));
+    const __m256 small = _mm256_fmadd_ps(_mm256_mul_ps(p, x2), x, x);
+    const __m256 use_small = _mm256_cmp_ps(ax, _mm256_set1_ps(0.3125f), _CMP_LT_OQ);
+    const __m256 r = _mm256_blendv_ps(_mm256_or_ps(big, sign), small, use_small);
+    return _mm256_blendv_ps(r, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));  // NaN stays NaN
+}
+
+void tanh_f32(float* v, std::int64_t n) { map_ps(v, n, tanh_ps); }
+
+inline __m256 logistic_ps(__m256 x) {
+    const __m256 e = exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), x));
+    return _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+void logistic_f32(float* v, std::int64_t n) { map_ps(v, n, logistic_ps); }
+
 }  // namespace
 
 MicroKernel<float> avx2_kernel_f32() {
-    return {6, 16, 256, 96, &micro_kernel_f32_6x16<true>, &micro_kernel_f32_6x16<false>, Isa::avx2};
+    MicroKernel<float> k{6, 16, 256, 96, &micro_kernel_f32_6x16<true>,
+                         &micro_kernel_f32_6x16<false>, Isa::avx2};
+    k.vexp = &exp_f32;
+    k.vtanh = &tanh_f32;
+    k.vlogistic = &logistic_f32;
+    return k;
 }
 MicroKernel<double> avx2_kernel_f64() {
-    return {6, 8, 256, 96, &micro_kernel_f64_6x8<true>, &micro_kernel_f64_6x8<false>, Isa::avx2};
+    MicroKernel<double> k{6, 8, 256, 96, &micro_kernel_f64_6x8<true>,
+                          &micro_kernel_f64_6x8<false>, Isa::avx2};
+    // double keeps the libm functions (no vector double exp written yet)
+    k.vexp = &generic_exp<double>;
+    k.vtanh = &generic_tanh<double>;
+    k.vlogistic = &generic_logistic<double>;
+    return k;
 }
 
 }  // namespace fastfool

@@ -2,6 +2,8 @@
 // auto-vectorises for its baseline (SSE2 on x86-64, NEON on aarch64). Cost: 2*MR*NR*k FLOPs.
 #include "fastfool/dispatch.hpp"
 
+#include <cmath>
+
 namespace fastfool {
 namespace {
 
@@ -28,13 +30,40 @@ void micro_kernel_generic(std::int64_t k, const T* a, std::int64_t rsa, std::int
 
 }  // namespace
 
+template <class T>
+void generic_exp(T* v, std::int64_t n) {
+    for (std::int64_t j = 0; j < n; ++j) v[j] = std::exp(v[j]);
+}
+template <class T>
+void generic_tanh(T* v, std::int64_t n) {
+    for (std::int64_t j = 0; j < n; ++j) v[j] = std::tanh(v[j]);
+}
+template <class T>
+void generic_logistic(T* v, std::int64_t n) {
+    for (std::int64_t j = 0; j < n; ++j) v[j] = T(1) / (T(1) + std::exp(-v[j]));
+}
+template void generic_exp<float>(float*, std::int64_t);
+template void generic_exp<double>(double*, std::int64_t);
+template void generic_tanh<float>(float*, std::int64_t);
+template void generic_tanh<double>(double*, std::int64_t);
+template void generic_logistic<float>(float*, std::int64_t);
+template void generic_logistic<double>(double*, std::int64_t);
+
 MicroKernel<float> generic_kernel_f32() {
-    return {4, 8, 256, 96, &micro_kernel_generic<float, 4, 8>, &micro_kernel_generic<float, 4, 8>,
-            Isa::generic};
+    MicroKernel<float> k{4, 8, 256, 96, &micro_kernel_generic<float, 4, 8>,
+                         &micro_kernel_generic<float, 4, 8>, Isa::generic};
+    k.vexp = &generic_exp<float>;
+    k.vtanh = &generic_tanh<float>;
+    k.vlogistic = &generic_logistic<float>;
+    return k;
 }
 MicroKernel<double> generic_kernel_f64() {
-    return {4, 4, 256, 96, &micro_kernel_generic<double, 4, 4>, &micro_kernel_generic<double, 4, 4>,
-            Isa::generic};
+    MicroKernel<double> k{4, 4, 256, 96, &micro_kernel_generic<double, 4, 4>,
+                          &micro_kernel_generic<double, 4, 4>, Isa::generic};
+    k.vexp = &generic_exp<double>;
+    k.vtanh = &generic_tanh<double>;
+    k.vlogistic = &generic_logistic<double>;
+    return k;
 }
 
 }  // namespace fastfool

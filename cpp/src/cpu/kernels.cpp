@@ -66,29 +66,45 @@ T row_lse(const T* s, std::int64_t n) {
     return m + std::log(sum);
 }
 
+// Softmax of a row in place with the ISA's vector exp; returns the log-sum-exp.
 template <class T>
-void apply_epilogue(T* s, std::int64_t n, Epilogue ep) {
-    if (ep == Epilogue::none || n == 0) return;
-    const T lse = row_lse(s, n);
-    if (ep == Epilogue::log_softmax)
-        for (std::int64_t j = 0; j < n; ++j) s[j] -= lse;
-    else
+T softmax_inplace(T* s, std::int64_t n, const MicroKernel<T>& mk) {
+    T m = -std::numeric_limits<T>::infinity();
+    for (std::int64_t j = 0; j < n; ++j) m = s[j] > m ? s[j] : m;
+    if (std::isnan(m) || std::isinf(m)) {  // NaN or infinite scores: the scalar IEEE path
+        const T lse = row_lse(s, n);
         for (std::int64_t j = 0; j < n; ++j) s[j] = std::exp(s[j] - lse);
+        return lse;
+    }
+    for (std::int64_t j = 0; j < n; ++j) s[j] -= m;
+    mk.vexp(s, n);
+    T sum = 0;
+    for (std::int64_t j = 0; j < n; ++j) sum += s[j];
+    const T inv = T(1) / sum;
+    for (std::int64_t j = 0; j < n; ++j) s[j] *= inv;
+    return m + std::log(sum);
 }
 
 template <class T>
-void apply_act(T* v, std::int64_t n, Act act) {
+void apply_epilogue(T* s, std::int64_t n, Epilogue ep, const MicroKernel<T>& mk) {
+    if (ep == Epilogue::none || n == 0) return;
+    if (ep == Epilogue::softmax) {
+        softmax_inplace(s, n, mk);
+        return;
+    }
+    const T lse = row_lse(s, n);
+    for (std::int64_t j = 0; j < n; ++j) s[j] -= lse;
+}
+
+template <class T>
+void apply_act(T* v, std::int64_t n, Act act, const MicroKernel<T>& mk) {
     switch (act) {
         case Act::identity: break;
         case Act::relu:
             for (std::int64_t j = 0; j < n; ++j) v[j] = v[j] > T(0) ? v[j] : T(0);
             break;
-        case Act::tanh:
-            for (std::int64_t j = 0; j < n; ++j) v[j] = std::tanh(v[j]);
-            break;
-        case Act::logistic:
-            for (std::int64_t j = 0; j < n; ++j) v[j] = T(1) / (T(1) + std::exp(-v[j]));
-            break;
+        case Act::tanh: mk.vtanh(v, n); break;
+        case Act::logistic: mk.vlogistic(v, n); break;
     }
 }
 
@@ -111,10 +127,25 @@ void times_act_derivative(T* delta, const T* h, std::int64_t n, Act act) {
 
 // Softmax cross-entropy epilogue on a row of logits s: loss, optional copy of P, then P - onehot.
 template <class T>
-void ce_epilogue(T* s, std::int64_t C, std::int64_t y, T* loss, T* prob) {
-    const T lse = row_lse(s, C);
-    if (loss) *loss = lse - s[y];
-    for (std::int64_t j = 0; j < C; ++j) s[j] = std::exp(s[j] - lse);
+void ce_epilogue(T* s, std::int64_t C, std::int64_t y, T* loss, T* prob, const MicroKernel<T>& mk) {
+    T m = -std::numeric_limits<T>::infinity();
+    for (std::int64_t j = 0; j < C; ++j) m = s[j] > m ? s[j] : m;
+    const T sy = s[y];
+    if (std::isnan(m) || std::isinf(m)) {  // NaN or infinite scores: the scalar IEEE path
+        const T lse = row_lse(s, C);
+        if (loss) *loss = lse - sy;
+        for (std::int64_t j = 0; j < C; ++j) s[j] = std::exp(s[j] - lse);
+    } else {
+        for (std::int64_t j = 0; j < C; ++j) s[j] -= m;
+        mk.vexp(s, C);
+        T rest = 0;  // sum of the other classes' terms, kept apart for an accurate small loss
+        for (std::int64_t j = 0; j < C; ++j) rest += j == y ? T(0) : s[j];
+        const T ey = s[y], sum = rest + ey;
+        // -log(ey / sum) = log1p(rest / ey): exact to rounding even when the loss is ~1e-13
+        if (loss) *loss = ey > T(0) ? std::log1p(rest / ey) : (m - sy) + std::log(sum);
+        const T inv = T(1) / sum;
+        for (std::int64_t j = 0; j < C; ++j) s[j] *= inv;
+    }
     if (prob) std::memcpy(prob, s, sizeof(T) * C);
     s[y] -= T(1);
 }
@@ -143,7 +174,7 @@ void scores(const MatView<T>& X, const MatView<T>& W, const VecView<T>& b, Epilo
             gemm_rows(rows_of(X, r0, r1), pb, out, lds, false, mk, ws.g);
             for (std::int64_t i = 0; i < r1 - r0; ++i) {
                 add_bias(out + i * lds, C, b);
-                apply_epilogue(out + i * lds, C, ep);
+                apply_epilogue(out + i * lds, C, ep, mk);
             }
         });
 }
@@ -166,7 +197,7 @@ void ce_grad_linear(const MatView<T>& X, const MatView<T>& W, const VecView<T>& 
             for (std::int64_t i = 0; i < M; ++i) {
                 add_bias(s + i * C, C, b);
                 ce_epilogue(s + i * C, C, y[r0 + i], loss ? loss + r0 + i : nullptr,
-                            prob ? prob + (r0 + i) * ldp : nullptr);
+                            prob ? prob + (r0 + i) * ldp : nullptr, mk);
             }
             if (D > 0) gemm_rows(dense_view(s, M, C, C), pbg, G + r0 * ldg, ldg, false, mk, ws.g);
         });
@@ -204,8 +235,8 @@ void mlp_forward(const MatView<T>& X, const std::vector<Dense<T>>& layers, Epilo
                 gemm_rows(in, pb[l], dst, ld, false, mk, ws.g);
                 for (std::int64_t i = 0; i < M; ++i) {
                     add_bias(dst + i * ld, w, layers[l].b);
-                    apply_act(dst + i * ld, w, layers[l].act);
-                    if (last) apply_epilogue(dst + i * ld, w, ep);
+                    apply_act(dst + i * ld, w, layers[l].act, mk);
+                    if (last) apply_epilogue(dst + i * ld, w, ep, mk);
                 }
                 in = dense_view<T>(dst, M, w, ld);
             }
@@ -246,7 +277,7 @@ void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
                 gemm_rows(in, fwd[l], dst, w, false, mk, ws.g);
                 for (std::int64_t i = 0; i < M; ++i) {
                     add_bias(dst + i * w, w, layers[l].b);
-                    apply_act(dst + i * w, w, layers[l].act);
+                    apply_act(dst + i * w, w, layers[l].act, mk);
                 }
                 in = dense_view<T>(dst, M, w, w);
             }
@@ -260,7 +291,7 @@ void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
             } else {
                 for (std::int64_t i = 0; i < M; ++i)
                     ce_epilogue(logits + i * C, C, y[r0 + i], loss ? loss + r0 + i : nullptr,
-                                prob ? prob + (r0 + i) * ldp : nullptr);
+                                prob ? prob + (r0 + i) * ldp : nullptr, mk);
             }
             // Back-propagate delta = dLoss/dz_l from the logits down to the input.
             const T* delta = logits;
