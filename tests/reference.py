@@ -176,7 +176,7 @@ def assert_close(out, ref, mag, dtype, k, what="result"):
     """|out - ref| <= dot_tol * mag elementwise (mag: the |a|.|b| magnitude of each entry)."""
     out = np.asarray(out)
     assert out.shape == ref.shape, f"{what}: shape {out.shape} != {ref.shape}"
-    assert np.all(np.isfinite(out)), f"{what}: non-finite values"
+    assert np.all(np.isfinite(out)), f"{what}: non-finite values {out!r} ref {ref!r}"
     tol = dot_tol(dtype, k) * (f64(mag) + np.finfo(np.float64).tiny)
     err = np.abs(f64(out) - ref)
     worst = np.max(err / tol) if err.size else 0.0
@@ -187,7 +187,7 @@ def assert_close_rows(out, ref, row_err, dtype, what="result", rel_extra=8):
     """|out - ref| <= row_err (per row, broadcast) + a few ulps of |ref|."""
     out = np.asarray(out)
     assert out.shape == ref.shape, f"{what}: shape {out.shape} != {ref.shape}"
-    assert np.all(np.isfinite(out)), f"{what}: non-finite values"
+    assert np.all(np.isfinite(out)), f"{what}: non-finite values {out!r} ref {ref!r}"
     tol = f64(row_err) + rel_extra * unit(dtype) * (np.abs(ref) + 1e-300)
     err = np.abs(f64(out) - ref)
     worst = np.max(err / tol) if err.size else 0.0

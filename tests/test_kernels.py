@@ -348,3 +348,15 @@ def test_fused_update_extreme_gradients(dtype):
     np.testing.assert_allclose(out[2], [-1, 0, 0, 0, 0], atol=1e-6)
     out = K.fused_update(x0, g, x0, step=0.5, eps=0.25, norm="inf")
     np.testing.assert_array_equal(out, np.where(g > 0, 0.25, np.where(g < 0, -0.25, 0)).astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_loss_when_the_true_class_probability_is_denormal(config, dtype):
+    """exp(s_y - max) can be a denormal: the loss must stay finite and exact (regression)."""
+    _, threads = config
+    S = np.array([[0.0, -91.8, -3.0], [0.0, -750.0, 1e-7], [5.0, 5.0 - 1e-6, -1.0]], dtype)
+    y = np.array([1, 1, 0])
+    G, loss = K.ce_grad_linear(S, np.eye(3, dtype=dtype), None, y, threads=threads)
+    ref = -R.log_softmax(S)[np.arange(3), y]
+    assert np.all(np.isfinite(loss))
+    np.testing.assert_allclose(loss, ref, rtol=16 * R.unit(dtype))

@@ -141,8 +141,10 @@ void ce_epilogue(T* s, std::int64_t C, std::int64_t y, T* loss, T* prob, const M
         T rest = 0;  // sum of the other classes' terms, kept apart for an accurate small loss
         for (std::int64_t j = 0; j < C; ++j) rest += j == y ? T(0) : s[j];
         const T ey = s[y], sum = rest + ey;
-        // -log(ey / sum) = log1p(rest / ey): exact to rounding even when the loss is ~1e-13
-        if (loss) *loss = ey > T(0) ? std::log1p(rest / ey) : (m - sy) + std::log(sum);
+        // -log(ey / sum) = log1p(rest / ey): exact to rounding even when the loss is ~1e-13; for
+        // ey < 1/2 (loss > log 2, y not the top class) the direct form is accurate and cannot
+        // overflow the way rest / ey does when ey underflows.
+        if (loss) *loss = ey >= T(0.5) ? std::log1p(rest / ey) : (m - sy) + std::log(sum);
         const T inv = T(1) / sum;
         for (std::int64_t j = 0; j < C; ++j) s[j] *= inv;
     }
