@@ -159,7 +159,114 @@ def workloads(quick):
                      numpy_bp, "numpy matmul chain"))
 
     backproj(10000 if quick else 100000, [784, 50, 20, 2], np.float32)
+
+    def fgsm_linear(N, D, C, dt):
+        X = rng.uniform(0, 1, (N, D)).astype(dt)
+        W = (rng.standard_normal((C, D)) / np.sqrt(D)).astype(dt)
+        b = np.zeros(C, dt)
+        y = rng.integers(0, C, N)
+        m = ff.LinearModel(W, b)
+
+        def ours(t):
+            g, _ = m._ce_grad(X, y, t)
+            return K.fused_update(X, g, X, step=0.03, eps=0.03, clip=(0.0, 1.0), threads=t)
+
+        def numpy_fgsm():
+            G, _ = numpy_ce_grad(X, W, b, y)
+            return np.clip(X + 0.03 * np.sign(G), 0, 1)
+
+        rows.append(("fgsm linear", f"N={N} D={D} C={C}", dt, 4 * N * D * C, ours, numpy_fgsm,
+                     "numpy FGSM (2 matmuls + epilogues)"))
+
+    fgsm_linear(256 if quick else 2000, 3072 if quick else 12288, 100 if quick else 1000, np.float32)
+
+    def pgd_mlp(N, sizes, act, dt):
+        Ws = [(rng.standard_normal((a, c)) * (1.5 / np.sqrt(a))).astype(dt) for a, c in zip(sizes, sizes[1:])]
+        bs = [(rng.standard_normal(c) * 0.1).astype(dt) for c in sizes[1:]]
+        m = ff.MLP(Ws, bs, activation=act)
+        X = rng.uniform(0, 1, (N, sizes[0])).astype(dt)
+        y = rng.integers(0, sizes[-1], N)
+        eps, alpha, steps = 0.1, 0.025, 10
+        fn = {"tanh": np.tanh}[act]
+
+        def numpy_pgd():
+            x = X.copy()
+            for _ in range(steps):
+                hs = [x]
+                for W, b in zip(Ws[:-1], bs[:-1]):
+                    hs.append(fn(hs[-1] @ W + b))
+                P = numpy_softmax(hs[-1] @ Ws[-1] + bs[-1])
+                P[np.arange(N), y] -= 1
+                d = P
+                for i in range(len(Ws) - 1, 0, -1):
+                    d = (d @ Ws[i].T) * (1 - hs[i] * hs[i])
+                g = d @ Ws[0].T
+                x = np.clip(np.clip(x + alpha * np.sign(g), X - eps, X + eps), 0, 1)
+            return x
+
+        fl = 4 * N * steps * sum(a * c for a, c in zip(sizes, sizes[1:]))
+        shape = f"N={N} {'-'.join(map(str, sizes))}"
+        ours = lambda t: ff.pgd(m, X, y, eps=eps, steps=steps, step_size=alpha, random_start=False,
+                                clip=(0, 1), threads=t)
+        rows.append((f"pgd-10 mlp {act}", shape, dt, fl, ours, numpy_pgd, "numpy reference"))
+        try:
+            import torch
+        except ImportError:
+            return
+        torch.set_num_threads(max(1, ff.get_threads()))
+        layers = []
+        for i, (W, b) in enumerate(zip(Ws, bs)):
+            lin = torch.nn.Linear(W.shape[0], W.shape[1])
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(W.T)))
+                lin.bias.copy_(torch.from_numpy(b))
+            layers.append(lin)
+            if i < len(Ws) - 1:
+                layers.append(torch.nn.Tanh())
+        net = torch.nn.Sequential(*layers)
+        Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+
+        def torch_pgd():
+            x = Xt.clone()
+            for _ in range(steps):
+                x.requires_grad_(True)
+                loss = torch.nn.functional.cross_entropy(net(x), yt, reduction="sum")
+                (g,) = torch.autograd.grad(loss, x)
+                with torch.no_grad():
+                    x = torch.clamp(torch.min(torch.max(x + alpha * g.sign(), Xt - eps), Xt + eps), 0, 1)
+            return x
+
+        rows.append((f"pgd-10 mlp {act}", shape, dt, fl, ours, torch_pgd, "torch 2.13 autograd"))
+
+    pgd_mlp(2000 if quick else 20000, [64, 50, 20, 10], "tanh", np.float32)
     return rows
+
+
+_MEMORY_CHILD = r"""
+import resource, sys, numpy as np, fastfool as ff
+N, D = 200000, 784
+rng = np.random.default_rng(0)
+sizes = [784, 50, 20, 10]
+m = ff.MLP([rng.standard_normal((a, c)).astype(np.float32) / np.sqrt(a) for a, c in zip(sizes, sizes[1:])],
+           None, activation="tanh")
+X = rng.uniform(0, 1, (N, D)).astype(np.float32)
+y = rng.integers(0, 10, N)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+res = ff.pgd(m, X, y, eps=0.1, steps=10, seed=0, clip=(0, 1), threads=int(sys.argv[1]))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(base, peak, res.x_adv.nbytes)
+"""
+
+
+def memory_row(threads):
+    """Peak RSS of a PGD run in a fresh process, above what its inputs already hold."""
+    out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(threads)], capture_output=True,
+                         text=True, check=True).stdout.split()
+    base_kib, peak_kib, out_bytes = int(out[0]), int(out[1]), int(out[2])
+    outputs = out_bytes / 2**20 + 200000 * 8 * 6 / 2**20  # x_adv + per-row result arrays
+    return {"workload": "memory pgd-10", "shape": "N=200000 D=784", "dtype": "float32",
+            "threads": threads, "peak_above_inputs_mib": (peak_kib - base_kib) / 1024,
+            "outputs_mib": outputs, "budget_mib": outputs + 64}
 
 
 def git_commit():
@@ -208,6 +315,12 @@ def main(argv=None):
             print(f"{name:<22}{shape:<28}{row['dtype']:<9}{t_ours * 1e3:>12.2f}{t_base * 1e3:>12.2f}"
                   f"{row['ratio']:>8.2f}{(row['gflops'] or 0):>9.1f}  {base_name}"
                   + (f" (t={t})" if t != args.threads else ""))
+    if not args.quick and not only:
+        mem = memory_row(args.threads)
+        results.append(mem)
+        print(f"memory: PGD-10 over N=200000 D=784 (784-50-20-10 tanh): peak RSS above inputs "
+              f"{mem['peak_above_inputs_mib']:.0f} MiB; outputs {mem['outputs_mib']:.0f} MiB + 64 MiB "
+              f"budget = {mem['budget_mib']:.0f} MiB")
     if args.json:
         doc = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": git_commit(),
                "machine": platform.platform(), "cpu_count": os.cpu_count(), "simd": ff.simd_info(),
