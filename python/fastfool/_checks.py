@@ -127,3 +127,29 @@ def labels_to_index(y, n: int, n_classes: int, name: str = "y") -> np.ndarray:
         bad = arr[(arr < 0) | (arr >= n_classes)][0]
         raise ValueError(f"{name}: class index {bad} is outside [0, {n_classes})")
     return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def clip_bounds(clip, D: int, dtype):
+    """``clip=(lo, hi)`` as scalars or (D,) arrays of dtype (either may be None), or
+    ``(None, None)`` for no clipping. Refuses NaN bounds and lo > hi."""
+    if clip is None:
+        return None, None
+    try:
+        lo, hi = clip
+    except (TypeError, ValueError) as exc:
+        raise ValueError("clip: expected a pair (lo, hi)") from exc
+
+    def bound(v, name):
+        if v is None:
+            return None
+        a = np.asarray(v, dtype=dtype)
+        if a.ndim not in (0, 1) or (a.ndim == 1 and a.shape[0] != D):
+            raise ValueError(f"clip {name}: expected a scalar or shape ({D},), got {a.shape}")
+        if np.isnan(a).any():
+            raise ValueError(f"clip {name}: contains NaN")
+        return a
+
+    lo, hi = bound(lo, "lo"), bound(hi, "hi")
+    if lo is not None and hi is not None and np.any(lo > hi):
+        raise ValueError("clip: lo must be <= hi")
+    return lo, hi

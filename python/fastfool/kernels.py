@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from . import _core
-from ._checks import float_array, labels_to_index, matrix, out_array, vector
+from ._checks import clip_bounds, float_array, labels_to_index, matrix, out_array, vector
 from ._runtime import resolve_threads
 
 __all__ = [
@@ -262,29 +262,7 @@ def fused_update(x, grad, x0, *, step, eps=np.inf, norm="inf", clip=None, quantu
         raise ValueError(f"step: must be finite, got {step}")
     if not eps >= 0:
         raise ValueError(f"eps: must be >= 0, got {eps}")
-    lo = hi = None
-    if clip is not None:
-        try:
-            lo, hi = clip
-        except (TypeError, ValueError) as exc:
-            raise ValueError("clip: expected a pair (lo, hi)") from exc
-
-        def bound(v, name):
-            if v is None:
-                return None
-            arr = np.asarray(v, dtype=x.dtype)
-            if arr.ndim == 0:
-                if np.isnan(arr):
-                    raise ValueError(f"clip {name}: NaN")
-                return arr
-            arr = vector(arr, f"clip {name}", x.shape[1], x.dtype)
-            if np.isnan(arr).any():
-                raise ValueError(f"clip {name}: contains NaN")
-            return arr
-
-        lo, hi = bound(lo, "lo"), bound(hi, "hi")
-        if lo is not None and hi is not None and np.any(np.asarray(lo) > np.asarray(hi)):
-            raise ValueError("clip: lo must be <= hi")
+    lo, hi = clip_bounds(clip, x.shape[1], x.dtype)
     if out is x:
         O = out_array(out, "out", x.shape, x.dtype, [(grad, "grad"), (x0, "x0")])
     else:

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from .. import kernels
-from .._checks import float_dtype  # noqa: F401  (re-exported for attack modules)
+from .._checks import clip_bounds  # noqa: F401  (re-exported for attack modules)
 from .._runtime import resolve_threads
 from ..models import Model
 from ..result import AttackResult
@@ -43,31 +43,6 @@ def positive(value, name, *, allow_zero=True, allow_inf=False) -> float:
         raise ValueError(f"{name}: must be {'>=' if allow_zero else '>'} 0"
                          f"{'' if allow_inf else ' and finite'}, got {value!r}")
     return v
-
-
-def clip_bounds(clip, D, dtype):
-    """(lo, hi) as scalars or (D,) arrays of dtype, or (None, None)."""
-    if clip is None:
-        return None, None
-    try:
-        lo, hi = clip
-    except (TypeError, ValueError) as exc:
-        raise ValueError("clip: expected a pair (lo, hi)") from exc
-
-    def bound(v, name):
-        if v is None:
-            return None
-        a = np.asarray(v, dtype=dtype)
-        if a.ndim not in (0, 1) or (a.ndim == 1 and a.shape[0] != D):
-            raise ValueError(f"clip {name}: expected a scalar or shape ({D},), got {a.shape}")
-        if np.isnan(a).any():
-            raise ValueError(f"clip {name}: NaN")
-        return a
-
-    lo, hi = bound(lo, "lo"), bound(hi, "hi")
-    if lo is not None and hi is not None and np.any(lo > hi):
-        raise ValueError("clip: lo must be <= hi")
-    return lo, hi
 
 
 def check_inside_clip(X, lo, hi):
