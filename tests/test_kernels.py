@@ -360,3 +360,29 @@ def test_loss_when_the_true_class_probability_is_denormal(config, dtype):
     ref = -R.log_softmax(S)[np.arange(3), y]
     assert np.all(np.isfinite(loss))
     np.testing.assert_allclose(loss, ref, rtol=16 * R.unit(dtype))
+
+
+@given(case=mlp_case(), data=st.data())
+def test_fused_step_equals_gradient_then_update(config, case, data):
+    """ce_step_* compute exactly what ce_grad_* followed by fused_update compute, in one pass."""
+    _, threads = config
+    dtype, X, Ws, bs, acts, rng = case
+    C = Ws[-1].shape[1]
+    y = rng.integers(0, C, X.shape[0])
+    x0 = (X + rng.standard_normal(X.shape).astype(dtype) * dtype(0.05)).astype(dtype)
+    kw = dict(step=data.draw(st.sampled_from([0.01, -0.02])), eps=data.draw(st.sampled_from([0.03, np.inf])),
+              norm=data.draw(st.sampled_from(["inf", 2])), clip=data.draw(st.sampled_from([None, (-1.0, 1.0)])))
+    before = snapshot(X, x0)
+    G, loss = K.ce_grad_mlp(X, Ws, bs, acts, y, threads=threads)
+    ref = K.fused_update(X, G, x0, threads=threads, **kw)
+    out, loss2 = K.ce_step_mlp(X, Ws, bs, acts, y, x0, threads=threads, **kw)
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(loss2, loss)
+    assert_unchanged(before, [X, x0])
+    if X.shape[0]:  # a linear model's step too, and in place
+        W = np.ascontiguousarray(Ws[0].T)
+        G, _ = K.ce_grad_linear(X, W, bs[0], y % W.shape[0], threads=threads)
+        ref = K.fused_update(X, G, x0, threads=threads, **kw)
+        xin = np.array(X, order="C")
+        K.ce_step_linear(xin, W, bs[0], y % W.shape[0], x0, out=xin, threads=threads, **kw)
+        np.testing.assert_array_equal(xin, ref)

@@ -83,6 +83,57 @@ void ce_linear_impl(const py::array& X, const py::array& W, const py::object& b,
     ce_grad_linear<T>(x, w, bv, yp, g, ldg, l, p, ldp, threads);
 }
 
+// The fused step's arguments (the same checks as fused_update); out may be X itself.
+template <class T>
+StepSpec<T> step_spec(const MatView<T>& x, const py::array& X0, bool l2, double alpha, double eps,
+                      const py::object& lo, const py::object& hi, double quantum,
+                      const py::array& out) {
+    StepSpec<T> st;
+    st.X0 = in_mat<T>(X0, "x0");
+    if (st.X0.rows != x.rows || st.X0.cols != x.cols)
+        throw py::value_error("x0: expected shape (" + std::to_string(x.rows) + ", " +
+                              std::to_string(x.cols) + "), got " + shape_str(X0));
+    if (!(eps >= 0.0)) throw py::value_error("eps: must be >= 0 (inf allowed), not NaN or negative");
+    if (!std::isfinite(alpha)) throw py::value_error("step: must be finite");
+    if (!(quantum >= 0.0) || !std::isfinite(quantum))
+        throw py::value_error("quantum: must be a finite value >= 0 (0 = no quantisation)");
+    auto bound = [&](const py::object& o, const char* name) -> VecView<T> {
+        if (o.is_none()) return {};
+        auto a = py::reinterpret_borrow<py::array>(o);
+        check_dtype<T>(a, name);
+        if (a.ndim() == 0) return {static_cast<const T*>(a.data()), x.cols, 0};
+        return in_vec<T>(o, x.cols, name);
+    };
+    st.lo = bound(lo, "lo");
+    st.hi = bound(hi, "hi");
+    st.l2 = l2;
+    st.alpha = static_cast<T>(alpha);
+    st.eps = static_cast<T>(eps);
+    st.quantum = static_cast<T>(quantum);
+    st.out = out_mat<T>(out, x.rows, x.cols, st.ldo, "out");
+    return st;
+}
+
+template <class T>
+void ce_step_linear_impl(const py::array& X, const py::array& W, const py::object& b,
+                         const py::array& y, const py::array& X0, bool l2, double alpha,
+                         double eps, const py::object& lo, const py::object& hi, double quantum,
+                         const py::array& out, const py::object& loss, const py::object& prob,
+                         int threads) {
+    auto x = in_mat<T>(X, "X");
+    auto w = in_mat<T>(W, "W");
+    check_cols(x.cols, w.cols, "X", "W has");
+    auto bv = in_vec<T>(b, w.rows, "b");
+    const std::int64_t* yp = labels(y, x.rows, w.rows);
+    const StepSpec<T> st = step_spec<T>(x, X0, l2, alpha, eps, lo, hi, quantum, out);
+    std::int64_t ldp = 0;
+    T* l = out_vec<T>(loss, x.rows, "loss");
+    T* p = prob.is_none() ? nullptr
+                          : out_mat<T>(py::reinterpret_borrow<py::array>(prob), x.rows, w.rows, ldp, "prob");
+    py::gil_scoped_release nogil;
+    ce_grad_linear<T>(x, w, bv, yp, nullptr, 0, l, p, ldp, threads, &st);
+}
+
 template <class T>
 std::vector<Dense<T>> dense_layers(std::int64_t in, const std::vector<py::array>& Ws,
                                    const std::vector<py::object>& bs, const std::vector<int>& acts) {
@@ -134,6 +185,28 @@ void ce_mlp_impl(const py::array& X, const std::vector<py::array>& Ws,
                           : out_mat<T>(py::reinterpret_borrow<py::array>(prob), x.rows, C, ldp, "prob");
     py::gil_scoped_release nogil;
     ce_grad_mlp<T>(x, layers, yp, g, ldg, l, p, ldp, threads);
+}
+
+template <class T>
+void ce_step_mlp_impl(const py::array& X, const std::vector<py::array>& Ws,
+                      const std::vector<py::object>& bs, const std::vector<int>& acts,
+                      const py::array& y, const py::array& X0, bool l2, double alpha, double eps,
+                      const py::object& lo, const py::object& hi, double quantum,
+                      const py::array& out, const py::object& loss, const py::object& prob,
+                      int threads) {
+    auto x = in_mat<T>(X, "X");
+    auto layers = dense_layers<T>(x.cols, Ws, bs, acts);
+    if (layers.back().act != Act::identity)
+        throw py::value_error("activations: the last layer must be identity (it produces logits)");
+    const std::int64_t C = layers.back().W.cols;
+    const std::int64_t* yp = labels(y, x.rows, C);
+    const StepSpec<T> st = step_spec<T>(x, X0, l2, alpha, eps, lo, hi, quantum, out);
+    std::int64_t ldp = 0;
+    T* l = out_vec<T>(loss, x.rows, "loss");
+    T* p = prob.is_none() ? nullptr
+                          : out_mat<T>(py::reinterpret_borrow<py::array>(prob), x.rows, C, ldp, "prob");
+    py::gil_scoped_release nogil;
+    ce_grad_mlp<T>(x, layers, yp, nullptr, 0, l, p, ldp, threads, &st);
 }
 
 template <class T>
@@ -294,6 +367,42 @@ void bind_kernels(py::module_& m) {
         },
         py::arg("X"), py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("y"),
         py::arg("grad"), py::arg("loss"), py::arg("prob"), py::arg("threads"));
+    m.def(
+        "ce_step_linear",
+        [](const py::array& X, const py::array& W, const py::object& b, const py::array& y,
+           const py::array& X0, bool l2, double alpha, double eps, const py::object& lo,
+           const py::object& hi, double quantum, const py::array& out, const py::object& loss,
+           const py::object& prob, int threads) {
+            check_threads(threads);
+            if (is_f32(X))
+                return ce_step_linear_impl<float>(X, W, b, y, X0, l2, alpha, eps, lo, hi, quantum,
+                                                  out, loss, prob, threads);
+            if (is_f64(X))
+                return ce_step_linear_impl<double>(X, W, b, y, X0, l2, alpha, eps, lo, hi, quantum,
+                                                   out, loss, prob, threads);
+            bad_dtype(X, "X");
+        },
+        py::arg("X"), py::arg("W"), py::arg("b"), py::arg("y"), py::arg("x0"), py::arg("l2"),
+        py::arg("step"), py::arg("eps"), py::arg("lo"), py::arg("hi"), py::arg("quantum"),
+        py::arg("out"), py::arg("loss"), py::arg("prob"), py::arg("threads"));
+    m.def(
+        "ce_step_mlp",
+        [](const py::array& X, const std::vector<py::array>& Ws, const std::vector<py::object>& bs,
+           const std::vector<int>& acts, const py::array& y, const py::array& X0, bool l2,
+           double alpha, double eps, const py::object& lo, const py::object& hi, double quantum,
+           const py::array& out, const py::object& loss, const py::object& prob, int threads) {
+            check_threads(threads);
+            if (is_f32(X))
+                return ce_step_mlp_impl<float>(X, Ws, bs, acts, y, X0, l2, alpha, eps, lo, hi,
+                                               quantum, out, loss, prob, threads);
+            if (is_f64(X))
+                return ce_step_mlp_impl<double>(X, Ws, bs, acts, y, X0, l2, alpha, eps, lo, hi,
+                                                quantum, out, loss, prob, threads);
+            bad_dtype(X, "X");
+        },
+        py::arg("X"), py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("y"),
+        py::arg("x0"), py::arg("l2"), py::arg("step"), py::arg("eps"), py::arg("lo"), py::arg("hi"),
+        py::arg("quantum"), py::arg("out"), py::arg("loss"), py::arg("prob"), py::arg("threads"));
     m.def(
         "mlp_vjp",
         [](const py::array& X, const std::vector<py::array>& Ws, const std::vector<py::object>& bs,

@@ -27,6 +27,8 @@ __all__ = [
     "mlp_vjp",
     "backproject",
     "fused_update",
+    "ce_step_linear",
+    "ce_step_mlp",
     "diff_norms",
     "all_finite",
 ]
@@ -229,6 +231,35 @@ def backproject(H, pinvs, biases, activations, *, margin=1e-6, base=None, out=No
     return (O, int(n)) if return_clamped else O
 
 
+def _step_args(x, x0, step, eps, norm, clip, quantum):
+    """Checked arguments of the fused step: (x0, l2, step, eps, lo, hi, quantum)."""
+    x0 = matrix(x0, "x0", x.dtype)
+    if x0.shape != x.shape:
+        raise ValueError(f"x0: expected shape {x.shape}, got {x0.shape}")
+    if norm in ("inf", np.inf, float("inf")):
+        l2 = False
+    elif norm in (2, "2", "l2", 2.0):
+        l2 = True
+    else:
+        raise ValueError(f"norm: expected 'inf' or 2, got {norm!r}")
+    step, eps, quantum = float(step), float(eps), float(quantum)
+    if not np.isfinite(step):
+        raise ValueError(f"step: must be finite, got {step}")
+    if not eps >= 0:
+        raise ValueError(f"eps: must be >= 0, got {eps}")
+    if not (np.isfinite(quantum) and quantum >= 0):
+        raise ValueError(f"quantum: must be a finite value >= 0, got {quantum}")
+    lo, hi = clip_bounds(clip, x.shape[1], x.dtype)
+    return x0, l2, step, eps, lo, hi, quantum
+
+
+def _step_out(out, x, others):
+    """The step's output: new, or the caller's (``out=x`` updates in place: the only overlap)."""
+    if out is x:
+        return out_array(out, "out", x.shape, x.dtype, others)
+    return out_array(out, "out", x.shape, x.dtype, [(x, "x")] + others)
+
+
 def fused_update(x, grad, x0, *, step, eps=np.inf, norm="inf", clip=None, quantum=0.0, out=None,
                  threads=None):
     """One fused attack step, per row, in a single pass.
@@ -247,31 +278,49 @@ def fused_update(x, grad, x0, *, step, eps=np.inf, norm="inf", clip=None, quantu
     """
     x = matrix(x, "x")
     grad = matrix(grad, "grad", x.dtype)
-    x0 = matrix(x0, "x0", x.dtype)
-    for arr, name in ((grad, "grad"), (x0, "x0")):
-        if arr.shape != x.shape:
-            raise ValueError(f"{name}: expected shape {x.shape}, got {arr.shape}")
-    if norm in ("inf", np.inf, float("inf")):
-        l2 = False
-    elif norm in (2, "2", "l2", 2.0):
-        l2 = True
-    else:
-        raise ValueError(f"norm: expected 'inf' or 2, got {norm!r}")
-    step, eps = float(step), float(eps)
-    if not np.isfinite(step):
-        raise ValueError(f"step: must be finite, got {step}")
-    if not eps >= 0:
-        raise ValueError(f"eps: must be >= 0, got {eps}")
-    lo, hi = clip_bounds(clip, x.shape[1], x.dtype)
-    if out is x:
-        O = out_array(out, "out", x.shape, x.dtype, [(grad, "grad"), (x0, "x0")])
-    else:
-        O = out_array(out, "out", x.shape, x.dtype, [(x, "x"), (grad, "grad"), (x0, "x0")])
-    quantum = float(quantum)
-    if not (np.isfinite(quantum) and quantum >= 0):
-        raise ValueError(f"quantum: must be a finite value >= 0, got {quantum}")
+    if grad.shape != x.shape:
+        raise ValueError(f"grad: expected shape {x.shape}, got {grad.shape}")
+    x0, l2, step, eps, lo, hi, quantum = _step_args(x, x0, step, eps, norm, clip, quantum)
+    O = _step_out(out, x, [(grad, "grad"), (x0, "x0")])
     _core.fused_update(x, grad, x0, l2, step, eps, lo, hi, quantum, O, resolve_threads(threads))
     return O
+
+
+def ce_step_linear(X, W, b, y, x0, *, step, eps=np.inf, norm="inf", clip=None, quantum=0.0,
+                   out=None, return_prob=False, threads=None):
+    """:func:`ce_grad_linear` with :func:`fused_update` applied to each row block while its
+    gradient is in cache: one pass, no (N, D) gradient written. ``step`` is signed (negative
+    descends, for targeted attacks). Returns the updated inputs (``out=X`` updates in place),
+    the per-row loss at X and, with ``return_prob``, the probabilities at X."""
+    X = matrix(X, "X")
+    W = matrix(W, "W", X.dtype, cols=X.shape[1], cols_what=" (X has that many features)")
+    bb = None if b is None else vector(b, "b", W.shape[0], X.dtype)
+    yy = labels_to_index(y, X.shape[0], W.shape[0])
+    x0, l2, step, eps, lo, hi, quantum = _step_args(X, x0, step, eps, norm, clip, quantum)
+    O = _step_out(out, X, [(x0, "x0"), (W, "W")])
+    loss = np.empty(X.shape[0], X.dtype)
+    prob = np.empty((X.shape[0], W.shape[0]), X.dtype) if return_prob else None
+    _core.ce_step_linear(X, W, bb, yy, x0, l2, step, eps, lo, hi, quantum, O, loss, prob,
+                         resolve_threads(threads))
+    return (O, loss, prob) if return_prob else (O, loss)
+
+
+def ce_step_mlp(X, weights, biases, activations, y, x0, *, step, eps=np.inf, norm="inf",
+                clip=None, quantum=0.0, out=None, return_prob=False, threads=None):
+    """:func:`ce_grad_mlp` with the fused update applied per row block (see
+    :func:`ce_step_linear`)."""
+    X = matrix(X, "X")
+    Ws, bs, acts = _layers(X, weights, biases, activations)
+    if acts[-1] != ACTIVATIONS["identity"]:
+        raise ValueError("activations: the last layer must be 'identity' (it produces the logits)")
+    yy = labels_to_index(y, X.shape[0], Ws[-1].shape[1])
+    x0, l2, step, eps, lo, hi, quantum = _step_args(X, x0, step, eps, norm, clip, quantum)
+    O = _step_out(out, X, [(x0, "x0")] + [(w, "weights") for w in Ws])
+    loss = np.empty(X.shape[0], X.dtype)
+    prob = np.empty((X.shape[0], Ws[-1].shape[1]), X.dtype) if return_prob else None
+    _core.ce_step_mlp(X, Ws, bs, acts, yy, x0, l2, step, eps, lo, hi, quantum, O, loss, prob,
+                      resolve_threads(threads))
+    return (O, loss, prob) if return_prob else (O, loss)
 
 
 def diff_norms(A, B, *, threads=None):

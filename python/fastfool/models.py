@@ -295,6 +295,11 @@ class Model:
         return kernels.ce_grad_mlp(X, Ws, bs, self._acts, yi, threads=threads,
                                    return_prob=return_prob, out=out)
 
+    def _ce_step(self, X, yi, x0, threads, out, **step):
+        """Fused gradient + attack step (kernels.ce_step_*), softmax view; returns (out, loss)."""
+        Ws, bs = self._soft_layers()
+        return kernels.ce_step_mlp(X, Ws, bs, self._acts, yi, x0, out=out, threads=threads, **step)
+
     def _logit_vjp(self, X, V, threads, return_logits=False):
         """Input gradient of sum(V * logits) (softmax view); no checks."""
         Ws, bs = self._soft_layers()
@@ -378,6 +383,10 @@ class LinearModel(Model):
     def _ce_grad(self, X, yi, threads, return_prob=False, out=None):
         return kernels.ce_grad_linear(X, self._soft_coef, self._soft_b, yi, threads=threads,
                                       return_prob=return_prob, out=out)
+
+    def _ce_step(self, X, yi, x0, threads, out, **step):
+        return kernels.ce_step_linear(X, self._soft_coef, self._soft_b, yi, x0, out=out,
+                                      threads=threads, **step)
 
     def hidden(self, X, layer=-1, **kw):
         raise ValueError("hidden: a LinearModel has no hidden layers (use decision_function)")

@@ -120,6 +120,11 @@ class KernelSVM(Model):
             G = out
         return (G, loss, P) if return_prob else (G, loss)
 
+    def _ce_step(self, X, yi, x0, threads, out, **step):
+        G, loss = self._ce_grad(X, yi, threads)
+        out = kernels.fused_update(X, G, x0, out=out, threads=threads, **step)
+        return out, loss
+
     def _logit_vjp(self, X, V, threads, return_logits=False):
         s, G = self._score_grad(X, threads)
         G *= np.asarray(V[:, 1], dtype=self.dtype)[:, None]

@@ -28,6 +28,18 @@ struct BackStep {
     Act act = Act::identity;  // activation to invert (relu is rejected)
 };
 
+// The attack update fused into a gradient kernel (see fused_update for the semantics): each
+// row block's gradient stays in cache and the updated rows go to `out` (which may be X itself).
+template <class T>
+struct StepSpec {
+    MatView<T> X0;  // centre of the ball
+    bool l2 = false;
+    T alpha = 0, eps = 0, quantum = 0;
+    VecView<T> lo, hi;
+    T* out = nullptr;
+    std::int64_t ldo = 0;
+};
+
 // S = X W^T + b, then the epilogue on each row. X (N, D), W (C, D), S (N, C).
 template <class T>
 void scores(const MatView<T>& X, const MatView<T>& W, const VecView<T>& b, Epilogue ep, T* S,
@@ -35,10 +47,12 @@ void scores(const MatView<T>& X, const MatView<T>& W, const VecView<T>& b, Epilo
 
 // Linear softmax cross-entropy: per row i, P = softmax(x W^T + b), loss_i = -log P[y_i],
 // G_i = (P - onehot(y_i)) W. loss and prob (N, C) are optional (nullptr).
+// With `step`, G is not written (pass nullptr): the gradient of each row block is applied to
+// X through the fused update into step->out.
 template <class T>
 void ce_grad_linear(const MatView<T>& X, const MatView<T>& W, const VecView<T>& b,
                     const std::int64_t* y, T* G, std::int64_t ldg, T* loss, T* prob,
-                    std::int64_t ldp, int threads);
+                    std::int64_t ldp, int threads, const StepSpec<T>* step = nullptr);
 
 // Dense stack: out = ep(act_L(...act_1(X W_1 + b_1)... W_L + b_L)).
 template <class T>
@@ -50,7 +64,7 @@ void mlp_forward(const MatView<T>& X, const std::vector<Dense<T>>& layers, Epilo
 template <class T>
 void ce_grad_mlp(const MatView<T>& X, const std::vector<Dense<T>>& layers,
                  const std::int64_t* y, T* G, std::int64_t ldg, T* loss, T* prob,
-                 std::int64_t ldp, int threads);
+                 std::int64_t ldp, int threads, const StepSpec<T>* step = nullptr);
 
 // Vector-Jacobian product of the logits: G_i = sum_c V[i, c] * d logits_c / d x_i, i.e. the
 // input gradient of any linear combination of the logits (DeepFool needs s_j - s_k). The logits

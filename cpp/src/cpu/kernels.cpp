@@ -155,9 +155,10 @@ void ce_epilogue(T* s, std::int64_t C, std::int64_t y, T* loss, T* prob, const M
 template <class T>
 struct BlockWS {
     GemmScratch<T> g;
-    Buffer<T> a, b;
+    Buffer<T> a, b, c;
     std::int64_t counter = 0;
-    BlockWS(const MicroKernel<T>& mk, std::size_t na, std::size_t nb) : g(mk), a(na), b(nb) {}
+    BlockWS(const MicroKernel<T>& mk, std::size_t na, std::size_t nb, std::size_t nc = 0)
+        : g(mk), a(na), b(nb), c(nc) {}
 };
 
 }  // namespace
@@ -181,17 +182,107 @@ void scores(const MatView<T>& X, const MatView<T>& W, const VecView<T>& b, Epilo
         });
 }
 
+namespace {
+// ||v||_2 without overflow or underflow for any finite input (scaled by max |v|).
+template <class T, class F>
+T scaled_norm(std::int64_t n, F value) {
+    T mx = 0;
+    for (std::int64_t j = 0; j < n; ++j) mx = std::max(mx, std::abs(value(j)));
+    if (mx == T(0) || !std::isfinite(mx)) return mx;
+    T sum = 0;
+    for (std::int64_t j = 0; j < n; ++j) {
+        const T v = value(j) / mx;
+        sum += v * v;
+    }
+    return mx * std::sqrt(sum);
+}
+template <class T>
+T sign_of(T v) { return T((v > T(0)) - (v < T(0))); }
+
+// Rounds delta = o - x0 to multiples of q without leaving the eps-ball (see fused_update).
+template <class T>
+void quantize_row(T* o, const T* x0, std::int64_t x0s, std::int64_t D, bool l2, T eps, T q) {
+    if (!l2) {
+        for (std::int64_t j = 0; j < D; ++j) {
+            const T c = x0[j * x0s];
+            T d = std::nearbyint((o[j] - c) / q) * q;
+            if (std::abs(d) > eps) d -= sign_of(d) * q;
+            o[j] = c + d;
+        }
+        return;
+    }
+    T sum = 0;
+    for (std::int64_t j = 0; j < D; ++j) {
+        const T c = x0[j * x0s];
+        const T d = std::nearbyint((o[j] - c) / q) * q;
+        sum += d * d;
+    }
+    const bool truncate = std::sqrt(sum) > eps;
+    for (std::int64_t j = 0; j < D; ++j) {
+        const T c = x0[j * x0s];
+        const T r = (o[j] - c) / q;
+        o[j] = c + (truncate ? std::trunc(r) : std::nearbyint(r)) * q;
+    }
+}
+// One row of the fused update (fused_update's semantics); o may alias x.
+template <class T>
+void update_row(const T* x, std::int64_t xs, const T* g, std::int64_t gs, const T* x0,
+                std::int64_t x0s, std::int64_t D, bool l2, T alpha, T eps, const VecView<T>& lo,
+                const VecView<T>& hi, T quantum, T* o) {
+    if (!l2) {
+        for (std::int64_t j = 0; j < D; ++j) {
+            const T c = x0[j * x0s];
+            T v = x[j * xs] + alpha * sign_of(g[j * gs]);
+            v = std::min(std::max(v, c - eps), c + eps);
+            o[j] = v;
+        }
+    } else {
+        const T gn = scaled_norm<T>(D, [&](std::int64_t j) { return g[j * gs]; });
+        const T step = gn > T(0) ? alpha / gn : T(0);
+        for (std::int64_t j = 0; j < D; ++j) o[j] = x[j * xs] + step * g[j * gs];
+        const T dn = scaled_norm<T>(D, [&](std::int64_t j) { return o[j] - x0[j * x0s]; });
+        if (dn > eps) {
+            const T f = eps / dn;
+            for (std::int64_t j = 0; j < D; ++j) {
+                const T c = x0[j * x0s];
+                o[j] = c + (o[j] - c) * f;
+            }
+        }
+    }
+    if (quantum > T(0)) quantize_row(o, x0, x0s, D, l2, eps, quantum);
+    if (lo.data)
+        for (std::int64_t j = 0; j < D; ++j) o[j] = std::max(o[j], lo.data[j * lo.stride]);
+    if (hi.data)
+        for (std::int64_t j = 0; j < D; ++j) o[j] = std::min(o[j], hi.data[j * hi.stride]);
+}
+
+// The gradient rows of a block (dense, ld = D) applied to X rows r0.. through the step.
+template <class T>
+void step_block(const MatView<T>& X, const T* g, std::int64_t r0, std::int64_t M,
+                const StepSpec<T>& st) {
+    const std::int64_t D = X.cols;
+    for (std::int64_t i = 0; i < M; ++i) {
+        const std::int64_t r = r0 + i;
+        update_row(X.data + r * X.rs, X.cs, g + i * D, std::int64_t(1), st.X0.data + r * st.X0.rs,
+                   st.X0.cs, D, st.l2, st.alpha, st.eps, st.lo, st.hi, st.quantum,
+                   st.out + r * st.ldo);
+    }
+}
+}  // namespace
+
+
 template <class T>
 void ce_grad_linear(const MatView<T>& X, const MatView<T>& W, const VecView<T>& b,
                     const std::int64_t* y, T* G, std::int64_t ldg, T* loss, T* prob,
-                    std::int64_t ldp, int threads) {
+                    std::int64_t ldp, int threads, const StepSpec<T>* step) {
     const MicroKernel<T> mk = micro_kernel<T>();
     const std::int64_t C = W.rows, D = W.cols;
     if (X.rows == 0) return;
     const PackedB<T> pbs = pack_b(W.transposed(), mk, threads);  // D x C: scores
     const PackedB<T> pbg = pack_b(W, mk, threads);               // C x D: gradient
     for_row_blocks<BlockWS<T>>(
-        X.rows, mk.mc, threads, [&] { return BlockWS<T>(mk, std::size_t(mk.mc) * C, 0); },
+        X.rows, mk.mc, threads,
+        [&] { return BlockWS<T>(mk, std::size_t(mk.mc) * C, step ? std::size_t(mk.mc) * D : 0); },
         [&](std::int64_t r0, std::int64_t r1, BlockWS<T>& ws) {
             const std::int64_t M = r1 - r0;
             T* s = ws.a.data();
@@ -201,7 +292,13 @@ void ce_grad_linear(const MatView<T>& X, const MatView<T>& W, const VecView<T>& 
                 ce_epilogue(s + i * C, C, y[r0 + i], loss ? loss + r0 + i : nullptr,
                             prob ? prob + (r0 + i) * ldp : nullptr, mk);
             }
-            if (D > 0) gemm_rows(dense_view(s, M, C, C), pbg, G + r0 * ldg, ldg, false, mk, ws.g);
+            if (D == 0) return;
+            if (step) {  // the block's gradient stays in cache and is applied right away
+                gemm_rows(dense_view(s, M, C, C), pbg, ws.b.data(), D, false, mk, ws.g);
+                step_block(X, ws.b.data(), r0, M, *step);
+            } else {
+                gemm_rows(dense_view(s, M, C, C), pbg, G + r0 * ldg, ldg, false, mk, ws.g);
+            }
         });
 }
 
@@ -251,7 +348,8 @@ namespace {
 template <class T>
 void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
                   const std::int64_t* y, const MatView<T>* V, T* G, std::int64_t ldg, T* loss,
-                  T* prob, std::int64_t ldp, T* logits_out, std::int64_t ldl, int threads) {
+                  T* prob, std::int64_t ldp, T* logits_out, std::int64_t ldl, int threads,
+                  const StepSpec<T>* step) {
     const MicroKernel<T> mk = micro_kernel<T>();
     if (layers.empty()) throw std::invalid_argument("ce_grad_mlp: no layers");
     if (layers.back().act != Act::identity)
@@ -267,8 +365,9 @@ void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
     }
     const std::int64_t C = layers.back().W.cols, D = X.cols, mw = max_width(layers);
     const std::size_t nacts = std::size_t(mk.mc) * off[L], ndelta = std::size_t(mk.mc) * mw * 2;
+    const std::size_t ngrad = step ? std::size_t(mk.mc) * D : 0;
     for_row_blocks<BlockWS<T>>(
-        X.rows, mk.mc, threads, [&] { return BlockWS<T>(mk, nacts, ndelta); },
+        X.rows, mk.mc, threads, [&] { return BlockWS<T>(mk, nacts, ndelta, ngrad); },
         [&](std::int64_t r0, std::int64_t r1, BlockWS<T>& ws) {
             const std::int64_t M = r1 - r0;
             auto act_buf = [&](std::size_t l) { return ws.a.data() + std::size_t(mk.mc) * off[l]; };
@@ -309,7 +408,13 @@ void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
                 delta = next;
                 dw = w;
             }
-            if (D > 0) gemm_rows(dense_view(delta, M, dw, dw), bwd[0], G + r0 * ldg, ldg, false, mk, ws.g);
+            if (D == 0) return;
+            if (step) {
+                gemm_rows(dense_view(delta, M, dw, dw), bwd[0], ws.c.data(), D, false, mk, ws.g);
+                step_block(X, ws.c.data(), r0, M, *step);
+            } else {
+                gemm_rows(dense_view(delta, M, dw, dw), bwd[0], G + r0 * ldg, ldg, false, mk, ws.g);
+            }
         });
 }
 
@@ -318,14 +423,15 @@ void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
 template <class T>
 void ce_grad_mlp(const MatView<T>& X, const std::vector<Dense<T>>& layers,
                  const std::int64_t* y, T* G, std::int64_t ldg, T* loss, T* prob,
-                 std::int64_t ldp, int threads) {
-    mlp_backprop<T>(X, layers, y, nullptr, G, ldg, loss, prob, ldp, nullptr, 0, threads);
+                 std::int64_t ldp, int threads, const StepSpec<T>* step) {
+    mlp_backprop<T>(X, layers, y, nullptr, G, ldg, loss, prob, ldp, nullptr, 0, threads, step);
 }
 
 template <class T>
 void mlp_vjp(const MatView<T>& X, const std::vector<Dense<T>>& layers, const MatView<T>& V,
              T* G, std::int64_t ldg, T* logits, std::int64_t ldl, int threads) {
-    mlp_backprop<T>(X, layers, nullptr, &V, G, ldg, nullptr, nullptr, 0, logits, ldl, threads);
+    mlp_backprop<T>(X, layers, nullptr, &V, G, ldg, nullptr, nullptr, 0, logits, ldl, threads,
+                    nullptr);
 }
 
 namespace {
@@ -402,50 +508,6 @@ std::int64_t backproject(const MatView<T>& H, const std::vector<BackStep<T>>& st
     return clamped;
 }
 
-namespace {
-// ||v||_2 without overflow or underflow for any finite input (scaled by max |v|).
-template <class T, class F>
-T scaled_norm(std::int64_t n, F value) {
-    T mx = 0;
-    for (std::int64_t j = 0; j < n; ++j) mx = std::max(mx, std::abs(value(j)));
-    if (mx == T(0) || !std::isfinite(mx)) return mx;
-    T sum = 0;
-    for (std::int64_t j = 0; j < n; ++j) {
-        const T v = value(j) / mx;
-        sum += v * v;
-    }
-    return mx * std::sqrt(sum);
-}
-template <class T>
-T sign_of(T v) { return T((v > T(0)) - (v < T(0))); }
-
-// Rounds delta = o - x0 to multiples of q without leaving the eps-ball (see fused_update).
-template <class T>
-void quantize_row(T* o, const T* x0, std::int64_t x0s, std::int64_t D, bool l2, T eps, T q) {
-    if (!l2) {
-        for (std::int64_t j = 0; j < D; ++j) {
-            const T c = x0[j * x0s];
-            T d = std::nearbyint((o[j] - c) / q) * q;
-            if (std::abs(d) > eps) d -= sign_of(d) * q;
-            o[j] = c + d;
-        }
-        return;
-    }
-    T sum = 0;
-    for (std::int64_t j = 0; j < D; ++j) {
-        const T c = x0[j * x0s];
-        const T d = std::nearbyint((o[j] - c) / q) * q;
-        sum += d * d;
-    }
-    const bool truncate = std::sqrt(sum) > eps;
-    for (std::int64_t j = 0; j < D; ++j) {
-        const T c = x0[j * x0s];
-        const T r = (o[j] - c) / q;
-        o[j] = c + (truncate ? std::trunc(r) : std::nearbyint(r)) * q;
-    }
-}
-}  // namespace
-
 template <class T>
 void fused_update(const MatView<T>& X, const MatView<T>& G, const MatView<T>& X0, bool l2,
                   T alpha, T eps, const VecView<T>& lo, const VecView<T>& hi, T quantum, T* out,
@@ -455,39 +517,10 @@ void fused_update(const MatView<T>& X, const MatView<T>& G, const MatView<T>& X0
     const std::int64_t rows_per_task = std::max<std::int64_t>(1, 65536 / std::max<std::int64_t>(D, 1));
     const std::int64_t ntasks = (N + rows_per_task - 1) / rows_per_task;
     parallel_for(ntasks, threads, [&](std::int64_t task, int) {
-    const std::int64_t i_end = std::min(N, (task + 1) * rows_per_task);
-    for (std::int64_t i = task * rows_per_task; i < i_end; ++i) {
-        const T* x = X.data + i * X.rs;
-        const T* g = G.data + i * G.rs;
-        const T* x0 = X0.data + i * X0.rs;
-        T* o = out + i * ldo;
-        const std::int64_t xs = X.cs, gs = G.cs, x0s = X0.cs;
-        if (!l2) {
-            for (std::int64_t j = 0; j < D; ++j) {
-                const T c = x0[j * x0s];
-                T v = x[j * xs] + alpha * sign_of(g[j * gs]);
-                v = std::min(std::max(v, c - eps), c + eps);
-                o[j] = v;
-            }
-        } else {
-            const T gn = scaled_norm<T>(D, [&](std::int64_t j) { return g[j * gs]; });
-            const T step = gn > T(0) ? alpha / gn : T(0);
-            for (std::int64_t j = 0; j < D; ++j) o[j] = x[j * xs] + step * g[j * gs];
-            const T dn = scaled_norm<T>(D, [&](std::int64_t j) { return o[j] - x0[j * x0s]; });
-            if (dn > eps) {
-                const T f = eps / dn;
-                for (std::int64_t j = 0; j < D; ++j) {
-                    const T c = x0[j * x0s];
-                    o[j] = c + (o[j] - c) * f;
-                }
-            }
-        }
-        if (quantum > T(0)) quantize_row(o, x0, x0s, D, l2, eps, quantum);
-        if (lo.data)
-            for (std::int64_t j = 0; j < D; ++j) o[j] = std::max(o[j], lo.data[j * lo.stride]);
-        if (hi.data)
-            for (std::int64_t j = 0; j < D; ++j) o[j] = std::min(o[j], hi.data[j * hi.stride]);
-    }
+        const std::int64_t i_end = std::min(N, (task + 1) * rows_per_task);
+        for (std::int64_t i = task * rows_per_task; i < i_end; ++i)
+            update_row(X.data + i * X.rs, X.cs, G.data + i * G.rs, G.cs, X0.data + i * X0.rs, X0.cs,
+                       D, l2, alpha, eps, lo, hi, quantum, out + i * ldo);
     });
 }
 
@@ -547,12 +580,12 @@ bool all_finite(const MatView<T>& X, int threads) {
                             std::int64_t, int);                                                   \
     template void ce_grad_linear<T>(const MatView<T>&, const MatView<T>&, const VecView<T>&,      \
                                     const std::int64_t*, T*, std::int64_t, T*, T*, std::int64_t,  \
-                                    int);                                                         \
+                                    int, const StepSpec<T>*);                                     \
     template void mlp_forward<T>(const MatView<T>&, const std::vector<Dense<T>>&, Epilogue, T*,   \
                                  std::int64_t, int);                                              \
     template void ce_grad_mlp<T>(const MatView<T>&, const std::vector<Dense<T>>&,                 \
                                  const std::int64_t*, T*, std::int64_t, T*, T*, std::int64_t,     \
-                                 int);                                                            \
+                                 int, const StepSpec<T>*);                                        \
     template void mlp_vjp<T>(const MatView<T>&, const std::vector<Dense<T>>&, const MatView<T>&,  \
                              T*, std::int64_t, T*, std::int64_t, int);                            \
     template std::int64_t backproject<T>(const MatView<T>&, const std::vector<BackStep<T>>&, T,   \

@@ -66,10 +66,8 @@ def fgsm(model, X, y=None, *, eps, norm="inf", target=None, clip=None, quantize=
     x_adv = np.empty_like(X, order="C")
     bar = Progress(X.shape[0], progress, "fgsm")
     for s in row_chunks(*X.shape):
-        g, _ = model._ce_grad(X[s], labels[s], threads)
-        kernels.fused_update(X[s], g, X[s], step=sign * eps, eps=eps, norm=nrm,
-                             clip=None if lo is None and hi is None else (lo, hi), quantum=q,
-                             out=x_adv[s], threads=threads)
+        model._ce_step(X[s], labels[s], X[s], threads, x_adv[s], step=sign * eps, eps=eps,
+                       norm=nrm, clip=None if lo is None and hi is None else (lo, hi), quantum=q)
         bar.update(s.stop - s.start)
     bar.close()
     return finish(model, X, x_adv, yi, ti, np.ones(X.shape[0]), attack="fgsm", t0=t0,
@@ -189,11 +187,9 @@ def _run_steps(model, x, x0, lab, y, targeted, sign, alpha, eps, nrm, clip, q, s
     n = x.shape[0]
     it = np.zeros(n, dtype=np.int64)
     if not early_stop:
-        g = np.empty_like(x)
-        for _ in range(steps):
-            model._ce_grad(x, lab, threads, out=g)
-            kernels.fused_update(x, g, x0, step=sign * alpha, eps=eps, norm=nrm, clip=clip,
-                                 quantum=q, out=x, threads=threads)
+        for _ in range(steps):  # one fused pass per step: gradient and update, in place
+            model._ce_step(x, lab, x0, threads, x, step=sign * alpha, eps=eps, norm=nrm,
+                           clip=clip, quantum=q)
         it[:] = steps
         return it
     # Early stopping: keep a compact copy of the rows still to fool; write rows back as they go.
