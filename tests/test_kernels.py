@@ -375,7 +375,7 @@ def test_fused_step_equals_gradient_then_update(config, case, data):
     before = snapshot(X, x0)
     G, loss = K.ce_grad_mlp(X, Ws, bs, acts, y, threads=threads)
     ref = K.fused_update(X, G, x0, threads=threads, **kw)
-    out, loss2 = K.ce_step_mlp(X, Ws, bs, acts, y, x0, threads=threads, **kw)
+    out, loss2 = K.ce_step_mlp(X, Ws, bs, acts, y, x0, threads=threads, return_loss=True, **kw)
     np.testing.assert_array_equal(out, ref)
     np.testing.assert_array_equal(loss2, loss)
     assert_unchanged(before, [X, x0])

@@ -287,26 +287,27 @@ def fused_update(x, grad, x0, *, step, eps=np.inf, norm="inf", clip=None, quantu
 
 
 def ce_step_linear(X, W, b, y, x0, *, step, eps=np.inf, norm="inf", clip=None, quantum=0.0,
-                   out=None, return_prob=False, threads=None):
+                   out=None, return_loss=False, return_prob=False, threads=None):
     """:func:`ce_grad_linear` with :func:`fused_update` applied to each row block while its
     gradient is in cache: one pass, no (N, D) gradient written. ``step`` is signed (negative
     descends, for targeted attacks). Returns the updated inputs (``out=X`` updates in place),
-    the per-row loss at X and, with ``return_prob``, the probabilities at X."""
+    then, when asked, the per-row loss at X and the probabilities at X."""
     X = matrix(X, "X")
     W = matrix(W, "W", X.dtype, cols=X.shape[1], cols_what=" (X has that many features)")
     bb = None if b is None else vector(b, "b", W.shape[0], X.dtype)
     yy = labels_to_index(y, X.shape[0], W.shape[0])
     x0, l2, step, eps, lo, hi, quantum = _step_args(X, x0, step, eps, norm, clip, quantum)
     O = _step_out(out, X, [(x0, "x0"), (W, "W")])
-    loss = np.empty(X.shape[0], X.dtype)
+    loss = np.empty(X.shape[0], X.dtype) if return_loss else None
     prob = np.empty((X.shape[0], W.shape[0]), X.dtype) if return_prob else None
     _core.ce_step_linear(X, W, bb, yy, x0, l2, step, eps, lo, hi, quantum, O, loss, prob,
                          resolve_threads(threads))
-    return (O, loss, prob) if return_prob else (O, loss)
+    return _step_result(O, loss, prob)
 
 
 def ce_step_mlp(X, weights, biases, activations, y, x0, *, step, eps=np.inf, norm="inf",
-                clip=None, quantum=0.0, out=None, return_prob=False, threads=None):
+                clip=None, quantum=0.0, out=None, return_loss=False, return_prob=False,
+                threads=None):
     """:func:`ce_grad_mlp` with the fused update applied per row block (see
     :func:`ce_step_linear`)."""
     X = matrix(X, "X")
@@ -316,11 +317,16 @@ def ce_step_mlp(X, weights, biases, activations, y, x0, *, step, eps=np.inf, nor
     yy = labels_to_index(y, X.shape[0], Ws[-1].shape[1])
     x0, l2, step, eps, lo, hi, quantum = _step_args(X, x0, step, eps, norm, clip, quantum)
     O = _step_out(out, X, [(x0, "x0")] + [(w, "weights") for w in Ws])
-    loss = np.empty(X.shape[0], X.dtype)
+    loss = np.empty(X.shape[0], X.dtype) if return_loss else None
     prob = np.empty((X.shape[0], Ws[-1].shape[1]), X.dtype) if return_prob else None
     _core.ce_step_mlp(X, Ws, bs, acts, yy, x0, l2, step, eps, lo, hi, quantum, O, loss, prob,
                       resolve_threads(threads))
-    return (O, loss, prob) if return_prob else (O, loss)
+    return _step_result(O, loss, prob)
+
+
+def _step_result(O, loss, prob):
+    extra = tuple(a for a in (loss, prob) if a is not None)
+    return (O,) + extra if extra else O
 
 
 def diff_norms(A, B, *, threads=None):

@@ -296,7 +296,7 @@ class Model:
                                    return_prob=return_prob, out=out)
 
     def _ce_step(self, X, yi, x0, threads, out, **step):
-        """Fused gradient + attack step (kernels.ce_step_*), softmax view; returns (out, loss)."""
+        """Fused gradient + attack step (kernels.ce_step_*), softmax view; returns out."""
         Ws, bs = self._soft_layers()
         return kernels.ce_step_mlp(X, Ws, bs, self._acts, yi, x0, out=out, threads=threads, **step)
 

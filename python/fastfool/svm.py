@@ -121,9 +121,8 @@ class KernelSVM(Model):
         return (G, loss, P) if return_prob else (G, loss)
 
     def _ce_step(self, X, yi, x0, threads, out, **step):
-        G, loss = self._ce_grad(X, yi, threads)
-        out = kernels.fused_update(X, G, x0, out=out, threads=threads, **step)
-        return out, loss
+        G, _ = self._ce_grad(X, yi, threads)
+        return kernels.fused_update(X, G, x0, out=out, threads=threads, **step)
 
     def _logit_vjp(self, X, V, threads, return_logits=False):
         s, G = self._score_grad(X, threads)

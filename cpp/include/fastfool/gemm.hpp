@@ -4,7 +4,6 @@
 // threads); each thread packs its own A slivers. Cost: 2*M*N*K FLOPs; B is read from L3.
 #pragma once
 #include <algorithm>
-#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <memory>

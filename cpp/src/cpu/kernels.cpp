@@ -108,6 +108,18 @@ void apply_act(T* v, std::int64_t n, Act act, const MicroKernel<T>& mk) {
     }
 }
 
+// Bias then activation over a row block; one vector pass over the whole block when its rows
+// are contiguous (narrow layers would otherwise spend their time in per-row tails).
+template <class T>
+void bias_act_block(T* v, std::int64_t M, std::int64_t w, std::int64_t ld, const VecView<T>& b,
+                    Act act, const MicroKernel<T>& mk) {
+    for (std::int64_t i = 0; i < M; ++i) add_bias(v + i * ld, w, b);
+    if (ld == w)
+        apply_act(v, M * w, act, mk);
+    else
+        for (std::int64_t i = 0; i < M; ++i) apply_act(v + i * ld, w, act, mk);
+}
+
 // delta *= act'(pre-activation), written in terms of the activation's output h.
 template <class T>
 void times_act_derivative(T* delta, const T* h, std::int64_t n, Act act) {
@@ -332,11 +344,9 @@ void mlp_forward(const MatView<T>& X, const std::vector<Dense<T>>& layers, Epilo
                 T* dst = last ? out + r0 * ldo : (l % 2 ? ws.b.data() : ws.a.data());
                 const std::int64_t ld = last ? ldo : w;
                 gemm_rows(in, pb[l], dst, ld, false, mk, ws.g);
-                for (std::int64_t i = 0; i < M; ++i) {
-                    add_bias(dst + i * ld, w, layers[l].b);
-                    apply_act(dst + i * ld, w, layers[l].act, mk);
-                    if (last) apply_epilogue(dst + i * ld, w, ep, mk);
-                }
+                bias_act_block(dst, M, w, ld, layers[l].b, layers[l].act, mk);
+                if (last)
+                    for (std::int64_t i = 0; i < M; ++i) apply_epilogue(dst + i * ld, w, ep, mk);
                 in = dense_view<T>(dst, M, w, ld);
             }
         });
@@ -376,10 +386,7 @@ void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
                 const std::int64_t w = layers[l].W.cols;
                 T* dst = act_buf(l);
                 gemm_rows(in, fwd[l], dst, w, false, mk, ws.g);
-                for (std::int64_t i = 0; i < M; ++i) {
-                    add_bias(dst + i * w, w, layers[l].b);
-                    apply_act(dst + i * w, w, layers[l].act, mk);
-                }
+                bias_act_block(dst, M, w, w, layers[l].b, layers[l].act, mk);
                 in = dense_view<T>(dst, M, w, w);
             }
             T* logits = act_buf(L - 1);
