@@ -158,6 +158,10 @@ def pgd(model, X, y=None, *, eps, steps=10, step_size=None, norm="inf", target=N
             it = _run_steps(model, x, x0, lab, yi[s], ti is not None, sign, alpha, eps, nrm,
                             clip_arg, q, steps, early_stop, threads)
             iterations[s] += it
+            if restarts == 1:  # nothing to compare: skip the extra forward pass
+                best = (x, None, None)
+                bar.update(s.stop - s.start)
+                continue
             score, ok = _objective(model, x, yi[s], None if ti is None else ti[s], threads)
             if best is None:
                 best = (x, score, ok)
