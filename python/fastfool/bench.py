@@ -1,0 +1,357 @@
+"""fastfool micro-benchmarks: each kernel against a careful NumPy baseline in the same run.
+
+    fastfool bench [--quick] [--json out.json] [--threads 2] [--only scoring,ce] [--scaling]
+    python bench/run.py ...   (the same, from a source checkout)
+
+Prints a table (median of repeats after a warm-up, fastfool time, baseline time, ratio =
+baseline/fastfool, so > 1 means fastfool is faster) and the machine's ceilings measured in the
+same run (numpy.matmul GFLOP/s on a large square product, copy bandwidth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import fastfool as ff
+from fastfool import kernels as K
+
+
+def median_time(fn, repeats, warmup=1, settle=0.25):
+    """Median wall time of `repeats` calls after `warmup` calls. Sleeps `settle` seconds first:
+    OpenBLAS worker threads keep spinning for a while after a BLAS call and would otherwise steal
+    the cores from whichever code is timed next (fastfool or NumPy alike)."""
+    time.sleep(settle)
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def set_blas_threads(n):
+    """Give NumPy's BLAS the same thread count as fastfool (threadpoolctl when installed)."""
+    try:
+        from threadpoolctl import threadpool_limits
+        return threadpool_limits(n)
+    except ImportError:
+        return None
+
+
+def ceilings(quick, repeats):
+    n = 1024 if quick else 2048
+    out = {}
+    for dt in (np.float32, np.float64):
+        a = np.random.default_rng(0).standard_normal((n, n)).astype(dt)
+        t = median_time(lambda: a @ a, repeats)
+        out[f"matmul_{np.dtype(dt).name}_gflops"] = 2 * n**3 / t / 1e9
+    buf = np.ones(64 * 2**20 // 8 if quick else 256 * 2**20 // 8)
+    dst = np.empty_like(buf)
+    t = median_time(lambda: np.copyto(dst, buf), repeats)
+    out["copy_GBps"] = 2 * buf.nbytes / t / 1e9  # read + write
+    return out
+
+
+def numpy_softmax(S):
+    S = S - S.max(axis=1, keepdims=True)
+    np.exp(S, out=S)
+    S /= S.sum(axis=1, keepdims=True)
+    return S
+
+
+def numpy_ce_grad(X, W, b, y):
+    P = numpy_softmax(X @ W.T + b)
+    loss = -np.log(P[np.arange(len(y)), y])
+    P[np.arange(len(y)), y] -= 1
+    return P @ W, loss
+
+
+def workloads(quick):
+    """(name, shape text, dtype, flops or None, fastfool fn, baseline fn, baseline name)."""
+    rng = np.random.default_rng(1)
+    rows = []
+
+    def scoring(N, D, C, dt, tag=""):
+        X = rng.standard_normal((N, D), dtype=np.float32).astype(dt)
+        W = (rng.standard_normal((C, D), dtype=np.float32) / np.sqrt(D)).astype(dt)
+        b = np.zeros(C, dt)
+        out = np.empty((N, C), dt)
+        fl = 2 * N * D * C
+        shape = f"N={N} D={D} C={C}"
+        rows.append(("scoring" + tag, shape, dt, fl,
+                     lambda t: K.scores(X, W, b, out=out, threads=t),
+                     lambda: np.matmul(X, W.T, out=out), "numpy.matmul"))
+        if dt == np.float32:
+            rows.append(("scoring+softmax" + tag, shape, dt, fl,
+                         lambda t: K.scores(X, W, b, epilogue="softmax", out=out, threads=t),
+                         lambda: np.matmul(X, W.T, out=out), "numpy.matmul alone"))
+
+    if quick:
+        scoring(512, 3072, 256, np.float32)
+        scoring(512, 3072, 256, np.float64)
+    else:
+        scoring(4096, 12288, 1000, np.float32)
+        scoring(2048, 12288, 1000, np.float64)
+
+    def ce(N, D, C, dt):
+        X = rng.standard_normal((N, D), dtype=np.float32).astype(dt)
+        W = (rng.standard_normal((C, D), dtype=np.float32) / np.sqrt(D)).astype(dt)
+        b = np.zeros(C, dt)
+        y = rng.integers(0, C, N)
+        G = np.empty_like(X)
+        rows.append(("ce_grad_linear", f"N={N} D={D} C={C}", dt, 4 * N * D * C,
+                     lambda t: K.ce_grad_linear(X, W, b, y, out=G, threads=t),
+                     lambda: numpy_ce_grad(X, W, b, y), "numpy reference"))
+
+    ce(20000 if quick else 200000, 784, 10, np.float32)
+    ce(1797 if quick else 17970, 64, 10, np.float32)
+
+    def mlp(N, sizes, act, dt):
+        Ws = [(rng.standard_normal((a, c)) / np.sqrt(a)).astype(dt) for a, c in zip(sizes, sizes[1:])]
+        bs = [np.zeros(c, dt) for c in sizes[1:]]
+        acts = [act] * (len(Ws) - 1) + ["identity"]
+        X = rng.standard_normal((N, sizes[0])).astype(dt)
+        y = rng.integers(0, sizes[-1], N)
+        fn = {"tanh": np.tanh, "relu": lambda z: np.maximum(z, 0)}[act]
+        dfn = {"tanh": lambda h: 1 - h * h, "relu": lambda h: (h > 0).astype(dt)}[act]
+
+        def numpy_grad():
+            hs = [X]
+            for W, b in zip(Ws[:-1], bs[:-1]):
+                hs.append(fn(hs[-1] @ W + b))
+            P = numpy_softmax(hs[-1] @ Ws[-1] + bs[-1])
+            P[np.arange(N), y] -= 1
+            d = P
+            for i in range(len(Ws) - 1, 0, -1):
+                d = (d @ Ws[i].T) * dfn(hs[i])
+            return d @ Ws[0].T
+
+        fl = 4 * N * sum(a * c for a, c in zip(sizes, sizes[1:]))
+        rows.append((f"ce_grad_mlp {act}", f"N={N} {'-'.join(map(str, sizes))}", dt, fl,
+                     lambda t: K.ce_grad_mlp(X, Ws, bs, acts, y, threads=t),
+                     numpy_grad, "numpy reference"))
+
+    mlp(2000 if quick else 20000, [64, 50, 20, 10], "tanh", np.float32)
+
+    def backproj(N, sizes, dt):
+        Ps = [(rng.standard_normal((c, a)) / np.sqrt(c)).astype(dt) for a, c in zip(sizes, sizes[1:])][::-1]
+        H = rng.standard_normal((N, sizes[-1])).astype(dt)
+        fl = 2 * N * sum(a * c for a, c in zip(sizes, sizes[1:]))
+
+        def numpy_bp():
+            h = H
+            for P in Ps:
+                h = h @ P
+            return h
+
+        rows.append(("backproject", f"N={N} {'-'.join(map(str, sizes))}", dt, fl,
+                     lambda t: K.backproject(H, Ps, None, "identity", threads=t),
+                     numpy_bp, "numpy matmul chain"))
+
+    backproj(10000 if quick else 100000, [784, 50, 20, 2], np.float32)
+
+    def fgsm_linear(N, D, C, dt):
+        X = rng.uniform(0, 1, (N, D)).astype(dt)
+        W = (rng.standard_normal((C, D)) / np.sqrt(D)).astype(dt)
+        b = np.zeros(C, dt)
+        y = rng.integers(0, C, N)
+        m = ff.LinearModel(W, b)
+
+        def ours(t):  # the fused gradient + step kernel, as ff.fgsm runs it
+            return m._ce_step(X, y, X, t, None, step=0.03, eps=0.03, clip=(0.0, 1.0))
+
+        def numpy_fgsm():
+            G, _ = numpy_ce_grad(X, W, b, y)
+            return np.clip(X + 0.03 * np.sign(G), 0, 1)
+
+        rows.append(("fgsm linear", f"N={N} D={D} C={C}", dt, 4 * N * D * C, ours, numpy_fgsm,
+                     "numpy FGSM (2 matmuls + epilogues)"))
+
+    fgsm_linear(256 if quick else 2000, 3072 if quick else 12288, 100 if quick else 1000, np.float32)
+
+    def pgd_mlp(N, sizes, act, dt):
+        Ws = [(rng.standard_normal((a, c)) * (1.5 / np.sqrt(a))).astype(dt) for a, c in zip(sizes, sizes[1:])]
+        bs = [(rng.standard_normal(c) * 0.1).astype(dt) for c in sizes[1:]]
+        m = ff.MLP(Ws, bs, activation=act)
+        X = rng.uniform(0, 1, (N, sizes[0])).astype(dt)
+        y = rng.integers(0, sizes[-1], N)
+        eps, alpha, steps = 0.1, 0.025, 10
+        fn = {"tanh": np.tanh}[act]
+
+        def numpy_pgd():
+            x = X.copy()
+            for _ in range(steps):
+                hs = [x]
+                for W, b in zip(Ws[:-1], bs[:-1]):
+                    hs.append(fn(hs[-1] @ W + b))
+                P = numpy_softmax(hs[-1] @ Ws[-1] + bs[-1])
+                P[np.arange(N), y] -= 1
+                d = P
+                for i in range(len(Ws) - 1, 0, -1):
+                    d = (d @ Ws[i].T) * (1 - hs[i] * hs[i])
+                g = d @ Ws[0].T
+                x = np.clip(np.clip(x + alpha * np.sign(g), X - eps, X + eps), 0, 1)
+            return x
+
+        fl = 4 * N * steps * sum(a * c for a, c in zip(sizes, sizes[1:]))
+        shape = f"N={N} {'-'.join(map(str, sizes))}"
+        ours = lambda t: ff.pgd(m, X, y, eps=eps, steps=steps, step_size=alpha, random_start=False,
+                                clip=(0, 1), threads=t)
+        rows.append((f"pgd-10 mlp {act}", shape, dt, fl, ours, numpy_pgd, "numpy reference"))
+        try:
+            import torch
+        except ImportError:
+            return
+        torch.set_num_threads(max(1, ff.get_threads()))
+        layers = []
+        for i, (W, b) in enumerate(zip(Ws, bs)):
+            lin = torch.nn.Linear(W.shape[0], W.shape[1])
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(W.T)))
+                lin.bias.copy_(torch.from_numpy(b))
+            layers.append(lin)
+            if i < len(Ws) - 1:
+                layers.append(torch.nn.Tanh())
+        net = torch.nn.Sequential(*layers)
+        Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+
+        def torch_pgd():
+            x = Xt.clone()
+            for _ in range(steps):
+                x.requires_grad_(True)
+                loss = torch.nn.functional.cross_entropy(net(x), yt, reduction="sum")
+                (g,) = torch.autograd.grad(loss, x)
+                with torch.no_grad():
+                    x = torch.clamp(torch.min(torch.max(x + alpha * g.sign(), Xt - eps), Xt + eps), 0, 1)
+            return x
+
+        rows.append((f"pgd-10 mlp {act}", shape, dt, fl, ours, torch_pgd, "torch 2.13 autograd"))
+
+    pgd_mlp(2000 if quick else 20000, [64, 50, 20, 10], "tanh", np.float32)
+    return rows
+
+
+_MEMORY_CHILD = r"""
+import sys, numpy as np, fastfool as ff
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1])  # KiB
+
+N, D = 200000, 784
+rng = np.random.default_rng(0)
+sizes = [784, 50, 20, 10]
+m = ff.MLP([rng.standard_normal((a, c)).astype(np.float32) / np.sqrt(a) for a, c in zip(sizes, sizes[1:])],
+           None, activation="tanh", dtype=np.float32)
+X = rng.random((N, D), dtype=np.float32)  # no float64 temporary: maxrss must start at the inputs
+y = rng.integers(0, 10, N)
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the peak (VmHWM) to the current RSS: what the inputs already hold
+base = status("VmRSS:")
+res = ff.pgd(m, X, y, eps=0.1, steps=10, seed=0, clip=(0, 1), threads=int(sys.argv[1]))
+peak = status("VmHWM:")
+print(base, peak, res.x_adv.nbytes)
+"""
+
+
+def memory_row(threads):
+    """Peak RSS of a PGD run in a fresh process, above what its inputs already hold (Linux:
+    /proc/self/clear_refs resets the high-water mark after the inputs are built)."""
+    out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(threads)], capture_output=True,
+                         text=True, check=True).stdout.split()
+    base_kib, peak_kib, out_bytes = int(out[0]), int(out[1]), int(out[2])
+    outputs = out_bytes / 2**20 + 200000 * 8 * 6 / 2**20  # x_adv + per-row result arrays
+    return {"workload": "memory pgd-10", "shape": "N=200000 D=784", "dtype": "float32",
+            "threads": threads, "peak_above_inputs_mib": (peak_kib - base_kib) / 1024,
+            "outputs_mib": outputs, "budget_mib": outputs + 64}
+
+
+def git_commit():
+    """The source checkout's commit when run from one (None for an installed package)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=os.getcwd()).stdout.strip() or None
+    except OSError:
+        return None
+
+
+def add_arguments(ap):
+    """The benchmark options (shared by `fastfool bench` and bench/run.py)."""
+    ap.add_argument("--quick", action="store_true", help="small shapes, 3 repeats (CI smoke run)")
+    ap.add_argument("--threads", type=int, default=ff.get_threads())
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--json", default=None, help="write the results to this file")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated workload name prefixes to run ('memory' for the RSS row)")
+    ap.add_argument("--scaling", action="store_true", help="also time GEMM rows on 1 thread")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="fastfool bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
+
+
+def run(args):
+    repeats = args.repeats or (3 if args.quick else 7)
+    limit = set_blas_threads(args.threads)
+    ceil = ceilings(args.quick, repeats)
+    print(f"fastfool {ff.__version__}  simd={ff.get_simd()}  threads={args.threads}  "
+          f"commit={git_commit()}  {platform.processor() or platform.machine()}")
+    print("ceilings: " + "  ".join(f"{k}={v:.1f}" for k, v in ceil.items()))
+    hdr = f"{'workload':<22}{'shape':<28}{'dtype':<9}{'fastfool ms':>12}{'baseline ms':>12}{'ratio':>8}{'GFLOP/s':>9}  baseline"
+    print(hdr)
+    print("-" * len(hdr))
+    results = []
+    only = args.only.split(",") if args.only else None
+    for name, shape, dt, fl, ours, base, base_name in workloads(args.quick):
+        if only and not any(name.startswith(o) for o in only):
+            continue
+        thread_list = [args.threads] + ([1] if args.scaling and args.threads != 1 and name.startswith("scoring") else [])
+        for t in thread_list:
+            if t != args.threads:
+                set_blas_threads(t)
+            t_ours = median_time(lambda: ours(t), repeats)
+            t_base = median_time(base, repeats)
+            if t != args.threads:
+                set_blas_threads(args.threads)
+            row = {"workload": name, "shape": shape, "dtype": np.dtype(dt).name, "threads": t,
+                   "fastfool_s": t_ours, "baseline_s": t_base, "baseline": base_name,
+                   "ratio": t_base / t_ours, "gflops": fl / t_ours / 1e9 if fl else None}
+            results.append(row)
+            print(f"{name:<22}{shape:<28}{row['dtype']:<9}{t_ours * 1e3:>12.2f}{t_base * 1e3:>12.2f}"
+                  f"{row['ratio']:>8.2f}{(row['gflops'] or 0):>9.1f}  {base_name}"
+                  + (f" (t={t})" if t != args.threads else ""))
+    if not args.quick and (not only or "memory" in only):
+        mem = memory_row(args.threads)
+        results.append(mem)
+        print(f"memory: PGD-10 over N=200000 D=784 (784-50-20-10 tanh): peak RSS above inputs "
+              f"{mem['peak_above_inputs_mib']:.0f} MiB; outputs {mem['outputs_mib']:.0f} MiB + 64 MiB "
+              f"budget = {mem['budget_mib']:.0f} MiB")
+    if args.json:
+        doc = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": git_commit(),
+               "machine": platform.platform(), "cpu_count": os.cpu_count(), "simd": ff.simd_info(),
+               "threads": args.threads, "repeats": repeats, "quick": args.quick,
+               "ceilings": ceil, "results": results}
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=2, default=str)
+        print(f"wrote {args.json}")
+    del limit
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The ``fastfool`` command line (also ``python -m fastfool``).
+
+    fastfool demo          train digits classifiers and run the attack suite on them (default)
+    fastfool info          version, SIMD path, threads
+    fastfool bench         the micro-benchmarks (see ``fastfool bench --help``)
+
+User mistakes end in one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+
+EXAMPLES = """examples:
+  fastfool demo                 fool digits classifiers with every attack and print a table
+  fastfool demo --threads 1     the same on one thread
+  fastfool info                 what the kernels run on
+  fastfool bench --quick        a quick run of the micro-benchmarks
+"""
+
+
+def _info(args) -> int:
+    import fastfool as ff
+
+    info = ff.simd_info()
+    print(f"fastfool {ff.__version__}")
+    print(f"simd: {info['active']} (detected {info['detected']}); threads: {info['threads']}")
+    print(f"micro-kernel tiles (mr, nr, kc, mc): float32 {info['tile_float32']}, "
+          f"float64 {info['tile_float64']}")
+    print("cuda: not built (the CUDA backend is not part of this version)")
+    return 0
+
+
+def _bench(args) -> int:
+    from . import bench
+
+    return bench.run(args)
+
+
+def _demo(args) -> int:
+    import numpy as np
+
+    import fastfool as ff
+
+    if args.threads is not None:
+        ff.set_threads(args.threads)
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.ensemble import RandomForestClassifier
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.neural_network import MLPClassifier
+    except ImportError:
+        raise SystemExit("fastfool: error: the demo needs scikit-learn (pip install scikit-learn)")
+    t_start = time.perf_counter()
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32)
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if not args.quiet else (lambda msg: None)
+    say("training LogisticRegression, MLPClassifier (tanh; identity 50-20-2 on digits 0-3), "
+        "RandomForest on scikit-learn's digits ...")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lr = LogisticRegression(max_iter=2000).fit(X, y)
+        mlp = MLPClassifier((50, 20), activation="tanh", max_iter=300, random_state=0).fit(X, y)
+        keep = y < 4
+        ident = MLPClassifier((50, 20, 2), activation="identity", max_iter=300,
+                              random_state=21).fit(X[keep], y[keep])
+        rf = RandomForestClassifier(100, random_state=0).fit(X, y)
+    m_lr = ff.from_sklearn(lr, dtype=np.float32)
+    m_mlp = ff.from_sklearn(mlp, dtype=np.float32)
+    m_id = ff.from_sklearn(ident, dtype=np.float32)
+    clip = (0.0, 1.0)
+    codes = m_id.hidden(X[keep], -1)[:200] * 5
+    jobs = [
+        ("fgsm Linf 0.1", "logreg", lambda: ff.fgsm(m_lr, X, y, eps=0.1, clip=clip)),
+        ("pgd-10 Linf 0.1", "logreg", lambda: ff.pgd(m_lr, X, y, eps=0.1, seed=0, clip=clip)),
+        ("minimal L2 (exact)", "logreg", lambda: ff.minimal(m_lr, X, y)),
+        ("template from noise", "logreg", lambda: ff.template(m_lr, None, target=np.tile(np.arange(10), 5),
+                                                              start="noise", n=50, seed=0)),
+        ("far points p>=0.99", "logreg", lambda: ff.far_points(m_lr, X)),
+        ("fgsm Linf 0.1", "mlp tanh", lambda: ff.fgsm(m_mlp, X, y, eps=0.1, clip=clip)),
+        ("pgd-10 Linf 0.1", "mlp tanh", lambda: ff.pgd(m_mlp, X, y, eps=0.1, seed=0, clip=clip)),
+        ("deepfool L2", "mlp tanh", lambda: ff.deepfool(m_mlp, X, y, clip=clip)),
+        ("pseudo-inverse", "mlp identity", lambda: ff.invert(m_id, codes, layer=-1)),
+        ("far points (2-unit layer)", "mlp identity", lambda: ff.far_points(m_id, X[keep], layer=-1)),
+        ("score attack Linf 0.2", "random forest", lambda: ff.score_attack(rf, X[:200], y[:200], eps=0.2,
+                                                                           max_queries=300, clip=clip)),
+    ]
+    rows = []
+    for i, (name, model, fn) in enumerate(jobs):
+        say(f"[{i + 1}/{len(jobs)}] {name} on {model} ...")
+        res = fn()
+        rows.append((name, model, res.summary()))
+    print(f"{'attack':<26}{'model':<15}{'success':>8}{'med L2':>9}{'med Linf':>9}{'conf':>7}{'rows/s':>12}")
+    for name, model, s in rows:
+        l2 = "-" if s["median_l2"] != s["median_l2"] else f"{s['median_l2']:.3f}"
+        li = "-" if s["median_linf"] != s["median_linf"] else f"{s['median_linf']:.3f}"
+        print(f"{name:<26}{model:<15}{100 * s['success_rate']:>7.1f}%{l2:>9}{li:>9}"
+              f"{s['mean_confidence']:>7.3f}{s['rows_per_second']:>12,.0f}")
+    say(f"done in {time.perf_counter() - t_start:.1f} s (success and norms are measured on the "
+        "returned inputs; medians over successful rows)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="fastfool", description=__doc__, epilog=EXAMPLES,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command")
+    p = sub.add_parser("demo", help="run the attack suite on digits classifiers (default)",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=None, help="kernel threads (default: all CPUs)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=_demo)
+    p = sub.add_parser("info", help="version, SIMD path, threads")
+    p.set_defaults(func=_info)
+    from .bench import add_arguments
+
+    p = sub.add_parser("bench", help="micro-benchmarks against NumPy (and PyTorch when installed)",
+                       description="Prints a table and, with --json, writes the results.")
+    add_arguments(p)
+    p.set_defaults(func=_bench)
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.command is None:
+        args = ap.parse_args(["demo"] + list(argv or []))
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
+        print(f"fastfool: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fastfool: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
