@@ -24,6 +24,7 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
 from . import kernels
 from .attacks import (ConfidenceMap, certify, confidence_map, deepfool, far_points, fgsm, invert,
                       minimal, pgd, robustness_curve, score_attack, template, transfer)
+from .io import load_model, save_model
 from .result import AttackResult
 from .svm import KernelSVM
 from ._runtime import get_simd, get_threads, set_simd, set_threads, simd_info
@@ -37,6 +38,8 @@ __all__ = [
     "Model",
     "KernelSVM",
     "from_sklearn",
+    "save_model",
+    "load_model",
     "kernels",
     "AttackResult",
     "fgsm",

@@ -1,6 +1,7 @@
 """The ``fastfool`` command line (also ``python -m fastfool``).
 
     fastfool demo          train digits classifiers and run the attack suite on them (default)
+    fastfool attack        run one attack on your model and data, save the adversarial inputs
     fastfool info          version, SIMD path, threads
     fastfool bench         the micro-benchmarks (see ``fastfool bench --help``)
 
@@ -17,6 +18,8 @@ import warnings
 EXAMPLES = """examples:
   fastfool demo                 fool digits classifiers with every attack and print a table
   fastfool demo --threads 1     the same on one thread
+  fastfool attack --model m.npz --data X.npy --labels y.npy --attack pgd --eps 0.03 --out adv.npz
+  fastfool attack --model clf.joblib --trust-pickle --data X.csv --attack deepfool --format json
   fastfool info                 what the kernels run on
   fastfool bench --quick        a quick run of the micro-benchmarks
 """
@@ -104,6 +107,81 @@ def _demo(args) -> int:
     return 0
 
 
+_ATTACKS = ("fgsm", "pgd", "deepfool", "minimal", "template")
+
+
+def _load_model_arg(path, trust_pickle):
+    import fastfool as ff
+
+    if str(path).endswith(".npz"):
+        return ff.load_model(path)
+    if not trust_pickle:
+        raise ValueError(f"{path}: only fastfool .npz models load by default; a pickle/joblib file "
+                         "runs code when loaded, so pass --trust-pickle only for files you trust")
+    import pickle
+
+    try:
+        import joblib
+
+        est = joblib.load(path)
+    except ImportError:
+        with open(path, "rb") as f:
+            est = pickle.load(f)
+    return ff.from_sklearn(est)
+
+
+def _attack(args) -> int:
+    import json
+
+    import numpy as np
+
+    import fastfool as ff
+    from .datasets import load_array
+
+    model = _load_model_arg(args.model, args.trust_pickle)
+    X = load_array(args.data)
+    if X.ndim > 2:
+        X = X.reshape(X.shape[0], -1)
+    if X.dtype.kind in "iub":  # raw images (e.g. IDX uint8): scale explicitly by --scale
+        X = X.astype(model.dtype)
+    X = X.astype(model.dtype, copy=False) * model.dtype.type(args.scale)
+    if X.ndim != 2 or X.shape[1] != model.n_features_in_:
+        raise ValueError(f"{args.data}: {X.shape[-1] if X.ndim else 0} features per row, but the "
+                         f"model expects {model.n_features_in_}")
+    y = None if args.labels is None else load_array(args.labels, name="y").reshape(-1)
+    clip = None if args.clip is None else tuple(args.clip)
+    kw = dict(threads=args.threads)
+    if args.attack in ("fgsm", "pgd"):
+        if args.eps is None:
+            raise ValueError(f"--eps is required for {args.attack}")
+        kw.update(eps=args.eps, norm=args.norm, clip=clip, target=args.target)
+        if args.attack == "pgd":
+            kw.update(steps=args.steps, seed=args.seed)
+    elif args.attack == "deepfool":
+        kw.update(norm=args.norm, clip=clip)
+    elif args.attack == "minimal":
+        kw.update(norm=args.norm, target=args.target)
+    elif args.attack == "template":
+        if args.target is None:
+            raise ValueError("--target is required for template")
+        kw.update(target=args.target, clip=clip)
+    if args.target is not None and args.target not in ("random", "least_likely", "all"):
+        cls = model.classes_
+        kw["target"] = np.asarray(args.target).astype(cls.dtype) if cls.dtype.kind != "U" else args.target
+    fn = getattr(ff, args.attack)
+    res = fn(model, X, **kw) if args.attack == "template" else fn(model, X, y, **kw)
+    if args.out:
+        res.save(args.out)
+    s = res.summary()
+    if args.format == "json":
+        print(json.dumps(s, default=float))
+    else:
+        print(repr(res))
+        if args.out:
+            print(f"saved {res.n} rows to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fastfool", description=__doc__, epilog=EXAMPLES,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -113,6 +191,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="kernel threads (default: all CPUs)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=_demo)
+    p = sub.add_parser("attack", help="run one attack on a model and data",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True,
+                   help="a model .npz written by ff.save_model (or, with --trust-pickle, a joblib/pickle "
+                        "scikit-learn estimator)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow loading pickle/joblib models (they run code when loaded)")
+    p.add_argument("--data", required=True, help="inputs: .npy, .npz, .csv or IDX (MNIST)")
+    p.add_argument("--labels", default=None, help="labels (same formats); default: the model's predictions")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply the data by this (e.g. 1/255)")
+    p.add_argument("--attack", required=True, choices=_ATTACKS)
+    p.add_argument("--eps", type=float, default=None)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--norm", default="inf", choices=["inf", "2"])
+    p.add_argument("--target", default=None, help="a label, 'random', 'least_likely' or 'all'")
+    p.add_argument("--clip", type=float, nargs=2, metavar=("LO", "HI"), default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default=None, help="save the AttackResult here (.npz)")
+    p.add_argument("--format", default="table", choices=["table", "json"])
+    p.set_defaults(func=_attack)
     p = sub.add_parser("info", help="version, SIMD path, threads")
     p.set_defaults(func=_info)
     from .bench import add_arguments

@@ -1,0 +1,160 @@
+"""Model files (save/load, malformed files), data loading (IDX, CSV, npz) and `fastfool attack`."""
+
+from __future__ import annotations
+
+import gzip
+import warnings
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
+from sklearn.svm import SVC
+
+import fastfool as ff
+from fastfool.datasets import load_array, load_idx
+
+
+@pytest.fixture(scope="module")
+def models():
+    X, y = load_digits(return_X_y=True)
+    X = X / 16
+    names = np.array(list("abcdefghij"))[y]
+    keep = y < 2
+    warnings.simplefilter("ignore")  # convergence warnings: fit quality is not under test
+    return X, y, [
+        ff.from_sklearn(LogisticRegression(max_iter=300).fit(X, names)),
+        ff.from_sklearn(LogisticRegression(max_iter=300).fit(X[keep], y[keep]), dtype=np.float32),
+        ff.from_sklearn(MLPClassifier((7, 5), activation="tanh", max_iter=50, random_state=0).fit(X, y)),
+        ff.from_sklearn(SVC(kernel="poly", coef0=1).fit(X[keep], y[keep])),
+    ]
+
+
+def test_save_load_roundtrip(tmp_path, models):
+    X, _, ms = models
+    for i, m in enumerate(ms):
+        path = tmp_path / f"m{i}.npz"
+        ff.save_model(m, path)
+        back = ff.load_model(path)
+        assert type(back) is type(m) and back.dtype == m.dtype
+        np.testing.assert_array_equal(back.classes_, m.classes_)
+        np.testing.assert_array_equal(back.predict_proba(X), m.predict_proba(X))
+        with np.load(path, allow_pickle=False) as f:  # loads without pickle
+            assert str(f["format"]) == "fastfool.model" and int(f["version"]) == 1
+
+
+def _write(path, **fields):
+    np.savez(path, **fields)
+    return path
+
+
+def test_malformed_model_files_are_rejected(tmp_path, models):
+    good = dict(format=np.array("fastfool.model"), version=np.array(1), dtype=np.array("float64"),
+                classes=np.arange(3), kind=np.array("linear"), W=np.ones((3, 4)), b=np.zeros(3))
+    cases = {
+        "no format": ({k: v for k, v in good.items() if k != "format"}, "missing field 'format'"),
+        "wrong format": ({**good, "format": np.array("other")}, "not a fastfool model"),
+        "future version": ({**good, "version": np.array(99)}, "unsupported model format version 99"),
+        "bad dtype": ({**good, "dtype": np.array("float16")}, "float32 or float64"),
+        "bad kind": ({**good, "kind": np.array("forest")}, "unknown model kind 'forest'"),
+        "shape mismatch": ({**good, "b": np.zeros(5)}, r"b: expected shape \(3,\)"),
+        "nan weights": ({**good, "W": np.full((3, 4), np.nan)}, "W: contains NaN"),
+        "classes mismatch": ({**good, "classes": np.arange(2)}, "classes: expected 3 labels"),
+        "object array": ({**good, "W": np.array([object()] * 4, dtype=object)}, "without pickle"),
+        "bad activation": (dict(format=np.array("fastfool.model"), version=np.array(1),
+                                dtype=np.array("float64"), classes=np.arange(2), kind=np.array("mlp"),
+                                n_layers=np.array(2), W0=np.ones((4, 3)), b0=np.zeros(3),
+                                W1=np.ones((3, 2)), b1=np.zeros(2), activations=np.array(["gelu"])),
+                           "unknown 'gelu'"),
+        "missing layer": (dict(format=np.array("fastfool.model"), version=np.array(1),
+                               dtype=np.array("float64"), classes=np.arange(2), kind=np.array("mlp"),
+                               n_layers=np.array(3), W0=np.ones((4, 3)), b0=np.zeros(3),
+                               W1=np.ones((3, 2)), b1=np.zeros(2), activations=np.array(["relu"])),
+                          "missing field 'W2'"),
+    }
+    for name, (fields, msg) in cases.items():
+        path = _write(tmp_path / f"{name.replace(' ', '_')}.npz", **fields)
+        with pytest.raises(ValueError, match=msg):
+            ff.load_model(path)
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"this is not a zip file")
+    with pytest.raises(ValueError, match="not a"):
+        ff.load_model(junk)
+    with pytest.raises(FileNotFoundError):
+        ff.load_model(tmp_path / "missing.npz")
+
+
+def _write_idx(path, arr, code):
+    header = bytes([0, 0, code, arr.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in arr.shape)
+    data = header + arr.astype(arr.dtype.newbyteorder(">")).tobytes()
+    if str(path).endswith(".gz"):
+        with gzip.open(path, "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+
+
+def test_idx_csv_npz_loading(tmp_path):
+    imgs = np.random.default_rng(0).integers(0, 256, (5, 28, 28)).astype(np.uint8)
+    _write_idx(tmp_path / "images-idx3-ubyte", imgs, 0x08)
+    np.testing.assert_array_equal(load_idx(tmp_path / "images-idx3-ubyte"), imgs)
+    _write_idx(tmp_path / "f-idx2.gz", imgs[:, 0, :].astype(np.float32), 0x0D)
+    np.testing.assert_array_equal(load_idx(tmp_path / "f-idx2.gz"), imgs[:, 0, :].astype(np.float32))
+    bad = tmp_path / "bad-idx"
+    bad.write_bytes(bytes([0, 0, 8, 2, 0, 0, 0, 5, 0, 0, 0, 5, 1, 2]))
+    with pytest.raises(ValueError, match="data bytes"):
+        load_idx(bad)
+    (tmp_path / "x.csv").write_text("1,2,3\n4,5,6\n")
+    np.testing.assert_array_equal(load_array(tmp_path / "x.csv"), [[1, 2, 3], [4, 5, 6]])
+    np.savez(tmp_path / "d.npz", X=np.ones((2, 2)), y=np.zeros(2))
+    assert load_array(tmp_path / "d.npz").shape == (2, 2)
+    assert load_array(tmp_path / "d.npz", name="y").shape == (2,)
+    with pytest.raises(ValueError, match="unknown data format"):
+        (tmp_path / "x.txt").write_text("1")
+        load_array(tmp_path / "x.txt")
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "fastfool", *map(str, args)], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_cli_attack_end_to_end(tmp_path, models):
+    X, y, ms = models
+    m = ms[2]  # the MLP
+    ff.save_model(m, tmp_path / "m.npz")
+    np.save(tmp_path / "X.npy", X[:100])
+    np.save(tmp_path / "y.npy", y[:100])
+    r = cli("attack", "--model", tmp_path / "m.npz", "--data", tmp_path / "X.npy", "--labels",
+            tmp_path / "y.npy", "--attack", "pgd", "--eps", "0.1", "--clip", "0", "1", "--out",
+            tmp_path / "adv.npz", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    import json
+    summary = json.loads(r.stdout)
+    res = ff.AttackResult.load(tmp_path / "adv.npz")
+    assert summary["rows"] == 100 and summary["success_rate"] == pytest.approx(res.success.mean())
+    np.testing.assert_array_equal(res.pred, m.predict(res.x_adv))
+    assert np.all(res.linf <= 0.1 + 1e-12)
+
+
+def test_cli_attack_refuses_pickles_and_bad_shapes(tmp_path, models):
+    X, y, _ = models
+    est = LogisticRegression(max_iter=200).fit(X, y)
+    with open(tmp_path / "clf.pkl", "wb") as f:
+        pickle.dump(est, f)
+    np.save(tmp_path / "X.npy", X[:20])
+    r = cli("attack", "--model", tmp_path / "clf.pkl", "--data", tmp_path / "X.npy", "--attack", "deepfool")
+    assert r.returncode == 2 and "--trust-pickle" in r.stderr and "Traceback" not in r.stderr
+    r = cli("attack", "--model", tmp_path / "clf.pkl", "--trust-pickle", "--data", tmp_path / "X.npy",
+            "--attack", "deepfool")
+    assert r.returncode == 0, r.stderr
+    np.save(tmp_path / "X5.npy", X[:20, :5])
+    r = cli("attack", "--model", tmp_path / "clf.pkl", "--trust-pickle", "--data", tmp_path / "X5.npy",
+            "--attack", "fgsm", "--eps", "0.1")
+    assert r.returncode == 2 and "expects 64" in r.stderr
+    r = cli("attack", "--model", tmp_path / "nope.npz", "--data", tmp_path / "X.npy", "--attack", "fgsm")
+    assert r.returncode == 2 and r.stderr.startswith("fastfool: error:")
