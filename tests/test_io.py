@@ -25,13 +25,14 @@ def models():
     X = X / 16
     names = np.array(list("abcdefghij"))[y]
     keep = y < 2
-    warnings.simplefilter("ignore")  # convergence warnings: fit quality is not under test
-    return X, y, [
-        ff.from_sklearn(LogisticRegression(max_iter=300).fit(X, names)),
-        ff.from_sklearn(LogisticRegression(max_iter=300).fit(X[keep], y[keep]), dtype=np.float32),
-        ff.from_sklearn(MLPClassifier((7, 5), activation="tanh", max_iter=50, random_state=0).fit(X, y)),
-        ff.from_sklearn(SVC(kernel="poly", coef0=1).fit(X[keep], y[keep])),
-    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence warnings: fit quality is not under test
+        return X, y, [
+            ff.from_sklearn(LogisticRegression(max_iter=300).fit(X, names)),
+            ff.from_sklearn(LogisticRegression(max_iter=300).fit(X[keep], y[keep]), dtype=np.float32),
+            ff.from_sklearn(MLPClassifier((7, 5), activation="tanh", max_iter=50, random_state=0).fit(X, y)),
+            ff.from_sklearn(SVC(kernel="poly", coef0=1).fit(X[keep], y[keep])),
+        ]
 
 
 def test_save_load_roundtrip(tmp_path, models):
