@@ -91,10 +91,11 @@ def _demo(args) -> int:
         ("score attack Linf 0.2", "random forest", lambda: ff.score_attack(rf, X[:200], y[:200], eps=0.2,
                                                                            max_queries=300, clip=clip)),
     ]
-    rows = []
+    rows, results = [], {}
     for i, (name, model, fn) in enumerate(jobs):
         say(f"[{i + 1}/{len(jobs)}] {name} on {model} ...")
         res = fn()
+        results[(name, model)] = res
         rows.append((name, model, res.summary()))
     print(f"{'attack':<26}{'model':<15}{'success':>8}{'med L2':>9}{'med Linf':>9}{'conf':>7}{'rows/s':>12}")
     for name, model, s in rows:
@@ -102,9 +103,59 @@ def _demo(args) -> int:
         li = "-" if s["median_linf"] != s["median_linf"] else f"{s['median_linf']:.3f}"
         print(f"{name:<26}{model:<15}{100 * s['success_rate']:>7.1f}%{l2:>9}{li:>9}"
               f"{s['mean_confidence']:>7.3f}{s['rows_per_second']:>12,.0f}")
+    if args.out:
+        written = _demo_figures(args.out, X, y, keep, m_lr, m_mlp, m_id, results)
+        say(f"figures: {', '.join(written)}" if written else
+            "figures skipped: matplotlib is not installed (pip install 'fastfool[plot]')")
     say(f"done in {time.perf_counter() - t_start:.1f} s (success and norms are measured on the "
         "returned inputs; medians over successful rows)")
     return 0
+
+
+def _demo_figures(out, X, y, keep, m_lr, m_mlp, m_id, results):
+    import os
+
+    import numpy as np
+
+    import fastfool as ff
+
+    try:
+        from . import plot
+    except ImportError:
+        return []
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return []
+    os.makedirs(out, exist_ok=True)
+    paths = []
+
+    def save(name, fig):
+        path = os.path.join(out, name)
+        fig.savefig(path, dpi=100)
+        paths.append(path)
+
+    save("templates.png", plot.templates(m_lr, (8, 8)))
+    pg = results[("pgd-10 Linf 0.1", "mlp tanh")]
+    fooled = np.flatnonzero(pg.success)[:8]
+    sub = ff.AttackResult(pg.x_adv[fooled], pg.success[fooled], pg.pred[fooled],
+                          pg.confidence[fooled], pg.l2[fooled], pg.linf[fooled],
+                          pg.iterations[fooled], y=pg.y[fooled], attack="pgd-10 (tanh MLP)")
+    save("pgd_mlp_grid.png", plot.adversarial_grid(X[fooled], sub, (8, 8)))
+    H = m_id.hidden(X[keep], -1)
+    lim = float(np.abs(H).max()) * 12
+    cmap = ff.confidence_map(m_id, (-lim, lim), (-lim, lim), resolution=400, layer=-1)
+    far = results[("far points (2-unit layer)", "mlp identity")]
+    save("hidden_layer_map.png", plot.confidence_map(
+        cmap, X=H, y=y[keep], far=m_id.hidden(far.x_adv, -1),
+        title="2-unit hidden layer of the identity MLP (digits 0-3); stars: far points"))
+    save("backprojected_digits.png", plot.images(
+        far.x_adv, (8, 8), titles=[f"{p} ({c:.3f})" for p, c in zip(far.pred, far.confidence)],
+        title="far points of the 2-unit layer, back-projected (label, probability)"))
+    curves = {"pgd L-inf, logreg": ff.robustness_curve(m_lr, X[:400], y[:400], [0, 0.02, 0.05, 0.1, 0.2], steps=10, seed=0),
+              "pgd L-inf, tanh MLP": ff.robustness_curve(m_mlp, X[:400], y[:400], [0, 0.02, 0.05, 0.1, 0.2], steps=10, seed=0)}
+    save("robustness.png", plot.robustness_curves(curves, xlabel="epsilon (L-inf)"))
+    return paths
 
 
 _ATTACKS = ("fgsm", "pgd", "deepfool", "minimal", "template")
@@ -190,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=None, help="kernel threads (default: all CPUs)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--out", default="fastfool-demo",
+                   help="folder for the figures (needs matplotlib; '' to skip; default fastfool-demo)")
     p.set_defaults(func=_demo)
     p = sub.add_parser("attack", help="run one attack on a model and data",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
