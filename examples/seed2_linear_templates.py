@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression
 import fastfool as ff
 
 
-def main(verbose=True, imagenet_rows=64):
+def main(verbose=True, imagenet_rows=64, out_dir=None):
     X, y = load_digits(return_X_y=True)
     X = X / 16.0
     with warnings.catch_warnings():
@@ -35,6 +35,14 @@ def main(verbose=True, imagenet_rows=64):
     fooled = ff.fgsm(big, Xi, eps=2 / 255, clip=(0, 1))
     out = {"accuracy": float(clf.score(X, y)), "templates": templates, "into_each": into_each,
            "from_noise": from_noise, "every": every, "imagenet": fooled}
+    if out_dir:
+        from fastfool import plot
+        plot.templates(m, (8, 8), path=f"{out_dir}/seed2_templates.png")
+        plot.adversarial_grid(np.repeat(img, 10, axis=0), into_each, (8, 8), n=10,
+                              path=f"{out_dir}/seed2_one_image_into_every_class.png")
+        plot.images(from_noise.x_adv, (8, 8), path=f"{out_dir}/seed2_from_noise.png",
+                    titles=[f"{p} ({c:.2f})" for p, c in zip(from_noise.pred, from_noise.confidence)],
+                    title="noise + template: label (probability)")
     if verbose:
         print(f"digits softmax accuracy {out['accuracy']:.3f}")
         print(f"image of a {y[0]} fooled into each class: success {into_each.success.mean():.0%}, "
@@ -48,4 +56,5 @@ def main(verbose=True, imagenet_rows=64):
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+    main(out_dir=sys.argv[sys.argv.index("--out") + 1] if "--out" in sys.argv else None)

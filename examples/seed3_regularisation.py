@@ -15,7 +15,7 @@ from sklearn.model_selection import train_test_split
 import fastfool as ff
 
 
-def main(verbose=True, Cs=(1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)):
+def main(verbose=True, Cs=(1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0), out_dir=None):
     X, y = load_digits(return_X_y=True)
     X = X / 16.0
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.3, random_state=0)
@@ -31,6 +31,9 @@ def main(verbose=True, Cs=(1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)):
         rows.append({"C": C, "accuracy": float(clf.score(Xte, yte)),
                      "mean_min_l2": float(np.mean(res.l2)), "mean_radius": float(np.mean(radius)),
                      "fooled": float(np.mean(res.success))})
+    if out_dir:
+        from fastfool import plot
+        plot.regularisation(rows, path=f"{out_dir}/seed3_regularisation.png")
     if verbose:
         print(f"{'C':>8}{'accuracy':>10}{'mean minimal L2':>17}")
         for r in rows:
@@ -39,4 +42,5 @@ def main(verbose=True, Cs=(1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)):
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+    main(out_dir=sys.argv[sys.argv.index("--out") + 1] if "--out" in sys.argv else None)

@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 import fastfool as ff
 
 
-def main(verbose=True, resolution=1000):
+def main(verbose=True, resolution=1000, out_dir=None):
     iris = load_iris()
     X, y = iris.data[:, 2:], iris.target
     clf = LogisticRegression(max_iter=100).fit(X, y)
@@ -28,6 +28,11 @@ def main(verbose=True, resolution=1000):
            "points": [(tuple(float(v) for v in p), str(names[int(np.argmax(q))]), float(q.max()))
                       for p, q in zip(pts, P)],
            "far_points": far, "map": cmap}
+    if out_dir:
+        from fastfool import plot
+        plot.confidence_map(cmap, X=X, y=y, far=pts, classes=list(names),
+                            path=f"{out_dir}/seed4_iris_far_points.png",
+                            title="iris, LogisticRegression on petal length/width; stars: the seed's far points")
     if verbose:
         print(f"training accuracy {out['accuracy']:.3f}")
         for p, name, conf in out["points"]:
@@ -41,4 +46,5 @@ def main(verbose=True, resolution=1000):
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+    main(out_dir=sys.argv[sys.argv.index("--out") + 1] if "--out" in sys.argv else None)

@@ -18,7 +18,7 @@ from sklearn.neural_network import MLPClassifier
 import fastfool as ff
 
 
-def main(verbose=True, max_iter=300):
+def main(verbose=True, max_iter=300, out_dir=None):
     X, y = load_digits(return_X_y=True)
     keep = y < 4
     X, y = X[keep] / 16.0, y[keep]
@@ -41,6 +41,17 @@ def main(verbose=True, max_iter=300):
     out = {"accuracy_identity": float(ident.score(X, y)), "accuracy_tanh": float(tanh.score(X, y)),
            "hidden": H, "far": far, "images": images, "nearest": nearest, "tanh_inverse": inv_t,
            "hidden_tanh": Ht}
+    if out_dir:
+        from fastfool import plot
+        lim = float(np.abs(H).max()) * 12
+        cmap = ff.confidence_map(m, (-lim, lim), (-lim, lim), resolution=400, layer=-1)
+        plot.confidence_map(cmap, X=H, y=y, far=codes, path=f"{out_dir}/seed5_hidden_layer.png",
+                            title="(50, 20, 2) identity MLP: the 2-unit layer; stars: far codes")
+        plot.images(far.x_adv, (8, 8), titles=[f"{p} ({c:.3f})" for p, c in zip(far.pred, far.confidence)],
+                    path=f"{out_dir}/seed5_backprojected.png", title="back-projected far codes")
+        plot.images(np.vstack([X[:4], nearest.x_adv]), (8, 8), cols=4,
+                    titles=[f"real {v}" for v in y[:4]] + [f"-> {p}" for p in nearest.pred],
+                    path=f"{out_dir}/seed5_nearest.png", title="x0 variant: real digits, nearest input with the far code")
     if verbose:
         print(f"identity MLP accuracy {out['accuracy_identity']:.3f}; tanh MLP {out['accuracy_tanh']:.3f}")
         for c, conf, d in zip(far.pred, far.confidence, far.extra["distance"]):
@@ -54,4 +65,5 @@ def main(verbose=True, max_iter=300):
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+    main(out_dir=sys.argv[sys.argv.index("--out") + 1] if "--out" in sys.argv else None)

@@ -70,3 +70,25 @@ def test_seed5_backprojection():
     # the 8 corner values are clamped at the last layer, and more below (back-projected values
     # of the tanh layers underneath also leave (-1, 1)); the result stays finite
     assert inv.extra["clamped"][0] >= 8 and np.all(np.isfinite(inv.x_adv))
+
+
+def test_seed6_linear_vs_rbf_svm(tmp_path):
+    out = load("seed6_svm_iris").main(verbose=False, resolution=100, out_dir=tmp_path)
+    assert out["accuracy_linear"] > 0.9 and out["accuracy_rbf"] > 0.9
+    assert np.all(out["far_confidence"]["linear"] > 0.99)
+    assert np.all(out["far_confidence"]["rbf"] < 0.7)  # decays to sigmoid(intercept) far away
+    assert (tmp_path / "seed6_rbf_svm.png").stat().st_size > 5000
+
+
+def test_seed7_black_box_forest():
+    out = load("seed7_blackbox_forest").main(verbose=False, rows=60, max_queries=300)
+    res = out["result"]
+    assert out["fooled"] > 0.5 and np.all(res.queries <= 300) and np.all(res.linf <= 0.2 + 1e-12)
+
+
+def test_examples_write_their_figures(tmp_path):
+    load("seed5_mlp_backprojection").main(verbose=False, max_iter=100, out_dir=tmp_path)
+    load("seed3_regularisation").main(verbose=False, Cs=(0.01, 1.0), out_dir=tmp_path)
+    names = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert names == ["seed3_regularisation.png", "seed5_backprojected.png", "seed5_hidden_layer.png",
+                     "seed5_nearest.png"]
