@@ -275,28 +275,12 @@ void update_impl(const py::array& X, const py::array& G, const py::array& X0, bo
                  double quantum, const py::array& out, int threads) {
     auto x = in_mat<T>(X, "x");
     auto g = in_mat<T>(G, "grad");
-    auto x0 = in_mat<T>(X0, "x0");
     if (g.rows != x.rows || g.cols != x.cols)
         throw py::value_error("grad: expected shape " + shape_str(X) + ", got " + shape_str(G));
-    if (x0.rows != x.rows || x0.cols != x.cols)
-        throw py::value_error("x0: expected shape " + shape_str(X) + ", got " + shape_str(X0));
-    if (!(eps >= 0.0)) throw py::value_error("eps: must be >= 0 (inf allowed), not NaN or negative");
-    if (!std::isfinite(alpha)) throw py::value_error("step: must be finite");
-    if (!(quantum >= 0.0) || !std::isfinite(quantum))
-        throw py::value_error("quantum: must be a finite value >= 0 (0 = no quantisation)");
-    auto bound = [&](const py::object& o, const char* name) -> VecView<T> {
-        if (o.is_none()) return {};
-        auto a = py::reinterpret_borrow<py::array>(o);
-        check_dtype<T>(a, name);
-        if (a.ndim() == 0) return {static_cast<const T*>(a.data()), x.cols, 0};
-        return in_vec<T>(o, x.cols, name);
-    };
-    auto lv = bound(lo, "lo"), hv = bound(hi, "hi");
-    std::int64_t ldo;
-    T* o = out_mat<T>(out, x.rows, x.cols, ldo, "out");
+    const StepSpec<T> st = step_spec<T>(x, X0, l2, alpha, eps, lo, hi, quantum, out);
     py::gil_scoped_release nogil;
-    fused_update<T>(x, g, x0, l2, static_cast<T>(alpha), static_cast<T>(eps), lv, hv,
-                    static_cast<T>(quantum), o, ldo, threads);
+    fused_update<T>(x, g, st.X0, st.l2, st.alpha, st.eps, st.lo, st.hi, st.quantum, st.out, st.ldo,
+                    threads);
 }
 
 template <class T>

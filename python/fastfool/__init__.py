@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
         "folder without building it."
     ) from exc
 
-from . import kernels
+from . import datasets, kernels
 from .attacks import (ConfidenceMap, certify, confidence_map, deepfool, far_points, fgsm, invert,
                       minimal, pgd, robustness_curve, score_attack, template, transfer)
 from .io import load_model, save_model
@@ -41,6 +41,7 @@ __all__ = [
     "save_model",
     "load_model",
     "kernels",
+    "datasets",
     "AttackResult",
     "fgsm",
     "pgd",
