@@ -57,6 +57,8 @@ def float_array(a, name: str, dtype: np.dtype | None = None, *, cast: bool = Fal
         arr = arr.astype(dtype)
     if arr.ndim and any(s % arr.itemsize for s in arr.strides):
         arr = np.ascontiguousarray(arr)  # byte-misaligned strides: the kernels need element strides
+    if not arr.flags.aligned:
+        arr = arr.copy()  # a misaligned buffer (e.g. frombuffer at an odd offset): C++ needs alignment
     return arr
 
 

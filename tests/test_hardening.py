@@ -1,0 +1,125 @@
+"""Hostile arguments to every public kernel and attack (in a subprocess, so that a crash is a test
+failure, not a dead test run), unaligned buffers, and memory that does not grow over calls."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+import fastfool as ff
+
+FUZZ = textwrap.dedent(r"""
+    import sys, numpy as np, fastfool as ff
+    from fastfool import kernels as K
+    rng = np.random.default_rng(0)
+    ok = err = 0
+
+    def attempt(fn, *a, **kw):
+        global ok, err
+        try:
+            fn(*a, **kw)
+            ok += 1
+        except (ValueError, TypeError, MemoryError, IndexError, OverflowError) as e:
+            err += 1
+        # any other exception type propagates: the subprocess exits non-zero and the test fails
+
+    def hostile():
+        yield np.ones((3, 4))
+        yield np.ones(4)
+        yield np.ones((2, 3, 4))
+        yield np.float64(1.0)
+        yield np.zeros((0, 4))
+        yield np.zeros((3, 0))
+        yield np.ones((3, 4), dtype=np.int32)
+        yield np.ones((3, 4), dtype=np.float16)
+        yield np.ones((3, 4), dtype=np.complex64)
+        yield np.array([[object()] * 4] * 3, dtype=object)
+        yield np.full((3, 4), np.nan)
+        yield np.full((3, 4), np.inf)
+        yield np.full((3, 4), 1e-310)
+        yield np.ones((6, 8))[::-2, ::2]
+        yield np.lib.stride_tricks.as_strided(np.ones(4), shape=(3, 4), strides=(0, 8))
+        ro = np.ones((3, 4)); ro.flags.writeable = False; yield ro
+        buf = np.frombuffer(np.ones(13).tobytes(), dtype=np.uint8)[1:97].view(np.float64).reshape(3, 4)
+        yield buf  # misaligned
+        yield "text"
+        yield None
+        yield [[1.0, 2.0], [3.0]]
+        yield np.ones((3, 4), dtype=">f8")
+
+    W = rng.standard_normal((5, 4))
+    b = np.zeros(5)
+    Ws = [rng.standard_normal((4, 3)), rng.standard_normal((3, 5))]
+    m = ff.MLP(Ws, None, activation="tanh")
+    lm = ff.LinearModel(W, b)
+    y = np.array([0, 1, 2])
+    for X in hostile():
+        for ep in (None, "softmax", "log_softmax", "bogus"):
+            attempt(K.scores, X, W, b, epilogue=ep)
+        attempt(K.scores, W, X)
+        attempt(K.ce_grad_linear, X, W, b, y)
+        attempt(K.ce_grad_linear, X, W, b, np.array([0, 9, -1]))
+        attempt(K.mlp_forward, X, Ws, None, ["tanh", "identity"])
+        attempt(K.ce_grad_mlp, X, Ws, None, ["relu", "identity"], y)
+        attempt(K.mlp_vjp, X, Ws, None, ["relu", "identity"], np.ones((3, 5)))
+        attempt(K.backproject, X, [np.linalg.pinv(Ws[0])], None, ["tanh"])
+        attempt(K.fused_update, X, X, X, step=0.1, eps=0.5, norm="inf", clip=(0, 1))
+        attempt(K.fused_update, X, X, X, step=np.nan, eps=-1)
+        attempt(K.ce_step_mlp, X, Ws, None, ["tanh", "identity"], y, X, step=0.1, eps=0.1)
+        attempt(K.all_finite, X)
+        attempt(K.diff_norms, X, X)
+        for model in (lm, m):
+            attempt(model.predict_proba, X)
+            attempt(model.loss_gradient, X, y)
+            attempt(ff.fgsm, model, X, y, eps=0.1)
+            attempt(ff.pgd, model, X, y, eps=0.1, steps=2, seed=0)
+            attempt(ff.deepfool, model, X, y, max_iter=3)
+        attempt(m.backproject, X, 0)
+        attempt(ff.minimal, lm, X, y)
+        attempt(K.scores, X, W, b, threads=0)
+    print(ok, err)
+""")
+
+
+def test_hostile_arguments_never_crash():
+    r = subprocess.run([sys.executable, "-c", FUZZ], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"crashed or raised an unexpected exception:\n{r.stderr[-3000:]}"
+    ok, err = map(int, r.stdout.split())
+    assert ok > 50 and err > 200  # both paths exercised: valid results and clean refusals
+
+
+def test_misaligned_buffers_are_read_correctly():
+    raw = np.frombuffer(np.arange(25, dtype=np.float64).tobytes() + b"\0", dtype=np.uint8)
+    X = raw[1:1 + 8 * 24].view(np.float64).reshape(4, 6)  # byte offset 1: misaligned
+    assert not X.flags.aligned
+    W = np.arange(18, dtype=np.float64).reshape(3, 6) / 10
+    np.testing.assert_allclose(ff.kernels.scores(X, W), np.array(X) @ W.T, rtol=1e-12)
+
+
+def _rss_kib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4  # pages -> KiB (4 KiB pages)
+
+
+def test_memory_does_not_grow_over_1000_calls():
+    rng = np.random.default_rng(0)
+    m = ff.MLP([rng.standard_normal((64, 50)), rng.standard_normal((50, 10))], activation="tanh")
+    X = rng.standard_normal((200, 64))
+    y = rng.integers(0, 10, 200)
+
+    def work():
+        m.predict_proba(X)
+        m.loss_gradient(X, y)
+        ff.kernels.fused_update(X, X, X, step=0.1, eps=0.2)
+        ff.fgsm(m, X, y, eps=0.1)
+
+    for _ in range(100):  # warm-up: pools, caches, allocator arenas
+        work()
+    before = _rss_kib()
+    for _ in range(1000):
+        work()
+    grown = _rss_kib() - before
+    assert grown < 8 * 1024, f"resident memory grew by {grown} KiB over 1000 calls"
