@@ -119,12 +119,10 @@ def _demo_figures(out, X, y, keep, m_lr, m_mlp, m_id, results):
 
     import fastfool as ff
 
+    from . import plot  # imports matplotlib lazily, inside each figure function
+
     try:
-        from . import plot
-    except ImportError:
-        return []
-    try:
-        import matplotlib  # noqa: F401
+        import matplotlib  # noqa: F401  (only probing that it is installed)
     except ImportError:
         return []
     os.makedirs(out, exist_ok=True)

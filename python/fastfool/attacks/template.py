@@ -139,7 +139,7 @@ def _affine(model, x0, t, A, confidence, lo, hi, max_alpha, threads):
 
 def _ascent(model, x0, t, confidence, lo, hi, steps, step_size, threads):
     x = np.array(x0, dtype=model.dtype, order="C")
-    n, C = len(t), model.n_classes
+    n = len(t)
     if step_size is None:
         step_size = 0.01 * max(float(np.median(np.linalg.norm(x0, axis=1))), 1e-3)
     step_size = positive(step_size, "step_size", allow_zero=False)
