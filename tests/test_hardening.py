@@ -127,3 +127,41 @@ def test_memory_does_not_grow_over_1000_calls():
         work()
     grown = _rss_kib() - before
     assert grown < 8 * 1024, f"resident memory grew by {grown} KiB over 1000 calls"
+
+
+PEAK = textwrap.dedent(r"""
+    import sys, numpy as np, fastfool as ff
+    def status(key):
+        for line in open("/proc/self/status"):
+            if line.startswith(key):
+                return int(line.split()[1])
+    N, D = int(sys.argv[1]), 784
+    rng = np.random.default_rng(0)
+    sizes = [D, 50, 20, 10]
+    m = ff.MLP([rng.standard_normal((a, c)).astype(np.float32) / np.float32(np.sqrt(a))
+                for a, c in zip(sizes, sizes[1:])], None, activation="tanh", dtype=np.float32)
+    X = rng.random((N, D), dtype=np.float32)
+    y = rng.integers(0, 10, N)
+    ff.pgd(m, X[:100], y[:100], eps=0.1, steps=2, seed=0)  # warm-up: pool threads, caches
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # the high-water mark restarts from what the inputs already hold
+    base = status("VmRSS:")
+    res = ff.pgd(m, X, y, eps=0.1, steps=3, seed=0, clip=(0, 1))
+    print((status("VmHWM:") - base) * 1024, res.x_adv.nbytes)
+""")
+
+
+def test_attack_peak_memory_is_outputs_plus_a_fixed_workspace():
+    """PGD over N rows: peak RSS above the inputs <= x_adv + per-row results + 64 MiB, for two N
+    (a workspace proportional to N, or N^2, would fail at the larger one)."""
+    import os
+    if not os.path.exists("/proc/self/clear_refs"):
+        import pytest
+        pytest.skip("needs Linux /proc to reset the RSS high-water mark")
+    for N in (20000, 80000):
+        r = subprocess.run([sys.executable, "-c", PEAK, str(N)], capture_output=True, text=True,
+                           timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        peak, out_bytes = map(int, r.stdout.split())
+        per_row = N * 8 * 8  # success, pred, confidence, l2, linf, iterations, y (+ slack)
+        assert peak <= out_bytes + per_row + 64 * 2**20, (N, peak / 2**20, out_bytes / 2**20)
