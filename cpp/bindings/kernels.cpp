@@ -154,6 +154,16 @@ std::vector<Dense<T>> dense_layers(std::int64_t in, const std::vector<py::array>
     return layers;
 }
 
+// A dense stack whose last layer produces the logits (identity activation).
+template <class T>
+std::vector<Dense<T>> logit_layers(std::int64_t in, const std::vector<py::array>& Ws,
+                                   const std::vector<py::object>& bs, const std::vector<int>& acts) {
+    auto layers = dense_layers<T>(in, Ws, bs, acts);
+    if (layers.back().act != Act::identity)
+        throw py::value_error("activations: the last layer must be identity (it produces logits)");
+    return layers;
+}
+
 template <class T>
 void mlp_forward_impl(const py::array& X, const std::vector<py::array>& Ws,
                       const std::vector<py::object>& bs, const std::vector<int>& acts, int ep,
@@ -173,9 +183,7 @@ void ce_mlp_impl(const py::array& X, const std::vector<py::array>& Ws,
                  const py::array& y, const py::array& G, const py::object& loss,
                  const py::object& prob, int threads) {
     auto x = in_mat<T>(X, "X");
-    auto layers = dense_layers<T>(x.cols, Ws, bs, acts);
-    if (layers.back().act != Act::identity)
-        throw py::value_error("activations: the last layer must be identity (it produces logits)");
+    auto layers = logit_layers<T>(x.cols, Ws, bs, acts);
     const std::int64_t C = layers.back().W.cols;
     const std::int64_t* yp = labels(y, x.rows, C);
     std::int64_t ldg, ldp = 0;
@@ -195,9 +203,7 @@ void ce_step_mlp_impl(const py::array& X, const std::vector<py::array>& Ws,
                       const py::array& out, const py::object& loss, const py::object& prob,
                       int threads) {
     auto x = in_mat<T>(X, "X");
-    auto layers = dense_layers<T>(x.cols, Ws, bs, acts);
-    if (layers.back().act != Act::identity)
-        throw py::value_error("activations: the last layer must be identity (it produces logits)");
+    auto layers = logit_layers<T>(x.cols, Ws, bs, acts);
     const std::int64_t C = layers.back().W.cols;
     const std::int64_t* yp = labels(y, x.rows, C);
     const StepSpec<T> st = step_spec<T>(x, X0, l2, alpha, eps, lo, hi, quantum, out);
@@ -214,9 +220,7 @@ void vjp_impl(const py::array& X, const std::vector<py::array>& Ws,
               const std::vector<py::object>& bs, const std::vector<int>& acts,
               const py::array& V, const py::array& G, const py::object& logits, int threads) {
     auto x = in_mat<T>(X, "X");
-    auto layers = dense_layers<T>(x.cols, Ws, bs, acts);
-    if (layers.back().act != Act::identity)
-        throw py::value_error("activations: the last layer must be identity (it produces logits)");
+    auto layers = logit_layers<T>(x.cols, Ws, bs, acts);
     const std::int64_t C = layers.back().W.cols;
     auto v = in_mat<T>(V, "V");
     if (v.rows != x.rows || v.cols != C)

@@ -70,6 +70,24 @@ def numpy_softmax(S):
     return S
 
 
+_ACT = {"tanh": (np.tanh, lambda h: 1 - h * h),
+        "relu": (lambda z: np.maximum(z, 0), lambda h: (h > 0).astype(h.dtype))}
+
+
+def numpy_mlp_grad(x, Ws, bs, y, act):
+    """The NumPy baseline of the MLP cross-entropy input gradient (forward, then back-prop)."""
+    fn, dfn = _ACT[act]
+    hs = [x]
+    for W, b in zip(Ws[:-1], bs[:-1]):
+        hs.append(fn(hs[-1] @ W + b))
+    P = numpy_softmax(hs[-1] @ Ws[-1] + bs[-1])
+    P[np.arange(len(y)), y] -= 1
+    d = P
+    for i in range(len(Ws) - 1, 0, -1):
+        d = (d @ Ws[i].T) * dfn(hs[i])
+    return d @ Ws[0].T
+
+
 def numpy_ce_grad(X, W, b, y):
     P = numpy_softmax(X @ W.T + b)
     loss = -np.log(P[np.arange(len(y)), y])
@@ -123,19 +141,8 @@ def workloads(quick):
         acts = [act] * (len(Ws) - 1) + ["identity"]
         X = rng.standard_normal((N, sizes[0])).astype(dt)
         y = rng.integers(0, sizes[-1], N)
-        fn = {"tanh": np.tanh, "relu": lambda z: np.maximum(z, 0)}[act]
-        dfn = {"tanh": lambda h: 1 - h * h, "relu": lambda h: (h > 0).astype(dt)}[act]
-
         def numpy_grad():
-            hs = [X]
-            for W, b in zip(Ws[:-1], bs[:-1]):
-                hs.append(fn(hs[-1] @ W + b))
-            P = numpy_softmax(hs[-1] @ Ws[-1] + bs[-1])
-            P[np.arange(N), y] -= 1
-            d = P
-            for i in range(len(Ws) - 1, 0, -1):
-                d = (d @ Ws[i].T) * dfn(hs[i])
-            return d @ Ws[0].T
+            return numpy_mlp_grad(X, Ws, bs, y, act)
 
         fl = 4 * N * sum(a * c for a, c in zip(sizes, sizes[1:]))
         rows.append((f"ce_grad_mlp {act}", f"N={N} {'-'.join(map(str, sizes))}", dt, fl,
@@ -187,20 +194,10 @@ def workloads(quick):
         X = rng.uniform(0, 1, (N, sizes[0])).astype(dt)
         y = rng.integers(0, sizes[-1], N)
         eps, alpha, steps = 0.1, 0.025, 10
-        fn = {"tanh": np.tanh}[act]
-
         def numpy_pgd():
             x = X.copy()
             for _ in range(steps):
-                hs = [x]
-                for W, b in zip(Ws[:-1], bs[:-1]):
-                    hs.append(fn(hs[-1] @ W + b))
-                P = numpy_softmax(hs[-1] @ Ws[-1] + bs[-1])
-                P[np.arange(N), y] -= 1
-                d = P
-                for i in range(len(Ws) - 1, 0, -1):
-                    d = (d @ Ws[i].T) * (1 - hs[i] * hs[i])
-                g = d @ Ws[0].T
+                g = numpy_mlp_grad(x, Ws, bs, y, act)
                 x = np.clip(np.clip(x + alpha * np.sign(g), X - eps, X + eps), 0, 1)
             return x
 
