@@ -100,8 +100,11 @@ def minimal(model, X, y=None, *, norm=2, target=None, overshoot=1e-6, clip=None,
         ``"least_likely"``, ``"random"`` or ``"all"`` (N x (C - 1) rows); targets need scipy.
     overshoot : relative step beyond the boundary so that the class really changes (grown ×10,
         up to 6 times, for rows where rounding keeps them on the boundary).
-    clip : optional ``(lo, hi)``; clipping can only make the perturbation fail, not smaller, so
-        clipped rows are reported as they are (``success`` tells).
+    clip : optional ``(lo, hi)``; clipping can only make the perturbation fail, not smaller.
+
+    Rows that are still not fooled (clipping, no reachable boundary as in a constant model, or
+    an infeasible target such as a class whose weights duplicate another's) are returned
+    unchanged with ``success`` False.
 
     Returns
     -------
@@ -136,6 +139,9 @@ def minimal(model, X, y=None, *, norm=2, target=None, overshoot=1e-6, clip=None,
                         dual.update(_pairwise_dual(A, nrm, [kk]))
                 dist, j = _nearest(S[todo], k, {int(kk): dual[int(kk)] for kk in np.unique(k)})
                 w = A[j] - A[k]  # direction that raises s_j - s_k
+                # no reachable boundary (a constant model, or every other class a duplicate of
+                # k): nothing to move, the row stays and is reported as not fooled
+                dist = np.where(np.isfinite(dist), dist, 0.0)
                 if nrm == "2":
                     n2 = np.einsum("ij,ij->i", w, w)
                     delta[todo] = (dist * np.sqrt(n2) / np.where(n2 > 0, n2, 1))[:, None] * w
@@ -170,6 +176,7 @@ def _overshoot_until_fooled(model, X, X64, delta, yi, ti, overshoot, lo, hi, thr
         ok = p == ti[pending] if ti is not None else p != yi[pending]
         pending = pending[~ok]
         factor[pending] = 1.0 + (factor[pending] - 1.0) * 10
+    x_adv[pending] = X[pending]  # not fooled even with 10^6-fold overshoot: returned unchanged
     return x_adv
 
 

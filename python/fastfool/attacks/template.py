@@ -39,7 +39,10 @@ def template(model, X=None, target=None, *, confidence=0.99, start="image", n=No
     Returns
     -------
     AttackResult: success = predicted target with at least ``confidence``; ``l2``/``linf``
-    against the starting image (or noise).
+    against the starting image (or noise). Rows that fail: affine models return them unchanged
+    (no multiple of the template up to ``max_alpha`` reaches the confidence, e.g. a target whose
+    weights duplicate another class's, whose tie argmax never resolves in its favour); the
+    gradient ascent returns its last iterate.
     """
     t0 = time.perf_counter()
     if target is None:
@@ -133,7 +136,9 @@ def _affine(model, x0, t, A, confidence, lo, hi, max_alpha, threads):
         it[idx] += 1
         hi_a[idx[ok]] = mid[ok]
         lo_a[idx[~ok]] = mid[~ok]
-    alpha = np.where(np.isfinite(hi_a), hi_a, lo_a)
+    # rows never reaching the confidence up to max_alpha (e.g. a target whose weights duplicate
+    # another class's: a tie can never be won) are returned unchanged, not max_alpha away
+    alpha = np.where(np.isfinite(hi_a), hi_a, 0.0)
     return _apply(x0, d, alpha, lo, hi, model.dtype), it
 
 

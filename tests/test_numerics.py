@@ -1,0 +1,142 @@
+"""Numeric edge cases behave as documented in docs/numerics.md: extreme logits, saturated
+activations, zero gradients (sign(0) = 0), eps = 0, duplicate and constant classes."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import fastfool as ff
+
+
+@pytest.fixture(autouse=True)
+def _warnings_are_errors():
+    # a NaN born inside an attack shows up first as a NumPy RuntimeWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        yield
+
+
+def _rng():
+    return np.random.default_rng(7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale", [1e4, 1e30])
+def test_extreme_logits_give_finite_loss_gradient_and_attacks(dtype, scale):
+    rng = _rng()
+    W = (rng.standard_normal((4, 6)) * scale).astype(dtype)
+    m = ff.LinearModel(W, np.zeros(4, dtype))
+    X = rng.standard_normal((9, 6)).astype(dtype)
+    y = (m.predict(X) + 1) % 4  # wrong labels: losses are huge, not inf or NaN
+    P = m.predict_proba(X)
+    assert np.all(np.isfinite(P)) and np.allclose(P.sum(1), 1, rtol=1e-5)
+    G, loss = m.loss_gradient(X, y, return_loss=True)
+    assert np.all(np.isfinite(G)) and np.all(np.isfinite(loss)) and np.all(loss > 0)
+    # loss = s_max - s_y exactly when the gap is huge (log-sum-exp saturates to the max)
+    S = X.astype(np.float64) @ W.T.astype(np.float64)
+    gap = S.max(1) - S[np.arange(9), y]
+    big = gap > 100
+    np.testing.assert_allclose(loss[big], gap[big], rtol=1e-3)
+    for res in (ff.fgsm(m, X, y, eps=0.1), ff.pgd(m, X, y, eps=0.1, steps=3, seed=0)):
+        assert np.all(np.isfinite(res.x_adv)) and np.all(res.linf <= 0.1 * (1 + 1e-5))
+
+
+@pytest.mark.parametrize("act", ["tanh", "logistic"])
+def test_saturated_activations_give_zero_not_nan_gradients(act):
+    rng = _rng()
+    m = ff.MLP([rng.standard_normal((5, 8)) * 1e6, rng.standard_normal((8, 3))], activation=act)
+    X = rng.standard_normal((7, 5))
+    G, loss = m.loss_gradient(X, m.predict(X), return_loss=True)
+    assert np.all(np.isfinite(G)) and np.all(np.isfinite(loss))
+    # every hidden unit is saturated: its derivative underflows to 0, so does the input gradient
+    assert np.max(np.abs(G)) < 1e-6
+    res = ff.fgsm(m, X, eps=0.3)
+    # sign(0) = 0: rows whose gradient vanished do not move
+    still = np.all(G == 0, axis=1)
+    np.testing.assert_array_equal(res.x_adv[still], X[still])
+
+
+def test_constant_model_nothing_moves_and_nothing_is_nan():
+    rng = _rng()
+    m = ff.LinearModel(np.zeros((3, 6)), np.zeros(3))
+    X = rng.standard_normal((5, 6))
+    np.testing.assert_array_equal(m.predict(X), 0)  # ties: the first class, as numpy.argmax
+    np.testing.assert_allclose(m.predict_proba(X), 1 / 3)
+    G = m.loss_gradient(X, np.zeros(5, int))
+    np.testing.assert_array_equal(G, 0)
+    for res in (ff.fgsm(m, X, eps=0.5), ff.deepfool(m, X), ff.minimal(m, X),
+                ff.minimal(m, X, norm="inf"), ff.template(m, X, target=1)):
+        np.testing.assert_array_equal(res.x_adv, X)
+        assert not res.success.any()
+        np.testing.assert_array_equal(res.l2, 0)
+    dist, _ = ff.certify(m, X)
+    assert np.all(np.isinf(dist))  # no boundary anywhere
+    far = ff.far_points(m, X)
+    assert not far.success.any() and np.all(np.isfinite(far.x_adv))
+
+
+def test_duplicate_classes_tie_to_the_first_and_cannot_be_targeted():
+    rng = _rng()
+    W = rng.standard_normal((4, 6))
+    b = rng.standard_normal(4)
+    W[3], b[3] = W[1], b[1]  # class 3 duplicates class 1
+    m = ff.LinearModel(W, b)
+    X = rng.standard_normal((40, 6)) * 2
+    pred = m.predict(X)
+    assert not np.any(pred == 3)  # a tie goes to the lower index
+    P = m.predict_proba(X)
+    np.testing.assert_allclose(P[:, 1], P[:, 3])
+    # untargeted exact minimal perturbations still work
+    res = ff.minimal(m, X)
+    assert res.success.all()
+    # class 3 can never win: targeted attacks report failure, exact ones leave rows unchanged
+    for res in (ff.minimal(m, X, target=3), ff.template(m, X, target=3)):
+        assert not res.success.any()
+        np.testing.assert_array_equal(res.x_adv, X)
+    res = ff.pgd(m, X, eps=1.0, steps=5, target=3, seed=0)
+    assert not res.success.any() and np.all(np.isfinite(res.x_adv))
+
+
+@pytest.mark.parametrize("norm", ["inf", 2])
+def test_eps_zero_is_the_identity(norm):
+    rng = _rng()
+    m = ff.MLP([rng.standard_normal((6, 5)), rng.standard_normal((5, 3))], activation="relu")
+    X = rng.standard_normal((8, 6))
+    y = rng.integers(0, 3, 8)
+    for res in (ff.fgsm(m, X, y, eps=0.0, norm=norm),
+                ff.pgd(m, X, y, eps=0.0, steps=3, norm=norm, seed=0)):
+        np.testing.assert_array_equal(res.x_adv, X)
+        np.testing.assert_array_equal(res.success, m.predict(X) != y)
+
+
+def test_zero_gradient_rows_stay_put_in_l2_steps():
+    X = np.ones((3, 4))
+    g = np.zeros((3, 4))
+    g[1] = [3, 0, 4, 0]
+    out = ff.kernels.fused_update(X, g, X, step=0.5, eps=10, norm=2)
+    np.testing.assert_array_equal(out[[0, 2]], X[[0, 2]])
+    np.testing.assert_allclose(out[1], X[1] + 0.5 * np.array([0.6, 0, 0.8, 0]))
+
+
+def test_denormal_inputs_are_exact():
+    W = np.eye(3)
+    X = np.full((2, 3), 1e-310)
+    np.testing.assert_array_equal(ff.kernels.scores(X, W), X)
+
+
+def test_empty_batches_give_empty_results():
+    rng = _rng()
+    lm = ff.LinearModel(rng.standard_normal((3, 4)), np.zeros(3))
+    m = ff.MLP([rng.standard_normal((4, 5)), rng.standard_normal((5, 3))], activation="tanh")
+    X = np.zeros((0, 4))
+    for model in (lm, m):
+        for res in (ff.fgsm(model, X, eps=0.1), ff.pgd(model, X, eps=0.1, steps=2),
+                    ff.deepfool(model, X), ff.template(model, X, target=1),
+                    ff.score_attack(model, X, eps=0.1)):
+            assert res.x_adv.shape == (0, 4) and res.success.shape == (0,)
+    assert ff.minimal(lm, X).x_adv.shape == (0, 4)
+    with pytest.raises(ValueError, match="radius"):
+        ff.far_points(lm, X)
