@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
         "folder without building it."
     ) from exc
 
-from . import datasets, kernels
+from . import cuda, datasets, kernels
 from .attacks import (ConfidenceMap, certify, confidence_map, deepfool, far_points, fgsm, invert,
                       minimal, pgd, robustness_curve, score_attack, template, transfer)
 from .io import load_model, save_model

@@ -25,8 +25,9 @@ def as_array(a, name: str) -> np.ndarray:
     else:
         if hasattr(a, "__cuda_array_interface__"):
             raise TypeError(
-                f"{name}: GPU arrays are not supported by this build's CPU kernels; "
-                "pass a NumPy array (e.g. cupy.asnumpy(...))"
+                f"{name}: a GPU array where the other inputs (or the model) are on the CPU; "
+                "keep everything on one device (model.to('cuda') with CuPy inputs, or "
+                "cupy.asnumpy(...) for the CPU)"
             )
         try:
             arr = np.asarray(a)

@@ -33,7 +33,8 @@ def _info(args) -> int:
     print(f"simd: {info['active']} (detected {info['detected']}); threads: {info['threads']}")
     print(f"micro-kernel tiles (mr, nr, kc, mc): float32 {info['tile_float32']}, "
           f"float64 {info['tile_float64']}")
-    print("cuda: not built (the CUDA backend is not part of this version)")
+    from fastfool import cuda
+    print(f"cuda: {cuda.info()}; GPU path {'available' if cuda.available() else 'not available'}")
     return 0
 
 

@@ -5,6 +5,9 @@ are read in place, never copied or modified), checks shapes, and runs the C++ ke
 GIL released on ``threads`` threads (default: :func:`fastfool.get_threads`). Outputs are new
 C-contiguous arrays unless ``out=`` is given. No NaN check happens here (the models do that).
 
+CuPy arrays (the first array argument decides) run the same operation on the GPU through
+:mod:`fastfool.cuda` and return CuPy arrays; mixing NumPy and CuPy inputs raises ``TypeError``.
+
 Activation names: ``"identity"``, ``"relu"``, ``"tanh"``, ``"logistic"``.
 """
 
@@ -14,9 +17,11 @@ from typing import Sequence
 
 import numpy as np
 
-from . import _core
+from . import _core, cuda
 from ._checks import clip_bounds, float_array, labels_to_index, matrix, out_array, vector
 from ._runtime import resolve_threads
+
+_gpu = cuda.is_device_array  # CuPy in -> the CUDA kernels (fastfool.cuda), CuPy out
 
 __all__ = [
     "ACTIVATIONS",
@@ -76,6 +81,8 @@ def scores(X, W, b=None, *, epilogue=None, out=None, threads=None) -> np.ndarray
 
     Cost: ``2*N*C*D`` FLOPs through the packed AVX2/FMA micro-kernel.
     """
+    if _gpu(X):
+        return cuda.scores(X, W, b, epilogue=epilogue, out=out)
     X = matrix(X, "X")
     W = matrix(W, "W", X.dtype, cols=X.shape[1], cols_what=" (X has that many features)")
     bb = None if b is None else vector(b, "b", W.shape[0], X.dtype)
@@ -106,6 +113,8 @@ def ce_grad_linear(X, W, b, y, *, out=None, return_prob=False, threads=None):
     -------
     grad (N, D), loss (N,) and, if requested, prob (N, C).
     """
+    if _gpu(X):
+        return cuda.ce_grad_linear(X, W, b, y, out=out, return_prob=return_prob)
     X = matrix(X, "X")
     W = matrix(W, "W", X.dtype, cols=X.shape[1], cols_what=" (X has that many features)")
     bb = None if b is None else vector(b, "b", W.shape[0], X.dtype)
@@ -143,6 +152,8 @@ def mlp_forward(X, weights, biases, activations, *, epilogue=None, out=None, thr
     per layer (or one name for all). ``epilogue`` ("softmax"/"log_softmax") applies to the last
     layer's output. Returns (N, out_last).
     """
+    if _gpu(X):
+        return cuda.mlp_forward(X, weights, biases, activations, epilogue=epilogue, out=out)
     X = matrix(X, "X")
     Ws, bs, acts = _layers(X, weights, biases, activations)
     inputs = [(X, "X")] + [(w, "weights") for w in Ws]
@@ -157,6 +168,9 @@ def ce_grad_mlp(X, weights, biases, activations, y, *, out=None, return_prob=Fal
     The last layer's activation must be ``"identity"``: its outputs are the logits. Returns
     grad (N, D), loss (N,) and, with ``return_prob``, prob (N, C).
     """
+    if _gpu(X):
+        return cuda.ce_grad_mlp(X, weights, biases, activations, y, out=out,
+                                return_prob=return_prob)
     X = matrix(X, "X")
     Ws, bs, acts = _layers(X, weights, biases, activations)
     if acts[-1] != ACTIVATIONS["identity"]:
@@ -172,6 +186,9 @@ def mlp_vjp(X, weights, biases, activations, V, *, return_logits=False, out=None
     """Input gradient of ``sum_c V[i, c] * logits_c(x_i)`` for a dense stack (last layer
     ``"identity"``): one forward and one backward pass. With ``V = e_j - e_k`` this is
     ``grad(s_j - s_k)``, as DeepFool needs. Returns grad (N, D) and, if asked, the logits."""
+    if _gpu(X):
+        raise NotImplementedError("mlp_vjp: not available for CuPy arrays yet (DeepFool runs on "
+                                  "the CPU)")
     X = matrix(X, "X")
     Ws, bs, acts = _layers(X, weights, biases, activations)
     if acts[-1] != ACTIVATIONS["identity"]:
@@ -198,6 +215,9 @@ def backproject(H, pinvs, biases, activations, *, margin=1e-6, base=None, out=No
 
     Returns the (N, D_out) array, and with ``return_clamped`` the number of clamped values.
     """
+    if _gpu(H):
+        return cuda.backproject(H, pinvs, biases, activations, margin=margin, base=base, out=out,
+                                return_clamped=return_clamped)
     H = matrix(H, "H")
     pinvs = list(pinvs)
     if not pinvs:
@@ -276,6 +296,9 @@ def fused_update(x, grad, x0, *, step, eps=np.inf, norm="inf", clip=None, quantu
 
     ``out=x`` updates in place (the only allowed overlap). Returns the updated array.
     """
+    if _gpu(x):
+        return cuda.fused_update(x, grad, x0, step=step, eps=eps, norm=norm, clip=clip,
+                                 quantum=quantum, out=out)
     x = matrix(x, "x")
     grad = matrix(grad, "grad", x.dtype)
     if grad.shape != x.shape:
@@ -292,6 +315,10 @@ def ce_step_linear(X, W, b, y, x0, *, step, eps=np.inf, norm="inf", clip=None, q
     gradient is in cache: one pass, no (N, D) gradient written. ``step`` is signed (negative
     descends, for targeted attacks). Returns the updated inputs (``out=X`` updates in place),
     then, when asked, the per-row loss at X and the probabilities at X."""
+    if _gpu(X):
+        return cuda.ce_step_linear(X, W, b, y, x0, step=step, eps=eps, norm=norm, clip=clip,
+                                   quantum=quantum, out=out, return_loss=return_loss,
+                                   return_prob=return_prob)
     X = matrix(X, "X")
     W = matrix(W, "W", X.dtype, cols=X.shape[1], cols_what=" (X has that many features)")
     bb = None if b is None else vector(b, "b", W.shape[0], X.dtype)
@@ -310,6 +337,10 @@ def ce_step_mlp(X, weights, biases, activations, y, x0, *, step, eps=np.inf, nor
                 threads=None):
     """:func:`ce_grad_mlp` with the fused update applied per row block (see
     :func:`ce_step_linear`)."""
+    if _gpu(X):
+        return cuda.ce_step_mlp(X, weights, biases, activations, y, x0, step=step, eps=eps,
+                                norm=norm, clip=clip, quantum=quantum, out=out,
+                                return_loss=return_loss, return_prob=return_prob)
     X = matrix(X, "X")
     Ws, bs, acts = _layers(X, weights, biases, activations)
     if acts[-1] != ACTIVATIONS["identity"]:
@@ -331,6 +362,8 @@ def _step_result(O, loss, prob):
 
 def diff_norms(A, B, *, threads=None):
     """Per-row L2 (overflow-safe) and L-inf norms of ``A - B``; returns ``(l2, linf)``."""
+    if _gpu(A):
+        return cuda.diff_norms(A, B)
     A = matrix(A, "A")
     B = matrix(B, "B", A.dtype)
     if B.shape != A.shape:
@@ -343,6 +376,8 @@ def diff_norms(A, B, *, threads=None):
 
 def all_finite(X, *, threads=None) -> bool:
     """True when X (any float array) holds no NaN or infinity; one vectorised pass."""
+    if _gpu(X):
+        return cuda.all_finite(X)
     X = float_array(X, "X")
     if X.ndim != 2:
         X = X.reshape(1, -1) if X.ndim < 2 else X.reshape(X.shape[0], -1)

@@ -14,12 +14,13 @@ NaN policy: methods raise ``ValueError`` when X holds NaN or infinity, unless
 
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import Sequence
 
 import numpy as np
 
-from . import kernels
+from . import cuda, kernels
 from ._checks import check_finite as _check_finite
 from ._checks import float_dtype, labels_to_index, matrix
 from ._runtime import resolve_threads
@@ -59,6 +60,8 @@ class Model:
     _acts: list
     _soft_W: np.ndarray
     _soft_b: np.ndarray
+    #: "cpu" (NumPy weights, CPU kernels) or "cuda" (CuPy weights, CUDA kernels); see :meth:`to`.
+    device = "cpu"
 
     def __init__(self, classes, n_outputs: int, dtype: np.dtype):
         self.dtype = dtype
@@ -88,8 +91,65 @@ class Model:
         """Number of affine layers, the logits layer included."""
         return len(self._Ws)
 
+    # -- devices -----------------------------------------------------------------------------
+    def to(self, device) -> "Model":
+        """This model on ``"cuda"`` (or ``"cuda:N"``) or ``"cpu"``: a copy whose weights are
+        CuPy (resp. NumPy) arrays; the original is unchanged (``to`` of the current device
+        returns the model itself). A GPU model takes CuPy inputs and returns CuPy arrays from
+        its methods, :func:`fastfool.fgsm` and :func:`fastfool.pgd`; other attacks need
+        ``to("cpu")``. Raises a clear error when no GPU can be used (see
+        :func:`fastfool.cuda.require`)."""
+        device = str(device)
+        if device == "cpu":
+            return self if self.device == "cpu" else self._cpu
+        if device != "cuda" and not device.startswith("cuda:"):
+            raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        cp = cuda.require()
+        try:
+            dev = int(device.split(":", 1)[1]) if ":" in device else cp.cuda.Device().id
+        except ValueError:
+            raise ValueError(f"device: expected 'cuda:N' with an integer N, got {device!r}") from None
+        if not 0 <= dev < cuda.device_count():
+            raise ValueError(f"device: GPU {dev} does not exist ({cuda.device_count()} visible)")
+        if self.device == "cuda" and self._gpu_id == dev:
+            return self
+        src = self if self.device == "cpu" else self._cpu
+        m = copy.copy(src)
+        with cp.cuda.Device(dev):
+            for k, v in src.__dict__.items():
+                if k == "classes_":
+                    continue  # labels stay on the host
+                if isinstance(v, np.ndarray) and v.dtype.kind == "f":
+                    setattr(m, k, cp.asarray(v))
+                elif isinstance(v, list) and any(isinstance(e, np.ndarray) for e in v):
+                    setattr(m, k, [e if e is None else cp.asarray(e) for e in v])
+        m._pinv_cache = {}
+        m.device, m._gpu_id, m._cpu = "cuda", dev, src
+        return m
+
+    def _X_gpu(self, X, check_finite, name, cols=None):
+        if not cuda.is_device_array(X):
+            raise TypeError(f"{name}: the model is on the GPU, so inputs must be CuPy arrays "
+                            f"(cupy.asarray({name})), got {type(X).__name__}; or use "
+                            "model.to('cpu')")
+        cp = cuda.require()
+        cols = self.n_features_in_ if cols is None else cols
+        if X.dtype not in (np.float32, np.float64):
+            raise TypeError(f"{name}: expected float32 or float64 values, got {X.dtype}")
+        if X.ndim != 2 or X.shape[1] != cols:
+            raise ValueError(f"{name}: expected shape (N, {cols}), got {X.shape}")
+        if X.device.id != self._gpu_id:
+            raise ValueError(f"{name}: lives on GPU {X.device.id}, the model on GPU {self._gpu_id}")
+        X = cp.ascontiguousarray(X, dtype=self.dtype)
+        if check_finite and X.size and not bool(cp.isfinite(X).all()):
+            raise ValueError(f"{name}: contains NaN or infinity (pass check_finite=False to skip "
+                             "this check)")
+        return X
+
     # -- input handling ----------------------------------------------------------------------
     def _X(self, X, threads, check_finite=True, name="X") -> np.ndarray:
+        if self.device == "cuda":
+            return self._X_gpu(X, check_finite, name)
         X = matrix(X, name, self.dtype, cast=True, cols=self.n_features_in_,
                    cols_what=" (the model's number of features)")
         if check_finite and X.size:
@@ -125,7 +185,7 @@ class Model:
         return idx.astype(np.int64)
 
     def _y(self, y, n) -> np.ndarray:
-        y = np.asarray(y)
+        y = y.get() if cuda.is_device_array(y) else np.asarray(y)
         if y.ndim == 0:
             y = np.full(n, y[()], dtype=y.dtype)
         if y.ndim != 1 or y.shape[0] != n:
@@ -161,7 +221,12 @@ class Model:
     def predict(self, X, *, threads=None, check_finite=True) -> np.ndarray:
         """Predicted labels (values of ``classes_``), ties resolved as scikit-learn does."""
         S = self.decision_function(X, threads=threads, check_finite=check_finite)
-        idx = (S > 0).astype(np.intp) if self.binary else np.argmax(S, axis=1)
+        idx = (S > 0).astype(np.intp) if self.binary else S.argmax(axis=1)
+        if self.device == "cuda":  # labels of numeric classes stay on the GPU
+            cp = cuda.require()
+            if self.classes_.dtype.kind in "biuf":
+                return cp.asarray(self.classes_)[idx]
+            return self.classes_[cp.asnumpy(idx)]
         return self.classes_[idx]
 
     def loss_gradient(self, X, y, *, return_loss=False, threads=None, check_finite=True):
@@ -202,6 +267,8 @@ class Model:
     def pinv(self, i: int) -> np.ndarray:
         """Moore-Penrose pseudo-inverse (out, in) of layer i's (in, out) weights, cached."""
         key = ("layer", i)
+        if self.device == "cuda" and key not in self._pinv_cache:  # LAPACK once, on the host
+            self._pinv_cache[key] = cuda.require().asarray(self._cpu.pinv(i))
         if key not in self._pinv_cache:
             self._pinv_cache[key] = np.ascontiguousarray(
                 np.linalg.pinv(self._Ws[i].astype(np.float64)), dtype=self.dtype)
@@ -210,6 +277,8 @@ class Model:
     def _composite(self, top: int):
         """Affine map x -> z_top = x @ A + c of layers 0..top (all below top must be identity)."""
         key = ("composite", top)
+        if self.device == "cuda" and key not in self._pinv_cache:
+            self._pinv_cache[key] = cuda.require().asarray(self._cpu._composite(top))
         if key not in self._pinv_cache:
             A = self._Ws[0].astype(np.float64)
             for W in self._Ws[1:top + 1]:
@@ -239,13 +308,17 @@ class Model:
         threads = resolve_threads(threads)
         top = self._layer_index(layer)
         width = self._Ws[top].shape[1]
-        H = np.asarray(H) if not isinstance(H, np.ndarray) else H
+        if not isinstance(H, np.ndarray) and not cuda.is_device_array(H):
+            H = np.asarray(H)
         if self.binary and top == self.n_layers - 1 and getattr(H, "ndim", 0) == 1:
             H = H.reshape(-1, 1)
-        H = matrix(H, "H", self.dtype, cast=True, cols=width,
-                   cols_what=f" (the width of layer {layer!r})")
-        if H.size:
-            _check_finite(H, "H", threads)
+        if self.device == "cuda":
+            H = self._X_gpu(H, True, "H", cols=width)
+        else:
+            H = matrix(H, "H", self.dtype, cast=True, cols=width,
+                       cols_what=f" (the width of layer {layer!r})")
+            if H.size:
+                _check_finite(H, "H", threads)
         first_act = "identity" if top == self.n_layers - 1 else self._acts[top]
         if x0 is None:
             steps = range(top, -1, -1)
@@ -274,7 +347,7 @@ class Model:
                                  threads=threads)
         x1, n = kernels.backproject(H, [P], [None], [first_act], margin=margin, base=x0,
                                     threads=threads, return_clamped=True)
-        np.negative(z0, out=z0)
+        z0 *= -1
         x = kernels.backproject(z0, [P], [None], ["identity"], base=x1, threads=threads)
         return (x, n) if return_clamped else x
 

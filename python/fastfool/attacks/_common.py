@@ -18,12 +18,31 @@ from ..result import AttackResult
 CHUNK_ELEMENTS = 1 << 21
 
 
-def check_model(model) -> Model:
+def check_model(model, gpu=False) -> Model:
     if not isinstance(model, Model):
         raise TypeError(
             f"model: expected a fastfool model (ff.LinearModel, ff.MLP or ff.from_sklearn(est)), "
             f"got {type(model).__name__}")
+    if model.device != "cpu" and not gpu:
+        raise NotImplementedError(
+            "model: this attack runs on the CPU only (fgsm and pgd run on the GPU); use "
+            "model.to('cpu') with NumPy inputs")
     return model
+
+
+def on_gpu(model) -> bool:
+    return isinstance(model, Model) and model.device == "cuda"
+
+
+def check_inside_clip_gpu(X, clip):
+    """check_inside_clip for CuPy inputs (one reduction, one host sync, before any step)."""
+    from .. import cuda
+    if clip is None:
+        return
+    lo, hi = cuda._bounds(clip, X.shape[1], X.dtype, X.device.id)
+    if (lo is not None and bool((X < lo).any())) or (hi is not None and bool((X > hi).any())):
+        raise ValueError("X: values lie outside clip=(lo, hi); clip the data first or widen "
+                         "the range")
 
 
 def norm_of(norm) -> str:

@@ -13,8 +13,9 @@ import time
 import numpy as np
 
 from .. import kernels
-from ._common import (Progress, check_inside_clip, clip_bounds, finish, for_all_targets,
-                      norm_of, positive, prepare, resolve_target, row_chunks)
+from ._common import (Progress, check_inside_clip, check_inside_clip_gpu, check_model,
+                      clip_bounds, finish, for_all_targets, norm_of, on_gpu, positive, prepare,
+                      resolve_target, row_chunks)
 
 __all__ = ["fgsm", "pgd"]
 
@@ -53,6 +54,15 @@ def fgsm(model, X, y=None, *, eps, norm="inf", target=None, clip=None, quantize=
             eps=eps, norm=norm, clip=clip, quantize=quantize, seed=seed, threads=threads,
             progress=progress))
     t0 = time.perf_counter()
+    if on_gpu(model):  # CuPy in, CuPy x_adv out (attacks/_gpu.py)
+        from . import _gpu
+        model = check_model(model, gpu=True)
+        X = model._X(X, None)
+        eps, nrm, q = positive(eps, "eps"), norm_of(norm), _quantum(quantize)
+        check_inside_clip_gpu(X, clip)
+        return _gpu.fgsm(model, X, y, eps=eps, nrm=nrm, target=target, clip=clip, quantum=q,
+                         seed=seed, t0=t0, params=dict(eps=eps, norm=nrm, target=_desc(target),
+                                                       clip=clip, quantize=quantize, seed=seed))
     model, X, yi, threads = prepare(model, X, y, threads)
     eps = positive(eps, "eps")
     nrm = norm_of(norm)
@@ -125,7 +135,12 @@ def pgd(model, X, y=None, *, eps, steps=10, step_size=None, norm="inf", target=N
             restarts=restarts, early_stop=early_stop, clip=clip, quantize=quantize, seed=seed,
             threads=threads, progress=progress))
     t0 = time.perf_counter()
-    model, X, yi, threads = prepare(model, X, y, threads)
+    gpu = on_gpu(model)
+    if gpu:
+        model = check_model(model, gpu=True)
+        X = model._X(X, None)
+    else:
+        model, X, yi, threads = prepare(model, X, y, threads)
     eps = positive(eps, "eps")
     nrm = norm_of(norm)
     if isinstance(steps, bool) or int(steps) != steps or steps < 1:
@@ -134,6 +149,15 @@ def pgd(model, X, y=None, *, eps, steps=10, step_size=None, norm="inf", target=N
         raise ValueError(f"restarts: must be an integer >= 1, got {restarts!r}")
     steps, restarts = int(steps), int(restarts)
     alpha = 2.5 * eps / steps if step_size is None else positive(step_size, "step_size")
+    params = dict(eps=eps, steps=steps, step_size=alpha, norm=nrm, target=_desc(target),
+                  random_start=random_start, restarts=restarts, early_stop=early_stop, clip=clip,
+                  quantize=quantize, seed=seed)
+    if gpu:  # CuPy in, CuPy x_adv out (attacks/_gpu.py)
+        from . import _gpu
+        check_inside_clip_gpu(X, clip)
+        return _gpu.pgd(model, X, y, eps=eps, steps=steps, alpha=alpha, nrm=nrm, target=target,
+                        random_start=random_start, restarts=restarts, early_stop=early_stop,
+                        clip=clip, quantum=_quantum(quantize), seed=seed, params=params, t0=t0)
     rng = np.random.default_rng(seed)
     ti = resolve_target(model, target, X, yi, rng, threads)
     lo, hi = clip_bounds(clip, X.shape[1], X.dtype)
@@ -174,10 +198,7 @@ def pgd(model, X, y=None, *, eps, steps=10, step_size=None, norm="inf", target=N
         x_adv[s] = best[0]
     bar.close()
     return finish(model, X, x_adv, yi, ti, iterations, attack="pgd", t0=t0, threads=threads,
-                  params=dict(eps=eps, steps=steps, step_size=alpha, norm=nrm,
-                              target=_desc(target), random_start=random_start,
-                              restarts=restarts, early_stop=early_stop, clip=clip,
-                              quantize=quantize, seed=seed))
+                  params=params)
 
 
 def _fooled(P, y, t, targeted):

@@ -1,0 +1,136 @@
+"""FGSM and PGD for models on the GPU (``model.to("cuda")``, CuPy inputs).
+
+The same semantics as the CPU attacks (:mod:`fastfool.attacks.gradient`): every step is the
+fused CUDA gradient + update, labels and targets live on the device, and nothing goes back to
+the host inside the step loop. ``x_adv`` is a CuPy array; the small per-row results (success,
+pred, confidence, norms, iterations) are copied to the host once at the end, so that
+``summary()`` and ``save()`` work as for CPU results. ``early_stop=True`` freezes fooled rows
+(their later updates are discarded) instead of compacting the batch, which would need a host
+round-trip per step; the step counts it reports are those of the CPU semantics.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .. import cuda
+from ..result import AttackResult
+
+
+def _labels_on_device(model, X, y, target, seed):
+    """(attacked class indices, target indices or None) as device int64 vectors."""
+    cp = cuda.require()
+    if y is None:
+        yi = model._forward_soft(X, None, None).argmax(axis=1).astype(cp.int64)
+    else:
+        yi = cp.asarray(model._y(y, X.shape[0]), dtype=cp.int64)
+    if target is None:
+        return yi, None
+    N, C = X.shape[0], model.n_classes
+    if isinstance(target, str) and target == "least_likely":
+        ti = model._forward_soft(X, None, None).argmin(axis=1).astype(cp.int64)
+    elif isinstance(target, str) and target == "random":
+        rng = cp.random.default_rng(seed)
+        ti = rng.integers(0, C - 1, N).astype(cp.int64)
+        ti += ti >= yi
+    elif isinstance(target, str) and target == "all":
+        raise ValueError("target='all' is not supported on the GPU yet; use model.to('cpu')")
+    else:
+        t = np.full(N, target, dtype=object) if np.ndim(target) == 0 else target
+        ti = cp.asarray(model._y(t, N), dtype=cp.int64)
+    if N and bool((ti == yi).all()):
+        raise ValueError("target: equals the attacked label on every row; nothing to attack")
+    return yi, ti
+
+
+def _step(model, x, lab, x0, out, **step):
+    return model._ce_step(x, cuda.trusted(lab), x0, None, out, **step)
+
+
+def _finish(model, X, x_adv, yi, ti, iterations, attack, params, t0):
+    cp = cuda.require()
+    P = model._forward_soft(x_adv, "softmax", None)
+    pred = P.argmax(axis=1)
+    conf = P[cp.arange(P.shape[0]), pred]
+    l2, linf = cuda.diff_norms(x_adv, X)
+    success = pred == ti if ti is not None else pred != yi
+    h = cp.asnumpy
+    cls = model.classes_
+    return AttackResult(
+        x_adv=x_adv, success=h(success), pred=cls[h(pred)], confidence=h(conf), l2=h(l2),
+        linf=h(linf), iterations=h(iterations).astype(np.int64), y=cls[h(yi)],
+        target=None if ti is None else cls[h(ti)], attack=attack, params=params,
+        elapsed=time.perf_counter() - t0, extra={"device": f"cuda:{x_adv.device.id}"})
+
+
+def fgsm(model, X, y, *, eps, nrm, target, clip, quantum, seed, params, t0):
+    cp = cuda.require()
+    yi, ti = _labels_on_device(model, X, y, target, seed)
+    lab = yi if ti is None else ti
+    sign = 1.0 if ti is None else -1.0
+    x_adv = cp.empty_like(X)
+    _step(model, X, lab, X, x_adv, step=sign * eps, eps=eps, norm=nrm, clip=clip, quantum=quantum)
+    return _finish(model, X, x_adv, yi, ti, cp.ones(X.shape[0], cp.int64), "fgsm", params, t0)
+
+
+def _random_start(rng, X, eps, nrm, clip):
+    cp = cuda.require()
+    n, d = X.shape
+    if nrm == "inf":
+        delta = rng.uniform(-eps, eps, size=(n, d))
+    else:
+        g = rng.standard_normal((n, d))
+        g /= cp.maximum(cp.linalg.norm(g, axis=1, keepdims=True), 1e-300)
+        delta = g * (eps * rng.uniform(0, 1, size=(n, 1)) ** (1.0 / max(d, 1)))
+    x = (X + delta).astype(X.dtype)
+    if clip is not None:
+        lo, hi = cuda._bounds(clip, d, X.dtype, X.device.id)
+        x = cp.clip(x, lo if lo is not None else -cp.inf, hi if hi is not None else cp.inf)
+    return cp.ascontiguousarray(x)
+
+
+def pgd(model, X, y, *, eps, steps, alpha, nrm, target, random_start, restarts, early_stop,
+        clip, quantum, seed, params, t0):
+    cp = cuda.require()
+    yi, ti = _labels_on_device(model, X, y, target, seed)
+    lab = yi if ti is None else ti
+    sign = 1.0 if ti is None else -1.0
+    rng = cp.random.default_rng(seed)
+    N = X.shape[0]
+    iterations = cp.zeros(N, cp.int64)
+    best = best_score = best_ok = None
+    step = dict(step=sign * alpha, eps=eps, norm=nrm, clip=clip, quantum=quantum)
+    for _ in range(restarts):
+        x = _random_start(rng, X, eps, nrm, clip) if random_start else X.copy()
+        if quantum and random_start:
+            cuda.fused_update(x, cp.zeros_like(x), X, step=0.0, eps=eps, norm=nrm, clip=clip,
+                              quantum=quantum, out=x)
+        if not early_stop:
+            for _ in range(steps):
+                _step(model, x, lab, X, x, **step)
+            iterations += steps
+        else:
+            active = cp.ones(N, dtype=bool)
+            for _ in range(steps):
+                x_new, prob = _step(model, x, lab, X, cp.empty_like(x), return_prob=True, **step)
+                pred = prob.argmax(axis=1)
+                active &= ~(pred == ti if ti is not None else pred != yi)  # fooled at x: stop
+                x = cp.where(active[:, None], x_new, x)
+                iterations += active
+        if restarts == 1:
+            best = x
+            break
+        L = model._forward_soft(x, "log_softmax", None)
+        pred = L.argmax(axis=1)
+        r = cp.arange(N)
+        score, ok = (-L[r, yi], pred != yi) if ti is None else (L[r, ti], pred == ti)
+        if best is None:
+            best, best_score, best_ok = x, score, ok
+        else:
+            better = (ok & ~best_ok) | ((ok == best_ok) & (score > best_score))
+            best = cp.where(better[:, None], x, best)
+            best_score = cp.where(better, score, best_score)
+            best_ok = ok | best_ok
+    return _finish(model, X, best, yi, ti, iterations, "pgd", params, t0)

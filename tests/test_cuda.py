@@ -1,0 +1,239 @@
+"""The CUDA backend.
+
+Three layers of checks:
+- always: the build/availability report and the errors a user without a GPU gets;
+- always, on an emulated device (tests/fake_gpu.py: NumPy stand-ins for CuPy and for the launch
+  functions): fastfool.cuda's orchestration, Model.to("cuda") and the GPU attack loops give the
+  CPU results - this checks the host-side logic, not the CUDA kernels;
+- on a real GPU only (skipped otherwise): every CUDA kernel and the GPU attacks against the
+  NumPy references and the CPU results, both dtypes, odd sizes, large N.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastfool as ff
+from fastfool import cuda
+from fastfool import kernels as K
+
+import reference as ref
+
+GPU = cuda.available()
+needs_gpu = pytest.mark.skipif(not GPU, reason="no usable GPU (CuPy + a CUDA device)")
+
+
+# ---- always ---------------------------------------------------------------------------------------
+def test_report_is_consistent():
+    assert isinstance(cuda.info(), str) and cuda.info()
+    n = cuda.device_count()
+    assert n >= 0
+    if not cuda.built():
+        assert n == 0 and not cuda.available()
+
+
+@pytest.mark.skipif(GPU, reason="checks the errors of a machine without a GPU")
+def test_without_a_gpu_the_errors_are_clear():
+    m = ff.LinearModel(np.eye(3, 4))
+    with pytest.raises((RuntimeError, ImportError), match="CUDA"):
+        m.to("cuda")
+    with pytest.raises(ValueError, match="device"):
+        m.to("tpu")
+    assert m.to("cpu") is m
+
+
+def test_gpu_array_into_a_cpu_model_is_refused():
+    class DeviceArray:  # anything exposing __cuda_array_interface__ (CuPy, Numba, torch)
+        __cuda_array_interface__ = {"shape": (2, 4), "typestr": "<f4", "data": (0, False),
+                                    "version": 3}
+
+    m = ff.LinearModel(np.eye(3, 4))
+    with pytest.raises(TypeError, match="one device"):
+        m.predict(DeviceArray())
+
+
+# ---- emulated device ------------------------------------------------------------------------------
+@pytest.fixture
+def fake(monkeypatch):
+    import fake_gpu
+    return fake_gpu.install(monkeypatch)
+
+
+def _mlp(dtype, act="tanh", sizes=(7, 9, 5, 4)):
+    rng = np.random.default_rng(3)
+    Ws = [(rng.standard_normal((a, b)) / np.sqrt(a)).astype(dtype) for a, b in zip(sizes, sizes[1:])]
+    bs = [rng.standard_normal(b).astype(dtype) * 0.1 for b in sizes[1:]]
+    return ff.MLP(Ws, bs, activation=act, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_emulated_kernels_match_the_cpu(fake, dtype):
+    cp, dev = fake
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((13, 7)).astype(dtype)
+    W = rng.standard_normal((5, 7)).astype(dtype)
+    b = rng.standard_normal(5).astype(dtype)
+    y = rng.integers(0, 5, 13)
+    g = cp.asarray
+    tol = dict(rtol=2e-4, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
+    for ep in (None, "softmax", "log_softmax"):
+        S = K.scores(g(X), g(W), g(b), epilogue=ep)
+        assert type(S).__module__.startswith("cupy")
+        np.testing.assert_allclose(S.get(), K.scores(X, W, b, epilogue=ep), **tol)
+    G, loss, P = K.ce_grad_linear(g(X), g(W), g(b), y, return_prob=True)
+    G0, loss0, P0 = K.ce_grad_linear(X, W, b, y, return_prob=True)
+    for a, a0 in ((G, G0), (loss, loss0), (P, P0)):
+        np.testing.assert_allclose(a.get(), a0, **tol)
+    m = _mlp(dtype)
+    Ws, bs = m.coefs_, m.intercepts_
+    acts = ["tanh", "relu", "identity"]
+    np.testing.assert_allclose(K.mlp_forward(g(X), [g(w) for w in Ws], [g(v) for v in bs], acts).get(),
+                               K.mlp_forward(X, Ws, bs, acts), **tol)
+    yy = rng.integers(0, 4, 13)
+    G, loss = K.ce_grad_mlp(g(X), [g(w) for w in Ws], [g(v) for v in bs], acts, yy)
+    G0, loss0 = K.ce_grad_mlp(X, Ws, bs, acts, yy)
+    np.testing.assert_allclose(G.get(), G0, **tol)
+    np.testing.assert_allclose(loss.get(), loss0, **tol)
+    for norm in ("inf", 2):
+        for q in (0.0, 0.01):
+            kw = dict(step=0.05, eps=0.1, norm=norm, clip=(-1.0, 1.5), quantum=q)
+            X0 = np.clip(X, -1, 1.5)
+            out = K.ce_step_mlp(g(X0), [g(w) for w in Ws], [g(v) for v in bs], acts, yy, g(X0), **kw)
+            np.testing.assert_allclose(out.get(), K.ce_step_mlp(X0, Ws, bs, acts, yy, X0, **kw), **tol)
+            out = K.ce_step_linear(g(X0), g(W), g(b), y, g(X0), **kw)
+            np.testing.assert_allclose(out.get(), K.ce_step_linear(X0, W, b, y, X0, **kw), **tol)
+    # the L-inf step is fused into the last product's epilogue; L2 takes the update kernel
+    dev.calls.clear()
+    K.ce_step_linear(g(X), g(W), g(b), y, g(X), step=0.1, eps=0.2)
+    assert ("gemm", 2, False) in dev.calls and not any(c[0] == "update" for c in dev.calls)
+    dev.calls.clear()
+    K.ce_step_linear(g(X), g(W), g(b), y, g(X), step=0.1, eps=0.2, norm=2)
+    assert ("update", True) in dev.calls
+    l2, linf = K.diff_norms(g(X), g(X * 0.5))
+    l2c, linfc = K.diff_norms(X, X * 0.5)
+    np.testing.assert_allclose(l2.get(), l2c, **tol)
+    np.testing.assert_allclose(linf.get(), linfc, **tol)
+
+
+def test_emulated_mixed_inputs_are_refused(fake):
+    cp, _ = fake
+    X = np.ones((3, 4))
+    with pytest.raises(TypeError, match="CuPy"):
+        K.scores(cp.asarray(X), np.ones((2, 4)))
+    with pytest.raises(TypeError, match="dtype"):
+        K.scores(cp.asarray(X), cp.asarray(np.ones((2, 4), np.float32)))
+    with pytest.raises(ValueError, match="y"):
+        K.ce_grad_linear(cp.asarray(X), cp.asarray(np.ones((2, 4))), None, np.array([0, 1, 2]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_emulated_gpu_model_matches_the_cpu_model(fake, dtype):
+    cp, _ = fake
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((11, 7)).astype(dtype)
+    y = rng.integers(0, 4, 11)
+    tol = dict(rtol=2e-4, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-9, atol=1e-12)
+    binary = ff.LinearModel(rng.standard_normal((1, 7)), 0.3, classes=["no", "yes"], dtype=dtype)
+    for m in (_mlp(dtype), ff.LinearModel(rng.standard_normal((4, 7)), dtype=dtype), binary):
+        gm = m.to("cuda")
+        assert gm.device == "cuda" and m.device == "cpu" and gm.to("cpu") is m
+        Xg = cp.asarray(X)
+        np.testing.assert_allclose(gm.predict_proba(Xg).get(), m.predict_proba(X), **tol)
+        np.testing.assert_allclose(gm.predict_log_proba(Xg).get(), m.predict_log_proba(X), **tol)
+        np.testing.assert_array_equal(np.asarray(gm.predict(Xg)), m.predict(X))
+        yl = m.classes_[y % m.n_classes]
+        np.testing.assert_allclose(gm.loss_gradient(Xg, yl).get(), m.loss_gradient(X, yl), **tol)
+        with pytest.raises(TypeError, match="CuPy"):
+            gm.predict(X)  # NumPy into a GPU model
+        with pytest.raises(ValueError, match="NaN"):
+            gm.predict(cp.asarray(np.full((2, 7), np.nan, dtype)))
+        with pytest.raises(NotImplementedError, match="to\\('cpu'\\)"):
+            ff.deepfool(gm, Xg)
+    m = _mlp(dtype, act="tanh")
+    gm = m.to("cuda")
+    H = np.clip(m.hidden(X, -1), -0.99, 0.99)
+    xb, n = gm.backproject(cp.asarray(H), -1, return_clamped=True)
+    xc, nc = m.backproject(H, -1, return_clamped=True)
+    np.testing.assert_allclose(xb.get(), xc, **tol)
+    assert n == nc
+
+
+@pytest.mark.parametrize("norm", ["inf", 2])
+def test_emulated_gpu_attacks_match_the_cpu(fake, norm):
+    cp, _ = fake
+    rng = np.random.default_rng(2)
+    m = _mlp(np.float64)
+    X = rng.uniform(0, 1, (40, 7))
+    gm, Xg = m.to("cuda"), cp.asarray(X)
+    cases = [
+        (ff.fgsm, dict(eps=0.3, norm=norm)),
+        (ff.fgsm, dict(eps=0.3, norm=norm, target=2, clip=(0, 1))),
+        (ff.fgsm, dict(eps=0.3, norm=norm, quantize=1 / 255, clip=(0, 1))),
+        (ff.pgd, dict(eps=0.3, norm=norm, steps=5, random_start=False)),
+        (ff.pgd, dict(eps=0.3, norm=norm, steps=5, random_start=False, early_stop=True)),
+        (ff.pgd, dict(eps=0.3, norm=norm, steps=4, random_start=False, target="least_likely",
+                      clip=(0, 1))),
+    ]
+    for attack, kw in cases:
+        r_gpu, r_cpu = attack(gm, Xg, **kw), attack(m, X, **kw)
+        assert type(r_gpu.x_adv).__module__.startswith("cupy")
+        np.testing.assert_allclose(r_gpu.x_adv.get(), r_cpu.x_adv, rtol=1e-9, atol=1e-12)
+        np.testing.assert_array_equal(r_gpu.success, r_cpu.success)
+        np.testing.assert_array_equal(r_gpu.iterations, r_cpu.iterations)
+        np.testing.assert_allclose(r_gpu.l2, r_cpu.l2, rtol=1e-9, atol=1e-12)
+        assert r_gpu.summary()["success_rate"] == r_cpu.summary()["success_rate"]
+    # random starts and restarts: different generators than the CPU, same guarantees
+    r = ff.pgd(gm, Xg, eps=0.2, norm=norm, steps=3, restarts=2, seed=0, clip=(0, 1))
+    lim = r.linf if norm == "inf" else r.l2
+    assert np.all(lim <= 0.2 * (1 + 1e-9)) and np.all((r.x_adv.get() >= 0) & (r.x_adv.get() <= 1))
+    with pytest.raises(ValueError, match="clip"):
+        ff.fgsm(gm, cp.asarray(X + 2), eps=0.1, clip=(0, 1))
+
+
+# ---- a real GPU ---------------------------------------------------------------------------------
+@needs_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("N,D,C", [(0, 5, 3), (1, 1, 2), (37, 129, 11), (1000, 300, 130),
+                                   (5000, 64, 10)])
+def test_gpu_kernels_match_the_reference(dtype, N, D, C):
+    import cupy as cp
+    rng = np.random.default_rng(N + D + C)
+    X = rng.standard_normal((N, D)).astype(dtype)
+    W = rng.standard_normal((C, D)).astype(dtype) / np.sqrt(D)
+    b = rng.standard_normal(C).astype(dtype)
+    y = rng.integers(0, C, N)
+    rt = 3e-5 if dtype == np.float32 else 1e-12
+    X64, W64, b64 = (a.astype(np.float64) for a in (X, W, b))
+
+    def close(got, want):
+        want = np.asarray(want, np.float64)
+        err = np.abs(np.asarray(cp.asnumpy(got), np.float64) - want)
+        assert err.max(initial=0) <= rt * max(1.0, np.abs(want).max(initial=0)) * 10
+
+    close(K.scores(cp.asarray(X), cp.asarray(W), cp.asarray(b)), X64 @ W64.T + b64)
+    close(K.scores(cp.asarray(X), cp.asarray(W), cp.asarray(b), epilogue="softmax"),
+          ref.softmax(X64 @ W64.T + b64))
+    G, loss = K.ce_grad_linear(cp.asarray(X), cp.asarray(W), cp.asarray(b), y)
+    G0, loss0 = ref.ce_grad_linear(X64, W64, b64, y)
+    close(G, G0)
+    close(loss, loss0)
+    Xs = X[:, ::-1]  # a non-contiguous view is copied on the device
+    close(K.scores(cp.asarray(X)[:, ::-1], cp.asarray(W), cp.asarray(b)), Xs.astype(np.float64) @ W64.T + b64)
+
+
+@needs_gpu
+def test_gpu_pgd_agrees_with_the_cpu_on_digits():
+    import cupy as cp
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier
+    Xd, yd = load_digits(return_X_y=True)
+    Xd = (Xd / 16).astype(np.float32)
+    clf = MLPClassifier((50, 20), activation="tanh", max_iter=200, random_state=0).fit(Xd, yd)
+    m = ff.from_sklearn(clf, dtype=np.float32)
+    kw = dict(eps=0.1, steps=10, random_start=False, clip=(0, 1))
+    r_cpu = ff.pgd(m, Xd, yd, **kw)
+    r_gpu = ff.pgd(m.to("cuda"), cp.asarray(Xd), yd, **kw)
+    # float32 sign steps can differ where a gradient element is ~0; the outcome must agree
+    assert abs(r_gpu.success.mean() - r_cpu.success.mean()) < 0.01
+    assert np.mean(np.abs(r_gpu.x_adv.get() - r_cpu.x_adv) > 1e-4) < 0.01
