@@ -215,11 +215,48 @@ def test_gpu_kernels_match_the_reference(dtype, N, D, C):
     close(K.scores(cp.asarray(X), cp.asarray(W), cp.asarray(b), epilogue="softmax"),
           ref.softmax(X64 @ W64.T + b64))
     G, loss = K.ce_grad_linear(cp.asarray(X), cp.asarray(W), cp.asarray(b), y)
-    G0, loss0 = ref.ce_grad_linear(X64, W64, b64, y)
+    G0, loss0, _ = ref.ce_grad_linear(X64, W64, b64, y)
     close(G, G0)
     close(loss, loss0)
     Xs = X[:, ::-1]  # a non-contiguous view is copied on the device
     close(K.scores(cp.asarray(X)[:, ::-1], cp.asarray(W), cp.asarray(b)), Xs.astype(np.float64) @ W64.T + b64)
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("N", [0, 1, 333, 20001])
+def test_gpu_mlp_backproject_and_update_match_the_reference(dtype, N):
+    import cupy as cp
+    rng = np.random.default_rng(N)
+    sizes = (67, 50, 20, 10)
+    Ws = [(rng.standard_normal((a, b)) / np.sqrt(a)).astype(dtype) for a, b in zip(sizes, sizes[1:])]
+    bs = [rng.standard_normal(b).astype(dtype) * 0.1 for b in sizes[1:]]
+    acts = ["tanh", "logistic", "identity"]
+    X = rng.standard_normal((N, 67)).astype(dtype)
+    y = rng.integers(0, 10, N)
+    rt = 1e-4 if dtype == np.float32 else 1e-11
+    g = cp.asarray
+
+    def close(got, want):
+        want = np.asarray(want, np.float64)
+        err = np.abs(np.asarray(cp.asnumpy(got), np.float64) - want)
+        assert err.max(initial=0) <= rt * max(1.0, np.abs(want).max(initial=0))
+
+    G, loss = K.ce_grad_mlp(g(X), [g(w) for w in Ws], [g(v) for v in bs], acts, y)
+    G0, loss0, _ = ref.ce_grad_mlp(X, Ws, bs, acts, y)
+    close(G, G0)
+    close(loss, loss0)
+    close(K.mlp_forward(g(X), [g(w) for w in Ws], [g(v) for v in bs], acts, epilogue="softmax"),
+          ref.mlp_forward(X, Ws, bs, acts, epilogue="softmax"))
+    H = rng.uniform(0.05, 0.95, (N, 20)).astype(dtype)  # inside the logistic range
+    P1 = np.linalg.pinv(Ws[1].astype(np.float64)).astype(dtype)
+    P0 = np.linalg.pinv(Ws[0].astype(np.float64)).astype(dtype)
+    close(K.backproject(g(H), [g(P1), g(P0)], [g(bs[1]), g(bs[0])], ["logistic", "tanh"]),
+          ref.backproject(H, [P1, P0], [bs[1], bs[0]], ["logistic", "tanh"], 1e-6, dtype=dtype))
+    Gr = rng.standard_normal((N, 67)).astype(dtype)
+    for norm in ("inf", 2):
+        close(K.fused_update(g(X), g(Gr), g(X), step=0.1, eps=0.25, norm=norm, clip=(-2.0, 2.0)),
+              ref.fused_update(X, Gr, X, 0.1, 0.25, norm, -2.0, 2.0))
 
 
 @needs_gpu
