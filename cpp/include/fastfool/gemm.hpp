@@ -78,6 +78,12 @@ PackedB<T> pack_b(const MatView<T>& B, const MicroKernel<T>& mk, int threads) {
     return pb;
 }
 
+// Columns of a scratch row holding a width-n product with whole tiles (see gemm_rows' padded).
+template <class T>
+std::int64_t padded_width(std::int64_t n, const MicroKernel<T>& mk) {
+    return std::max<std::int64_t>(mk.nr, (n + mk.nr - 1) / mk.nr * mk.nr);
+}
+
 // Per-thread scratch for gemm_rows.
 template <class T>
 struct GemmScratch {
@@ -92,10 +98,13 @@ struct GemmScratch {
 // Otherwise A is packed into zero-padded mr-row slivers: a GEMM-bound product re-reads A once
 // per panel, and rows far apart alias in L1/L2 sets (measured: FGSM on the 12288 -> 1000 shape
 // went from 0.73x to 0.90x of NumPy when P (ld = 1000) was packed instead of read in place).
-// The ragged last sliver is always packed.
+// The ragged last sliver is always packed. With `padded`, C is the caller's scratch with room
+// for whole tiles (rows up to a multiple of mr, columns up to npanels * nr <= ldc): ragged tiles
+// are then written in place, their padding columns and rows holding values nobody reads,
+// instead of going through a tile copy (narrow layers would spend much of their time there).
 template <class T>
 void gemm_rows(const MatView<T>& A, const PackedB<T>& B, T* C, std::int64_t ldc, bool accumulate,
-               const MicroKernel<T>& mk, GemmScratch<T>& ws) {
+               const MicroKernel<T>& mk, GemmScratch<T>& ws, bool padded = false) {
     const std::int64_t M = A.rows, N = B.N, K = B.K, mr = mk.mr, nr = mk.nr;
     if (M == 0 || N == 0) return;
     if (K == 0) {
@@ -137,7 +146,7 @@ void gemm_rows(const MatView<T>& A, const PackedB<T>& B, T* C, std::int64_t ldc,
                 const std::int64_t rsa = in_place ? A.rs : 1, csa = in_place ? 1 : mr;
                 T* c = C + i0 * ldc + j0;
                 const MicroKernelFn<T> fn = in_place ? mk.fn_rows : mk.fn;
-                if (mb == mr && nb == nr) {
+                if ((mb == mr && nb == nr) || padded) {
                     fn(kcb, a, rsa, csa, bp, c, ldc, acc);
                 } else {
                     fn(kcb, a, rsa, csa, bp, tile, nr, false);

@@ -110,12 +110,13 @@ void apply_act(T* v, std::int64_t n, Act act, const MicroKernel<T>& mk) {
 
 // Bias then activation over a row block; one vector pass over the whole block when its rows
 // are contiguous (narrow layers would otherwise spend their time in per-row tails).
+// With `scratch`, the padding columns between w and ld are ours and get activated too.
 template <class T>
 void bias_act_block(T* v, std::int64_t M, std::int64_t w, std::int64_t ld, const VecView<T>& b,
-                    Act act, const MicroKernel<T>& mk) {
+                    Act act, const MicroKernel<T>& mk, bool scratch = false) {
     for (std::int64_t i = 0; i < M; ++i) add_bias(v + i * ld, w, b);
-    if (ld == w)
-        apply_act(v, M * w, act, mk);
+    if (ld == w || scratch)
+        apply_act(v, M * ld, act, mk);
     else
         for (std::int64_t i = 0; i < M; ++i) apply_act(v + i * ld, w, act, mk);
 }
@@ -292,24 +293,26 @@ void ce_grad_linear(const MatView<T>& X, const MatView<T>& W, const VecView<T>& 
     if (X.rows == 0) return;
     const PackedB<T> pbs = pack_b(W.transposed(), mk, threads);  // D x C: scores
     const PackedB<T> pbg = pack_b(W, mk, threads);               // C x D: gradient
+    const std::int64_t ldsc = padded_width(C, mk);               // scores scratch: whole tiles
+    const std::size_t rows = std::size_t((mk.mc + mk.mr - 1) / mk.mr * mk.mr);
     for_row_blocks<BlockWS<T>>(
         X.rows, mk.mc, threads,
-        [&] { return BlockWS<T>(mk, std::size_t(mk.mc) * C, step ? std::size_t(mk.mc) * D : 0); },
+        [&] { return BlockWS<T>(mk, rows * ldsc, step ? std::size_t(mk.mc) * D : 0); },
         [&](std::int64_t r0, std::int64_t r1, BlockWS<T>& ws) {
             const std::int64_t M = r1 - r0;
             T* s = ws.a.data();
-            gemm_rows(rows_of(X, r0, r1), pbs, s, C, false, mk, ws.g);
+            gemm_rows(rows_of(X, r0, r1), pbs, s, ldsc, false, mk, ws.g, true);
             for (std::int64_t i = 0; i < M; ++i) {
-                add_bias(s + i * C, C, b);
-                ce_epilogue(s + i * C, C, y[r0 + i], loss ? loss + r0 + i : nullptr,
+                add_bias(s + i * ldsc, C, b);
+                ce_epilogue(s + i * ldsc, C, y[r0 + i], loss ? loss + r0 + i : nullptr,
                             prob ? prob + (r0 + i) * ldp : nullptr, mk);
             }
             if (D == 0) return;
             if (step) {  // the block's gradient stays in cache and is applied right away
-                gemm_rows(dense_view(s, M, C, C), pbg, ws.b.data(), D, false, mk, ws.g);
+                gemm_rows(MatView<T>{s, M, C, ldsc, 1}, pbg, ws.b.data(), D, false, mk, ws.g);
                 step_block(X, ws.b.data(), r0, M, *step);
             } else {
-                gemm_rows(dense_view(s, M, C, C), pbg, G + r0 * ldg, ldg, false, mk, ws.g);
+                gemm_rows(MatView<T>{s, M, C, ldsc, 1}, pbg, G + r0 * ldg, ldg, false, mk, ws.g);
             }
         });
 }
@@ -367,60 +370,64 @@ void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
     if (X.rows == 0) return;
     const std::size_t L = layers.size();
     std::vector<PackedB<T>> fwd, bwd;
-    std::vector<std::int64_t> off(L + 1, 0);
+    // Scratch rows are padded to whole tiles (gemm_rows' padded): layer l's activations start
+    // at off[l] * rows with row stride pw[l].
+    std::vector<std::int64_t> off(L + 1, 0), pw(L);
     for (std::size_t l = 0; l < L; ++l) {
         fwd.push_back(pack_b(layers[l].W, mk, threads));
         bwd.push_back(pack_b(layers[l].W.transposed(), mk, threads));
-        off[l + 1] = off[l] + layers[l].W.cols;
+        pw[l] = padded_width(layers[l].W.cols, mk);
+        off[l + 1] = off[l] + pw[l];
     }
-    const std::int64_t C = layers.back().W.cols, D = X.cols, mw = max_width(layers);
-    const std::size_t nacts = std::size_t(mk.mc) * off[L], ndelta = std::size_t(mk.mc) * mw * 2;
+    const std::int64_t C = layers.back().W.cols, D = X.cols;
+    const std::int64_t pmw = padded_width(max_width(layers), mk);
+    const std::size_t rows = std::size_t((mk.mc + mk.mr - 1) / mk.mr * mk.mr);
+    const std::size_t nacts = rows * off[L], ndelta = rows * pmw * 2;
     const std::size_t ngrad = step ? std::size_t(mk.mc) * D : 0;
     for_row_blocks<BlockWS<T>>(
         X.rows, mk.mc, threads, [&] { return BlockWS<T>(mk, nacts, ndelta, ngrad); },
         [&](std::int64_t r0, std::int64_t r1, BlockWS<T>& ws) {
             const std::int64_t M = r1 - r0;
-            auto act_buf = [&](std::size_t l) { return ws.a.data() + std::size_t(mk.mc) * off[l]; };
+            auto act_buf = [&](std::size_t l) { return ws.a.data() + rows * off[l]; };
             MatView<T> in = rows_of(X, r0, r1);
             for (std::size_t l = 0; l < L; ++l) {
                 const std::int64_t w = layers[l].W.cols;
                 T* dst = act_buf(l);
-                gemm_rows(in, fwd[l], dst, w, false, mk, ws.g);
-                bias_act_block(dst, M, w, w, layers[l].b, layers[l].act, mk);
-                in = dense_view<T>(dst, M, w, w);
+                gemm_rows(in, fwd[l], dst, pw[l], false, mk, ws.g, true);
+                bias_act_block(dst, M, w, pw[l], layers[l].b, layers[l].act, mk, true);
+                in = MatView<T>{dst, M, w, pw[l], 1};
             }
             T* logits = act_buf(L - 1);
+            const std::int64_t ldz = pw[L - 1];
             if (logits_out)
                 for (std::int64_t i = 0; i < M; ++i)
-                    std::memcpy(logits_out + (r0 + i) * ldl, logits + i * C, sizeof(T) * C);
+                    std::memcpy(logits_out + (r0 + i) * ldl, logits + i * ldz, sizeof(T) * C);
             if (V) {
                 for (std::int64_t i = 0; i < M; ++i)
-                    for (std::int64_t j = 0; j < C; ++j) logits[i * C + j] = (*V)(r0 + i, j);
+                    for (std::int64_t j = 0; j < C; ++j) logits[i * ldz + j] = (*V)(r0 + i, j);
             } else {
                 for (std::int64_t i = 0; i < M; ++i)
-                    ce_epilogue(logits + i * C, C, y[r0 + i], loss ? loss + r0 + i : nullptr,
+                    ce_epilogue(logits + i * ldz, C, y[r0 + i], loss ? loss + r0 + i : nullptr,
                                 prob ? prob + (r0 + i) * ldp : nullptr, mk);
             }
             // Back-propagate delta = dLoss/dz_l from the logits down to the input.
-            const T* delta = logits;
-            std::int64_t dw = C;
-            T* spare[2] = {ws.b.data(), ws.b.data() + std::size_t(mk.mc) * mw};
+            MatView<T> delta{logits, M, C, ldz, 1};
+            T* spare[2] = {ws.b.data(), ws.b.data() + rows * pmw};
             for (std::size_t l = L - 1; l >= 1; --l) {
-                const std::int64_t w = layers[l - 1].W.cols;
+                const std::int64_t w = layers[l - 1].W.cols, ld = pw[l - 1];
                 T* next = spare[l % 2];
-                gemm_rows(dense_view(delta, M, dw, dw), bwd[l], next, w, false, mk, ws.g);
+                gemm_rows(delta, bwd[l], next, ld, false, mk, ws.g, true);
                 const T* h = act_buf(l - 1);
-                for (std::int64_t i = 0; i < M; ++i)
-                    times_act_derivative(next + i * w, h + i * w, w, layers[l - 1].act);
-                delta = next;
-                dw = w;
+                if (layers[l - 1].act != Act::identity)  // padding columns included: never read
+                    times_act_derivative(next, h, M * ld, layers[l - 1].act);
+                delta = MatView<T>{next, M, w, ld, 1};
             }
             if (D == 0) return;
             if (step) {
-                gemm_rows(dense_view(delta, M, dw, dw), bwd[0], ws.c.data(), D, false, mk, ws.g);
+                gemm_rows(delta, bwd[0], ws.c.data(), D, false, mk, ws.g);
                 step_block(X, ws.c.data(), r0, M, *step);
             } else {
-                gemm_rows(dense_view(delta, M, dw, dw), bwd[0], G + r0 * ldg, ldg, false, mk, ws.g);
+                gemm_rows(delta, bwd[0], G + r0 * ldg, ldg, false, mk, ws.g);
             }
         });
 }
