@@ -29,10 +29,25 @@ class FakeArray(np.ndarray):
         return types.SimpleNamespace(ptr=self.__array_interface__["data"][0])
 
     def get(self):
+        TRANSFERS["to_host"] += 1
         return np.array(self)
 
 
 FakeArray.__module__ = "cupy._fake"
+
+#: host <-> device copies made through the emulated CuPy (attack loops must make none per step)
+TRANSFERS = {"to_host": 0, "to_device": 0}
+
+
+def _to_device(a, dtype=None):
+    if not isinstance(a, FakeArray):
+        TRANSFERS["to_device"] += 1
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _to_host(a):
+    TRANSFERS["to_host"] += 1
+    return np.array(a)
 
 
 def _wrap(a):
@@ -49,12 +64,13 @@ def _make_cupy():
     cp = types.ModuleType("cupy")
     cp.__version__ = "fake"
     for name in ("ascontiguousarray", "empty", "zeros", "ones", "empty_like",
-                 "zeros_like", "where", "clip", "abs", "sqrt", "isfinite", "arange", "maximum"):
+                 "zeros_like", "where", "clip", "abs", "sqrt", "isfinite", "arange", "maximum",
+                 "minimum"):
         setattr(cp, name, _fn(getattr(np, name)))
     # host -> device copies are dense, as CuPy's are
-    cp.asarray = _fn(lambda a, dtype=None: np.ascontiguousarray(a, dtype=dtype))
+    cp.asarray = lambda a, dtype=None: _wrap(_to_device(a, dtype))
     cp.int64, cp.uint64, cp.inf, cp.float32, cp.float64 = np.int64, np.uint64, np.inf, np.float32, np.float64
-    cp.asnumpy = lambda a: np.array(a)
+    cp.asnumpy = _to_host
     cp.ndarray = FakeArray
 
     class Device:

@@ -191,6 +191,25 @@ def test_emulated_gpu_attacks_match_the_cpu(fake, norm):
         ff.fgsm(gm, cp.asarray(X + 2), eps=0.1, clip=(0, 1))
 
 
+def test_emulated_attack_loops_make_no_host_round_trips(fake):
+    """The copies between host and device of a PGD run do not grow with its steps."""
+    import fake_gpu
+    cp, _ = fake
+    rng = np.random.default_rng(4)
+    gm = _mlp(np.float32).to("cuda")
+    X = cp.asarray(rng.uniform(0, 1, (30, 7)).astype(np.float32))
+    y = rng.integers(0, 4, 30)
+    counts = []
+    for steps in (2, 9):
+        for key in fake_gpu.TRANSFERS:
+            fake_gpu.TRANSFERS[key] = 0
+        ff.pgd(gm, X, y, eps=0.1, steps=steps, clip=(0, 1), seed=0)
+        ff.pgd(gm, X, y, eps=0.1, steps=steps, clip=(0, 1), early_stop=True, seed=0)
+        ff.pgd(gm, X, y, eps=0.1, steps=steps, clip=(0, 1), norm=2, quantize=0.01, seed=0)
+        counts.append(dict(fake_gpu.TRANSFERS))
+    assert counts[0] == counts[1], counts
+
+
 # ---- a real GPU ---------------------------------------------------------------------------------
 @needs_gpu
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -274,3 +293,26 @@ def test_gpu_pgd_agrees_with_the_cpu_on_digits():
     # float32 sign steps can differ where a gradient element is ~0; the outcome must agree
     assert abs(r_gpu.success.mean() - r_cpu.success.mean()) < 0.01
     assert np.mean(np.abs(r_gpu.x_adv.get() - r_cpu.x_adv) > 1e-4) < 0.01
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gpu_fused_steps_and_fgsm_match_the_cpu(dtype):
+    import cupy as cp
+    rng = np.random.default_rng(11)
+    N, D, C = 4099, 131, 17
+    X = rng.uniform(0, 1, (N, D)).astype(dtype)
+    W = (rng.standard_normal((C, D)) / np.sqrt(D)).astype(dtype)
+    b = rng.standard_normal(C).astype(dtype)
+    y = rng.integers(0, C, N)
+    for norm in ("inf", 2):
+        kw = dict(step=0.02, eps=0.05, norm=norm, clip=(0.0, 1.0))
+        got = K.ce_step_linear(cp.asarray(X), cp.asarray(W), cp.asarray(b), y, cp.asarray(X), **kw)
+        want = K.ce_step_linear(X, W, b, y, X, **kw)
+        # sign steps can differ only where a gradient element is ~0 in the working precision
+        frac = np.mean(np.abs(cp.asnumpy(got) - want) > (1e-5 if dtype == np.float32 else 1e-12))
+        assert frac < 1e-3, frac
+    m = ff.LinearModel(W, b, dtype=dtype)
+    r_gpu = ff.fgsm(m.to("cuda"), cp.asarray(X), y, eps=0.03, clip=(0, 1))
+    r_cpu = ff.fgsm(m, X, y, eps=0.03, clip=(0, 1))
+    assert abs(r_gpu.success.mean() - r_cpu.success.mean()) < 0.005

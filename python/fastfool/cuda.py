@@ -199,6 +199,10 @@ def _bounds(clip, D, dtype, device):
     if clip is None:
         return None, None
     cp = require()
+    if isinstance(clip, tuple) and len(clip) == 2 and all(
+            v is None or (is_device_array(v) and v.shape == (D,) and v.dtype == dtype
+                          and v.device.id == device and v.flags.c_contiguous) for v in clip):
+        return clip  # device bounds already made (attack loops: no host round-trip per step)
     from ._checks import clip_bounds
     host = tuple(None if v is None else (v.get() if is_device_array(v) else v) for v in clip) \
         if isinstance(clip, (tuple, list)) else clip

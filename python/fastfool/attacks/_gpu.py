@@ -65,8 +65,17 @@ def _finish(model, X, x_adv, yi, ti, iterations, attack, params, t0):
         elapsed=time.perf_counter() - t0, extra={"device": f"cuda:{x_adv.device.id}"})
 
 
+def _device_clip(clip, X):
+    """clip=(lo, hi) as device vectors, made once before the loop (None stays None)."""
+    if clip is None:
+        return None
+    lo, hi = cuda._bounds(clip, X.shape[1], X.dtype, X.device.id)
+    return None if lo is None and hi is None else (lo, hi)
+
+
 def fgsm(model, X, y, *, eps, nrm, target, clip, quantum, seed, params, t0):
     cp = cuda.require()
+    clip = _device_clip(clip, X)
     yi, ti = _labels_on_device(model, X, y, target, seed)
     lab = yi if ti is None else ti
     sign = 1.0 if ti is None else -1.0
@@ -86,14 +95,18 @@ def _random_start(rng, X, eps, nrm, clip):
         delta = g * (eps * rng.uniform(0, 1, size=(n, 1)) ** (1.0 / max(d, 1)))
     x = (X + delta).astype(X.dtype)
     if clip is not None:
-        lo, hi = cuda._bounds(clip, d, X.dtype, X.device.id)
-        x = cp.clip(x, lo if lo is not None else -cp.inf, hi if hi is not None else cp.inf)
+        lo, hi = clip
+        if lo is not None:
+            x = cp.maximum(x, lo)
+        if hi is not None:
+            x = cp.minimum(x, hi)
     return cp.ascontiguousarray(x)
 
 
 def pgd(model, X, y, *, eps, steps, alpha, nrm, target, random_start, restarts, early_stop,
         clip, quantum, seed, params, t0):
     cp = cuda.require()
+    clip = _device_clip(clip, X)
     yi, ti = _labels_on_device(model, X, y, target, seed)
     lab = yi if ti is None else ti
     sign = 1.0 if ti is None else -1.0
