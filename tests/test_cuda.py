@@ -316,3 +316,33 @@ def test_gpu_fused_steps_and_fgsm_match_the_cpu(dtype):
     r_gpu = ff.fgsm(m.to("cuda"), cp.asarray(X), y, eps=0.03, clip=(0, 1))
     r_cpu = ff.fgsm(m, X, y, eps=0.03, clip=(0, 1))
     assert abs(r_gpu.success.mean() - r_cpu.success.mean()) < 0.005
+
+
+def _cli_files(tmp_path):
+    m = _mlp(np.float32)
+    X = np.random.default_rng(5).uniform(0, 1, (25, 7)).astype(np.float32)
+    ff.save_model(m, tmp_path / "m.npz")
+    np.save(tmp_path / "X.npy", X)
+    return m, X
+
+
+def test_cli_device_cuda_on_the_emulated_device(fake, tmp_path):
+    from fastfool.cli import main
+    m, X = _cli_files(tmp_path)
+    out = tmp_path / "adv.npz"
+    assert main(["attack", "--model", str(tmp_path / "m.npz"), "--data", str(tmp_path / "X.npy"),
+                 "--attack", "pgd", "--eps", "0.1", "--device", "cuda", "--out", str(out)]) == 0
+    res = ff.AttackResult.load(out)
+    ref = ff.pgd(m, X, eps=0.1, steps=10, seed=0)
+    assert res.x_adv.shape == X.shape and np.all(res.linf <= 0.1 + 1e-6)
+    assert abs(res.success.mean() - ref.success.mean()) <= 0.2  # different random starts
+
+
+@pytest.mark.skipif(GPU, reason="checks the error of a machine without a GPU")
+def test_cli_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
+    from fastfool.cli import main
+    _cli_files(tmp_path)
+    code = main(["attack", "--model", str(tmp_path / "m.npz"), "--data", str(tmp_path / "X.npy"),
+                 "--attack", "fgsm", "--eps", "0.1", "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert code == 2 and "CUDA" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -218,6 +218,15 @@ def _attack(args) -> int:
     if args.target is not None and args.target not in ("random", "least_likely", "all"):
         cls = model.classes_
         kw["target"] = np.asarray(args.target).astype(cls.dtype) if cls.dtype.kind != "U" else args.target
+    if args.device != "cpu":
+        if args.attack not in ("fgsm", "pgd"):
+            raise ValueError(f"--device {args.device}: only fgsm and pgd run on the GPU")
+        model = model.to(args.device)  # raises a one-line reason when no GPU can be used
+        import cupy
+
+        with cupy.cuda.Device(model._gpu_id):
+            X = cupy.asarray(X)
+        kw.pop("threads")
     fn = getattr(ff, args.attack)
     res = fn(model, X, **kw) if args.attack == "template" else fn(model, X, y, **kw)
     if args.out:
@@ -261,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", type=float, nargs=2, metavar=("LO", "HI"), default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default) or cuda[:N]: fgsm and pgd run on the GPU (needs CuPy)")
     p.add_argument("--out", default=None, help="save the AttackResult here (.npz)")
     p.add_argument("--format", default="table", choices=["table", "json"])
     p.set_defaults(func=_attack)
@@ -282,7 +293,7 @@ def main(argv=None) -> int:
         args = ap.parse_args(["demo"] + list(argv or []))
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError, ImportError) as exc:
         print(f"fastfool: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -96,8 +96,11 @@ class AttackResult:
         return text + ")"
 
     def save(self, path) -> None:
-        """Write to ``.npz`` (no pickle: arrays plus a JSON header)."""
+        """Write to ``.npz`` (no pickle: arrays plus a JSON header). A GPU result's ``x_adv``
+        (CuPy) is copied to the host for the file."""
         arrays = {k: getattr(self, k) for k in _ARRAYS if getattr(self, k) is not None}
+        arrays = {k: v.get() if hasattr(v, "__cuda_array_interface__") else v
+                  for k, v in arrays.items()}
         arrays.update({f"extra_{k}": np.asarray(v) for k, v in self.extra.items()})
         for k in ("y", "target", "pred"):
             if k in arrays and arrays[k].dtype == object:
