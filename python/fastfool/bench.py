@@ -3,9 +3,10 @@
     fastfool bench [--quick] [--json out.json] [--threads 2] [--only scoring,ce] [--scaling]
     python bench/run.py ...   (the same, from a source checkout)
 
-Prints a table (median of repeats after a warm-up, fastfool time, baseline time, ratio =
-baseline/fastfool, so > 1 means fastfool is faster) and the machine's ceilings measured in the
-same run (numpy.matmul GFLOP/s on a large square product, copy bandwidth).
+Prints a table (fastfool and its baseline timed in alternating rounds of back-to-back calls
+after a warm-up, medians; ratio = baseline / fastfool, so > 1 means fastfool is faster) and the
+machine's ceilings measured in the same run (numpy.matmul GFLOP/s on a large square product,
+copy bandwidth).
 """
 
 from __future__ import annotations
@@ -38,6 +39,27 @@ def median_time(fn, repeats, warmup=1, settle=0.25):
         fn()
         ts.append(time.perf_counter() - t0)
     return statistics.median(ts)
+
+
+def paired_times(fn_a, fn_b, repeats, settle=0.25, rounds=2):
+    """Steady-state medians of fn_a and fn_b measured in alternating rounds (a block of a's,
+    then a block of b's, `rounds` times; each block: settle, one warm-up call, then about
+    repeats / rounds timed calls back to back). Alternating rounds spreads the shared machine's
+    drift over both sides; back-to-back calls measure what an attack loop sees (after a pause
+    the first calls run slower: idle cores, sleeping thread pools). Returns (median a, median
+    b, median b / median a)."""
+    ta, tb = [], []
+    per = max(1, -(-repeats // rounds))
+    for _ in range(rounds):
+        for fn, ts in ((fn_a, ta), (fn_b, tb)):
+            time.sleep(settle)  # OpenBLAS threads spin ~0.1 s after a BLAS call
+            fn()
+            for _ in range(per):
+                t0 = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t0)
+    a, b = statistics.median(ta), statistics.median(tb)
+    return a, b, b / a
 
 
 def set_blas_threads(n):
@@ -321,13 +343,12 @@ def run(args):
         for t in thread_list:
             if t != args.threads:
                 set_blas_threads(t)
-            t_ours = median_time(lambda: ours(t), repeats)
-            t_base = median_time(base, repeats)
+            t_ours, t_base, ratio = paired_times(lambda: ours(t), base, repeats)
             if t != args.threads:
                 set_blas_threads(args.threads)
             row = {"workload": name, "shape": shape, "dtype": np.dtype(dt).name, "threads": t,
                    "fastfool_s": t_ours, "baseline_s": t_base, "baseline": base_name,
-                   "ratio": t_base / t_ours, "gflops": fl / t_ours / 1e9 if fl else None}
+                   "ratio": ratio, "gflops": fl / t_ours / 1e9 if fl else None}
             results.append(row)
             print(f"{name:<22}{shape:<28}{row['dtype']:<9}{t_ours * 1e3:>12.2f}{t_base * 1e3:>12.2f}"
                   f"{row['ratio']:>8.2f}{(row['gflops'] or 0):>9.1f}  {base_name}"

@@ -64,6 +64,15 @@ PackedB<T> pack_b(const MatView<T>& B, const MicroKernel<T>& mk, int threads) {
         const std::int64_t kcb = std::min(pb.kc, pb.K - pc);
         const std::int64_t j0 = jp * nr, nb = std::min(nr, pb.N - j0);
         T* dst = const_cast<T*>(pb.panel(pc, jp));
+        if (B.rs == 1 && B.cs != 1) {  // B = W^T of a row-major W: read W's rows contiguously
+            for (std::int64_t j = 0; j < nb; ++j) {
+                const T* src = B.data + pc + (j0 + j) * B.cs;
+                for (std::int64_t p = 0; p < kcb; ++p) dst[p * nr + j] = src[p];
+            }
+            for (std::int64_t j = nb; j < nr; ++j)
+                for (std::int64_t p = 0; p < kcb; ++p) dst[p * nr + j] = T(0);
+            return;
+        }
         for (std::int64_t p = 0; p < kcb; ++p) {
             const T* src = B.data + (pc + p) * B.rs + j0 * B.cs;
             T* d = dst + p * nr;

@@ -27,8 +27,15 @@ MatView<T> dense_view(const T* p, std::int64_t rows, std::int64_t cols, std::int
 // Runs body(r0, r1, workspace) over blocks of mc rows on up to `threads` threads. Workspaces
 // are made before the parallel region so that allocation failures surface as exceptions.
 // Returns the workspaces so callers can reduce per-thread counters.
+// Blocks have mc rows, fewer (a multiple of mr) when N is small, so that every thread gets at
+// least two blocks: a 96-row batch on 2 threads would otherwise leave one core idle.
 template <class WS, class Make, class Body>
-std::vector<WS> for_row_blocks(std::int64_t N, std::int64_t mc, int threads, Make make, Body body) {
+std::vector<WS> for_row_blocks(std::int64_t N, std::int64_t mc, std::int64_t mr, int threads,
+                               Make make, Body body) {
+    if (threads > 1) {
+        const std::int64_t want = (N + 2 * threads - 1) / (2 * threads);
+        mc = std::max(mr, std::min(mc, (want + mr - 1) / mr * mr));
+    }
     const std::int64_t nblocks = (N + mc - 1) / mc;
     if (nblocks <= 0) return {};
     const int nt = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(threads, nblocks)));
@@ -184,7 +191,7 @@ void scores(const MatView<T>& X, const MatView<T>& W, const VecView<T>& b, Epilo
     if (X.rows == 0 || C == 0) return;
     const PackedB<T> pb = pack_b(W.transposed(), mk, threads);
     for_row_blocks<BlockWS<T>>(
-        X.rows, mk.mc, threads, [&] { return BlockWS<T>(mk, 0, 0); },
+        X.rows, mk.mc, mk.mr, threads, [&] { return BlockWS<T>(mk, 0, 0); },
         [&](std::int64_t r0, std::int64_t r1, BlockWS<T>& ws) {
             T* out = S + r0 * lds;
             gemm_rows(rows_of(X, r0, r1), pb, out, lds, false, mk, ws.g);
@@ -296,7 +303,7 @@ void ce_grad_linear(const MatView<T>& X, const MatView<T>& W, const VecView<T>& 
     const std::int64_t ldsc = padded_width(C, mk);               // scores scratch: whole tiles
     const std::size_t rows = std::size_t((mk.mc + mk.mr - 1) / mk.mr * mk.mr);
     for_row_blocks<BlockWS<T>>(
-        X.rows, mk.mc, threads,
+        X.rows, mk.mc, mk.mr, threads,
         [&] { return BlockWS<T>(mk, rows * ldsc, step ? std::size_t(mk.mc) * D : 0); },
         [&](std::int64_t r0, std::int64_t r1, BlockWS<T>& ws) {
             const std::int64_t M = r1 - r0;
@@ -337,7 +344,7 @@ void mlp_forward(const MatView<T>& X, const std::vector<Dense<T>>& layers, Epilo
     const std::size_t nbuf = std::size_t(mk.mc) * mw;
     const std::size_t L = layers.size();
     for_row_blocks<BlockWS<T>>(
-        X.rows, mk.mc, threads, [&] { return BlockWS<T>(mk, nbuf, nbuf); },
+        X.rows, mk.mc, mk.mr, threads, [&] { return BlockWS<T>(mk, nbuf, nbuf); },
         [&](std::int64_t r0, std::int64_t r1, BlockWS<T>& ws) {
             const std::int64_t M = r1 - r0;
             MatView<T> in = rows_of(X, r0, r1);
@@ -385,7 +392,7 @@ void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
     const std::size_t nacts = rows * off[L], ndelta = rows * pmw * 2;
     const std::size_t ngrad = step ? std::size_t(mk.mc) * D : 0;
     for_row_blocks<BlockWS<T>>(
-        X.rows, mk.mc, threads, [&] { return BlockWS<T>(mk, nacts, ndelta, ngrad); },
+        X.rows, mk.mc, mk.mr, threads, [&] { return BlockWS<T>(mk, nacts, ndelta, ngrad); },
         [&](std::int64_t r0, std::int64_t r1, BlockWS<T>& ws) {
             const std::int64_t M = r1 - r0;
             auto act_buf = [&](std::size_t l) { return ws.a.data() + rows * off[l]; };
@@ -493,7 +500,7 @@ std::int64_t backproject(const MatView<T>& H, const std::vector<BackStep<T>>& st
     const std::size_t nbuf = std::size_t(mk.mc) * mw;
     const std::int64_t D = steps.back().P.cols;
     const auto ws_all = for_row_blocks<BlockWS<T>>(
-        H.rows, mk.mc, threads, [&] { return BlockWS<T>(mk, nbuf, nbuf); },
+        H.rows, mk.mc, mk.mr, threads, [&] { return BlockWS<T>(mk, nbuf, nbuf); },
         [&](std::int64_t r0, std::int64_t r1, BlockWS<T>& ws) {
             const std::int64_t M = r1 - r0;
             MatView<T> cur = rows_of(H, r0, r1);
