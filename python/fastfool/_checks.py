@@ -156,3 +156,62 @@ def clip_bounds(clip, D: int, dtype):
     if lo is not None and hi is not None and np.any(lo > hi):
         raise ValueError("clip: lo must be <= hi")
     return lo, hi
+
+
+# ---- shared by the CPU kernels (kernels.py) and the CUDA ones (cuda.py) ----------------------
+ACTIVATIONS = {"identity": 0, "relu": 1, "tanh": 2, "logistic": 3}
+EPILOGUES = {None: 0, "none": 0, "softmax": 1, "log_softmax": 2}
+
+
+def epilogue_code(name) -> int:
+    if name not in EPILOGUES:
+        raise ValueError(f"epilogue: expected None, 'softmax' or 'log_softmax', got {name!r}")
+    return EPILOGUES[name]
+
+
+def act_codes(activations, n: int) -> list:
+    """Activation codes for n layers from one name or a name per layer."""
+    if isinstance(activations, str):
+        activations = [activations] * n
+    activations = list(activations)
+    if len(activations) != n:
+        raise ValueError(f"activations: expected {n} names, got {len(activations)}")
+    codes = []
+    for i, a in enumerate(activations):
+        if a not in ACTIVATIONS:
+            raise ValueError(
+                f"activations[{i}]: unknown activation {a!r}; expected one of {sorted(ACTIVATIONS)}"
+            )
+        codes.append(ACTIVATIONS[a])
+    return codes
+
+
+def with_biases(items, biases, what: str):
+    """(items, biases) as lists of equal length (biases None: no bias anywhere)."""
+    items = list(items)
+    if not items:
+        raise ValueError(f"{what}: need at least one {'layer' if what == 'weights' else 'step'}")
+    biases = [None] * len(items) if biases is None else list(biases)
+    if len(biases) != len(items):
+        raise ValueError(f"biases: expected {len(items)} entries, got {len(biases)}")
+    return items, biases
+
+
+def norm_is_l2(norm) -> bool:
+    if norm in ("inf", np.inf, float("inf")):
+        return False
+    if norm in (2, "2", "l2", 2.0):
+        return True
+    raise ValueError(f"norm: expected 'inf' or 2, got {norm!r}")
+
+
+def step_scalars(step, eps, quantum):
+    """(step, eps, quantum) of the fused attack step as checked floats."""
+    step, eps, quantum = float(step), float(eps), float(quantum)
+    if not np.isfinite(step):
+        raise ValueError(f"step: must be finite, got {step}")
+    if not eps >= 0:
+        raise ValueError(f"eps: must be >= 0, got {eps}")
+    if not (np.isfinite(quantum) and quantum >= 0):
+        raise ValueError(f"quantum: must be a finite value >= 0, got {quantum}")
+    return step, eps, quantum

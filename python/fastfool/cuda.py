@@ -22,6 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ._checks import act_codes, epilogue_code, norm_is_l2, step_scalars, with_biases
+
 try:
     from . import _cuda
 except ImportError:  # built without CUDA
@@ -31,7 +33,6 @@ __all__ = ["built", "device_count", "available", "require", "info", "is_device_a
            "scores", "ce_grad_linear", "mlp_forward", "ce_grad_mlp", "backproject",
            "fused_update", "ce_step_linear", "ce_step_mlp", "diff_norms", "all_finite"]
 
-_ACTS = {"identity": 0, "relu": 1, "tanh": 2, "logistic": 3}
 _BIAS_ACT, _DERIV_ACT, _LINF_STEP = 0, 1, 2
 
 
@@ -164,25 +165,8 @@ def _out(out, name, shape, dtype, device):
     return out
 
 
-def _acts(activations, n):
-    if isinstance(activations, str):
-        activations = [activations] * n
-    activations = list(activations)
-    if len(activations) != n:
-        raise ValueError(f"activations: expected {n} names, got {len(activations)}")
-    for i, a in enumerate(activations):
-        if a not in _ACTS:
-            raise ValueError(f"activations[{i}]: unknown activation {a!r}; expected one of {sorted(_ACTS)}")
-    return [_ACTS[a] for a in activations]
-
-
 def _layers(X, weights, biases, activations):
-    weights = list(weights)
-    if not weights:
-        raise ValueError("weights: need at least one layer")
-    biases = [None] * len(weights) if biases is None else list(biases)
-    if len(biases) != len(weights):
-        raise ValueError(f"biases: expected {len(weights)} entries, got {len(biases)}")
+    weights, biases = with_biases(weights, biases, "weights")
     dev, width, Ws, bs = X.device.id, X.shape[1], [], []
     for i, (w, b) in enumerate(zip(weights, biases)):
         w = _matrix(w, f"weights[{i}]", X.dtype, dev)
@@ -191,7 +175,7 @@ def _layers(X, weights, biases, activations):
         Ws.append(w)
         bs.append(_vector(b, f"biases[{i}]", w.shape[1], X.dtype, dev))
         width = w.shape[1]
-    return Ws, bs, _acts(activations, len(Ws))
+    return Ws, bs, act_codes(activations, len(Ws))
 
 
 def _bounds(clip, D, dtype, device):
@@ -210,14 +194,6 @@ def _bounds(clip, D, dtype, device):
     with cp.cuda.Device(device):
         return (None if lo is None else cp.asarray(np.broadcast_to(lo, (D,)), dtype=dtype),
                 None if hi is None else cp.asarray(np.broadcast_to(hi, (D,)), dtype=dtype))
-
-
-def _norm(norm):
-    if norm in ("inf", np.inf, float("inf")):
-        return False
-    if norm in (2, "2", "l2", 2.0):
-        return True
-    raise ValueError(f"norm: expected 'inf' or 2, got {norm!r}")
 
 
 # ---- launches ----------------------------------------------------------------------------------
@@ -245,22 +221,13 @@ def _new(shape, like):
         return cp.empty(shape, dtype=like.dtype)
 
 
-_EPI = {None: 0, "none": 0, "softmax": 1, "log_softmax": 2}
-
-
-def _epi(name):
-    if name not in _EPI:
-        raise ValueError(f"epilogue: expected None, 'softmax' or 'log_softmax', got {name!r}")
-    return _EPI[name]
-
-
 # ---- public kernels (same contracts as fastfool.kernels) --------------------------------------
 def scores(X, W, b=None, *, epilogue=None, out=None, threads=None):
     """``X @ W.T + b`` (+ softmax / log-softmax) on the GPU; see :func:`fastfool.kernels.scores`."""
     X = _matrix(X, "X")
     W = _matrix(W, "W", X.dtype, X.device.id, cols=X.shape[1])
     b = _vector(b, "b", W.shape[0], X.dtype, X.device.id)
-    ep = _epi(epilogue)
+    ep = epilogue_code(epilogue)
     S = _out(out, "out", (X.shape[0], W.shape[0]), X.dtype, X.device.id)
     _gemm(X, W, S, True, bias=b)
     if ep:
@@ -325,7 +292,7 @@ def mlp_forward(X, weights, biases, activations, *, epilogue=None, out=None, thr
     """Forward pass of a dense stack on the GPU; see :func:`fastfool.kernels.mlp_forward`."""
     X = _matrix(X, "X")
     Ws, bs, acts = _layers(X, weights, biases, activations)
-    ep = _epi(epilogue)
+    ep = epilogue_code(epilogue)
     O = _forward(X, Ws, bs, acts, keep=False)
     if ep:
         _cuda.row_softmax(X.dtype == np.float64, _p(O), O.shape[0], O.shape[1], ep, X.device.id,
@@ -373,16 +340,10 @@ def _step_spec(X, x0, step, eps, norm, clip, quantum, out):
     x0 = _matrix(x0, "x0", X.dtype, X.device.id)
     if x0.shape != X.shape:
         raise ValueError(f"x0: expected shape {X.shape}, got {x0.shape}")
-    step, eps, quantum = float(step), float(eps), float(quantum)
-    if not np.isfinite(step):
-        raise ValueError(f"step: must be finite, got {step}")
-    if not eps >= 0:
-        raise ValueError(f"eps: must be >= 0, got {eps}")
-    if not (np.isfinite(quantum) and quantum >= 0):
-        raise ValueError(f"quantum: must be a finite value >= 0, got {quantum}")
+    step, eps, quantum = step_scalars(step, eps, quantum)
     lo, hi = _bounds(clip, X.shape[1], X.dtype, X.device.id)
     o = _out(out, "out", X.shape, X.dtype, X.device.id)
-    return dict(x0=x0, l2=_norm(norm), alpha=step, eps=eps, lo=lo, hi=hi, quantum=quantum, out=o)
+    return dict(x0=x0, l2=norm_is_l2(norm), alpha=step, eps=eps, lo=lo, hi=hi, quantum=quantum, out=o)
 
 
 def fused_update(x, grad, x0, *, step, eps=np.inf, norm="inf", clip=None, quantum=0.0, out=None,
@@ -434,13 +395,8 @@ def backproject(H, pinvs: Sequence, biases, activations, *, margin=1e-6, base=No
     cp = require()
     H = _matrix(H, "H")
     dev = H.device.id
-    pinvs = list(pinvs)
-    if not pinvs:
-        raise ValueError("pinvs: need at least one step")
-    biases = [None] * len(pinvs) if biases is None else list(biases)
-    if len(biases) != len(pinvs):
-        raise ValueError(f"biases: expected {len(pinvs)} entries, got {len(biases)}")
-    acts = _acts(activations, len(pinvs))
+    pinvs, biases = with_biases(pinvs, biases, "pinvs")
+    acts = act_codes(activations, len(pinvs))
     if 1 in acts:
         raise ValueError(f"activations[{acts.index(1)}]: relu is not invertible (it maps all "
                          "negatives to 0)")

@@ -13,12 +13,13 @@ Activation names: ``"identity"``, ``"relu"``, ``"tanh"``, ``"logistic"``.
 
 from __future__ import annotations
 
-from typing import Sequence
 
 import numpy as np
 
 from . import _core, cuda
-from ._checks import clip_bounds, float_array, labels_to_index, matrix, out_array, vector
+from ._checks import (ACTIVATIONS, act_codes, clip_bounds, epilogue_code, float_array,
+                      labels_to_index, matrix, norm_is_l2, out_array, step_scalars, vector,
+                      with_biases)
 from ._runtime import resolve_threads
 
 _gpu = cuda.is_device_array  # CuPy in -> the CUDA kernels (fastfool.cuda), CuPy out
@@ -37,32 +38,6 @@ __all__ = [
     "diff_norms",
     "all_finite",
 ]
-
-ACTIVATIONS = {"identity": 0, "relu": 1, "tanh": 2, "logistic": 3}
-_EPILOGUES = {None: 0, "none": 0, "softmax": 1, "log_softmax": 2}
-
-
-def _epilogue(name) -> int:
-    if name not in _EPILOGUES:
-        raise ValueError(f"epilogue: expected None, 'softmax' or 'log_softmax', got {name!r}")
-    return _EPILOGUES[name]
-
-
-def _act_codes(activations: Sequence[str], n: int) -> list[int]:
-    if isinstance(activations, str):
-        activations = [activations] * n
-    activations = list(activations)
-    if len(activations) != n:
-        raise ValueError(f"activations: expected {n} names, got {len(activations)}")
-    codes = []
-    for i, a in enumerate(activations):
-        if a not in ACTIVATIONS:
-            raise ValueError(
-                f"activations[{i}]: unknown activation {a!r}; expected one of {sorted(ACTIVATIONS)}"
-            )
-        codes.append(ACTIVATIONS[a])
-    return codes
-
 
 def scores(X, W, b=None, *, epilogue=None, out=None, threads=None) -> np.ndarray:
     """Batched scoring ``S = X @ W.T + b`` with an optional fused row epilogue.
@@ -87,7 +62,7 @@ def scores(X, W, b=None, *, epilogue=None, out=None, threads=None) -> np.ndarray
     W = matrix(W, "W", X.dtype, cols=X.shape[1], cols_what=" (X has that many features)")
     bb = None if b is None else vector(b, "b", W.shape[0], X.dtype)
     S = out_array(out, "out", (X.shape[0], W.shape[0]), X.dtype, [(X, "X"), (W, "W"), (bb, "b")])
-    _core.scores(X, W, bb, _epilogue(epilogue), S, resolve_threads(threads))
+    _core.scores(X, W, bb, epilogue_code(epilogue), S, resolve_threads(threads))
     return S
 
 
@@ -125,14 +100,7 @@ def ce_grad_linear(X, W, b, y, *, out=None, return_prob=False, threads=None):
 
 
 def _layers(X, weights, biases, activations):
-    weights = list(weights)
-    if not weights:
-        raise ValueError("weights: need at least one layer")
-    if biases is None:
-        biases = [None] * len(weights)
-    biases = list(biases)
-    if len(biases) != len(weights):
-        raise ValueError(f"biases: expected {len(weights)} entries, got {len(biases)}")
+    weights, biases = with_biases(weights, biases, "weights")
     Ws, bs = [], []
     width = X.shape[1]
     for i, (w, bi) in enumerate(zip(weights, biases)):
@@ -142,7 +110,7 @@ def _layers(X, weights, biases, activations):
         Ws.append(w)
         bs.append(None if bi is None else vector(bi, f"biases[{i}]", w.shape[1], X.dtype))
         width = w.shape[1]
-    return Ws, bs, _act_codes(activations, len(Ws))
+    return Ws, bs, act_codes(activations, len(Ws))
 
 
 def mlp_forward(X, weights, biases, activations, *, epilogue=None, out=None, threads=None):
@@ -158,7 +126,7 @@ def mlp_forward(X, weights, biases, activations, *, epilogue=None, out=None, thr
     Ws, bs, acts = _layers(X, weights, biases, activations)
     inputs = [(X, "X")] + [(w, "weights") for w in Ws]
     O = out_array(out, "out", (X.shape[0], Ws[-1].shape[1]), X.dtype, inputs)
-    _core.mlp_forward(X, Ws, bs, acts, _epilogue(epilogue), O, resolve_threads(threads))
+    _core.mlp_forward(X, Ws, bs, acts, epilogue_code(epilogue), O, resolve_threads(threads))
     return O
 
 
@@ -219,14 +187,7 @@ def backproject(H, pinvs, biases, activations, *, margin=1e-6, base=None, out=No
         return cuda.backproject(H, pinvs, biases, activations, margin=margin, base=base, out=out,
                                 return_clamped=return_clamped)
     H = matrix(H, "H")
-    pinvs = list(pinvs)
-    if not pinvs:
-        raise ValueError("pinvs: need at least one step")
-    if biases is None:
-        biases = [None] * len(pinvs)
-    biases = list(biases)
-    if len(biases) != len(pinvs):
-        raise ValueError(f"biases: expected {len(pinvs)} entries, got {len(biases)}")
+    pinvs, biases = with_biases(pinvs, biases, "pinvs")
     Ps, bs, k = [], [], H.shape[1]
     for i, (p, bi) in enumerate(zip(pinvs, biases)):
         p = matrix(p, f"pinvs[{i}]", H.dtype)
@@ -235,7 +196,7 @@ def backproject(H, pinvs, biases, activations, *, margin=1e-6, base=None, out=No
         Ps.append(p)
         bs.append(None if bi is None else vector(bi, f"biases[{i}]", k, H.dtype))
         k = p.shape[1]
-    acts = _act_codes(activations, len(Ps))
+    acts = act_codes(activations, len(Ps))
     for i, a in enumerate(acts):
         if a == ACTIVATIONS["relu"]:
             raise ValueError(f"activations[{i}]: relu is not invertible (it maps all negatives to 0)")
@@ -256,19 +217,8 @@ def _step_args(x, x0, step, eps, norm, clip, quantum):
     x0 = matrix(x0, "x0", x.dtype)
     if x0.shape != x.shape:
         raise ValueError(f"x0: expected shape {x.shape}, got {x0.shape}")
-    if norm in ("inf", np.inf, float("inf")):
-        l2 = False
-    elif norm in (2, "2", "l2", 2.0):
-        l2 = True
-    else:
-        raise ValueError(f"norm: expected 'inf' or 2, got {norm!r}")
-    step, eps, quantum = float(step), float(eps), float(quantum)
-    if not np.isfinite(step):
-        raise ValueError(f"step: must be finite, got {step}")
-    if not eps >= 0:
-        raise ValueError(f"eps: must be >= 0, got {eps}")
-    if not (np.isfinite(quantum) and quantum >= 0):
-        raise ValueError(f"quantum: must be a finite value >= 0, got {quantum}")
+    l2 = norm_is_l2(norm)
+    step, eps, quantum = step_scalars(step, eps, quantum)
     lo, hi = clip_bounds(clip, x.shape[1], x.dtype)
     return x0, l2, step, eps, lo, hi, quantum
 

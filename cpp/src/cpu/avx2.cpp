@@ -126,18 +126,11 @@ void micro_kernel_f64_6x8(std::int64_t k, const double* a, std::int64_t rsa, std
     store_row(c + 5 * ldc, c50, c51, accumulate);
 }
 
-// exp(x) for 8 floats: x = n ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2), e^r by a
-// degree-6 polynomial (Taylor coefficients; relative error ~1e-7 on the interval), scaled by 2^n
-// through the exponent bits. Inputs below -87.3 give 0 (not denormals), above 88.7 give +inf,
-// NaN stays NaN.
-inline __m256 exp_ps(__m256 x) {
-    const __m256 hi = _mm256_set1_ps(88.7228391f), lo = _mm256_set1_ps(-87.3365479f);
-    const __m256 nan_mask = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
-    const __m256 over = _mm256_cmp_ps(x, hi, _CMP_GT_OQ);
-    const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-    x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+// e^x = 2^n * p: n = round(x / ln2) and p = e^r for r = x - n ln2 (|r| <= ln2/2, Cody-Waite
+// split of ln2) by a degree-6 polynomial (Taylor coefficients; relative error ~1e-7).
+inline __m256 exp_reduced(__m256 x, __m256& n) {
+    n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
     r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
     __m256 p = _mm256_set1_ps(1.0f / 720);
@@ -146,7 +139,19 @@ inline __m256 exp_ps(__m256 x) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    return _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+}
+
+// exp(x) for 8 floats, scaled by 2^n through the exponent bits. Inputs below -87.3 give 0 (not
+// denormals), above 88.7 give +inf, NaN stays NaN.
+inline __m256 exp_ps(__m256 x) {
+    const __m256 hi = _mm256_set1_ps(88.7228391f), lo = _mm256_set1_ps(-87.3365479f);
+    const __m256 nan_mask = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+    const __m256 over = _mm256_cmp_ps(x, hi, _CMP_GT_OQ);
+    const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+    __m256 n;
+    const __m256 p = exp_reduced(x, n);
     // 2^n: n in [-126, 128]; split so that both factors are normal numbers
     const __m256i ni = _mm256_cvtps_epi32(n);
     const __m256i half = _mm256_srai_epi32(ni, 1);
@@ -176,17 +181,8 @@ void exp_f32(float* v, std::int64_t n) { map_ps(v, n, exp_ps); }
 // exp(y) for y in [-20, 0] only (what tanh needs): no overflow, underflow or NaN handling and
 // a single exponent scaling (n >= -29), ~1e-7 relative like exp_ps.
 inline __m256 exp_neg_small_ps(__m256 y) {
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(y, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), y);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.0f / 720);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256 n;
+    const __m256 p = exp_reduced(y, n);
     const __m256i bits = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);  // 2^n added to p's exponent
     return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), bits));
 }
