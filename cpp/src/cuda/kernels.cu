@@ -99,6 +99,13 @@ __device__ __forceinline__ T linf_step(T x, T g, T c, T alpha, T eps, T q, const
 template <class T>
 __device__ __noinline__ T act_call(int act, T v) { return act_fwd(act, v); }
 
+// The L-inf step, out of line for the same reason (and a 5x shorter compile).
+template <class T>
+__device__ __noinline__ T step_call(T x, T g, T c0, T alpha, T eps, T q, const T* lo, const T* hi,
+                                    i64 col) {
+    return linf_step(x, g, c0, alpha, eps, q, lo, hi, col);
+}
+
 template <class T>
 __device__ __forceinline__ T apply_epilogue(const Epilogue<T>& ep, T v, i64 o, i64 c) {
     if (ep.mode == kBiasAct) {
@@ -106,7 +113,7 @@ __device__ __forceinline__ T apply_epilogue(const Epilogue<T>& ep, T v, i64 o, i
         return ep.act == 0 ? v : ep.act == 1 ? (v > T(0) ? v : T(0)) : act_call(ep.act, v);
     }
     if (ep.mode == kDerivAct) return act_deriv(ep.act, ep.H[o], v);
-    return linf_step(ep.X[o], v, ep.X0[o], ep.alpha, ep.eps, ep.quantum, ep.lo, ep.hi, c);
+    return step_call(ep.X[o], v, ep.X0[o], ep.alpha, ep.eps, ep.quantum, ep.lo, ep.hi, c);
 }
 
 // ---- the product ---------------------------------------------------------------------------
