@@ -116,6 +116,16 @@ def test_emulated_kernels_match_the_cpu(fake, dtype):
     np.testing.assert_allclose(linf.get(), linfc, **tol)
 
 
+def test_emulated_kernel_svm_stays_on_the_cpu(fake):
+    from sklearn.datasets import load_iris
+    from sklearn.svm import SVC
+    X, y = load_iris(return_X_y=True)
+    keep = y > 0
+    svm = ff.from_sklearn(SVC(kernel="rbf").fit(X[keep], y[keep]))
+    with pytest.raises(NotImplementedError, match="CPU only"):
+        svm.to("cuda")
+
+
 def test_emulated_mixed_inputs_are_refused(fake):
     cp, _ = fake
     X = np.ones((3, 4))

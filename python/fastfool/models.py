@@ -104,6 +104,9 @@ class Model:
             return self if self.device == "cpu" else self._cpu
         if device != "cuda" and not device.startswith("cuda:"):
             raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        if not isinstance(self, (LinearModel, MLP)):
+            raise NotImplementedError(f"{type(self).__name__} runs on the CPU only; "
+                                      "LinearModel and MLP move to the GPU")
         cp = cuda.require()
         try:
             dev = int(device.split(":", 1)[1]) if ":" in device else cp.cuda.Device().id
