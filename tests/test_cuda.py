@@ -138,7 +138,7 @@ def test_emulated_mixed_inputs_are_refused(fake):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_emulated_gpu_model_matches_the_cpu_model(fake, dtype):
+def test_emulated_gpu_model_matches_the_cpu_model(fake, dtype, tmp_path):
     cp, _ = fake
     rng = np.random.default_rng(1)
     X = rng.standard_normal((11, 7)).astype(dtype)
@@ -162,6 +162,8 @@ def test_emulated_gpu_model_matches_the_cpu_model(fake, dtype):
             ff.deepfool(gm, Xg)
     m = _mlp(dtype, act="tanh")
     gm = m.to("cuda")
+    ff.save_model(gm, tmp_path / "gm.npz")  # written from the CPU copy
+    np.testing.assert_array_equal(ff.load_model(tmp_path / "gm.npz").coefs_[0], m.coefs_[0])
     H = np.clip(m.hidden(X, -1), -0.99, 0.99)
     xb, n = gm.backproject(cp.asarray(H), -1, return_clamped=True)
     xc, nc = m.backproject(H, -1, return_clamped=True)

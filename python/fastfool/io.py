@@ -28,7 +28,10 @@ FORMAT_VERSION = 1
 
 
 def save_model(model: Model, path) -> None:
-    """Write a fastfool model to ``path`` (``.npz``, no pickle)."""
+    """Write a fastfool model to ``path`` (``.npz``, no pickle); a GPU model is written from its
+    CPU copy."""
+    if getattr(model, "device", "cpu") != "cpu":
+        model = model.to("cpu")
     fields = {"format": np.array("fastfool.model"), "version": np.array(FORMAT_VERSION),
               "dtype": np.array(str(model.dtype)), "classes": np.asarray(model.classes_)}
     if fields["classes"].dtype == object:
