@@ -90,6 +90,10 @@ def test_emulated_kernels_match_the_cpu(fake, dtype):
     acts = ["tanh", "relu", "identity"]
     np.testing.assert_allclose(K.mlp_forward(g(X), [g(w) for w in Ws], [g(v) for v in bs], acts).get(),
                                K.mlp_forward(X, Ws, bs, acts), **tol)
+    o = cp.asarray(np.zeros((13, 4), dtype))
+    r = K.mlp_forward(g(X), [g(w) for w in Ws], [g(v) for v in bs], acts, epilogue="softmax", out=o)
+    assert r is o  # written in place by the last layer's product
+    np.testing.assert_allclose(o.get(), K.mlp_forward(X, Ws, bs, acts, epilogue="softmax"), **tol)
     yy = rng.integers(0, 4, 13)
     G, loss = K.ce_grad_mlp(g(X), [g(w) for w in Ws], [g(v) for v in bs], acts, yy)
     G0, loss0 = K.ce_grad_mlp(X, Ws, bs, acts, yy)

@@ -279,10 +279,12 @@ def ce_grad_linear(X, W, b, y, *, out=None, return_prob=False, threads=None):
     return (G, loss, prob) if return_prob else (G, loss)
 
 
-def _forward(X, Ws, bs, acts, keep):
+def _forward(X, Ws, bs, acts, keep, out=None):
+    """Layer outputs (all of them with keep); the last one goes to `out` when given."""
     hs, h = [X], X
-    for W, b, a in zip(Ws, bs, acts):
-        h = _gemm(h, W, _new((h.shape[0], W.shape[1]), h), False, act=a, bias=b)
+    for i, (W, b, a) in enumerate(zip(Ws, bs, acts)):
+        dst = out if out is not None and i == len(Ws) - 1 else _new((h.shape[0], W.shape[1]), h)
+        h = _gemm(h, W, dst, False, act=a, bias=b)
         if keep:
             hs.append(h)
     return hs if keep else h
@@ -293,14 +295,12 @@ def mlp_forward(X, weights, biases, activations, *, epilogue=None, out=None, thr
     X = _matrix(X, "X")
     Ws, bs, acts = _layers(X, weights, biases, activations)
     ep = epilogue_code(epilogue)
-    O = _forward(X, Ws, bs, acts, keep=False)
+    if out is not None:
+        out = _out(out, "out", (X.shape[0], Ws[-1].shape[1]), X.dtype, X.device.id)
+    O = _forward(X, Ws, bs, acts, keep=False, out=out)
     if ep:
         _cuda.row_softmax(X.dtype == np.float64, _p(O), O.shape[0], O.shape[1], ep, X.device.id,
                           _stream())
-    if out is not None:
-        o = _out(out, "out", O.shape, X.dtype, X.device.id)
-        o[...] = O
-        return o
     return O
 
 

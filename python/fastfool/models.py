@@ -135,16 +135,9 @@ class Model:
             raise TypeError(f"{name}: the model is on the GPU, so inputs must be CuPy arrays "
                             f"(cupy.asarray({name})), got {type(X).__name__}; or use "
                             "model.to('cpu')")
-        cp = cuda.require()
         cols = self.n_features_in_ if cols is None else cols
-        if X.dtype not in (np.float32, np.float64):
-            raise TypeError(f"{name}: expected float32 or float64 values, got {X.dtype}")
-        if X.ndim != 2 or X.shape[1] != cols:
-            raise ValueError(f"{name}: expected shape (N, {cols}), got {X.shape}")
-        if X.device.id != self._gpu_id:
-            raise ValueError(f"{name}: lives on GPU {X.device.id}, the model on GPU {self._gpu_id}")
-        X = cp.ascontiguousarray(X, dtype=self.dtype)
-        if check_finite and X.size and not bool(cp.isfinite(X).all()):
+        X = cuda._matrix(X, name, device=self._gpu_id, cols=cols).astype(self.dtype, copy=False)
+        if check_finite and X.size and not bool(cuda.require().isfinite(X).all()):
             raise ValueError(f"{name}: contains NaN or infinity (pass check_finite=False to skip "
                              "this check)")
         return X

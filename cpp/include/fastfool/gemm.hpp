@@ -93,6 +93,12 @@ std::int64_t padded_width(std::int64_t n, const MicroKernel<T>& mk) {
     return std::max<std::int64_t>(mk.nr, (n + mk.nr - 1) / mk.nr * mk.nr);
 }
 
+// Rows of such a scratch: a row block (<= mc rows) rounded up to whole mr-row slivers.
+template <class T>
+std::size_t padded_rows(const MicroKernel<T>& mk) {
+    return std::size_t((mk.mc + mk.mr - 1) / mk.mr * mk.mr);
+}
+
 // Per-thread scratch for gemm_rows.
 template <class T>
 struct GemmScratch {

@@ -301,7 +301,7 @@ void ce_grad_linear(const MatView<T>& X, const MatView<T>& W, const VecView<T>& 
     const PackedB<T> pbs = pack_b(W.transposed(), mk, threads);  // D x C: scores
     const PackedB<T> pbg = pack_b(W, mk, threads);               // C x D: gradient
     const std::int64_t ldsc = padded_width(C, mk);               // scores scratch: whole tiles
-    const std::size_t rows = std::size_t((mk.mc + mk.mr - 1) / mk.mr * mk.mr);
+    const std::size_t rows = padded_rows(mk);
     for_row_blocks<BlockWS<T>>(
         X.rows, mk.mc, mk.mr, threads,
         [&] { return BlockWS<T>(mk, rows * ldsc, step ? std::size_t(mk.mc) * D : 0); },
@@ -388,7 +388,7 @@ void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
     }
     const std::int64_t C = layers.back().W.cols, D = X.cols;
     const std::int64_t pmw = padded_width(max_width(layers), mk);
-    const std::size_t rows = std::size_t((mk.mc + mk.mr - 1) / mk.mr * mk.mr);
+    const std::size_t rows = padded_rows(mk);
     const std::size_t nacts = rows * off[L], ndelta = rows * pmw * 2;
     const std::size_t ngrad = step ? std::size_t(mk.mc) * D : 0;
     for_row_blocks<BlockWS<T>>(

@@ -34,17 +34,6 @@ def on_gpu(model) -> bool:
     return isinstance(model, Model) and model.device == "cuda"
 
 
-def check_inside_clip_gpu(X, clip):
-    """check_inside_clip for CuPy inputs (one reduction, one host sync, before any step)."""
-    from .. import cuda
-    if clip is None:
-        return
-    lo, hi = cuda._bounds(clip, X.shape[1], X.dtype, X.device.id)
-    if (lo is not None and bool((X < lo).any())) or (hi is not None and bool((X > hi).any())):
-        raise ValueError("X: values lie outside clip=(lo, hi); clip the data first or widen "
-                         "the range")
-
-
 def norm_of(norm) -> str:
     if norm in ("inf", np.inf, float("inf"), "linf", "Linf"):
         return "inf"

@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import cuda
 from ..result import AttackResult
+from .gradient import _objective, keep_better
 
 
 def _labels_on_device(model, X, y, target, seed):
@@ -66,10 +67,14 @@ def _finish(model, X, x_adv, yi, ti, iterations, attack, params, t0):
 
 
 def _device_clip(clip, X):
-    """clip=(lo, hi) as device vectors, made once before the loop (None stays None)."""
+    """clip=(lo, hi) as device vectors, made once before the loop (None stays None); X must lie
+    inside (one reduction, one host sync, before any step)."""
     if clip is None:
         return None
     lo, hi = cuda._bounds(clip, X.shape[1], X.dtype, X.device.id)
+    if (lo is not None and bool((X < lo).any())) or (hi is not None and bool((X > hi).any())):
+        raise ValueError("X: values lie outside clip=(lo, hi); clip the data first or widen "
+                         "the range")
     return None if lo is None and hi is None else (lo, hi)
 
 
@@ -113,7 +118,7 @@ def pgd(model, X, y, *, eps, steps, alpha, nrm, target, random_start, restarts, 
     rng = cp.random.default_rng(seed)
     N = X.shape[0]
     iterations = cp.zeros(N, cp.int64)
-    best = best_score = best_ok = None
+    best = None
     step = dict(step=sign * alpha, eps=eps, norm=nrm, clip=clip, quantum=quantum)
     for _ in range(restarts):
         x = _random_start(rng, X, eps, nrm, clip) if random_start else X.copy()
@@ -133,17 +138,7 @@ def pgd(model, X, y, *, eps, steps, alpha, nrm, target, random_start, restarts, 
                 x = cp.where(active[:, None], x_new, x)
                 iterations += active
         if restarts == 1:
-            best = x
+            best = (x,)
             break
-        L = model._forward_soft(x, "log_softmax", None)
-        pred = L.argmax(axis=1)
-        r = cp.arange(N)
-        score, ok = (-L[r, yi], pred != yi) if ti is None else (L[r, ti], pred == ti)
-        if best is None:
-            best, best_score, best_ok = x, score, ok
-        else:
-            better = (ok & ~best_ok) | ((ok == best_ok) & (score > best_score))
-            best = cp.where(better[:, None], x, best)
-            best_score = cp.where(better, score, best_score)
-            best_ok = ok | best_ok
-    return _finish(model, X, best, yi, ti, iterations, "pgd", params, t0)
+        best = keep_better(best, x, *_objective(model, x, yi, ti, None))
+    return _finish(model, X, best[0], yi, ti, iterations, "pgd", params, t0)

@@ -12,10 +12,10 @@ import time
 
 import numpy as np
 
-from .. import kernels
-from ._common import (Progress, check_inside_clip, check_inside_clip_gpu, check_model,
-                      clip_bounds, finish, for_all_targets, norm_of, on_gpu, positive, prepare,
-                      resolve_target, row_chunks)
+from .. import cuda, kernels
+from ._common import (Progress, check_inside_clip, check_model, clip_bounds, finish,
+                      for_all_targets, norm_of, on_gpu, positive, prepare, resolve_target,
+                      row_chunks)
 
 __all__ = ["fgsm", "pgd"]
 
@@ -59,7 +59,6 @@ def fgsm(model, X, y=None, *, eps, norm="inf", target=None, clip=None, quantize=
         model = check_model(model, gpu=True)
         X = model._X(X, None)
         eps, nrm, q = positive(eps, "eps"), norm_of(norm), _quantum(quantize)
-        check_inside_clip_gpu(X, clip)
         return _gpu.fgsm(model, X, y, eps=eps, nrm=nrm, target=target, clip=clip, quantum=q,
                          seed=seed, t0=t0, params=dict(eps=eps, norm=nrm, target=_desc(target),
                                                        clip=clip, quantize=quantize, seed=seed))
@@ -160,7 +159,6 @@ def pgd(model, X, y=None, *, eps, steps=10, step_size=None, norm="inf", target=N
                   quantize=quantize, seed=seed)
     if gpu:  # CuPy in, CuPy x_adv out (attacks/_gpu.py)
         from . import _gpu
-        check_inside_clip_gpu(X, clip)
         return _gpu.pgd(model, X, y, eps=eps, steps=steps, alpha=alpha, nrm=nrm, target=target,
                         random_start=random_start, restarts=restarts, early_stop=early_stop,
                         clip=clip, quantum=_quantum(quantize), seed=seed, params=params, t0=t0)
@@ -193,13 +191,7 @@ def pgd(model, X, y=None, *, eps, steps=10, step_size=None, norm="inf", target=N
                 bar.update(s.stop - s.start)
                 continue
             score, ok = _objective(model, x, yi[s], None if ti is None else ti[s], threads)
-            if best is None:
-                best = (x, score, ok)
-            else:
-                bx, bscore, bok = best
-                better = (ok & ~bok) | ((ok == bok) & (score > bscore))
-                bx[better] = x[better]
-                best = (bx, np.where(better, score, bscore), ok | bok)
+            best = keep_better(best, x, score, ok)
             bar.update(s.stop - s.start)
         x_adv[s] = best[0]
     bar.close()
@@ -243,10 +235,22 @@ def _run_steps(model, x, x0, lab, y, targeted, sign, alpha, eps, nrm, clip, q, s
 
 
 def _objective(model, x, y, t, threads):
-    """(score to maximise, fooled?) per row: CE toward y (untargeted) or -CE toward t."""
+    """(score to maximise, fooled?) per row: CE toward y (untargeted) or -CE toward t. Works on
+    NumPy and CuPy arrays alike (the GPU attacks keep their restarts with it)."""
     L = model._forward_soft(x, "log_softmax", threads)
-    pred = np.argmax(L, axis=1)
-    r = np.arange(x.shape[0])
+    pred = L.argmax(axis=1)
+    r = (cuda.require() if cuda.is_device_array(L) else np).arange(x.shape[0])
     if t is None:
         return -L[r, y], pred != y
     return L[r, t], pred == t
+
+
+def keep_better(best, x, score, ok):
+    """The restart bookkeeping: per row, a fooled point beats an unfooled one, then the higher
+    score wins. ``best`` is None or (x, score, ok); returns the updated triple (NumPy or CuPy)."""
+    if best is None:
+        return x, score, ok
+    bx, bscore, bok = best
+    xp = cuda.require() if cuda.is_device_array(x) else np
+    better = (ok & ~bok) | ((ok == bok) & (score > bscore))
+    return xp.where(better[:, None], x, bx), xp.where(better, score, bscore), ok | bok
