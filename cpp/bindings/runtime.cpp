@@ -26,6 +26,33 @@ void bind_runtime(py::module_& m) {
         if (dtype == "float64") return t(micro_kernel<double>());
         throw py::value_error("dtype: expected 'float32' or 'float64'");
     }, py::arg("dtype"), "(mr, nr, kc, mc) of the active micro-kernel.");
+    m.def(
+        "vmath",
+        [](const std::string& fn, py::array a) -> py::array {
+            // A contiguous copy mapped in place by the active ISA's element-wise function: the
+            // functions the epilogues use, exposed so that tests can compare them with NumPy.
+            auto run = [&](auto tag) -> py::array {
+                using T = decltype(tag);
+                const MicroKernel<T>& mk = micro_kernel<T>();
+                VecFn<T> f = fn == "exp" ? mk.vexp : fn == "tanh" ? mk.vtanh
+                           : fn == "logistic" ? mk.vlogistic : fn == "log1p" ? mk.vlog1p : nullptr;
+                if (!f) throw py::value_error("fn: expected 'exp', 'tanh', 'logistic' or 'log1p', got '" + fn + "'");
+                if (a.ndim() != 1) throw py::value_error("a: expected a 1-D array, got shape " + shape_str(a));
+                py::array_t<T> out(a.shape(0));
+                const auto src = a.unchecked<T, 1>();
+                T* dst = out.mutable_data();
+                for (py::ssize_t i = 0; i < a.shape(0); ++i) dst[i] = src(i);
+                {
+                    py::gil_scoped_release nogil;
+                    f(dst, a.shape(0));
+                }
+                return out;
+            };
+            if (a.dtype().equal(py::dtype::of<float>())) return run(float{});
+            if (a.dtype().equal(py::dtype::of<double>())) return run(double{});
+            throw py::type_error("a: expected float32 or float64, got " + std::string(py::str(a.dtype())));
+        },
+        py::arg("fn"), py::arg("a"), "fn applied element-wise by the active SIMD path (test hook).");
 }
 
 }  // namespace fastfool::bind

@@ -25,8 +25,8 @@ struct MicroKernel {
     MicroKernelFn<T> fn = nullptr;       // A packed (rsa = 1, csa = mr): the GEMM-bound path
     MicroKernelFn<T> fn_rows = nullptr;  // A read in place with any rsa, csa
     Isa isa = Isa::generic;
-    // Activations and exp for the epilogues (vectorised where the ISA has them).
-    VecFn<T> vexp = nullptr, vtanh = nullptr, vlogistic = nullptr;
+    // Activations, exp and log1p for the epilogues (vectorised where the ISA has them).
+    VecFn<T> vexp = nullptr, vtanh = nullptr, vlogistic = nullptr, vlog1p = nullptr;
 };
 
 // Best instruction set this CPU and OS support (detected once).
@@ -54,6 +54,8 @@ template <class T>
 void generic_tanh(T* v, std::int64_t n);
 template <class T>
 void generic_logistic(T* v, std::int64_t n);
+template <class T>
+void generic_log1p(T* v, std::int64_t n);
 
 // Per-ISA tables, defined in generic.cpp / avx2.cpp.
 MicroKernel<float> generic_kernel_f32();

@@ -221,6 +221,44 @@ inline __m256 logistic_ps(__m256 x) {
 
 void logistic_f32(float* v, std::int64_t n) { map_ps(v, n, logistic_ps); }
 
+// log1p(x) for 8 floats. u = 1 + x = 2^e * m with m in [sqrt(1/2), sqrt(2)); log(m) =
+// 2 atanh(t), t = (m - 1) / (m + 1), |t| <= 0.1716, by its odd Taylor series to t^9 (next
+// term < 2e-9 relative); then log1p(x) = e ln2 + log(m) + (x - (u - 1)) / u, the last term
+// restoring what rounding 1 + x lost. x < -1 gives NaN, -1 gives -inf, +inf stays +inf.
+inline __m256 log1p_ps(__m256 x) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256 u = _mm256_add_ps(one, x);
+    const __m256i ui = _mm256_castps_si256(u);
+    // m: u's mantissa with the exponent of [1, 2), halved when above sqrt(2)
+    __m256i e = _mm256_sub_epi32(_mm256_srli_epi32(ui, 23), _mm256_set1_epi32(127));
+    __m256 m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(ui, _mm256_set1_epi32(0x007fffff)),
+                                                   _mm256_set1_epi32(0x3f800000)));
+    const __m256 big = _mm256_cmp_ps(m, _mm256_set1_ps(1.41421356f), _CMP_GT_OQ);
+    m = _mm256_blendv_ps(m, _mm256_mul_ps(m, _mm256_set1_ps(0.5f)), big);
+    e = _mm256_sub_epi32(e, _mm256_castps_si256(big));  // big lanes are all ones: e + 1
+    const __m256 ef = _mm256_cvtepi32_ps(e);
+    const __m256 t = _mm256_div_ps(_mm256_sub_ps(m, one), _mm256_add_ps(m, one));
+    const __m256 t2 = _mm256_mul_ps(t, t);
+    __m256 p = _mm256_set1_ps(2.0f / 9);
+    p = _mm256_fmadd_ps(p, t2, _mm256_set1_ps(2.0f / 7));
+    p = _mm256_fmadd_ps(p, t2, _mm256_set1_ps(2.0f / 5));
+    p = _mm256_fmadd_ps(p, t2, _mm256_set1_ps(2.0f / 3));
+    const __m256 logm = _mm256_fmadd_ps(_mm256_mul_ps(p, t2), t, _mm256_add_ps(t, t));
+    const __m256 corr = _mm256_div_ps(_mm256_sub_ps(x, _mm256_sub_ps(u, one)), u);
+    __m256 r = _mm256_fmadd_ps(ef, _mm256_set1_ps(0.693359375f),
+                               _mm256_add_ps(_mm256_fmadd_ps(ef, _mm256_set1_ps(-2.12194440e-4f), corr), logm));
+    const __m256 tiny = _mm256_cmp_ps(u, one, _CMP_EQ_OQ);  // |x| below half an ulp of 1
+    r = _mm256_blendv_ps(r, x, tiny);
+    r = _mm256_blendv_ps(r, _mm256_set1_ps(__builtin_inff()),
+                         _mm256_cmp_ps(x, _mm256_set1_ps(__builtin_inff()), _CMP_EQ_OQ));
+    r = _mm256_blendv_ps(r, _mm256_set1_ps(-__builtin_inff()), _mm256_cmp_ps(u, _mm256_setzero_ps(), _CMP_EQ_OQ));
+    // x < -1 and NaN: NaN
+    return _mm256_blendv_ps(r, _mm256_set1_ps(__builtin_nanf("")),
+                            _mm256_cmp_ps(x, _mm256_set1_ps(-1.0f), _CMP_NGE_UQ));
+}
+
+void log1p_f32(float* v, std::int64_t n) { map_ps(v, n, log1p_ps); }
+
 }  // namespace
 
 MicroKernel<float> avx2_kernel_f32() {
@@ -229,6 +267,7 @@ MicroKernel<float> avx2_kernel_f32() {
     k.vexp = &exp_f32;
     k.vtanh = &tanh_f32;
     k.vlogistic = &logistic_f32;
+    k.vlog1p = &log1p_f32;
     return k;
 }
 MicroKernel<double> avx2_kernel_f64() {
@@ -238,6 +277,7 @@ MicroKernel<double> avx2_kernel_f64() {
     k.vexp = &generic_exp<double>;
     k.vtanh = &generic_tanh<double>;
     k.vlogistic = &generic_logistic<double>;
+    k.vlog1p = &generic_log1p<double>;
     return k;
 }
 

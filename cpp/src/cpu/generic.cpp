@@ -42,6 +42,12 @@ template <class T>
 void generic_logistic(T* v, std::int64_t n) {
     for (std::int64_t j = 0; j < n; ++j) v[j] = T(1) / (T(1) + std::exp(-v[j]));
 }
+template <class T>
+void generic_log1p(T* v, std::int64_t n) {
+    for (std::int64_t j = 0; j < n; ++j) v[j] = std::log1p(v[j]);
+}
+template void generic_log1p<float>(float*, std::int64_t);
+template void generic_log1p<double>(double*, std::int64_t);
 template void generic_exp<float>(float*, std::int64_t);
 template void generic_exp<double>(double*, std::int64_t);
 template void generic_tanh<float>(float*, std::int64_t);
@@ -55,6 +61,7 @@ MicroKernel<float> generic_kernel_f32() {
     k.vexp = &generic_exp<float>;
     k.vtanh = &generic_tanh<float>;
     k.vlogistic = &generic_logistic<float>;
+    k.vlog1p = &generic_log1p<float>;
     return k;
 }
 MicroKernel<double> generic_kernel_f64() {
@@ -63,6 +70,7 @@ MicroKernel<double> generic_kernel_f64() {
     k.vexp = &generic_exp<double>;
     k.vtanh = &generic_tanh<double>;
     k.vlogistic = &generic_logistic<double>;
+    k.vlog1p = &generic_log1p<double>;
     return k;
 }
 

@@ -145,31 +145,108 @@ void times_act_derivative(T* delta, const T* h, std::int64_t n, Act act) {
     }
 }
 
-// Softmax cross-entropy epilogue on a row of logits s: loss, optional copy of P, then P - onehot.
+// Softmax cross-entropy epilogue over a block of M rows of logits s (row stride ld >= C;
+// with `scratch` the columns between C and ld are the caller's and may be overwritten): adds
+// the bias, writes each row's loss and optionally its P, and leaves P - onehot(y) in place.
+// Rows are done in chunks of up to 64 that share one vector exp (over whole runs of rows when
+// they are contiguous) and one vector log1p for their losses; a row with a NaN or infinite
+// score takes the scalar IEEE path instead.
+// Max of r[0..n) and the sum of r[j] for j != skip, each in four interleaved partial results:
+// a single chain of n dependent maxss/addss (3-cycle latency) was a third of the epilogue.
 template <class T>
-void ce_epilogue(T* s, std::int64_t C, std::int64_t y, T* loss, T* prob, const MicroKernel<T>& mk) {
-    T m = -std::numeric_limits<T>::infinity();
-    for (std::int64_t j = 0; j < C; ++j) m = s[j] > m ? s[j] : m;
-    const T sy = s[y];
-    if (std::isnan(m) || std::isinf(m)) {  // NaN or infinite scores: the scalar IEEE path
-        const T lse = row_lse(s, C);
-        if (loss) *loss = lse - sy;
-        for (std::int64_t j = 0; j < C; ++j) s[j] = std::exp(s[j] - lse);
-    } else {
-        for (std::int64_t j = 0; j < C; ++j) s[j] -= m;
-        mk.vexp(s, C);
-        T rest = 0;  // sum of the other classes' terms, kept apart for an accurate small loss
-        for (std::int64_t j = 0; j < C; ++j) rest += j == y ? T(0) : s[j];
-        const T ey = s[y], sum = rest + ey;
-        // -log(ey / sum) = log1p(rest / ey): exact to rounding even when the loss is ~1e-13; for
-        // ey < 1/2 (loss > log 2, y not the top class) the direct form is accurate and cannot
-        // overflow the way rest / ey does when ey underflows.
-        if (loss) *loss = ey >= T(0.5) ? std::log1p(rest / ey) : (m - sy) + std::log(sum);
-        const T inv = T(1) / sum;
-        for (std::int64_t j = 0; j < C; ++j) s[j] *= inv;
+T row_max4(const T* r, std::int64_t n) {
+    constexpr T ninf = -std::numeric_limits<T>::infinity();
+    T m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf;
+    std::int64_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        m0 = r[j] > m0 ? r[j] : m0;
+        m1 = r[j + 1] > m1 ? r[j + 1] : m1;
+        m2 = r[j + 2] > m2 ? r[j + 2] : m2;
+        m3 = r[j + 3] > m3 ? r[j + 3] : m3;
     }
-    if (prob) std::memcpy(prob, s, sizeof(T) * C);
-    s[y] -= T(1);
+    for (; j < n; ++j) m0 = r[j] > m0 ? r[j] : m0;
+    m0 = m1 > m0 ? m1 : m0;
+    m2 = m3 > m2 ? m3 : m2;
+    return m2 > m0 ? m2 : m0;
+}
+template <class T>
+T row_sum4_except(const T* r, std::int64_t n, std::int64_t skip) {
+    T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    std::int64_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        s0 += j == skip ? T(0) : r[j];
+        s1 += j + 1 == skip ? T(0) : r[j + 1];
+        s2 += j + 2 == skip ? T(0) : r[j + 2];
+        s3 += j + 3 == skip ? T(0) : r[j + 3];
+    }
+    for (; j < n; ++j) s0 += j == skip ? T(0) : r[j];
+    return (s0 + s1) + (s2 + s3);
+}
+
+template <class T>
+void ce_block(T* s, std::int64_t M, std::int64_t C, std::int64_t ld, bool scratch,
+              const VecView<T>& b, const std::int64_t* y, T* loss, T* prob, std::int64_t ldp,
+              const MicroKernel<T>& mk) {
+    constexpr std::int64_t chunk = 64;
+    T mx[chunk], sy[chunk], base[chunk], arg[chunk];
+    bool fin[chunk];
+    const bool runs = scratch || ld == C;  // consecutive rows form one contiguous run
+    for (std::int64_t c0 = 0; c0 < M; c0 += chunk) {
+        const std::int64_t n = std::min(chunk, M - c0);
+        T* blk = s + c0 * ld;
+        for (std::int64_t i = 0; i < n; ++i) {
+            T* r = blk + i * ld;
+            add_bias(r, C, b);
+            const T m = row_max4(r, C);  // NaN scores are skipped here and propagate through exp
+            mx[i] = m;
+            sy[i] = r[y[c0 + i]];
+            fin[i] = !(std::isnan(m) || std::isinf(m));
+            if (fin[i])
+                for (std::int64_t j = 0; j < C; ++j) r[j] -= m;
+        }
+        for (std::int64_t i = 0; i < n;) {  // exp over runs of finite rows
+            if (!fin[i]) {
+                ++i;
+                continue;
+            }
+            std::int64_t e = i + 1;
+            while (runs && e < n && fin[e]) ++e;
+            if (runs)
+                mk.vexp(blk + i * ld, (e - 1 - i) * ld + C);
+            else
+                mk.vexp(blk + i * ld, C);
+            i = e;
+        }
+        for (std::int64_t i = 0; i < n; ++i) {
+            T* r = blk + i * ld;
+            const std::int64_t yi = y[c0 + i];
+            if (!fin[i]) {  // NaN or infinite scores: let IEEE decide
+                const T lse = row_lse(r, C);
+                base[i] = lse - sy[i];
+                arg[i] = T(0);
+                for (std::int64_t j = 0; j < C; ++j) r[j] = std::exp(r[j] - lse);
+            } else {
+                // the other classes' terms, kept apart for an accurate small loss
+                const T rest = row_sum4_except(r, C, yi);
+                const T ey = r[yi], sum = rest + ey;
+                // -log(ey / sum) = log1p(rest / ey): exact to rounding even when the loss is
+                // ~1e-13; for ey < 1/2 (loss > log 2, y not the top class) the direct form
+                // (m - sy) + log(sum), with log(sum) = log1p(sum - 1) exactly (sum >= 1), is
+                // accurate and cannot overflow the way rest / ey does when ey underflows.
+                const bool top = ey >= T(0.5);
+                base[i] = top ? T(0) : mx[i] - sy[i];
+                arg[i] = top ? rest / ey : sum - T(1);
+                const T inv = T(1) / sum;
+                for (std::int64_t j = 0; j < C; ++j) r[j] *= inv;
+            }
+            if (prob) std::memcpy(prob + (c0 + i) * ldp, r, sizeof(T) * C);
+            r[yi] -= T(1);
+        }
+        if (loss) {
+            mk.vlog1p(arg, n);
+            for (std::int64_t i = 0; i < n; ++i) loss[c0 + i] = base[i] + arg[i];
+        }
+    }
 }
 
 template <class T>
@@ -309,11 +386,8 @@ void ce_grad_linear(const MatView<T>& X, const MatView<T>& W, const VecView<T>& 
             const std::int64_t M = r1 - r0;
             T* s = ws.a.data();
             gemm_rows(rows_of(X, r0, r1), pbs, s, ldsc, false, mk, ws.g, true);
-            for (std::int64_t i = 0; i < M; ++i) {
-                add_bias(s + i * ldsc, C, b);
-                ce_epilogue(s + i * ldsc, C, y[r0 + i], loss ? loss + r0 + i : nullptr,
-                            prob ? prob + (r0 + i) * ldp : nullptr, mk);
-            }
+            ce_block(s, M, C, ldsc, true, b, y + r0, loss ? loss + r0 : nullptr,
+                     prob ? prob + r0 * ldp : nullptr, ldp, mk);
             if (D == 0) return;
             if (step) {  // the block's gradient stays in cache and is applied right away
                 gemm_rows(MatView<T>{s, M, C, ldsc, 1}, pbg, ws.b.data(), D, false, mk, ws.g);
@@ -413,9 +487,8 @@ void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
                 for (std::int64_t i = 0; i < M; ++i)
                     for (std::int64_t j = 0; j < C; ++j) logits[i * ldz + j] = (*V)(r0 + i, j);
             } else {
-                for (std::int64_t i = 0; i < M; ++i)
-                    ce_epilogue(logits + i * ldz, C, y[r0 + i], loss ? loss + r0 + i : nullptr,
-                                prob ? prob + (r0 + i) * ldp : nullptr, mk);
+                ce_block(logits, M, C, ldz, true, VecView<T>{}, y + r0, loss ? loss + r0 : nullptr,
+                         prob ? prob + r0 * ldp : nullptr, ldp, mk);
             }
             // Back-propagate delta = dLoss/dz_l from the logits down to the input.
             MatView<T> delta{logits, M, C, ldz, 1};
