@@ -386,3 +386,26 @@ def test_fused_step_equals_gradient_then_update(config, case, data):
         xin = np.array(X, order="C")
         K.ce_step_linear(xin, W, bs[0], y % W.shape[0], x0, out=xin, threads=threads, **kw)
         np.testing.assert_array_equal(xin, ref)
+
+
+@pytest.mark.parametrize("C", range(1, 14))
+def test_narrow_outputs_every_class_group_and_row_tail(config, C):
+    """Narrow products (C <= 12, D >= 128, contiguous rows) take the dot-product path on AVX2:
+    every class-group split (groups of 1..6), an odd last row, a D that is not a multiple of 8,
+    and C = 13 just past it (the tile path). Scores and the CE gradient against float64."""
+    _, threads = config
+    rng = np.random.default_rng(100 + C)
+    for N, D in ((1, 128), (7, 131), (97, 789)):
+        X = rng.standard_normal((N, D)).astype(np.float32)
+        W = (rng.standard_normal((C, D)) / np.sqrt(D)).astype(np.float32)
+        b = rng.standard_normal(C).astype(np.float32)
+        y = rng.integers(0, C, N)
+        mag = np.abs(R.f64(X)) @ np.abs(R.f64(W)).T + np.abs(R.f64(b))
+        R.assert_close(K.scores(X, W, b, threads=threads), R.scores(X, W, b), mag, np.float32, D, "scores")
+        G, loss = K.ce_grad_linear(X, W, b, y, threads=threads)
+        Gr, lr, Pr = R.ce_grad_linear(X, W, b, y)
+        s_err = R.dot_tol(np.float32, D) * mag.max(axis=1, keepdims=True) + 8 * R.unit(np.float32)
+        aW = np.abs(R.f64(W))
+        bound = 2 * s_err * aW.sum(axis=0) + R.dot_tol(np.float32, C) * (np.abs(Pr - np.eye(C)[y]) @ aW)
+        R.assert_close_rows(G, Gr, bound, np.float32, "grad")
+        R.assert_close_rows(loss, lr, 2 * s_err[:, 0], np.float32, "loss")

@@ -14,6 +14,13 @@ template <class T>
 using MicroKernelFn = void (*)(std::int64_t k, const T* a, std::int64_t rsa, std::int64_t csa,
                                const T* b, T* c, std::int64_t ldc, bool accumulate);
 
+// S[i, c] = sum_p X[i, p] * W[c, p] for i < M, c < C, p < D: products with few outputs as
+// dot products vectorised along D (X and W rows contiguous), so a narrow output costs no
+// padding to a register tile's width. S has row stride lds.
+template <class T>
+using DotRowsFn = void (*)(std::int64_t M, std::int64_t C, std::int64_t D, const T* X,
+                           std::int64_t ldx, const T* W, std::int64_t ldw, T* S, std::int64_t lds);
+
 // In-place element-wise maps over a contiguous run of n values.
 template <class T>
 using VecFn = void (*)(T* v, std::int64_t n);
@@ -27,6 +34,9 @@ struct MicroKernel {
     Isa isa = Isa::generic;
     // Activations, exp and log1p for the epilogues (vectorised where the ISA has them).
     VecFn<T> vexp = nullptr, vtanh = nullptr, vlogistic = nullptr, vlog1p = nullptr;
+    // Narrow products (see DotRowsFn); null where the ISA has none (the tile path is used).
+    DotRowsFn<T> dot_rows = nullptr;
+    int dot_max_c = 0;  // dot_rows is used for outputs at most this wide
 };
 
 // Best instruction set this CPU and OS support (detected once).

@@ -3,6 +3,7 @@
 // double: 6x8 tile, same register budget. Cost: 2*6*16*k (resp. 2*6*8*k) FLOPs per call.
 #include <immintrin.h>
 
+
 #include "fastfool/dispatch.hpp"
 
 namespace fastfool {
@@ -259,6 +260,78 @@ inline __m256 log1p_ps(__m256 x) {
 
 void log1p_f32(float* v, std::int64_t n) { map_ps(v, n, log1p_ps); }
 
+inline float hsum(__m256 v) {
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    return _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
+}
+
+// R rows x G classes of dot products: R*G accumulators (<= 12 ymm), R + G loads per R*G FMAs.
+// The last partial vector is read through a mask (no reads past a row). The next R rows are
+// prefetched as these stream by: rows of a large X come from DRAM, a pair at a time, in runs
+// too short for the hardware prefetcher (200k x 784 x 10 on one thread: 102 -> 73 ms).
+template <int R, int G>
+void dot_tile(const float* x, std::int64_t ldx, const float* w, std::int64_t ldw, std::int64_t D,
+              __m256i tail_mask, float* s, std::int64_t lds) {
+    __m256 acc[R][G];
+    for (int r = 0; r < R; ++r)
+        for (int g = 0; g < G; ++g) acc[r][g] = _mm256_setzero_ps();
+    std::int64_t p = 0;
+    for (; p + 8 <= D; p += 8) {
+        __m256 xv[R];
+        for (int r = 0; r < R; ++r) xv[r] = _mm256_loadu_ps(x + r * ldx + p);
+        for (int r = 0; r < R; ++r)
+            _mm_prefetch(reinterpret_cast<const char*>(x + (R + r) * ldx + p), _MM_HINT_T0);
+        for (int g = 0; g < G; ++g) {
+            const __m256 wv = _mm256_loadu_ps(w + g * ldw + p);
+            for (int r = 0; r < R; ++r) acc[r][g] = _mm256_fmadd_ps(xv[r], wv, acc[r][g]);
+        }
+    }
+    if (p < D) {
+        __m256 xv[R];
+        for (int r = 0; r < R; ++r) xv[r] = _mm256_maskload_ps(x + r * ldx + p, tail_mask);
+        for (int g = 0; g < G; ++g) {
+            const __m256 wv = _mm256_maskload_ps(w + g * ldw + p, tail_mask);
+            for (int r = 0; r < R; ++r) acc[r][g] = _mm256_fmadd_ps(xv[r], wv, acc[r][g]);
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int g = 0; g < G; ++g) s[r * lds + g] = hsum(acc[r][g]);
+}
+
+template <int R>
+void dot_group(int G, const float* x, std::int64_t ldx, const float* w, std::int64_t ldw,
+               std::int64_t D, __m256i m, float* s, std::int64_t lds) {
+    switch (G) {
+        case 1: dot_tile<R, 1>(x, ldx, w, ldw, D, m, s, lds); break;
+        case 2: dot_tile<R, 2>(x, ldx, w, ldw, D, m, s, lds); break;
+        case 3: dot_tile<R, 3>(x, ldx, w, ldw, D, m, s, lds); break;
+        case 4: dot_tile<R, 4>(x, ldx, w, ldw, D, m, s, lds); break;
+        case 5: dot_tile<R, 5>(x, ldx, w, ldw, D, m, s, lds); break;
+        default: dot_tile<R, 6>(x, ldx, w, ldw, D, m, s, lds); break;
+    }
+}
+
+// Rows in pairs, classes in balanced groups of at most 6 (2 x 6 = 12 accumulators). Whole rows
+// at a time: blocking D (to keep a block of W in L1) measured slower for D = 784, C = 10.
+void dot_rows_f32(std::int64_t M, std::int64_t C, std::int64_t D, const float* X,
+                  std::int64_t ldx, const float* W, std::int64_t ldw, float* S, std::int64_t lds) {
+    const std::int64_t ngroups = (C + 5) / 6;
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(D % 8)),
+                                         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (std::int64_t i = 0; i < M; i += 2) {
+        std::int64_t c0 = 0;
+        for (std::int64_t g = 0; g < ngroups; ++g) {
+            const int G = static_cast<int>(C / ngroups + (g < C % ngroups ? 1 : 0));
+            if (i + 1 < M)
+                dot_group<2>(G, X + i * ldx, ldx, W + c0 * ldw, ldw, D, m, S + i * lds + c0, lds);
+            else
+                dot_group<1>(G, X + i * ldx, ldx, W + c0 * ldw, ldw, D, m, S + i * lds + c0, lds);
+            c0 += G;
+        }
+    }
+}
+
 }  // namespace
 
 MicroKernel<float> avx2_kernel_f32() {
@@ -268,6 +341,8 @@ MicroKernel<float> avx2_kernel_f32() {
     k.vtanh = &tanh_f32;
     k.vlogistic = &logistic_f32;
     k.vlog1p = &log1p_f32;
+    k.dot_rows = &dot_rows_f32;
+    k.dot_max_c = 12;
     return k;
 }
 MicroKernel<double> avx2_kernel_f64() {
