@@ -409,3 +409,22 @@ def test_narrow_outputs_every_class_group_and_row_tail(config, C):
         bound = 2 * s_err * aW.sum(axis=0) + R.dot_tol(np.float32, C) * (np.abs(Pr - np.eye(C)[y]) @ aW)
         R.assert_close_rows(G, Gr, bound, np.float32, "grad")
         R.assert_close_rows(loss, lr, 2 * s_err[:, 0], np.float32, "loss")
+
+
+def test_narrow_path_results_do_not_depend_on_layout(config):
+    """The dot-product path is chosen by shape, not layout: Fortran-ordered or strided X and W
+    give bit-identical scores and gradients to C-ordered ones."""
+    _, threads = config
+    rng = np.random.default_rng(9)
+    X = rng.standard_normal((41, 300)).astype(np.float32)
+    W = rng.standard_normal((10, 300)).astype(np.float32) / 17
+    y = rng.integers(0, 10, 41)
+    S = K.scores(X, W, threads=threads)
+    G, loss = K.ce_grad_linear(X, W, None, y, threads=threads)
+    Xs = np.zeros((41, 600), np.float32)[:, ::2]
+    Xs[...] = X
+    for Xl, Wl in ((np.asfortranarray(X), W), (Xs, np.asfortranarray(W)), (X, np.asfortranarray(W))):
+        np.testing.assert_array_equal(K.scores(Xl, Wl, threads=threads), S)
+        G2, loss2 = K.ce_grad_linear(Xl, Wl, None, y, threads=threads)
+        np.testing.assert_array_equal(G2, G)
+        np.testing.assert_array_equal(loss2, loss)

@@ -249,14 +249,51 @@ void ce_block(T* s, std::int64_t M, std::int64_t C, std::int64_t ld, bool scratc
     }
 }
 
-// Whether a product with C outputs over D inputs (W rows contiguous) takes the ISA's dot_rows
-// instead of the tile path: outputs narrow enough that a tile would be mostly padding, inputs
-// deep enough that the horizontal sums closing each dot product are a small part.
-// (In cache, 3000 x 784 x 10 float: 71 GFLOP/s useful against 60 on the tile; D = 64: even.)
+// The narrow-product path (the ISA's dot_rows) for C outputs over D inputs: outputs narrow
+// enough that a register tile would be mostly padding, inputs deep enough that the horizontal
+// sums closing each dot product are a small part. (In cache, 3000 x 784 x 10 float: 71
+// GFLOP/s useful against 60 on the tile; D = 64: even.) The choice depends on the shapes only,
+// never on the layout, so results do not change with the memory layout: W with strided
+// columns is copied once (Narrow), row blocks of such an X into scratch (rows_for_dot).
 template <class T>
-bool use_dot(std::int64_t C, const MatView<T>& X, const MatView<T>& W, const MicroKernel<T>& mk) {
-    return mk.dot_rows && C <= mk.dot_max_c && X.cols >= 128 && X.cs == 1 && W.cs == 1;
-}
+struct Narrow {
+    bool on = false;
+    Buffer<T> copy;
+    const T* w = nullptr;
+    std::int64_t C = 0, ldw = 0;
+    // W: C x D (rows are the outputs).
+    Narrow(const MatView<T>& W, std::int64_t D, const MicroKernel<T>& mk) : C(W.rows) {
+        on = mk.dot_rows && C <= mk.dot_max_c && D >= 128;
+        if (!on) return;
+        w = W.data;
+        ldw = W.rs;
+        if (W.cs != 1) {
+            copy.resize(std::size_t(W.rows * D));
+            for (std::int64_t c = 0; c < W.rows; ++c)
+                for (std::int64_t p = 0; p < D; ++p) copy.data()[c * D + p] = W(c, p);
+            w = copy.data();
+            ldw = D;
+        }
+    }
+    // S rows r0..r1 of X times W^T; X rows with strided columns go through `scratch` (mc x D).
+    void run(const MatView<T>& X, std::int64_t r0, std::int64_t r1, T* scratch, T* S,
+             std::int64_t lds, const MicroKernel<T>& mk) const {
+        const std::int64_t D = X.cols, M = r1 - r0;
+        const T* x = X.data + r0 * X.rs;
+        std::int64_t ldx = X.rs;
+        if (X.cs != 1) {
+            for (std::int64_t i = 0; i < M; ++i)
+                for (std::int64_t p = 0; p < D; ++p) scratch[i * D + p] = X(r0 + i, p);
+            x = scratch;
+            ldx = D;
+        }
+        mk.dot_rows(M, C, D, x, ldx, w, ldw, S, lds);
+    }
+    // Per-thread scratch run() needs for X.
+    std::size_t scratch_size(const MatView<T>& X, const MicroKernel<T>& mk) const {
+        return on && X.cs != 1 ? std::size_t(mk.mc) * X.cols : 0;
+    }
+};
 
 template <class T>
 struct BlockWS {
@@ -275,14 +312,15 @@ void scores(const MatView<T>& X, const MatView<T>& W, const VecView<T>& b, Epilo
     const MicroKernel<T> mk = micro_kernel<T>();
     const std::int64_t C = W.rows;
     if (X.rows == 0 || C == 0) return;
-    const bool dot = use_dot(C, X, W, mk);
-    const PackedB<T> pb = dot ? PackedB<T>{} : pack_b(W.transposed(), mk, threads);
+    const Narrow<T> narrow(W, X.cols, mk);
+    const PackedB<T> pb = narrow.on ? PackedB<T>{} : pack_b(W.transposed(), mk, threads);
+    const std::size_t nx = narrow.scratch_size(X, mk);
     for_row_blocks<BlockWS<T>>(
-        X.rows, mk.mc, mk.mr, threads, [&] { return BlockWS<T>(mk, 0, 0); },
+        X.rows, mk.mc, mk.mr, threads, [&] { return BlockWS<T>(mk, 0, 0, nx); },
         [&](std::int64_t r0, std::int64_t r1, BlockWS<T>& ws) {
             T* out = S + r0 * lds;
-            if (dot)
-                mk.dot_rows(r1 - r0, C, X.cols, X.data + r0 * X.rs, X.rs, W.data, W.rs, out, lds);
+            if (narrow.on)
+                narrow.run(X, r0, r1, ws.c.data(), out, lds, mk);
             else
                 gemm_rows(rows_of(X, r0, r1), pb, out, lds, false, mk, ws.g);
             for (std::int64_t i = 0; i < r1 - r0; ++i) {
@@ -388,19 +426,22 @@ void ce_grad_linear(const MatView<T>& X, const MatView<T>& W, const VecView<T>& 
     const MicroKernel<T> mk = micro_kernel<T>();
     const std::int64_t C = W.rows, D = W.cols;
     if (X.rows == 0) return;
-    const bool dot = use_dot(C, X, W, mk);
-    const PackedB<T> pbs = dot ? PackedB<T>{} : pack_b(W.transposed(), mk, threads);  // D x C
+    const Narrow<T> narrow(W, D, mk);
+    const PackedB<T> pbs = narrow.on ? PackedB<T>{} : pack_b(W.transposed(), mk, threads);  // D x C
     const PackedB<T> pbg = pack_b(W, mk, threads);               // C x D: gradient
     const std::int64_t ldsc = padded_width(C, mk);               // scores scratch: whole tiles
     const std::size_t rows = padded_rows(mk);
     for_row_blocks<BlockWS<T>>(
         X.rows, mk.mc, mk.mr, threads,
-        [&] { return BlockWS<T>(mk, rows * ldsc, step ? std::size_t(mk.mc) * D : 0); },
+        [&] {
+            return BlockWS<T>(mk, rows * ldsc, step ? std::size_t(mk.mc) * D : 0,
+                              narrow.scratch_size(X, mk));
+        },
         [&](std::int64_t r0, std::int64_t r1, BlockWS<T>& ws) {
             const std::int64_t M = r1 - r0;
             T* s = ws.a.data();
-            if (dot)
-                mk.dot_rows(M, C, D, X.data + r0 * X.rs, X.rs, W.data, W.rs, s, ldsc);
+            if (narrow.on)
+                narrow.run(X, r0, r1, ws.c.data(), s, ldsc, mk);
             else
                 gemm_rows(rows_of(X, r0, r1), pbs, s, ldsc, false, mk, ws.g, true);
             ce_block(s, M, C, ldsc, true, b, y + r0, loss ? loss + r0 : nullptr,
