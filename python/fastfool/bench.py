@@ -41,10 +41,10 @@ def median_time(fn, repeats, warmup=1, settle=0.25):
     return statistics.median(ts)
 
 
-def paired_times(fn_a, fn_b, repeats, settle=0.25, rounds=2):
+def paired_times(fn_a, fn_b, repeats, settle=0.25, rounds=2, warmup_s=0.05):
     """Steady-state medians of fn_a and fn_b measured in alternating rounds (a block of a's,
-    then a block of b's, `rounds` times; each block: settle, one warm-up call, then about
-    repeats / rounds timed calls back to back). Alternating rounds spreads the shared machine's
+    then a block of b's, `rounds` times; each block: settle, warm-up calls for at least
+    `warmup_s` seconds (at least one), then about repeats / rounds timed calls back to back). Alternating rounds spreads the shared machine's
     drift over both sides; back-to-back calls measure what an attack loop sees (after a pause
     the first calls run slower: idle cores, sleeping thread pools). Returns (median a, median
     b, median b / median a)."""
@@ -53,7 +53,10 @@ def paired_times(fn_a, fn_b, repeats, settle=0.25, rounds=2):
     for _ in range(rounds):
         for fn, ts in ((fn_a, ta), (fn_b, tb)):
             time.sleep(settle)  # OpenBLAS threads spin ~0.1 s after a BLAS call
+            warm_until = time.perf_counter() + warmup_s
             fn()
+            while time.perf_counter() < warm_until:  # idle cores clock down during the settle
+                fn()
             for _ in range(per):
                 t0 = time.perf_counter()
                 fn()
