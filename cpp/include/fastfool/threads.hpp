@@ -3,6 +3,7 @@
 // threads that have not woken up yet. So a call cannot stall behind a descheduled worker (as an
 // OpenMP barrier does when OpenBLAS's spinning threads hold the cores), and it stays correct in
 // a forked child or when several Python threads call kernels at once (the second runs inline).
+// Idle workers spin up to 0.3 ms for the next call, then sleep on a condition variable.
 #pragma once
 #include <cstdint>
 #include <functional>
