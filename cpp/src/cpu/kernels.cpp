@@ -372,11 +372,29 @@ void quantize_row(T* o, const T* x0, std::int64_t x0s, std::int64_t D, bool l2, 
         o[j] = c + (truncate ? std::trunc(r) : std::nearbyint(r)) * q;
     }
 }
-// One row of the fused update (fused_update's semantics); o may alias x.
-template <class T>
-void update_row(const T* x, std::int64_t xs, const T* g, std::int64_t gs, const T* x0,
-                std::int64_t x0s, std::int64_t D, bool l2, T alpha, T eps, const VecView<T>& lo,
-                const VecView<T>& hi, T quantum, T* o) {
+// o = max(o, lo) (Upper: min(o, hi)) with the bound a scalar (stride 0), a contiguous array or
+// strided: one plain loop per case, so that the common ones vectorise.
+template <bool Upper, class T>
+void clip_row(T* o, std::int64_t D, const VecView<T>& v) {
+    auto one = [](T a, T b) { return Upper ? std::min(a, b) : std::max(a, b); };
+    if (!v.data) return;
+    if (v.stride == 0) {
+        const T c = v.data[0];
+        for (std::int64_t j = 0; j < D; ++j) o[j] = one(o[j], c);
+    } else if (v.stride == 1) {
+        for (std::int64_t j = 0; j < D; ++j) o[j] = one(o[j], v.data[j]);
+    } else {
+        for (std::int64_t j = 0; j < D; ++j) o[j] = one(o[j], v.data[j * v.stride]);
+    }
+}
+
+// One row of the fused update (fused_update's semantics); o may alias x. Unit: x, g and x0
+// contiguous (the common case), as constant strides the compiler vectorises (same loops).
+template <class T, bool Unit>
+void update_row_impl(const T* x, std::int64_t xs, const T* g, std::int64_t gs, const T* x0,
+                     std::int64_t x0s, std::int64_t D, bool l2, T alpha, T eps,
+                     const VecView<T>& lo, const VecView<T>& hi, T quantum, T* o) {
+    if (Unit) xs = gs = x0s = 1;
     if (!l2) {
         for (std::int64_t j = 0; j < D; ++j) {
             const T c = x0[j * x0s];
@@ -398,10 +416,17 @@ void update_row(const T* x, std::int64_t xs, const T* g, std::int64_t gs, const 
         }
     }
     if (quantum > T(0)) quantize_row(o, x0, x0s, D, l2, eps, quantum);
-    if (lo.data)
-        for (std::int64_t j = 0; j < D; ++j) o[j] = std::max(o[j], lo.data[j * lo.stride]);
-    if (hi.data)
-        for (std::int64_t j = 0; j < D; ++j) o[j] = std::min(o[j], hi.data[j * hi.stride]);
+    clip_row<false>(o, D, lo);
+    clip_row<true>(o, D, hi);
+}
+template <class T>
+void update_row(const T* x, std::int64_t xs, const T* g, std::int64_t gs, const T* x0,
+                std::int64_t x0s, std::int64_t D, bool l2, T alpha, T eps, const VecView<T>& lo,
+                const VecView<T>& hi, T quantum, T* o) {
+    if (xs == 1 && gs == 1 && x0s == 1)
+        update_row_impl<T, true>(x, 1, g, 1, x0, 1, D, l2, alpha, eps, lo, hi, quantum, o);
+    else
+        update_row_impl<T, false>(x, xs, g, gs, x0, x0s, D, l2, alpha, eps, lo, hi, quantum, o);
 }
 
 // The gradient rows of a block (dense, ld = D) applied to X rows r0.. through the step.
