@@ -58,6 +58,38 @@ void add_bias(T* row, std::int64_t n, const VecView<T>& b) {
         for (std::int64_t j = 0; j < n; ++j) row[j] += b.data[j * b.stride];
 }
 
+// Max of r[0..n) and the sum of r[j] for j != skip, each in four interleaved partial results:
+// a single chain of n dependent maxss/addss (3-cycle latency) was a third of the epilogue.
+template <class T>
+T row_max4(const T* r, std::int64_t n) {
+    constexpr T ninf = -std::numeric_limits<T>::infinity();
+    T m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf;
+    std::int64_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        m0 = r[j] > m0 ? r[j] : m0;
+        m1 = r[j + 1] > m1 ? r[j + 1] : m1;
+        m2 = r[j + 2] > m2 ? r[j + 2] : m2;
+        m3 = r[j + 3] > m3 ? r[j + 3] : m3;
+    }
+    for (; j < n; ++j) m0 = r[j] > m0 ? r[j] : m0;
+    m0 = m1 > m0 ? m1 : m0;
+    m2 = m3 > m2 ? m3 : m2;
+    return m2 > m0 ? m2 : m0;
+}
+template <class T>
+T row_sum4_except(const T* r, std::int64_t n, std::int64_t skip) {
+    T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    std::int64_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        s0 += j == skip ? T(0) : r[j];
+        s1 += j + 1 == skip ? T(0) : r[j + 1];
+        s2 += j + 2 == skip ? T(0) : r[j + 2];
+        s3 += j + 3 == skip ? T(0) : r[j + 3];
+    }
+    for (; j < n; ++j) s0 += j == skip ? T(0) : r[j];
+    return (s0 + s1) + (s2 + s3);
+}
+
 // log-sum-exp of a row, stable for any finite scores (max subtracted first).
 template <class T>
 T row_lse(const T* s, std::int64_t n) {
@@ -76,8 +108,7 @@ T row_lse(const T* s, std::int64_t n) {
 // Softmax of a row in place with the ISA's vector exp; returns the log-sum-exp.
 template <class T>
 T softmax_inplace(T* s, std::int64_t n, const MicroKernel<T>& mk) {
-    T m = -std::numeric_limits<T>::infinity();
-    for (std::int64_t j = 0; j < n; ++j) m = s[j] > m ? s[j] : m;
+    const T m = row_max4(s, n);
     if (std::isnan(m) || std::isinf(m)) {  // NaN or infinite scores: the scalar IEEE path
         const T lse = row_lse(s, n);
         for (std::int64_t j = 0; j < n; ++j) s[j] = std::exp(s[j] - lse);
@@ -85,22 +116,43 @@ T softmax_inplace(T* s, std::int64_t n, const MicroKernel<T>& mk) {
     }
     for (std::int64_t j = 0; j < n; ++j) s[j] -= m;
     mk.vexp(s, n);
-    T sum = 0;
-    for (std::int64_t j = 0; j < n; ++j) sum += s[j];
+    const T sum = row_sum4_except(s, n, -1);
     const T inv = T(1) / sum;
     for (std::int64_t j = 0; j < n; ++j) s[j] *= inv;
     return m + std::log(sum);
 }
 
+// log_softmax in place: s - max - log(sum exp(s - max)), the exponentials taken with the ISA's
+// vector exp on a copy in chunks (row_lse's scalar exp cost ~15 ns per class).
+template <class T>
+void log_softmax_inplace(T* s, std::int64_t n, const MicroKernel<T>& mk) {
+    const T m = row_max4(s, n);
+    if (std::isnan(m) || std::isinf(m)) {  // NaN or infinite scores: the scalar IEEE path
+        const T lse = row_lse(s, n);
+        for (std::int64_t j = 0; j < n; ++j) s[j] -= lse;
+        return;
+    }
+    constexpr std::int64_t chunk = 256;
+    T buf[chunk];
+    T sum = 0;
+    for (std::int64_t j0 = 0; j0 < n; j0 += chunk) {
+        const std::int64_t k = std::min(chunk, n - j0);
+        for (std::int64_t j = 0; j < k; ++j) s[j0 + j] -= m;
+        std::memcpy(buf, s + j0, sizeof(T) * k);
+        mk.vexp(buf, k);
+        sum += row_sum4_except(buf, k, -1);
+    }
+    const T ls = std::log(sum);
+    for (std::int64_t j = 0; j < n; ++j) s[j] -= ls;
+}
+
 template <class T>
 void apply_epilogue(T* s, std::int64_t n, Epilogue ep, const MicroKernel<T>& mk) {
     if (ep == Epilogue::none || n == 0) return;
-    if (ep == Epilogue::softmax) {
+    if (ep == Epilogue::softmax)
         softmax_inplace(s, n, mk);
-        return;
-    }
-    const T lse = row_lse(s, n);
-    for (std::int64_t j = 0; j < n; ++j) s[j] -= lse;
+    else
+        log_softmax_inplace(s, n, mk);
 }
 
 template <class T>
@@ -151,38 +203,6 @@ void times_act_derivative(T* delta, const T* h, std::int64_t n, Act act) {
 // Rows are done in chunks of up to 64 that share one vector exp (over whole runs of rows when
 // they are contiguous) and one vector log1p for their losses; a row with a NaN or infinite
 // score takes the scalar IEEE path instead.
-// Max of r[0..n) and the sum of r[j] for j != skip, each in four interleaved partial results:
-// a single chain of n dependent maxss/addss (3-cycle latency) was a third of the epilogue.
-template <class T>
-T row_max4(const T* r, std::int64_t n) {
-    constexpr T ninf = -std::numeric_limits<T>::infinity();
-    T m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf;
-    std::int64_t j = 0;
-    for (; j + 4 <= n; j += 4) {
-        m0 = r[j] > m0 ? r[j] : m0;
-        m1 = r[j + 1] > m1 ? r[j + 1] : m1;
-        m2 = r[j + 2] > m2 ? r[j + 2] : m2;
-        m3 = r[j + 3] > m3 ? r[j + 3] : m3;
-    }
-    for (; j < n; ++j) m0 = r[j] > m0 ? r[j] : m0;
-    m0 = m1 > m0 ? m1 : m0;
-    m2 = m3 > m2 ? m3 : m2;
-    return m2 > m0 ? m2 : m0;
-}
-template <class T>
-T row_sum4_except(const T* r, std::int64_t n, std::int64_t skip) {
-    T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    std::int64_t j = 0;
-    for (; j + 4 <= n; j += 4) {
-        s0 += j == skip ? T(0) : r[j];
-        s1 += j + 1 == skip ? T(0) : r[j + 1];
-        s2 += j + 2 == skip ? T(0) : r[j + 2];
-        s3 += j + 3 == skip ? T(0) : r[j + 3];
-    }
-    for (; j < n; ++j) s0 += j == skip ? T(0) : r[j];
-    return (s0 + s1) + (s2 + s3);
-}
-
 template <class T>
 void ce_block(T* s, std::int64_t M, std::int64_t C, std::int64_t ld, bool scratch,
               const VecView<T>& b, const std::int64_t* y, T* loss, T* prob, std::int64_t ldp,
