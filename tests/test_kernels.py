@@ -428,3 +428,25 @@ def test_narrow_path_results_do_not_depend_on_layout(config):
         G2, loss2 = K.ce_grad_linear(Xl, Wl, None, y, threads=threads)
         np.testing.assert_array_equal(G2, G)
         np.testing.assert_array_equal(loss2, loss)
+
+
+@given(data=st.data())
+def test_diff_norms_matches_reference_at_any_magnitude(config, data):
+    """Per-row L2 and L-inf norms of A - B against a float64 (scaled) reference, from tiny to
+    huge magnitudes (the direct sum of squares and the overflow-safe scaled path), any layout."""
+    _, threads = config
+    dtype = data.draw(st.sampled_from(DTYPES))
+    N, D = data.draw(st.integers(0, 40)), data.draw(D_SIZES)
+    big = 1e30 if dtype == np.float32 else 1e300
+    scale = data.draw(st.sampled_from([1 / big, 1e-3, 1.0, 1e3, big / 1e3]))
+    A = data.draw(arrays((N, D), dtype, scale=scale))
+    B = data.draw(arrays((N, D), dtype, scale=scale))
+    l2, linf = K.diff_norms(A, B, threads=threads)
+    d = R.f64(A) - R.f64(B)  # exact for float32 inputs; |d| <= 2 * 1e300 stays finite
+    ref_inf = np.abs(d).max(axis=1) if D else np.zeros(N)
+    m = np.where(ref_inf > 0, ref_inf, 1.0)
+    ref_l2 = m * np.sqrt(((d / m[:, None]) ** 2).sum(axis=1))
+    assert l2.dtype == dtype and linf.dtype == dtype
+    np.testing.assert_allclose(linf, ref_inf.astype(dtype), rtol=R.unit(dtype), atol=0)
+    np.testing.assert_allclose(l2, ref_l2, rtol=4 * R.unit(dtype) + 2 * D * np.finfo(np.float64).eps,
+                               atol=0)
