@@ -41,23 +41,29 @@ def median_time(fn, repeats, warmup=1, settle=0.25):
     return statistics.median(ts)
 
 
-def paired_times(fn_a, fn_b, repeats, settle=0.25, rounds=2, warmup_s=0.05):
+def paired_times(fn_a, fn_b, repeats, settle=0.25, rounds=2, warmup_s=0.05, min_block_s=0.1):
     """Steady-state medians of fn_a and fn_b measured in alternating rounds (a block of a's,
-    then a block of b's, `rounds` times; each block: settle, warm-up calls for at least
-    `warmup_s` seconds (at least one), then about repeats / rounds timed calls back to back). Alternating rounds spreads the shared machine's
-    drift over both sides; back-to-back calls measure what an attack loop sees (after a pause
-    the first calls run slower: idle cores, sleeping thread pools). Returns (median a, median
-    b, median b / median a)."""
+    then a block of b's, `rounds` times). Each block: settle, warm-up calls for at least
+    `warmup_s` seconds (at least one), then back-to-back timed calls: about repeats / rounds of
+    them, more for short calls so that a block lasts about `min_block_s` (a 1 ms row gets ~100
+    samples instead of 4, which steadies its median on the shared machine). Alternating rounds
+    spread the machine's drift over both sides; back-to-back calls measure what an attack loop
+    sees (after a pause the first calls run slower: idle cores, sleeping thread pools).
+    Returns (median a, median b, median b / median a)."""
     ta, tb = [], []
     per = max(1, -(-repeats // rounds))
     for _ in range(rounds):
         for fn, ts in ((fn_a, ta), (fn_b, tb)):
             time.sleep(settle)  # OpenBLAS threads spin ~0.1 s after a BLAS call
-            warm_until = time.perf_counter() + warmup_s
+            start = time.perf_counter()
             fn()
-            while time.perf_counter() < warm_until:  # idle cores clock down during the settle
+            calls = 1
+            while time.perf_counter() < start + warmup_s:  # idle cores clock down in the settle
                 fn()
-            for _ in range(per):
+                calls += 1
+            each = (time.perf_counter() - start) / calls
+            n = max(per, min(200, int(min_block_s / max(each, 1e-9))))
+            for _ in range(n):
                 t0 = time.perf_counter()
                 fn()
                 ts.append(time.perf_counter() - t0)
