@@ -450,3 +450,51 @@ def test_diff_norms_matches_reference_at_any_magnitude(config, data):
     np.testing.assert_allclose(linf, ref_inf.astype(dtype), rtol=R.unit(dtype), atol=0)
     np.testing.assert_allclose(l2, ref_l2, rtol=4 * R.unit(dtype) + 2 * D * np.finfo(np.float64).eps,
                                atol=0)
+
+
+def test_empty_is_cache_line_aligned():
+    for shape, dtype in (((3, 5), np.float32), ((0, 4), np.float64), (7, np.float64), ((2, 0, 3), np.float32)):
+        a = K.empty(shape, dtype)
+        assert a.shape == (shape if isinstance(shape, tuple) else (shape,))
+        assert a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+        assert a.size == 0 or a.ctypes.data % 64 == 0
+    with pytest.raises(ValueError, match="negative"):
+        K.empty((2, -1))
+
+
+@pytest.mark.parametrize("simd_path", ["generic", "avx2"])
+def test_streamed_large_gradients_equal_the_cached_path(simd_path):
+    """Gradients of 32 MiB or more go out with streaming stores when the output is cache-line
+    aligned (kernel-allocated or K.empty): bit-identical to the same kernel writing through the
+    cache into a 16-byte-aligned out=, and right against float64 on sampled rows."""
+    from conftest import SIMD_PATHS, simd
+    if simd_path not in SIMD_PATHS:
+        pytest.skip("no AVX2 on this CPU")
+    rng = np.random.default_rng(11)
+    N, D, C = 11000, 784, 10  # 34.5 MB of float32 gradient, rows of 49 cache lines
+    X = rng.standard_normal((N, D)).astype(np.float32)
+    W = (rng.standard_normal((C, D)) / 28).astype(np.float32)
+    b = rng.standard_normal(C).astype(np.float32)
+    y = rng.integers(0, C, N)
+    raw = K.empty(N * D + 4, np.float32)
+    misaligned = raw[4:].reshape(N, D)  # 16 bytes past a cache line: the cached path
+    assert misaligned.ctypes.data % 64 == 16
+    Ws = [(rng.standard_normal((D, 20)) / 28).astype(np.float32), (rng.standard_normal((20, C)) / 4).astype(np.float32)]
+    bs = [np.zeros(20, np.float32), b]
+    with simd(simd_path):
+        for threads in (1, 2):
+            G, loss = K.ce_grad_linear(X, W, b, y, threads=threads)
+            assert G.ctypes.data % 64 == 0
+            G2, loss2 = K.ce_grad_linear(X, W, b, y, out=misaligned, threads=threads)
+            np.testing.assert_array_equal(G, G2)
+            np.testing.assert_array_equal(loss, loss2)
+            H, _ = K.ce_grad_mlp(X, Ws, bs, ["tanh", "identity"], y, threads=threads)
+            H2, _ = K.ce_grad_mlp(X, Ws, bs, ["tanh", "identity"], y, out=misaligned, threads=threads)
+            np.testing.assert_array_equal(H, H2)
+    rows = rng.choice(N, 50, replace=False)
+    Gr, _, Pr = R.ce_grad_linear(X[rows], W, b, y[rows])
+    mag = np.abs(R.f64(X[rows])) @ np.abs(R.f64(W)).T + np.abs(R.f64(b))
+    s_err = R.dot_tol(np.float32, D) * mag.max(axis=1, keepdims=True) + 8 * R.unit(np.float32)
+    aW = np.abs(R.f64(W))
+    bound = 2 * s_err * aW.sum(axis=0) + R.dot_tol(np.float32, C) * (np.abs(Pr - np.eye(C)[y[rows]]) @ aW)
+    R.assert_close_rows(G[rows], Gr, bound, np.float32, "grad")

@@ -94,11 +94,25 @@ def check_finite(arr: np.ndarray, name: str, threads: int) -> None:
         )
 
 
+def empty_aligned(shape, dtype=np.float32, align: int = 64) -> np.ndarray:
+    """``np.empty(shape, dtype)`` with the data aligned to ``align`` bytes (a cache line by
+    default; NumPy's own large arrays are 16-byte aligned). The kernels write large outputs
+    whose rows are whole cache lines with streaming stores, which need that alignment."""
+    dtype = np.dtype(dtype)
+    shape = (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
+    if any(s < 0 for s in shape):
+        raise ValueError(f"shape: negative dimensions are not allowed, got {shape}")
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + align, dtype=np.uint8)
+    off = (-raw.ctypes.data) % align
+    return raw[off:off + nbytes].view(dtype).reshape(shape)
+
+
 def out_array(out, name: str, shape: tuple, dtype: np.dtype, inputs=()) -> np.ndarray:
-    """Allocate an output, or check a user's ``out=`` (exact shape and dtype, writable,
-    contiguous columns, no overlap with the inputs)."""
+    """Allocate an output (cache-line aligned), or check a user's ``out=`` (exact shape and
+    dtype, writable, contiguous columns, no overlap with the inputs)."""
     if out is None:
-        return np.empty(shape, dtype=dtype)
+        return empty_aligned(shape, dtype)
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name}: expected a NumPy array, got {type(out).__name__}")
     if out.shape != tuple(shape):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core, cuda
-from ._checks import (ACTIVATIONS, act_codes, clip_bounds, epilogue_code, float_array,
+from ._checks import (ACTIVATIONS, act_codes, empty_aligned, clip_bounds, epilogue_code, float_array,
                       labels_to_index, matrix, norm_is_l2, out_array, step_scalars, vector,
                       with_biases)
 from ._runtime import resolve_threads
@@ -64,6 +64,17 @@ def scores(X, W, b=None, *, epilogue=None, out=None, threads=None) -> np.ndarray
     S = out_array(out, "out", (X.shape[0], W.shape[0]), X.dtype, [(X, "X"), (W, "W"), (bb, "b")])
     _core.scores(X, W, bb, epilogue_code(epilogue), S, resolve_threads(threads))
     return S
+
+
+def empty(shape, dtype=np.float32):
+    """An uninitialised array with its data aligned to a 64-byte cache line, for ``out=``.
+
+    The kernels write a large gradient (32 MiB or more, rows a multiple of 64 bytes) with
+    streaming stores when ``out`` is aligned like this, which saves reading every line of it
+    first (~10% on a 200k x 784 float32 CE gradient). Outputs the kernels allocate themselves
+    are aligned already; ``np.empty``'s large arrays are only 16-byte aligned.
+    """
+    return empty_aligned(shape, dtype)
 
 
 def _ce_outputs(X, C, out, return_prob, inputs):

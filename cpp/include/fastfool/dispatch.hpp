@@ -37,6 +37,9 @@ struct MicroKernel {
     // Narrow products (see DotRowsFn); null where the ISA has none (the tile path is used).
     DotRowsFn<T> dot_rows = nullptr;
     int dot_max_c = 0;  // dot_rows is used for outputs at most this wide
+    // fn with non-temporal stores of whole cache lines (accumulate false, C rows 64-byte
+    // aligned, nr * sizeof(T) == 64); null: none.
+    MicroKernelFn<T> fn_stream = nullptr;
 };
 
 // Best instruction set this CPU and OS support (detected once).

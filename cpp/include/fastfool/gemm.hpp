@@ -4,6 +4,7 @@
 // threads); each thread packs its own A slivers. Cost: 2*M*N*K FLOPs; B is read from L3.
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -119,7 +120,8 @@ struct GemmScratch {
 // instead of going through a tile copy (narrow layers would spend much of their time there).
 template <class T>
 void gemm_rows(const MatView<T>& A, const PackedB<T>& B, T* C, std::int64_t ldc, bool accumulate,
-               const MicroKernel<T>& mk, GemmScratch<T>& ws, bool padded = false) {
+               const MicroKernel<T>& mk, GemmScratch<T>& ws, bool padded = false,
+               bool stream = false) {
     const std::int64_t M = A.rows, N = B.N, K = B.K, mr = mk.mr, nr = mk.nr;
     if (M == 0 || N == 0) return;
     if (K == 0) {
@@ -133,6 +135,12 @@ void gemm_rows(const MatView<T>& A, const PackedB<T>& B, T* C, std::int64_t ldc,
     const std::int64_t first_packed = direct ? M / mr : 0;  // slivers before it are read in place
     T* ap = ws.apack.data();
     T* tile = ws.tile.data();
+    // Non-temporal stores where asked for and possible: one pass, every tile row a whole cache
+    // line (C and its row stride 64-byte aligned). Otherwise the lines would be written in
+    // parts, which costs far more than reading them first.
+    const bool nt = stream && mk.fn_stream && K <= mk.kc && !accumulate &&
+                    reinterpret_cast<std::uintptr_t>(C) % 64 == 0 &&
+                    (ldc * static_cast<std::int64_t>(sizeof(T))) % 64 == 0;
     for (std::int64_t pc = 0; pc < K; pc += mk.kc) {
         const std::int64_t kcb = std::min<std::int64_t>(mk.kc, K - pc);
         for (std::int64_t s = first_packed; s < nslivers; ++s) {
@@ -160,7 +168,9 @@ void gemm_rows(const MatView<T>& A, const PackedB<T>& B, T* C, std::int64_t ldc,
             const std::int64_t rsa = in_place ? A.rs : 1, csa = in_place ? 1 : mr;
             T* c = C + i0 * ldc + j0;
             const MicroKernelFn<T> fn = in_place ? mk.fn_rows : mk.fn;
-            if ((mb == mr && nb == nr) || padded) {
+            if (nt && !in_place && mb == mr && nb == nr) {
+                mk.fn_stream(kcb, a, rsa, csa, bp, c, ldc, false);
+            } else if ((mb == mr && nb == nr) || padded) {
                 fn(kcb, a, rsa, csa, bp, c, ldc, acc);
             } else {
                 fn(kcb, a, rsa, csa, bp, tile, nr, false);
@@ -182,6 +192,7 @@ void gemm_rows(const MatView<T>& A, const PackedB<T>& B, T* C, std::int64_t ldc,
                 for (std::int64_t s = 0; s < nslivers; ++s) one_tile(jp, s);
         }
     }
+    if (nt) std::atomic_thread_fence(std::memory_order_seq_cst);  // orders the streamed stores
 }
 
 }  // namespace fastfool

@@ -18,9 +18,17 @@ inline void store_row(float* c, __m256 lo, __m256 hi, bool accumulate) {
     _mm256_storeu_ps(c + 8, hi);
 }
 
+// Non-temporal stores of a 16-float row (c 64-byte aligned: one whole cache line, written to
+// memory without being read first).
+inline void stream_row(float* c, __m256 lo, __m256 hi) {
+    _mm256_stream_ps(c, lo);
+    _mm256_stream_ps(c + 8, hi);
+}
+
 // Packed: A is a packed sliver (rsa = 1, csa = 6) walked with one pointer; otherwise six row
-// pointers advance by csa.
-template <bool Packed>
+// pointers advance by csa. Stream: non-temporal stores (accumulate false, C rows 64-byte
+// aligned; the caller fences).
+template <bool Packed, bool Stream = false>
 void micro_kernel_f32_6x16(std::int64_t k, const float* a, std::int64_t rsa, std::int64_t csa,
                            const float* b, float* c, std::int64_t ldc, bool accumulate) {
     if (Packed) {
@@ -59,6 +67,15 @@ void micro_kernel_f32_6x16(std::int64_t k, const float* a, std::int64_t rsa, std
             a0 += csa; a1 += csa; a2 += csa; a3 += csa; a4 += csa; a5 += csa;
         }
         b += 16;
+    }
+    if (Stream) {
+        stream_row(c + 0 * ldc, c00, c01);
+        stream_row(c + 1 * ldc, c10, c11);
+        stream_row(c + 2 * ldc, c20, c21);
+        stream_row(c + 3 * ldc, c30, c31);
+        stream_row(c + 4 * ldc, c40, c41);
+        stream_row(c + 5 * ldc, c50, c51);
+        return;
     }
     store_row(c + 0 * ldc, c00, c01, accumulate);
     store_row(c + 1 * ldc, c10, c11, accumulate);
@@ -337,6 +354,7 @@ void dot_rows_f32(std::int64_t M, std::int64_t C, std::int64_t D, const float* X
 MicroKernel<float> avx2_kernel_f32() {
     MicroKernel<float> k{6, 16, 256, 96, &micro_kernel_f32_6x16<true>,
                          &micro_kernel_f32_6x16<false>, Isa::avx2};
+    k.fn_stream = &micro_kernel_f32_6x16<true, true>;
     k.vexp = &exp_f32;
     k.vtanh = &tanh_f32;
     k.vlogistic = &logistic_f32;
