@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fastfool as ff
+from fastfool import kernels as K
 
 
 @pytest.fixture(autouse=True)
@@ -216,3 +217,14 @@ def test_vmath_rejects_bad_arguments():
         ff._core.vmath("exp", np.ones(3, np.int64))
     with pytest.raises(ValueError, match="1-D"):
         ff._core.vmath("exp", np.ones((2, 2), np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_diff_norms_report_nan_rows_as_nan(dtype):
+    """A NaN anywhere in a row's difference gives NaN norms, also when every other difference is
+    zero (the max skips NaN; such a row used to report 0)."""
+    A = np.array([[np.nan, 0, 0], [1, 2, np.nan], [0, 0, 0], [3, 0, 4]], dtype)
+    l2, linf = K.diff_norms(A, np.zeros_like(A))
+    assert np.isnan(l2[:2]).all() and np.isnan(linf[:2]).all()
+    np.testing.assert_array_equal(l2[2:], [0, 5])
+    np.testing.assert_array_equal(linf[2:], [0, 4])

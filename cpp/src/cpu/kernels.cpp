@@ -750,8 +750,11 @@ void row_diff_norms(const T* a, std::int64_t as, const T* b, std::int64_t bs, st
     const T mx = std::max(std::max(m4[0], m4[1]), std::max(m4[2], m4[3]));
     T n2;
     using Acc = double;  // float rows: squares of floats cannot overflow a double
-    const bool direct = std::isfinite(mx) && (sizeof(T) == 4 || (mx > T(1e-140) && mx < T(1e140)));
-    if (mx == T(0) || !direct) {
+    // (max skips NaN: a row whose only non-zero differences are NaN has mx = 0 and takes the
+    // direct sum, where the NaN shows)
+    const bool direct = std::isfinite(mx) && (sizeof(T) == 4 || mx == T(0) ||
+                                              (mx > T(1e-140) && mx < T(1e140)));
+    if (!direct) {  // huge, tiny or infinite: the scaled form (rare; it finds the max again)
         n2 = scaled_norm<T>(D, [&](std::int64_t j) { return a[j * as] - b[j * bs]; });
     } else {
         Acc s4[4] = {0, 0, 0, 0};

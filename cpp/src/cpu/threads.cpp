@@ -24,21 +24,22 @@ inline void cpu_relax() {
 #endif
 }
 
-// Spins (with a pause instruction) until ready() or `us` microseconds have passed; true if ready.
+// Spins (with a pause instruction) until ready() or `us` microseconds have passed; the caller
+// then takes its usual lock-and-wait path, which returns at once when ready() already holds.
 // Attack loops call the kernels back to back: a worker that sleeps between the calls has to be
 // woken through the kernel each time, and is often woken on the caller's own core, where it
 // waits for the caller to block (measured: a 1 ms CE gradient took as long on 2 threads as on
 // one). A short spin keeps it on its own core for the next call; an idle pool then costs up to
 // `us` of CPU per call, and sleeps as before.
 template <class F>
-bool spin_until(F ready, int us) {
+void spin_until(F ready, int us) {
     const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(us);
     for (;;) {
         for (int i = 0; i < 64; ++i) {
-            if (ready()) return true;
+            if (ready()) return;
             cpu_relax();
         }
-        if (std::chrono::steady_clock::now() >= end) return ready();
+        if (std::chrono::steady_clock::now() >= end) return;
     }
 }
 constexpr int kSpinMicros = 300;
