@@ -144,6 +144,40 @@ def backproject(H, pinvs, biases, acts, margin, base=None, dtype=np.float64):
     return h if base is None else h + f64(base)
 
 
+def backproject_error_bound(H, pinvs, biases, acts, margin, dtype):
+    """Per-entry bound on a `dtype` back-projection's rounding error, following the float64
+    reference's intermediates: atanh/logit amplify an input error by their slope, which grows
+    like 1/(1-h^2) (1/(h(1-h))) towards the clamp; the slope is taken at the worst point of the
+    error interval (capped at the clamp's slope), so near-boundary codes get the wide tolerance
+    they need and well-conditioned ones a tight one."""
+    u = unit(dtype)
+    h = f64(H)
+    e = np.zeros_like(h)
+    for P, b, a in zip(pinvs, biases, acts):
+        r = e + 2 * u * np.abs(h)  # the input's error, its own rounding included
+        one, m = dtype(1), dtype(margin)
+        if a == "identity":
+            amp = 1.0
+        elif a == "tanh":  # clamped to +-c: codes whose whole error interval is beyond c are exact
+            c = f64(one - m)
+            t = np.minimum(np.abs(h) + r, c)
+            amp = np.where(np.abs(h) - r >= c, 0.0, 1 / ((1 - t) * (1 + t)))
+        elif a == "logistic":  # clamped to [m, 1 - m]: distance d to the nearer end
+            lo, hi = f64(m), f64(one - m)
+            d = np.maximum(np.minimum(h - lo, hi - h) - r, 0.0) + lo
+            amp = np.where((h + r <= lo) | (h - r >= hi), 0.0, 1 / (d * (1 - d)))
+        else:
+            raise ValueError(a)
+        z = inverse_act(a, h, margin, dtype)
+        if b is not None:
+            z = z - f64(b)
+        aP = np.abs(f64(P))
+        az = np.abs(z) + (0 if b is None else np.abs(f64(b)))
+        e = (r * amp + 4 * u * az) @ aP + dot_tol(dtype, P.shape[0]) * (az @ aP)
+        h = z @ f64(P)
+    return e
+
+
 def fused_update(x, g, x0, step, eps, norm, lo=None, hi=None):
     x, g, x0 = f64(x), f64(g), f64(x0)
     if norm == "inf":
