@@ -185,7 +185,14 @@ def _make_cuda_module():
             x, _view(G, (N, D), f64).copy(), _view(X0, (N, D), f64).copy(), step=alpha, eps=eps,
             norm=2 if l2 else "inf", clip=clip, quantum=q)
 
-    for f in (gemm, row_softmax, ce_rows, inverse_act, fused_update):
+    def diff_norms(f64, A, B, N, D, l2, linf, device, stream):
+        m.calls.append(("diff_norms",))
+        a, b = _view(A, (N, D), f64).copy(), _view(B, (N, D), f64).copy()
+        r2, ri = K.diff_norms(a, b)
+        _view(l2, (N,), f64)[...] = r2
+        _view(linf, (N,), f64)[...] = ri
+
+    for f in (gemm, row_softmax, ce_rows, inverse_act, fused_update, diff_norms):
         setattr(m, f.__name__, f)
     return m
 

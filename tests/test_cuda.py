@@ -368,3 +368,29 @@ def test_cli_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
                  "--attack", "fgsm", "--eps", "0.1", "--device", "cuda"])
     err = capsys.readouterr().err
     assert code == 2 and "CUDA" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gpu_diff_norms_match_the_cpu_on_extreme_rows(dtype):
+    import cupy as cp
+    rng = np.random.default_rng(7)
+    big, tiny = (1e30, 1e-42) if dtype == np.float32 else (1e200, 1e-300)
+    for D in (0, 1, 31, 33, 784):
+        A = rng.standard_normal((9, D)).astype(dtype)
+        B = rng.standard_normal((9, D)).astype(dtype)
+        if D:
+            B[1] = A[1]                         # zero row
+            A[2, 0] = np.nan                    # NaN row
+            A[3, -1] = np.inf                   # infinite row
+            A[4] *= big                         # huge (float: squares overflow float32)
+            A[5], B[5] = A[5] * tiny, B[5] * 0  # tiny / subnormal differences
+            A[6, 0], B[6] = np.nan, A[6]        # NaN is the only non-zero difference
+        l2, linf = K.diff_norms(cp.asarray(A), cp.asarray(B))
+        l2c, linfc = K.diff_norms(A, B)
+        rt = 1e-6 if dtype == np.float32 else 1e-13
+        np.testing.assert_allclose(cp.asnumpy(l2), l2c, rtol=rt)
+        np.testing.assert_allclose(cp.asnumpy(linf), linfc, rtol=rt)
+        if D:
+            assert np.isnan(cp.asnumpy(l2)[[2, 6]]).all() and np.isinf(cp.asnumpy(l2)[3])
+            assert np.isfinite(cp.asnumpy(l2)[4]) and cp.asnumpy(l2)[5] > 0

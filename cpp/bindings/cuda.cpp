@@ -110,4 +110,15 @@ PYBIND11_MODULE(_cuda, m) {
                                                 cp<float>(lo), cp<float>(hi), float(quantum), device,
                                                 stream);
     });
+    m.def("diff_norms", [](bool f64, ptr A, ptr B, i64 N, i64 D, ptr l2, ptr linf, int device,
+                           ptr stream) {
+        check_sizes(N, D);
+        py::gil_scoped_release nogil;
+        if (f64)
+            fastfool::cuda::diff_norms<double>(cp<double>(A), cp<double>(B), N, D, mp<double>(l2),
+                                               mp<double>(linf), device, stream);
+        else
+            fastfool::cuda::diff_norms<float>(cp<float>(A), cp<float>(B), N, D, mp<float>(l2),
+                                              mp<float>(linf), device, stream);
+    });
 }

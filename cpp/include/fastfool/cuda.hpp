@@ -67,5 +67,11 @@ template <class T>
 void fused_update(const T* X, const T* G, const T* X0, T* out, i64 N, i64 D, bool l2, T alpha,
                   T eps, const T* lo, const T* hi, T quantum, int device, std::uintptr_t stream);
 
+// Per-row L2 and L-inf norms of A - B (N, D) dense, one warp per row; NaN rows give NaN (as
+// kernels.diff_norms on the CPU). l2 or linf may be null.
+template <class T>
+void diff_norms(const T* A, const T* B, i64 N, i64 D, T* l2, T* linf, int device,
+                std::uintptr_t stream);
+
 }  // namespace cuda
 }  // namespace fastfool

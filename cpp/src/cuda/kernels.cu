@@ -118,13 +118,19 @@ __device__ __forceinline__ T apply_epilogue(const Epilogue<T>& ep, T v, i64 o, i
 
 // ---- the product ---------------------------------------------------------------------------
 // Block tile BM x BN, k-slab BK, each thread TM x TN outputs strided by the thread grid (so
-// shared-memory reads across a warp hit distinct banks and stores to C are coalesced).
-template <class T, int BM, int BN, int BK, int TM, int TN, bool TB>
-__global__ void __launch_bounds__((BM / TM) * (BN / TN), 1)
+// shared-memory reads across a warp hit distinct banks and stores to C are coalesced). The next
+// slab's global loads are issued into registers before the current slab's arithmetic, so their
+// latency hides behind it. Tiles of at most 128 bytes per thread (PRE) load the epilogue's
+// operands (H, or X and X0) for the whole thread tile before the first store: C may alias X (an
+// in-place attack step), so loads interleaved with the stores would each wait for the last.
+template <class T, int BM, int BN, int BK, int TM, int TN, int MINB, bool TB>
+__global__ void __launch_bounds__((BM / TM) * (BN / TN), MINB)
 gemm_kernel(const T* __restrict__ A, const T* __restrict__ B, T* C, i64 M, i64 N, i64 K,
             Epilogue<T> ep) {
     constexpr int TX = BN / TN, TY = BM / TM, NT = TX * TY;
     constexpr int PAD = 4;
+    constexpr int LA = (BM * BK) / NT, LB = (BN * BK) / NT;
+    constexpr bool PRE = TM * TN * sizeof(T) <= 128;
     static_assert((BM * BK) % NT == 0 && (BN * BK) % NT == 0, "tile loads must divide evenly");
     __shared__ T As[BK][BM + PAD];
     __shared__ T Bs[BK][BN + PAD];
@@ -136,27 +142,45 @@ gemm_kernel(const T* __restrict__ A, const T* __restrict__ B, T* C, i64 M, i64 N
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
 
-    for (i64 k0 = 0; k0 < K; k0 += BK) {
+    T ra[LA], rb[LB];
+    auto load = [&](i64 k0) {
 #pragma unroll
-        for (int l = 0; l < (BM * BK) / NT; ++l) {
+        for (int l = 0; l < LA; ++l) {
             const int idx = tid + l * NT, r = idx / BK, kk = idx % BK;
             const i64 gr = m0 + r, gk = k0 + kk;
-            As[kk][r] = (gr < M && gk < K) ? A[gr * K + gk] : T(0);
+            ra[l] = (gr < M && gk < K) ? A[gr * K + gk] : T(0);
         }
 #pragma unroll
-        for (int l = 0; l < (BN * BK) / NT; ++l) {
+        for (int l = 0; l < LB; ++l) {
             const int idx = tid + l * NT;
             if (!TB) {
                 const int kk = idx / BN, n = idx % BN;
                 const i64 gk = k0 + kk, gn = n0 + n;
-                Bs[kk][n] = (gk < K && gn < N) ? B[gk * N + gn] : T(0);
+                rb[l] = (gk < K && gn < N) ? B[gk * N + gn] : T(0);
             } else {
                 const int n = idx / BK, kk = idx % BK;
                 const i64 gk = k0 + kk, gn = n0 + n;
-                Bs[kk][n] = (gk < K && gn < N) ? B[gn * K + gk] : T(0);
+                rb[l] = (gk < K && gn < N) ? B[gn * K + gk] : T(0);
             }
         }
+    };
+    load(0);
+    for (i64 k0 = 0; k0 < K; k0 += BK) {
+#pragma unroll
+        for (int l = 0; l < LA; ++l) {
+            const int idx = tid + l * NT;
+            As[idx % BK][idx / BK] = ra[l];
+        }
+#pragma unroll
+        for (int l = 0; l < LB; ++l) {
+            const int idx = tid + l * NT;
+            if (!TB)
+                Bs[idx / BN][idx % BN] = rb[l];
+            else
+                Bs[idx % BK][idx / BK] = rb[l];
+        }
         __syncthreads();
+        if (k0 + BK < K) load(k0 + BK);  // in flight during the arithmetic below
 #pragma unroll
         for (int kk = 0; kk < BK; ++kk) {
             T a[TM], b[TN];
@@ -172,6 +196,37 @@ gemm_kernel(const T* __restrict__ A, const T* __restrict__ B, T* C, i64 M, i64 N
         __syncthreads();
     }
 
+    if constexpr (PRE) {
+        if (ep.mode != kBiasAct) {
+            const bool step = ep.mode == kLinfStep;
+            const T* P0 = step ? ep.X : ep.H;
+            T p0[TM][TN], p1[TM][TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) {
+                const i64 r = m0 + ty + i * TY;
+#pragma unroll
+                for (int j = 0; j < TN; ++j) {
+                    const i64 c = n0 + tx + j * TX;
+                    const bool in = r < M && c < N;
+                    p0[i][j] = in ? P0[r * N + c] : T(0);
+                    p1[i][j] = in && step ? ep.X0[r * N + c] : T(0);
+                }
+            }
+#pragma unroll
+            for (int i = 0; i < TM; ++i) {
+                const i64 r = m0 + ty + i * TY;
+#pragma unroll
+                for (int j = 0; j < TN; ++j) {
+                    const i64 c = n0 + tx + j * TX;
+                    if (r < M && c < N)
+                        C[r * N + c] = step ? step_call(p0[i][j], acc[i][j], p1[i][j], ep.alpha,
+                                                        ep.eps, ep.quantum, ep.lo, ep.hi, c)
+                                            : act_deriv(ep.act, p0[i][j], acc[i][j]);
+                }
+            }
+            return;
+        }
+    }
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const i64 r = m0 + ty + i * TY;
@@ -183,15 +238,15 @@ gemm_kernel(const T* __restrict__ A, const T* __restrict__ B, T* C, i64 M, i64 N
     }
 }
 
-template <class T, int BM, int BN, int BK, int TM, int TN>
+template <class T, int BM, int BN, int BK, int TM, int TN, int MINB = 1>
 void launch_gemm(const T* A, const T* B, T* C, i64 M, i64 N, i64 K, bool trans_b,
                  const Epilogue<T>& ep, cudaStream_t s) {
     const dim3 grid(static_cast<unsigned>((M + BM - 1) / BM), static_cast<unsigned>((N + BN - 1) / BN));
     const dim3 block((BM / TM) * (BN / TN));
     if (trans_b)
-        gemm_kernel<T, BM, BN, BK, TM, TN, true><<<grid, block, 0, s>>>(A, B, C, M, N, K, ep);
+        gemm_kernel<T, BM, BN, BK, TM, TN, MINB, true><<<grid, block, 0, s>>>(A, B, C, M, N, K, ep);
     else
-        gemm_kernel<T, BM, BN, BK, TM, TN, false><<<grid, block, 0, s>>>(A, B, C, M, N, K, ep);
+        gemm_kernel<T, BM, BN, BK, TM, TN, MINB, false><<<grid, block, 0, s>>>(A, B, C, M, N, K, ep);
 }
 
 // ---- reductions ------------------------------------------------------------------------------
@@ -384,6 +439,46 @@ __global__ void l2_update_kernel(const T* X, const T* __restrict__ G, const T* _
     }
 }
 
+// Per-row L2 and L-inf norms of A - B, one warp per row, as the CPU's row_diff_norms: the max
+// skips NaN; float rows sum squares in double (cannot overflow); double rows in a safe range
+// sum directly, others scale by the max; a NaN anywhere makes both norms NaN.
+template <class T>
+__global__ void diff_norms_kernel(const T* __restrict__ A, const T* __restrict__ B, i64 N, i64 D,
+                                  T* l2, T* linf) {
+    const i64 row = i64(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (row >= N) return;
+    const T* a = A + row * D;
+    const T* b = B + row * D;
+    T mx = 0;
+    for (i64 j = lane; j < D; j += 32) mx = smax(mx, f_abs(a[j] - b[j]));
+    mx = warp_max(mx);
+    T n2;
+    const bool direct = f_finite(mx) && (sizeof(T) == 4 || mx == T(0) ||
+                                         (mx > T(1e-140) && mx < T(1e140)));
+    if (direct) {
+        double sum = 0;
+        for (i64 j = lane; j < D; j += 32) {
+            const double d = double(a[j] - b[j]);
+            sum += d * d;
+        }
+        n2 = T(sqrt(warp_sum(sum)));
+    } else if (!f_finite(mx)) {
+        n2 = mx;  // +inf (the max is never NaN)
+    } else {
+        T sum = 0;
+        for (i64 j = lane; j < D; j += 32) {
+            const T v = (a[j] - b[j]) / mx;
+            sum += v * v;
+        }
+        n2 = mx * f_sqrt(warp_sum(sum));
+    }
+    if (lane == 0) {
+        if (l2) l2[row] = n2;
+        if (linf) linf[row] = n2 != n2 ? n2 : mx;
+    }
+}
+
 unsigned elementwise_blocks(i64 total, int threads) {
     const i64 want = (total + threads - 1) / threads;
     return static_cast<unsigned>(want < 65536 * 8 ? (want > 0 ? want : 1) : 65536 * 8);
@@ -422,16 +517,27 @@ void gemm(const T* A, const T* B, T* C, i64 M, i64 N, i64 K, bool trans_b, const
     if (M <= 0 || N <= 0) return;
     prepare(device);
     const cudaStream_t s = as_stream(stream);
-    // Wide float outputs: 128 x 128 tiles, 8 x 8 per thread; double, narrow layers and small
-    // batches: 64 x 64 tiles, 4 x 4 per thread (8 x 8 doubles would not fit in registers).
+    // Tiles by output width (H100 profile in bench/RESULTS.md): float outputs of <= 16 columns
+    // (class scores) take 256 x 16 tiles (a 64-wide tile computed 6x the needed products there);
+    // wide bias/activation outputs 128 x 128 with 8 x 8 per thread; everything else with >= 128
+    // rows, the epilogue-heavy steps in particular, 128 x 64 with 8 x 4 per thread and the
+    // operands preloaded (2-3 blocks per multiprocessor, where the 8 x 8 tile fits one). Double:
+    // 128 x 16 (4 x 4) for <= 16 columns, else 64 x 64 (4 x 4); small batches 64 x 64.
     if constexpr (sizeof(T) == 4) {
-        if (N > 64 && M >= 128) {
+        if (N <= 16 && M >= 256)
+            launch_gemm<T, 256, 16, 8, 8, 4, 2>(A, B, C, M, N, K, trans_b, ep, s);
+        else if (N > 64 && M >= 128 && ep.mode == kBiasAct)
             launch_gemm<T, 128, 128, 8, 8, 8>(A, B, C, M, N, K, trans_b, ep, s);
-            check(cudaGetLastError(), "gemm launch");
-            return;
-        }
+        else if (M >= 128)
+            launch_gemm<T, 128, 64, 16, 8, 4, 2>(A, B, C, M, N, K, trans_b, ep, s);
+        else
+            launch_gemm<T, 64, 64, 16, 4, 4>(A, B, C, M, N, K, trans_b, ep, s);
+    } else {
+        if (N <= 16 && M >= 128)
+            launch_gemm<T, 128, 16, 16, 4, 4>(A, B, C, M, N, K, trans_b, ep, s);
+        else
+            launch_gemm<T, 64, 64, 16, 4, 4>(A, B, C, M, N, K, trans_b, ep, s);
     }
-    launch_gemm<T, 64, 64, 16, 4, 4>(A, B, C, M, N, K, trans_b, ep, s);
     check(cudaGetLastError(), "gemm launch");
 }
 
@@ -478,6 +584,16 @@ void fused_update(const T* X, const T* G, const T* X0, T* out, i64 N, i64 D, boo
     check(cudaGetLastError(), "update launch");
 }
 
+template <class T>
+void diff_norms(const T* A, const T* B, i64 N, i64 D, T* l2, T* linf, int device,
+                std::uintptr_t stream) {
+    if (N <= 0) return;
+    prepare(device);
+    const unsigned blocks = static_cast<unsigned>((N + 7) / 8);
+    diff_norms_kernel<T><<<blocks, 256, 0, as_stream(stream)>>>(A, B, N, D, l2, linf);
+    check(cudaGetLastError(), "diff_norms launch");
+}
+
 #define FASTFOOL_CUDA_INSTANTIATE(T)                                                              \
     template void gemm<T>(const T*, const T*, T*, i64, i64, i64, bool, const Epilogue<T>&, int,   \
                           std::uintptr_t);                                                        \
@@ -486,7 +602,8 @@ void fused_update(const T* X, const T* G, const T* X0, T* out, i64 N, i64 D, boo
     template void inverse_act<T>(const T*, T*, const T*, i64, i64, int, T, unsigned long long*,  \
                                  int, std::uintptr_t);                                            \
     template void fused_update<T>(const T*, const T*, const T*, T*, i64, i64, bool, T, T,        \
-                                  const T*, const T*, T, int, std::uintptr_t);
+                                  const T*, const T*, T, int, std::uintptr_t);               \
+    template void diff_norms<T>(const T*, const T*, i64, i64, T*, T*, int, std::uintptr_t);
 
 FASTFOOL_CUDA_INSTANTIATE(float)
 FASTFOOL_CUDA_INSTANTIATE(double)

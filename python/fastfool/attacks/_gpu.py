@@ -115,7 +115,7 @@ def pgd(model, X, y, *, eps, steps, alpha, nrm, target, random_start, restarts, 
     yi, ti = _labels_on_device(model, X, y, target, seed)
     lab = yi if ti is None else ti
     sign = 1.0 if ti is None else -1.0
-    rng = cp.random.default_rng(seed)
+    rng = cp.random.default_rng(seed) if random_start else None  # its set-up costs ~0.6 ms
     N = X.shape[0]
     iterations = cp.zeros(N, cp.int64)
     best = None
