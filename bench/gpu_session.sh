@@ -69,7 +69,7 @@ if [ "${FF_SUITE:-1}" = 1 ]; then
   # 6 workers x 2 threads: more oversubscribes the 16 cores (the first try, 8 workers with 16
   # threads each, ran past 200 s)
   FASTFOOL_NUM_THREADS=2 OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 timeout ${FF_T_SUITE:-240} \
-    $PY -m pytest tests -q -p no:cacheprovider -p no:benchmark -n 6 --timeout 300 \
+    $PY -m pytest tests -q -p no:cacheprovider -p no:benchmark -n 6 --timeout 300 --durations=25 \
     >>"$OUT/suite.log" 2>&1
   stamp "done rc=$?" >>"$OUT/suite.log"
 fi
