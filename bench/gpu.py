@@ -112,12 +112,13 @@ def main(argv=None) -> int:
                      value=t_cp / t_ff, unit="x CuPy-only PGD (target 2)", rows_per_s=N / t_ff))
 
     dev = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"]
-    print(f"device: {dev.decode() if isinstance(dev, bytes) else dev}")
+    dev = dev.decode() if isinstance(dev, bytes) else str(dev)
+    print(f"device: {dev}")
     for r in rows:
         print(f"{r['name']:<40} {r['time'] * 1e3:9.3f} ms  {r['value']:8.3f} {r['unit']}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(device=str(dev), rows=rows), f, indent=1)
+            json.dump(dict(device=dev, rows=rows), f, indent=1)
     return 0
 
 

@@ -40,7 +40,8 @@ struct Epilogue {
 };
 
 // C[M, N] = A[M, K] . B[K, N] (trans_b false) or A[M, K] . B[N, K]^T (trans_b true), then the
-// epilogue. Tiled in shared memory, register-blocked (8x8 or 4x4 outputs per thread).
+// epilogue. Tiled in shared memory, register-blocked (8x8, 8x4 or 4x4 outputs per thread; the
+// tile is chosen by output width and epilogue, see kernels.cu).
 template <class T>
 void gemm(const T* A, const T* B, T* C, i64 M, i64 N, i64 K, bool trans_b, const Epilogue<T>& ep,
           int device, std::uintptr_t stream);
