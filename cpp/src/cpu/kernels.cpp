@@ -146,13 +146,56 @@ void log_softmax_inplace(T* s, std::int64_t n, const MicroKernel<T>& mk) {
     for (std::int64_t j = 0; j < n; ++j) s[j] -= ls;
 }
 
+// Softmax over a block of M rows (row stride ld >= C), in chunks of up to 64 rows that share
+// one vector exp when the rows are contiguous (ld == C): row by row, narrow C spent most of its
+// time in per-row overhead and the exp's padded tail (20k x 10 logits: 1.2 -> 0.38 ms on one
+// thread). Bit-identical to softmax_inplace row by row (the vector exp is element-wise).
 template <class T>
-void apply_epilogue(T* s, std::int64_t n, Epilogue ep, const MicroKernel<T>& mk) {
-    if (ep == Epilogue::none || n == 0) return;
-    if (ep == Epilogue::softmax)
-        softmax_inplace(s, n, mk);
-    else
-        log_softmax_inplace(s, n, mk);
+void softmax_block(T* s, std::int64_t M, std::int64_t C, std::int64_t ld, const MicroKernel<T>& mk) {
+    constexpr std::int64_t chunk = 64;
+    bool fin[chunk];
+    for (std::int64_t c0 = 0; c0 < M; c0 += chunk) {
+        const std::int64_t n = std::min(chunk, M - c0);
+        T* blk = s + c0 * ld;
+        for (std::int64_t i = 0; i < n; ++i) {
+            T* r = blk + i * ld;
+            const T m = row_max4(r, C);
+            fin[i] = !(std::isnan(m) || std::isinf(m));
+            if (fin[i])
+                for (std::int64_t j = 0; j < C; ++j) r[j] -= m;
+        }
+        for (std::int64_t i = 0; i < n;) {  // exp over runs of finite rows
+            if (!fin[i]) {
+                ++i;
+                continue;
+            }
+            std::int64_t e = i + 1;
+            while (ld == C && e < n && fin[e]) ++e;
+            mk.vexp(blk + i * ld, (e - 1 - i) * ld + C);
+            i = e;
+        }
+        for (std::int64_t i = 0; i < n; ++i) {
+            T* r = blk + i * ld;
+            if (!fin[i]) {  // NaN or infinite scores: the scalar IEEE path, untouched so far
+                softmax_inplace(r, C, mk);
+                continue;
+            }
+            const T inv = T(1) / row_sum4_except(r, C, -1);
+            for (std::int64_t j = 0; j < C; ++j) r[j] *= inv;
+        }
+    }
+}
+
+// The row epilogue over a block of M rows.
+template <class T>
+void epilogue_block(T* s, std::int64_t M, std::int64_t C, std::int64_t ld, Epilogue ep,
+                    const MicroKernel<T>& mk) {
+    if (ep == Epilogue::none || C == 0) return;
+    if (ep == Epilogue::softmax) {
+        softmax_block(s, M, C, ld, mk);
+        return;
+    }
+    for (std::int64_t i = 0; i < M; ++i) log_softmax_inplace(s + i * ld, C, mk);
 }
 
 template <class T>
@@ -351,10 +394,8 @@ void scores(const MatView<T>& X, const MatView<T>& W, const VecView<T>& b, Epilo
                 narrow.run(X, r0, r1, ws.c.data(), out, lds, mk);
             else
                 gemm_rows(rows_of(X, r0, r1), pb, out, lds, false, mk, ws.g);
-            for (std::int64_t i = 0; i < r1 - r0; ++i) {
-                add_bias(out + i * lds, C, b);
-                apply_epilogue(out + i * lds, C, ep, mk);
-            }
+            for (std::int64_t i = 0; i < r1 - r0; ++i) add_bias(out + i * lds, C, b);
+            epilogue_block(out, r1 - r0, C, lds, ep, mk);
         });
 }
 
@@ -542,8 +583,7 @@ void mlp_forward(const MatView<T>& X, const std::vector<Dense<T>>& layers, Epilo
                 const std::int64_t ld = last ? ldo : w;
                 gemm_rows(in, pb[l], dst, ld, false, mk, ws.g);
                 bias_act_block(dst, M, w, ld, layers[l].b, layers[l].act, mk);
-                if (last)
-                    for (std::int64_t i = 0; i < M; ++i) apply_epilogue(dst + i * ld, w, ep, mk);
+                if (last) epilogue_block(dst, M, w, ld, ep, mk);
                 in = dense_view<T>(dst, M, w, ld);
             }
         });
