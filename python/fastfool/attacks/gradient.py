@@ -179,7 +179,13 @@ def pgd(model, X, y=None, *, eps, steps=10, step_size=None, norm="inf", target=N
         lab = labels[s]
         best = None
         for _ in range(restarts):
-            x = _random_start(rng, x0, eps, nrm, lo, hi) if random_start else np.array(x0, order="C")
+            if random_start:
+                x = _random_start(rng, x0, eps, nrm, lo, hi)
+            elif restarts == 1:  # step in place in the output rows: no copy to make afterwards
+                x = x_adv[s]
+                np.copyto(x, x0)
+            else:
+                x = np.array(x0, order="C")
             if q and random_start:  # start on the grid too
                 kernels.fused_update(x, np.zeros_like(x), x0, step=0.0, eps=eps, norm=nrm,
                                      clip=clip_arg, quantum=q, out=x, threads=threads)
@@ -193,7 +199,8 @@ def pgd(model, X, y=None, *, eps, steps=10, step_size=None, norm="inf", target=N
             score, ok = _objective(model, x, yi[s], None if ti is None else ti[s], threads)
             best = keep_better(best, x, score, ok)
             bar.update(s.stop - s.start)
-        x_adv[s] = best[0]
+        if not np.may_share_memory(best[0], x_adv):  # else it is x_adv[s] itself
+            x_adv[s] = best[0]
     bar.close()
     return finish(model, X, x_adv, yi, ti, iterations, attack="pgd", t0=t0, threads=threads,
                   params=params)
