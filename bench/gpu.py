@@ -56,6 +56,18 @@ def cupy_pgd(cp, Ws, bs, X, y, eps, alpha, steps):
     return x
 
 
+def mlp_workload(cp, rng, N):
+    """The 784-50-20-10 tanh MLP on the GPU (model, its CuPy weights and biases) and N rows."""
+    import fastfool as ff
+    sizes = [784, 50, 20, 10]
+    Ws = [(rng.standard_normal((p, q), dtype=cp.float32) / np.sqrt(p)).astype(cp.float32)
+          for p, q in zip(sizes, sizes[1:])]
+    bs = [cp.zeros(q, cp.float32) for q in sizes[1:]]
+    m = ff.MLP([cp.asnumpy(w) for w in Ws], [cp.asnumpy(v) for v in bs], activation="tanh",
+               dtype=np.float32).to("cuda")
+    return m, Ws, bs, rng.random((N, 784), dtype=cp.float32), rng.integers(0, 10, N)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json")
@@ -97,15 +109,8 @@ def main(argv=None) -> int:
                      value=t_cp / t_ff, unit="x cupy.matmul (target 0.7)",
                      gflops=2 * N * D * C / t_ff / 1e9))
 
-    sizes = [784, 50, 20, 10]
-    Ws = [(rng.standard_normal((p, q), dtype=cp.float32) / np.sqrt(p)).astype(cp.float32)
-          for p, q in zip(sizes, sizes[1:])]
-    bs = [cp.zeros(q, cp.float32) for q in sizes[1:]]
-    m = ff.MLP([cp.asnumpy(w) for w in Ws], [cp.asnumpy(v) for v in bs], activation="tanh",
-               dtype=np.float32).to("cuda")
     N = int(100_000 * s)
-    X = rng.random((N, 784), dtype=cp.float32)
-    y = rng.integers(0, 10, N)
+    m, Ws, bs, X, y = mlp_workload(cp, rng, N)
     t_ff = timeit(cp, lambda: ff.pgd(m, X, y, eps=0.1, steps=10, random_start=False), repeats=5)
     t_cp = timeit(cp, lambda: cupy_pgd(cp, Ws, bs, X, y, 0.1, 0.025, 10), repeats=5)
     rows.append(dict(name=f"PGD-10 784-50-20-10 tanh N={N}", time=t_ff, baseline=t_cp,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 
 
 def main() -> int:
@@ -24,7 +23,7 @@ def main() -> int:
         return 0
     import cupy as cp
     sys.path.insert(0, __file__.rsplit("/", 1)[0])
-    from gpu import cupy_pgd, timeit
+    from gpu import cupy_pgd, mlp_workload, timeit
 
     rng = cp.random.default_rng(0)
     work = {}
@@ -40,14 +39,7 @@ def main() -> int:
     Ws = rng.standard_normal((1000, 12288), dtype=cp.float32)
     work["scores 4096 x 12288 x 1000"] = lambda: ff.kernels.scores(Xs, Ws)
     work["cupy.matmul 4096 x 12288 x 1000"] = lambda: cp.matmul(Xs, Ws.T)
-    sizes = [784, 50, 20, 10]
-    Wm = [(rng.standard_normal((p, q), dtype=cp.float32) / np.sqrt(p)).astype(cp.float32)
-          for p, q in zip(sizes, sizes[1:])]
-    bm = [cp.zeros(q, cp.float32) for q in sizes[1:]]
-    m = ff.MLP([cp.asnumpy(w) for w in Wm], [cp.asnumpy(v) for v in bm], activation="tanh",
-               dtype=np.float32).to("cuda")
-    Xm = rng.random((100_000, 784), dtype=cp.float32)
-    ym = rng.integers(0, 10, 100_000)
+    m, Wm, bm, Xm, ym = mlp_workload(cp, rng, 100_000)
     xm = Xm.copy()
     work["mlp ce_step 100k x 784-50-20-10"] = lambda: m._ce_step(
         xm, cuda.trusted(ym), Xm, None, xm, step=0.01, eps=0.1, norm="inf", clip=None, quantum=0.0)

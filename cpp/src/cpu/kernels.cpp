@@ -146,6 +146,24 @@ void log_softmax_inplace(T* s, std::int64_t n, const MicroKernel<T>& mk) {
     for (std::int64_t j = 0; j < n; ++j) s[j] -= ls;
 }
 
+// exp over a block's rows whose flag is set (their max already subtracted): one vector call per
+// run of consecutive flagged rows when `runs` (the rows are contiguous, or the columns between
+// C and ld are scratch), else one per row.
+template <class T>
+void exp_rows(T* blk, std::int64_t n, std::int64_t C, std::int64_t ld, const bool* fin, bool runs,
+              const MicroKernel<T>& mk) {
+    for (std::int64_t i = 0; i < n;) {
+        if (!fin[i]) {
+            ++i;
+            continue;
+        }
+        std::int64_t e = i + 1;
+        while (runs && e < n && fin[e]) ++e;
+        mk.vexp(blk + i * ld, (e - 1 - i) * ld + C);
+        i = e;
+    }
+}
+
 // Softmax over a block of M rows (row stride ld >= C), in chunks of up to 64 rows that share
 // one vector exp when the rows are contiguous (ld == C): row by row, narrow C spent most of its
 // time in per-row overhead and the exp's padded tail (20k x 10 logits: 1.2 -> 0.38 ms on one
@@ -164,16 +182,7 @@ void softmax_block(T* s, std::int64_t M, std::int64_t C, std::int64_t ld, const 
             if (fin[i])
                 for (std::int64_t j = 0; j < C; ++j) r[j] -= m;
         }
-        for (std::int64_t i = 0; i < n;) {  // exp over runs of finite rows
-            if (!fin[i]) {
-                ++i;
-                continue;
-            }
-            std::int64_t e = i + 1;
-            while (ld == C && e < n && fin[e]) ++e;
-            mk.vexp(blk + i * ld, (e - 1 - i) * ld + C);
-            i = e;
-        }
+        exp_rows(blk, n, C, ld, fin, ld == C, mk);
         for (std::int64_t i = 0; i < n; ++i) {
             T* r = blk + i * ld;
             if (!fin[i]) {  // NaN or infinite scores: the scalar IEEE path, untouched so far
@@ -267,19 +276,7 @@ void ce_block(T* s, std::int64_t M, std::int64_t C, std::int64_t ld, bool scratc
             if (fin[i])
                 for (std::int64_t j = 0; j < C; ++j) r[j] -= m;
         }
-        for (std::int64_t i = 0; i < n;) {  // exp over runs of finite rows
-            if (!fin[i]) {
-                ++i;
-                continue;
-            }
-            std::int64_t e = i + 1;
-            while (runs && e < n && fin[e]) ++e;
-            if (runs)
-                mk.vexp(blk + i * ld, (e - 1 - i) * ld + C);
-            else
-                mk.vexp(blk + i * ld, C);
-            i = e;
-        }
+        exp_rows(blk, n, C, ld, fin, runs, mk);
         for (std::int64_t i = 0; i < n; ++i) {
             T* r = blk + i * ld;
             const std::int64_t yi = y[c0 + i];
