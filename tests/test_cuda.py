@@ -394,3 +394,29 @@ def test_gpu_diff_norms_match_the_cpu_on_extreme_rows(dtype):
         if D:
             assert np.isnan(cp.asnumpy(l2)[[2, 6]]).all() and np.isinf(cp.asnumpy(l2)[3])
             assert np.isfinite(cp.asnumpy(l2)[4]) and cp.asnumpy(l2)[5] > 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_emulated_multi_step_calls_match_the_cpu(fake, dtype):
+    """steps=k on the GPU: k fused steps, the later in place on the first one's output (no
+    host copy in between), as the CPU's one-call multi-step."""
+    cp, dev = fake
+    rng = np.random.default_rng(5)
+    m = _mlp(dtype)
+    X = rng.uniform(-1, 1, (11, 7)).astype(dtype)
+    y = rng.integers(0, 4, 11)
+    kw = dict(step=0.05, eps=0.1, clip=(-1.0, 1.0), steps=3, return_loss=True)
+    acts = ["tanh", "relu", "identity"]
+    g = cp.asarray
+    out, loss = K.ce_step_mlp(g(X), [g(w) for w in m.coefs_], [g(v) for v in m.intercepts_], acts,
+                              y, g(X), **kw)
+    out0, loss0 = K.ce_step_mlp(X, m.coefs_, m.intercepts_, acts, y, X, **kw)
+    tol = dict(rtol=2e-4, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(out.get(), out0, **tol)
+    np.testing.assert_allclose(loss.get(), loss0, **tol)
+    W, b = m.coefs_[0].T.copy(), m.intercepts_[0]
+    out = K.ce_step_linear(g(X), g(W), g(b), y % 5, g(X), step=0.05, eps=0.1, steps=2)
+    np.testing.assert_allclose(out.get(), K.ce_step_linear(X, W, b, y % 5, X, step=0.05, eps=0.1,
+                                                           steps=2), **tol)
+    with pytest.raises(ValueError, match="steps"):
+        K.ce_step_linear(g(X), g(W), g(b), y % 5, g(X), step=0.05, steps=0)

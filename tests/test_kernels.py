@@ -388,6 +388,56 @@ def test_fused_step_equals_gradient_then_update(config, case, data):
         np.testing.assert_array_equal(xin, ref)
 
 
+@given(case=mlp_case(), data=st.data())
+def test_multi_step_call_equals_separate_steps(config, case, data):
+    """ce_step_*(steps=k) runs k steps per row block while it is in cache: bit-identical to k
+    separate calls, each from the previous output (in place or into a separate out, from any
+    input layout), with the loss / probabilities of the last one; the inputs untouched."""
+    from conftest import with_layout, LAYOUTS
+    _, threads = config
+    dtype, X, Ws, bs, acts, rng = case
+    C = Ws[-1].shape[1]
+    y = rng.integers(0, C, X.shape[0])
+    x0 = (X + rng.standard_normal(X.shape).astype(dtype) * dtype(0.05)).astype(dtype)
+    k = data.draw(st.integers(1, 4))
+    kw = dict(step=data.draw(st.sampled_from([0.01, -0.02])),
+              eps=data.draw(st.sampled_from([0.03, np.inf])),
+              norm=data.draw(st.sampled_from(["inf", 2])),
+              clip=data.draw(st.sampled_from([None, (-1.0, 1.0)])),
+              quantum=data.draw(st.sampled_from([0.0, 0.01])))
+    if kw["clip"] is not None:
+        X, x0 = np.clip(X, -1, 1).astype(dtype), np.clip(x0, -1, 1).astype(dtype)
+    X = with_layout(X, data.draw(st.sampled_from(LAYOUTS)))
+    W = np.ascontiguousarray(Ws[0].T)
+    yl = y % W.shape[0]
+    for fn, args, lab in ((K.ce_step_mlp, (Ws, bs, acts), y), (K.ce_step_linear, (W, bs[0]), yl)):
+        before = snapshot(X, x0)
+        ref = X
+        for _ in range(k):
+            ref, loss, prob = fn(ref, *args, lab, x0, threads=threads, return_loss=True,
+                                 return_prob=True, **kw)
+        out, loss_k, prob_k = fn(X, *args, lab, x0, threads=threads, return_loss=True,
+                                 return_prob=True, steps=k, **kw)
+        np.testing.assert_array_equal(out, ref)
+        np.testing.assert_array_equal(loss_k, loss)
+        np.testing.assert_array_equal(prob_k, prob)
+        assert_unchanged(before, [X, x0])
+        xin = np.array(X, order="C")
+        r = fn(xin, *args, lab, x0, threads=threads, steps=k, out=xin, **kw)
+        assert r is xin
+        np.testing.assert_array_equal(xin, ref)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", 2**31])
+def test_steps_must_be_a_positive_integer(bad):
+    X = np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match="steps"):
+        K.ce_step_linear(X, np.ones((2, 3), np.float32), None, [0, 1], X, step=0.1, steps=bad)
+    with pytest.raises(ValueError, match="steps"):
+        K.ce_step_mlp(X, [np.ones((3, 2), np.float32)], [None], ["identity"], [0, 1], X,
+                      step=0.1, steps=bad)
+
+
 @pytest.mark.parametrize("C", range(1, 14))
 def test_narrow_outputs_every_class_group_and_row_tail(config, C):
     """Narrow products (C <= 12, D >= 128, contiguous rows) take the dot-product path on AVX2:

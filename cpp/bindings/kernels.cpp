@@ -87,8 +87,10 @@ void ce_linear_impl(const py::array& X, const py::array& W, const py::object& b,
 template <class T>
 StepSpec<T> step_spec(const MatView<T>& x, const py::array& X0, bool l2, double alpha, double eps,
                       const py::object& lo, const py::object& hi, double quantum,
-                      const py::array& out) {
+                      const py::array& out, int steps = 1) {
     StepSpec<T> st;
+    if (steps < 1) throw py::value_error("steps: must be >= 1, got " + std::to_string(steps));
+    st.steps = steps;
     st.X0 = in_mat<T>(X0, "x0");
     if (st.X0.rows != x.rows || st.X0.cols != x.cols)
         throw py::value_error("x0: expected shape (" + std::to_string(x.rows) + ", " +
@@ -119,13 +121,13 @@ void ce_step_linear_impl(const py::array& X, const py::array& W, const py::objec
                          const py::array& y, const py::array& X0, bool l2, double alpha,
                          double eps, const py::object& lo, const py::object& hi, double quantum,
                          const py::array& out, const py::object& loss, const py::object& prob,
-                         int threads) {
+                         int threads, int steps) {
     auto x = in_mat<T>(X, "X");
     auto w = in_mat<T>(W, "W");
     check_cols(x.cols, w.cols, "X", "W has");
     auto bv = in_vec<T>(b, w.rows, "b");
     const std::int64_t* yp = labels(y, x.rows, w.rows);
-    const StepSpec<T> st = step_spec<T>(x, X0, l2, alpha, eps, lo, hi, quantum, out);
+    const StepSpec<T> st = step_spec<T>(x, X0, l2, alpha, eps, lo, hi, quantum, out, steps);
     std::int64_t ldp = 0;
     T* l = out_vec<T>(loss, x.rows, "loss");
     T* p = prob.is_none() ? nullptr
@@ -201,12 +203,12 @@ void ce_step_mlp_impl(const py::array& X, const std::vector<py::array>& Ws,
                       const py::array& y, const py::array& X0, bool l2, double alpha, double eps,
                       const py::object& lo, const py::object& hi, double quantum,
                       const py::array& out, const py::object& loss, const py::object& prob,
-                      int threads) {
+                      int threads, int steps) {
     auto x = in_mat<T>(X, "X");
     auto layers = logit_layers<T>(x.cols, Ws, bs, acts);
     const std::int64_t C = layers.back().W.cols;
     const std::int64_t* yp = labels(y, x.rows, C);
-    const StepSpec<T> st = step_spec<T>(x, X0, l2, alpha, eps, lo, hi, quantum, out);
+    const StepSpec<T> st = step_spec<T>(x, X0, l2, alpha, eps, lo, hi, quantum, out, steps);
     std::int64_t ldp = 0;
     T* l = out_vec<T>(loss, x.rows, "loss");
     T* p = prob.is_none() ? nullptr
@@ -360,37 +362,39 @@ void bind_kernels(py::module_& m) {
         [](const py::array& X, const py::array& W, const py::object& b, const py::array& y,
            const py::array& X0, bool l2, double alpha, double eps, const py::object& lo,
            const py::object& hi, double quantum, const py::array& out, const py::object& loss,
-           const py::object& prob, int threads) {
+           const py::object& prob, int threads, int steps) {
             check_threads(threads);
             if (is_f32(X))
                 return ce_step_linear_impl<float>(X, W, b, y, X0, l2, alpha, eps, lo, hi, quantum,
-                                                  out, loss, prob, threads);
+                                                  out, loss, prob, threads, steps);
             if (is_f64(X))
                 return ce_step_linear_impl<double>(X, W, b, y, X0, l2, alpha, eps, lo, hi, quantum,
-                                                   out, loss, prob, threads);
+                                                   out, loss, prob, threads, steps);
             bad_dtype(X, "X");
         },
         py::arg("X"), py::arg("W"), py::arg("b"), py::arg("y"), py::arg("x0"), py::arg("l2"),
         py::arg("step"), py::arg("eps"), py::arg("lo"), py::arg("hi"), py::arg("quantum"),
-        py::arg("out"), py::arg("loss"), py::arg("prob"), py::arg("threads"));
+        py::arg("out"), py::arg("loss"), py::arg("prob"), py::arg("threads"), py::arg("steps") = 1);
     m.def(
         "ce_step_mlp",
         [](const py::array& X, const std::vector<py::array>& Ws, const std::vector<py::object>& bs,
            const std::vector<int>& acts, const py::array& y, const py::array& X0, bool l2,
            double alpha, double eps, const py::object& lo, const py::object& hi, double quantum,
-           const py::array& out, const py::object& loss, const py::object& prob, int threads) {
+           const py::array& out, const py::object& loss, const py::object& prob, int threads,
+           int steps) {
             check_threads(threads);
             if (is_f32(X))
                 return ce_step_mlp_impl<float>(X, Ws, bs, acts, y, X0, l2, alpha, eps, lo, hi,
-                                               quantum, out, loss, prob, threads);
+                                               quantum, out, loss, prob, threads, steps);
             if (is_f64(X))
                 return ce_step_mlp_impl<double>(X, Ws, bs, acts, y, X0, l2, alpha, eps, lo, hi,
-                                                quantum, out, loss, prob, threads);
+                                                quantum, out, loss, prob, threads, steps);
             bad_dtype(X, "X");
         },
         py::arg("X"), py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("y"),
         py::arg("x0"), py::arg("l2"), py::arg("step"), py::arg("eps"), py::arg("lo"), py::arg("hi"),
-        py::arg("quantum"), py::arg("out"), py::arg("loss"), py::arg("prob"), py::arg("threads"));
+        py::arg("quantum"), py::arg("out"), py::arg("loss"), py::arg("prob"), py::arg("threads"),
+        py::arg("steps") = 1);
     m.def(
         "mlp_vjp",
         [](const py::array& X, const std::vector<py::array>& Ws, const std::vector<py::object>& bs,

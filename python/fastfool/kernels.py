@@ -271,15 +271,21 @@ def fused_update(x, grad, x0, *, step, eps=np.inf, norm="inf", clip=None, quantu
 
 
 def ce_step_linear(X, W, b, y, x0, *, step, eps=np.inf, norm="inf", clip=None, quantum=0.0,
-                   out=None, return_loss=False, return_prob=False, threads=None):
+                   out=None, return_loss=False, return_prob=False, threads=None, steps=1):
     """:func:`ce_grad_linear` with :func:`fused_update` applied to each row block while its
     gradient is in cache: one pass, no (N, D) gradient written. ``step`` is signed (negative
     descends, for targeted attacks). Returns the updated inputs (``out=X`` updates in place),
-    then, when asked, the per-row loss at X and the probabilities at X."""
+    then, when asked, the per-row loss at X and the probabilities at X.
+
+    ``steps`` > 1 takes that many steps in one call (PGD without early stopping): each row
+    block runs all of them while it is in cache, with results bit-identical to ``steps``
+    separate calls (each from the previous output); loss and probabilities are then those of
+    the last step's starting point."""
+    steps = _step_count(steps)
     if _gpu(X):
-        return cuda.ce_step_linear(X, W, b, y, x0, step=step, eps=eps, norm=norm, clip=clip,
-                                   quantum=quantum, out=out, return_loss=return_loss,
-                                   return_prob=return_prob)
+        return _gpu_steps(cuda.ce_step_linear, steps, X, W, b, y, x0, step=step, eps=eps,
+                          norm=norm, clip=clip, quantum=quantum, out=out,
+                          return_loss=return_loss, return_prob=return_prob)
     X = matrix(X, "X")
     W = matrix(W, "W", X.dtype, cols=X.shape[1], cols_what=" (X has that many features)")
     bb = None if b is None else vector(b, "b", W.shape[0], X.dtype)
@@ -289,19 +295,20 @@ def ce_step_linear(X, W, b, y, x0, *, step, eps=np.inf, norm="inf", clip=None, q
     loss = np.empty(X.shape[0], X.dtype) if return_loss else None
     prob = np.empty((X.shape[0], W.shape[0]), X.dtype) if return_prob else None
     _core.ce_step_linear(X, W, bb, yy, x0, l2, step, eps, lo, hi, quantum, O, loss, prob,
-                         resolve_threads(threads))
+                         resolve_threads(threads), steps)
     return _step_result(O, loss, prob)
 
 
 def ce_step_mlp(X, weights, biases, activations, y, x0, *, step, eps=np.inf, norm="inf",
                 clip=None, quantum=0.0, out=None, return_loss=False, return_prob=False,
-                threads=None):
+                threads=None, steps=1):
     """:func:`ce_grad_mlp` with the fused update applied per row block (see
-    :func:`ce_step_linear`)."""
+    :func:`ce_step_linear`, also for ``steps``)."""
+    steps = _step_count(steps)
     if _gpu(X):
-        return cuda.ce_step_mlp(X, weights, biases, activations, y, x0, step=step, eps=eps,
-                                norm=norm, clip=clip, quantum=quantum, out=out,
-                                return_loss=return_loss, return_prob=return_prob)
+        return _gpu_steps(cuda.ce_step_mlp, steps, X, weights, biases, activations, y, x0,
+                          step=step, eps=eps, norm=norm, clip=clip, quantum=quantum, out=out,
+                          return_loss=return_loss, return_prob=return_prob)
     X = matrix(X, "X")
     Ws, bs, acts = _layers(X, weights, biases, activations)
     if acts[-1] != ACTIVATIONS["identity"]:
@@ -312,8 +319,24 @@ def ce_step_mlp(X, weights, biases, activations, y, x0, *, step, eps=np.inf, nor
     loss = np.empty(X.shape[0], X.dtype) if return_loss else None
     prob = np.empty((X.shape[0], Ws[-1].shape[1]), X.dtype) if return_prob else None
     _core.ce_step_mlp(X, Ws, bs, acts, yy, x0, l2, step, eps, lo, hi, quantum, O, loss, prob,
-                      resolve_threads(threads))
+                      resolve_threads(threads), steps)
     return _step_result(O, loss, prob)
+
+
+def _step_count(steps):
+    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) or \
+            not 1 <= steps <= 2**31 - 1:
+        raise ValueError(f"steps: must be an integer in [1, 2**31 - 1], got {steps!r}")
+    return int(steps)
+
+
+def _gpu_steps(fn, steps, X, *args, out=None, **kw):
+    """`steps` GPU calls of a fused step, the later ones in place on the first one's output."""
+    res = fn(X, *args, out=out, **kw)
+    for _ in range(steps - 1):
+        O = res[0] if isinstance(res, tuple) else res
+        res = fn(O, *args, out=O, **kw)
+    return res
 
 
 def _step_result(O, loss, prob):

@@ -120,9 +120,11 @@ class KernelSVM(Model):
             G = out
         return (G, loss, P) if return_prob else (G, loss)
 
-    def _ce_step(self, X, yi, x0, threads, out, **step):
-        G, _ = self._ce_grad(X, yi, threads)
-        return kernels.fused_update(X, G, x0, out=out, threads=threads, **step)
+    def _ce_step(self, X, yi, x0, threads, out, steps=1, **step):
+        for _ in range(steps):  # no fused multi-step kernel for kernel SVMs: one call per step
+            G, _ = self._ce_grad(X, yi, threads)
+            X = out = kernels.fused_update(X, G, x0, out=out, threads=threads, **step)
+        return out
 
     def _logit_vjp(self, X, V, threads, return_logits=False):
         s, G = self._score_grad(X, threads)

@@ -38,6 +38,14 @@ struct StepSpec {
     VecView<T> lo, hi;
     T* out = nullptr;
     std::int64_t ldo = 0;
+    // Steps taken (>= 1): each row block runs all of them while it is in cache, the later ones
+    // from its rows of `out`; every row's arithmetic is that of `steps` separate calls, so the
+    // results are bit-identical (loss / prob: those of the last step).
+    int steps = 1;
+    // The current iterate after the first step: `out` (rows x cols, row stride ldo).
+    MatView<T> current(std::int64_t rows, std::int64_t cols) const {
+        return MatView<T>{out, rows, cols, ldo, 1};
+    }
 };
 
 // S = X W^T + b, then the epilogue on each row. X (N, D), W (C, D), S (N, C).

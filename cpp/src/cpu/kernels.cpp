@@ -532,19 +532,23 @@ void ce_grad_linear(const MatView<T>& X, const MatView<T>& W, const VecView<T>& 
         [&](std::int64_t r0, std::int64_t r1, BlockWS<T>& ws) {
             const std::int64_t M = r1 - r0;
             T* s = ws.a.data();
-            if (narrow.on)
-                narrow.run(X, r0, r1, ws.c.data(), s, ldsc, mk);
-            else
-                gemm_rows(rows_of(X, r0, r1), pbs, s, ldsc, false, mk, ws.g, true);
-            ce_block(s, M, C, ldsc, true, b, y + r0, loss ? loss + r0 : nullptr,
-                     prob ? prob + r0 * ldp : nullptr, ldp, mk);
-            if (D == 0) return;
-            if (step) {  // the block's gradient stays in cache and is applied right away
-                gemm_rows(MatView<T>{s, M, C, ldsc, 1}, pbg, ws.b.data(), D, false, mk, ws.g);
-                step_block(X, ws.b.data(), r0, M, *step);
-            } else {
-                gemm_rows(MatView<T>{s, M, C, ldsc, 1}, pbg, G + r0 * ldg, ldg, false, mk, ws.g,
-                          false, stream);
+            const int nsteps = step ? step->steps : 1;
+            for (int it = 0; it < nsteps; ++it) {
+                const MatView<T> cur = it == 0 ? X : step->current(X.rows, D);
+                if (narrow.on)
+                    narrow.run(cur, r0, r1, ws.c.data(), s, ldsc, mk);
+                else
+                    gemm_rows(rows_of(cur, r0, r1), pbs, s, ldsc, false, mk, ws.g, true);
+                ce_block(s, M, C, ldsc, true, b, y + r0, loss ? loss + r0 : nullptr,
+                         prob ? prob + r0 * ldp : nullptr, ldp, mk);
+                if (D == 0) return;
+                if (step) {  // the block's gradient stays in cache and is applied right away
+                    gemm_rows(MatView<T>{s, M, C, ldsc, 1}, pbg, ws.b.data(), D, false, mk, ws.g);
+                    step_block(cur, ws.b.data(), r0, M, *step);
+                } else {
+                    gemm_rows(MatView<T>{s, M, C, ldsc, 1}, pbg, G + r0 * ldg, ldg, false, mk,
+                              ws.g, false, stream);
+                }
             }
         });
 }
@@ -621,44 +625,51 @@ void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
         [&](std::int64_t r0, std::int64_t r1, BlockWS<T>& ws) {
             const std::int64_t M = r1 - r0;
             auto act_buf = [&](std::size_t l) { return ws.a.data() + rows * off[l]; };
-            MatView<T> in = rows_of(X, r0, r1);
-            for (std::size_t l = 0; l < L; ++l) {
-                const std::int64_t w = layers[l].W.cols;
-                T* dst = act_buf(l);
-                gemm_rows(in, fwd[l], dst, pw[l], false, mk, ws.g, true);
-                bias_act_block(dst, M, w, pw[l], layers[l].b, layers[l].act, mk, true);
-                in = MatView<T>{dst, M, w, pw[l], 1};
-            }
-            T* logits = act_buf(L - 1);
-            const std::int64_t ldz = pw[L - 1];
-            if (logits_out)
-                for (std::int64_t i = 0; i < M; ++i)
-                    std::memcpy(logits_out + (r0 + i) * ldl, logits + i * ldz, sizeof(T) * C);
-            if (V) {
-                for (std::int64_t i = 0; i < M; ++i)
-                    for (std::int64_t j = 0; j < C; ++j) logits[i * ldz + j] = (*V)(r0 + i, j);
-            } else {
-                ce_block(logits, M, C, ldz, true, VecView<T>{}, y + r0, loss ? loss + r0 : nullptr,
-                         prob ? prob + r0 * ldp : nullptr, ldp, mk);
-            }
-            // Back-propagate delta = dLoss/dz_l from the logits down to the input.
-            MatView<T> delta{logits, M, C, ldz, 1};
-            T* spare[2] = {ws.b.data(), ws.b.data() + rows * pmw};
-            for (std::size_t l = L - 1; l >= 1; --l) {
-                const std::int64_t w = layers[l - 1].W.cols, ld = pw[l - 1];
-                T* next = spare[l % 2];
-                gemm_rows(delta, bwd[l], next, ld, false, mk, ws.g, true);
-                const T* h = act_buf(l - 1);
-                if (layers[l - 1].act != Act::identity)  // padding columns included: never read
-                    times_act_derivative(next, h, M * ld, layers[l - 1].act);
-                delta = MatView<T>{next, M, w, ld, 1};
-            }
-            if (D == 0) return;
-            if (step) {
-                gemm_rows(delta, bwd[0], ws.c.data(), D, false, mk, ws.g);
-                step_block(X, ws.c.data(), r0, M, *step);
-            } else {
-                gemm_rows(delta, bwd[0], G + r0 * ldg, ldg, false, mk, ws.g, false, stream);
+            const int nsteps = step ? step->steps : 1;
+            for (int it = 0; it < nsteps; ++it) {
+                const MatView<T> cur = it == 0 ? X : step->current(X.rows, D);
+                MatView<T> in = rows_of(cur, r0, r1);
+                for (std::size_t l = 0; l < L; ++l) {
+                    const std::int64_t w = layers[l].W.cols;
+                    T* dst = act_buf(l);
+                    gemm_rows(in, fwd[l], dst, pw[l], false, mk, ws.g, true);
+                    bias_act_block(dst, M, w, pw[l], layers[l].b, layers[l].act, mk, true);
+                    in = MatView<T>{dst, M, w, pw[l], 1};
+                }
+                T* logits = act_buf(L - 1);
+                const std::int64_t ldz = pw[L - 1];
+                if (logits_out)
+                    for (std::int64_t i = 0; i < M; ++i)
+                        std::memcpy(logits_out + (r0 + i) * ldl, logits + i * ldz,
+                                    sizeof(T) * C);
+                if (V) {
+                    for (std::int64_t i = 0; i < M; ++i)
+                        for (std::int64_t j = 0; j < C; ++j)
+                            logits[i * ldz + j] = (*V)(r0 + i, j);
+                } else {
+                    ce_block(logits, M, C, ldz, true, VecView<T>{}, y + r0,
+                             loss ? loss + r0 : nullptr, prob ? prob + r0 * ldp : nullptr, ldp,
+                             mk);
+                }
+                // Back-propagate delta = dLoss/dz_l from the logits down to the input.
+                MatView<T> delta{logits, M, C, ldz, 1};
+                T* spare[2] = {ws.b.data(), ws.b.data() + rows * pmw};
+                for (std::size_t l = L - 1; l >= 1; --l) {
+                    const std::int64_t w = layers[l - 1].W.cols, ld = pw[l - 1];
+                    T* next = spare[l % 2];
+                    gemm_rows(delta, bwd[l], next, ld, false, mk, ws.g, true);
+                    const T* h = act_buf(l - 1);
+                    if (layers[l - 1].act != Act::identity)  // padding columns: never read
+                        times_act_derivative(next, h, M * ld, layers[l - 1].act);
+                    delta = MatView<T>{next, M, w, ld, 1};
+                }
+                if (D == 0) return;
+                if (step) {
+                    gemm_rows(delta, bwd[0], ws.c.data(), D, false, mk, ws.g);
+                    step_block(cur, ws.c.data(), r0, M, *step);
+                } else {
+                    gemm_rows(delta, bwd[0], G + r0 * ldg, ldg, false, mk, ws.g, false, stream);
+                }
             }
         });
 }

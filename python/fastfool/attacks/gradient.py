@@ -216,10 +216,9 @@ def _run_steps(model, x, x0, lab, y, targeted, sign, alpha, eps, nrm, clip, q, s
     """Runs the steps in place on x; returns the per-row step counts."""
     n = x.shape[0]
     it = np.zeros(n, dtype=np.int64)
-    if not early_stop:
-        for _ in range(steps):  # one fused pass per step: gradient and update, in place
-            model._ce_step(x, lab, x0, threads, x, step=sign * alpha, eps=eps, norm=nrm,
-                           clip=clip, quantum=q)
+    if not early_stop:  # one call: each row block takes every step while it is in cache
+        model._ce_step(x, lab, x0, threads, x, step=sign * alpha, eps=eps, norm=nrm, clip=clip,
+                       quantum=q, steps=steps)
         it[:] = steps
         return it
     # Early stopping: keep a compact copy of the rows still to fool; write rows back as they go.
