@@ -207,3 +207,31 @@ def test_eps_zero_changes_nothing(digits, models):
     res = ff.pgd(m, X[:50], y[:50], eps=0.0, steps=3, seed=0)
     np.testing.assert_array_equal(res.x_adv, X[:50])
     np.testing.assert_array_equal(res.success, m.predict(X[:50]) != y[:50])
+
+
+def test_one_value_outside_the_clip_box_is_refused():
+    """The clip-box check (a min / max reduction when every column has the same bound, a
+    comparison per value otherwise) finds a single value outside, below or above, and accepts
+    values on the bounds."""
+    from fastfool.attacks._common import check_inside_clip
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0.2, 0.8, (300, 7))
+    X[0, 0], X[1, 6] = 0.0, 1.0  # on the bounds of both boxes: fine
+    uniform = (np.zeros(7), np.ones(7))
+    per_col = (np.linspace(0, 0.1, 7), np.linspace(0.9, 1, 7))
+    for lo, hi in (uniform, per_col):
+        for lo_, hi_ in ((lo, hi), (lo, None), (None, hi)):
+            check_inside_clip(X, lo_, hi_)
+        for r, c, v, which in ((123, 4, -1e-9, "lo"), (299, 6, 1 + 1e-9, "hi")):
+            Xb = X.copy()
+            Xb[r, c] = v
+            with pytest.raises(ValueError, match="outside clip"):
+                check_inside_clip(Xb, lo, hi)
+            with pytest.raises(ValueError, match="outside clip"):
+                check_inside_clip(Xb, lo if which == "lo" else None, hi if which == "hi" else None)
+    lo, hi = per_col  # a value inside the uniform box but below its own column's bound
+    Xb = X.copy()
+    Xb[5, 6] = 0.05
+    with pytest.raises(ValueError, match="outside clip"):
+        check_inside_clip(Xb, lo, hi)
+    check_inside_clip(np.zeros((0, 7)), *uniform)

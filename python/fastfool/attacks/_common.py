@@ -57,9 +57,17 @@ def check_inside_clip(X, lo, hi):
     """Refuse inputs outside the clip box: the attack could not keep them and stay honest."""
     if lo is None and hi is None:
         return
+    # the same bound for every column (clip=(0, 1), the usual case): one min / max reduction
+    # (~0.1 ms for 20k x 64) instead of a boolean array per bound (~0.4 ms each)
+    lo1 = lo is not None and lo.size and bool((lo == lo.flat[0]).all())
+    hi1 = hi is not None and hi.size and bool((hi == hi.flat[0]).all())
     for s in row_chunks(X.shape[0], X.shape[1]):
         xc = X[s]
-        if (lo is not None and np.any(xc < lo)) or (hi is not None and np.any(xc > hi)):
+        if xc.size == 0:
+            continue
+        below = (xc.min() < lo.flat[0]) if lo1 else (lo is not None and np.any(xc < lo))
+        above = (xc.max() > hi.flat[0]) if hi1 else (hi is not None and np.any(xc > hi))
+        if below or above:
             raise ValueError("X: values lie outside clip=(lo, hi); clip the data first or widen "
                              "the range")
 
