@@ -330,12 +330,14 @@ def _step_count(steps):
     return int(steps)
 
 
-def _gpu_steps(fn, steps, X, *args, out=None, **kw):
-    """`steps` GPU calls of a fused step, the later ones in place on the first one's output."""
-    res = fn(X, *args, out=out, **kw)
-    for _ in range(steps - 1):
-        O = res[0] if isinstance(res, tuple) else res
-        res = fn(O, *args, out=O, **kw)
+def _gpu_steps(fn, steps, X, *args, out=None, return_loss=False, return_prob=False, **kw):
+    """`steps` GPU calls of a fused step, the later ones in place on the first one's output;
+    only the last computes the loss / probabilities asked for."""
+    for k in range(steps):
+        last = k == steps - 1
+        res = fn(X, *args, out=out, return_loss=return_loss and last,
+                 return_prob=return_prob and last, **kw)
+        X = out = res[0] if isinstance(res, tuple) else res
     return res
 
 
