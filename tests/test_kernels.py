@@ -337,6 +337,37 @@ def test_large_shapes(config, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_reused_scratch_blocks_do_not_leak_stale_values(config, dtype):
+    """Freed scratch blocks of >= 1 MiB (packed weights, workspaces) are kept and handed to the
+    next call: filled with NaN bytes before every call, they must not reach any result."""
+    from fastfool import _core
+    _, threads = config
+    rng = np.random.default_rng(5)
+    N, D, C, H = 300, 2600, 130, 120  # packed W: >= 1.3 MiB in float32
+    X = rng.standard_normal((N, D)).astype(dtype)
+    W = (rng.standard_normal((C, D)) / np.sqrt(D)).astype(dtype)
+    Ws = [(rng.standard_normal((D, H)) / np.sqrt(D)).astype(dtype),
+          (rng.standard_normal((H, C)) / np.sqrt(H)).astype(dtype)]
+    bs = [rng.standard_normal(H).astype(dtype), rng.standard_normal(C).astype(dtype)]
+    y = rng.integers(0, C, N)
+    K.scores(X, W, threads=threads)
+    assert _core.block_cache_bytes() >= 2**20  # the packed W went back to the cache
+    mag = np.abs(R.f64(X)) @ np.abs(R.f64(W)).T
+    for _ in range(2):  # the first call's blocks come from the cache the previous one filled
+        _core.poison_block_cache()
+        R.assert_close(K.scores(X, W, threads=threads), R.scores(X, W), mag, dtype, D, "scores")
+        _core.poison_block_cache()
+        G, loss = K.ce_grad_linear(X, W, None, y, threads=threads)
+        Gr, lr, _ = R.ce_grad_linear(X, W, None, y)
+        np.testing.assert_allclose(G, Gr, rtol=0, atol=(1e-4 if dtype == np.float32 else 1e-12) * np.abs(Gr).max())
+        _core.poison_block_cache()
+        G, loss = K.ce_grad_mlp(X, Ws, bs, ["tanh", "identity"], y, threads=threads)
+        Gr, lr, _ = R.ce_grad_mlp(X, Ws, bs, ["tanh", "identity"], y)
+        np.testing.assert_allclose(G, Gr, rtol=0, atol=(1e-4 if dtype == np.float32 else 1e-12) * np.abs(Gr).max())
+        np.testing.assert_allclose(loss, lr, rtol=1e-4 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_fused_update_extreme_gradients(dtype):
     """Huge and tiny gradients: the L2 norm is scaled, so nothing overflows to inf or 0/0."""
     big = float(np.finfo(dtype).max) / 4

@@ -1,5 +1,6 @@
 // Run-time facts and switches: SIMD path, thread pool.
 #include "fastfool/dispatch.hpp"
+#include "fastfool/gemm.hpp"
 #include "fastfool/threads.hpp"
 #include "pybind.hpp"
 
@@ -19,6 +20,10 @@ void bind_runtime(py::module_& m) {
             throw py::value_error("simd: expected 'generic' or 'avx2', got '" + name + "'");
         },
         py::arg("name"), "Force a SIMD path; returns False if the CPU lacks it.");
+    m.def("block_cache_bytes", [] { return cached_block_bytes(); },
+          "Bytes of freed scratch blocks kept for reuse (at most 128 MiB; test hook).");
+    m.def("poison_block_cache", [] { poison_block_cache(); },
+          "Fill the kept scratch blocks with NaN bytes (test hook: stale scratch must not leak).");
     m.def("pool_size", [] { return pool_size(); }, "Worker threads started so far.");
     m.def("tile", [](const std::string& dtype) {
         auto t = [](auto mk) { return py::make_tuple(mk.mr, mk.nr, mk.kc, mk.mc); };

@@ -17,6 +17,14 @@
 
 namespace fastfool {
 
+// 64-byte aligned storage for large scratch (see alloc.cpp): a freed block of at least 1 MiB
+// is kept for the next request it can serve, so that a kernel called again with the same shapes
+// does not fault its pages in (and have the OS zero them) on every call.
+void* acquire_block(std::size_t bytes, std::size_t& got);
+void release_block(void* p, std::size_t bytes) noexcept;
+std::size_t cached_block_bytes();  // test hooks: bytes held by the cache, and filling them
+void poison_block_cache();         // with all-ones bytes (NaN) to catch reads of stale scratch
+
 // 64-byte aligned, uninitialised storage.
 template <class T>
 class Buffer {
@@ -25,14 +33,17 @@ class Buffer {
     explicit Buffer(std::size_t n) { resize(n); }
     void resize(std::size_t n) {
         if (n <= n_) return;
-        ptr_.reset(static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))));
-        n_ = n;
+        std::size_t got = 0;
+        T* p = static_cast<T*>(acquire_block(n * sizeof(T), got));
+        ptr_ = std::unique_ptr<T, Free>(p, Free{got});
+        n_ = got / sizeof(T);
     }
     T* data() const { return ptr_.get(); }
 
    private:
     struct Free {
-        void operator()(T* p) const { ::operator delete(p, std::align_val_t(64)); }
+        std::size_t bytes = 0;
+        void operator()(T* p) const noexcept { release_block(p, bytes); }
     };
     std::unique_ptr<T, Free> ptr_;
     std::size_t n_ = 0;
