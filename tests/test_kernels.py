@@ -459,6 +459,68 @@ def test_multi_step_call_equals_separate_steps(config, case, data):
         np.testing.assert_array_equal(xin, ref)
 
 
+@given(case=mlp_case(max_width=64), data=st.data())
+def test_lane_steps_give_the_row_paths_bits(config, case, data):
+    """L-inf steps of narrow MLPs (widths <= 64) run with the batch in the vector lanes; the row
+    path (forced through the test hook) must give the same bits for every output, with scalar,
+    per-feature and one-sided clip bounds, any input layout, several steps and in place."""
+    from conftest import with_layout, LAYOUTS
+    from fastfool import _core
+    _, threads = config
+    dtype, X, Ws, bs, acts, rng = case
+    N, D = X.shape
+    C = Ws[-1].shape[1]
+    y = rng.integers(0, C, N)
+    x0 = with_layout((X + rng.standard_normal(X.shape).astype(dtype) * dtype(0.05)).astype(dtype),
+                     data.draw(st.sampled_from(LAYOUTS)))
+    lo, hi = rng.uniform(-2, 0, D).astype(dtype), rng.uniform(0, 2, D).astype(dtype)
+    clip = data.draw(st.sampled_from([None, (-1.0, 1.0), (lo, hi), (None, 0.5), (lo[::-1].copy(), None)]))
+    kw = dict(step=data.draw(st.sampled_from([0.01, -0.02, 0.0])),
+              eps=data.draw(st.sampled_from([0.03, np.inf, 0.0])), clip=clip,
+              steps=data.draw(st.integers(1, 4)), threads=threads, return_loss=True, return_prob=True)
+    X = with_layout(X, data.draw(st.sampled_from(LAYOUTS)))
+    assert _core.lane_steps()
+    try:
+        lanes = K.ce_step_mlp(X, Ws, bs, acts, y, x0, **kw)
+        xin = np.array(X, order="C")
+        K.ce_step_mlp(xin, Ws, bs, acts, y, x0, out=xin, **kw)
+        _core.set_lane_steps(False)
+        rows = K.ce_step_mlp(X, Ws, bs, acts, y, x0, **kw)
+    finally:
+        _core.set_lane_steps(True)
+    for a, b, what in zip(lanes, rows, ("x", "loss", "prob")):
+        np.testing.assert_array_equal(a, b, err_msg=what)
+    np.testing.assert_array_equal(xin, rows[0], err_msg="in place")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lane_steps_with_overflowing_logits_give_the_row_paths_bits(config, dtype):
+    """Logits that overflow to +-inf (and NaN from inf - inf) take ce_block's scalar IEEE path
+    in both layouts: same bits, NaN where the row path has NaN."""
+    from fastfool import _core
+    _, threads = config
+    rng = np.random.default_rng(3)
+    big = np.finfo(dtype).max / 8
+    X = rng.uniform(-1, 1, (37, 9)).astype(dtype)
+    Ws = [rng.standard_normal((9, 12)).astype(dtype), (rng.standard_normal((12, 5)) * big).astype(dtype)]
+    Ws[1][:, 2] = np.abs(Ws[1][:, 2])  # some rows: +inf in two classes (inf - inf = NaN)
+    Ws[1][:, 3] = np.abs(Ws[1][:, 3])
+    bs = [None, None]
+    y = rng.integers(0, 5, 37)
+    kw = dict(step=0.01, eps=0.05, clip=(-1.0, 1.0), steps=2, threads=threads, return_loss=True,
+              return_prob=True)
+    try:
+        lanes = K.ce_step_mlp(X, Ws, bs, ["relu", "identity"], y, X, **kw)
+        _core.set_lane_steps(False)
+        rows = K.ce_step_mlp(X, Ws, bs, ["relu", "identity"], y, X, **kw)
+    finally:
+        _core.set_lane_steps(True)
+    logits = K.mlp_forward(X, Ws, bs, ["relu", "identity"], threads=threads)
+    assert np.isinf(logits).any()  # the case this test is about
+    for a, b, what in zip(lanes, rows, ("x", "loss", "prob")):
+        np.testing.assert_array_equal(a, b, err_msg=what)
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", 2**31])
 def test_steps_must_be_a_positive_integer(bad):
     X = np.zeros((2, 3), np.float32)

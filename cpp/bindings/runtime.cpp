@@ -1,6 +1,7 @@
 // Run-time facts and switches: SIMD path, thread pool.
 #include "fastfool/dispatch.hpp"
 #include "fastfool/gemm.hpp"
+#include "fastfool/kernels.hpp"
 #include "fastfool/threads.hpp"
 #include "pybind.hpp"
 
@@ -24,6 +25,9 @@ void bind_runtime(py::module_& m) {
           "Bytes of freed scratch blocks kept for reuse (at most 128 MiB; test hook).");
     m.def("poison_block_cache", [] { poison_block_cache(); },
           "Fill the kept scratch blocks with NaN bytes (test hook: stale scratch must not leak).");
+    m.def("set_lane_steps", [](bool on) { set_lane_steps(on); }, py::arg("on"),
+          "Test hook: let L-inf steps of narrow MLPs take the batch-in-lanes path (default).");
+    m.def("lane_steps", [] { return lane_steps(); }, "Whether that path is on.");
     m.def("pool_size", [] { return pool_size(); }, "Worker threads started so far.");
     m.def("tile", [](const std::string& dtype) {
         auto t = [](auto mk) { return py::make_tuple(mk.mr, mk.nr, mk.kc, mk.mc); };

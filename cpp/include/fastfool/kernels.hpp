@@ -111,4 +111,9 @@ void diff_norms(const MatView<T>& A, const MatView<T>& B, T* l2, T* linf, int th
 template <class T>
 bool all_finite(const MatView<T>& X, int threads);
 
+// Test hook: whether L-inf steps of narrow MLPs take the batch-in-lanes path (default on);
+// off, they take the row path, which gives the same bits.
+void set_lane_steps(bool on);
+bool lane_steps();
+
 }  // namespace fastfool
