@@ -11,6 +11,14 @@
 
 #include "fastfool/gemm.hpp"
 
+// Element-wise loops of the lane path compiled twice, for the baseline and for AVX2 (no FMA:
+// the same roundings as the baseline), the loader picking one by the CPU (GCC / Clang ifunc).
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
+#define FASTFOOL_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define FASTFOOL_CLONES
+#endif
+
 namespace fastfool {
 namespace {
 
@@ -234,7 +242,7 @@ void bias_act_block(T* v, std::int64_t M, std::int64_t w, std::int64_t ld, const
 
 // delta *= act'(pre-activation), written in terms of the activation's output h.
 template <class T>
-void times_act_derivative(T* delta, const T* h, std::int64_t n, Act act) {
+FASTFOOL_CLONES void times_act_derivative(T* delta, const T* h, std::int64_t n, Act act) {
     switch (act) {
         case Act::identity: break;
         case Act::relu:
@@ -554,50 +562,18 @@ void ce_grad_linear(const MatView<T>& X, const MatView<T>& W, const VecView<T>& 
 }
 
 namespace {
-template <class T>
-std::int64_t max_width(const std::vector<Dense<T>>& layers) {
-    std::int64_t w = 1;
-    for (const auto& l : layers) w = std::max(w, l.W.cols);
-    return w;
-}
-}  // namespace
-
-template <class T>
-void mlp_forward(const MatView<T>& X, const std::vector<Dense<T>>& layers, Epilogue ep, T* out,
-                 std::int64_t ldo, int threads) {
-    const MicroKernel<T> mk = micro_kernel<T>();
-    if (X.rows == 0 || layers.empty()) return;
-    std::vector<PackedB<T>> pb;
-    for (const auto& l : layers) pb.push_back(pack_b(l.W, mk, threads));
-    const std::int64_t mw = max_width(layers);
-    const std::size_t nbuf = std::size_t(mk.mc) * mw;
-    const std::size_t L = layers.size();
-    for_row_blocks<BlockWS<T>>(
-        X.rows, mk.mc, mk.mr, threads, [&] { return BlockWS<T>(mk, nbuf, nbuf); },
-        [&](std::int64_t r0, std::int64_t r1, BlockWS<T>& ws) {
-            const std::int64_t M = r1 - r0;
-            MatView<T> in = rows_of(X, r0, r1);
-            for (std::size_t l = 0; l < L; ++l) {
-                const std::int64_t w = layers[l].W.cols;
-                const bool last = l + 1 == L;
-                T* dst = last ? out + r0 * ldo : (l % 2 ? ws.b.data() : ws.a.data());
-                const std::int64_t ld = last ? ldo : w;
-                gemm_rows(in, pb[l], dst, ld, false, mk, ws.g);
-                bias_act_block(dst, M, w, ld, layers[l].b, layers[l].act, mk);
-                if (last) epilogue_block(dst, M, w, ld, ep, mk);
-                in = dense_view<T>(dst, M, w, ld);
-            }
-        });
-}
-
-namespace {
-// Whether L-inf MLP steps may take the batch-in-lanes path (test hook: off compares with the
-// row path, which must give the same bits).
+// Whether L-inf steps of narrow MLPs take the batch-in-lanes path (see LaneNet; test hook: off
+// compares with the row path, which must give the same bits). Only the steps: a forward pass
+// alone (mlp_forward) measured slower on lanes, 64-50-20-10: 2.52 vs 2.53 ms, 784-50-20-10:
+// 18.1 vs 13.6 ms for 20k rows, as the transposes in and out are not amortised over steps.
 std::atomic<bool> g_lane_steps{true};
 
-// The lane path for stacks of narrow layers only: a wide layer pads little on row tiles.
+// The lane path for stacks of narrow layers only: a wide layer pads little on row tiles
+// (measured, 10 steps on 20k rows, 2 threads: 20-10-3 38.2 -> 23.7 ms, 64-50-20-10 36.4 ->
+// 30.4 ms, 64-32-10 and 784-50-20-10 even).
 template <class T>
-bool lane_steps_pay(const std::vector<Dense<T>>& layers) {
+bool lane_path(const std::vector<Dense<T>>& layers) {
+    if (!g_lane_steps.load(std::memory_order_relaxed) || layers.empty()) return false;
     for (const auto& l : layers)
         if (l.W.cols > 64) return false;
     return true;
@@ -642,7 +618,7 @@ void lane_product(const T* a, std::int64_t rows, std::int64_t K, const T* b, T* 
 // bookkeeping was most of ce_block's time). Returns false, writing nothing, when a logit of
 // lanes < m is NaN or infinite: the caller then uses ce_block (its scalar IEEE path).
 template <class T>
-bool ce_lanes(T* z, std::int64_t C, std::int64_t nr, std::int64_t m, const std::int64_t* y,
+FASTFOOL_CLONES bool ce_lanes(T* z, std::int64_t C, std::int64_t nr, std::int64_t m, const std::int64_t* y,
               T* loss, T* prob, std::int64_t ldp, const MicroKernel<T>& mk) {
     constexpr std::int64_t kMax = 16;
     if (nr > kMax || C == 0) return false;
@@ -712,32 +688,157 @@ bool ce_lanes(T* z, std::int64_t C, std::int64_t nr, std::int64_t m, const std::
     return true;
 }
 
-// L-inf steps of a narrow MLP with the batch in the vector lanes: a panel of nr rows is held
-// transposed (features x nr), so every layer is a product whose register tile spans nr rows of
-// the batch and mr outputs (outputs padded to a multiple of mr, not of nr: 64-50-20-10 does 12%
-// fewer multiply-adds and 19% fewer activations than on row tiles padded to 16 columns), the
-// activations, their derivatives and the step run over whole contiguous panels, and the
-// iterate stays transposed through all steps (one transpose in and one out per call). The
-// softmax cross-entropy goes through ce_block on the panel's logits transposed back (C x nr
-// values), so loss, probabilities and P - onehot are those of the row path. Bit-identical to
-// the row path (same products, chunking, element-wise functions and step arithmetic).
+// A narrow MLP with the batch in the vector lanes: a panel of nr rows is held transposed
+// (features x nr, row stride nr), so every layer is a product whose register tile spans nr rows
+// of the batch and mr outputs (outputs padded to a multiple of mr, not of nr: 64-50-20-10 does
+// 12% fewer multiply-adds and 19% fewer activations than on row tiles padded to 16 columns),
+// and the bias and activation run over whole contiguous panels. The products are the row
+// path's chains of fused multiply-adds (same kc chunks) and the element-wise functions the same,
+// so the activations have the same bits.
+template <class T>
+struct LaneNet {
+    const std::vector<Dense<T>>& layers;
+    const MicroKernel<T>& mk;
+    std::vector<Buffer<T>> fwd;       // W_l^T (out x in) as mr-output slivers
+    std::vector<std::int64_t> off;    // layer l's activations: panel rows off[l] ..
+    std::int64_t maxpad = 0;          // the most rows a layer's padded output or input has
+    LaneNet(const std::vector<Dense<T>>& ls, std::int64_t D, const MicroKernel<T>& k)
+        : layers(ls), mk(k), off(ls.size() + 1, 0) {
+        maxpad = pad(D);
+        for (std::size_t l = 0; l < ls.size(); ++l) {
+            fwd.push_back(pack_slivers(ls[l].W.transposed(), mk.mr));
+            off[l + 1] = off[l] + pad(ls[l].W.cols);
+            maxpad = std::max(maxpad, pad(ls[l].W.cols));
+        }
+    }
+    std::int64_t pad(std::int64_t n) const { return (n + mk.mr - 1) / mk.mr * mk.mr; }
+    // Values in a panel of every layer's activations.
+    std::size_t acts_size() const { return std::size_t(mk.nr) * off.back(); }
+    // Forward of the panel x (D x nr) into acts; returns the last layer's output (C x nr).
+    T* forward(const T* x, std::int64_t D, T* acts) const {
+        const std::int64_t nr = mk.nr;
+        const T* in = x;
+        std::int64_t K = D;
+        T* h = acts;
+        for (std::size_t l = 0; l < layers.size(); ++l) {
+            const std::int64_t w = layers[l].W.cols;
+            h = acts + off[l] * nr;
+            lane_product(fwd[l].data(), w, K, in, h, mk);
+            const VecView<T>& b = layers[l].b;
+            if (b.data)
+                for (std::int64_t o = 0; o < w; ++o) {
+                    const T bo = b[o];
+                    for (std::int64_t j = 0; j < nr; ++j) h[o * nr + j] += bo;
+                }
+            apply_act(h, w * nr, layers[l].act, mk);
+            in = h;
+            K = w;
+        }
+        return h;
+    }
+};
+
+// Rows q0 .. q0 + m of X (m <= nr) into the panel p (D x nr), lanes >= m zero.
+template <class T>
+void to_lanes(const MatView<T>& X, std::int64_t q0, std::int64_t m, std::int64_t nr, T* p) {
+    const std::int64_t D = X.cols;
+    if (m < nr) std::fill(p, p + D * nr, T(0));
+    if (X.cs == 1) {
+        for (std::int64_t j = 0; j < m; ++j) {
+            const T* r = X.data + (q0 + j) * X.rs;
+            for (std::int64_t k = 0; k < D; ++k) p[k * nr + j] = r[k];
+        }
+    } else {
+        for (std::int64_t j = 0; j < m; ++j)
+            for (std::int64_t k = 0; k < D; ++k) p[k * nr + j] = X(q0 + j, k);
+    }
+}
+
+// Lanes < m of the panel p (n x nr) into rows o, o + ldo, ... (n values each).
+template <class T>
+void from_lanes(const T* p, std::int64_t n, std::int64_t m, std::int64_t nr, T* o,
+                std::int64_t ldo) {
+    for (std::int64_t j = 0; j < m; ++j)
+        for (std::int64_t k = 0; k < n; ++k) o[j * ldo + k] = p[k * nr + j];
+}
+
+template <class T>
+std::int64_t max_width(const std::vector<Dense<T>>& layers) {
+    std::int64_t w = 1;
+    for (const auto& l : layers) w = std::max(w, l.W.cols);
+    return w;
+}
+}  // namespace
+
+template <class T>
+void mlp_forward(const MatView<T>& X, const std::vector<Dense<T>>& layers, Epilogue ep, T* out,
+                 std::int64_t ldo, int threads) {
+    const MicroKernel<T> mk = micro_kernel<T>();
+    if (X.rows == 0 || layers.empty()) return;
+    std::vector<PackedB<T>> pb;
+    for (const auto& l : layers) pb.push_back(pack_b(l.W, mk, threads));
+    const std::int64_t mw = max_width(layers);
+    const std::size_t nbuf = std::size_t(mk.mc) * mw;
+    const std::size_t L = layers.size();
+    for_row_blocks<BlockWS<T>>(
+        X.rows, mk.mc, mk.mr, threads, [&] { return BlockWS<T>(mk, nbuf, nbuf); },
+        [&](std::int64_t r0, std::int64_t r1, BlockWS<T>& ws) {
+            const std::int64_t M = r1 - r0;
+            MatView<T> in = rows_of(X, r0, r1);
+            for (std::size_t l = 0; l < L; ++l) {
+                const std::int64_t w = layers[l].W.cols;
+                const bool last = l + 1 == L;
+                T* dst = last ? out + r0 * ldo : (l % 2 ? ws.b.data() : ws.a.data());
+                const std::int64_t ld = last ? ldo : w;
+                gemm_rows(in, pb[l], dst, ld, false, mk, ws.g);
+                bias_act_block(dst, M, w, ld, layers[l].b, layers[l].act, mk);
+                if (last) epilogue_block(dst, M, w, ld, ep, mk);
+                in = dense_view<T>(dst, M, w, ld);
+            }
+        });
+}
+
+namespace {
+// The L-inf step on lane panels (D x nr): x += alpha sign(g), projected onto the eps-box of x0,
+// clipped to lo / hi (per feature: per panel row), each value as update_row_impl computes it.
+template <class T>
+FASTFOOL_CLONES void lane_step_linf(T* x, const T* g, const T* x0, std::int64_t D,
+                                    std::int64_t nr, const StepSpec<T>& st) {
+    const T alpha = st.alpha, eps = st.eps;
+    for (std::int64_t p = 0; p < D; ++p) {
+        T* xv = x + p * nr;
+        const T* gv = g + p * nr;
+        const T* cv = x0 + p * nr;
+        for (std::int64_t j = 0; j < nr; ++j) {
+            const T c = cv[j];
+            const T v = xv[j] + alpha * sign_of(gv[j]);
+            xv[j] = std::min(std::max(v, c - eps), c + eps);
+        }
+        if (st.lo.data) {
+            const T lo = st.lo[p];
+            for (std::int64_t j = 0; j < nr; ++j) xv[j] = std::max(xv[j], lo);
+        }
+        if (st.hi.data) {
+            const T hi = st.hi[p];
+            for (std::int64_t j = 0; j < nr; ++j) xv[j] = std::min(xv[j], hi);
+        }
+    }
+}
+
+// L-inf steps of a narrow MLP on lane panels (LaneNet): the iterate stays transposed through
+// all steps (one transpose in and one out per call), the derivatives and the step run over
+// whole panels, and the softmax cross-entropy runs across the lanes (ce_lanes; ce_block on the
+// rows for non-finite logits). Bit-identical to the row path.
 template <class T>
 void mlp_lane_steps(const MatView<T>& X, const std::vector<Dense<T>>& layers,
                     const std::int64_t* y, T* loss, T* prob, std::int64_t ldp, int threads,
                     const StepSpec<T>& st) {
     const MicroKernel<T> mk = micro_kernel<T>();
     const std::size_t L = layers.size();
-    const std::int64_t mr = mk.mr, nr = mk.nr, D = X.cols, C = layers.back().W.cols;
-    auto pad = [&](std::int64_t n) { return (n + mr - 1) / mr * mr; };
-    std::vector<Buffer<T>> fwd, bwd;
-    std::vector<std::int64_t> off(L + 1, 0);  // layer l's activations: rows off[l] .. of a panel
-    std::int64_t maxpad = pad(D);
-    for (std::size_t l = 0; l < L; ++l) {
-        fwd.push_back(pack_slivers(layers[l].W.transposed(), mr));  // out x in
-        bwd.push_back(pack_slivers(layers[l].W, mr));               // in x out
-        off[l + 1] = off[l] + pad(layers[l].W.cols);
-        maxpad = std::max(maxpad, pad(layers[l].W.cols));
-    }
+    const std::int64_t nr = mk.nr, D = X.cols, C = layers.back().W.cols;
+    const LaneNet<T> net(layers, D, mk);
+    std::vector<Buffer<T>> bwd;  // W_l (in x out) as mr-input slivers
+    for (std::size_t l = 0; l < L; ++l) bwd.push_back(pack_slivers(layers[l].W, mk.mr));
     struct WS {
         Buffer<T> x, x0, acts, d, ce;
     };
@@ -748,8 +849,8 @@ void mlp_lane_steps(const MatView<T>& X, const std::vector<Dense<T>>& layers,
             WS w;
             w.x.resize(P * D);
             w.x0.resize(P * D);
-            w.acts.resize(P * off[L]);
-            w.d.resize(P * maxpad * 2);
+            w.acts.resize(net.acts_size());
+            w.d.resize(P * net.maxpad * 2);
             w.ce.resize(P * C);
             return w;
         },
@@ -759,71 +860,35 @@ void mlp_lane_steps(const MatView<T>& X, const std::vector<Dense<T>>& layers,
             T* ce = ws.ce.data();
             for (std::int64_t q0 = r0; q0 < r1; q0 += nr) {
                 const std::int64_t m = std::min(nr, r1 - q0);
-                for (std::int64_t p = 0; p < D; ++p)
-                    for (std::int64_t j = 0; j < nr; ++j) {
-                        x[p * nr + j] = j < m ? X(q0 + j, p) : T(0);
-                        x0[p * nr + j] = j < m ? st.X0(q0 + j, p) : T(0);
-                    }
+                to_lanes(X, q0, m, nr, x);
+                to_lanes(st.X0, q0, m, nr, x0);
                 for (int it = 0; it < st.steps; ++it) {
                     const bool last = it + 1 == st.steps;
-                    const T* in = x;
-                    std::int64_t K = D;
-                    for (std::size_t l = 0; l < L; ++l) {
-                        const std::int64_t w = layers[l].W.cols;
-                        T* h = ws.acts.data() + off[l] * nr;
-                        lane_product(fwd[l].data(), w, K, in, h, mk);
-                        const VecView<T>& b = layers[l].b;
-                        if (b.data)
-                            for (std::int64_t o = 0; o < w; ++o) {
-                                const T bo = b[o];
-                                for (std::int64_t j = 0; j < nr; ++j) h[o * nr + j] += bo;
-                            }
-                        apply_act(h, w * nr, layers[l].act, mk);
-                        in = h;
-                        K = w;
-                    }
-                    T* z = ws.acts.data() + off[L - 1] * nr;
+                    const T* z = net.forward(x, D, ws.acts.data());
                     T* delta = ws.d.data();
                     T* lq = last && loss ? loss + q0 : nullptr;
                     T* pq = last && prob ? prob + q0 * ldp : nullptr;
                     std::memcpy(delta, z, sizeof(T) * C * nr);
                     if (!ce_lanes(delta, C, nr, m, y + q0, lq, pq, ldp, mk)) {
                         // NaN or infinite logits: ce_block on the rows, P - onehot back in lanes
-                        for (std::int64_t j = 0; j < m; ++j)
-                            for (std::int64_t c = 0; c < C; ++c) ce[j * C + c] = z[c * nr + j];
+                        from_lanes(z, C, m, nr, ce, C);
                         ce_block(ce, m, C, C, true, VecView<T>{}, y + q0, lq, pq, ldp, mk);
                         for (std::int64_t c = 0; c < C; ++c)
                             for (std::int64_t j = 0; j < nr; ++j)
                                 delta[c * nr + j] = j < m ? ce[j * C + c] : T(0);
                     }
-                    T* spare = ws.d.data() + maxpad * nr;
+                    T* spare = ws.d.data() + net.maxpad * nr;
                     for (std::size_t l = L; l-- > 0;) {
                         const std::int64_t wi = l ? layers[l - 1].W.cols : D;
                         lane_product(bwd[l].data(), wi, layers[l].W.cols, delta, spare, mk);
-                        if (l) times_act_derivative(spare, ws.acts.data() + off[l - 1] * nr,
-                                                    wi * nr, layers[l - 1].act);
+                        if (l)
+                            times_act_derivative(spare, ws.acts.data() + net.off[l - 1] * nr,
+                                                 wi * nr, layers[l - 1].act);
                         std::swap(delta, spare);
                     }
-                    // delta: the input gradient (D x nr); the step as update_row_impl's
-                    for (std::int64_t p = 0; p < D; ++p) {
-                        const T lo = st.lo[p], hi = st.hi[p];
-                        T* xv = x + p * nr;
-                        const T* gv = delta + p * nr;
-                        const T* cv = x0 + p * nr;
-                        for (std::int64_t j = 0; j < nr; ++j) {
-                            const T c = cv[j];
-                            T v = xv[j] + st.alpha * sign_of(gv[j]);
-                            v = std::min(std::max(v, c - st.eps), c + st.eps);
-                            if (st.lo.data) v = std::max(v, lo);
-                            if (st.hi.data) v = std::min(v, hi);
-                            xv[j] = v;
-                        }
-                    }
+                    lane_step_linf(x, delta, x0, D, nr, st);  // delta: the input gradient
                 }
-                for (std::int64_t j = 0; j < m; ++j) {
-                    T* o = st.out + (q0 + j) * st.ldo;
-                    for (std::int64_t p = 0; p < D; ++p) o[p] = x[p * nr + j];
-                }
+                from_lanes(x, D, m, nr, st.out + q0 * st.ldo, st.ldo);
             }
         });
 }
@@ -842,7 +907,7 @@ void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
     if (X.rows == 0) return;
     const std::size_t L = layers.size();
     if (step && !step->l2 && step->quantum == T(0) && !V && X.cols > 0 &&
-        g_lane_steps.load(std::memory_order_relaxed) && lane_steps_pay(layers)) {
+        lane_path(layers)) {
         mlp_lane_steps(X, layers, y, loss, prob, ldp, threads, *step);
         return;
     }
