@@ -199,8 +199,22 @@ void gemm_rows(const MatView<T>& A, const PackedB<T>& B, T* C, std::int64_t ldc,
             for (std::int64_t s = 0; s < nslivers; ++s)
                 for (std::int64_t jp = 0; jp < B.npanels; ++jp) one_tile(jp, s);
         } else {
-            for (std::int64_t jp = 0; jp < B.npanels; ++jp)
-                for (std::int64_t s = 0; s < nslivers; ++s) one_tile(jp, s);
+            // While a panel's slivers run, the next panel is fetched, a share per sliver: with
+            // B far larger than the caches (12288 x 1000) its panels come from DRAM once per
+            // row block, and the hardware prefetcher restarts at each panel.
+            const std::int64_t lines =
+                (std::min<std::int64_t>(mk.kc, K - pc) * nr * static_cast<std::int64_t>(sizeof(T)) + 63) / 64;
+            const std::int64_t share = (lines + nslivers - 1) / nslivers;
+            for (std::int64_t jp = 0; jp < B.npanels; ++jp) {
+                const char* next = jp + 1 < B.npanels
+                    ? reinterpret_cast<const char*>(B.panel(pc, jp + 1)) : nullptr;
+                for (std::int64_t s = 0; s < nslivers; ++s) {
+                    if (next)
+                        for (std::int64_t l = s * share; l < std::min(lines, (s + 1) * share); ++l)
+                            __builtin_prefetch(next + 64 * l, 0, 2);
+                    one_tile(jp, s);
+                }
+            }
         }
     }
     if (nt) std::atomic_thread_fence(std::memory_order_seq_cst);  // orders the streamed stores
