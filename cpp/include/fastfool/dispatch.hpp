@@ -40,6 +40,9 @@ struct MicroKernel {
     // fn with non-temporal stores of whole cache lines (accumulate false, C rows 64-byte
     // aligned, nr * sizeof(T) == 64); null: none.
     MicroKernelFn<T> fn_stream = nullptr;
+    // Packs an mr-row sliver: dst[p * mr + i] = a[i * rsa + p] for i < mr, p < k (rows with
+    // contiguous columns); may write up to 8 values past dst + mr * k. Null: gemm_rows' loop.
+    void (*pack_a)(std::int64_t k, const T* a, std::int64_t rsa, T* dst) = nullptr;
 };
 
 // Best instruction set this CPU and OS support (detected once).

@@ -116,7 +116,7 @@ template <class T>
 struct GemmScratch {
     Buffer<T> apack, tile;
     explicit GemmScratch(const MicroKernel<T>& mk)
-        : apack(static_cast<std::size_t>(mk.mc + mk.mr) * mk.kc), tile(mk.mr * mk.nr) {}
+        : apack(static_cast<std::size_t>(mk.mc + mk.mr) * mk.kc + 8), tile(mk.mr * mk.nr) {}
 };
 
 // C[M x N] (row stride ldc, contiguous columns) = (accumulate ? C : 0) + A * B, M <= mk.mc.
@@ -156,6 +156,10 @@ void gemm_rows(const MatView<T>& A, const PackedB<T>& B, T* C, std::int64_t ldc,
         const std::int64_t kcb = std::min<std::int64_t>(mk.kc, K - pc);
         for (std::int64_t s = first_packed; s < nslivers; ++s) {
             T* dst = ap + s * mr * kcb;
+            if (mk.pack_a && A.cs == 1 && (s + 1) * mr <= M) {  // whole sliver, rows contiguous
+                mk.pack_a(kcb, A.data + s * mr * A.rs + pc, A.rs, dst);
+                continue;
+            }
             for (std::int64_t i = 0; i < mr; ++i) {
                 const std::int64_t row = s * mr + i;
                 if (row < M) {

@@ -85,6 +85,65 @@ void micro_kernel_f32_6x16(std::int64_t k, const float* a, std::int64_t rsa, std
     store_row(c + 5 * ldc, c50, c51, accumulate);
 }
 
+// Six rows of k floats into a packed sliver (dst[p * 6 + i]): 8 columns at a time as an 8 x 8
+// transpose with two zero rows, each column stored as 8 floats of which the next column's store
+// overwrites the last 2 (so up to 2 floats land past dst + 6k). 36 instructions per 48 values
+// where the scalar loop takes 96.
+void pack_a6_f32(std::int64_t k, const float* a, std::int64_t rsa, float* dst) {
+    const float* r[6] = {a, a + rsa, a + 2 * rsa, a + 3 * rsa, a + 4 * rsa, a + 5 * rsa};
+    const __m256 z = _mm256_setzero_ps();
+    std::int64_t p = 0;
+    for (; p + 8 <= k; p += 8) {
+        const __m256 t0 = _mm256_unpacklo_ps(_mm256_loadu_ps(r[0] + p), _mm256_loadu_ps(r[1] + p));
+        const __m256 t1 = _mm256_unpackhi_ps(_mm256_loadu_ps(r[0] + p), _mm256_loadu_ps(r[1] + p));
+        const __m256 t2 = _mm256_unpacklo_ps(_mm256_loadu_ps(r[2] + p), _mm256_loadu_ps(r[3] + p));
+        const __m256 t3 = _mm256_unpackhi_ps(_mm256_loadu_ps(r[2] + p), _mm256_loadu_ps(r[3] + p));
+        const __m256 t4 = _mm256_unpacklo_ps(_mm256_loadu_ps(r[4] + p), _mm256_loadu_ps(r[5] + p));
+        const __m256 t5 = _mm256_unpackhi_ps(_mm256_loadu_ps(r[4] + p), _mm256_loadu_ps(r[5] + p));
+        const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        const __m256 s4 = _mm256_shuffle_ps(t4, z, 0x44), s5 = _mm256_shuffle_ps(t4, z, 0xEE);
+        const __m256 s6 = _mm256_shuffle_ps(t5, z, 0x44), s7 = _mm256_shuffle_ps(t5, z, 0xEE);
+        float* d = dst + p * 6;
+        _mm256_storeu_ps(d, _mm256_permute2f128_ps(s0, s4, 0x20));
+        _mm256_storeu_ps(d + 6, _mm256_permute2f128_ps(s1, s5, 0x20));
+        _mm256_storeu_ps(d + 12, _mm256_permute2f128_ps(s2, s6, 0x20));
+        _mm256_storeu_ps(d + 18, _mm256_permute2f128_ps(s3, s7, 0x20));
+        _mm256_storeu_ps(d + 24, _mm256_permute2f128_ps(s0, s4, 0x31));
+        _mm256_storeu_ps(d + 30, _mm256_permute2f128_ps(s1, s5, 0x31));
+        _mm256_storeu_ps(d + 36, _mm256_permute2f128_ps(s2, s6, 0x31));
+        _mm256_storeu_ps(d + 42, _mm256_permute2f128_ps(s3, s7, 0x31));
+    }
+    for (; p < k; ++p)
+        for (int i = 0; i < 6; ++i) dst[p * 6 + i] = r[i][p];
+}
+
+// The same for doubles, 4 columns at a time: a 4 x 4 transpose of rows 0-3 and the pairs of
+// rows 4-5; nothing is written past dst + 6k.
+void pack_a6_f64(std::int64_t k, const double* a, std::int64_t rsa, double* dst) {
+    const double* r[6] = {a, a + rsa, a + 2 * rsa, a + 3 * rsa, a + 4 * rsa, a + 5 * rsa};
+    std::int64_t p = 0;
+    for (; p + 4 <= k; p += 4) {
+        const __m256d a0 = _mm256_loadu_pd(r[0] + p), a1 = _mm256_loadu_pd(r[1] + p);
+        const __m256d a2 = _mm256_loadu_pd(r[2] + p), a3 = _mm256_loadu_pd(r[3] + p);
+        const __m256d a4 = _mm256_loadu_pd(r[4] + p), a5 = _mm256_loadu_pd(r[5] + p);
+        const __m256d u0 = _mm256_unpacklo_pd(a0, a1), u1 = _mm256_unpackhi_pd(a0, a1);
+        const __m256d u2 = _mm256_unpacklo_pd(a2, a3), u3 = _mm256_unpackhi_pd(a2, a3);
+        const __m256d v0 = _mm256_unpacklo_pd(a4, a5), v1 = _mm256_unpackhi_pd(a4, a5);
+        double* d = dst + p * 6;
+        _mm256_storeu_pd(d, _mm256_permute2f128_pd(u0, u2, 0x20));
+        _mm_storeu_pd(d + 4, _mm256_castpd256_pd128(v0));
+        _mm256_storeu_pd(d + 6, _mm256_permute2f128_pd(u1, u3, 0x20));
+        _mm_storeu_pd(d + 10, _mm256_castpd256_pd128(v1));
+        _mm256_storeu_pd(d + 12, _mm256_permute2f128_pd(u0, u2, 0x31));
+        _mm_storeu_pd(d + 16, _mm256_extractf128_pd(v0, 1));
+        _mm256_storeu_pd(d + 18, _mm256_permute2f128_pd(u1, u3, 0x31));
+        _mm_storeu_pd(d + 22, _mm256_extractf128_pd(v1, 1));
+    }
+    for (; p < k; ++p)
+        for (int i = 0; i < 6; ++i) dst[p * 6 + i] = r[i][p];
+}
+
 inline void store_row(double* c, __m256d lo, __m256d hi, bool accumulate) {
     if (accumulate) {
         lo = _mm256_add_pd(lo, _mm256_loadu_pd(c));
@@ -353,6 +412,7 @@ MicroKernel<float> avx2_kernel_f32() {
     MicroKernel<float> k{6, 16, 256, 96, &micro_kernel_f32_6x16<true>,
                          &micro_kernel_f32_6x16<false>, Isa::avx2};
     k.fn_stream = &micro_kernel_f32_6x16<true, true>;
+    k.pack_a = &pack_a6_f32;
     k.vexp = &exp_f32;
     k.vtanh = &tanh_f32;
     k.vlogistic = &logistic_f32;
@@ -364,6 +424,7 @@ MicroKernel<float> avx2_kernel_f32() {
 MicroKernel<double> avx2_kernel_f64() {
     MicroKernel<double> k{6, 8, 256, 96, &micro_kernel_f64_6x8<true>,
                           &micro_kernel_f64_6x8<false>, Isa::avx2};
+    k.pack_a = &pack_a6_f64;
     // double keeps the libm functions (no vector double exp written yet)
     k.vexp = &generic_exp<double>;
     k.vtanh = &generic_tanh<double>;
