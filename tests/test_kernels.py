@@ -493,6 +493,28 @@ def test_lane_steps_give_the_row_paths_bits(config, case, data):
     np.testing.assert_array_equal(xin, rows[0], err_msg="in place")
 
 
+@given(case=mlp_case(max_width=80), data=st.data())
+def test_final_prob_of_a_step_call_is_mlp_forward_of_its_output(config, case, data):
+    """ce_step_mlp(return_final_prob=True): the softmax of the returned rows, computed in the
+    call on both paths (lanes and rows), bit-identical to mlp_forward of the output."""
+    from fastfool import _core
+    _, threads = config
+    dtype, X, Ws, bs, acts, rng = case
+    y = rng.integers(0, Ws[-1].shape[1], X.shape[0])
+    kw = dict(step=0.01, eps=data.draw(st.sampled_from([0.03, np.inf])),
+              norm=data.draw(st.sampled_from(["inf", 2])),
+              quantum=data.draw(st.sampled_from([0.0, 0.01])), steps=data.draw(st.integers(1, 3)),
+              threads=threads, return_final_prob=True)
+    try:
+        for lanes in (True, False):
+            _core.set_lane_steps(lanes)
+            out, final = K.ce_step_mlp(X, Ws, bs, acts, y, X, **kw)
+            ref = K.mlp_forward(out, Ws, bs, acts, epilogue="softmax", threads=threads)
+            np.testing.assert_array_equal(final, ref, err_msg=f"lanes={lanes}")
+    finally:
+        _core.set_lane_steps(True)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_lane_steps_with_overflowing_logits_give_the_row_paths_bits(config, dtype):
     """Logits that overflow to +-inf (and NaN from inf - inf) take ce_block's scalar IEEE path

@@ -203,12 +203,15 @@ void ce_step_mlp_impl(const py::array& X, const std::vector<py::array>& Ws,
                       const py::array& y, const py::array& X0, bool l2, double alpha, double eps,
                       const py::object& lo, const py::object& hi, double quantum,
                       const py::array& out, const py::object& loss, const py::object& prob,
-                      int threads, int steps) {
+                      int threads, int steps, const py::object& final_prob) {
     auto x = in_mat<T>(X, "X");
     auto layers = logit_layers<T>(x.cols, Ws, bs, acts);
     const std::int64_t C = layers.back().W.cols;
     const std::int64_t* yp = labels(y, x.rows, C);
-    const StepSpec<T> st = step_spec<T>(x, X0, l2, alpha, eps, lo, hi, quantum, out, steps);
+    StepSpec<T> st = step_spec<T>(x, X0, l2, alpha, eps, lo, hi, quantum, out, steps);
+    if (!final_prob.is_none())
+        st.final_prob = out_mat<T>(py::reinterpret_borrow<py::array>(final_prob), x.rows, C,
+                                   st.ldf, "final_prob");
     std::int64_t ldp = 0;
     T* l = out_vec<T>(loss, x.rows, "loss");
     T* p = prob.is_none() ? nullptr
@@ -381,20 +384,20 @@ void bind_kernels(py::module_& m) {
            const std::vector<int>& acts, const py::array& y, const py::array& X0, bool l2,
            double alpha, double eps, const py::object& lo, const py::object& hi, double quantum,
            const py::array& out, const py::object& loss, const py::object& prob, int threads,
-           int steps) {
+           int steps, const py::object& final_prob) {
             check_threads(threads);
             if (is_f32(X))
                 return ce_step_mlp_impl<float>(X, Ws, bs, acts, y, X0, l2, alpha, eps, lo, hi,
-                                               quantum, out, loss, prob, threads, steps);
+                                               quantum, out, loss, prob, threads, steps, final_prob);
             if (is_f64(X))
                 return ce_step_mlp_impl<double>(X, Ws, bs, acts, y, X0, l2, alpha, eps, lo, hi,
-                                                quantum, out, loss, prob, threads, steps);
+                                                quantum, out, loss, prob, threads, steps, final_prob);
             bad_dtype(X, "X");
         },
         py::arg("X"), py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("y"),
         py::arg("x0"), py::arg("l2"), py::arg("step"), py::arg("eps"), py::arg("lo"), py::arg("hi"),
         py::arg("quantum"), py::arg("out"), py::arg("loss"), py::arg("prob"), py::arg("threads"),
-        py::arg("steps") = 1);
+        py::arg("steps") = 1, py::arg("final_prob") = py::none());
     m.def(
         "mlp_vjp",
         [](const py::array& X, const std::vector<py::array>& Ws, const std::vector<py::object>& bs,

@@ -30,7 +30,8 @@ def ce_step_linear(X: _F, W: _F, b: _F | None, y: npt.NDArray[np.int64], x0: _F,
 def ce_step_mlp(X: _F, weights: Sequence[_F], biases: Sequence[_F | None],
                 activations: Sequence[int], y: npt.NDArray[np.int64], x0: _F, l2: bool,
                 step: float, eps: float, lo: _F | None, hi: _F | None, quantum: float, out: _F,
-                loss: _F | None, prob: _F | None, threads: int, steps: int = 1) -> None: ...
+                loss: _F | None, prob: _F | None, threads: int, steps: int = 1,
+                final_prob: _F | None = None) -> None: ...
 def mlp_vjp(X: _F, weights: Sequence[_F], biases: Sequence[_F | None],
             activations: Sequence[int], V: _F, grad: _F, logits: _F | None, threads: int) -> None: ...
 def backproject(H: _F, pinvs: Sequence[_F], biases: Sequence[_F | None],

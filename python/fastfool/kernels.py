@@ -301,14 +301,23 @@ def ce_step_linear(X, W, b, y, x0, *, step, eps=np.inf, norm="inf", clip=None, q
 
 def ce_step_mlp(X, weights, biases, activations, y, x0, *, step, eps=np.inf, norm="inf",
                 clip=None, quantum=0.0, out=None, return_loss=False, return_prob=False,
-                threads=None, steps=1):
+                threads=None, steps=1, return_final_prob=False):
     """:func:`ce_grad_mlp` with the fused update applied per row block (see
-    :func:`ce_step_linear`, also for ``steps``)."""
+    :func:`ce_step_linear`, also for ``steps``).
+
+    ``return_final_prob=True`` also returns (last) the softmax probabilities of the returned
+    iterate, computed while each row block is in cache: the same values as
+    ``mlp_forward(out, ..., epilogue="softmax")`` (an attack's final predictions without a
+    second pass over the data)."""
     steps = _step_count(steps)
     if _gpu(X):
-        return _gpu_steps(cuda.ce_step_mlp, steps, X, weights, biases, activations, y, x0,
-                          step=step, eps=eps, norm=norm, clip=clip, quantum=quantum, out=out,
-                          return_loss=return_loss, return_prob=return_prob)
+        res = _gpu_steps(cuda.ce_step_mlp, steps, X, weights, biases, activations, y, x0,
+                         step=step, eps=eps, norm=norm, clip=clip, quantum=quantum, out=out,
+                         return_loss=return_loss, return_prob=return_prob)
+        if not return_final_prob:
+            return res
+        res = res if isinstance(res, tuple) else (res,)
+        return res + (mlp_forward(res[0], weights, biases, activations, epilogue="softmax"),)
     X = matrix(X, "X")
     Ws, bs, acts = _layers(X, weights, biases, activations)
     if acts[-1] != ACTIVATIONS["identity"]:
@@ -318,9 +327,10 @@ def ce_step_mlp(X, weights, biases, activations, y, x0, *, step, eps=np.inf, nor
     O = _step_out(out, X, [(x0, "x0")] + [(w, "weights") for w in Ws])
     loss = np.empty(X.shape[0], X.dtype) if return_loss else None
     prob = np.empty((X.shape[0], Ws[-1].shape[1]), X.dtype) if return_prob else None
+    final = np.empty((X.shape[0], Ws[-1].shape[1]), X.dtype) if return_final_prob else None
     _core.ce_step_mlp(X, Ws, bs, acts, yy, x0, l2, step, eps, lo, hi, quantum, O, loss, prob,
-                      resolve_threads(threads), steps)
-    return _step_result(O, loss, prob)
+                      resolve_threads(threads), steps, final)
+    return _step_result(O, loss, prob, final)
 
 
 def _step_count(steps):
@@ -341,8 +351,8 @@ def _gpu_steps(fn, steps, X, *args, out=None, return_loss=False, return_prob=Fal
     return res
 
 
-def _step_result(O, loss, prob):
-    extra = tuple(a for a in (loss, prob) if a is not None)
+def _step_result(O, loss, prob, final=None):
+    extra = tuple(a for a in (loss, prob, final) if a is not None)
     return (O,) + extra if extra else O
 
 

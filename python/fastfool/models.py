@@ -371,8 +371,12 @@ class Model:
         return kernels.ce_grad_mlp(X, Ws, bs, self._acts, yi, threads=threads,
                                    return_prob=return_prob, out=out)
 
+    # _ce_step takes return_final_prob (the softmax of the returned rows, fused into the call)
+    _steps_final_prob = True
+
     def _ce_step(self, X, yi, x0, threads, out, **step):
-        """Fused gradient + attack step (kernels.ce_step_*), softmax view; returns out."""
+        """Fused gradient + attack step (kernels.ce_step_*), softmax view; returns out (and,
+        with return_final_prob=True, the probabilities _forward_soft would give for it)."""
         Ws, bs = self._soft_layers()
         return kernels.ce_step_mlp(X, Ws, bs, self._acts, yi, x0, out=out, threads=threads, **step)
 
@@ -459,6 +463,8 @@ class LinearModel(Model):
     def _ce_grad(self, X, yi, threads, return_prob=False, out=None):
         return kernels.ce_grad_linear(X, self._soft_coef, self._soft_b, yi, threads=threads,
                                       return_prob=return_prob, out=out)
+
+    _steps_final_prob = False
 
     def _ce_step(self, X, yi, x0, threads, out, **step):
         return kernels.ce_step_linear(X, self._soft_coef, self._soft_b, yi, x0, out=out,

@@ -120,6 +120,8 @@ class KernelSVM(Model):
             G = out
         return (G, loss, P) if return_prob else (G, loss)
 
+    _steps_final_prob = False
+
     def _ce_step(self, X, yi, x0, threads, out, steps=1, **step):
         for _ in range(steps):  # no fused multi-step kernel for kernel SVMs: one call per step
             G, _ = self._ce_grad(X, yi, threads)

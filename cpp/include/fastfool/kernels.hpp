@@ -42,6 +42,10 @@ struct StepSpec {
     // from its rows of `out`; every row's arithmetic is that of `steps` separate calls, so the
     // results are bit-identical (loss / prob: those of the last step).
     int steps = 1;
+    // Optional (MLP steps): the softmax probabilities of the returned iterate (rows x classes,
+    // row stride ldf), computed while each block is in cache; the bits of mlp_forward's.
+    T* final_prob = nullptr;
+    std::int64_t ldf = 0;
     // The current iterate after the first step: `out` (rows x cols, row stride ldo).
     MatView<T> current(std::int64_t rows, std::int64_t cols) const {
         return MatView<T>{out, rows, cols, ldo, 1};

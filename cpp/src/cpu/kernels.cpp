@@ -549,7 +549,7 @@ void ce_grad_linear(const MatView<T>& X, const MatView<T>& W, const VecView<T>& 
                     gemm_rows(rows_of(cur, r0, r1), pbs, s, ldsc, false, mk, ws.g, true);
                 ce_block(s, M, C, ldsc, true, b, y + r0, loss ? loss + r0 : nullptr,
                          prob ? prob + r0 * ldp : nullptr, ldp, mk);
-                if (D == 0) return;
+                if (D == 0) break;  // nothing to step (the final forward below still runs)
                 if (step) {  // the block's gradient stays in cache and is applied right away
                     gemm_rows(MatView<T>{s, M, C, ldsc, 1}, pbg, ws.b.data(), D, false, mk, ws.g);
                     step_block(cur, ws.b.data(), r0, M, *step);
@@ -889,7 +889,12 @@ void mlp_lane_steps(const MatView<T>& X, const std::vector<Dense<T>>& layers,
                     lane_step_linf(x, delta, x0, D, nr, st);  // delta: the input gradient
                 }
                 from_lanes(x, D, m, nr, st.out + q0 * st.ldo, st.ldo);
+                if (st.final_prob)
+                    from_lanes(net.forward(x, D, ws.acts.data()), C, m, nr,
+                               st.final_prob + q0 * st.ldf, st.ldf);
             }
+            if (st.final_prob)
+                softmax_block(st.final_prob + r0 * st.ldf, r1 - r0, C, st.ldf, mk);
         });
 }
 
@@ -970,13 +975,27 @@ void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
                         times_act_derivative(next, h, M * ld, layers[l - 1].act);
                     delta = MatView<T>{next, M, w, ld, 1};
                 }
-                if (D == 0) return;
+                if (D == 0) break;  // nothing to step (the final forward below still runs)
                 if (step) {
                     gemm_rows(delta, bwd[0], ws.c.data(), D, false, mk, ws.g);
                     step_block(cur, ws.c.data(), r0, M, *step);
                 } else {
                     gemm_rows(delta, bwd[0], G + r0 * ldg, ldg, false, mk, ws.g, false, stream);
                 }
+            }
+            if (step && step->final_prob) {  // the forward of the returned rows, as mlp_forward
+                MatView<T> in = rows_of(step->current(X.rows, D), r0, r1);
+                for (std::size_t l = 0; l < L; ++l) {
+                    const std::int64_t w = layers[l].W.cols;
+                    T* dst = act_buf(l);
+                    gemm_rows(in, fwd[l], dst, pw[l], false, mk, ws.g, true);
+                    bias_act_block(dst, M, w, pw[l], layers[l].b, layers[l].act, mk, true);
+                    in = MatView<T>{dst, M, w, pw[l], 1};
+                }
+                T* fp = step->final_prob + r0 * step->ldf;
+                for (std::int64_t i = 0; i < M; ++i)
+                    std::memcpy(fp + i * step->ldf, act_buf(L - 1) + i * pw[L - 1], sizeof(T) * C);
+                softmax_block(fp, M, C, step->ldf, mk);
             }
         });
 }

@@ -158,8 +158,9 @@ class Progress:
 
 
 def finish(model, X, x_adv, yi, ti, iterations, *, attack, params, t0, threads, queries=None,
-           X_ref=None, min_confidence=None, extra=None):
-    """Measure the outcome on the returned x_adv and build the AttackResult."""
+           X_ref=None, min_confidence=None, extra=None, prob=None):
+    """Measure the outcome on the returned x_adv and build the AttackResult. ``prob``: the
+    softmax probabilities of x_adv if the attack already has them (model._forward_soft's)."""
     N = x_adv.shape[0]
     pred = np.empty(N, dtype=np.int64)
     conf = np.empty(N, dtype=x_adv.dtype)
@@ -167,7 +168,7 @@ def finish(model, X, x_adv, yi, ti, iterations, *, attack, params, t0, threads, 
     linf = np.empty(N, dtype=x_adv.dtype)
     ref = X if X_ref is None else X_ref
     for s in row_chunks(N, x_adv.shape[1]):
-        P = model._forward_soft(x_adv[s], "softmax", threads)
+        P = prob[s] if prob is not None else model._forward_soft(x_adv[s], "softmax", threads)
         pred[s] = np.argmax(P, axis=1)
         conf[s] = P[np.arange(P.shape[0]), pred[s]]
         if ref is not None:
