@@ -414,6 +414,11 @@ def test_emulated_multi_step_calls_match_the_cpu(fake, dtype):
     tol = dict(rtol=2e-4, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(out.get(), out0, **tol)
     np.testing.assert_allclose(loss.get(), loss0, **tol)
+    out, loss, final = K.ce_step_mlp(g(X), [g(w) for w in m.coefs_], [g(v) for v in m.intercepts_],
+                                     acts, y, g(X), return_final_prob=True, **kw)
+    _, _, final0 = K.ce_step_mlp(X, m.coefs_, m.intercepts_, acts, y, X, return_final_prob=True, **kw)
+    assert ff.cuda.is_device_array(final)  # computed on the device, after the steps
+    np.testing.assert_allclose(final.get(), final0, **tol)
     W, b = m.coefs_[0].T.copy(), m.intercepts_[0]
     out = K.ce_step_linear(g(X), g(W), g(b), y % 5, g(X), step=0.05, eps=0.1, steps=2)
     np.testing.assert_allclose(out.get(), K.ce_step_linear(X, W, b, y % 5, X, step=0.05, eps=0.1,
