@@ -493,6 +493,25 @@ def test_lane_steps_give_the_row_paths_bits(config, case, data):
     np.testing.assert_array_equal(xin, rows[0], err_msg="in place")
 
 
+@given(case=mlp_case(max_width=64), data=st.data())
+def test_lane_forward_gives_the_row_paths_bits(config, case, data):
+    """mlp_forward of narrow MLPs whose padding the lanes save runs on lane panels; the row path
+    (test hook) gives the same bits, for every epilogue and input layout."""
+    from conftest import with_layout, LAYOUTS
+    from fastfool import _core
+    _, threads = config
+    dtype, X, Ws, bs, acts, rng = case
+    X = with_layout(X, data.draw(st.sampled_from(LAYOUTS)))
+    ep = data.draw(st.sampled_from([None, "softmax", "log_softmax"]))
+    try:
+        lanes = K.mlp_forward(X, Ws, bs, acts, epilogue=ep, threads=threads)
+        _core.set_lane_steps(False)
+        rows = K.mlp_forward(X, Ws, bs, acts, epilogue=ep, threads=threads)
+    finally:
+        _core.set_lane_steps(True)
+    np.testing.assert_array_equal(lanes, rows)
+
+
 @given(case=mlp_case(max_width=80), data=st.data())
 def test_final_prob_of_a_step_call_is_mlp_forward_of_its_output(config, case, data):
     """ce_step_mlp(return_final_prob=True): the softmax of the returned rows, computed in the

@@ -43,6 +43,9 @@ struct MicroKernel {
     // Packs an mr-row sliver: dst[p * mr + i] = a[i * rsa + p] for i < mr, p < k (rows with
     // contiguous columns); may write up to 8 values past dst + mr * k. Null: gemm_rows' loop.
     void (*pack_a)(std::int64_t k, const T* a, std::int64_t rsa, T* dst) = nullptr;
+    // dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols. Null: a plain loop.
+    void (*transpose)(const T* src, std::int64_t lds, T* dst, std::int64_t ldd, std::int64_t rows,
+                      std::int64_t cols) = nullptr;
 };
 
 // Best instruction set this CPU and OS support (detected once).

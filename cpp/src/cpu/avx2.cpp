@@ -144,6 +144,74 @@ void pack_a6_f64(std::int64_t k, const double* a, std::int64_t rsa, double* dst)
         for (int i = 0; i < 6; ++i) dst[p * 6 + i] = r[i][p];
 }
 
+// dst[c * ldd + r] = src[r * lds + c]: 8 x 8 blocks through registers (unpack, shuffle,
+// 128-bit lane permutes), the edges element by element. The lane panels' transposes
+// (kernels.cpp to_lanes / from_lanes) are 8 x 8 blocks for 16-row panels.
+void transpose_f32(const float* src, std::int64_t lds, float* dst, std::int64_t ldd,
+                   std::int64_t rows, std::int64_t cols) {
+    std::int64_t r = 0;
+    for (; r + 8 <= rows; r += 8) {
+        std::int64_t c = 0;
+        for (; c + 8 <= cols; c += 8) {
+            const float* s = src + r * lds + c;
+            __m256 a0 = _mm256_loadu_ps(s), a1 = _mm256_loadu_ps(s + lds);
+            __m256 a2 = _mm256_loadu_ps(s + 2 * lds), a3 = _mm256_loadu_ps(s + 3 * lds);
+            __m256 a4 = _mm256_loadu_ps(s + 4 * lds), a5 = _mm256_loadu_ps(s + 5 * lds);
+            __m256 a6 = _mm256_loadu_ps(s + 6 * lds), a7 = _mm256_loadu_ps(s + 7 * lds);
+            const __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
+            const __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
+            const __m256 t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5);
+            const __m256 t6 = _mm256_unpacklo_ps(a6, a7), t7 = _mm256_unpackhi_ps(a6, a7);
+            a0 = _mm256_shuffle_ps(t0, t2, 0x44);
+            a1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+            a2 = _mm256_shuffle_ps(t1, t3, 0x44);
+            a3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+            a4 = _mm256_shuffle_ps(t4, t6, 0x44);
+            a5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+            a6 = _mm256_shuffle_ps(t5, t7, 0x44);
+            a7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+            float* d = dst + c * ldd + r;
+            _mm256_storeu_ps(d, _mm256_permute2f128_ps(a0, a4, 0x20));
+            _mm256_storeu_ps(d + ldd, _mm256_permute2f128_ps(a1, a5, 0x20));
+            _mm256_storeu_ps(d + 2 * ldd, _mm256_permute2f128_ps(a2, a6, 0x20));
+            _mm256_storeu_ps(d + 3 * ldd, _mm256_permute2f128_ps(a3, a7, 0x20));
+            _mm256_storeu_ps(d + 4 * ldd, _mm256_permute2f128_ps(a0, a4, 0x31));
+            _mm256_storeu_ps(d + 5 * ldd, _mm256_permute2f128_ps(a1, a5, 0x31));
+            _mm256_storeu_ps(d + 6 * ldd, _mm256_permute2f128_ps(a2, a6, 0x31));
+            _mm256_storeu_ps(d + 7 * ldd, _mm256_permute2f128_ps(a3, a7, 0x31));
+        }
+        for (; c < cols; ++c)
+            for (std::int64_t i = 0; i < 8; ++i) dst[c * ldd + r + i] = src[(r + i) * lds + c];
+    }
+    for (; r < rows; ++r)
+        for (std::int64_t c = 0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c];
+}
+
+// The same for doubles in 4 x 4 blocks.
+void transpose_f64(const double* src, std::int64_t lds, double* dst, std::int64_t ldd,
+                   std::int64_t rows, std::int64_t cols) {
+    std::int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) {
+        std::int64_t c = 0;
+        for (; c + 4 <= cols; c += 4) {
+            const double* s = src + r * lds + c;
+            const __m256d a0 = _mm256_loadu_pd(s), a1 = _mm256_loadu_pd(s + lds);
+            const __m256d a2 = _mm256_loadu_pd(s + 2 * lds), a3 = _mm256_loadu_pd(s + 3 * lds);
+            const __m256d u0 = _mm256_unpacklo_pd(a0, a1), u1 = _mm256_unpackhi_pd(a0, a1);
+            const __m256d u2 = _mm256_unpacklo_pd(a2, a3), u3 = _mm256_unpackhi_pd(a2, a3);
+            double* d = dst + c * ldd + r;
+            _mm256_storeu_pd(d, _mm256_permute2f128_pd(u0, u2, 0x20));
+            _mm256_storeu_pd(d + ldd, _mm256_permute2f128_pd(u1, u3, 0x20));
+            _mm256_storeu_pd(d + 2 * ldd, _mm256_permute2f128_pd(u0, u2, 0x31));
+            _mm256_storeu_pd(d + 3 * ldd, _mm256_permute2f128_pd(u1, u3, 0x31));
+        }
+        for (; c < cols; ++c)
+            for (std::int64_t i = 0; i < 4; ++i) dst[c * ldd + r + i] = src[(r + i) * lds + c];
+    }
+    for (; r < rows; ++r)
+        for (std::int64_t c = 0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c];
+}
+
 inline void store_row(double* c, __m256d lo, __m256d hi, bool accumulate) {
     if (accumulate) {
         lo = _mm256_add_pd(lo, _mm256_loadu_pd(c));
@@ -413,6 +481,7 @@ MicroKernel<float> avx2_kernel_f32() {
                          &micro_kernel_f32_6x16<false>, Isa::avx2};
     k.fn_stream = &micro_kernel_f32_6x16<true, true>;
     k.pack_a = &pack_a6_f32;
+    k.transpose = &transpose_f32;
     k.vexp = &exp_f32;
     k.vtanh = &tanh_f32;
     k.vlogistic = &logistic_f32;
@@ -425,6 +494,7 @@ MicroKernel<double> avx2_kernel_f64() {
     MicroKernel<double> k{6, 8, 256, 96, &micro_kernel_f64_6x8<true>,
                           &micro_kernel_f64_6x8<false>, Isa::avx2};
     k.pack_a = &pack_a6_f64;
+    k.transpose = &transpose_f64;
     // double keeps the libm functions (no vector double exp written yet)
     k.vexp = &generic_exp<double>;
     k.vtanh = &generic_tanh<double>;

@@ -562,21 +562,35 @@ void ce_grad_linear(const MatView<T>& X, const MatView<T>& W, const VecView<T>& 
 }
 
 namespace {
-// Whether L-inf steps of narrow MLPs take the batch-in-lanes path (see LaneNet; test hook: off
-// compares with the row path, which must give the same bits). Only the steps: a forward pass
-// alone (mlp_forward) measured slower on lanes, 64-50-20-10: 2.52 vs 2.53 ms, 784-50-20-10:
-// 18.1 vs 13.6 ms for 20k rows, as the transposes in and out are not amortised over steps.
+// Whether narrow MLPs take the batch-in-lanes path (LaneNet; test hook: off compares with the
+// row path, which must give the same bits).
 std::atomic<bool> g_lane_steps{true};
 
-// The lane path for stacks of narrow layers only: a wide layer pads little on row tiles
-// (measured, 10 steps on 20k rows, 2 threads: 20-10-3 38.2 -> 23.7 ms, 64-50-20-10 36.4 ->
-// 30.4 ms, 64-32-10 and 784-50-20-10 even).
+// The lane path where it saves padded work: every layer at most 64 wide, and the products'
+// multiply-adds with outputs padded to mr (lanes) at most 93% of those padded to nr (rows; the
+// backward products too when `backward`). Measured (20k rows, 2 threads, forward with softmax,
+// rows / lanes time): 64-50-20-10 1.08, 784-50-20-10 1.06, 20-10-3 1.18 (ratios 0.81, 0.84,
+// 0.63: lanes), 64-32-10 0.90, 784-64-10 0.92 (ratios 1.05, 1.03: rows, whose widths are
+// multiples of 16 already). 10 fused steps: 64-50-20-10 36.4 -> 28.0 ms, 20-10-3 38.2 -> 23.7.
 template <class T>
-bool lane_path(const std::vector<Dense<T>>& layers) {
-    if (!g_lane_steps.load(std::memory_order_relaxed) || layers.empty()) return false;
-    for (const auto& l : layers)
-        if (l.W.cols > 64) return false;
-    return true;
+bool lane_path(const std::vector<Dense<T>>& layers, std::int64_t D, bool backward,
+               const MicroKernel<T>& mk) {
+    if (!g_lane_steps.load(std::memory_order_relaxed) || layers.empty() || D == 0) return false;
+    auto up = [](std::int64_t n, std::int64_t m) { return (n + m - 1) / m * m; };
+    double rows = 0, lanes = 0;
+    std::int64_t in = D;
+    for (const auto& l : layers) {
+        const std::int64_t out = l.W.cols;
+        if (out > 64) return false;
+        rows += double(in) * up(out, mk.nr);
+        lanes += double(in) * up(out, mk.mr);
+        if (backward) {
+            rows += double(out) * up(in, mk.nr);
+            lanes += double(out) * up(in, mk.mr);
+        }
+        in = out;
+    }
+    return lanes <= 0.93 * rows;
 }
 
 // A (rows x K) packed as zero-padded mr-row slivers, each K x mr (element (i, p) at p * mr + i),
@@ -740,10 +754,13 @@ struct LaneNet {
 
 // Rows q0 .. q0 + m of X (m <= nr) into the panel p (D x nr), lanes >= m zero.
 template <class T>
-void to_lanes(const MatView<T>& X, std::int64_t q0, std::int64_t m, std::int64_t nr, T* p) {
+void to_lanes(const MatView<T>& X, std::int64_t q0, std::int64_t m, std::int64_t nr, T* p,
+              const MicroKernel<T>& mk) {
     const std::int64_t D = X.cols;
     if (m < nr) std::fill(p, p + D * nr, T(0));
-    if (X.cs == 1) {
+    if (X.cs == 1 && mk.transpose) {
+        mk.transpose(X.data + q0 * X.rs, X.rs, p, nr, m, D);
+    } else if (X.cs == 1) {
         for (std::int64_t j = 0; j < m; ++j) {
             const T* r = X.data + (q0 + j) * X.rs;
             for (std::int64_t k = 0; k < D; ++k) p[k * nr + j] = r[k];
@@ -757,7 +774,11 @@ void to_lanes(const MatView<T>& X, std::int64_t q0, std::int64_t m, std::int64_t
 // Lanes < m of the panel p (n x nr) into rows o, o + ldo, ... (n values each).
 template <class T>
 void from_lanes(const T* p, std::int64_t n, std::int64_t m, std::int64_t nr, T* o,
-                std::int64_t ldo) {
+                std::int64_t ldo, const MicroKernel<T>& mk) {
+    if (mk.transpose) {
+        mk.transpose(p, nr, o, ldo, n, m);
+        return;
+    }
     for (std::int64_t j = 0; j < m; ++j)
         for (std::int64_t k = 0; k < n; ++k) o[j * ldo + k] = p[k * nr + j];
 }
@@ -775,6 +796,23 @@ void mlp_forward(const MatView<T>& X, const std::vector<Dense<T>>& layers, Epilo
                  std::int64_t ldo, int threads) {
     const MicroKernel<T> mk = micro_kernel<T>();
     if (X.rows == 0 || layers.empty()) return;
+    if (mk.transpose && lane_path(layers, X.cols, false, mk)) {  // the row path's bits (LaneNet)
+        const LaneNet<T> net(layers, X.cols, mk);
+        const std::int64_t C = layers.back().W.cols, nr = mk.nr;
+        const std::size_t nx = std::size_t(nr) * X.cols;
+        for_row_blocks<BlockWS<T>>(
+            X.rows, mk.mc, nr, threads, [&] { return BlockWS<T>(mk, nx, net.acts_size()); },
+            [&](std::int64_t r0, std::int64_t r1, BlockWS<T>& ws) {
+                for (std::int64_t q0 = r0; q0 < r1; q0 += nr) {
+                    const std::int64_t m = std::min(nr, r1 - q0);
+                    to_lanes(X, q0, m, nr, ws.a.data(), mk);
+                    const T* z = net.forward(ws.a.data(), X.cols, ws.b.data());
+                    from_lanes(z, C, m, nr, out + q0 * ldo, ldo, mk);
+                }
+                epilogue_block(out + r0 * ldo, r1 - r0, C, ldo, ep, mk);
+            });
+        return;
+    }
     std::vector<PackedB<T>> pb;
     for (const auto& l : layers) pb.push_back(pack_b(l.W, mk, threads));
     const std::int64_t mw = max_width(layers);
@@ -860,8 +898,8 @@ void mlp_lane_steps(const MatView<T>& X, const std::vector<Dense<T>>& layers,
             T* ce = ws.ce.data();
             for (std::int64_t q0 = r0; q0 < r1; q0 += nr) {
                 const std::int64_t m = std::min(nr, r1 - q0);
-                to_lanes(X, q0, m, nr, x);
-                to_lanes(st.X0, q0, m, nr, x0);
+                to_lanes(X, q0, m, nr, x, mk);
+                to_lanes(st.X0, q0, m, nr, x0, mk);
                 for (int it = 0; it < st.steps; ++it) {
                     const bool last = it + 1 == st.steps;
                     const T* z = net.forward(x, D, ws.acts.data());
@@ -871,7 +909,7 @@ void mlp_lane_steps(const MatView<T>& X, const std::vector<Dense<T>>& layers,
                     std::memcpy(delta, z, sizeof(T) * C * nr);
                     if (!ce_lanes(delta, C, nr, m, y + q0, lq, pq, ldp, mk)) {
                         // NaN or infinite logits: ce_block on the rows, P - onehot back in lanes
-                        from_lanes(z, C, m, nr, ce, C);
+                        from_lanes(z, C, m, nr, ce, C, mk);
                         ce_block(ce, m, C, C, true, VecView<T>{}, y + q0, lq, pq, ldp, mk);
                         for (std::int64_t c = 0; c < C; ++c)
                             for (std::int64_t j = 0; j < nr; ++j)
@@ -888,10 +926,10 @@ void mlp_lane_steps(const MatView<T>& X, const std::vector<Dense<T>>& layers,
                     }
                     lane_step_linf(x, delta, x0, D, nr, st);  // delta: the input gradient
                 }
-                from_lanes(x, D, m, nr, st.out + q0 * st.ldo, st.ldo);
+                from_lanes(x, D, m, nr, st.out + q0 * st.ldo, st.ldo, mk);
                 if (st.final_prob)
                     from_lanes(net.forward(x, D, ws.acts.data()), C, m, nr,
-                               st.final_prob + q0 * st.ldf, st.ldf);
+                               st.final_prob + q0 * st.ldf, st.ldf, mk);
             }
             if (st.final_prob)
                 softmax_block(st.final_prob + r0 * st.ldf, r1 - r0, C, st.ldf, mk);
@@ -911,8 +949,7 @@ void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
         throw std::invalid_argument("ce_grad_mlp: the last layer must produce logits (identity)");
     if (X.rows == 0) return;
     const std::size_t L = layers.size();
-    if (step && !step->l2 && step->quantum == T(0) && !V && X.cols > 0 &&
-        lane_path(layers)) {
+    if (step && !step->l2 && step->quantum == T(0) && !V && lane_path(layers, X.cols, true, mk)) {
         mlp_lane_steps(X, layers, y, loss, prob, ldp, threads, *step);
         return;
     }
