@@ -512,6 +512,29 @@ def test_lane_forward_gives_the_row_paths_bits(config, case, data):
     np.testing.assert_array_equal(lanes, rows)
 
 
+@given(case=mlp_case(max_width=64), data=st.data())
+def test_lane_gradient_gives_the_row_paths_bits(config, case, data):
+    """ce_grad_mlp of narrow MLPs on lane panels: gradient, loss and probabilities with the row
+    path's bits (test hook), any input layout, into a strided out."""
+    from conftest import with_layout, LAYOUTS
+    from fastfool import _core
+    _, threads = config
+    dtype, X, Ws, bs, acts, rng = case
+    y = rng.integers(0, Ws[-1].shape[1], X.shape[0])
+    X = with_layout(X, data.draw(st.sampled_from(LAYOUTS)))
+    out = np.zeros((X.shape[0], X.shape[1] + 3), dtype)[:, :X.shape[1]]  # row stride D + 3
+    try:
+        lanes = K.ce_grad_mlp(X, Ws, bs, acts, y, return_prob=True, threads=threads)
+        K.ce_grad_mlp(X, Ws, bs, acts, y, threads=threads, out=out)
+        _core.set_lane_steps(False)
+        rows = K.ce_grad_mlp(X, Ws, bs, acts, y, return_prob=True, threads=threads)
+    finally:
+        _core.set_lane_steps(True)
+    for a, b, what in zip(lanes, rows, ("grad", "loss", "prob")):
+        np.testing.assert_array_equal(a, b, err_msg=what)
+    np.testing.assert_array_equal(out, rows[0], err_msg="out with padded rows")
+
+
 @given(case=mlp_case(max_width=80), data=st.data())
 def test_final_prob_of_a_step_call_is_mlp_forward_of_its_output(config, case, data):
     """ce_step_mlp(return_final_prob=True): the softmax of the returned rows, computed in the

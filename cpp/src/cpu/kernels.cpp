@@ -863,14 +863,15 @@ FASTFOOL_CLONES void lane_step_linf(T* x, const T* g, const T* x0, std::int64_t 
     }
 }
 
-// L-inf steps of a narrow MLP on lane panels (LaneNet): the iterate stays transposed through
-// all steps (one transpose in and one out per call), the derivatives and the step run over
-// whole panels, and the softmax cross-entropy runs across the lanes (ce_lanes; ce_block on the
-// rows for non-finite logits). Bit-identical to the row path.
+// L-inf steps of a narrow MLP on lane panels (LaneNet), or (step null) its cross-entropy input
+// gradient into G: the iterate stays transposed through all steps (one transpose in and one
+// out per call), the derivatives and the step run over whole panels, and the softmax
+// cross-entropy runs across the lanes (ce_lanes; ce_block on the rows for non-finite logits).
+// Bit-identical to the row path.
 template <class T>
-void mlp_lane_steps(const MatView<T>& X, const std::vector<Dense<T>>& layers,
-                    const std::int64_t* y, T* loss, T* prob, std::int64_t ldp, int threads,
-                    const StepSpec<T>& st) {
+void mlp_lanes(const MatView<T>& X, const std::vector<Dense<T>>& layers, const std::int64_t* y,
+               T* loss, T* prob, std::int64_t ldp, int threads, const StepSpec<T>* step, T* G,
+               std::int64_t ldg) {
     const MicroKernel<T> mk = micro_kernel<T>();
     const std::size_t L = layers.size();
     const std::int64_t nr = mk.nr, D = X.cols, C = layers.back().W.cols;
@@ -886,7 +887,7 @@ void mlp_lane_steps(const MatView<T>& X, const std::vector<Dense<T>>& layers,
         [&] {
             WS w;
             w.x.resize(P * D);
-            w.x0.resize(P * D);
+            if (step) w.x0.resize(P * D);
             w.acts.resize(net.acts_size());
             w.d.resize(P * net.maxpad * 2);
             w.ce.resize(P * C);
@@ -899,9 +900,10 @@ void mlp_lane_steps(const MatView<T>& X, const std::vector<Dense<T>>& layers,
             for (std::int64_t q0 = r0; q0 < r1; q0 += nr) {
                 const std::int64_t m = std::min(nr, r1 - q0);
                 to_lanes(X, q0, m, nr, x, mk);
-                to_lanes(st.X0, q0, m, nr, x0, mk);
-                for (int it = 0; it < st.steps; ++it) {
-                    const bool last = it + 1 == st.steps;
+                if (step) to_lanes(step->X0, q0, m, nr, x0, mk);
+                const int nsteps = step ? step->steps : 1;
+                for (int it = 0; it < nsteps; ++it) {
+                    const bool last = it + 1 == nsteps;
                     const T* z = net.forward(x, D, ws.acts.data());
                     T* delta = ws.d.data();
                     T* lq = last && loss ? loss + q0 : nullptr;
@@ -924,15 +926,20 @@ void mlp_lane_steps(const MatView<T>& X, const std::vector<Dense<T>>& layers,
                                                  wi * nr, layers[l - 1].act);
                         std::swap(delta, spare);
                     }
-                    lane_step_linf(x, delta, x0, D, nr, st);  // delta: the input gradient
+                    if (!step) {  // delta: the input gradient
+                        from_lanes(delta, D, m, nr, G + q0 * ldg, ldg, mk);
+                        break;
+                    }
+                    lane_step_linf(x, delta, x0, D, nr, *step);
                 }
-                from_lanes(x, D, m, nr, st.out + q0 * st.ldo, st.ldo, mk);
-                if (st.final_prob)
+                if (!step) continue;
+                from_lanes(x, D, m, nr, step->out + q0 * step->ldo, step->ldo, mk);
+                if (step->final_prob)
                     from_lanes(net.forward(x, D, ws.acts.data()), C, m, nr,
-                               st.final_prob + q0 * st.ldf, st.ldf, mk);
+                               step->final_prob + q0 * step->ldf, step->ldf, mk);
             }
-            if (st.final_prob)
-                softmax_block(st.final_prob + r0 * st.ldf, r1 - r0, C, st.ldf, mk);
+            if (step && step->final_prob)
+                softmax_block(step->final_prob + r0 * step->ldf, r1 - r0, C, step->ldf, mk);
         });
 }
 
@@ -949,8 +956,12 @@ void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
         throw std::invalid_argument("ce_grad_mlp: the last layer must produce logits (identity)");
     if (X.rows == 0) return;
     const std::size_t L = layers.size();
-    if (step && !step->l2 && step->quantum == T(0) && !V && lane_path(layers, X.cols, true, mk)) {
-        mlp_lane_steps(X, layers, y, loss, prob, ldp, threads, *step);
+    // The lane path for L-inf steps and for CE gradients written with plain stores (the row
+    // path streams outputs far larger than the caches).
+    const bool lanes_ok = step ? !step->l2 && step->quantum == T(0)
+                               : !streams(X.rows, X.cols, sizeof(T)) && mk.transpose;
+    if (lanes_ok && !V && lane_path(layers, X.cols, true, mk)) {
+        mlp_lanes(X, layers, y, loss, prob, ldp, threads, step, G, ldg);
         return;
     }
     std::vector<PackedB<T>> fwd, bwd;
