@@ -17,6 +17,14 @@
 
 namespace fastfool {
 
+inline void prefetch_l2(const char* p) {
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(p, 0, 2);
+#else
+    (void)p;
+#endif
+}
+
 // 64-byte aligned storage for large scratch (see alloc.cpp): a freed block of at least 1 MiB
 // is kept for the next request it can serve, so that a kernel called again with the same shapes
 // does not fault its pages in (and have the OS zero them) on every call.
@@ -215,7 +223,7 @@ void gemm_rows(const MatView<T>& A, const PackedB<T>& B, T* C, std::int64_t ldc,
                 for (std::int64_t s = 0; s < nslivers; ++s) {
                     if (next)
                         for (std::int64_t l = s * share; l < std::min(lines, (s + 1) * share); ++l)
-                            __builtin_prefetch(next + 64 * l, 0, 2);
+                            prefetch_l2(next + 64 * l);
                     one_tile(jp, s);
                 }
             }
