@@ -549,7 +549,7 @@ void ce_grad_linear(const MatView<T>& X, const MatView<T>& W, const VecView<T>& 
                     gemm_rows(rows_of(cur, r0, r1), pbs, s, ldsc, false, mk, ws.g, true);
                 ce_block(s, M, C, ldsc, true, b, y + r0, loss ? loss + r0 : nullptr,
                          prob ? prob + r0 * ldp : nullptr, ldp, mk);
-                if (D == 0) break;  // nothing to step (the final forward below still runs)
+                if (D == 0) break;  // no gradient to write or step
                 if (step) {  // the block's gradient stays in cache and is applied right away
                     gemm_rows(MatView<T>{s, M, C, ldsc, 1}, pbg, ws.b.data(), D, false, mk, ws.g);
                     step_block(cur, ws.b.data(), r0, M, *step);
