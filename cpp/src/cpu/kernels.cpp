@@ -12,8 +12,11 @@
 #include "fastfool/gemm.hpp"
 
 // Element-wise loops of the lane path compiled twice, for the baseline and for AVX2 (no FMA:
-// the same roundings as the baseline), the loader picking one by the CPU (GCC / Clang ifunc).
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
+// the same roundings as the baseline), the loader picking one by the CPU (an ifunc). GCC on
+// x86-64 glibc Linux only (tested with GCC 12; other compilers and C libraries get the baseline
+// loop), not under ASan.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__) && \
+    defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__)
 #define FASTFOOL_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define FASTFOOL_CLONES
