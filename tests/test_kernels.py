@@ -535,6 +535,27 @@ def test_lane_gradient_gives_the_row_paths_bits(config, case, data):
     np.testing.assert_array_equal(out, rows[0], err_msg="out with padded rows")
 
 
+@given(case=mlp_case(max_width=64), data=st.data())
+def test_lane_vjp_gives_the_row_paths_bits(config, case, data):
+    """mlp_vjp (DeepFool's products) on lane panels: the input gradient of sum(V * logits) and
+    the logits with the row path's bits (test hook), any layout of X and V."""
+    from conftest import with_layout, LAYOUTS
+    from fastfool import _core
+    _, threads = config
+    dtype, X, Ws, bs, acts, rng = case
+    V = with_layout(rng.standard_normal((X.shape[0], Ws[-1].shape[1])).astype(dtype),
+                    data.draw(st.sampled_from(LAYOUTS)))
+    X = with_layout(X, data.draw(st.sampled_from(LAYOUTS)))
+    try:
+        lanes = K.mlp_vjp(X, Ws, bs, acts, V, return_logits=True, threads=threads)
+        _core.set_lane_steps(False)
+        rows = K.mlp_vjp(X, Ws, bs, acts, V, return_logits=True, threads=threads)
+    finally:
+        _core.set_lane_steps(True)
+    for a, b, what in zip(lanes, rows, ("grad", "logits")):
+        np.testing.assert_array_equal(a, b, err_msg=what)
+
+
 @given(case=mlp_case(max_width=80), data=st.data())
 def test_final_prob_of_a_step_call_is_mlp_forward_of_its_output(config, case, data):
     """ce_step_mlp(return_final_prob=True): the softmax of the returned rows, computed in the

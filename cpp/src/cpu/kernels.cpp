@@ -867,14 +867,15 @@ FASTFOOL_CLONES void lane_step_linf(T* x, const T* g, const T* x0, std::int64_t 
 }
 
 // L-inf steps of a narrow MLP on lane panels (LaneNet), or (step null) its cross-entropy input
-// gradient into G: the iterate stays transposed through all steps (one transpose in and one
+// gradient into G (with V: the vector-Jacobian product V^T dlogits/dX, and the logits): the iterate stays transposed through all steps (one transpose in and one
 // out per call), the derivatives and the step run over whole panels, and the softmax
 // cross-entropy runs across the lanes (ce_lanes; ce_block on the rows for non-finite logits).
 // Bit-identical to the row path.
 template <class T>
 void mlp_lanes(const MatView<T>& X, const std::vector<Dense<T>>& layers, const std::int64_t* y,
                T* loss, T* prob, std::int64_t ldp, int threads, const StepSpec<T>* step, T* G,
-               std::int64_t ldg) {
+               std::int64_t ldg, const MatView<T>* V = nullptr, T* logits_out = nullptr,
+               std::int64_t ldl = 0) {
     const MicroKernel<T> mk = micro_kernel<T>();
     const std::size_t L = layers.size();
     const std::int64_t nr = mk.nr, D = X.cols, C = layers.back().W.cols;
@@ -911,14 +912,19 @@ void mlp_lanes(const MatView<T>& X, const std::vector<Dense<T>>& layers, const s
                     T* delta = ws.d.data();
                     T* lq = last && loss ? loss + q0 : nullptr;
                     T* pq = last && prob ? prob + q0 * ldp : nullptr;
-                    std::memcpy(delta, z, sizeof(T) * C * nr);
-                    if (!ce_lanes(delta, C, nr, m, y + q0, lq, pq, ldp, mk)) {
-                        // NaN or infinite logits: ce_block on the rows, P - onehot back in lanes
-                        from_lanes(z, C, m, nr, ce, C, mk);
-                        ce_block(ce, m, C, C, true, VecView<T>{}, y + q0, lq, pq, ldp, mk);
-                        for (std::int64_t c = 0; c < C; ++c)
-                            for (std::int64_t j = 0; j < nr; ++j)
-                                delta[c * nr + j] = j < m ? ce[j * C + c] : T(0);
+                    if (V) {  // a vector-Jacobian product: the cotangent V instead of P - onehot
+                        if (logits_out) from_lanes(z, C, m, nr, logits_out + q0 * ldl, ldl, mk);
+                        to_lanes(*V, q0, m, nr, delta, mk);
+                    } else {
+                        std::memcpy(delta, z, sizeof(T) * C * nr);
+                        if (!ce_lanes(delta, C, nr, m, y + q0, lq, pq, ldp, mk)) {
+                            // NaN or infinite logits: ce_block on the rows, P - onehot back
+                            from_lanes(z, C, m, nr, ce, C, mk);
+                            ce_block(ce, m, C, C, true, VecView<T>{}, y + q0, lq, pq, ldp, mk);
+                            for (std::int64_t c = 0; c < C; ++c)
+                                for (std::int64_t j = 0; j < nr; ++j)
+                                    delta[c * nr + j] = j < m ? ce[j * C + c] : T(0);
+                        }
                     }
                     T* spare = ws.d.data() + net.maxpad * nr;
                     for (std::size_t l = L; l-- > 0;) {
@@ -963,8 +969,8 @@ void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
     // path streams outputs far larger than the caches).
     const bool lanes_ok = step ? !step->l2 && step->quantum == T(0)
                                : !streams(X.rows, X.cols, sizeof(T)) && mk.transpose;
-    if (lanes_ok && !V && lane_path(layers, X.cols, true, mk)) {
-        mlp_lanes(X, layers, y, loss, prob, ldp, threads, step, G, ldg);
+    if (lanes_ok && lane_path(layers, X.cols, true, mk)) {
+        mlp_lanes(X, layers, y, loss, prob, ldp, threads, step, G, ldg, V, logits_out, ldl);
         return;
     }
     std::vector<PackedB<T>> fwd, bwd;
