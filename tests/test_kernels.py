@@ -461,9 +461,9 @@ def test_multi_step_call_equals_separate_steps(config, case, data):
 
 @given(case=mlp_case(max_width=64), data=st.data())
 def test_lane_steps_give_the_row_paths_bits(config, case, data):
-    """L-inf steps of narrow MLPs (widths <= 64) run with the batch in the vector lanes; the row
-    path (forced through the test hook) must give the same bits for every output, with scalar,
-    per-feature and one-sided clip bounds, any input layout, several steps and in place."""
+    """L-inf and L2 steps of narrow MLPs (widths <= 64) run with the batch in the vector lanes;
+    the row path (forced through the test hook) must give the same bits for every output, with
+    scalar, per-feature and one-sided clip bounds, any input layout, several steps and in place."""
     from conftest import with_layout, LAYOUTS
     from fastfool import _core
     _, threads = config
@@ -477,6 +477,7 @@ def test_lane_steps_give_the_row_paths_bits(config, case, data):
     clip = data.draw(st.sampled_from([None, (-1.0, 1.0), (lo, hi), (None, 0.5), (lo[::-1].copy(), None)]))
     kw = dict(step=data.draw(st.sampled_from([0.01, -0.02, 0.0])),
               eps=data.draw(st.sampled_from([0.03, np.inf, 0.0])), clip=clip,
+              norm=data.draw(st.sampled_from(["inf", 2])),
               steps=data.draw(st.integers(1, 4)), threads=threads, return_loss=True, return_prob=True)
     X = with_layout(X, data.draw(st.sampled_from(LAYOUTS)))
     assert _core.lane_steps()

@@ -866,6 +866,54 @@ FASTFOOL_CLONES void lane_step_linf(T* x, const T* g, const T* x0, std::int64_t 
     }
 }
 
+// The L2 step on lane panels: per lane (row) what update_row_impl's L2 branch computes, in the
+// same order (scaled_norm: the max of |v| over the features, then the sum of (v / max)^2 in
+// feature order), so the same bits; lanes are independent, the feature loop is outermost.
+template <class T>
+FASTFOOL_CLONES void lane_step_l2(T* x, const T* g, const T* x0, std::int64_t D, std::int64_t nr,
+                                  const StepSpec<T>& st) {
+    constexpr std::int64_t kMax = 16;
+    T mx[kMax], sum[kMax], step[kMax];
+    // scaled_norm over the panel rows of value(p, j), per lane j, into out[j]
+    auto norms = [&](auto value, T* out) {
+        for (std::int64_t j = 0; j < nr; ++j) mx[j] = T(0), sum[j] = T(0);
+        for (std::int64_t p = 0; p < D; ++p)
+            for (std::int64_t j = 0; j < nr; ++j) mx[j] = std::max(mx[j], std::abs(value(p, j)));
+        for (std::int64_t p = 0; p < D; ++p)
+            for (std::int64_t j = 0; j < nr; ++j) {
+                const T v = value(p, j) / mx[j];
+                sum[j] += v * v;
+            }
+        for (std::int64_t j = 0; j < nr; ++j)
+            out[j] = (mx[j] == T(0) || !std::isfinite(mx[j])) ? mx[j] : mx[j] * std::sqrt(sum[j]);
+    };
+    T gn[kMax], dn[kMax];
+    norms([&](std::int64_t p, std::int64_t j) { return g[p * nr + j]; }, gn);
+    for (std::int64_t j = 0; j < nr; ++j) step[j] = gn[j] > T(0) ? st.alpha / gn[j] : T(0);
+    for (std::int64_t p = 0; p < D; ++p)
+        for (std::int64_t j = 0; j < nr; ++j) x[p * nr + j] = x[p * nr + j] + step[j] * g[p * nr + j];
+    norms([&](std::int64_t p, std::int64_t j) { return x[p * nr + j] - x0[p * nr + j]; }, dn);
+    for (std::int64_t j = 0; j < nr; ++j) {
+        if (!(dn[j] > st.eps)) continue;
+        const T f = st.eps / dn[j];
+        for (std::int64_t p = 0; p < D; ++p) {
+            const T c = x0[p * nr + j];
+            x[p * nr + j] = c + (x[p * nr + j] - c) * f;
+        }
+    }
+    for (std::int64_t p = 0; p < D; ++p) {
+        T* xv = x + p * nr;
+        if (st.lo.data) {
+            const T lo = st.lo[p];
+            for (std::int64_t j = 0; j < nr; ++j) xv[j] = std::max(xv[j], lo);
+        }
+        if (st.hi.data) {
+            const T hi = st.hi[p];
+            for (std::int64_t j = 0; j < nr; ++j) xv[j] = std::min(xv[j], hi);
+        }
+    }
+}
+
 // L-inf steps of a narrow MLP on lane panels (LaneNet), or (step null) its cross-entropy input
 // gradient into G (with V: the vector-Jacobian product V^T dlogits/dX, and the logits): the iterate stays transposed through all steps (one transpose in and one
 // out per call), the derivatives and the step run over whole panels, and the softmax
@@ -939,7 +987,10 @@ void mlp_lanes(const MatView<T>& X, const std::vector<Dense<T>>& layers, const s
                         from_lanes(delta, D, m, nr, G + q0 * ldg, ldg, mk);
                         break;
                     }
-                    lane_step_linf(x, delta, x0, D, nr, *step);
+                    if (step->l2)
+                        lane_step_l2(x, delta, x0, D, nr, *step);
+                    else
+                        lane_step_linf(x, delta, x0, D, nr, *step);
                 }
                 if (!step) continue;
                 from_lanes(x, D, m, nr, step->out + q0 * step->ldo, step->ldo, mk);
@@ -967,7 +1018,7 @@ void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
     const std::size_t L = layers.size();
     // The lane path for L-inf steps and for CE gradients written with plain stores (the row
     // path streams outputs far larger than the caches).
-    const bool lanes_ok = step ? !step->l2 && step->quantum == T(0)
+    const bool lanes_ok = step ? step->quantum == T(0) && mk.nr <= 16
                                : !streams(X.rows, X.cols, sizeof(T)) && mk.transpose;
     if (lanes_ok && lane_path(layers, X.cols, true, mk)) {
         mlp_lanes(X, layers, y, loss, prob, ldp, threads, step, G, ldg, V, logits_out, ldl);
