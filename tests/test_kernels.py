@@ -459,13 +459,29 @@ def test_multi_step_call_equals_separate_steps(config, case, data):
         np.testing.assert_array_equal(xin, ref)
 
 
+def lanes_and_rows(fn):
+    """fn() on the lane path (the default where it pays) and on the row path (test hook)."""
+    from fastfool import _core
+    assert _core.lane_steps()
+    try:
+        lanes = fn()
+        _core.set_lane_steps(False)
+        return lanes, fn()
+    finally:
+        _core.set_lane_steps(True)
+
+
+def assert_same_bits(a, b, names):
+    for x, y, what in zip(a, b, names):
+        np.testing.assert_array_equal(x, y, err_msg=what)
+
+
 @given(case=mlp_case(max_width=64), data=st.data())
 def test_lane_steps_give_the_row_paths_bits(config, case, data):
     """L-inf and L2 steps of narrow MLPs (widths <= 64) run with the batch in the vector lanes;
     the row path (forced through the test hook) must give the same bits for every output, with
     scalar, per-feature and one-sided clip bounds, any input layout, several steps and in place."""
     from conftest import with_layout, LAYOUTS
-    from fastfool import _core
     _, threads = config
     dtype, X, Ws, bs, acts, rng = case
     N, D = X.shape
@@ -480,17 +496,10 @@ def test_lane_steps_give_the_row_paths_bits(config, case, data):
               norm=data.draw(st.sampled_from(["inf", 2])),
               steps=data.draw(st.integers(1, 4)), threads=threads, return_loss=True, return_prob=True)
     X = with_layout(X, data.draw(st.sampled_from(LAYOUTS)))
-    assert _core.lane_steps()
-    try:
-        lanes = K.ce_step_mlp(X, Ws, bs, acts, y, x0, **kw)
-        xin = np.array(X, order="C")
-        K.ce_step_mlp(xin, Ws, bs, acts, y, x0, out=xin, **kw)
-        _core.set_lane_steps(False)
-        rows = K.ce_step_mlp(X, Ws, bs, acts, y, x0, **kw)
-    finally:
-        _core.set_lane_steps(True)
-    for a, b, what in zip(lanes, rows, ("x", "loss", "prob")):
-        np.testing.assert_array_equal(a, b, err_msg=what)
+    lanes, rows = lanes_and_rows(lambda: K.ce_step_mlp(X, Ws, bs, acts, y, x0, **kw))
+    assert_same_bits(lanes, rows, ("x", "loss", "prob"))
+    xin = np.array(X, order="C")
+    K.ce_step_mlp(xin, Ws, bs, acts, y, x0, out=xin, **kw)
     np.testing.assert_array_equal(xin, rows[0], err_msg="in place")
 
 
@@ -499,40 +508,28 @@ def test_lane_forward_gives_the_row_paths_bits(config, case, data):
     """mlp_forward of narrow MLPs whose padding the lanes save runs on lane panels; the row path
     (test hook) gives the same bits, for every epilogue and input layout."""
     from conftest import with_layout, LAYOUTS
-    from fastfool import _core
     _, threads = config
     dtype, X, Ws, bs, acts, rng = case
     X = with_layout(X, data.draw(st.sampled_from(LAYOUTS)))
     ep = data.draw(st.sampled_from([None, "softmax", "log_softmax"]))
-    try:
-        lanes = K.mlp_forward(X, Ws, bs, acts, epilogue=ep, threads=threads)
-        _core.set_lane_steps(False)
-        rows = K.mlp_forward(X, Ws, bs, acts, epilogue=ep, threads=threads)
-    finally:
-        _core.set_lane_steps(True)
+    lanes, rows = lanes_and_rows(lambda: K.mlp_forward(X, Ws, bs, acts, epilogue=ep, threads=threads))
     np.testing.assert_array_equal(lanes, rows)
 
 
 @given(case=mlp_case(max_width=64), data=st.data())
 def test_lane_gradient_gives_the_row_paths_bits(config, case, data):
     """ce_grad_mlp of narrow MLPs on lane panels: gradient, loss and probabilities with the row
-    path's bits (test hook), any input layout, into a strided out."""
+    path's bits (test hook), any input layout, into an out with padded rows."""
     from conftest import with_layout, LAYOUTS
-    from fastfool import _core
     _, threads = config
     dtype, X, Ws, bs, acts, rng = case
     y = rng.integers(0, Ws[-1].shape[1], X.shape[0])
     X = with_layout(X, data.draw(st.sampled_from(LAYOUTS)))
     out = np.zeros((X.shape[0], X.shape[1] + 3), dtype)[:, :X.shape[1]]  # row stride D + 3
-    try:
-        lanes = K.ce_grad_mlp(X, Ws, bs, acts, y, return_prob=True, threads=threads)
-        K.ce_grad_mlp(X, Ws, bs, acts, y, threads=threads, out=out)
-        _core.set_lane_steps(False)
-        rows = K.ce_grad_mlp(X, Ws, bs, acts, y, return_prob=True, threads=threads)
-    finally:
-        _core.set_lane_steps(True)
-    for a, b, what in zip(lanes, rows, ("grad", "loss", "prob")):
-        np.testing.assert_array_equal(a, b, err_msg=what)
+    lanes, rows = lanes_and_rows(
+        lambda: K.ce_grad_mlp(X, Ws, bs, acts, y, return_prob=True, threads=threads))
+    assert_same_bits(lanes, rows, ("grad", "loss", "prob"))
+    K.ce_grad_mlp(X, Ws, bs, acts, y, threads=threads, out=out)
     np.testing.assert_array_equal(out, rows[0], err_msg="out with padded rows")
 
 
@@ -541,20 +538,14 @@ def test_lane_vjp_gives_the_row_paths_bits(config, case, data):
     """mlp_vjp (DeepFool's products) on lane panels: the input gradient of sum(V * logits) and
     the logits with the row path's bits (test hook), any layout of X and V."""
     from conftest import with_layout, LAYOUTS
-    from fastfool import _core
     _, threads = config
     dtype, X, Ws, bs, acts, rng = case
     V = with_layout(rng.standard_normal((X.shape[0], Ws[-1].shape[1])).astype(dtype),
                     data.draw(st.sampled_from(LAYOUTS)))
     X = with_layout(X, data.draw(st.sampled_from(LAYOUTS)))
-    try:
-        lanes = K.mlp_vjp(X, Ws, bs, acts, V, return_logits=True, threads=threads)
-        _core.set_lane_steps(False)
-        rows = K.mlp_vjp(X, Ws, bs, acts, V, return_logits=True, threads=threads)
-    finally:
-        _core.set_lane_steps(True)
-    for a, b, what in zip(lanes, rows, ("grad", "logits")):
-        np.testing.assert_array_equal(a, b, err_msg=what)
+    lanes, rows = lanes_and_rows(
+        lambda: K.mlp_vjp(X, Ws, bs, acts, V, return_logits=True, threads=threads))
+    assert_same_bits(lanes, rows, ("grad", "logits"))
 
 
 @given(case=mlp_case(max_width=80), data=st.data())
@@ -583,7 +574,6 @@ def test_final_prob_of_a_step_call_is_mlp_forward_of_its_output(config, case, da
 def test_lane_steps_with_overflowing_logits_give_the_row_paths_bits(config, dtype):
     """Logits that overflow to +-inf (and NaN from inf - inf) take ce_block's scalar IEEE path
     in both layouts: same bits, NaN where the row path has NaN."""
-    from fastfool import _core
     _, threads = config
     rng = np.random.default_rng(3)
     big = np.finfo(dtype).max / 8
@@ -595,16 +585,10 @@ def test_lane_steps_with_overflowing_logits_give_the_row_paths_bits(config, dtyp
     y = rng.integers(0, 5, 37)
     kw = dict(step=0.01, eps=0.05, clip=(-1.0, 1.0), steps=2, threads=threads, return_loss=True,
               return_prob=True)
-    try:
-        lanes = K.ce_step_mlp(X, Ws, bs, ["relu", "identity"], y, X, **kw)
-        _core.set_lane_steps(False)
-        rows = K.ce_step_mlp(X, Ws, bs, ["relu", "identity"], y, X, **kw)
-    finally:
-        _core.set_lane_steps(True)
+    lanes, rows = lanes_and_rows(lambda: K.ce_step_mlp(X, Ws, bs, ["relu", "identity"], y, X, **kw))
     logits = K.mlp_forward(X, Ws, bs, ["relu", "identity"], threads=threads)
     assert np.isinf(logits).any()  # the case this test is about
-    for a, b, what in zip(lanes, rows, ("x", "loss", "prob")):
-        np.testing.assert_array_equal(a, b, err_msg=what)
+    assert_same_bits(lanes, rows, ("x", "loss", "prob"))
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", 2**31])

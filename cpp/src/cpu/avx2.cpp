@@ -144,6 +144,14 @@ void pack_a6_f64(std::int64_t k, const double* a, std::int64_t rsa, double* dst)
         for (int i = 0; i < 6; ++i) dst[p * 6 + i] = r[i][p];
 }
 
+// dst[c * ldd + r] = src[r * lds + c] for r in [r0, r1), c in [c0, c1), one element at a time.
+template <class T>
+void transpose_scalar(const T* src, std::int64_t lds, T* dst, std::int64_t ldd, std::int64_t r0,
+                      std::int64_t r1, std::int64_t c0, std::int64_t c1) {
+    for (std::int64_t r = r0; r < r1; ++r)
+        for (std::int64_t c = c0; c < c1; ++c) dst[c * ldd + r] = src[r * lds + c];
+}
+
 // dst[c * ldd + r] = src[r * lds + c]: 8 x 8 blocks through registers (unpack, shuffle,
 // 128-bit lane permutes), the edges element by element. The lane panels' transposes
 // (kernels.cpp to_lanes / from_lanes) are 8 x 8 blocks for 16-row panels.
@@ -180,11 +188,9 @@ void transpose_f32(const float* src, std::int64_t lds, float* dst, std::int64_t 
             _mm256_storeu_ps(d + 6 * ldd, _mm256_permute2f128_ps(a2, a6, 0x31));
             _mm256_storeu_ps(d + 7 * ldd, _mm256_permute2f128_ps(a3, a7, 0x31));
         }
-        for (; c < cols; ++c)
-            for (std::int64_t i = 0; i < 8; ++i) dst[c * ldd + r + i] = src[(r + i) * lds + c];
+        transpose_scalar(src, lds, dst, ldd, r, r + 8, c, cols);  // columns past the blocks
     }
-    for (; r < rows; ++r)
-        for (std::int64_t c = 0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c];
+    transpose_scalar(src, lds, dst, ldd, r, rows, std::int64_t(0), cols);  // rows past them
 }
 
 // The same for doubles in 4 x 4 blocks.
@@ -205,11 +211,9 @@ void transpose_f64(const double* src, std::int64_t lds, double* dst, std::int64_
             _mm256_storeu_pd(d + 2 * ldd, _mm256_permute2f128_pd(u0, u2, 0x31));
             _mm256_storeu_pd(d + 3 * ldd, _mm256_permute2f128_pd(u1, u3, 0x31));
         }
-        for (; c < cols; ++c)
-            for (std::int64_t i = 0; i < 4; ++i) dst[c * ldd + r + i] = src[(r + i) * lds + c];
+        transpose_scalar(src, lds, dst, ldd, r, r + 4, c, cols);
     }
-    for (; r < rows; ++r)
-        for (std::int64_t c = 0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c];
+    transpose_scalar(src, lds, dst, ldd, r, rows, std::int64_t(0), cols);
 }
 
 inline void store_row(double* c, __m256d lo, __m256d hi, bool accumulate) {

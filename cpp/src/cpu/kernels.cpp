@@ -840,6 +840,19 @@ void mlp_forward(const MatView<T>& X, const std::vector<Dense<T>>& layers, Epilo
 }
 
 namespace {
+// Feature p's clip bounds (clip_row's max then min) over a panel row of nr lanes.
+template <class T>
+inline void lane_clip(T* xv, std::int64_t nr, const StepSpec<T>& st, std::int64_t p) {
+    if (st.lo.data) {
+        const T lo = st.lo[p];
+        for (std::int64_t j = 0; j < nr; ++j) xv[j] = std::max(xv[j], lo);
+    }
+    if (st.hi.data) {
+        const T hi = st.hi[p];
+        for (std::int64_t j = 0; j < nr; ++j) xv[j] = std::min(xv[j], hi);
+    }
+}
+
 // The L-inf step on lane panels (D x nr): x += alpha sign(g), projected onto the eps-box of x0,
 // clipped to lo / hi (per feature: per panel row), each value as update_row_impl computes it.
 template <class T>
@@ -855,14 +868,7 @@ FASTFOOL_CLONES void lane_step_linf(T* x, const T* g, const T* x0, std::int64_t 
             const T v = xv[j] + alpha * sign_of(gv[j]);
             xv[j] = std::min(std::max(v, c - eps), c + eps);
         }
-        if (st.lo.data) {
-            const T lo = st.lo[p];
-            for (std::int64_t j = 0; j < nr; ++j) xv[j] = std::max(xv[j], lo);
-        }
-        if (st.hi.data) {
-            const T hi = st.hi[p];
-            for (std::int64_t j = 0; j < nr; ++j) xv[j] = std::min(xv[j], hi);
-        }
+        lane_clip(xv, nr, st, p);
     }
 }
 
@@ -901,24 +907,15 @@ FASTFOOL_CLONES void lane_step_l2(T* x, const T* g, const T* x0, std::int64_t D,
             x[p * nr + j] = c + (x[p * nr + j] - c) * f;
         }
     }
-    for (std::int64_t p = 0; p < D; ++p) {
-        T* xv = x + p * nr;
-        if (st.lo.data) {
-            const T lo = st.lo[p];
-            for (std::int64_t j = 0; j < nr; ++j) xv[j] = std::max(xv[j], lo);
-        }
-        if (st.hi.data) {
-            const T hi = st.hi[p];
-            for (std::int64_t j = 0; j < nr; ++j) xv[j] = std::min(xv[j], hi);
-        }
-    }
+    for (std::int64_t p = 0; p < D; ++p) lane_clip(x + p * nr, nr, st, p);
 }
 
-// L-inf steps of a narrow MLP on lane panels (LaneNet), or (step null) its cross-entropy input
-// gradient into G (with V: the vector-Jacobian product V^T dlogits/dX, and the logits): the iterate stays transposed through all steps (one transpose in and one
-// out per call), the derivatives and the step run over whole panels, and the softmax
-// cross-entropy runs across the lanes (ce_lanes; ce_block on the rows for non-finite logits).
-// Bit-identical to the row path.
+// L-inf / L2 steps of a narrow MLP on lane panels (LaneNet), or (step null) its cross-entropy
+// input gradient into G (with V: the vector-Jacobian product V^T dlogits/dX, and the logits):
+// the iterate stays transposed through all steps (one transpose in and one out per call), the
+// derivatives and the step run over whole panels, and the softmax cross-entropy runs across
+// the lanes (ce_lanes; ce_block on the rows for non-finite logits). Bit-identical to the row
+// path.
 template <class T>
 void mlp_lanes(const MatView<T>& X, const std::vector<Dense<T>>& layers, const std::int64_t* y,
                T* loss, T* prob, std::int64_t ldp, int threads, const StepSpec<T>* step, T* G,
@@ -1045,10 +1042,7 @@ void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
         [&](std::int64_t r0, std::int64_t r1, BlockWS<T>& ws) {
             const std::int64_t M = r1 - r0;
             auto act_buf = [&](std::size_t l) { return ws.a.data() + rows * off[l]; };
-            const int nsteps = step ? step->steps : 1;
-            for (int it = 0; it < nsteps; ++it) {
-                const MatView<T> cur = it == 0 ? X : step->current(X.rows, D);
-                MatView<T> in = rows_of(cur, r0, r1);
+            auto forward = [&](MatView<T> in) {  // every layer's activations into act_buf
                 for (std::size_t l = 0; l < L; ++l) {
                     const std::int64_t w = layers[l].W.cols;
                     T* dst = act_buf(l);
@@ -1056,6 +1050,11 @@ void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
                     bias_act_block(dst, M, w, pw[l], layers[l].b, layers[l].act, mk, true);
                     in = MatView<T>{dst, M, w, pw[l], 1};
                 }
+            };
+            const int nsteps = step ? step->steps : 1;
+            for (int it = 0; it < nsteps; ++it) {
+                const MatView<T> cur = it == 0 ? X : step->current(X.rows, D);
+                forward(rows_of(cur, r0, r1));
                 T* logits = act_buf(L - 1);
                 const std::int64_t ldz = pw[L - 1];
                 if (logits_out)
@@ -1092,14 +1091,7 @@ void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
                 }
             }
             if (step && step->final_prob) {  // the forward of the returned rows, as mlp_forward
-                MatView<T> in = rows_of(step->current(X.rows, D), r0, r1);
-                for (std::size_t l = 0; l < L; ++l) {
-                    const std::int64_t w = layers[l].W.cols;
-                    T* dst = act_buf(l);
-                    gemm_rows(in, fwd[l], dst, pw[l], false, mk, ws.g, true);
-                    bias_act_block(dst, M, w, pw[l], layers[l].b, layers[l].act, mk, true);
-                    in = MatView<T>{dst, M, w, pw[l], 1};
-                }
+                forward(rows_of(step->current(X.rows, D), r0, r1));
                 T* fp = step->final_prob + r0 * step->ldf;
                 for (std::int64_t i = 0; i < M; ++i)
                     std::memcpy(fp + i * step->ldf, act_buf(L - 1) + i * pw[L - 1], sizeof(T) * C);
