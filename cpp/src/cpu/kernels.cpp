@@ -802,14 +802,17 @@ void mlp_forward(const MatView<T>& X, const std::vector<Dense<T>>& layers, Epilo
     if (mk.transpose && lane_path(layers, X.cols, false, mk)) {  // the row path's bits (LaneNet)
         const LaneNet<T> net(layers, X.cols, mk);
         const std::int64_t C = layers.back().W.cols, nr = mk.nr;
-        const std::size_t nx = std::size_t(nr) * X.cols;
-        for_row_blocks<BlockWS<T>>(
-            X.rows, mk.mc, nr, threads, [&] { return BlockWS<T>(mk, nx, net.acts_size()); },
-            [&](std::int64_t r0, std::int64_t r1, BlockWS<T>& ws) {
+        struct WS {  // a panel of inputs and its activations (no GEMM scratch: no gemm_rows)
+            Buffer<T> x, acts;
+        };
+        for_row_blocks<WS>(
+            X.rows, mk.mc, nr, threads,
+            [&] { return WS{Buffer<T>(std::size_t(nr) * X.cols), Buffer<T>(net.acts_size())}; },
+            [&](std::int64_t r0, std::int64_t r1, WS& ws) {
                 for (std::int64_t q0 = r0; q0 < r1; q0 += nr) {
                     const std::int64_t m = std::min(nr, r1 - q0);
-                    to_lanes(X, q0, m, nr, ws.a.data(), mk);
-                    const T* z = net.forward(ws.a.data(), X.cols, ws.b.data());
+                    to_lanes(X, q0, m, nr, ws.x.data(), mk);
+                    const T* z = net.forward(ws.x.data(), X.cols, ws.acts.data());
                     from_lanes(z, C, m, nr, out + q0 * ldo, ldo, mk);
                 }
                 epilogue_block(out + r0 * ldo, r1 - r0, C, ldo, ep, mk);
