@@ -857,22 +857,32 @@ inline void lane_clip(T* xv, std::int64_t nr, const StepSpec<T>& st, std::int64_
 }
 
 // The L-inf step on lane panels (D x nr): x += alpha sign(g), projected onto the eps-box of x0,
-// clipped to lo / hi (per feature: per panel row), each value as update_row_impl computes it.
-template <class T>
-FASTFOOL_CLONES void lane_step_linf(T* x, const T* g, const T* x0, std::int64_t D,
-                                    std::int64_t nr, const StepSpec<T>& st) {
-    const T alpha = st.alpha, eps = st.eps;
+// clipped to lo / hi (per feature: per panel row), each value as update_row_impl computes it,
+// in one pass (an absent bound is -inf / +inf: std::max(v, -inf) and std::min(v, inf) are v,
+// NaN included). NR: the panel width when known at compile time (whole-vector inner loops).
+template <class T, std::int64_t NR>
+FASTFOOL_CLONES void lane_step_linf_n(T* x, const T* g, const T* x0, std::int64_t D,
+                                      std::int64_t nr, const StepSpec<T>& st) {
+    if (NR) nr = NR;
+    const T alpha = st.alpha, eps = st.eps, inf = std::numeric_limits<T>::infinity();
     for (std::int64_t p = 0; p < D; ++p) {
         T* xv = x + p * nr;
         const T* gv = g + p * nr;
         const T* cv = x0 + p * nr;
+        const T lo = st.lo.data ? st.lo[p] : -inf, hi = st.hi.data ? st.hi[p] : inf;
         for (std::int64_t j = 0; j < nr; ++j) {
             const T c = cv[j];
             const T v = xv[j] + alpha * sign_of(gv[j]);
-            xv[j] = std::min(std::max(v, c - eps), c + eps);
+            xv[j] = std::min(std::max(std::min(std::max(v, c - eps), c + eps), lo), hi);
         }
-        lane_clip(xv, nr, st, p);
     }
+}
+template <class T>
+void lane_step_linf(T* x, const T* g, const T* x0, std::int64_t D, std::int64_t nr,
+                    const StepSpec<T>& st) {
+    if (nr == 16) return lane_step_linf_n<T, 16>(x, g, x0, D, nr, st);
+    if (nr == 8) return lane_step_linf_n<T, 8>(x, g, x0, D, nr, st);
+    lane_step_linf_n<T, 0>(x, g, x0, D, nr, st);
 }
 
 // The L2 step on lane panels: per lane (row) what update_row_impl's L2 branch computes, in the
