@@ -705,6 +705,19 @@ FASTFOOL_CLONES bool ce_lanes(T* z, std::int64_t C, std::int64_t nr, std::int64_
     return true;
 }
 
+// Panel row o (nr lanes) of h += b[o], for o < w (nr at run time: a compile-time 16 gets the
+// inner loop unrolled and the outer one vectorised with strided stores).
+template <class T>
+FASTFOOL_CLONES void add_bias_lanes(T* h, std::int64_t w, std::int64_t nr, const VecView<T>& b) {
+    const T* bd = b.data;
+    const std::int64_t bs = b.stride;
+    for (std::int64_t o = 0; o < w; ++o) {
+        const T bo = bd[o * bs];
+        T* r = h + o * nr;
+        for (std::int64_t j = 0; j < nr; ++j) r[j] += bo;
+    }
+}
+
 // A narrow MLP with the batch in the vector lanes: a panel of nr rows is held transposed
 // (features x nr, row stride nr), so every layer is a product whose register tile spans nr rows
 // of the batch and mr outputs (outputs padded to a multiple of mr, not of nr: 64-50-20-10 does
@@ -741,12 +754,7 @@ struct LaneNet {
             const std::int64_t w = layers[l].W.cols;
             h = acts + off[l] * nr;
             lane_product(fwd[l].data(), w, K, in, h, mk);
-            const VecView<T>& b = layers[l].b;
-            if (b.data)
-                for (std::int64_t o = 0; o < w; ++o) {
-                    const T bo = b[o];
-                    for (std::int64_t j = 0; j < nr; ++j) h[o * nr + j] += bo;
-                }
+            if (layers[l].b.data) add_bias_lanes(h, w, nr, layers[l].b);
             apply_act(h, w * nr, layers[l].act, mk);
             in = h;
             K = w;
