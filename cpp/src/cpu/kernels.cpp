@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <stdexcept>
+#include <type_traits>
 
 #include "fastfool/gemm.hpp"
 
@@ -632,77 +633,129 @@ void lane_product(const T* a, std::int64_t rows, std::int64_t K, const T* b, T* 
 // through ce_block's operations for its row in the same order (four interleaved partial maxima
 // and sums, the same vector exp and log1p, the same top-class split), so the bits are the
 // same, with the lanes as the vector dimension instead of one row at a time (C = 10: per-row
-// bookkeeping was most of ce_block's time). Returns false, writing nothing, when a logit of
-// lanes < m is NaN or infinite: the caller then uses ce_block (its scalar IEEE path).
-template <class T>
-FASTFOOL_CLONES bool ce_lanes(T* z, std::int64_t C, std::int64_t nr, std::int64_t m, const std::int64_t* y,
-              T* loss, T* prob, std::int64_t ldp, const MicroKernel<T>& mk) {
-    constexpr std::int64_t kMax = 16;
-    if (nr > kMax || C == 0) return false;
-    bool finite = true;
-    for (std::int64_t c = 0; c < C; ++c)
-        for (std::int64_t j = 0; j < m; ++j) finite &= std::isfinite(z[c * nr + j]);
-    if (!finite) return false;
-    constexpr T ninf = -std::numeric_limits<T>::infinity();
-    T m0[kMax], m1[kMax], m2[kMax], m3[kMax], sy[kMax], base[kMax], arg[kMax];
-    std::int64_t yl[kMax];
-    for (std::int64_t j = 0; j < nr; ++j) {
-        m0[j] = m1[j] = m2[j] = m3[j] = ninf;
-        yl[j] = j < m ? y[j] : 0;
+// bookkeeping was most of ce_block's time). A panel row is one GCC vector of NR lanes (the
+// arrays-of-lanes form kept its running maxima and sums in memory: store-forwarding chains).
+// Returns false, writing nothing, when a logit of lanes < m is NaN or infinite (or nr is not
+// one or two 32-byte vectors): the caller then uses ce_block (its scalar IEEE path).
+template <class T, int NR>
+FASTFOOL_CLONES bool ce_lanes_n(T* z, std::int64_t C, std::int64_t m, const std::int64_t* y,
+                                T* loss, T* prob, std::int64_t ldp, const MicroKernel<T>& mk) {
+    // W lanes (32 bytes) at a time: the running maxima and sums stay in registers
+    constexpr int W = 32 / sizeof(T), G = NR / W;
+    static_assert(NR % W == 0);
+    using Int = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
+    typedef T V __attribute__((vector_size(32)));
+    typedef Int IV __attribute__((vector_size(32)));
+    static_assert(sizeof(Int) == sizeof(T));
+#define FF_LD(v, c, g) std::memcpy(&(v), z + (c) * NR + (g) * W, 32)
+#define FF_ST(c, g, v) std::memcpy(z + (c) * NR + (g) * W, &(v), 32)
+    if (C == 0 || C > std::numeric_limits<Int>::max()) return false;
+    for (int g = 0; g < G; ++g) {  // v * 0 is 0 for finite v, NaN for NaN or inf
+        V nf = V{}, r;
+        for (std::int64_t c = 0; c < C; ++c) {
+            FF_LD(r, c, g);
+            nf += r * T(0);
+        }
+        for (int j = 0; j < W && g * W + j < m; ++j)
+            if (nf[j] != T(0)) return false;
     }
-    std::int64_t c = 0;
-    for (; c + 4 <= C; c += 4) {
-        const T* r = z + c * nr;
-        for (std::int64_t j = 0; j < nr; ++j) {
-            m0[j] = r[j] > m0[j] ? r[j] : m0[j];
-            m1[j] = r[nr + j] > m1[j] ? r[nr + j] : m1[j];
-            m2[j] = r[2 * nr + j] > m2[j] ? r[2 * nr + j] : m2[j];
-            m3[j] = r[3 * nr + j] > m3[j] ? r[3 * nr + j] : m3[j];
+    const T ninf = -std::numeric_limits<T>::infinity();
+    const V zero = V{};
+    IV yl[G];
+    V base[G], arg[G];
+    for (int g = 0; g < G; ++g) {
+        for (int j = 0; j < W; ++j) {
+            const int l = g * W + j;
+            yl[g][j] = l < m ? Int(y[l]) : Int(0);
+        }
+        V m0 = zero + ninf, m1 = m0, m2 = m0, m3 = m0, r0, r1, r2, r3;
+        std::int64_t c = 0;
+        for (; c + 4 <= C; c += 4) {
+            FF_LD(r0, c, g);
+            FF_LD(r1, c + 1, g);
+            FF_LD(r2, c + 2, g);
+            FF_LD(r3, c + 3, g);
+            m0 = r0 > m0 ? r0 : m0;
+            m1 = r1 > m1 ? r1 : m1;
+            m2 = r2 > m2 ? r2 : m2;
+            m3 = r3 > m3 ? r3 : m3;
+        }
+        for (; c < C; ++c) {
+            FF_LD(r0, c, g);
+            m0 = r0 > m0 ? r0 : m0;
+        }
+        m0 = m1 > m0 ? m1 : m0;
+        m2 = m3 > m2 ? m3 : m2;
+        m0 = m2 > m0 ? m2 : m0;  // the row's max
+        V sy;  // the label's logit, before the shift
+        for (int j = 0; j < W; ++j) sy[j] = z[std::int64_t(yl[g][j]) * NR + g * W + j];
+        base[g] = m0 - sy;
+        for (c = 0; c < C; ++c) {
+            FF_LD(r0, c, g);
+            r0 -= m0;
+            FF_ST(c, g, r0);
         }
     }
-    for (; c < C; ++c)
-        for (std::int64_t j = 0; j < nr; ++j) m0[j] = z[c * nr + j] > m0[j] ? z[c * nr + j] : m0[j];
-    for (std::int64_t j = 0; j < nr; ++j) {
-        m0[j] = m1[j] > m0[j] ? m1[j] : m0[j];
-        m2[j] = m3[j] > m2[j] ? m3[j] : m2[j];
-        m0[j] = m2[j] > m0[j] ? m2[j] : m0[j];  // the row's max
-        sy[j] = z[yl[j] * nr + j];
-    }
-    for (c = 0; c < C; ++c)
-        for (std::int64_t j = 0; j < nr; ++j) z[c * nr + j] -= m0[j];
-    mk.vexp(z, C * nr);
-    T s0[kMax] = {}, s1[kMax] = {}, s2[kMax] = {}, s3[kMax] = {};
-    for (c = 0; c + 4 <= C; c += 4) {
-        const T* r = z + c * nr;
-        for (std::int64_t j = 0; j < nr; ++j) {
-            s0[j] += c == yl[j] ? T(0) : r[j];
-            s1[j] += c + 1 == yl[j] ? T(0) : r[nr + j];
-            s2[j] += c + 2 == yl[j] ? T(0) : r[2 * nr + j];
-            s3[j] += c + 3 == yl[j] ? T(0) : r[3 * nr + j];
+    mk.vexp(z, C * NR);
+    for (int g = 0; g < G; ++g) {
+        const IV y0 = yl[g];
+        V s0 = zero, s1 = zero, s2 = zero, s3 = zero, r0, r1, r2, r3;
+        std::int64_t c = 0;
+        for (; c + 4 <= C; c += 4) {
+            const Int k = Int(c);
+            FF_LD(r0, c, g);
+            FF_LD(r1, c + 1, g);
+            FF_LD(r2, c + 2, g);
+            FF_LD(r3, c + 3, g);
+            s0 += y0 == k ? zero : r0;
+            s1 += y0 == k + 1 ? zero : r1;
+            s2 += y0 == k + 2 ? zero : r2;
+            s3 += y0 == k + 3 ? zero : r3;
+        }
+        for (; c < C; ++c) {
+            FF_LD(r0, c, g);
+            s0 += y0 == Int(c) ? zero : r0;
+        }
+        V ey;
+        for (int j = 0; j < W; ++j) ey[j] = z[std::int64_t(y0[j]) * NR + g * W + j];
+        const V rest = (s0 + s1) + (s2 + s3), sum = rest + ey;
+        const IV top = ey >= T(0.5);
+        base[g] = top ? zero : base[g];
+        arg[g] = top ? rest / ey : sum - T(1);
+        const V inv = T(1) / sum;
+        IV lane;
+        for (int j = 0; j < W; ++j) lane[j] = Int(g * W + j);
+        const IV live = lane < Int(m);
+        for (c = 0; c < C; ++c) {
+            FF_LD(r0, c, g);
+            r0 = live ? r0 * inv : zero;
+            FF_ST(c, g, r0);
         }
     }
-    for (; c < C; ++c)
-        for (std::int64_t j = 0; j < nr; ++j) s0[j] += c == yl[j] ? T(0) : z[c * nr + j];
-    T inv[kMax];
-    for (std::int64_t j = 0; j < nr; ++j) {
-        const T rest = (s0[j] + s1[j]) + (s2[j] + s3[j]);
-        const T ey = z[yl[j] * nr + j], sum = rest + ey;
-        const bool top = ey >= T(0.5);
-        base[j] = top ? T(0) : m0[j] - sy[j];
-        arg[j] = top ? rest / ey : sum - T(1);
-        inv[j] = T(1) / sum;
-    }
-    for (c = 0; c < C; ++c)
-        for (std::int64_t j = 0; j < nr; ++j) z[c * nr + j] = j < m ? z[c * nr + j] * inv[j] : T(0);
+#undef FF_LD
+#undef FF_ST
     if (prob)
         for (std::int64_t j = 0; j < m; ++j)
-            for (c = 0; c < C; ++c) prob[j * ldp + c] = z[c * nr + j];
-    for (std::int64_t j = 0; j < m; ++j) z[yl[j] * nr + j] -= T(1);
+            for (std::int64_t c = 0; c < C; ++c) prob[j * ldp + c] = z[c * NR + j];
+    for (std::int64_t j = 0; j < m; ++j) z[std::int64_t(y[j]) * NR + j] -= T(1);
     if (loss) {
-        mk.vlog1p(arg, m);
-        for (std::int64_t j = 0; j < m; ++j) loss[j] = base[j] + arg[j];
+        T a[NR], b[NR];
+        std::memcpy(a, arg, sizeof a);
+        std::memcpy(b, base, sizeof b);
+        mk.vlog1p(a, m);
+        for (std::int64_t j = 0; j < m; ++j) loss[j] = b[j] + a[j];
     }
     return true;
+}
+template <class T>
+bool ce_lanes(T* z, std::int64_t C, std::int64_t nr, std::int64_t m, const std::int64_t* y,
+              T* loss, T* prob, std::int64_t ldp, const MicroKernel<T>& mk) {
+    constexpr int W = 32 / sizeof(T);  // whole 32-byte vectors of lanes
+    switch (nr) {
+        case W: return ce_lanes_n<T, W>(z, C, m, y, loss, prob, ldp, mk);
+        case 2 * W: return ce_lanes_n<T, 2 * W>(z, C, m, y, loss, prob, ldp, mk);
+        default: return false;
+    }
 }
 
 // Panel row o (nr lanes) of h += b[o], for o < w (nr at run time: a compile-time 16 gets the
