@@ -65,10 +65,10 @@ def workload(name, threads):
         if name == "mlp-forward":
             return lambda m: (lambda: m.mlp_forward(X, Ws, bs, acts, 1, P, threads))
         return lambda m: (lambda: m.ce_grad_mlp(X, Ws, bs, acts, y, G, loss, None, threads))
-    if name == "ce-linear":
-        N, D, C = 200000, 784, 10
+    if name in ("ce-linear", "ce-digits"):
+        N, D, C = (200000, 784, 10) if name == "ce-linear" else (17970, 64, 10)
         X = rng.standard_normal((N, D), dtype=np.float32)
-        W = (rng.standard_normal((C, D), dtype=np.float32) / 28).astype(np.float32)
+        W = (rng.standard_normal((C, D), dtype=np.float32) / np.sqrt(D)).astype(np.float32)
         y = rng.integers(0, C, N).astype(np.int64)
         G = np.empty_like(X)
         return lambda m: (lambda: m.ce_grad_linear(X, W, None, y, G, None, None, threads))
@@ -83,7 +83,7 @@ def workload(name, threads):
 
 
 WORKLOADS = ["scoring-f32", "scoring-f64", "mlp-steps", "mlp-forward", "mlp-grad", "ce-linear",
-             "backproject"]
+             "ce-digits", "backproject"]
 
 
 def main(argv=None):

@@ -591,6 +591,38 @@ def test_lane_steps_with_overflowing_logits_give_the_row_paths_bits(config, dtyp
     assert_same_bits(lanes, rows, ("x", "loss", "prob"))
 
 
+@given(data=st.data())
+def test_ce_rows_through_lanes_give_ce_blocks_bits(config, data):
+    """The cross-entropy rows of the linear gradient, the linear steps and the MLP row path go
+    through lane panels (ce_rows -> ce_lanes) where C <= 64: the same bits as ce_block (the test
+    hook routes them back), with or without a bias, any layout, scores that overflow to inf in
+    some rows (ce_block's IEEE path for that panel) and C past 64 (ce_block throughout)."""
+    from conftest import with_layout, LAYOUTS
+    _, threads = config
+    dtype = data.draw(st.sampled_from(DTYPES))
+    N, D = data.draw(N_SIZES), data.draw(D_SIZES)
+    C = data.draw(st.one_of(C_SIZES, st.sampled_from([64, 65])))
+    X = data.draw(arrays((N, D), dtype))
+    W = data.draw(arrays((C, D), dtype, scale=3 / np.sqrt(D)))
+    if N and data.draw(st.booleans()):  # rows whose scores overflow: +-inf, inf - inf = NaN
+        X[:: max(1, N // 3)] = np.where(X[:: max(1, N // 3)] >= 0, 1, -1) * (np.finfo(dtype).max / 8)
+    X = with_layout(X, data.draw(st.sampled_from(LAYOUTS)))
+    b = data.draw(st.one_of(st.none(), arrays((C,), dtype)))
+    y = np.random.default_rng(N * 7 + C).integers(0, C, N)
+    lanes, rows = lanes_and_rows(
+        lambda: K.ce_grad_linear(X, W, b, y, return_prob=True, threads=threads))
+    assert_same_bits(lanes, rows, ("grad", "loss", "prob"))
+    kw = dict(step=0.01, eps=0.05, steps=2, threads=threads, return_loss=True, return_prob=True)
+    lanes, rows = lanes_and_rows(lambda: K.ce_step_linear(X, W, b, y, X, **kw))
+    assert_same_bits(lanes, rows, ("x", "loss", "prob"))
+    # an MLP with a layer wider than 64: the row path, whose logits go through ce_rows
+    rng = np.random.default_rng(C)
+    Ws, bs, acts = random_mlp(rng, [D, 70, C], dtype, ["tanh"])
+    lanes, rows = lanes_and_rows(
+        lambda: K.ce_grad_mlp(X, Ws, bs, acts, y, return_prob=True, threads=threads))
+    assert_same_bits(lanes, rows, ("grad", "loss", "prob"))
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", 2**31])
 def test_steps_must_be_a_positive_integer(bad):
     X = np.zeros((2, 3), np.float32)

@@ -26,7 +26,8 @@ void bind_runtime(py::module_& m) {
     m.def("poison_block_cache", [] { poison_block_cache(); },
           "Fill the kept scratch blocks with NaN bytes (test hook: stale scratch must not leak).");
     m.def("set_lane_steps", [](bool on) { set_lane_steps(on); }, py::arg("on"),
-          "Test hook: let L-inf steps of narrow MLPs take the batch-in-lanes path (default).");
+          "Test hook: the batch-in-lanes paths (narrow MLPs; cross-entropy rows through lane "
+          "panels), on by default; off: the row paths, which give the same bits.");
     m.def("lane_steps", [] { return lane_steps(); }, "Whether that path is on.");
     m.def("pool_size", [] { return pool_size(); }, "Worker threads started so far.");
     m.def("tile", [](const std::string& dtype) {

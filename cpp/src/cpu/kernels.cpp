@@ -321,6 +321,211 @@ void ce_block(T* s, std::int64_t M, std::int64_t C, std::int64_t ld, bool scratc
     }
 }
 
+// Whether narrow MLPs take the batch-in-lanes path (LaneNet) and cross-entropy rows go through
+// lane panels (ce_rows). Test hook: off compares with the row path / ce_block, which must give
+// the same bits.
+std::atomic<bool> g_lane_steps{true};
+
+// ce_block on a lane panel: the logits z (C x nr, row stride nr) of lanes < m, replaced by
+// P - onehot(y) (lanes >= m: 0), with each lane's loss and probabilities. Every lane goes
+// through ce_block's operations for its row in the same order (four interleaved partial maxima
+// and sums, the same vector exp and log1p, the same top-class split), so the bits are the
+// same, with the lanes as the vector dimension instead of one row at a time (C = 10: per-row
+// bookkeeping was most of ce_block's time). A panel row is one GCC vector of NR lanes (the
+// arrays-of-lanes form kept its running maxima and sums in memory: store-forwarding chains).
+// Returns false, writing nothing, when a logit of lanes < m is NaN or infinite (or nr is not
+// one or two 32-byte vectors): the caller then uses ce_block (its scalar IEEE path).
+template <class T, int NR>
+FASTFOOL_CLONES bool ce_lanes_n(T* z, std::int64_t C, std::int64_t m, const std::int64_t* y,
+                                T* loss, T* prob, std::int64_t ldp, const MicroKernel<T>& mk) {
+    // W lanes (32 bytes) at a time: the running maxima and sums stay in registers
+    constexpr int W = 32 / sizeof(T), G = NR / W;
+    static_assert(NR % W == 0);
+    using Int = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
+    typedef T V __attribute__((vector_size(32)));
+    typedef Int IV __attribute__((vector_size(32)));
+    static_assert(sizeof(Int) == sizeof(T));
+#define FF_LD(v, c, g) std::memcpy(&(v), z + (c) * NR + (g) * W, 32)
+#define FF_ST(c, g, v) std::memcpy(z + (c) * NR + (g) * W, &(v), 32)
+    if (C == 0 || C > std::numeric_limits<Int>::max()) return false;
+    for (int g = 0; g < G; ++g) {  // v * 0 is 0 for finite v, NaN for NaN or inf
+        V nf = V{}, r;
+        for (std::int64_t c = 0; c < C; ++c) {
+            FF_LD(r, c, g);
+            nf += r * T(0);
+        }
+        for (int j = 0; j < W && g * W + j < m; ++j)
+            if (nf[j] != T(0)) return false;
+    }
+    const T ninf = -std::numeric_limits<T>::infinity();
+    const V zero = V{};
+    IV yl[G];
+    V base[G], arg[G];
+    for (int g = 0; g < G; ++g) {
+        for (int j = 0; j < W; ++j) {
+            const int l = g * W + j;
+            yl[g][j] = l < m ? Int(y[l]) : Int(0);
+        }
+        V m0 = zero + ninf, m1 = m0, m2 = m0, m3 = m0, r0, r1, r2, r3;
+        std::int64_t c = 0;
+        for (; c + 4 <= C; c += 4) {
+            FF_LD(r0, c, g);
+            FF_LD(r1, c + 1, g);
+            FF_LD(r2, c + 2, g);
+            FF_LD(r3, c + 3, g);
+            m0 = r0 > m0 ? r0 : m0;
+            m1 = r1 > m1 ? r1 : m1;
+            m2 = r2 > m2 ? r2 : m2;
+            m3 = r3 > m3 ? r3 : m3;
+        }
+        for (; c < C; ++c) {
+            FF_LD(r0, c, g);
+            m0 = r0 > m0 ? r0 : m0;
+        }
+        m0 = m1 > m0 ? m1 : m0;
+        m2 = m3 > m2 ? m3 : m2;
+        m0 = m2 > m0 ? m2 : m0;  // the row's max
+        V sy;  // the label's logit, before the shift
+        for (int j = 0; j < W; ++j) sy[j] = z[std::int64_t(yl[g][j]) * NR + g * W + j];
+        base[g] = m0 - sy;
+        for (c = 0; c < C; ++c) {
+            FF_LD(r0, c, g);
+            r0 -= m0;
+            FF_ST(c, g, r0);
+        }
+    }
+    mk.vexp(z, C * NR);
+    for (int g = 0; g < G; ++g) {
+        const IV y0 = yl[g];
+        V s0 = zero, s1 = zero, s2 = zero, s3 = zero, r0, r1, r2, r3;
+        std::int64_t c = 0;
+        for (; c + 4 <= C; c += 4) {
+            const Int k = Int(c);
+            FF_LD(r0, c, g);
+            FF_LD(r1, c + 1, g);
+            FF_LD(r2, c + 2, g);
+            FF_LD(r3, c + 3, g);
+            s0 += y0 == k ? zero : r0;
+            s1 += y0 == k + 1 ? zero : r1;
+            s2 += y0 == k + 2 ? zero : r2;
+            s3 += y0 == k + 3 ? zero : r3;
+        }
+        for (; c < C; ++c) {
+            FF_LD(r0, c, g);
+            s0 += y0 == Int(c) ? zero : r0;
+        }
+        V ey;
+        for (int j = 0; j < W; ++j) ey[j] = z[std::int64_t(y0[j]) * NR + g * W + j];
+        const V rest = (s0 + s1) + (s2 + s3), sum = rest + ey;
+        const IV top = ey >= T(0.5);
+        base[g] = top ? zero : base[g];
+        arg[g] = top ? rest / ey : sum - T(1);
+        const V inv = T(1) / sum;
+        IV lane;
+        for (int j = 0; j < W; ++j) lane[j] = Int(g * W + j);
+        const IV live = lane < Int(m);
+        for (c = 0; c < C; ++c) {
+            FF_LD(r0, c, g);
+            r0 = live ? r0 * inv : zero;
+            FF_ST(c, g, r0);
+        }
+    }
+#undef FF_LD
+#undef FF_ST
+    if (prob)
+        for (std::int64_t j = 0; j < m; ++j)
+            for (std::int64_t c = 0; c < C; ++c) prob[j * ldp + c] = z[c * NR + j];
+    for (std::int64_t j = 0; j < m; ++j) z[std::int64_t(y[j]) * NR + j] -= T(1);
+    if (loss) {
+        T a[NR], b[NR];
+        std::memcpy(a, arg, sizeof a);
+        std::memcpy(b, base, sizeof b);
+        mk.vlog1p(a, m);
+        for (std::int64_t j = 0; j < m; ++j) loss[j] = b[j] + a[j];
+    }
+    return true;
+}
+template <class T>
+bool ce_lanes(T* z, std::int64_t C, std::int64_t nr, std::int64_t m, const std::int64_t* y,
+              T* loss, T* prob, std::int64_t ldp, const MicroKernel<T>& mk) {
+    constexpr int W = 32 / sizeof(T);  // whole 32-byte vectors of lanes
+    switch (nr) {
+        case W: return ce_lanes_n<T, W>(z, C, m, y, loss, prob, ldp, mk);
+        case 2 * W: return ce_lanes_n<T, 2 * W>(z, C, m, y, loss, prob, ldp, mk);
+        default: return false;
+    }
+}
+
+// Panel row o (nr lanes) of h += b[o], for o < w (nr at run time: a compile-time 16 gets the
+// inner loop unrolled and the outer one vectorised with strided stores).
+template <class T>
+FASTFOOL_CLONES void add_bias_lanes(T* h, std::int64_t w, std::int64_t nr, const VecView<T>& b) {
+    const T* bd = b.data;
+    const std::int64_t bs = b.stride;
+    for (std::int64_t o = 0; o < w; ++o) {
+        const T bo = bd[o * bs];
+        T* r = h + o * nr;
+        for (std::int64_t j = 0; j < nr; ++j) r[j] += bo;
+    }
+}
+
+// Rows q0 .. q0 + m of X (m <= nr) into the panel p (D x nr), lanes >= m zero.
+template <class T>
+void to_lanes(const MatView<T>& X, std::int64_t q0, std::int64_t m, std::int64_t nr, T* p,
+              const MicroKernel<T>& mk) {
+    const std::int64_t D = X.cols;
+    if (m < nr) std::fill(p, p + D * nr, T(0));
+    if (X.cs == 1 && mk.transpose) {
+        mk.transpose(X.data + q0 * X.rs, X.rs, p, nr, m, D);
+    } else if (X.cs == 1) {
+        for (std::int64_t j = 0; j < m; ++j) {
+            const T* r = X.data + (q0 + j) * X.rs;
+            for (std::int64_t k = 0; k < D; ++k) p[k * nr + j] = r[k];
+        }
+    } else {
+        for (std::int64_t j = 0; j < m; ++j)
+            for (std::int64_t k = 0; k < D; ++k) p[k * nr + j] = X(q0 + j, k);
+    }
+}
+
+// Lanes < m of the panel p (n x nr) into rows o, o + ldo, ... (n values each).
+template <class T>
+void from_lanes(const T* p, std::int64_t n, std::int64_t m, std::int64_t nr, T* o,
+                std::int64_t ldo, const MicroKernel<T>& mk) {
+    if (mk.transpose) {
+        mk.transpose(p, nr, o, ldo, n, m);
+        return;
+    }
+    for (std::int64_t j = 0; j < m; ++j)
+        for (std::int64_t k = 0; k < n; ++k) o[j * ldo + k] = p[k * nr + j];
+}
+
+// ce_block's results (bits included) through lane panels: nr rows at a time transposed, the
+// bias added per class, ce_lanes across the lanes (~40x less per-row bookkeeping at C = 10),
+// and back; a panel with NaN or infinite scores (or a kernel without lanes for ce_lanes) goes
+// through ce_block itself.
+template <class T>
+void ce_rows(T* s, std::int64_t M, std::int64_t C, std::int64_t ld, bool scratch,
+             const VecView<T>& b, const std::int64_t* y, T* loss, T* prob, std::int64_t ldp,
+             const MicroKernel<T>& mk) {
+    const std::int64_t nr = mk.nr;
+    if (C == 0 || C > 64 || nr > 16 || !g_lane_steps.load(std::memory_order_relaxed))
+        return ce_block(s, M, C, ld, scratch, b, y, loss, prob, ldp, mk);
+    T panel[64 * 16];
+    const MatView<T> S{s, M, C, ld, 1};
+    for (std::int64_t q = 0; q < M; q += nr) {
+        const std::int64_t m = std::min(nr, M - q);
+        to_lanes(S, q, m, nr, panel, mk);
+        if (b.data) add_bias_lanes(panel, C, nr, b);
+        if (ce_lanes(panel, C, nr, m, y + q, loss ? loss + q : nullptr,
+                     prob ? prob + q * ldp : nullptr, ldp, mk))
+            from_lanes(panel, C, m, nr, s + q * ld, ld, mk);
+        else
+            ce_block(s + q * ld, m, C, ld, scratch, b, y + q, loss ? loss + q : nullptr,
+                     prob ? prob + q * ldp : nullptr, ldp, mk);
+    }
+}
+
 // The narrow-product path (the ISA's dot_rows) for C outputs over D inputs: outputs narrow
 // enough that a register tile would be mostly padding, inputs deep enough that the horizontal
 // sums closing each dot product are a small part. (In cache, 3000 x 784 x 10 float: 71
@@ -551,8 +756,8 @@ void ce_grad_linear(const MatView<T>& X, const MatView<T>& W, const VecView<T>& 
                     narrow.run(cur, r0, r1, ws.c.data(), s, ldsc, mk);
                 else
                     gemm_rows(rows_of(cur, r0, r1), pbs, s, ldsc, false, mk, ws.g, true);
-                ce_block(s, M, C, ldsc, true, b, y + r0, loss ? loss + r0 : nullptr,
-                         prob ? prob + r0 * ldp : nullptr, ldp, mk);
+                ce_rows(s, M, C, ldsc, true, b, y + r0, loss ? loss + r0 : nullptr,
+                        prob ? prob + r0 * ldp : nullptr, ldp, mk);
                 if (D == 0) break;  // no gradient to write or step
                 if (step) {  // the block's gradient stays in cache and is applied right away
                     gemm_rows(MatView<T>{s, M, C, ldsc, 1}, pbg, ws.b.data(), D, false, mk, ws.g);
@@ -566,10 +771,6 @@ void ce_grad_linear(const MatView<T>& X, const MatView<T>& W, const VecView<T>& 
 }
 
 namespace {
-// Whether narrow MLPs take the batch-in-lanes path (LaneNet; test hook: off compares with the
-// row path, which must give the same bits).
-std::atomic<bool> g_lane_steps{true};
-
 // The lane path where it saves padded work: every layer at most 64 wide, and the products'
 // multiply-adds with outputs padded to mr (lanes) at most 93% of those padded to nr (rows; the
 // backward products too when `backward`). Measured (20k rows, 2 threads, forward with softmax,
@@ -628,149 +829,6 @@ void lane_product(const T* a, std::int64_t rows, std::int64_t K, const T* b, T* 
     if (K == 0) std::fill(out, out + ns * mr * nr, T(0));
 }
 
-// ce_block on a lane panel: the logits z (C x nr, row stride nr) of lanes < m, replaced by
-// P - onehot(y) (lanes >= m: 0), with each lane's loss and probabilities. Every lane goes
-// through ce_block's operations for its row in the same order (four interleaved partial maxima
-// and sums, the same vector exp and log1p, the same top-class split), so the bits are the
-// same, with the lanes as the vector dimension instead of one row at a time (C = 10: per-row
-// bookkeeping was most of ce_block's time). A panel row is one GCC vector of NR lanes (the
-// arrays-of-lanes form kept its running maxima and sums in memory: store-forwarding chains).
-// Returns false, writing nothing, when a logit of lanes < m is NaN or infinite (or nr is not
-// one or two 32-byte vectors): the caller then uses ce_block (its scalar IEEE path).
-template <class T, int NR>
-FASTFOOL_CLONES bool ce_lanes_n(T* z, std::int64_t C, std::int64_t m, const std::int64_t* y,
-                                T* loss, T* prob, std::int64_t ldp, const MicroKernel<T>& mk) {
-    // W lanes (32 bytes) at a time: the running maxima and sums stay in registers
-    constexpr int W = 32 / sizeof(T), G = NR / W;
-    static_assert(NR % W == 0);
-    using Int = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
-    typedef T V __attribute__((vector_size(32)));
-    typedef Int IV __attribute__((vector_size(32)));
-    static_assert(sizeof(Int) == sizeof(T));
-#define FF_LD(v, c, g) std::memcpy(&(v), z + (c) * NR + (g) * W, 32)
-#define FF_ST(c, g, v) std::memcpy(z + (c) * NR + (g) * W, &(v), 32)
-    if (C == 0 || C > std::numeric_limits<Int>::max()) return false;
-    for (int g = 0; g < G; ++g) {  // v * 0 is 0 for finite v, NaN for NaN or inf
-        V nf = V{}, r;
-        for (std::int64_t c = 0; c < C; ++c) {
-            FF_LD(r, c, g);
-            nf += r * T(0);
-        }
-        for (int j = 0; j < W && g * W + j < m; ++j)
-            if (nf[j] != T(0)) return false;
-    }
-    const T ninf = -std::numeric_limits<T>::infinity();
-    const V zero = V{};
-    IV yl[G];
-    V base[G], arg[G];
-    for (int g = 0; g < G; ++g) {
-        for (int j = 0; j < W; ++j) {
-            const int l = g * W + j;
-            yl[g][j] = l < m ? Int(y[l]) : Int(0);
-        }
-        V m0 = zero + ninf, m1 = m0, m2 = m0, m3 = m0, r0, r1, r2, r3;
-        std::int64_t c = 0;
-        for (; c + 4 <= C; c += 4) {
-            FF_LD(r0, c, g);
-            FF_LD(r1, c + 1, g);
-            FF_LD(r2, c + 2, g);
-            FF_LD(r3, c + 3, g);
-            m0 = r0 > m0 ? r0 : m0;
-            m1 = r1 > m1 ? r1 : m1;
-            m2 = r2 > m2 ? r2 : m2;
-            m3 = r3 > m3 ? r3 : m3;
-        }
-        for (; c < C; ++c) {
-            FF_LD(r0, c, g);
-            m0 = r0 > m0 ? r0 : m0;
-        }
-        m0 = m1 > m0 ? m1 : m0;
-        m2 = m3 > m2 ? m3 : m2;
-        m0 = m2 > m0 ? m2 : m0;  // the row's max
-        V sy;  // the label's logit, before the shift
-        for (int j = 0; j < W; ++j) sy[j] = z[std::int64_t(yl[g][j]) * NR + g * W + j];
-        base[g] = m0 - sy;
-        for (c = 0; c < C; ++c) {
-            FF_LD(r0, c, g);
-            r0 -= m0;
-            FF_ST(c, g, r0);
-        }
-    }
-    mk.vexp(z, C * NR);
-    for (int g = 0; g < G; ++g) {
-        const IV y0 = yl[g];
-        V s0 = zero, s1 = zero, s2 = zero, s3 = zero, r0, r1, r2, r3;
-        std::int64_t c = 0;
-        for (; c + 4 <= C; c += 4) {
-            const Int k = Int(c);
-            FF_LD(r0, c, g);
-            FF_LD(r1, c + 1, g);
-            FF_LD(r2, c + 2, g);
-            FF_LD(r3, c + 3, g);
-            s0 += y0 == k ? zero : r0;
-            s1 += y0 == k + 1 ? zero : r1;
-            s2 += y0 == k + 2 ? zero : r2;
-            s3 += y0 == k + 3 ? zero : r3;
-        }
-        for (; c < C; ++c) {
-            FF_LD(r0, c, g);
-            s0 += y0 == Int(c) ? zero : r0;
-        }
-        V ey;
-        for (int j = 0; j < W; ++j) ey[j] = z[std::int64_t(y0[j]) * NR + g * W + j];
-        const V rest = (s0 + s1) + (s2 + s3), sum = rest + ey;
-        const IV top = ey >= T(0.5);
-        base[g] = top ? zero : base[g];
-        arg[g] = top ? rest / ey : sum - T(1);
-        const V inv = T(1) / sum;
-        IV lane;
-        for (int j = 0; j < W; ++j) lane[j] = Int(g * W + j);
-        const IV live = lane < Int(m);
-        for (c = 0; c < C; ++c) {
-            FF_LD(r0, c, g);
-            r0 = live ? r0 * inv : zero;
-            FF_ST(c, g, r0);
-        }
-    }
-#undef FF_LD
-#undef FF_ST
-    if (prob)
-        for (std::int64_t j = 0; j < m; ++j)
-            for (std::int64_t c = 0; c < C; ++c) prob[j * ldp + c] = z[c * NR + j];
-    for (std::int64_t j = 0; j < m; ++j) z[std::int64_t(y[j]) * NR + j] -= T(1);
-    if (loss) {
-        T a[NR], b[NR];
-        std::memcpy(a, arg, sizeof a);
-        std::memcpy(b, base, sizeof b);
-        mk.vlog1p(a, m);
-        for (std::int64_t j = 0; j < m; ++j) loss[j] = b[j] + a[j];
-    }
-    return true;
-}
-template <class T>
-bool ce_lanes(T* z, std::int64_t C, std::int64_t nr, std::int64_t m, const std::int64_t* y,
-              T* loss, T* prob, std::int64_t ldp, const MicroKernel<T>& mk) {
-    constexpr int W = 32 / sizeof(T);  // whole 32-byte vectors of lanes
-    switch (nr) {
-        case W: return ce_lanes_n<T, W>(z, C, m, y, loss, prob, ldp, mk);
-        case 2 * W: return ce_lanes_n<T, 2 * W>(z, C, m, y, loss, prob, ldp, mk);
-        default: return false;
-    }
-}
-
-// Panel row o (nr lanes) of h += b[o], for o < w (nr at run time: a compile-time 16 gets the
-// inner loop unrolled and the outer one vectorised with strided stores).
-template <class T>
-FASTFOOL_CLONES void add_bias_lanes(T* h, std::int64_t w, std::int64_t nr, const VecView<T>& b) {
-    const T* bd = b.data;
-    const std::int64_t bs = b.stride;
-    for (std::int64_t o = 0; o < w; ++o) {
-        const T bo = bd[o * bs];
-        T* r = h + o * nr;
-        for (std::int64_t j = 0; j < nr; ++j) r[j] += bo;
-    }
-}
-
 // A narrow MLP with the batch in the vector lanes: a panel of nr rows is held transposed
 // (features x nr, row stride nr), so every layer is a product whose register tile spans nr rows
 // of the batch and mr outputs (outputs padded to a multiple of mr, not of nr: 64-50-20-10 does
@@ -815,37 +873,6 @@ struct LaneNet {
         return h;
     }
 };
-
-// Rows q0 .. q0 + m of X (m <= nr) into the panel p (D x nr), lanes >= m zero.
-template <class T>
-void to_lanes(const MatView<T>& X, std::int64_t q0, std::int64_t m, std::int64_t nr, T* p,
-              const MicroKernel<T>& mk) {
-    const std::int64_t D = X.cols;
-    if (m < nr) std::fill(p, p + D * nr, T(0));
-    if (X.cs == 1 && mk.transpose) {
-        mk.transpose(X.data + q0 * X.rs, X.rs, p, nr, m, D);
-    } else if (X.cs == 1) {
-        for (std::int64_t j = 0; j < m; ++j) {
-            const T* r = X.data + (q0 + j) * X.rs;
-            for (std::int64_t k = 0; k < D; ++k) p[k * nr + j] = r[k];
-        }
-    } else {
-        for (std::int64_t j = 0; j < m; ++j)
-            for (std::int64_t k = 0; k < D; ++k) p[k * nr + j] = X(q0 + j, k);
-    }
-}
-
-// Lanes < m of the panel p (n x nr) into rows o, o + ldo, ... (n values each).
-template <class T>
-void from_lanes(const T* p, std::int64_t n, std::int64_t m, std::int64_t nr, T* o,
-                std::int64_t ldo, const MicroKernel<T>& mk) {
-    if (mk.transpose) {
-        mk.transpose(p, nr, o, ldo, n, m);
-        return;
-    }
-    for (std::int64_t j = 0; j < m; ++j)
-        for (std::int64_t k = 0; k < n; ++k) o[j * ldo + k] = p[k * nr + j];
-}
 
 template <class T>
 std::int64_t max_width(const std::vector<Dense<T>>& layers) {
@@ -1140,9 +1167,9 @@ void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
                         for (std::int64_t j = 0; j < C; ++j)
                             logits[i * ldz + j] = (*V)(r0 + i, j);
                 } else {
-                    ce_block(logits, M, C, ldz, true, VecView<T>{}, y + r0,
-                             loss ? loss + r0 : nullptr, prob ? prob + r0 * ldp : nullptr, ldp,
-                             mk);
+                    ce_rows(logits, M, C, ldz, true, VecView<T>{}, y + r0,
+                            loss ? loss + r0 : nullptr, prob ? prob + r0 * ldp : nullptr, ldp,
+                            mk);
                 }
                 // Back-propagate delta = dLoss/dz_l from the logits down to the input.
                 MatView<T> delta{logits, M, C, ldz, 1};
