@@ -37,6 +37,13 @@ struct MicroKernel {
     // Narrow products (see DotRowsFn); null where the ISA has none (the tile path is used).
     DotRowsFn<T> dot_rows = nullptr;
     int dot_max_c = 0;  // dot_rows is used for outputs at most this wide
+    // fn's packed kernel with 4 and 5 rows per tile instead of mr (same nr; the lane products
+    // pick per layer the tile that pads its width least); null: mr only.
+    MicroKernelFn<T> lane_fn4 = nullptr, lane_fn5 = nullptr;
+    // A whole lane product of k <= kc in one call with 4-, 5- or mr-row tiles: out (ns * rows x
+    // nr, row stride nr) = ns packed slivers times one k x nr panel; null: a call per sliver.
+    using LanePanelFn = void (*)(std::int64_t ns, std::int64_t k, const T* a, const T* b, T* out);
+    LanePanelFn lane_panel4 = nullptr, lane_panel5 = nullptr, lane_panel6 = nullptr;
     // fn with non-temporal stores of whole cache lines (accumulate false, C rows 64-byte
     // aligned, nr * sizeof(T) == 64); null: none.
     MicroKernelFn<T> fn_stream = nullptr;

@@ -85,6 +85,42 @@ void micro_kernel_f32_6x16(std::int64_t k, const float* a, std::int64_t rsa, std
     store_row(c + 5 * ldc, c50, c51, accumulate);
 }
 
+// MR x 16 packed tiles for the batch-in-lanes products (MR = 4, 5: layers whose widths a
+// 6-row sliver would pad, e.g. 50 = 10 x 5, 20 = 5 x 4, 64 = 16 x 4). A packed as MR-row
+// slivers (a[p * MR + i]); every output is the same chain of fused multiply-adds as in the 6 x 16
+// kernel, so the tile shape never changes a result.
+template <int MR>
+inline void lane_tile_f32(std::int64_t k, const float* a, const float* b, float* c,
+                          std::int64_t ldc, bool accumulate) {
+    __m256 acc[MR][2];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    for (std::int64_t p = 0; p < k; ++p) {
+        const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; ++i) {
+            const __m256 ai = _mm256_broadcast_ss(a + i);
+            acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
+        }
+        a += MR;
+        b += 16;
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) store_row(c + i * ldc, acc[i][0], acc[i][1], accumulate);
+}
+template <int MR>
+void lane_kernel_f32(std::int64_t k, const float* a, std::int64_t, std::int64_t, const float* b,
+                     float* c, std::int64_t ldc, bool accumulate) {
+    lane_tile_f32<MR>(k, a, b, c, ldc, accumulate);
+}
+// ns slivers of k (<= kc) in one call: out rows s * MR .. (row stride 16) = sliver s times the
+// k x 16 panel b (a lane product without a call per sliver).
+template <int MR>
+void lane_panel_f32(std::int64_t ns, std::int64_t k, const float* a, const float* b, float* c) {
+    for (std::int64_t s = 0; s < ns; ++s) lane_tile_f32<MR>(k, a + s * k * MR, b, c + s * MR * 16, 16, false);
+}
+
 // Six rows of k floats into a packed sliver (dst[p * 6 + i]): 8 columns at a time as an 8 x 8
 // transpose with two zero rows, each column stored as 8 floats of which the next column's store
 // overwrites the last 2 (so up to 2 floats land past dst + 6k). 36 instructions per 48 values
@@ -484,6 +520,11 @@ MicroKernel<float> avx2_kernel_f32() {
     MicroKernel<float> k{6, 16, 256, 96, &micro_kernel_f32_6x16<true>,
                          &micro_kernel_f32_6x16<false>, Isa::avx2};
     k.fn_stream = &micro_kernel_f32_6x16<true, true>;
+    k.lane_fn4 = &lane_kernel_f32<4>;
+    k.lane_fn5 = &lane_kernel_f32<5>;
+    k.lane_panel4 = &lane_panel_f32<4>;
+    k.lane_panel5 = &lane_panel_f32<5>;
+    k.lane_panel6 = &lane_panel_f32<6>;
     k.pack_a = &pack_a6_f32;
     k.transpose = &transpose_f32;
     k.vexp = &exp_f32;

@@ -777,6 +777,8 @@ namespace {
 // rows / lanes time): 64-50-20-10 1.08, 784-50-20-10 1.06, 20-10-3 1.18 (ratios 0.81, 0.84,
 // 0.63: lanes), 64-32-10 0.90, 784-64-10 0.92 (ratios 1.05, 1.03: rows, whose widths are
 // multiples of 16 already). 10 fused steps: 64-50-20-10 36.4 -> 28.0 ms, 20-10-3 38.2 -> 23.7.
+// (The rule as calibrated with mr-row tiles; the 4- and 5-row tiles, which came later, only make
+// the paths it picks cheaper.)
 template <class T>
 bool lane_path(const std::vector<Dense<T>>& layers, std::int64_t D, bool backward,
                const MicroKernel<T>& mk) {
@@ -814,17 +816,48 @@ Buffer<T> pack_slivers(const MatView<T>& A, std::int64_t mr) {
     return buf;
 }
 
-// out (ceil(rows / mr) * mr x nr, row stride nr) = A * B for A packed by pack_slivers (rows x K)
-// and B one K x nr lane panel, in kc-deep chunks exactly as gemm_rows takes them: every entry
-// is the same chain of fused multiply-adds as the row path's.
+// The register tile of a lane product with n outputs: mr rows, or 5 or 4 where the ISA has
+// those kernels and they pad n less (50 = 10 x 5, 20 = 4 x 5, 64 = 16 x 4; a 6-row tile pads
+// them to 54, 24, 66). The tile shape never changes a result (lane_kernel_f32).
 template <class T>
-void lane_product(const T* a, std::int64_t rows, std::int64_t K, const T* b, T* out,
+struct LaneTile {
+    std::int64_t mr;
+    MicroKernelFn<T> fn;
+    typename MicroKernel<T>::LanePanelFn panel;  // null: fn per sliver
+    std::int64_t pad(std::int64_t n) const { return (n + mr - 1) / mr * mr; }
+};
+template <class T>
+LaneTile<T> lane_tile(std::int64_t n, const MicroKernel<T>& mk) {
+    LaneTile<T> best{mk.mr, mk.fn, mk.mr == 6 ? mk.lane_panel6 : nullptr};
+    for (const LaneTile<T> t : {LaneTile<T>{5, mk.lane_fn5, mk.lane_panel5},
+                                LaneTile<T>{4, mk.lane_fn4, mk.lane_panel4}})
+        if (t.fn && t.pad(n) < best.pad(n)) best = t;
+    return best;
+}
+
+// A (rows x K) packed for lane products: slivers of its tile's rows (pack_slivers).
+template <class T>
+struct LanePack {
+    LaneTile<T> tile;
+    Buffer<T> a;
+    LanePack(const MatView<T>& A, const MicroKernel<T>& mk)
+        : tile(lane_tile(A.rows, mk)), a(pack_slivers(A, tile.mr)) {}
+};
+
+// out (tile.pad(rows) x nr, row stride nr) = A * B for A packed by LanePack (rows x K) and B
+// one K x nr lane panel, in kc-deep chunks exactly as gemm_rows takes them: every entry is the
+// same chain of fused multiply-adds as the row path's.
+template <class T>
+void lane_product(const LanePack<T>& A, std::int64_t rows, std::int64_t K, const T* b, T* out,
                   const MicroKernel<T>& mk) {
-    const std::int64_t mr = mk.mr, nr = mk.nr, ns = (rows + mr - 1) / mr;
+    const std::int64_t mr = A.tile.mr, nr = mk.nr, ns = (rows + mr - 1) / mr;
+    const T* a = A.a.data();
+    if (A.tile.panel && K > 0 && K <= mk.kc) return A.tile.panel(ns, K, a, b, out);
     for (std::int64_t s = 0; s < ns; ++s)
         for (std::int64_t pc = 0; pc < K; pc += mk.kc) {
             const std::int64_t kcb = std::min<std::int64_t>(mk.kc, K - pc);
-            mk.fn(kcb, a + (s * K + pc) * mr, 1, mr, b + pc * nr, out + s * mr * nr, nr, pc > 0);
+            A.tile.fn(kcb, a + (s * K + pc) * mr, 1, mr, b + pc * nr, out + s * mr * nr, nr,
+                      pc > 0);
         }
     if (K == 0) std::fill(out, out + ns * mr * nr, T(0));
 }
@@ -840,18 +873,19 @@ template <class T>
 struct LaneNet {
     const std::vector<Dense<T>>& layers;
     const MicroKernel<T>& mk;
-    std::vector<Buffer<T>> fwd;       // W_l^T (out x in) as mr-output slivers
+    std::vector<LanePack<T>> fwd;     // W_l^T (out x in) as output slivers
     std::vector<std::int64_t> off;    // layer l's activations: panel rows off[l] ..
-    std::int64_t maxpad = 0;          // the most rows a layer's padded output or input has
+    std::int64_t maxpad = 0;          // the most rows a padded output or input may take
     LaneNet(const std::vector<Dense<T>>& ls, std::int64_t D, const MicroKernel<T>& k)
         : layers(ls), mk(k), off(ls.size() + 1, 0) {
         maxpad = pad(D);
         for (std::size_t l = 0; l < ls.size(); ++l) {
-            fwd.push_back(pack_slivers(ls[l].W.transposed(), mk.mr));
-            off[l + 1] = off[l] + pad(ls[l].W.cols);
+            fwd.emplace_back(ls[l].W.transposed(), mk);
+            off[l + 1] = off[l] + fwd[l].tile.pad(ls[l].W.cols);
             maxpad = std::max(maxpad, pad(ls[l].W.cols));
         }
     }
+    // At least any tile's padding of n rows (the largest tile: mr).
     std::int64_t pad(std::int64_t n) const { return (n + mk.mr - 1) / mk.mr * mk.mr; }
     // Values in a panel of every layer's activations.
     std::size_t acts_size() const { return std::size_t(mk.nr) * off.back(); }
@@ -864,7 +898,7 @@ struct LaneNet {
         for (std::size_t l = 0; l < layers.size(); ++l) {
             const std::int64_t w = layers[l].W.cols;
             h = acts + off[l] * nr;
-            lane_product(fwd[l].data(), w, K, in, h, mk);
+            lane_product(fwd[l], w, K, in, h, mk);
             if (layers[l].b.data) add_bias_lanes(h, w, nr, layers[l].b);
             apply_act(h, w * nr, layers[l].act, mk);
             in = h;
@@ -1026,8 +1060,8 @@ void mlp_lanes(const MatView<T>& X, const std::vector<Dense<T>>& layers, const s
     const std::size_t L = layers.size();
     const std::int64_t nr = mk.nr, D = X.cols, C = layers.back().W.cols;
     const LaneNet<T> net(layers, D, mk);
-    std::vector<Buffer<T>> bwd;  // W_l (in x out) as mr-input slivers
-    for (std::size_t l = 0; l < L; ++l) bwd.push_back(pack_slivers(layers[l].W, mk.mr));
+    std::vector<LanePack<T>> bwd;  // W_l (in x out) as input slivers
+    for (std::size_t l = 0; l < L; ++l) bwd.emplace_back(layers[l].W, mk);
     struct WS {
         Buffer<T> x, x0, acts, d, ce;
     };
@@ -1075,7 +1109,7 @@ void mlp_lanes(const MatView<T>& X, const std::vector<Dense<T>>& layers, const s
                     T* spare = ws.d.data() + net.maxpad * nr;
                     for (std::size_t l = L; l-- > 0;) {
                         const std::int64_t wi = l ? layers[l - 1].W.cols : D;
-                        lane_product(bwd[l].data(), wi, layers[l].W.cols, delta, spare, mk);
+                        lane_product(bwd[l], wi, layers[l].W.cols, delta, spare, mk);
                         if (l)
                             times_act_derivative(spare, ws.acts.data() + net.off[l - 1] * nr,
                                                  wi * nr, layers[l - 1].act);
