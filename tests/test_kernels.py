@@ -697,6 +697,46 @@ def test_diff_norms_matches_reference_at_any_magnitude(config, data):
                                atol=0)
 
 
+@given(data=st.data())
+def test_argmax_rows_is_numpys_argmax(config, data):
+    """kernels.argmax_rows against numpy.argmax(axis=1) and the values there: ties (first
+    wins), NaN anywhere in a row (the first NaN), +-inf, a single column, any layout."""
+    from conftest import with_layout, LAYOUTS
+    _, threads = config
+    dtype = data.draw(st.sampled_from(DTYPES))
+    N, C = data.draw(N_SIZES), data.draw(st.one_of(C_SIZES, st.just(1)))
+    P = data.draw(arrays((N, C), dtype))
+    rng = np.random.default_rng(N * 31 + C)
+    if N and C > 1:
+        P[rng.random(N) < 0.3, rng.integers(0, C)] = P.max() if P.size else 0  # ties
+        specials = np.array([np.nan, np.inf, -np.inf], dtype)
+        hit = rng.random((N, C)) < data.draw(st.sampled_from([0.0, 0.05, 0.5]))
+        P[hit] = rng.choice(specials, hit.sum())
+    before = snapshot(P)
+    P = with_layout(P, data.draw(st.sampled_from(LAYOUTS)))
+    idx, val = K.argmax_rows(P, threads=threads)
+    ref = np.argmax(P, axis=1)
+    assert idx.dtype == np.int64 and val.dtype == dtype
+    np.testing.assert_array_equal(idx, ref)
+    np.testing.assert_array_equal(val, P[np.arange(N), ref])
+    assert_unchanged(before, [np.ascontiguousarray(P)])
+
+
+def test_argmax_rows_refuses_bad_input():
+    with pytest.raises(ValueError, match="P: needs at least one column"):
+        K.argmax_rows(np.zeros((3, 0), np.float32))
+    with pytest.raises(ValueError, match="P: expected a 2-D"):
+        K.argmax_rows(np.zeros(3, np.float32))
+    with pytest.raises(TypeError, match="P: expected float32 or float64"):
+        K.argmax_rows(np.zeros((3, 2), np.int64))
+    from fastfool import _core
+    P = np.zeros((3, 2), np.float32)
+    with pytest.raises(TypeError, match="idx: expected int64"):
+        _core.argmax_rows(P, np.zeros(3, np.int32), None, 1)
+    with pytest.raises(ValueError, match="idx: expected shape"):
+        _core.argmax_rows(P, np.zeros(4, np.int64), None, 1)
+
+
 def test_empty_is_cache_line_aligned():
     for shape, dtype in (((3, 5), np.float32), ((0, 4), np.float64), (7, np.float64), ((2, 0, 3), np.float32)):
         a = K.empty(shape, dtype)

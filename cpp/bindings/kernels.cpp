@@ -306,6 +306,23 @@ void norms_impl(const py::array& A, const py::array& B, const py::object& l2,
 }
 
 template <class T>
+void argmax_impl(const py::array& P, const py::array& idx, const py::object& val, int threads) {
+    auto p = in_mat<T>(P, "P");
+    if (p.cols < 1 && p.rows > 0) throw py::value_error("P: needs at least one column");
+    if (idx.dtype().kind() != 'i' || idx.itemsize() != 8)
+        throw py::type_error("idx: expected int64 values, got " + std::string(py::str(idx.dtype())));
+    if (idx.ndim() != 1 || idx.shape(0) != p.rows)
+        throw py::value_error("idx: expected shape (" + std::to_string(p.rows) + ",), got " +
+                              shape_str(idx));
+    if (!idx.writeable()) throw py::value_error("idx: array is read-only");
+    if (p.rows > 1 && idx.strides(0) != 8) throw py::value_error("idx: must be contiguous");
+    auto* pi = static_cast<std::int64_t*>(const_cast<void*>(idx.data()));
+    T* pv = out_vec<T>(val, p.rows, "val");
+    py::gil_scoped_release nogil;
+    argmax_rows<T>(p, pi, pv, threads);
+}
+
+template <class T>
 bool finite_impl(const py::array& X, int threads) {
     auto x = in_mat<T>(X, "X");
     py::gil_scoped_release nogil;
@@ -445,6 +462,15 @@ void bind_kernels(py::module_& m) {
             bad_dtype(A, "A");
         },
         py::arg("A"), py::arg("B"), py::arg("l2"), py::arg("linf"), py::arg("threads"));
+    m.def(
+        "argmax_rows",
+        [](const py::array& P, const py::array& idx, const py::object& val, int threads) {
+            check_threads(threads);
+            if (is_f32(P)) return argmax_impl<float>(P, idx, val, threads);
+            if (is_f64(P)) return argmax_impl<double>(P, idx, val, threads);
+            bad_dtype(P, "P");
+        },
+        py::arg("P"), py::arg("idx"), py::arg("val"), py::arg("threads"));
     m.def(
         "all_finite",
         [](const py::array& X, int threads) -> bool {

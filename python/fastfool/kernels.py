@@ -370,6 +370,22 @@ def diff_norms(A, B, *, threads=None):
     return l2, linf
 
 
+def argmax_rows(P, *, threads=None):
+    """Per row of P: the column of its largest value and that value; returns ``(idx, val)``
+    (int64, P's dtype). As ``numpy.argmax(P, axis=1)``: the first of equal maxima, the first NaN
+    of a row that has one (NumPy's NaN-propagating order). Multithreaded, one pass."""
+    if _gpu(P):  # CuPy's argmax, same order
+        idx = P.argmax(axis=1)
+        return idx, P[cuda.require().arange(P.shape[0]), idx]
+    P = matrix(P, "P")
+    if P.shape[1] < 1:
+        raise ValueError(f"P: needs at least one column, got shape {P.shape}")
+    idx = np.empty(P.shape[0], np.int64)
+    val = np.empty(P.shape[0], P.dtype)
+    _core.argmax_rows(P, idx, val, resolve_threads(threads))
+    return idx, val
+
+
 def all_finite(X, *, threads=None) -> bool:
     """True when X (any float array) holds no NaN or infinity; one vectorised pass."""
     if _gpu(X):

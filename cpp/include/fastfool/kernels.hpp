@@ -111,6 +111,11 @@ void fused_update(const MatView<T>& X, const MatView<T>& G, const MatView<T>& X0
 template <class T>
 void diff_norms(const MatView<T>& A, const MatView<T>& B, T* l2, T* linf, int threads);
 
+// Per row of P (C >= 1 columns): the index of its largest value and that value (val may be
+// null), as numpy.argmax: the first of equal maxima, and the first NaN where a row has one.
+template <class T>
+void argmax_rows(const MatView<T>& P, std::int64_t* idx, T* val, int threads);
+
 // True when every element is finite (no NaN, no +-inf).
 template <class T>
 bool all_finite(const MatView<T>& X, int threads);

@@ -1406,6 +1406,49 @@ void diff_norms(const MatView<T>& A, const MatView<T>& B, T* l2, T* linf, int th
 }
 
 namespace {
+// One step of a row's running argmax: column j with value v replaces the best so far when it is
+// larger, or NaN while the best is not (numpy.argmax: the first NaN wins); selects, no branches
+// (on random scores a branch mispredicts about every other row).
+template <class T>
+inline void argmax_step(T v, std::int64_t j, T& bv, std::int64_t& best) {
+    const bool take = v > bv || (v != v && bv == bv);
+    bv = take ? v : bv;
+    best = take ? j : best;
+}
+}  // namespace
+
+template <class T>
+void argmax_rows(const MatView<T>& P, std::int64_t* idx, T* val, int threads) {
+    const std::int64_t N = P.rows, C = P.cols;
+    if (C < 1) return;
+    const std::int64_t rows_per_task = std::max<std::int64_t>(64, 65536 / C);
+    parallel_for((N + rows_per_task - 1) / rows_per_task, threads, [&](std::int64_t task, int) {
+        const std::int64_t i0 = task * rows_per_task, i_end = std::min(N, i0 + rows_per_task);
+        std::int64_t i = i0;
+        for (; i + 4 <= i_end; i += 4) {  // four rows' chains interleaved
+            const T* r[4] = {P.data + i * P.rs, P.data + (i + 1) * P.rs, P.data + (i + 2) * P.rs,
+                             P.data + (i + 3) * P.rs};
+            T bv[4] = {r[0][0], r[1][0], r[2][0], r[3][0]};
+            std::int64_t best[4] = {0, 0, 0, 0};
+            for (std::int64_t j = 1; j < C; ++j)
+                for (int k = 0; k < 4; ++k) argmax_step(r[k][j * P.cs], j, bv[k], best[k]);
+            for (int k = 0; k < 4; ++k) {
+                idx[i + k] = best[k];
+                if (val) val[i + k] = bv[k];
+            }
+        }
+        for (; i < i_end; ++i) {
+            const T* r = P.data + i * P.rs;
+            T bv = r[0];
+            std::int64_t best = 0;
+            for (std::int64_t j = 1; j < C; ++j) argmax_step(r[j * P.cs], j, bv, best);
+            idx[i] = best;
+            if (val) val[i] = bv;
+        }
+    });
+}
+
+namespace {
 template <class T> struct Bits;
 template <> struct Bits<float> { using U = std::uint32_t; static constexpr U exp = 0x7f800000u; };
 template <> struct Bits<double> { using U = std::uint64_t; static constexpr U exp = 0x7ff0000000000000ull; };
@@ -1453,6 +1496,7 @@ bool all_finite(const MatView<T>& X, int threads) {
                                   T, T, const VecView<T>&, const VecView<T>&, T, T*,              \
                                   std::int64_t, int);                                             \
     template void diff_norms<T>(const MatView<T>&, const MatView<T>&, T*, T*, int);               \
+    template void argmax_rows<T>(const MatView<T>&, std::int64_t*, T*, int);                     \
     template bool all_finite<T>(const MatView<T>&, int);
 
 void set_lane_steps(bool on) { g_lane_steps.store(on); }

@@ -92,7 +92,7 @@ def prepare(model, X, y, threads):
 def predict_index(model, X, threads):
     out = np.empty(X.shape[0], dtype=np.int64)
     for s in row_chunks(*X.shape):
-        out[s] = np.argmax(model._forward_soft(X[s], None, threads), axis=1)
+        out[s] = kernels.argmax_rows(model._forward_soft(X[s], None, threads), threads=threads)[0]
     return out
 
 
@@ -169,8 +169,7 @@ def finish(model, X, x_adv, yi, ti, iterations, *, attack, params, t0, threads, 
     ref = X if X_ref is None else X_ref
     for s in row_chunks(N, x_adv.shape[1]):
         P = prob[s] if prob is not None else model._forward_soft(x_adv[s], "softmax", threads)
-        pred[s] = np.argmax(P, axis=1)
-        conf[s] = P[np.arange(P.shape[0]), pred[s]]
+        pred[s], conf[s] = kernels.argmax_rows(P, threads=threads)
         if ref is not None:
             l2[s], linf[s] = kernels.diff_norms(x_adv[s], ref[s], threads=threads)
     if ref is None:

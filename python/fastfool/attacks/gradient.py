@@ -213,8 +213,8 @@ def pgd(model, X, y=None, *, eps, steps=10, step_size=None, norm="inf", target=N
                   params=params)
 
 
-def _fooled(P, y, t, targeted):
-    pred = np.argmax(P, axis=1)
+def _fooled(P, y, t, targeted, threads):
+    pred = kernels.argmax_rows(P, threads=threads)[0]
     return pred == t if targeted else pred != y
 
 
@@ -238,7 +238,7 @@ def _run_steps(model, x, x0, lab, y, targeted, sign, alpha, eps, nrm, clip, q, s
     xa, x0a, la, ya = x, np.ascontiguousarray(x0), lab, y
     for _ in range(steps):
         g, _, P = model._ce_grad(xa, la, threads, return_prob=True)
-        done = _fooled(P, ya, la, targeted)
+        done = _fooled(P, ya, la, targeted, threads)
         if done.any():
             x[idx[done]] = xa[done]
             keep = ~done
