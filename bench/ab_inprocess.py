@@ -41,6 +41,14 @@ def mlp(rng, sizes, dt=np.float32):
     return Ws, bs, [2] * (len(Ws) - 1) + [0]  # tanh hidden layers, identity logits
 
 
+def aligned(shape, dtype):
+    """An empty array whose data starts on a 64-byte boundary (as fastfool.kernels.empty)."""
+    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(n + 64, np.uint8)
+    off = (-raw.ctypes.data) % 64
+    return raw[off:off + n].view(dtype).reshape(shape)
+
+
 def workload(name, threads):
     """Returns f(core) -> zero-argument callable running the workload on that module."""
     rng = np.random.default_rng(1)
@@ -77,7 +85,7 @@ def workload(name, threads):
         Ps = [(rng.standard_normal((c, a)) / np.sqrt(c)).astype(np.float32)
               for a, c in zip(sizes, sizes[1:])][::-1]
         H = rng.standard_normal((100000, 2)).astype(np.float32)
-        O = np.empty((100000, 784), np.float32)
+        O = aligned((100000, 784), np.float32)  # as fastfool allocates its outputs
         return lambda m: (lambda: m.backproject(H, Ps, [None] * 3, [0] * 3, 1e-6, None, O, threads))
     raise SystemExit(f"workload: expected one of {', '.join(WORKLOADS)}, got {name!r}")
 

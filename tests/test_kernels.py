@@ -749,9 +749,10 @@ def test_empty_is_cache_line_aligned():
 
 @pytest.mark.parametrize("simd_path", ["generic", "avx2"])
 def test_streamed_large_gradients_equal_the_cached_path(simd_path):
-    """Gradients of 32 MiB or more go out with streaming stores when the output is cache-line
-    aligned (kernel-allocated or K.empty): bit-identical to the same kernel writing through the
-    cache into a 16-byte-aligned out=, and right against float64 on sampled rows."""
+    """Gradients and back-projections of 32 MiB or more go out with streaming stores when the
+    output is cache-line aligned (kernel-allocated or K.empty): bit-identical to the same kernel
+    writing through the cache into a 16-byte-aligned out=, and right against float64 on sampled
+    rows."""
     from conftest import SIMD_PATHS, simd
     if simd_path not in SIMD_PATHS:
         pytest.skip("no AVX2 on this CPU")
@@ -766,6 +767,10 @@ def test_streamed_large_gradients_equal_the_cached_path(simd_path):
     assert misaligned.ctypes.data % 64 == 16
     Ws = [(rng.standard_normal((D, 20)) / 28).astype(np.float32), (rng.standard_normal((20, C)) / 4).astype(np.float32)]
     bs = [np.zeros(20, np.float32), b]
+    # a back-projection 20 -> 784 of N codes: the same 34.5 MB output, streamed or cached
+    codes = rng.standard_normal((N, 20)).astype(np.float32)
+    Ps = [(rng.standard_normal((20, 50)) / 4).astype(np.float32),
+          (rng.standard_normal((50, D)) / 7).astype(np.float32)]
     with simd(simd_path):
         for threads in (1, 2):
             G, loss = K.ce_grad_linear(X, W, b, y, threads=threads)
@@ -776,6 +781,10 @@ def test_streamed_large_gradients_equal_the_cached_path(simd_path):
             H, _ = K.ce_grad_mlp(X, Ws, bs, ["tanh", "identity"], y, threads=threads)
             H2, _ = K.ce_grad_mlp(X, Ws, bs, ["tanh", "identity"], y, out=misaligned, threads=threads)
             np.testing.assert_array_equal(H, H2)
+            B1 = K.backproject(codes, Ps, None, "identity", threads=threads)
+            assert B1.ctypes.data % 64 == 0
+            B2 = K.backproject(codes, Ps, None, "identity", out=misaligned, threads=threads)
+            np.testing.assert_array_equal(B1, B2)
     rows = rng.choice(N, 50, replace=False)
     Gr, _, Pr = R.ce_grad_linear(X[rows], W, b, y[rows])
     mag = np.abs(R.f64(X[rows])) @ np.abs(R.f64(W)).T + np.abs(R.f64(b))
@@ -783,6 +792,10 @@ def test_streamed_large_gradients_equal_the_cached_path(simd_path):
     aW = np.abs(R.f64(W))
     bound = 2 * s_err * aW.sum(axis=0) + R.dot_tol(np.float32, C) * (np.abs(Pr - np.eye(C)[y[rows]]) @ aW)
     R.assert_close_rows(G[rows], Gr, bound, np.float32, "grad")
+    acts = ["identity", "identity"]
+    ref = R.backproject(codes[rows], Ps, [None, None], acts, 1e-6)
+    err = R.backproject_error_bound(codes[rows], Ps, [None, None], acts, 1e-6, np.float32)
+    assert np.all(np.abs(B1[rows] - ref) <= err), "streamed back-projection against float64"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -1295,6 +1295,8 @@ std::int64_t backproject(const MatView<T>& H, const std::vector<BackStep<T>>& st
     }
     const std::size_t nbuf = std::size_t(mk.mc) * mw;
     const std::int64_t D = steps.back().P.cols;
+    // a large output (100k x 784 float: 313 MB) streamed out, not read in first
+    const bool stream = streams(H.rows, D, sizeof(T));
     const auto ws_all = for_row_blocks<BlockWS<T>>(
         H.rows, mk.mc, mk.mr, threads, [&] { return BlockWS<T>(mk, nbuf, nbuf); },
         [&](std::int64_t r0, std::int64_t r1, BlockWS<T>& ws) {
@@ -1317,7 +1319,8 @@ std::int64_t backproject(const MatView<T>& H, const std::vector<BackStep<T>>& st
                 if (add)
                     for (std::int64_t i = 0; i < M; ++i)
                         for (std::int64_t j = 0; j < D; ++j) dst[i * ldo + j] = base(r0 + i, j);
-                gemm_rows(dense_view<T>(z, M, k, k), pb[s], dst, ldo, add, mk, ws.g);
+                gemm_rows(dense_view<T>(z, M, k, k), pb[s], dst, ldo, add, mk, ws.g, false,
+                          stream);
             }
         });
     std::int64_t clamped = 0;
