@@ -41,14 +41,16 @@ def median_time(fn, repeats, warmup=1, settle=0.25):
     return statistics.median(ts)
 
 
-def paired_times(fn_a, fn_b, repeats, settle=0.25, rounds=2, warmup_s=0.05, min_block_s=0.1):
+def paired_times(fn_a, fn_b, repeats, settle=0.25, rounds=4, warmup_s=0.05, min_block_s=0.1):
     """Steady-state medians of fn_a and fn_b measured in alternating rounds (a block of a's,
     then a block of b's, `rounds` times). Each block: settle, warm-up calls for at least
     `warmup_s` seconds (at least one), then back-to-back timed calls: about repeats / rounds of
     them, more for short calls so that a block lasts about `min_block_s` (a 1 ms row gets ~100
     samples instead of 4, which steadies its median on the shared machine). Alternating rounds
     spread the machine's drift over both sides; back-to-back calls measure what an attack loop
-    sees (after a pause the first calls run slower: idle cores, sleeping thread pools).
+    sees (after a pause the first calls run slower: idle cores, sleeping thread pools). Four
+    rounds: the host's slow phases last seconds, and two long blocks per side let one phase
+    land on one side (the same PGD call measured 33 and 39 ms in adjacent rows of one run).
     Returns (median a, median b, median b / median a)."""
     ta, tb = [], []
     per = max(1, -(-repeats // rounds))
