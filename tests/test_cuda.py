@@ -118,6 +118,12 @@ def test_emulated_kernels_match_the_cpu(fake, dtype):
     l2c, linfc = K.diff_norms(X, X * 0.5)
     np.testing.assert_allclose(l2.get(), l2c, **tol)
     np.testing.assert_allclose(linf.get(), linfc, **tol)
+    Xt = X.copy()
+    Xt[2, 3] = Xt[2].max()  # a tie: the first column wins on both
+    idx, val = K.argmax_rows(g(Xt))
+    idx0, val0 = K.argmax_rows(Xt)
+    np.testing.assert_array_equal(np.asarray(idx.get()), idx0)
+    np.testing.assert_array_equal(np.asarray(val.get()), val0)
 
 
 def test_emulated_kernel_svm_stays_on_the_cpu(fake):

@@ -86,7 +86,7 @@ void micro_kernel_f32_6x16(std::int64_t k, const float* a, std::int64_t rsa, std
 }
 
 // MR x 16 packed tiles for the batch-in-lanes products (MR = 4, 5: layers whose widths a
-// 6-row sliver would pad, e.g. 50 = 10 x 5, 20 = 5 x 4, 64 = 16 x 4). A packed as MR-row
+// 6-row sliver would pad, e.g. 50 = 10 x 5, 20 = 4 x 5, 64 = 16 x 4). A packed as MR-row
 // slivers (a[p * MR + i]); every output is the same chain of fused multiply-adds as in the 6 x 16
 // kernel, so the tile shape never changes a result.
 template <int MR>
@@ -118,7 +118,8 @@ void lane_kernel_f32(std::int64_t k, const float* a, std::int64_t, std::int64_t,
 // k x 16 panel b (a lane product without a call per sliver).
 template <int MR>
 void lane_panel_f32(std::int64_t ns, std::int64_t k, const float* a, const float* b, float* c) {
-    for (std::int64_t s = 0; s < ns; ++s) lane_tile_f32<MR>(k, a + s * k * MR, b, c + s * MR * 16, 16, false);
+    for (std::int64_t s = 0; s < ns; ++s)
+        lane_tile_f32<MR>(k, a + s * k * MR, b, c + s * MR * 16, 16, false);
 }
 
 // Six rows of k floats into a packed sliver (dst[p * 6 + i]): 8 columns at a time as an 8 x 8
