@@ -372,7 +372,9 @@ void exp_f32(float* v, std::int64_t n) { map_ps(v, n, exp_ps); }
 // between the two); x tiny or zero gives x exactly (P(0) = Q(0) = 1), -0 stays -0.
 inline __m256 tanh_rational_ps(__m256 x) {
     const __m256 sign = _mm256_and_ps(x, _mm256_set1_ps(-0.0f));
-    const __m256 ax = _mm256_min_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), x), _mm256_set1_ps(9.05f));
+    // min / max return their second operand when either is NaN: |x| second here and the quotient
+    // second below carry a NaN through (as x itself, quieted) without a compare and blend
+    const __m256 ax = _mm256_min_ps(_mm256_set1_ps(9.05f), _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x));
     const __m256 t = _mm256_mul_ps(ax, ax);
     __m256 p = _mm256_set1_ps(-8.357405073e-14f);
     p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(5.227555541e-11f));
@@ -391,9 +393,9 @@ inline __m256 tanh_rational_ps(__m256 x) {
     const __m256 far = _mm256_cmp_ps(ax, _mm256_set1_ps(1.0f), _CMP_GT_OQ);
     const __m256 num = _mm256_blendv_ps(_mm256_mul_ps(ax, p), _mm256_fnmadd_ps(ax, p, q), far);
     const __m256 u = _mm256_div_ps(num, q);
-    const __m256 r = _mm256_min_ps(_mm256_blendv_ps(u, _mm256_sub_ps(_mm256_set1_ps(1.0f), u), far),
-                                   _mm256_set1_ps(1.0f));
-    return _mm256_blendv_ps(_mm256_or_ps(r, sign), x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+    const __m256 r = _mm256_min_ps(_mm256_set1_ps(1.0f),
+                                   _mm256_blendv_ps(u, _mm256_sub_ps(_mm256_set1_ps(1.0f), u), far));
+    return _mm256_or_ps(r, sign);
 }
 
 void tanh_f32(float* v, std::int64_t n) { map_ps(v, n, tanh_rational_ps); }
