@@ -59,7 +59,7 @@ def workload(name, threads):
         W = rng.standard_normal((1000, 12288), dtype=np.float32).astype(dt)
         b, S = np.zeros(1000, dt), np.empty((N, 1000), dt)
         return lambda m: (lambda: m.scores(X, W, b, 0, S, threads))
-    if name in ("mlp-steps", "mlp-forward", "mlp-grad"):
+    if name in ("mlp-steps", "mlp-steps-l2", "mlp-forward", "mlp-grad"):
         Ws, bs, acts = mlp(rng, [64, 50, 20, 10])
         N = 20000
         X = rng.uniform(0, 1, (N, 64)).astype(np.float32)
@@ -67,12 +67,22 @@ def workload(name, threads):
         O, P, G = np.empty_like(X), np.empty((N, 10), np.float32), np.empty_like(X)
         loss = np.empty(N, np.float32)
         lo, hi = np.zeros(64, np.float32), np.ones(64, np.float32)
-        if name == "mlp-steps":  # PGD-10's fused call
-            return lambda m: (lambda: m.ce_step_mlp(X, Ws, bs, acts, y, X, False, 0.025, 0.1, lo, hi,
-                                                    0.0, O, None, None, threads, 10))
+        if name.startswith("mlp-steps"):  # PGD-10's fused call (L-inf, or L2 with eps 1)
+            l2 = name.endswith("l2")
+            return lambda m: (lambda: m.ce_step_mlp(X, Ws, bs, acts, y, X, l2, 0.025, 1.0 if l2 else 0.1,
+                                                    lo, hi, 0.0, O, None, None, threads, 10))
         if name == "mlp-forward":
             return lambda m: (lambda: m.mlp_forward(X, Ws, bs, acts, 1, P, threads))
         return lambda m: (lambda: m.ce_grad_mlp(X, Ws, bs, acts, y, G, loss, None, threads))
+    if name == "ce-steps-l2":  # 10 fused L2 steps of a linear model, 50k x 784 x 10
+        N, D, C = 50000, 784, 10
+        X = rng.uniform(0, 1, (N, D)).astype(np.float32)
+        W = (rng.standard_normal((C, D), dtype=np.float32) / np.sqrt(D)).astype(np.float32)
+        y = rng.integers(0, C, N).astype(np.int64)
+        O = aligned((N, D), np.float32)
+        lo, hi = np.zeros(D, np.float32), np.ones(D, np.float32)
+        return lambda m: (lambda: m.ce_step_linear(X, W, None, y, X, True, 0.01, 1.0, lo, hi, 0.0,
+                                                   O, None, None, threads, 10))
     if name in ("ce-linear", "ce-digits"):
         N, D, C = (200000, 784, 10) if name == "ce-linear" else (17970, 64, 10)
         X = rng.standard_normal((N, D), dtype=np.float32)
@@ -90,8 +100,8 @@ def workload(name, threads):
     raise SystemExit(f"workload: expected one of {', '.join(WORKLOADS)}, got {name!r}")
 
 
-WORKLOADS = ["scoring-f32", "scoring-f64", "mlp-steps", "mlp-forward", "mlp-grad", "ce-linear",
-             "ce-digits", "backproject"]
+WORKLOADS = ["scoring-f32", "scoring-f64", "mlp-steps", "mlp-steps-l2", "mlp-forward", "mlp-grad",
+             "ce-linear", "ce-digits", "ce-steps-l2", "backproject"]
 
 
 def main(argv=None):

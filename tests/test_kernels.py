@@ -369,14 +369,22 @@ def test_reused_scratch_blocks_do_not_leak_stale_values(config, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_fused_update_extreme_gradients(dtype):
-    """Huge and tiny gradients: the L2 norm is scaled, so nothing overflows to inf or 0/0."""
+    """Huge, tiny and subnormal gradients (whose max has no finite reciprocal: the scaled norm
+    divides instead), over whole partial-sum groups and a tail: the L2 norm is scaled, so
+    nothing overflows to inf or 0/0."""
     big = float(np.finfo(dtype).max) / 4
     tiny = float(np.finfo(dtype).tiny)
-    x0 = np.zeros((3, 5), dtype)
-    g = np.array([[big] * 5, [tiny] * 5, [-big, 0, 0, 0, tiny]], dtype)
+    sub = tiny / 16  # subnormal: 1 / sub overflows
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.divide(dtype(1), dtype(sub)))
+    D = 11
+    x0 = np.zeros((4, D), dtype)
+    g = np.array([[big] * D, [tiny] * D, [sub] * D, [-big] + [0] * (D - 2) + [tiny]], dtype)
     out = K.fused_update(x0, g, x0, step=1.0, eps=10.0, norm=2)
     np.testing.assert_allclose(np.linalg.norm(out.astype(np.float64), axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(out[2], [-1, 0, 0, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(out[3], [-1] + [0] * (D - 1), atol=1e-6)
+    x0 = np.zeros((3, 5), dtype)
+    g = np.array([[big] * 5, [tiny] * 5, [-big, 0, 0, 0, tiny]], dtype)
     out = K.fused_update(x0, g, x0, step=0.5, eps=0.25, norm="inf")
     np.testing.assert_array_equal(out, np.where(g > 0, 0.25, np.where(g < 0, -0.25, 0)).astype(dtype))
 
@@ -568,6 +576,36 @@ def test_final_prob_of_a_step_call_is_mlp_forward_of_its_output(config, case, da
             np.testing.assert_array_equal(final, ref, err_msg=f"lanes={lanes}")
     finally:
         _core.set_lane_steps(True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lane_l2_steps_with_subnormal_gradients_give_the_row_paths_bits(config, dtype):
+    """L2 steps whose gradients are subnormal (the scaled norm's reciprocal overflows, so it
+    divides), mixed in one panel with ordinary rows: lanes and rows give the same bits, and
+    every row moves by the step size."""
+    _, threads = config
+    rng = np.random.default_rng(5)
+    N, D = 37, 64
+    # relu units A (25) always on, with weights ~s in both layers: gradients ~s^2, subnormal;
+    # units B on only for rows that are not 0, with first-layer weights 1: gradients ~s there
+    s = 1e-21 if dtype == np.float32 else 1e-161
+    W1 = np.concatenate([rng.standard_normal((D, 25)) * s, np.ones((D, 25))], axis=1)
+    b1 = np.concatenate([np.ones(25), -np.ones(25)])
+    Ws = [W1.astype(dtype), (rng.standard_normal((50, 10)) * s).astype(dtype)]
+    bs = [b1.astype(dtype), None]
+    X = rng.uniform(0, 1, (N, D)).astype(dtype)
+    X[::3] = 0  # a third of the rows: only units A, subnormal gradients
+    y = rng.integers(0, 10, N)
+    kw = dict(step=0.01, eps=1.0, norm=2, steps=2, threads=threads, return_loss=True)
+    acts = ["relu", "identity"]
+    G = K.ce_grad_mlp(X, Ws, bs, acts, y, threads=threads)[0]
+    gn = np.abs(G).max(axis=1)
+    tiny = np.finfo(dtype).tiny
+    assert (gn > 0).all() and (gn[::3] < tiny).all() and (gn > tiny).any()  # the case at hand
+    lanes, rows = lanes_and_rows(lambda: K.ce_step_mlp(X, Ws, bs, acts, y, X, **kw))
+    assert_same_bits(lanes, rows, ("x", "loss"))
+    moved = np.linalg.norm((lanes[0] - X).astype(np.float64), axis=1)
+    np.testing.assert_allclose(moved, 0.02, rtol=1e-3)  # two steps of 0.01, the same direction
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
