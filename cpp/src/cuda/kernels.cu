@@ -413,7 +413,9 @@ __global__ void l2_update_kernel(const T* X, const T* __restrict__ G, const T* _
     T* o = out + row * D;
     const T gn = row_norm<T>(D, [&](i64 j) { return g[j]; }, sh);
     const T step = gn > T(0) ? alpha / gn : T(0);
-    for (i64 j = threadIdx.x; j < D; j += blockDim.x) o[j] = x[j] + step * g[j];
+    const bool direct = f_finite(step);  // else alpha / |g| overflowed (subnormal g): g / |g| first
+    for (i64 j = threadIdx.x; j < D; j += blockDim.x)
+        o[j] = direct ? x[j] + step * g[j] : x[j] + alpha * (g[j] / gn);
     const T dn = row_norm<T>(D, [&](i64 j) { return o[j] - c[j]; }, sh);
     if (dn > eps) {
         const T f = eps / dn;
