@@ -74,6 +74,14 @@ def workload(name, threads):
         if name == "mlp-forward":
             return lambda m: (lambda: m.mlp_forward(X, Ws, bs, acts, 1, P, threads))
         return lambda m: (lambda: m.ce_grad_mlp(X, Ws, bs, acts, y, G, loss, None, threads))
+    if name == "mlp784-steps":  # PGD-10's fused call on a 784-50-20-2-4 tanh MLP, 20k rows
+        Ws, bs, acts = mlp(rng, [784, 50, 20, 2, 4])
+        X = rng.uniform(0, 1, (20000, 784)).astype(np.float32)
+        y = rng.integers(0, 4, 20000).astype(np.int64)
+        O = aligned(X.shape, np.float32)
+        lo, hi = np.zeros(784, np.float32), np.ones(784, np.float32)
+        return lambda m: (lambda: m.ce_step_mlp(X, Ws, bs, acts, y, X, False, 0.025, 0.1, lo, hi,
+                                                0.0, O, None, None, threads, 10))
     if name == "ce-steps-l2":  # 10 fused L2 steps of a linear model, 50k x 784 x 10
         N, D, C = 50000, 784, 10
         X = rng.uniform(0, 1, (N, D)).astype(np.float32)
@@ -100,8 +108,8 @@ def workload(name, threads):
     raise SystemExit(f"workload: expected one of {', '.join(WORKLOADS)}, got {name!r}")
 
 
-WORKLOADS = ["scoring-f32", "scoring-f64", "mlp-steps", "mlp-steps-l2", "mlp-forward", "mlp-grad",
-             "ce-linear", "ce-digits", "ce-steps-l2", "backproject"]
+WORKLOADS = ["scoring-f32", "scoring-f64", "mlp-steps", "mlp-steps-l2", "mlp784-steps", "mlp-forward",
+             "mlp-grad", "ce-linear", "ce-digits", "ce-steps-l2", "backproject"]
 
 
 def main(argv=None):
