@@ -43,7 +43,7 @@ struct MicroKernel {
     // A whole lane product of k <= kc in one call with 4-, 5- or mr-row tiles: out (ns * rows x
     // nr, row stride nr) = ns packed slivers times one k x nr panel; null: a call per sliver.
     using LanePanelFn = void (*)(std::int64_t ns, std::int64_t k, const T* a, const T* b, T* out);
-    LanePanelFn lane_panel4 = nullptr, lane_panel5 = nullptr, lane_panel6 = nullptr;
+    LanePanelFn lane_panel4 = nullptr, lane_panel5 = nullptr, lane_panel_mr = nullptr;
     // fn with non-temporal stores of whole cache lines (accumulate false, C rows 64-byte
     // aligned, nr * sizeof(T) == 64); null: none.
     MicroKernelFn<T> fn_stream = nullptr;

@@ -189,68 +189,67 @@ void transpose_scalar(const T* src, std::int64_t lds, T* dst, std::int64_t ldd, 
         for (std::int64_t c = c0; c < c1; ++c) dst[c * ldd + r] = src[r * lds + c];
 }
 
-// dst[c * ldd + r] = src[r * lds + c]: 8 x 8 blocks through registers (unpack, shuffle,
-// 128-bit lane permutes), the edges element by element. The lane panels' transposes
+// dst[c * ldd + r] = src[r * lds + c] in B x B blocks (block(s, lds, d, ldd) transposes one
+// through registers), the edges element by element.
+template <int B, class T, class Block>
+inline void transpose_blocked(const T* src, std::int64_t lds, T* dst, std::int64_t ldd,
+                              std::int64_t rows, std::int64_t cols, Block block) {
+    std::int64_t r = 0;
+    for (; r + B <= rows; r += B) {
+        std::int64_t c = 0;
+        for (; c + B <= cols; c += B) block(src + r * lds + c, lds, dst + c * ldd + r, ldd);
+        transpose_scalar(src, lds, dst, ldd, r, r + B, c, cols);  // columns past the blocks
+    }
+    transpose_scalar(src, lds, dst, ldd, r, rows, std::int64_t(0), cols);  // rows past them
+}
+
+// 8 x 8 float blocks (unpack, shuffle, 128-bit lane permutes). The lane panels' transposes
 // (kernels.cpp to_lanes / from_lanes) are 8 x 8 blocks for 16-row panels.
 void transpose_f32(const float* src, std::int64_t lds, float* dst, std::int64_t ldd,
                    std::int64_t rows, std::int64_t cols) {
-    std::int64_t r = 0;
-    for (; r + 8 <= rows; r += 8) {
-        std::int64_t c = 0;
-        for (; c + 8 <= cols; c += 8) {
-            const float* s = src + r * lds + c;
-            __m256 a0 = _mm256_loadu_ps(s), a1 = _mm256_loadu_ps(s + lds);
-            __m256 a2 = _mm256_loadu_ps(s + 2 * lds), a3 = _mm256_loadu_ps(s + 3 * lds);
-            __m256 a4 = _mm256_loadu_ps(s + 4 * lds), a5 = _mm256_loadu_ps(s + 5 * lds);
-            __m256 a6 = _mm256_loadu_ps(s + 6 * lds), a7 = _mm256_loadu_ps(s + 7 * lds);
-            const __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
-            const __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
-            const __m256 t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5);
-            const __m256 t6 = _mm256_unpacklo_ps(a6, a7), t7 = _mm256_unpackhi_ps(a6, a7);
-            a0 = _mm256_shuffle_ps(t0, t2, 0x44);
-            a1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-            a2 = _mm256_shuffle_ps(t1, t3, 0x44);
-            a3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-            a4 = _mm256_shuffle_ps(t4, t6, 0x44);
-            a5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-            a6 = _mm256_shuffle_ps(t5, t7, 0x44);
-            a7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-            float* d = dst + c * ldd + r;
-            _mm256_storeu_ps(d, _mm256_permute2f128_ps(a0, a4, 0x20));
-            _mm256_storeu_ps(d + ldd, _mm256_permute2f128_ps(a1, a5, 0x20));
-            _mm256_storeu_ps(d + 2 * ldd, _mm256_permute2f128_ps(a2, a6, 0x20));
-            _mm256_storeu_ps(d + 3 * ldd, _mm256_permute2f128_ps(a3, a7, 0x20));
-            _mm256_storeu_ps(d + 4 * ldd, _mm256_permute2f128_ps(a0, a4, 0x31));
-            _mm256_storeu_ps(d + 5 * ldd, _mm256_permute2f128_ps(a1, a5, 0x31));
-            _mm256_storeu_ps(d + 6 * ldd, _mm256_permute2f128_ps(a2, a6, 0x31));
-            _mm256_storeu_ps(d + 7 * ldd, _mm256_permute2f128_ps(a3, a7, 0x31));
-        }
-        transpose_scalar(src, lds, dst, ldd, r, r + 8, c, cols);  // columns past the blocks
-    }
-    transpose_scalar(src, lds, dst, ldd, r, rows, std::int64_t(0), cols);  // rows past them
+    transpose_blocked<8>(src, lds, dst, ldd, rows, cols,
+                         [](const float* s, std::int64_t ls, float* d, std::int64_t ld) {
+        __m256 a0 = _mm256_loadu_ps(s), a1 = _mm256_loadu_ps(s + ls);
+        __m256 a2 = _mm256_loadu_ps(s + 2 * ls), a3 = _mm256_loadu_ps(s + 3 * ls);
+        __m256 a4 = _mm256_loadu_ps(s + 4 * ls), a5 = _mm256_loadu_ps(s + 5 * ls);
+        __m256 a6 = _mm256_loadu_ps(s + 6 * ls), a7 = _mm256_loadu_ps(s + 7 * ls);
+        const __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
+        const __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
+        const __m256 t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5);
+        const __m256 t6 = _mm256_unpacklo_ps(a6, a7), t7 = _mm256_unpackhi_ps(a6, a7);
+        a0 = _mm256_shuffle_ps(t0, t2, 0x44);
+        a1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        a2 = _mm256_shuffle_ps(t1, t3, 0x44);
+        a3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        a4 = _mm256_shuffle_ps(t4, t6, 0x44);
+        a5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+        a6 = _mm256_shuffle_ps(t5, t7, 0x44);
+        a7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+        _mm256_storeu_ps(d, _mm256_permute2f128_ps(a0, a4, 0x20));
+        _mm256_storeu_ps(d + ld, _mm256_permute2f128_ps(a1, a5, 0x20));
+        _mm256_storeu_ps(d + 2 * ld, _mm256_permute2f128_ps(a2, a6, 0x20));
+        _mm256_storeu_ps(d + 3 * ld, _mm256_permute2f128_ps(a3, a7, 0x20));
+        _mm256_storeu_ps(d + 4 * ld, _mm256_permute2f128_ps(a0, a4, 0x31));
+        _mm256_storeu_ps(d + 5 * ld, _mm256_permute2f128_ps(a1, a5, 0x31));
+        _mm256_storeu_ps(d + 6 * ld, _mm256_permute2f128_ps(a2, a6, 0x31));
+        _mm256_storeu_ps(d + 7 * ld, _mm256_permute2f128_ps(a3, a7, 0x31));
+    });
 }
 
 // The same for doubles in 4 x 4 blocks.
 void transpose_f64(const double* src, std::int64_t lds, double* dst, std::int64_t ldd,
                    std::int64_t rows, std::int64_t cols) {
-    std::int64_t r = 0;
-    for (; r + 4 <= rows; r += 4) {
-        std::int64_t c = 0;
-        for (; c + 4 <= cols; c += 4) {
-            const double* s = src + r * lds + c;
-            const __m256d a0 = _mm256_loadu_pd(s), a1 = _mm256_loadu_pd(s + lds);
-            const __m256d a2 = _mm256_loadu_pd(s + 2 * lds), a3 = _mm256_loadu_pd(s + 3 * lds);
-            const __m256d u0 = _mm256_unpacklo_pd(a0, a1), u1 = _mm256_unpackhi_pd(a0, a1);
-            const __m256d u2 = _mm256_unpacklo_pd(a2, a3), u3 = _mm256_unpackhi_pd(a2, a3);
-            double* d = dst + c * ldd + r;
-            _mm256_storeu_pd(d, _mm256_permute2f128_pd(u0, u2, 0x20));
-            _mm256_storeu_pd(d + ldd, _mm256_permute2f128_pd(u1, u3, 0x20));
-            _mm256_storeu_pd(d + 2 * ldd, _mm256_permute2f128_pd(u0, u2, 0x31));
-            _mm256_storeu_pd(d + 3 * ldd, _mm256_permute2f128_pd(u1, u3, 0x31));
-        }
-        transpose_scalar(src, lds, dst, ldd, r, r + 4, c, cols);
-    }
-    transpose_scalar(src, lds, dst, ldd, r, rows, std::int64_t(0), cols);
+    transpose_blocked<4>(src, lds, dst, ldd, rows, cols,
+                         [](const double* s, std::int64_t ls, double* d, std::int64_t ld) {
+        const __m256d a0 = _mm256_loadu_pd(s), a1 = _mm256_loadu_pd(s + ls);
+        const __m256d a2 = _mm256_loadu_pd(s + 2 * ls), a3 = _mm256_loadu_pd(s + 3 * ls);
+        const __m256d u0 = _mm256_unpacklo_pd(a0, a1), u1 = _mm256_unpackhi_pd(a0, a1);
+        const __m256d u2 = _mm256_unpacklo_pd(a2, a3), u3 = _mm256_unpackhi_pd(a2, a3);
+        _mm256_storeu_pd(d, _mm256_permute2f128_pd(u0, u2, 0x20));
+        _mm256_storeu_pd(d + ld, _mm256_permute2f128_pd(u1, u3, 0x20));
+        _mm256_storeu_pd(d + 2 * ld, _mm256_permute2f128_pd(u0, u2, 0x31));
+        _mm256_storeu_pd(d + 3 * ld, _mm256_permute2f128_pd(u1, u3, 0x31));
+    });
 }
 
 inline void store_row(double* c, __m256d lo, __m256d hi, bool accumulate) {
@@ -527,7 +526,7 @@ MicroKernel<float> avx2_kernel_f32() {
     k.lane_fn5 = &lane_kernel_f32<5>;
     k.lane_panel4 = &lane_panel_f32<4>;
     k.lane_panel5 = &lane_panel_f32<5>;
-    k.lane_panel6 = &lane_panel_f32<6>;
+    k.lane_panel_mr = &lane_panel_f32<6>;
     k.pack_a = &pack_a6_f32;
     k.transpose = &transpose_f32;
     k.vexp = &exp_f32;

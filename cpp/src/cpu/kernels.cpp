@@ -862,7 +862,7 @@ struct LaneTile {
 };
 template <class T>
 LaneTile<T> lane_tile(std::int64_t n, const MicroKernel<T>& mk) {
-    LaneTile<T> best{mk.mr, mk.fn, mk.mr == 6 ? mk.lane_panel6 : nullptr};
+    LaneTile<T> best{mk.mr, mk.fn, mk.lane_panel_mr};
     for (const LaneTile<T> t : {LaneTile<T>{5, mk.lane_fn5, mk.lane_panel5},
                                 LaneTile<T>{4, mk.lane_fn4, mk.lane_panel4}})
         if (t.fn && double(t.pad(n)) < 0.98 * double(best.pad(n))) best = t;
