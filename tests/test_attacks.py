@@ -101,39 +101,31 @@ def test_pgd_float32_model(digits, models):
 
 @pytest.mark.parametrize("random_start", [True, False])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_pgd_predictions_come_from_the_fused_call(digits, models, random_start, dtype):
-    """PGD on an MLP takes the final probabilities from its fused step call: the result's
-    predictions and confidences are exactly those of a forward pass over x_adv, also for a
-    binary MLP (one output unit) and over several row chunks."""
-    from fastfool.attacks import _common
+def test_pgd_verdicts_are_the_estimators_over_row_chunks(digits, models, random_start, dtype):
+    """PGD's pred / success are the source estimator's predict on the returned x_adv, also for
+    a binary MLP (one output unit) and over several row chunks."""
     X, y = digits
     Xb, yb = X[y < 2], y[y < 2]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         binary = MLPClassifier((12,), max_iter=300, random_state=0).fit(Xb, yb)
-    calls = []
-    real = _common.finish
-    def spy(*a, **kw):
-        calls.append(kw.get("prob") is not None)
-        return real(*a, **kw)
-    cases = [(ff.from_sklearn(models["mlp-tanh"], dtype=dtype), X[:600], y[:600]),
-             (ff.from_sklearn(binary, dtype=dtype), Xb[:200], yb[:200])]
     import fastfool.attacks.gradient as G
     chunks = lambda N, D: [slice(i, min(N, i + 128)) for i in range(0, N, 128)]  # 5 chunks
-    for m, Xs, ys in cases:
-        G.finish, orig = spy, G.finish
+    for est, Xs, ys in [(models["mlp-tanh"], X[:600], y[:600]), (binary, Xb[:200], yb[:200])]:
+        m = ff.from_sklearn(est, dtype=dtype)
         G.row_chunks, orig_chunks = chunks, G.row_chunks
         try:
             res = ff.pgd(m, Xs, ys, eps=0.1, steps=4, seed=1, clip=(0, 1),
                          random_start=random_start)
         finally:
-            G.finish, G.row_chunks = orig, orig_chunks
-        assert calls[-1], "the fused probabilities were not used"
-        P = m._forward_soft(res.x_adv, "softmax", None)
-        pred = P.argmax(axis=1)
-        np.testing.assert_array_equal(res.pred, m.classes_[pred])
-        np.testing.assert_array_equal(res.confidence, P[np.arange(len(pred)), pred])
-        np.testing.assert_array_equal(res.success, pred != np.searchsorted(m.classes_, ys))
+            G.row_chunks = orig_chunks
+        truth = est.predict(res.x_adv)
+        np.testing.assert_array_equal(res.pred, truth)
+        np.testing.assert_array_equal(res.success, truth != ys)
+        np.testing.assert_array_equal(res.correct, est.predict(Xs) == ys)
+        P = est.predict_proba(res.x_adv)
+        np.testing.assert_allclose(res.confidence, P[np.arange(len(ys)), np.searchsorted(est.classes_, truth)],
+                                   rtol=1e-4 if dtype == np.float32 else 1e-9)
 
 
 def test_pgd_is_reproducible_and_thread_independent(digits, models):

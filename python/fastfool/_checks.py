@@ -20,6 +20,9 @@ def float_dtype(dtype, name: str = "dtype") -> np.dtype:
 
 def as_array(a, name: str) -> np.ndarray:
     """``a`` as an ndarray, refusing what cannot hold numbers (objects, strings, complex)."""
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(f"{name}: masked arrays are not supported (the mask would be ignored); "
+                        f"fill the masked values ({name}.filled(...)) or drop those rows")
     if isinstance(a, np.ndarray):
         arr = a
     else:

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from . import cuda, kernels
+from . import cuda, kernels, verdict
 from ._checks import check_finite as _check_finite
 from ._checks import float_dtype, labels_to_index, matrix
 from ._runtime import resolve_threads
@@ -40,6 +40,15 @@ def _weight(a, name: str, dtype) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name}: contains NaN or infinity")
     return arr
+
+
+def _freeze(*arrays) -> None:
+    """Make a model's arrays read-only: a model is immutable after construction (editing
+    ``coef_`` in place would change some methods and not others, and the float64 reference
+    behind every verdict)."""
+    for a in arrays:
+        if isinstance(a, np.ndarray):
+            a.flags.writeable = False
 
 
 def _model_dtype(dtype, first_weight) -> np.dtype:
@@ -62,6 +71,15 @@ class Model:
     _soft_b: np.ndarray
     #: "cpu" (NumPy weights, CPU kernels) or "cuda" (CuPy weights, CUDA kernels); see :meth:`to`.
     device = "cpu"
+    #: The float64 model behind every verdict when this one computes in float32 (built from the
+    #: weights as given, before rounding); None for float64 models (they are their own).
+    _ref64 = None
+    #: The scikit-learn estimator this model was converted from: it decides the rows whose
+    #: float64 margin is within rounding of a tie (see :mod:`fastfool.verdict`).
+    _source = None
+    #: Unit roundoff of the source's own arithmetic (float32 for an MLPClassifier fitted on
+    #: float32 data): the rounding bounds of the verdict use the coarser of it and float64's.
+    _source_u = verdict.U64
 
     def __init__(self, classes, n_outputs: int, dtype: np.dtype):
         self.dtype = dtype
@@ -142,6 +160,43 @@ class Model:
                              "this check)")
         return X
 
+    # -- the reference behind verdicts -----------------------------------------------------------
+    def _reference(self) -> "Model":
+        """The float64 CPU model whose decisions are the verdicts (see :mod:`fastfool.verdict`)."""
+        if self.device != "cpu":
+            return self._cpu._reference()
+        return self if self._ref64 is None else self._ref64
+
+    def _reference_logits(self, X64, threads):
+        """(float64 logits of the reference in the softmax view, rounding bound per row)."""
+        ref = self._reference()
+        S = ref._forward_soft(X64, None, threads)
+        if "verdict" not in ref._pinv_cache:
+            Ws, bs = ref._soft_layers()
+            ref._pinv_cache["verdict"] = verdict.layer_constants(Ws, bs, self._source_u)
+        xinf = np.abs(X64).max(axis=1) if X64.shape[1] else np.zeros(X64.shape[0])
+        return S, verdict.layer_error_bound(xinf, ref._pinv_cache["verdict"], ref._acts,
+                                            self._source_u)
+
+    def _duplicates(self):
+        """verdict.duplicate_groups of the output layer (softmax view), cached."""
+        ref = self._reference()
+        if "duplicates" not in ref._pinv_cache:
+            Ws, bs = ref._soft_layers()
+            ref._pinv_cache["duplicates"] = verdict.duplicate_groups(Ws[-1], bs[-1])
+        return ref._pinv_cache["duplicates"]
+
+    def _checked_out(self, out, threads, what="scores"):
+        """Refuse outputs that overflowed from finite inputs (NaN probabilities otherwise)."""
+        a = out if out.ndim == 2 else out.reshape(-1, 1)
+        if a.size and not (cuda.require().isfinite(a).all() if self.device == "cuda"
+                           else kernels.all_finite(a, threads=threads)):
+            bad = int(np.flatnonzero(~np.isfinite(np.asarray(a if self.device == "cpu" else
+                                                             a.get())).all(axis=1))[0])
+            raise ValueError(f"X: the model's {what} overflow on row {bad} (finite inputs, "
+                             "non-finite scores): the inputs are too large for this model")
+        return out
+
     # -- input handling ----------------------------------------------------------------------
     def _X(self, X, threads, check_finite=True, name="X") -> np.ndarray:
         if self.device == "cuda":
@@ -200,37 +255,52 @@ class Model:
         """The (N, C) scores whose softmax gives :meth:`predict_proba` ([0, s] when binary)."""
         threads = resolve_threads(threads)
         X = self._X(X, threads, check_finite)
-        return self._forward_soft(X, None, threads)
+        out = self._forward_soft(X, None, threads)
+        return self._checked_out(out, threads) if check_finite else out
 
     def decision_function(self, X, *, threads=None, check_finite=True) -> np.ndarray:
         """Scores as scikit-learn's ``decision_function``: (N,) for binary models, else (N, C)."""
         threads = resolve_threads(threads)
         X = self._X(X, threads, check_finite)
         S = self._forward(X, threads)
+        if check_finite:
+            self._checked_out(S, threads)
         return S[:, 0] if self.binary else S
 
     def predict_proba(self, X, *, threads=None, check_finite=True) -> np.ndarray:
-        """Class probabilities (N, C): the softmax of the logits (stable fused epilogue)."""
+        """Class probabilities (N, C): the softmax of the logits (stable fused epilogue).
+
+        This is scikit-learn's ``predict_proba`` for LogisticRegression and MLPClassifier; for
+        other estimators it is fastfool's surrogate (``from_sklearn`` says so when converting),
+        which the gradient attacks optimise while their success is :meth:`predict`'s."""
         threads = resolve_threads(threads)
         X = self._X(X, threads, check_finite)
-        return self._forward_soft(X, "softmax", threads)
+        out = self._forward_soft(X, "softmax", threads)
+        return self._checked_out(out, threads, "probabilities") if check_finite else out
 
     def predict_log_proba(self, X, *, threads=None, check_finite=True) -> np.ndarray:
         """Log-probabilities (N, C), computed as a fused log-softmax (no log(0))."""
         threads = resolve_threads(threads)
         X = self._X(X, threads, check_finite)
-        return self._forward_soft(X, "log_softmax", threads)
+        out = self._forward_soft(X, "log_softmax", threads)
+        return self._checked_out(out, threads, "probabilities") if check_finite else out
 
     def predict(self, X, *, threads=None, check_finite=True) -> np.ndarray:
-        """Predicted labels (values of ``classes_``), ties resolved as scikit-learn does."""
-        S = self.decision_function(X, threads=threads, check_finite=check_finite)
-        idx = (S > 0).astype(np.intp) if self.binary else S.argmax(axis=1)
-        if self.device == "cuda":  # labels of numeric classes stay on the GPU
+        """Predicted labels (values of ``classes_``): the decision of the user's model.
+
+        Computed in float64 on the weights as given (a float32 model keeps them), ties resolved
+        as scikit-learn does; rows within rounding of a tie are decided by the source estimator
+        of a ``from_sklearn`` model (:mod:`fastfool.verdict`). Every attack's ``success`` and
+        ``pred`` follow the same rule, so they always agree with this method."""
+        threads = resolve_threads(threads)
+        X = self._X(X, threads, check_finite)
+        if self.device == "cuda":  # decided on the host, by the float64 reference
             cp = cuda.require()
-            if self.classes_.dtype.kind in "biuf":
-                return cp.asarray(self.classes_)[idx]
-            return self.classes_[cp.asnumpy(idx)]
-        return self.classes_[idx]
+            idx = verdict.decide(self, cp.asnumpy(X), threads)
+            if self.classes_.dtype.kind in "biuf":  # labels of numeric classes stay on the GPU
+                return cp.asarray(self.classes_)[cp.asarray(idx)]
+            return self.classes_[idx]
+        return self.classes_[verdict.decide(self, X, threads)]
 
     def loss_gradient(self, X, y, *, return_loss=False, threads=None, check_finite=True):
         """Gradient of the softmax cross-entropy ``-log P(y | x)`` with respect to X.
@@ -388,19 +458,38 @@ class Model:
 
     def affine_map(self):
         """(A (C, D), c (C,)) with logits = X @ A.T + c, for models that are one affine map
-        (linear models, identity-activation MLPs), in the softmax view (binary: [0, s]).
+        (linear models, identity-activation MLPs), in the softmax view (binary: [0, s]), in
+        float64 from the weights as given (a float32 model's float64 originals).
         Raises ValueError for other models. Cached."""
         if "affine" not in self._pinv_cache:
             if any(a != "identity" for a in self._acts):
                 raise ValueError(f"this model is not affine (activations {self._acts[:-1]})")
-            Ws, bs = self._soft_layers()
-            A = Ws[0].astype(np.float64)
-            c = bs[0].astype(np.float64)
+            ref = self._reference()
+            Ws, bs = ref._soft_layers()
+            A = np.asarray(Ws[0], np.float64)
+            c = np.asarray(bs[0], np.float64)
             for W, b in zip(Ws[1:], bs[1:]):
-                A = A @ W.astype(np.float64)
-                c = c @ W.astype(np.float64) + b
+                A = A @ np.asarray(W, np.float64)
+                c = c @ np.asarray(W, np.float64) + b
             self._pinv_cache["affine"] = (np.ascontiguousarray(A.T), c)
         return self._pinv_cache["affine"]
+
+    def _affine_error(self):
+        """Bound (C, D) on |computed - exact| of :meth:`affine_map`'s A (None when A is one
+        layer's weights, exactly): ``err_k = err_{k-1} |W_k| + gamma_n |A_{k-1}| |W_k|``."""
+        if "affine_err" not in self._pinv_cache:
+            Ws, _ = self._reference()._soft_layers()
+            E = None
+            if len(Ws) > 1:
+                A = np.abs(np.asarray(Ws[0], np.float64))
+                E = np.zeros_like(A)
+                for W in Ws[1:]:
+                    aW = np.abs(np.asarray(W, np.float64))
+                    E = (E @ aW + verdict.gamma(W.shape[0]) * (A @ aW)) * (1 + 1e-6)
+                    A = A @ aW
+                E = np.ascontiguousarray(E.T)
+            self._pinv_cache["affine_err"] = E
+        return self._pinv_cache["affine_err"]
 
     def _set_output(self, W_out, b_out):
         """Store the softmax view of the output layer ([0, s] for a binary model)."""
@@ -430,6 +519,7 @@ class LinearModel(Model):
     """
 
     def __init__(self, W, b=None, *, classes=None, dtype=None):
+        W_given, b_given = W, b
         dt = _model_dtype(dtype, W)
         W = _weight(W, "W", dt)
         if W.ndim == 1:
@@ -449,6 +539,9 @@ class LinearModel(Model):
         self._Ws, self._bs, self._acts = [W.T], [b], ["identity"]
         self._set_output(W.T, b)
         self._soft_coef = np.ascontiguousarray(self._soft_W.T)  # (C, D) for the linear kernels
+        _freeze(W, b, self._soft_W, self._soft_b, self._soft_coef)
+        if dt != np.float64:
+            self._ref64 = LinearModel(W_given, b_given, classes=self.classes_, dtype=np.float64)
 
     def __repr__(self):
         kind = "binary" if self.binary else f"{self.n_classes} classes"
@@ -534,6 +627,9 @@ class MLP(Model):
         super().__init__(classes, Ws[-1].shape[1], dt)
         self._Ws, self._bs, self._acts = Ws, bs, acts + ["identity"]
         self._set_output(Ws[-1], bs[-1])
+        _freeze(*Ws, *bs, self._soft_W, self._soft_b)
+        if dt != np.float64:
+            self._ref64 = MLP(weights, biases, acts, classes=self.classes_, dtype=np.float64)
 
     @property
     def coefs_(self):
@@ -576,11 +672,62 @@ def from_sklearn(est, *, dtype=None) -> Model:
     Supported: LogisticRegression (binary and multinomial), LinearSVC, SGDClassifier,
     RidgeClassifier, Perceptron (and other linear classifiers with ``coef_``/``intercept_``),
     MLPClassifier (single-label), and binary SVC / NuSVC with linear, rbf, poly or sigmoid
-    kernels (:class:`fastfool.svm.KernelSVM`). ``decision_function`` and ``predict`` match the estimator;
-    ``predict_proba`` is the softmax of the scores, which is scikit-learn's own for
-    LogisticRegression and MLPClassifier (other linear models have no or a different
-    ``predict_proba``; the attacks use this softmax cross-entropy).
+    kernels (:class:`fastfool.svm.KernelSVM`).
+
+    The model keeps the estimator: :meth:`Model.predict` and every attack's ``success`` are
+    the estimator's own decisions (computed in float64 from its parameters, and asked of
+    ``est.predict`` for rows within rounding of a tie; see :mod:`fastfool.verdict`).
+    ``decision_function`` matches the estimator's. ``predict_proba`` is the softmax of the
+    scores: scikit-learn's own for LogisticRegression (binary or multinomial), binary
+    ``SGDClassifier(loss="log_loss")`` and MLPClassifier; for any other estimator that has a
+    ``predict_proba`` (Platt-scaled SVCs, one-vs-rest normalised sigmoids) it is a surrogate
+    and a ``UserWarning`` says so. The gradient attacks optimise this softmax cross-entropy.
     """
+    m = _convert(est, dtype)
+    m._source = est
+    params = getattr(est, "coefs_", None) or [getattr(est, "coef_", None)]
+    if any(isinstance(p, np.ndarray) and p.dtype == np.float32 for p in params):
+        m._source_u = verdict.U32  # fitted on float32 data: the estimator computes in float32
+    for r in (m, m._ref64):
+        if r is not None:
+            r._source, r._source_u = est, m._source_u
+    reason = _proba_differs(est)
+    if reason:
+        warnings.warn(f"from_sklearn: fastfool's predict_proba for this {type(est).__name__} is "
+                      f"the softmax of its decision scores, not scikit-learn's ({reason}); "
+                      "attacks optimise the softmax, success is the estimator's predict",
+                      UserWarning, stacklevel=2)
+    return m
+
+
+def _proba_differs(est) -> str:
+    """Why the estimator's own predict_proba is not the softmax of its scores ('' if it is)."""
+    name = type(est).__name__
+    try:
+        has = hasattr(est, "predict_proba")  # SVC(probability=False) raises AttributeError
+    except Exception:  # pragma: no cover
+        has = False
+    if not has:
+        return ""
+    n_classes = len(getattr(est, "classes_", ()))
+    if name in ("SVC", "NuSVC"):
+        return "Platt scaling fitted by libsvm"
+    if name.startswith("LogisticRegression"):
+        mc = getattr(est, "multi_class", "auto")
+        if n_classes > 2 and mc == "ovr":
+            return "one-vs-rest sigmoids normalised to sum to 1"
+        return ""
+    if name == "SGDClassifier":
+        if getattr(est, "loss", "") == "log_loss" and n_classes == 2:
+            return ""
+        return "one-vs-rest sigmoids normalised to sum to 1" if getattr(est, "loss", "") == \
+            "log_loss" else f"{est.loss!r} loss probabilities"
+    if hasattr(est, "coefs_"):
+        return ""
+    return "its own probability model"
+
+
+def _convert(est, dtype) -> Model:
     name = type(est).__name__
     if hasattr(est, "support_vectors_") and hasattr(est, "dual_coef_") and name in ("SVC", "NuSVC"):
         from .svm import svm_from_sklearn
@@ -601,12 +748,7 @@ def from_sklearn(est, *, dtype=None) -> Model:
             raise ValueError(f"from_sklearn: {name}.coef_ has shape {coef.shape}, expected 2-D")
         if name not in _LINEAR_NAMES:
             warnings.warn(f"from_sklearn: treating {name} as a linear classifier (coef_, intercept_)",
-                          stacklevel=2)
-        if (name.startswith("LogisticRegression") and getattr(est, "multi_class", None) == "ovr"
-                and coef.shape[0] > 2):
-            warnings.warn("from_sklearn: this one-vs-rest LogisticRegression's predict_proba "
-                          "normalises sigmoids; fastfool's is the softmax of the same scores",
-                          stacklevel=2)
+                          stacklevel=3)
         intercept = np.broadcast_to(np.asarray(getattr(est, "intercept_", 0.0), dtype=np.float64),
                                     (coef.shape[0],))
         return LinearModel(coef, intercept, classes=est.classes_, dtype=dtype)

@@ -10,7 +10,7 @@ import numpy as np
 __all__ = ["AttackResult"]
 
 _ARRAYS = ("x_adv", "success", "pred", "confidence", "l2", "linf", "iterations", "queries",
-           "y", "target")
+           "y", "target", "correct")
 _FORMAT_VERSION = 1
 
 
@@ -21,15 +21,20 @@ class AttackResult:
     Attributes
     ----------
     x_adv : (N, D) adversarial inputs.
-    success : (N,) bool, measured on the returned ``x_adv``: the prediction differs from ``y``
-        (untargeted) or equals ``target`` (targeted).
-    pred : (N,) the model's labels for ``x_adv``.
-    confidence : (N,) probability of the predicted class at ``x_adv``.
+    success : (N,) bool: the user's model's decision on the returned ``x_adv`` (as
+        :meth:`fastfool.models.Model.predict` and, for ``from_sklearn`` models, the estimator's
+        own ``predict`` give it; :mod:`fastfool.verdict`) differs from ``y`` (untargeted) or is
+        ``target`` (targeted; never for a row whose target is its own label ``y``).
+    pred : (N,) that decision (labels) for ``x_adv``.
+    confidence : (N,) the model's probability of ``pred`` at ``x_adv`` (float64 softmax of the
+        reference logits).
     l2, linf : (N,) norms of ``x_adv - X`` (the original inputs; NaN where there is none).
     iterations : (N,) gradient steps spent per row (0 for closed-form attacks).
     queries : (N,) model queries per row (black-box attacks), else None.
     y : (N,) the labels attacked (given, or the model's own predictions).
     target : (N,) target labels of a targeted attack, else None.
+    correct : (N,) bool, whether the model gave the original input its label ``y`` (all True
+        when ``y`` was the model's own predictions); None where there is no original input.
     attack : the attack's name; params : its parameters; elapsed : seconds.
     extra : attack-specific per-row arrays (e.g. ``code_error`` of :func:`fastfool.invert`).
     """
@@ -44,6 +49,7 @@ class AttackResult:
     y: np.ndarray | None = None
     target: np.ndarray | None = None
     queries: np.ndarray | None = None
+    correct: np.ndarray | None = None
     attack: str = ""
     params: dict = field(default_factory=dict)
     elapsed: float = 0.0
@@ -59,7 +65,18 @@ class AttackResult:
 
     @property
     def success_rate(self) -> float:
+        """Fraction of all rows with ``success`` (rows the model already got wrong included)."""
         return float(np.mean(self.success)) if self.n else float("nan")
+
+    @property
+    def fooled_rate(self) -> float:
+        """Fraction of the rows the model classified correctly (``correct``) that the attack
+        fooled: the rate :func:`fastfool.transfer` reports. NaN when no row was correct, or when
+        ``correct`` is unknown."""
+        if self.correct is None:
+            return float("nan")
+        c = np.asarray(self.correct, dtype=bool)
+        return float(np.mean(np.asarray(self.success)[c])) if c.any() else float("nan")
 
     def _median(self, a, only_success=True):
         a = np.asarray(a, dtype=np.float64)
@@ -74,6 +91,7 @@ class AttackResult:
             "attack": self.attack,
             "rows": self.n,
             "success_rate": self.success_rate,
+            "fooled_rate": self.fooled_rate,
             "median_l2": self._median(self.l2),
             "median_linf": self._median(self.linf),
             "mean_confidence": float(np.mean(self.confidence)) if self.n else float("nan"),
@@ -88,7 +106,8 @@ class AttackResult:
     def __repr__(self) -> str:
         s = self.summary()
         text = (f"AttackResult({s['attack'] or 'attack'}: {s['rows']} rows, success "
-                f"{100 * s['success_rate']:.1f}%, median L2 {s['median_l2']:.4g}, median Linf "
+                f"{100 * s['success_rate']:.1f}% of all rows, fooled {100 * s['fooled_rate']:.1f}% "
+                f"of those correct, median L2 {s['median_l2']:.4g}, median Linf "
                 f"{s['median_linf']:.4g}, mean confidence {s['mean_confidence']:.3f}, "
                 f"{s['rows_per_second']:,.0f} rows/s")
         if "mean_queries" in s:
@@ -123,7 +142,7 @@ class AttackResult:
             kw = {k: f[k] for k in _ARRAYS if k in f}
             extra = {k[len("extra_"):]: f[k] for k in f.files if k.startswith("extra_")}
         missing = [fd.name for fd in fields(cls) if fd.name in _ARRAYS and fd.default is not None
-                   and fd.name not in kw and fd.name not in ("queries",)]
+                   and fd.name not in kw and fd.name not in ("queries", "correct")]
         if missing:
             raise ValueError(f"{path}: missing arrays {missing}")
         return cls(attack=header.get("attack", ""), params=header.get("params", {}),

@@ -2,8 +2,11 @@
 as fastfool models: scores and input gradients from ``support_vectors_`` and ``dual_coef_``.
 
 ``s(x) = sum_i a_i K(x, sv_i) + b``; every product ``x . sv_i`` goes through the batched scoring
-kernel (for rbf, ``||x - sv||^2 = ||x||^2 + ||sv||^2 - 2 x . sv``), and the gradient
-``grad s(x) = sum_i a_i grad K(x, sv_i)`` is one more product with the support vectors. The
+kernel, in float64 whatever the model's dtype (the kernel values are the decision's; float32
+lost them for data far from the origin). For rbf, ``||x - sv||^2 = ||x'||^2 + ||sv'||^2 -
+2 x' . sv'`` with both sides centred on the support vectors' mean, which removes the
+cancellation of data far from the origin. The gradient ``grad s(x) = sum_i a_i grad K(x, sv_i)``
+is one more product with the support vectors. The
 probabilities are the 2-class softmax over ``[0, s]`` (``sigmoid(s)``), which is what the
 gradient attacks ascend (scikit-learn's Platt-scaled ``predict_proba`` differs).
 """
@@ -12,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import kernels
-from .models import Model, _model_dtype, _weight
+from . import kernels, verdict
+from .models import Model, _freeze, _model_dtype, _weight
 
 __all__ = ["KernelSVM"]
 
@@ -46,12 +49,25 @@ class KernelSVM(Model):
         self.support_vectors_, self.dual_coef_ = S, a
         self.intercept_ = float(np.asarray(intercept).reshape(-1)[0])
         self.kernel, self.gamma, self.coef0, self.degree = kernel, float(gamma), float(coef0), int(degree)
-        self._sv_sq = np.einsum("ij,ij->i", S, S)
+        # float64 copies for the kernel values (the float32 model's too: they are the decision)
+        self._S64 = np.array(support_vectors, dtype=np.float64)
+        self._a64 = np.array(dual_coef, dtype=np.float64).reshape(-1)
+        self._center = self._S64.mean(axis=0)
+        self._Sc = np.ascontiguousarray(self._S64 - self._center)  # centred (rbf)
+        self._Sc_sq = np.einsum("ij,ij->i", self._Sc, self._Sc)
+        self._S_norm = np.sqrt(np.einsum("ij,ij->i", self._S64, self._S64))
         # A linear kernel is a linear model: keep its weights for the exact attacks.
-        self._Ws = [np.ascontiguousarray((a @ S)[:, None])] if kernel == "linear" else [np.zeros((S.shape[1], 1), dt)]
+        w64 = np.array(dual_coef, dtype=np.float64).reshape(-1) @ np.array(support_vectors, dtype=np.float64)
+        self._Ws = [np.ascontiguousarray(w64[:, None], dtype=dt)] if kernel == "linear" else [np.zeros((S.shape[1], 1), dt)]
         self._bs = [np.array([self.intercept_], dt)]
         self._acts = ["identity"]
         self._set_output(self._Ws[0], self._bs[0])
+        _freeze(S, a, *self._Ws, *self._bs, self._soft_W, self._soft_b, self._S64, self._a64,
+                self._center, self._Sc, self._Sc_sq, self._S_norm)
+        if dt != np.float64:
+            self._ref64 = KernelSVM(self._S64, self._a64, intercept, kernel=kernel, gamma=gamma,
+                                    coef0=coef0, degree=degree, classes=self.classes_,
+                                    dtype=np.float64)
 
     def __repr__(self):
         return (f"KernelSVM({self.kernel}, {self.support_vectors_.shape[0]} support vectors, "
@@ -61,40 +77,75 @@ class KernelSVM(Model):
     def n_features_in_(self) -> int:
         return self.support_vectors_.shape[1]
 
-    # K(x, sv) and dK/d(x.sv)-style factors, from the dot products D = X @ S.T
-    def _kernel_terms(self, X, threads):
-        dots = kernels.scores(X, self.support_vectors_, threads=threads)
-        g, c0 = self.gamma, self.coef0
-        if self.kernel == "linear":
-            return dots, None
+    # K(x, sv) and dK/d(x.sv)-style factors, in float64 (see the module docstring); with
+    # want_bound also a bound on |computed - exact| of each K value (for the verdict).
+    def _kernel_terms(self, X, threads, want_bound=False):
+        X = np.asarray(X, dtype=np.float64)
+        g, c0, u = self.gamma, self.coef0, self._source_u
+        gD = verdict.gamma(X.shape[1], u)
         if self.kernel == "rbf":
-            xx = np.einsum("ij,ij->i", X, X)
-            d2 = np.maximum(xx[:, None] + self._sv_sq[None, :] - 2 * dots, 0)
+            Xc = X - self._center
+            dots = kernels.scores(Xc, self._Sc, threads=threads)
+            xx = np.einsum("ij,ij->i", Xc, Xc)
+            d2 = np.maximum(xx[:, None] + self._Sc_sq[None, :] - 2 * dots, 0)
             K = np.exp(-g * d2)
-            return K, K
+            if not want_bound:
+                return K, K, Xc
+            # |d2 error| <= gamma (|x'| + |sv'|)^2; K = exp(-g d2) then moves by at most a factor
+            # exp(g delta) (plus exp's own rounding)
+            nx = np.sqrt(xx)
+            delta = 2 * gD * (nx[:, None] + np.sqrt(self._Sc_sq)[None, :]) ** 2
+            Kb = np.exp(-g * np.maximum(d2 - delta, 0)) * (1 + 4 * u) - K * (1 - 4 * u)
+            return K, Kb, Xc
+        dots = kernels.scores(X, self._S64, threads=threads)
+        bd = None
+        if want_bound:
+            nx = np.sqrt(np.einsum("ij,ij->i", X, X))
+            bd = gD * nx[:, None] * self._S_norm[None, :]  # |x . sv error| (Cauchy-Schwarz)
+        if self.kernel == "linear":
+            return dots, bd, X
         if self.kernel == "poly":
             base = g * dots + c0
-            return base ** self.degree, self.degree * g * base ** (self.degree - 1)
+            K = base ** self.degree
+            if want_bound:
+                db = abs(g) * bd + 2 * u * np.abs(base)
+                p = self.degree
+                bd = (np.abs(base) + db) ** p - np.abs(base) ** p + 2 * p * u * np.abs(K)
+                return K, bd, X
+            return K, self.degree * g * base ** (self.degree - 1), X
         t = np.tanh(g * dots + c0)
-        return t, g * (1 - t * t)
+        if want_bound:
+            return t, abs(g) * bd + 2 * u * (np.abs(g * dots) + abs(c0)) + 2 * u, X
+        return t, g * (1 - t * t), X
 
     def _score(self, X, threads):
-        K, _ = self._kernel_terms(X, threads)
-        return K @ self.dual_coef_ + self.intercept_
+        K, _, _ = self._kernel_terms(X, threads)
+        return K @ self._a64 + self.intercept_
+
+    def _reference_logits(self, X64, threads):
+        """Float64 scores [0, s] with a rounding bound: sum_i |a_i| (K error_i) plus the sum's
+        own gamma_n sum_i |a_i K_i|; libsvm's evaluation has no larger error, so the verdict's
+        4 err covers both."""
+        K, Kb, _ = self._kernel_terms(X64, threads, want_bound=True)
+        a = np.abs(self._a64)
+        s = K @ self._a64 + self.intercept_
+        u = self._source_u
+        err = Kb @ a + verdict.gamma(len(a), u) * (np.abs(K) @ a + abs(self.intercept_))
+        return np.column_stack([np.zeros_like(s), s]), err
 
     def _score_grad(self, X, threads):
         """(s (N,), grad s (N, D))."""
-        K, dK = self._kernel_terms(X, threads)
-        a = self.dual_coef_
+        K, dK, X64 = self._kernel_terms(X, threads)
+        a = self._a64
         s = K @ a + self.intercept_
         if self.kernel == "linear":
-            G = np.broadcast_to(self._Ws[0][:, 0], X.shape).copy()
-        elif self.kernel == "rbf":  # sum a_i K_i (-2 gamma)(x - sv_i)
+            G = np.broadcast_to(self._S64.T @ a, X.shape).copy()
+        elif self.kernel == "rbf":  # sum a_i K_i (-2 gamma)(x - sv_i) = ... (x' - sv'_i)
             w = dK * a
-            G = -2 * self.gamma * (w.sum(axis=1)[:, None] * X -
-                                   kernels.scores(w, self.support_vectors_.T, threads=threads))
+            G = -2 * self.gamma * (w.sum(axis=1)[:, None] * X64 -
+                                   kernels.scores(w, self._Sc.T, threads=threads))
         else:  # poly / sigmoid: sum a_i k'(x.sv_i) sv_i
-            G = kernels.scores(dK * a, self.support_vectors_.T, threads=threads)
+            G = kernels.scores(dK * a, self._S64.T, threads=threads)
         return s.astype(self.dtype), np.ascontiguousarray(G, dtype=self.dtype)
 
     def _forward(self, X, threads):
@@ -139,6 +190,14 @@ class KernelSVM(Model):
         if self.kernel != "linear":
             raise ValueError(f"this model is not affine (a {self.kernel} kernel SVM)")
         return super().affine_map()
+
+    def _duplicates(self):
+        return None  # two classes, one score
+
+    def _affine_error(self):
+        """w = sum_i a_i sv_i was summed in float64: bound gamma_n |a| @ |S| ([0, s] view)."""
+        e = verdict.gamma(len(self._a64)) * (np.abs(self._a64) @ np.abs(self._S64)) * (1 + 1e-6)
+        return np.vstack([np.zeros_like(e), e])
 
     def hidden(self, X, layer=-1, **kw):
         raise ValueError("hidden: a kernel SVM has no hidden layers")

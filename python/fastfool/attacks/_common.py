@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from .. import kernels
+from .. import kernels, verdict
 from .._checks import clip_bounds  # noqa: F401  (re-exported for attack modules)
 from .._runtime import resolve_threads
 from ..models import Model
@@ -90,10 +90,8 @@ def prepare(model, X, y, threads):
 
 
 def predict_index(model, X, threads):
-    out = np.empty(X.shape[0], dtype=np.int64)
-    for s in row_chunks(*X.shape):
-        out[s] = kernels.argmax_rows(model._forward_soft(X[s], None, threads), threads=threads)[0]
-    return out
+    """The user's model's decisions (class indices) on X: :func:`fastfool.verdict.decide`."""
+    return verdict.decide(model, X, threads)
 
 
 def resolve_target(model, target, X, yi, rng, threads):
@@ -158,32 +156,39 @@ class Progress:
 
 
 def finish(model, X, x_adv, yi, ti, iterations, *, attack, params, t0, threads, queries=None,
-           X_ref=None, min_confidence=None, extra=None, prob=None):
-    """Measure the outcome on the returned x_adv and build the AttackResult. ``prob``: the
-    softmax probabilities of x_adv if the attack already has them (model._forward_soft's)."""
+           X_ref=None, min_confidence=None, extra=None):
+    """Measure the outcome on the returned x_adv and build the AttackResult.
+
+    ``pred`` and ``success`` are the user's model's decisions on x_adv (fastfool.verdict): the
+    float64 reference, the source estimator for rows within rounding of a tie. A targeted row
+    succeeds when that decision is its target and the target is not the attacked label;
+    ``correct`` says whether the model gave X its label ``y`` before the attack."""
     N = x_adv.shape[0]
-    pred = np.empty(N, dtype=np.int64)
-    conf = np.empty(N, dtype=x_adv.dtype)
+    pred, _, conf = verdict.judge(model, x_adv, threads)
+    conf = conf.astype(x_adv.dtype)
     l2 = np.empty(N, dtype=x_adv.dtype)
     linf = np.empty(N, dtype=x_adv.dtype)
     ref = X if X_ref is None else X_ref
-    for s in row_chunks(N, x_adv.shape[1]):
-        P = prob[s] if prob is not None else model._forward_soft(x_adv[s], "softmax", threads)
-        pred[s], conf[s] = kernels.argmax_rows(P, threads=threads)
-        if ref is not None:
+    if ref is not None:
+        for s in row_chunks(N, x_adv.shape[1]):
             l2[s], linf[s] = kernels.diff_norms(x_adv[s], ref[s], threads=threads)
-    if ref is None:
+    else:
         l2[:] = np.nan
         linf[:] = np.nan
-    success = pred == ti if ti is not None else pred != yi
+    success = (pred == ti) & (ti != yi) if ti is not None and yi is not None else \
+        pred == ti if ti is not None else pred != yi
     if min_confidence is not None:
         success &= conf >= min_confidence
+    correct = None
+    if X is not None and yi is not None:
+        correct = verdict.decide(model, X, threads) == yi
     cls = model.classes_
     return AttackResult(
         x_adv=x_adv, success=success, pred=cls[pred], confidence=conf, l2=l2, linf=linf,
         iterations=np.asarray(iterations, dtype=np.int64), queries=queries,
         y=None if yi is None else cls[yi], target=None if ti is None else cls[ti],
-        attack=attack, params=params, elapsed=time.perf_counter() - t0, extra=extra or {})
+        correct=correct, attack=attack, params=params, elapsed=time.perf_counter() - t0,
+        extra=extra or {})
 
 
 def for_all_targets(attack, model, X, y, kwargs):

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from .. import cuda
+from .. import cuda, verdict
 from ..result import AttackResult
 from .gradient import _objective, keep_better
 
@@ -23,8 +23,8 @@ from .gradient import _objective, keep_better
 def _labels_on_device(model, X, y, target, seed):
     """(attacked class indices, target indices or None) as device int64 vectors."""
     cp = cuda.require()
-    if y is None:
-        yi = model._forward_soft(X, None, None).argmax(axis=1).astype(cp.int64)
+    if y is None:  # the user's model's decisions (fastfool.verdict), on the host once
+        yi = cp.asarray(verdict.decide(model, cp.asnumpy(X), None), dtype=cp.int64)
     else:
         yi = cp.asarray(model._y(y, X.shape[0]), dtype=cp.int64)
     if target is None:
@@ -51,18 +51,21 @@ def _step(model, x, lab, x0, out, **step):
 
 
 def _finish(model, X, x_adv, yi, ti, iterations, attack, params, t0):
+    """The verdict is the CPU's (fastfool.verdict): x_adv and X go to the host once for it."""
     cp = cuda.require()
-    P = model._forward_soft(x_adv, "softmax", None)
-    pred = P.argmax(axis=1)
-    conf = P[cp.arange(P.shape[0]), pred]
-    l2, linf = cuda.diff_norms(x_adv, X)
-    success = pred == ti if ti is not None else pred != yi
     h = cp.asnumpy
+    xh = h(x_adv)
+    pred, _, conf = verdict.judge(model, xh, None)
+    l2, linf = cuda.diff_norms(x_adv, X)
+    yh = h(yi)
+    th = None if ti is None else h(ti)
+    success = (pred == th) & (th != yh) if th is not None else pred != yh
+    correct = verdict.decide(model, h(X), None) == yh
     cls = model.classes_
     return AttackResult(
-        x_adv=x_adv, success=h(success), pred=cls[h(pred)], confidence=h(conf), l2=h(l2),
-        linf=h(linf), iterations=h(iterations).astype(np.int64), y=cls[h(yi)],
-        target=None if ti is None else cls[h(ti)], attack=attack, params=params,
+        x_adv=x_adv, success=success, pred=cls[pred], confidence=conf.astype(xh.dtype),
+        l2=h(l2), linf=h(linf), iterations=h(iterations).astype(np.int64), y=cls[yh],
+        target=None if th is None else cls[th], correct=correct, attack=attack, params=params,
         elapsed=time.perf_counter() - t0, extra={"device": f"cuda:{x_adv.device.id}"})
 
 

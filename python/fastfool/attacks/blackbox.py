@@ -7,6 +7,11 @@ the attacked class (or raises the target's). Each coordinate moves at most once,
 distance to the original never exceeds ``eps``; with ``norm=2`` the step is ``eps / 10`` and the
 perturbation is projected onto the L2 ball. Rows are batched: one ``predict_proba`` call per
 round serves all rows still running; queries are counted per row.
+
+Success is the classifier's own decision: ``clf.predict`` on the returned ``x_adv`` (for a
+multi-class ``SVC(probability=True)`` the argmax of ``predict_proba`` is not what ``predict``
+returns). A row stops when ``predict`` says it is fooled; each such check on the rows a round
+improved is counted as a query of those rows.
 """
 
 from __future__ import annotations
@@ -38,7 +43,9 @@ def score_attack(clf, X, y=None, *, eps, norm="inf", max_queries=1000, target=No
 
     Returns
     -------
-    AttackResult with ``queries`` per row; success is judged by ``clf.predict_proba`` on x_adv.
+    AttackResult with ``queries`` per row (``predict_proba`` and ``predict`` calls); success
+    and ``pred`` are ``clf.predict`` on x_adv (the argmax of ``predict_proba`` for a classifier
+    without ``predict``), ``confidence`` is ``predict_proba`` of that label.
     """
     t0 = time.perf_counter()
     if not hasattr(clf, "predict_proba"):
@@ -57,21 +64,42 @@ def score_attack(clf, X, y=None, *, eps, norm="inf", max_queries=1000, target=No
     if (lo is not None and np.any(X < lo)) or (hi is not None and np.any(X > hi)):
         raise ValueError("X: values lie outside clip=(lo, hi)")
 
-    def index_of(labels, name):
+    sorter = np.argsort(classes, kind="stable") if classes.ndim == 1 and classes.size else None
+
+    def index_of(labels, name, n=N):
         labels = np.asarray(labels)
         if labels.ndim == 0:
-            labels = np.full(N, labels[()])
-        if labels.shape != (N,):
-            raise ValueError(f"{name}: expected {N} labels, got shape {labels.shape}")
-        pos = np.searchsorted(classes, labels)
-        pos = np.minimum(pos, len(classes) - 1)
-        if not np.all(classes[pos] == labels):
+            labels = np.full(n, labels[()])
+        if labels.shape != (n,):
+            raise ValueError(f"{name}: expected {n} labels, got shape {labels.shape}")
+        if sorter is None:
+            raise TypeError("clf: has no classes_ to map labels to")
+        try:
+            pos = sorter[np.minimum(np.searchsorted(classes, labels, sorter=sorter),
+                                    len(classes) - 1)]
+            ok = np.asarray(classes[pos] == labels, dtype=bool)
+        except (TypeError, ValueError, np.exceptions.DTypePromotionError):
+            ok = np.zeros(n, dtype=bool)
+        if ok.shape != (n,) or not ok.all():
             raise ValueError(f"{name}: labels not in clf.classes_ {classes.tolist()}")
-        return pos
+        return pos.astype(np.int64)
+
+    has_predict = callable(getattr(clf, "predict", None))
+
+    def decided(x, Pm=None):
+        """Class indices clf itself decides for x (its predict; argmax of predict_proba only
+        for a classifier that has no predict)."""
+        if not has_predict:
+            return np.argmax(Pm if Pm is not None else np.asarray(clf.predict_proba(x)), axis=1)
+        return index_of(np.asarray(clf.predict(x)), "clf.predict(X)", len(x)) if len(x) else \
+            np.zeros(0, dtype=np.int64)
 
     P = np.asarray(clf.predict_proba(X))
     queries = np.ones(N, dtype=np.int64)
-    yi = np.argmax(P, axis=1) if y is None else index_of(y, "y")
+    clean = decided(X, P)
+    if has_predict:
+        queries += 1
+    yi = clean if y is None else index_of(y, "y")
     ti = None if target is None else index_of(target, "target")
     goal = ti if ti is not None else yi
     sign = -1.0 if ti is None else 1.0  # minimise p_y, or maximise p_t
@@ -84,11 +112,10 @@ def score_attack(clf, X, y=None, *, eps, norm="inf", max_queries=1000, target=No
     step = eps if nrm == "inf" else eps / 10
     bar = Progress(N, progress, "score_attack")
 
-    def fooled(Pm, rows):
-        p = np.argmax(Pm, axis=1)
-        return p == ti[rows] if ti is not None else p != yi[rows]
+    def fooled(p, rows):
+        return (p == ti[rows]) & (ti[rows] != yi[rows]) if ti is not None else p != yi[rows]
 
-    done = fooled(P, r)
+    done = fooled(clean, r)
     while True:
         active = np.flatnonzero(~done & (queries < max_queries) & (pos < D))
         if active.size == 0:
@@ -117,18 +144,21 @@ def score_attack(clf, X, y=None, *, eps, norm="inf", max_queries=1000, target=No
             x[acc] = xc[better]
             best[acc] = val[better]
             improved[sel[better]] = True
-            done[acc] = fooled(Pc[better], acc)
+            if acc.size:
+                done[acc] = fooled(decided(x[acc], Pc[better]), acc)
+                if has_predict:
+                    queries[acc] += 1
         bar.update(int(np.sum(done[active])))
     bar.close()
     Pf = np.asarray(clf.predict_proba(x))
-    pred = np.argmax(Pf, axis=1)
-    success = pred == ti if ti is not None else pred != yi
+    pred = decided(x, Pf)
+    success = (pred == ti) & (ti != yi) if ti is not None else pred != yi
     diff = (x - X).astype(np.float64)
     return AttackResult(
         x_adv=x, success=success, pred=classes[pred], confidence=Pf[r, pred],
         l2=np.linalg.norm(diff, axis=1), linf=np.abs(diff).max(axis=1) if D else np.zeros(N),
         iterations=pos.copy(), queries=queries, y=classes[yi],
-        target=None if ti is None else classes[ti], attack="score_attack",
+        target=None if ti is None else classes[ti], correct=clean == yi, attack="score_attack",
         params=dict(eps=eps, norm=nrm, max_queries=max_queries, seed=seed, clip=clip,
                     classifier=type(clf).__name__),
         elapsed=time.perf_counter() - t0)

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from .. import cuda, kernels
+from .. import cuda, kernels, verdict
 from ._common import (Progress, check_inside_clip, check_model, clip_bounds, finish,
                       for_all_targets, norm_of, on_gpu, positive, prepare, resolve_target,
                       row_chunks)
@@ -173,10 +173,6 @@ def pgd(model, X, y=None, *, eps, steps=10, step_size=None, norm="inf", target=N
     N = X.shape[0]
     x_adv = np.empty_like(X, order="C")
     iterations = np.zeros(N, dtype=np.int64)
-    # One run of fixed steps on a model whose fused steps also give the final probabilities:
-    # the result's predictions come with the steps, not from a second pass over x_adv.
-    fused = restarts == 1 and not early_stop and getattr(model, "_steps_final_prob", False)
-    P_final = [] if fused else None
     bar = Progress(N * restarts, progress, "pgd")
     for s in row_chunks(*X.shape):
         x0 = X[s]
@@ -194,43 +190,44 @@ def pgd(model, X, y=None, *, eps, steps=10, step_size=None, norm="inf", target=N
                 kernels.fused_update(x, np.zeros_like(x), x0, step=0.0, eps=eps, norm=nrm,
                                      clip=clip_arg, quantum=q, out=x, threads=threads)
             it = _run_steps(model, x, x0, lab, yi[s], ti is not None, sign, alpha, eps, nrm,
-                            clip_arg, q, steps, early_stop, threads, P_final)
+                            clip_arg, q, steps, early_stop, threads)
             iterations[s] += it
             if restarts == 1:  # nothing to compare: skip the extra forward pass
                 best = (x, None, None)
                 bar.update(s.stop - s.start)
                 continue
-            score, ok = _objective(model, x, yi[s], None if ti is None else ti[s], threads)
+            score, _ = _objective(model, x, yi[s], None if ti is None else ti[s], threads)
+            p = verdict.decide(model, x, threads)  # fooled as the user's model decides
+            ok = (p == ti[s]) & (ti[s] != yi[s]) if ti is not None else p != yi[s]
             best = keep_better(best, x, score, ok)
             bar.update(s.stop - s.start)
         if not np.may_share_memory(best[0], x_adv):  # else it is x_adv[s] itself
             x_adv[s] = best[0]
     bar.close()
-    if P_final is not None:
-        P_final = np.concatenate(P_final) if len(P_final) > 1 else P_final[0] if P_final else None
     return finish(model, X, x_adv, yi, ti, iterations, attack="pgd", t0=t0, threads=threads,
-                  prob=P_final,
                   params=params)
 
 
-def _fooled(P, y, t, targeted, threads):
+def _fooled(model, x, P, y, t, targeted, threads):
+    """Rows the user's model robustly decides as fooled: the step's own probabilities name the
+    candidates, the verdict (fastfool.verdict) confirms them with a clear margin."""
     pred = kernels.argmax_rows(P, threads=threads)[0]
-    return pred == t if targeted else pred != y
+    cand = np.flatnonzero(pred == t if targeted else pred != y)
+    done = np.zeros(len(pred), dtype=bool)
+    if cand.size:
+        p, ok, _ = verdict.judge(model, x[cand], threads)
+        done[cand] = ok & ((p == t[cand]) & (t[cand] != y[cand]) if targeted else p != y[cand])
+    return done
 
 
 def _run_steps(model, x, x0, lab, y, targeted, sign, alpha, eps, nrm, clip, q, steps,
-               early_stop, threads, final=None):
-    """Runs the steps in place on x; returns the per-row step counts. With a list `final` (no
-    early stop), appends the probabilities of the final x that the fused call computes."""
+               early_stop, threads):
+    """Runs the steps in place on x; returns the per-row step counts."""
     n = x.shape[0]
     it = np.zeros(n, dtype=np.int64)
     if not early_stop:  # one call: each row block takes every step while it is in cache
-        kw = dict(step=sign * alpha, eps=eps, norm=nrm, clip=clip, quantum=q, steps=steps)
-        if final is not None:
-            kw["return_final_prob"] = True
-        res = model._ce_step(x, lab, x0, threads, x, **kw)
-        if final is not None:
-            final.append(res[-1])
+        model._ce_step(x, lab, x0, threads, x, step=sign * alpha, eps=eps, norm=nrm, clip=clip,
+                       quantum=q, steps=steps)
         it[:] = steps
         return it
     # Early stopping: keep a compact copy of the rows still to fool; write rows back as they go.
@@ -238,7 +235,7 @@ def _run_steps(model, x, x0, lab, y, targeted, sign, alpha, eps, nrm, clip, q, s
     xa, x0a, la, ya = x, np.ascontiguousarray(x0), lab, y
     for _ in range(steps):
         g, _, P = model._ce_grad(xa, la, threads, return_prob=True)
-        done = _fooled(P, ya, la, targeted, threads)
+        done = _fooled(model, xa, P, ya, la, targeted, threads)
         if done.any():
             x[idx[done]] = xa[done]
             keep = ~done

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from .. import kernels
+from .. import verdict
 from ._common import (Progress, check_inside_clip, clip_bounds, finish, for_all_targets,
                       norm_of, positive, prepare, resolve_target, row_chunks)
 
@@ -38,27 +38,33 @@ def _pairwise_dual(A, norm, classes):
 
 def _scores64(model, X, threads):
     """Scores of the affine map in float64 (exact decisions near the boundary), by chunks."""
-    A, c = model.affine_map()
-    S = np.empty((X.shape[0], A.shape[0]))
+    S = np.empty((X.shape[0], model.n_classes))
     for s in row_chunks(*X.shape):
-        S[s] = kernels.scores(np.asarray(X[s], np.float64), A, c, threads=threads)
+        S[s] = verdict.reference_logits(model, X[s], threads)[0]
     return S
 
 
 def certify(model, X, norm=2, *, threads=None):
-    """Exact robustness radius of each row of an affine model.
+    """Certified robustness radius of each row of an affine model: sound, and exact to rounding.
+
+    The radius of a row is the distance to the nearest decision boundary of its class,
+    ``min_j (s_k - s_j) / ||a_k - a_j||_*`` (the dual norm: L2 for L2, L1 for L-inf). It is
+    computed in float64 from the weights as given (a float32 model keeps them) and rounded
+    *down*: the margin is lowered by the forward-error bound of the logits (fastfool.verdict)
+    and the dual norm raised by the bound on the rounding of the composed affine map, so the
+    returned radius never exceeds the exact radius of the model (the estimator of a
+    ``from_sklearn`` model) and is below it by a relative ~1e-13 on well-scaled data.
 
     Parameters
     ----------
-    model : a LinearModel or an identity-activation MLP (one affine map).
-    X : (N, D) inputs. norm : ``2`` or ``"inf"``.
+    model : a LinearModel, an identity-activation MLP or a linear-kernel SVM (one affine map).
+    X : (N, D) inputs. norm : ``2`` (default) or ``"inf"``.
 
     Returns
     -------
-    radius : (N,) distance from each row to the nearest decision boundary of its predicted
-        class (0 on a tie); no perturbation smaller than it changes the prediction, and the
-        step of that length toward ``boundary`` does.
-    boundary : (N,) label of the class across that boundary.
+    radius : (N,) no perturbation of norm ``< radius`` changes the model's decision (0 for rows
+        within rounding of a tie).
+    boundary : (N,) label of the class across the nearest boundary.
 
     Raises ``ValueError`` for models that are not affine (their exact radius is NP-hard; use
     :func:`deepfool` or :func:`pgd` for upper bounds).
@@ -66,10 +72,36 @@ def certify(model, X, norm=2, *, threads=None):
     model, X, _, threads = prepare(model, X, None, threads)
     nrm = norm_of(norm)
     A, _ = model.affine_map()
-    S = _scores64(model, X, threads)
-    k = np.argmax(S, axis=1)
-    radius, j = _nearest(S, k, _pairwise_dual(A, nrm, np.unique(k)))
+    E = model._affine_error()
+    N = X.shape[0]
+    radius = np.empty(N)
+    j = np.empty(N, dtype=np.int64)
+    dual_cache = {}
+    for sl in row_chunks(*X.shape):
+        S, err = verdict.reference_logits(model, X[sl], threads)
+        k, _ = verdict.clear(S, err, model._source_u, model._duplicates())
+        for kk in np.unique(k):
+            if int(kk) not in dual_cache:
+                dual_cache[int(kk)] = _dual_upper(A, E, nrm, int(kk))
+        # the margin lowered by both logits' error bounds: sound for the exact model
+        lowered = S - 2 * err[:, None]
+        lowered[np.arange(len(k)), k] = S[np.arange(len(k)), k]
+        r, jj = _nearest(lowered, k, {int(kk): dual_cache[int(kk)] for kk in np.unique(k)})
+        radius[sl] = np.maximum(r, 0.0) * (1 - 8 * verdict.U64)
+        j[sl] = jj
     return radius, model.classes_[j]
+
+
+def _dual_upper(A, E, nrm, k):
+    """Upper bound on ||a_k - a_j||_* of the exact affine map, for all j (float64)."""
+    d = A[k][None, :] - A
+    D = A.shape[1]
+    n = np.linalg.norm(d, axis=1) if nrm == "2" else np.abs(d).sum(axis=1)
+    n = n * (1 + verdict.gamma(D + 2))
+    if E is not None:
+        e = E[k][None, :] + E
+        n = n + (np.linalg.norm(e, axis=1) if nrm == "2" else e.sum(axis=1)) * (1 + 1e-6)
+    return n
 
 
 def _nearest(S, k, dual):
@@ -127,7 +159,7 @@ def minimal(model, X, y=None, *, norm=2, target=None, overshoot=1e-6, clip=None,
     for sl in row_chunks(*X.shape):  # bounded memory: float64 work arrays per chunk only
         X64 = np.asarray(X[sl], np.float64)
         S = _scores64(model, X64, threads)
-        pred = np.argmax(S, axis=1)
+        pred = verdict.decide(model, X[sl], threads)
         delta = np.zeros_like(X64)
         ys = yi[sl]
         if ti is None:
@@ -149,7 +181,7 @@ def minimal(model, X, y=None, *, norm=2, target=None, overshoot=1e-6, clip=None,
                     delta[todo] = dist[:, None] * np.sign(w)
         else:
             ts = ti[sl]
-            for i in np.flatnonzero(pred != ts):
+            for i in np.flatnonzero((pred != ts) & (ts != ys)):
                 delta[i] = _targeted(A, S[i], int(ts[i]), nrm)
         x_adv[sl] = _overshoot_until_fooled(model, X[sl], X64, delta, ys,
                                             None if ti is None else ti[sl], overshoot, lo, hi,
@@ -160,6 +192,9 @@ def minimal(model, X, y=None, *, norm=2, target=None, overshoot=1e-6, clip=None,
 
 
 def _overshoot_until_fooled(model, X, X64, delta, yi, ti, overshoot, lo, hi, threads):
+    """x + (1 + overshoot) delta, the overshoot grown x10 (up to 6 times) for rows that the
+    user's model does not yet decide as fooled with a clear margin (fastfool.verdict); rows
+    never fooled are returned unchanged."""
     x_adv = np.empty_like(X)
     factor = np.full(X.shape[0], 1.0 + overshoot)
     pending = np.flatnonzero(np.any(delta != 0, axis=1))
@@ -171,9 +206,8 @@ def _overshoot_until_fooled(model, X, X64, delta, yi, ti, overshoot, lo, hi, thr
         if lo is not None or hi is not None:
             cand = np.clip(cand, lo, hi)
         x_adv[pending] = cand
-        P = model._forward_soft(x_adv[pending], None, threads)
-        p = np.argmax(P, axis=1)
-        ok = p == ti[pending] if ti is not None else p != yi[pending]
+        p, ok, _ = verdict.judge(model, x_adv[pending], threads)
+        ok &= p == ti[pending] if ti is not None else p != yi[pending]
         pending = pending[~ok]
         factor[pending] = 1.0 + (factor[pending] - 1.0) * 10
     x_adv[pending] = X[pending]  # not fooled even with 10^6-fold overshoot: returned unchanged
@@ -218,7 +252,12 @@ def deepfool(model, X, y=None, *, norm=2, overshoot=0.02, max_iter=50, candidate
     At each iteration, for every candidate class j != k (k the current class) the model is
     linearised, ``f_j = s_j - s_k`` and ``w_j = grad f_j``; the step goes to the nearest
     linearised boundary: ``|f_l| / ||w_l||_2^2 * w_l`` (L2) or ``|f_l| / ||w_l||_1 * sign(w_l)``
-    (L-inf). Steps accumulate until the class changes; the total is scaled by ``1 + overshoot``.
+    (L-inf). Steps accumulate until the class changes; the total is scaled by ``1 + overshoot``
+    and clipped, and the iteration stops only once the user's model decides another class with
+    a margin clear of rounding (:mod:`fastfool.verdict`). A row whose point sits on the
+    boundary (its overshoot rounded or clipped away) has its overshoot grown (x4 + 1e-6 per
+    iteration, at most 1). A row whose linearisation is unusable (zero, underflowing or
+    overflowing gradients, or a step leaving the float range) stops at its last finite point.
     On affine models the first step is exact.
 
     Parameters
@@ -254,18 +293,39 @@ def deepfool(model, X, y=None, *, norm=2, overshoot=0.02, max_iter=50, candidate
         order = np.argsort(-S0, axis=1, kind="stable")[:, :ncand]
         k0 = yi[sl]
         r_tot = np.zeros(x0.shape, dtype=np.float64)
-        active = np.argmax(S0, axis=1) == k0
+        os_row = np.full(n, overshoot)
+        # rows the user's model already decides as not k0 are left alone
+        active = verdict.decide(model, x0, threads) == k0
         it = np.zeros(n, dtype=np.int64)
+        xf = np.array(x0, dtype=X.dtype)
         for _ in range(int(max_iter)):
             idx = np.flatnonzero(active)
             if idx.size == 0:
                 break
-            xa = np.asarray(x0[idx] + (1 + overshoot) * r_tot[idx], dtype=X.dtype)
+            with np.errstate(over="ignore", invalid="ignore"):
+                xa = np.asarray(x0[idx] + (1 + os_row[idx, None]) * r_tot[idx], dtype=X.dtype)
             if lo is not None or hi is not None:
                 xa = np.clip(xa, lo, hi).astype(X.dtype)
-            S = model._forward_soft(xa, None, threads)
-            still = np.argmax(S, axis=1) == k0[idx]
-            idx, xa, S = idx[still], xa[still], S[still]
+            finite = np.isfinite(xa).all(axis=1)
+            if not finite.all():  # a step left the representable range: keep the last point
+                active[idx[~finite]] = False
+                idx, xa = idx[finite], xa[finite]
+                if idx.size == 0:
+                    break
+            xf[idx] = xa
+            # stop only where the user's model decides "not k0" with a clear margin; the
+            # linearisation uses the same float64 reference logits (a float32 model's own
+            # logits tie or lag there by its rounding, and its steps then stall)
+            p, ok, _, S, thr = verdict.judge(model, xa, threads, return_logits=True)
+            done = ok & (p != k0[idx])
+            # not clearly fooled although the reference has left k0 or is within rounding of
+            # it: the point sits on the boundary (the overshoot rounded away); grow it
+            top_other = S.copy()
+            top_other[np.arange(idx.size), k0[idx]] = -np.inf
+            sitting = ~done & (S[np.arange(idx.size), k0[idx]] - top_other.max(axis=1) <= thr)
+            os_row[idx[sitting]] = np.minimum(4 * os_row[idx[sitting]] + 1e-6, 1.0)
+            still = ~done
+            idx, xa, S, thr = idx[still], xa[still], S[still], thr[still]
             active[:] = False
             active[idx] = True
             if idx.size == 0:
@@ -273,6 +333,9 @@ def deepfool(model, X, y=None, *, norm=2, overshoot=0.02, max_iter=50, candidate
             best = np.full(idx.size, np.inf)
             step = np.zeros((idx.size, D))
             ka = k0[idx]
+            if lo is not None or hi is not None:  # coordinates at a bound cannot move outward
+                at_lo = np.zeros(xa.shape, dtype=bool) if lo is None else xa <= lo
+                at_hi = np.zeros(xa.shape, dtype=bool) if hi is None else xa >= hi
             for c in range(ncand):
                 j = order[idx, c]
                 use = j != ka
@@ -282,22 +345,37 @@ def deepfool(model, X, y=None, *, norm=2, overshoot=0.02, max_iter=50, candidate
                 V[np.arange(idx.size), j] = 1
                 V[np.arange(idx.size), ka] -= 1
                 w = model._logit_vjp(xa, V, threads).astype(np.float64)
-                f = S[np.arange(idx.size), j] - S[np.arange(idx.size), ka]
+                if lo is not None or hi is not None:
+                    w[(at_lo & (w < 0)) | (at_hi & (w > 0))] = 0.0
+                # aim past the clear-margin threshold, not just onto the boundary
+                f = S[np.arange(idx.size), j] - S[np.arange(idx.size), ka] - 2 * thr
                 dn = np.linalg.norm(w, axis=1) if nrm == "2" else np.abs(w).sum(axis=1)
-                with np.errstate(divide="ignore", invalid="ignore"):
+                with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                     d = np.where(dn > 0, np.abs(f) / dn, np.inf)
-                better = use & (d < best)
-                if better.any():
-                    best[better] = d[better]
-                    if nrm == "2":
-                        step[better] = ((np.abs(f[better]) + 1e-12) / dn[better] ** 2)[:, None] * w[better]
-                    else:
-                        step[better] = ((np.abs(f[better]) + 1e-12) / dn[better])[:, None] * np.sign(w[better])
-            r_tot[idx] += step
+                    better = use & (d < best)
+                    if better.any():
+                        best[better] = d[better]
+                        if nrm == "2":
+                            step[better] = ((np.abs(f[better]) + 1e-12) / dn[better] ** 2)[:, None] * w[better]
+                        else:
+                            step[better] = ((np.abs(f[better]) + 1e-12) / dn[better])[:, None] * np.sign(w[better])
+            # no usable linearisation (zero, underflowing or overflowing gradients): the row stops
+            ok_step = np.isfinite(best) & np.isfinite(step).all(axis=1)
+            active[idx[~ok_step]] = False
+            r_tot[idx[ok_step]] += step[ok_step]
+            if lo is not None or hi is not None:  # keep the accumulated point inside the box
+                moved = idx[ok_step]
+                r_tot[moved] = np.clip(x0[moved] + r_tot[moved], lo, hi) - x0[moved]
             it[idx] += 1
-        xf = x0 + (1 + overshoot) * r_tot
-        if lo is not None or hi is not None:
-            xf = np.clip(xf, lo, hi)
+        # rows that ran out of iterations end at their last step (judged by finish)
+        last = np.flatnonzero(active)
+        if last.size:
+            with np.errstate(over="ignore", invalid="ignore"):
+                xl = np.asarray(x0[last] + (1 + os_row[last, None]) * r_tot[last], dtype=X.dtype)
+            if lo is not None or hi is not None:
+                xl = np.clip(xl, lo, hi).astype(X.dtype)
+            fin = np.isfinite(xl).all(axis=1)
+            xf[last[fin]] = xl[fin]
         x_adv[sl] = xf
         iterations[sl] = it
         bar.update(n)

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from .. import verdict
 from ._common import (Progress, check_inside_clip, clip_bounds, finish, positive, prepare,
                       resolve_target, row_chunks)
 
@@ -87,15 +88,17 @@ def template(model, X=None, target=None, *, confidence=0.99, start="image", n=No
                                               step_size, threads)
         bar.update(s.stop - s.start)
     bar.close()
-    return finish(model, X, x_adv, yi, ti, iterations, attack="template", t0=t0,
+    # no attacked label: the goal is the target alone (an image already of the target class
+    # succeeds by reaching the confidence)
+    return finish(model, X, x_adv, None, ti, iterations, attack="template", t0=t0,
                   threads=threads, min_confidence=confidence,
                   params=dict(confidence=confidence, start=start, clip=clip, seed=seed))
 
 
 def _reaches(model, x, t, confidence, threads):
-    P = model._forward_soft(x, "softmax", threads)
-    r = np.arange(len(t))
-    return (np.argmax(P, axis=1) == t) & (P[r, t] >= confidence)
+    """The user's model decides t with a clear margin (fastfool.verdict) and the confidence."""
+    p, ok, conf = verdict.judge(model, x, threads)
+    return ok & (p == t) & (conf >= confidence)
 
 
 def _apply(x0, d, alpha, lo, hi, dtype):

@@ -1,0 +1,169 @@
+"""The one rule behind every verdict: what the user's own model decides.
+
+An attack's ``success``, a result's ``pred`` and :meth:`fastfool.models.Model.predict` are the
+decision of the model the user gave, on the inputs as returned (after clipping and
+quantisation). That model is the float64 one: the weights as given (a float32 fastfool model
+keeps the float64 originals beside its float32 copy) and, for ``from_sklearn`` models, the
+estimator itself.
+
+How a decision is made, per row:
+
+1. The logits of the float64 reference are computed with fastfool's kernels, together with a
+   bound ``err`` on their rounding error (standard forward error bounds for dot products,
+   ``gamma_n = n u / (1 - n u)`` with ``u = 2**-53``, carried through the layers: every
+   activation is 1-Lipschitz, logistic 1/4).
+2. The row's class is the first argmax, scikit-learn's rule (binary: ``s > 0``). Its margin over
+   the runner-up is *clear* when it exceeds ``4 err`` plus a few units of roundoff: then the
+   exact model and any other float64 evaluation of it (scikit-learn's BLAS, libsvm, its
+   softmax or sigmoid followed by argmax / ``> 0.5``) decide the same.
+3. Rows without a clear margin are decided by the source estimator's own ``predict`` when there
+   is one (``from_sklearn``), else by the float64 evaluation of step 1.
+
+Attacks that can push a row further (DeepFool, the exact minimal perturbation, the template
+attack) ask for a clear margin before they stop, so that their rows stay fooled whoever
+evaluates the model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels
+
+__all__ = ["U64", "gamma", "layer_error_bound", "clear", "decide", "judge", "reference_logits"]
+
+U64 = 2.0 ** -53
+U32 = 2.0 ** -24
+CHUNK_ELEMENTS = 1 << 21
+#: Roundoff allowed beyond 4 err for softmax / sigmoid evaluations after the logits
+#: (``exp(s_j - max)`` rounds to 1 for differences below ~u): an absolute margin in logits.
+SOFTMAX_SLACK = 64 * U64
+
+
+def gamma(n: int, u: float = U64) -> float:
+    """Higham's gamma_n = n u / (1 - n u) (n + 2 terms: products, sums, bias)."""
+    nu = (n + 2) * u
+    return nu / (1.0 - nu)
+
+
+def layer_constants(Ws, bs, u=U64):
+    """Per layer (max column 1-norm of W, max |b|, gamma of the fan-in), in float64; ``u``: the
+    unit roundoff of the coarser of the two evaluations compared (ours is float64; a
+    scikit-learn MLP fitted on float32 data computes in float32)."""
+    out = []
+    for W, b in zip(Ws, bs):
+        W = np.asarray(W, dtype=np.float64)
+        out.append((float(np.abs(W).sum(axis=0).max()) if W.size else 0.0,
+                    float(np.abs(np.asarray(b, np.float64)).max()) if np.size(b) else 0.0,
+                    gamma(W.shape[0], u)))
+    return out
+
+
+def layer_error_bound(xinf, consts, acts, u=U64):
+    """Bound on |computed - exact| of every logit of a dense stack, per row.
+
+    ``xinf``: (N,) max |x| per row (the input is exact). Per layer with ``w = max_j sum_i |W_ij|``,
+    ``b = max |b|``: ``|z| <= w a + b``; ``err_z <= w err + gamma (w a + b)``; then the
+    activation: identity / relu keep ``a = |z|`` and the error, tanh bounds ``a`` by 1 and adds
+    2u of evaluation error, logistic bounds ``a`` by 1 and scales the error by 1/4 (+2u)."""
+    a = np.asarray(xinf, dtype=np.float64)
+    e = np.zeros_like(a)
+    for (w, b, g), act in zip(consts, acts):
+        mz = w * a + b
+        e = w * e + g * mz
+        if act in ("identity", "relu"):
+            a = mz
+        elif act == "tanh":
+            a = np.minimum(mz, 1.0)
+            e = e + 2 * u
+        elif act == "logistic":
+            a = np.ones_like(mz)
+            e = 0.25 * e + 2 * u
+        else:  # pragma: no cover - activations are checked at construction
+            raise ValueError(act)
+    return e
+
+
+def reference_logits(model, X, threads):
+    """(S (N, C) float64 logits of the reference model in the softmax view, err (N,))."""
+    return model._reference_logits(np.asarray(X, dtype=np.float64), threads)
+
+
+def threshold(S, err, u=U64):
+    """The margin (N,) a row's decision must exceed over the runner-up to be clear."""
+    top = S.max(axis=1) if S.shape[1] else np.zeros(S.shape[0])
+    return 4 * err + (SOFTMAX_SLACK / U64) * u * (1.0 + np.abs(top))
+
+
+def duplicate_groups(W_out, b_out):
+    """Per output class, the first class with the same logit weights and bias (a tie that every
+    evaluation resolves the same way, to the first index), or None when there are none."""
+    key = np.vstack([np.asarray(W_out, np.float64), np.asarray(b_out, np.float64)[None, :]]).T
+    _, first, inv = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    if len(first) == key.shape[0]:
+        return None
+    return first[inv.reshape(-1)]
+
+
+def clear(S, err, u=U64, dup=None):
+    """(first argmax per row, whether its margin over the runner-up is clear of rounding).
+    ``dup`` (from :func:`duplicate_groups`): classes identical to the winner are no rivals."""
+    N, C = S.shape
+    if N == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+    pred, top = kernels.argmax_rows(S)
+    if C < 2:
+        return pred, np.ones(N, dtype=bool)
+    r = np.arange(N)
+    other = S.copy()
+    if dup is not None:
+        other[dup[None, :] == dup[pred][:, None]] = -np.inf
+    other[r, pred] = -np.inf
+    second = other.max(axis=1)
+    with np.errstate(invalid="ignore"):
+        ok = (top - second) > threshold(S, err, u)
+    return pred, ok & np.isfinite(top)
+
+
+def judge(model, X, threads, *, return_logits=False):
+    """(class indices, clear margin?, reference probability of that class) per row of X.
+
+    The class is the user's model's decision (the rule in the module docstring); rows without a
+    clear margin were decided by the source estimator, or by float64 when there is none. With
+    ``return_logits`` also the float64 reference logits (N, C) and the threshold (N,) a
+    margin must exceed to be clear."""
+    N = X.shape[0]
+    pred = np.empty(N, dtype=np.int64)
+    ok = np.empty(N, dtype=bool)
+    conf = np.empty(N, dtype=np.float64)
+    if return_logits:
+        S_all = np.empty((N, model.n_classes))
+        thr = np.empty(N)
+    rows = max(1, CHUNK_ELEMENTS // max(X.shape[1], 1))
+    for i in range(0, N, rows):  # bounded memory: a float64 copy of a chunk at a time
+        S, err = reference_logits(model, X[i:i + rows], threads)
+        p, ok[i:i + rows] = clear(S, err, model._source_u, model._duplicates())
+        if return_logits:
+            S_all[i:i + rows] = S
+            thr[i:i + rows] = threshold(S, err, model._source_u)
+        pred[i:i + rows] = p
+        if S.size:  # softmax probability of the decided class: 1 / sum_j exp(s_j - s_p)
+            with np.errstate(over="ignore"):
+                conf[i:i + rows] = 1.0 / np.exp(S - S[np.arange(S.shape[0]), p][:, None]).sum(axis=1)
+    _ask_source(model, X, pred, ok)
+    return (pred, ok, conf, S_all, thr) if return_logits else (pred, ok, conf)
+
+
+def decide(model, X, threads, *, return_clear=False):
+    """Class indices the user's model gives X (see :func:`judge`); with ``return_clear``
+    also whether each row's float64 margin was clear of rounding."""
+    pred, ok, _ = judge(model, X, threads)
+    return (pred, ok) if return_clear else pred
+
+
+def _ask_source(model, X, pred, ok):
+    src = getattr(model, "_source", None)
+    if src is not None and not ok.all():
+        rows = np.flatnonzero(~ok)
+        Xr = np.asarray(X[rows], dtype=np.float64)
+        pred[rows] = model.class_index(np.asarray(src.predict(Xr)))
