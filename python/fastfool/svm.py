@@ -93,9 +93,10 @@ class KernelSVM(Model):
                 return K, K, Xc
             # |d2 error| <= gamma (|x'| + |sv'|)^2; K = exp(-g d2) then moves by at most a factor
             # exp(g delta) (plus exp's own rounding)
-            nx = np.sqrt(xx)
-            delta = 2 * gD * (nx[:, None] + np.sqrt(self._Sc_sq)[None, :]) ** 2
-            Kb = np.exp(-g * np.maximum(d2 - delta, 0)) * (1 + 4 * u) - K * (1 - 4 * u)
+            with np.errstate(over="ignore", invalid="ignore"):  # huge x: NaN bound, unclear
+                nx = np.sqrt(xx)
+                delta = 2 * gD * (nx[:, None] + np.sqrt(self._Sc_sq)[None, :]) ** 2
+                Kb = np.exp(-g * np.maximum(d2 - delta, 0)) * (1 + 4 * u) - K * (1 - 4 * u)
             return K, Kb, Xc
         dots = kernels.scores(X, self._S64, threads=threads)
         bd = None

@@ -84,9 +84,9 @@ def certify(model, X, norm=2, *, threads=None):
             if int(kk) not in dual_cache:
                 dual_cache[int(kk)] = _dual_upper(A, E, nrm, int(kk))
         # the margin lowered by both logits' error bounds: sound for the exact model
-        lowered = S - 2 * err[:, None]
-        lowered[np.arange(len(k)), k] = S[np.arange(len(k)), k]
-        r, jj = _nearest(lowered, k, {int(kk): dual_cache[int(kk)] for kk in np.unique(k)})
+        raised = S + 2 * err[:, None]  # every rival's score up by the bound: margins down
+        raised[np.arange(len(k)), k] = S[np.arange(len(k)), k]
+        r, jj = _nearest(raised, k, {int(kk): dual_cache[int(kk)] for kk in np.unique(k)})
         radius[sl] = np.maximum(r, 0.0) * (1 - 8 * verdict.U64)
         j[sl] = jj
     return radius, model.classes_[j]
@@ -208,10 +208,20 @@ def _overshoot_until_fooled(model, X, X64, delta, yi, ti, overshoot, lo, hi, thr
         x_adv[pending] = cand
         p, ok, _ = verdict.judge(model, x_adv[pending], threads)
         ok &= p == ti[pending] if ti is not None else p != yi[pending]
+        ok &= _own_dtype_agrees(model, x_adv[pending], p, threads)
         pending = pending[~ok]
         factor[pending] = 1.0 + (factor[pending] - 1.0) * 10
     x_adv[pending] = X[pending]  # not fooled even with 10^6-fold overshoot: returned unchanged
     return x_adv
+
+
+def _own_dtype_agrees(model, x, p, threads):
+    """Whether a float32 model's own logits (its predict_proba) also give class p: the attacks
+    that can push further leave a margin that the float32 evaluation cannot undo either."""
+    if model.dtype == np.float64 or x.shape[0] == 0:
+        return np.ones(x.shape[0], dtype=bool)
+    S = model._forward_soft(x, None, threads)
+    return np.argmax(S, axis=1) == p
 
 
 def _targeted(A, s, t, nrm):
@@ -253,10 +263,12 @@ def deepfool(model, X, y=None, *, norm=2, overshoot=0.02, max_iter=50, candidate
     linearised, ``f_j = s_j - s_k`` and ``w_j = grad f_j``; the step goes to the nearest
     linearised boundary: ``|f_l| / ||w_l||_2^2 * w_l`` (L2) or ``|f_l| / ||w_l||_1 * sign(w_l)``
     (L-inf). Steps accumulate until the class changes; the total is scaled by ``1 + overshoot``
-    and clipped, and the iteration stops only once the user's model decides another class with
-    a margin clear of rounding (:mod:`fastfool.verdict`). A row whose point sits on the
-    boundary (its overshoot rounded or clipped away) has its overshoot grown (x4 + 1e-6 per
-    iteration, at most 1). A row whose linearisation is unusable (zero, underflowing or
+    and clipped. The linearisation is that of the float64 reference logits (a float32 model's
+    own logits tie on the boundary, and the steps stall there), aimed past twice the margin
+    that :mod:`fastfool.verdict` calls clear; with ``clip``, coordinates at a bound whose
+    gradient points outward are left out of the step. The iteration stops only once the
+    user's model decides another class with a clear margin (and, for a float32 model, its
+    own logits agree). A row whose linearisation is unusable (zero, underflowing or
     overflowing gradients, or a step leaving the float range) stops at its last finite point.
     On affine models the first step is exact.
 
@@ -293,7 +305,6 @@ def deepfool(model, X, y=None, *, norm=2, overshoot=0.02, max_iter=50, candidate
         order = np.argsort(-S0, axis=1, kind="stable")[:, :ncand]
         k0 = yi[sl]
         r_tot = np.zeros(x0.shape, dtype=np.float64)
-        os_row = np.full(n, overshoot)
         # rows the user's model already decides as not k0 are left alone
         active = verdict.decide(model, x0, threads) == k0
         it = np.zeros(n, dtype=np.int64)
@@ -303,7 +314,7 @@ def deepfool(model, X, y=None, *, norm=2, overshoot=0.02, max_iter=50, candidate
             if idx.size == 0:
                 break
             with np.errstate(over="ignore", invalid="ignore"):
-                xa = np.asarray(x0[idx] + (1 + os_row[idx, None]) * r_tot[idx], dtype=X.dtype)
+                xa = np.asarray(x0[idx] + (1 + overshoot) * r_tot[idx], dtype=X.dtype)
             if lo is not None or hi is not None:
                 xa = np.clip(xa, lo, hi).astype(X.dtype)
             finite = np.isfinite(xa).all(axis=1)
@@ -317,13 +328,7 @@ def deepfool(model, X, y=None, *, norm=2, overshoot=0.02, max_iter=50, candidate
             # linearisation uses the same float64 reference logits (a float32 model's own
             # logits tie or lag there by its rounding, and its steps then stall)
             p, ok, _, S, thr = verdict.judge(model, xa, threads, return_logits=True)
-            done = ok & (p != k0[idx])
-            # not clearly fooled although the reference has left k0 or is within rounding of
-            # it: the point sits on the boundary (the overshoot rounded away); grow it
-            top_other = S.copy()
-            top_other[np.arange(idx.size), k0[idx]] = -np.inf
-            sitting = ~done & (S[np.arange(idx.size), k0[idx]] - top_other.max(axis=1) <= thr)
-            os_row[idx[sitting]] = np.minimum(4 * os_row[idx[sitting]] + 1e-6, 1.0)
+            done = ok & (p != k0[idx]) & _own_dtype_agrees(model, xa, p, threads)
             still = ~done
             idx, xa, S, thr = idx[still], xa[still], S[still], thr[still]
             active[:] = False
@@ -347,7 +352,7 @@ def deepfool(model, X, y=None, *, norm=2, overshoot=0.02, max_iter=50, candidate
                 w = model._logit_vjp(xa, V, threads).astype(np.float64)
                 if lo is not None or hi is not None:
                     w[(at_lo & (w < 0)) | (at_hi & (w > 0))] = 0.0
-                # aim past the clear-margin threshold, not just onto the boundary
+                # aim past the clear-margin threshold (twice it), not just onto the boundary
                 f = S[np.arange(idx.size), j] - S[np.arange(idx.size), ka] - 2 * thr
                 dn = np.linalg.norm(w, axis=1) if nrm == "2" else np.abs(w).sum(axis=1)
                 with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -371,7 +376,7 @@ def deepfool(model, X, y=None, *, norm=2, overshoot=0.02, max_iter=50, candidate
         last = np.flatnonzero(active)
         if last.size:
             with np.errstate(over="ignore", invalid="ignore"):
-                xl = np.asarray(x0[last] + (1 + os_row[last, None]) * r_tot[last], dtype=X.dtype)
+                xl = np.asarray(x0[last] + (1 + overshoot) * r_tot[last], dtype=X.dtype)
             if lo is not None or hi is not None:
                 xl = np.clip(xl, lo, hi).astype(X.dtype)
             fin = np.isfinite(xl).all(axis=1)
