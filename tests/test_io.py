@@ -159,3 +159,20 @@ def test_cli_attack_refuses_pickles_and_bad_shapes(tmp_path, models):
     assert r.returncode == 2 and "expects 64" in r.stderr
     r = cli("attack", "--model", tmp_path / "nope.npz", "--data", tmp_path / "X.npy", "--attack", "fgsm")
     assert r.returncode == 2 and r.stderr.startswith("fastfool: error:")
+
+
+def test_a_float32_model_keeps_its_float64_reference_through_a_file(tmp_path):
+    """The verdict's reference (the float64 originals) survives save / load: same weights
+    there, same float32 model, same decisions."""
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+    X, y = load_digits(return_X_y=True)
+    X = X / 16
+    est = LogisticRegression(max_iter=300).fit(X[:800], y[:800])
+    m = ff.from_sklearn(est, dtype=np.float32)
+    ff.save_model(m, tmp_path / "m.npz")
+    back = ff.load_model(tmp_path / "m.npz")
+    assert back.dtype == np.float32
+    np.testing.assert_array_equal(back._reference().coef_, est.coef_)
+    np.testing.assert_array_equal(back.coef_, m.coef_)
+    np.testing.assert_array_equal(back.predict(X), est.predict(X))

@@ -98,18 +98,21 @@ def _demo(args) -> int:
         res = fn()
         results[(name, model)] = res
         rows.append((name, model, res.summary()))
-    print(f"{'attack':<26}{'model':<15}{'success':>8}{'med L2':>9}{'med Linf':>9}{'conf':>7}{'rows/s':>12}")
+    print(f"{'attack':<26}{'model':<15}{'success':>8}{'fooled':>8}{'med L2':>9}{'med Linf':>9}"
+          f"{'conf':>7}{'rows/s':>12}")
     for name, model, s in rows:
         l2 = "-" if s["median_l2"] != s["median_l2"] else f"{s['median_l2']:.3f}"
         li = "-" if s["median_linf"] != s["median_linf"] else f"{s['median_linf']:.3f}"
-        print(f"{name:<26}{model:<15}{100 * s['success_rate']:>7.1f}%{l2:>9}{li:>9}"
+        fo = "-" if s["fooled_rate"] != s["fooled_rate"] else f"{100 * s['fooled_rate']:.1f}%"
+        print(f"{name:<26}{model:<15}{100 * s['success_rate']:>7.1f}%{fo:>8}{l2:>9}{li:>9}"
               f"{s['mean_confidence']:>7.3f}{s['rows_per_second']:>12,.0f}")
     if args.out:
         written = _demo_figures(args.out, X, y, keep, m_lr, m_mlp, m_id, results)
         say(f"figures: {', '.join(written)}" if written else
             "figures skipped: matplotlib is not installed (pip install 'fastfool[plot]')")
-    say(f"done in {time.perf_counter() - t_start:.1f} s (success and norms are measured on the "
-        "returned inputs; medians over successful rows)")
+    say(f"done in {time.perf_counter() - t_start:.1f} s (success: the estimator's own decision on "
+        "the returned inputs, over all rows; fooled: over the rows it classified correctly; "
+        "medians over successful rows)")
     return 0
 
 

@@ -10,6 +10,12 @@ Layout (format version 1):
 - kernel_svm: ``support_vectors``, ``dual_coef``, ``intercept``, ``kernel``, ``gamma``,
   ``coef0``, ``degree``.
 
+The weights written are those of the model's float64 reference (:mod:`fastfool.verdict`): a
+float32 model converted from float64 weights is saved with the float64 originals and loads as
+the same float32 model with the same verdicts. The source estimator of a ``from_sklearn``
+model is not saved (no pickle): a loaded model decides rows within rounding of a tie by its
+float64 evaluation alone.
+
 :func:`load_model` reads with ``allow_pickle=False`` and validates every field (through the model
 constructors: shapes, finite weights, known activations); anything else raises ``ValueError``
 naming the file and the field.
@@ -32,8 +38,11 @@ def save_model(model: Model, path) -> None:
     CPU copy."""
     if getattr(model, "device", "cpu") != "cpu":
         model = model.to("cpu")
+    dtype = model.dtype
+    if isinstance(model, Model):
+        model = model._reference()  # the float64 originals: the same verdicts after loading
     fields = {"format": np.array("fastfool.model"), "version": np.array(FORMAT_VERSION),
-              "dtype": np.array(str(model.dtype)), "classes": np.asarray(model.classes_)}
+              "dtype": np.array(str(dtype)), "classes": np.asarray(model.classes_)}
     if fields["classes"].dtype == object:
         fields["classes"] = fields["classes"].astype(str)
     if isinstance(model, KernelSVM):

@@ -35,6 +35,7 @@ class AttackResult:
     target : (N,) target labels of a targeted attack, else None.
     correct : (N,) bool, whether the model gave the original input its label ``y`` (all True
         when ``y`` was the model's own predictions); None where there is no original input.
+        Computed on first use (one pass of the model over X).
     attack : the attack's name; params : its parameters; elapsed : seconds.
     extra : attack-specific per-row arrays (e.g. ``code_error`` of :func:`fastfool.invert`).
     """
@@ -49,11 +50,19 @@ class AttackResult:
     y: np.ndarray | None = None
     target: np.ndarray | None = None
     queries: np.ndarray | None = None
-    correct: np.ndarray | None = None
+    #: ``correct`` as given: an array, None, or a function computing it on first use (the
+    #: attacks pass one: it costs a pass of the model over X that most loops never need)
+    _correct: object = field(default=None, repr=False)
     attack: str = ""
     params: dict = field(default_factory=dict)
     elapsed: float = 0.0
     extra: dict = field(default_factory=dict)
+
+    @property
+    def correct(self) -> np.ndarray | None:
+        if callable(self._correct):
+            self._correct = np.asarray(self._correct(), dtype=bool)
+        return self._correct
 
     @property
     def n(self) -> int:
@@ -117,7 +126,7 @@ class AttackResult:
     def save(self, path) -> None:
         """Write to ``.npz`` (no pickle: arrays plus a JSON header). A GPU result's ``x_adv``
         (CuPy) is copied to the host for the file."""
-        arrays = {k: getattr(self, k) for k in _ARRAYS if getattr(self, k) is not None}
+        arrays = {k: getattr(self, k) for k in _ARRAYS if getattr(self, k) is not None}  # computes correct
         arrays = {k: v.get() if hasattr(v, "__cuda_array_interface__") else v
                   for k, v in arrays.items()}
         arrays.update({f"extra_{k}": np.asarray(v) for k, v in self.extra.items()})
@@ -140,6 +149,8 @@ class AttackResult:
             if header.get("version", 0) > _FORMAT_VERSION:
                 raise ValueError(f"{path}: written by a newer fastfool (format {header['version']})")
             kw = {k: f[k] for k in _ARRAYS if k in f}
+            if "correct" in kw:
+                kw["_correct"] = kw.pop("correct")
             extra = {k[len("extra_"):]: f[k] for k in f.files if k.startswith("extra_")}
         missing = [fd.name for fd in fields(cls) if fd.name in _ARRAYS and fd.default is not None
                    and fd.name not in kw and fd.name not in ("queries", "correct")]

@@ -195,6 +195,9 @@ class KernelSVM(Model):
     def _duplicates(self):
         return None  # two classes, one score
 
+    def _screen_logits(self, X, threads):
+        return None  # the kernel values are float64 already
+
     def _affine_error(self):
         """w = sum_i a_i sv_i was summed in float64: bound gamma_n |a| @ |S| ([0, s] view)."""
         e = verdict.gamma(len(self._a64)) * (np.abs(self._a64) @ np.abs(self._S64)) * (1 + 1e-6)

@@ -46,39 +46,43 @@ def gamma(n: int, u: float = U64) -> float:
     return nu / (1.0 - nu)
 
 
-def layer_constants(Ws, bs, u=U64):
-    """Per layer (max column 1-norm of W, max |b|, gamma of the fan-in), in float64; ``u``: the
-    unit roundoff of the coarser of the two evaluations compared (ours is float64; a
-    scikit-learn MLP fitted on float32 data computes in float32)."""
+def layer_constants(Ws, bs):
+    """Per layer (max column 1-norm of W, max |b|, fan-in), in float64."""
     out = []
     for W, b in zip(Ws, bs):
         W = np.asarray(W, dtype=np.float64)
         out.append((float(np.abs(W).sum(axis=0).max()) if W.size else 0.0,
                     float(np.abs(np.asarray(b, np.float64)).max()) if np.size(b) else 0.0,
-                    gamma(W.shape[0], u)))
+                    W.shape[0]))
     return out
 
 
-def layer_error_bound(xinf, consts, acts, u=U64):
+def layer_error_bound(xinf, consts, acts, u=U64, *, act_err=2, rounded_weights=False):
     """Bound on |computed - exact| of every logit of a dense stack, per row.
 
     ``xinf``: (N,) max |x| per row (the input is exact). Per layer with ``w = max_j sum_i |W_ij|``,
-    ``b = max |b|``: ``|z| <= w a + b``; ``err_z <= w err + gamma (w a + b)``; then the
-    activation: identity / relu keep ``a = |z|`` and the error, tanh bounds ``a`` by 1 and adds
-    2u of evaluation error, logistic bounds ``a`` by 1 and scales the error by 1/4 (+2u)."""
+    ``b = max |b|``, fan-in n: ``|z| <= w a + b``; ``err_z <= w err + gamma_n (w a + b)``; then
+    the activation: identity / relu keep ``a = |z|`` and the error, tanh bounds ``a`` by 1 and
+    adds ``act_err`` u of evaluation error, logistic bounds ``a`` by 1 and scales the error by
+    1/4 (+ ``act_err`` u). ``u``: the unit roundoff of the evaluation bounded.
+    ``rounded_weights``: the evaluation used the weights rounded to that precision (a float32
+    model's copy of float64 weights): one more u per product and w up by 2u."""
     a = np.asarray(xinf, dtype=np.float64)
     e = np.zeros_like(a)
-    for (w, b, g), act in zip(consts, acts):
+    for (w, b, n), act in zip(consts, acts):
+        g = gamma(n + 1 if rounded_weights else n, u)
+        if rounded_weights:
+            w = w * (1 + 2 * u)
         mz = w * a + b
         e = w * e + g * mz
         if act in ("identity", "relu"):
             a = mz
         elif act == "tanh":
             a = np.minimum(mz, 1.0)
-            e = e + 2 * u
+            e = e + act_err * u
         elif act == "logistic":
             a = np.ones_like(mz)
-            e = 0.25 * e + 2 * u
+            e = 0.25 * e + act_err * u
         else:  # pragma: no cover - activations are checked at construction
             raise ValueError(act)
     return e
@@ -89,9 +93,10 @@ def reference_logits(model, X, threads):
     return model._reference_logits(np.asarray(X, dtype=np.float64), threads)
 
 
-def threshold(S, err, u=U64):
+def threshold(S, err, u=U64, top=None):
     """The margin (N,) a row's decision must exceed over the runner-up to be clear."""
-    top = S.max(axis=1) if S.shape[1] else np.zeros(S.shape[0])
+    if top is None:
+        top = S.max(axis=1) if S.shape[1] else np.zeros(S.shape[0])
     return 4 * err + (SOFTMAX_SLACK / U64) * u * (1.0 + np.abs(top))
 
 
@@ -121,17 +126,19 @@ def clear(S, err, u=U64, dup=None):
     other[r, pred] = -np.inf
     second = other.max(axis=1)
     with np.errstate(invalid="ignore"):
-        ok = (top - second) > threshold(S, err, u)
+        ok = (top - second) > threshold(S, err, u, top)
     return pred, ok & np.isfinite(top)
 
 
-def judge(model, X, threads, *, return_logits=False):
+def judge(model, X, threads, *, return_logits=False, want_conf=True):
     """(class indices, clear margin?, reference probability of that class) per row of X.
 
     The class is the user's model's decision (the rule in the module docstring); rows without a
-    clear margin were decided by the source estimator, or by float64 when there is none. With
-    ``return_logits`` also the float64 reference logits (N, C) and the threshold (N,) a
-    margin must exceed to be clear."""
+    clear margin were decided by the source estimator, or by float64 when there is none. A
+    float32 model first screens with its own logits and their (float32) error bound: rows clear
+    there are decided; only the others are evaluated in float64. With ``return_logits`` every
+    row is evaluated in float64 and the float64 reference logits (N, C) and the threshold (N,)
+    a margin must exceed to be clear are returned too."""
     N = X.shape[0]
     pred = np.empty(N, dtype=np.int64)
     ok = np.empty(N, dtype=bool)
@@ -139,25 +146,57 @@ def judge(model, X, threads, *, return_logits=False):
     if return_logits:
         S_all = np.empty((N, model.n_classes))
         thr = np.empty(N)
+    u, dup = model._source_u, model._duplicates()
     rows = max(1, CHUNK_ELEMENTS // max(X.shape[1], 1))
     for i in range(0, N, rows):  # bounded memory: a float64 copy of a chunk at a time
-        S, err = reference_logits(model, X[i:i + rows], threads)
-        p, ok[i:i + rows] = clear(S, err, model._source_u, model._duplicates())
-        if return_logits:
-            S_all[i:i + rows] = S
-            thr[i:i + rows] = threshold(S, err, model._source_u)
-        pred[i:i + rows] = p
-        if S.size:  # softmax probability of the decided class: 1 / sum_j exp(s_j - s_p)
-            with np.errstate(over="ignore"):
-                conf[i:i + rows] = 1.0 / np.exp(S - S[np.arange(S.shape[0]), p][:, None]).sum(axis=1)
+        Xc = X[i:i + rows]
+        n = Xc.shape[0]
+        p = np.empty(n, dtype=np.int64)
+        okc = np.zeros(n, dtype=bool)
+        Sc = np.empty((n, model.n_classes))
+        todo = np.arange(n)
+        screen = None if return_logits else model._screen_logits(Xc, threads)
+        if screen is not None:
+            S32, e32 = screen
+            p[:], okc[:] = clear(S32, e32, u, dup)
+            Sc[:] = S32
+            todo = np.flatnonzero(~okc)
+        if todo.size:
+            Xt = Xc if todo.size == n else Xc[todo]
+            part = None if screen is None else model._candidate_logits(Xt, S32[todo], e32[todo],
+                                                                       threads)
+            if part is not None:  # float64 logits for the classes that can still win only
+                S, err, S_conf = part
+            else:
+                S, err = reference_logits(model, Xt, threads)
+                S_conf = S
+            p[todo], okc[todo] = clear(S, err, u, dup)
+            Sc[todo] = S_conf
+            if return_logits:
+                S_all[i:i + rows] = S
+                thr[i:i + rows] = threshold(S, err, u)
+        pred[i:i + rows], ok[i:i + rows] = p, okc
+        if n and want_conf:
+            conf[i:i + rows] = _softmax_at(Sc, p, threads)
     _ask_source(model, X, pred, ok)
     return (pred, ok, conf, S_all, thr) if return_logits else (pred, ok, conf)
+
+
+def _softmax_at(S, p, threads):
+    """softmax(S)[r, p[r]] per row (float64): through the fused softmax epilogue of the scoring
+    kernel for up to 64 classes (an identity product, exact), NumPy beyond."""
+    n, C = S.shape
+    if C <= 64:
+        P = kernels.scores(S, np.eye(C), epilogue="softmax", threads=threads)
+        return P[np.arange(n), p]
+    with np.errstate(over="ignore"):
+        return 1.0 / np.exp(S - S[np.arange(n), p][:, None]).sum(axis=1)
 
 
 def decide(model, X, threads, *, return_clear=False):
     """Class indices the user's model gives X (see :func:`judge`); with ``return_clear``
     also whether each row's float64 margin was clear of rounding."""
-    pred, ok, _ = judge(model, X, threads)
+    pred, ok, _ = judge(model, X, threads, want_conf=False)
     return (pred, ok) if return_clear else pred
 
 

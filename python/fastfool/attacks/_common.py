@@ -156,13 +156,14 @@ class Progress:
 
 
 def finish(model, X, x_adv, yi, ti, iterations, *, attack, params, t0, threads, queries=None,
-           X_ref=None, min_confidence=None, extra=None):
+           X_ref=None, min_confidence=None, extra=None, own_labels=False):
     """Measure the outcome on the returned x_adv and build the AttackResult.
 
     ``pred`` and ``success`` are the user's model's decisions on x_adv (fastfool.verdict): the
     float64 reference, the source estimator for rows within rounding of a tie. A targeted row
     succeeds when that decision is its target and the target is not the attacked label;
-    ``correct`` says whether the model gave X its label ``y`` before the attack."""
+    ``correct`` says whether the model gave X its label ``y`` before the attack (all True,
+    without another pass, when ``own_labels``: y was the model's own decisions)."""
     N = x_adv.shape[0]
     pred, _, conf = verdict.judge(model, x_adv, threads)
     conf = conf.astype(x_adv.dtype)
@@ -181,13 +182,14 @@ def finish(model, X, x_adv, yi, ti, iterations, *, attack, params, t0, threads, 
         success &= conf >= min_confidence
     correct = None
     if X is not None and yi is not None:
-        correct = verdict.decide(model, X, threads) == yi
+        correct = np.ones(N, dtype=bool) if own_labels else \
+            (lambda: verdict.decide(model, X, threads) == yi)
     cls = model.classes_
     return AttackResult(
         x_adv=x_adv, success=success, pred=cls[pred], confidence=conf, l2=l2, linf=linf,
         iterations=np.asarray(iterations, dtype=np.int64), queries=queries,
         y=None if yi is None else cls[yi], target=None if ti is None else cls[ti],
-        correct=correct, attack=attack, params=params, elapsed=time.perf_counter() - t0,
+        _correct=correct, attack=attack, params=params, elapsed=time.perf_counter() - t0,
         extra=extra or {})
 
 

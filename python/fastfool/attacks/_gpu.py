@@ -65,7 +65,7 @@ def _finish(model, X, x_adv, yi, ti, iterations, attack, params, t0):
     return AttackResult(
         x_adv=x_adv, success=success, pred=cls[pred], confidence=conf.astype(xh.dtype),
         l2=h(l2), linf=h(linf), iterations=h(iterations).astype(np.int64), y=cls[yh],
-        target=None if th is None else cls[th], correct=correct, attack=attack, params=params,
+        target=None if th is None else cls[th], _correct=correct, attack=attack, params=params,
         elapsed=time.perf_counter() - t0, extra={"device": f"cuda:{x_adv.device.id}"})
 
 

@@ -158,7 +158,7 @@ def score_attack(clf, X, y=None, *, eps, norm="inf", max_queries=1000, target=No
         x_adv=x, success=success, pred=classes[pred], confidence=Pf[r, pred],
         l2=np.linalg.norm(diff, axis=1), linf=np.abs(diff).max(axis=1) if D else np.zeros(N),
         iterations=pos.copy(), queries=queries, y=classes[yi],
-        target=None if ti is None else classes[ti], correct=clean == yi, attack="score_attack",
+        target=None if ti is None else classes[ti], _correct=clean == yi, attack="score_attack",
         params=dict(eps=eps, norm=nrm, max_queries=max_queries, seed=seed, clip=clip,
                     classifier=type(clf).__name__),
         elapsed=time.perf_counter() - t0)

@@ -80,6 +80,7 @@ def fgsm(model, X, y=None, *, eps, norm="inf", target=None, clip=None, quantize=
         bar.update(s.stop - s.start)
     bar.close()
     return finish(model, X, x_adv, yi, ti, np.ones(X.shape[0]), attack="fgsm", t0=t0,
+                  own_labels=y is None,
                   threads=threads, params=dict(eps=eps, norm=nrm, target=_desc(target),
                                                clip=clip, quantize=quantize, seed=seed))
 
@@ -205,6 +206,7 @@ def pgd(model, X, y=None, *, eps, steps=10, step_size=None, norm="inf", target=N
             x_adv[s] = best[0]
     bar.close()
     return finish(model, X, x_adv, yi, ti, iterations, attack="pgd", t0=t0, threads=threads,
+                  own_labels=y is None,
                   params=params)
 
 

@@ -187,6 +187,7 @@ def minimal(model, X, y=None, *, norm=2, target=None, overshoot=1e-6, clip=None,
                                             None if ti is None else ti[sl], overshoot, lo, hi,
                                             threads)
     return finish(model, X, x_adv, yi, ti, np.zeros(X.shape[0]), attack="minimal", t0=t0,
+                  own_labels=y is None,
                   threads=threads, params=dict(norm=nrm, target=None if target is None else str(target),
                                                overshoot=overshoot, clip=clip, seed=seed))
 
@@ -386,5 +387,6 @@ def deepfool(model, X, y=None, *, norm=2, overshoot=0.02, max_iter=50, candidate
         bar.update(n)
     bar.close()
     return finish(model, X, x_adv, yi, None, iterations, attack="deepfool", t0=t0, threads=threads,
+                  own_labels=y is None,
                   params=dict(norm=nrm, overshoot=overshoot, max_iter=int(max_iter),
                               candidates=ncand, clip=clip))
