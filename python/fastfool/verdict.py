@@ -135,49 +135,40 @@ def judge(model, X, threads, *, return_logits=False, want_conf=True):
 
     The class is the user's model's decision (the rule in the module docstring); rows without a
     clear margin were decided by the source estimator, or by float64 when there is none. A
-    float32 model first screens with its own logits and their (float32) error bound: rows clear
-    there are decided; only the others are evaluated in float64. With ``return_logits`` every
-    row is evaluated in float64 and the float64 reference logits (N, C) and the threshold (N,)
-    a margin must exceed to be clear are returned too."""
-    N = X.shape[0]
-    pred = np.empty(N, dtype=np.int64)
-    ok = np.empty(N, dtype=bool)
-    conf = np.empty(N, dtype=np.float64)
-    if return_logits:
-        S_all = np.empty((N, model.n_classes))
-        thr = np.empty(N)
+    float32 model first screens all rows with its own logits and their (float32) error bound:
+    rows clear there are decided; only the others are evaluated in float64, by chunks. With
+    ``return_logits`` every row is evaluated in float64 and the float64 reference logits (N, C)
+    and the threshold (N,) a margin must exceed to be clear are returned too."""
+    N, C = X.shape[0], model.n_classes
     u, dup = model._source_u, model._duplicates()
+    screen = None if return_logits or N == 0 else model._screen_logits(X, threads)
+    if screen is not None:  # one call over all rows: a wide model streams its weights once
+        S_all, e32 = screen
+        pred, ok = clear(S_all, e32, u, dup)
+        todo = np.flatnonzero(~ok)
+    else:
+        S_all = np.empty((N, C))
+        pred = np.empty(N, dtype=np.int64)
+        ok = np.zeros(N, dtype=bool)
+        todo = np.arange(N)
+    if return_logits:
+        thr = np.empty(N)
     rows = max(1, CHUNK_ELEMENTS // max(X.shape[1], 1))
-    for i in range(0, N, rows):  # bounded memory: a float64 copy of a chunk at a time
-        Xc = X[i:i + rows]
-        n = Xc.shape[0]
-        p = np.empty(n, dtype=np.int64)
-        okc = np.zeros(n, dtype=bool)
-        Sc = np.empty((n, model.n_classes))
-        todo = np.arange(n)
-        screen = None if return_logits else model._screen_logits(Xc, threads)
-        if screen is not None:
-            S32, e32 = screen
-            p[:], okc[:] = clear(S32, e32, u, dup)
-            Sc[:] = S32
-            todo = np.flatnonzero(~okc)
-        if todo.size:
-            Xt = Xc if todo.size == n else Xc[todo]
-            part = None if screen is None else model._candidate_logits(Xt, S32[todo], e32[todo],
-                                                                       threads)
-            if part is not None:  # float64 logits for the classes that can still win only
-                S, err, S_conf = part
-            else:
-                S, err = reference_logits(model, Xt, threads)
-                S_conf = S
-            p[todo], okc[todo] = clear(S, err, u, dup)
-            Sc[todo] = S_conf
-            if return_logits:
-                S_all[i:i + rows] = S
-                thr[i:i + rows] = threshold(S, err, u)
-        pred[i:i + rows], ok[i:i + rows] = p, okc
-        if n and want_conf:
-            conf[i:i + rows] = _softmax_at(Sc, p, threads)
+    for i in range(0, todo.size, rows):  # bounded memory: a float64 copy of a chunk at a time
+        idx = todo[i:i + rows]
+        Xt = X[i:i + rows] if screen is None else X[idx]
+        part = None if screen is None else model._candidate_logits(Xt, S_all[idx], e32[idx],
+                                                                   threads)
+        if part is not None:  # float64 logits for the classes that can still win only
+            S, err, S_conf = part
+        else:
+            S, err = reference_logits(model, Xt, threads)
+            S_conf = S
+        pred[idx], ok[idx] = clear(S, err, u, dup)
+        S_all[idx] = S_conf
+        if return_logits:
+            thr[idx] = threshold(S, err, u)
+    conf = _softmax_at(S_all, pred, threads) if want_conf and N else np.zeros(N)
     _ask_source(model, X, pred, ok)
     return (pred, ok, conf, S_all, thr) if return_logits else (pred, ok, conf)
 

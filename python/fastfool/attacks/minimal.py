@@ -131,7 +131,8 @@ def minimal(model, X, y=None, *, norm=2, target=None, overshoot=1e-6, clip=None,
     norm : 2 or ``"inf"``. target : None (nearest boundary), a label, labels per row,
         ``"least_likely"``, ``"random"`` or ``"all"`` (N x (C - 1) rows); targets need scipy.
     overshoot : relative step beyond the boundary so that the class really changes (grown ×10,
-        up to 6 times, for rows where rounding keeps them on the boundary).
+        up to 6 times, for rows whose margin is not yet clear of rounding: the user's model,
+        and a float32 model's own logits, must decide the new class; fastfool.verdict).
     clip : optional ``(lo, hi)``; clipping can only make the perturbation fail, not smaller.
 
     Rows that are still not fooled (clipping, no reachable boundary as in a constant model, or
