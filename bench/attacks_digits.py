@@ -52,13 +52,15 @@ def main(argv=None):
         dt = time.perf_counter() - t0
         s = res.summary()
         rows.append(dict(attack=name, model=model_name, rows=res.n, success=s["success_rate"],
+                         fooled=s["fooled_rate"],
                          median_l2=s["median_l2"], median_linf=s["median_linf"],
                          mean_confidence=s["mean_confidence"], rows_per_s=res.n / dt,
                          queries=s.get("mean_queries")))
-        print(f"{name:<24}{model_name:<28}{100 * s['success_rate']:>8.1f}{s['median_l2']:>10.3f}"
+        print(f"{name:<24}{model_name:<28}{100 * s['success_rate']:>8.1f}{100 * s['fooled_rate']:>8.1f}"
+              f"{s['median_l2']:>10.3f}"
               f"{s['median_linf']:>10.3f}{s['mean_confidence']:>8.3f}{res.n / dt:>13,.0f}")
 
-    print(f"{'attack':<24}{'model':<28}{'success%':>8}{'med L2':>10}{'med Linf':>10}{'conf':>8}{'rows/s':>13}")
+    print(f"{'attack':<24}{'model':<28}{'success%':>8}{'fooled%':>8}{'med L2':>10}{'med Linf':>10}{'conf':>8}{'rows/s':>13}")
     for mname, (m, Xm, ym) in models.items():
         Xr = np.tile(Xm, (args.repeat, 1))
         yr = np.tile(ym, args.repeat)

@@ -195,5 +195,6 @@ def _ask_source(model, X, pred, ok):
     src = getattr(model, "_source", None)
     if src is not None and not ok.all():
         rows = np.flatnonzero(~ok)
-        Xr = np.asarray(X[rows], dtype=np.float64)
-        pred[rows] = model.class_index(np.asarray(src.predict(Xr)))
+        # the rows as returned (their dtype too: an estimator fitted on float32 data computes
+        # in float32 on float32 inputs, in float64 on float64 ones)
+        pred[rows] = model.class_index(np.asarray(src.predict(X[rows])))
