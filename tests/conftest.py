@@ -27,6 +27,27 @@ settings.register_profile("dev", max_examples=8, deadline=None,
                           suppress_health_check=_SUPPRESS)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's digits scaled to [0, 1]: (X (1797, 64), y)."""
+    from sklearn.datasets import load_digits
+    X, y = load_digits(return_X_y=True)
+    return X / 16.0, y
+
+
+@pytest.fixture(scope="session")
+def digits_logreg(digits):
+    """LogisticRegression(max_iter=500) on all of digits, fitted once for the whole run (treat
+    it as read-only: several modules share it)."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+    X, y = digits
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence: the fit quality is not under test
+        return LogisticRegression(max_iter=500).fit(X, y)
+
+
 SIMD_PATHS = ["generic"] + (["avx2"] if _core.detected_simd() == "avx2" else [])
 # Every kernel test runs on each SIMD path with 1 and 2 threads.
 CONFIGS = [(s, t) for s in SIMD_PATHS for t in (1, 2)]

@@ -7,8 +7,6 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits
-from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 
 import fastfool as ff
@@ -17,17 +15,11 @@ import attack_reference as AR
 
 
 @pytest.fixture(scope="module")
-def digits():
-    X, y = load_digits(return_X_y=True)
-    return X / 16.0, y
-
-
-@pytest.fixture(scope="module")
-def models(digits):
+def models(digits, digits_logreg):
     X, y = digits
+    lr = digits_logreg
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        lr = LogisticRegression(max_iter=500).fit(X, y)
         tanh = MLPClassifier((50, 20), activation="tanh", max_iter=200, random_state=0).fit(X, y)
         ident = MLPClassifier((50, 20, 2), activation="identity", max_iter=200, random_state=21).fit(X, y)
     return {"logreg": lr, "mlp-tanh": tanh, "mlp-identity": ident}

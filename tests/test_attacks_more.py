@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits, load_iris
+from sklearn.datasets import load_iris
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
@@ -17,13 +17,12 @@ import fastfool as ff
 
 
 @pytest.fixture(scope="module")
-def data():
-    X, y = load_digits(return_X_y=True)
-    X = X / 16.0
+def data(digits, digits_logreg):
+    X, y = digits
     keep = y < 4
+    lr = digits_logreg
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        lr = LogisticRegression(max_iter=500).fit(X, y)
         ident = MLPClassifier((50, 20, 2), activation="identity", max_iter=300, random_state=21).fit(X[keep], y[keep])
         tanh = MLPClassifier((50, 20, 2), activation="tanh", max_iter=300, random_state=21).fit(X[keep], y[keep])
     return X, y, keep, ff.from_sklearn(lr), ff.from_sklearn(ident), ff.from_sklearn(tanh), lr

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import fastfool as ff
 
 
@@ -19,6 +21,7 @@ def test_info():
     assert f"fastfool {ff.__version__}" in r.stdout and "simd:" in r.stdout
 
 
+@pytest.mark.slow
 def test_demo_prints_the_attack_table_and_writes_figures(tmp_path):
     r = run("demo", "--quiet", "--out", tmp_path / "figs")
     assert r.returncode == 0, r.stderr
@@ -41,6 +44,7 @@ def test_user_mistakes_are_one_line_with_exit_code_2():
     assert r.returncode == 2 and "invalid choice" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_bench_quick_runs():
     r = run("bench", "--quick", "--only", "ce_grad_linear", "--repeats", "1")
     assert r.returncode == 0, r.stderr

@@ -86,6 +86,7 @@ def test_seed7_black_box_forest():
     assert out["fooled"] > 0.5 and np.all(res.queries <= 300) and np.all(res.linf <= 0.2 + 1e-12)
 
 
+@pytest.mark.slow
 def test_examples_write_their_figures(tmp_path):
     load("seed5_mlp_backprojection").main(verbose=False, max_iter=100, out_dir=tmp_path)
     load("seed3_regularisation").main(verbose=False, Cs=(0.01, 1.0), out_dir=tmp_path)

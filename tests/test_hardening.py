@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 import fastfool as ff
 
@@ -135,6 +136,7 @@ def _under_asan():
     return "libasan" in os.environ.get("LD_PRELOAD", "")
 
 
+@pytest.mark.slow
 def test_memory_does_not_grow_over_1000_calls():
     import os
 
@@ -187,6 +189,7 @@ PEAK = textwrap.dedent(r"""
 """)
 
 
+@pytest.mark.slow
 def test_attack_peak_memory_is_outputs_plus_a_fixed_workspace():
     """PGD over N rows: peak RSS above the inputs <= x_adv + per-row results + 64 MiB, for two N
     (a workspace proportional to N, or N^2, would fail at the larger one)."""
@@ -209,6 +212,7 @@ def test_attack_peak_memory_is_outputs_plus_a_fixed_workspace():
 FUZZ_EXAMPLES = 2500
 
 
+@pytest.mark.slow
 def test_hypothesis_fuzz_2500_hostile_calls_over_27_entry_points():
     """tests/fuzz_bindings.py: 2500 Hypothesis-generated calls with hostile arguments over 27
     kernels, model methods and attacks; each ends in a result or a clean exception, and results

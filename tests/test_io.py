@@ -142,6 +142,7 @@ def test_cli_attack_end_to_end(tmp_path, models):
     assert np.all(res.linf <= 0.1 + 1e-12)
 
 
+@pytest.mark.slow
 def test_cli_attack_refuses_pickles_and_bad_shapes(tmp_path, models):
     X, y, _ = models
     est = LogisticRegression(max_iter=200).fit(X, y)

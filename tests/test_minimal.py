@@ -8,20 +8,17 @@ import warnings
 import numpy as np
 import pytest
 from scipy.optimize import minimize
-from sklearn.datasets import load_digits
-from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 
 import fastfool as ff
 
 
 @pytest.fixture(scope="module")
-def setup():
-    X, y = load_digits(return_X_y=True)
-    X = X / 16.0
+def setup(digits, digits_logreg):
+    X, y = digits
+    lr = digits_logreg
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        lr = LogisticRegression(max_iter=500).fit(X, y)
         ident = MLPClassifier((30, 5), activation="identity", max_iter=100, random_state=0).fit(X, y)
         tanh = MLPClassifier((30,), activation="tanh", max_iter=100, random_state=0).fit(X, y)
     return X, y, ff.from_sklearn(lr), ff.from_sklearn(ident), ff.from_sklearn(tanh)
@@ -51,7 +48,7 @@ def region_distance(A, c, x, j, norm):
     return res.x[D], res.x[:D]
 
 
-@pytest.mark.parametrize("norm", [2, "inf"])
+@pytest.mark.parametrize("norm", [2, pytest.param("inf", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("which", ["linear", "identity-mlp"])
 def test_certify_and_minimal_match_an_independent_solver(setup, norm, which):
     X, y, lin, ident, _ = setup

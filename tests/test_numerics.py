@@ -230,6 +230,7 @@ def test_diff_norms_report_nan_rows_as_nan(dtype):
     np.testing.assert_array_equal(linf[2:], [0, 4])
 
 
+@pytest.mark.slow
 def test_tanh_float32_over_every_bit_pattern_above_one():
     """tanh is a fitted rational on the AVX2 path; the random sweep above missed its worst
     region once (a first version reached 3.1e-7 near x = 7.34, and every 7th bit pattern missed

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 
 mpl = pytest.importorskip("matplotlib")
 from matplotlib.image import imread  # noqa: E402
-from sklearn.datasets import load_digits, load_iris  # noqa: E402
+from sklearn.datasets import load_iris  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 import fastfool as ff  # noqa: E402
@@ -24,12 +22,9 @@ def check_png(path, min_bytes=5000):
 
 
 @pytest.fixture(scope="module")
-def digits_model():
-    X, y = load_digits(return_X_y=True)
-    X = X / 16
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return X, y, ff.from_sklearn(LogisticRegression(max_iter=500).fit(X, y))
+def digits_model(digits, digits_logreg):
+    X, y = digits
+    return X, y, ff.from_sklearn(digits_logreg)
 
 
 def test_templates_and_adversarial_grid(tmp_path, digits_model):

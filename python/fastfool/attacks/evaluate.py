@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import matrix
 from .._runtime import resolve_threads
 from ._common import check_model
 
