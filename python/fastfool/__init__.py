@@ -28,7 +28,8 @@ from .io import load_model, save_model
 from .result import AttackResult
 from .svm import KernelSVM
 from ._runtime import get_simd, get_threads, set_simd, set_threads, simd_info
-from .models import MLP, LinearModel, Model, from_sklearn
+from .convert import from_sklearn
+from .models import MLP, LinearModel, Model
 
 __version__ = "0.1.0"
 

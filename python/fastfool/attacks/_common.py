@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from .. import kernels, verdict
+from .. import cuda, kernels, verdict
 from .._checks import clip_bounds  # noqa: F401  (re-exported for attack modules)
 from .._runtime import resolve_threads
 from ..models import Model
@@ -211,3 +211,25 @@ def for_all_targets(attack, model, X, y, kwargs):
     res.attack = f"{res.attack} (all targets)"
     res.params["target"] = "all"
     return res
+
+
+def restart_objective(model, x, y, t, threads):
+    """(score to maximise, fooled?) per row: CE toward y (untargeted) or -CE toward t. Works on
+    NumPy and CuPy arrays alike (the GPU attacks keep their restarts with it)."""
+    L = model._forward_soft(x, "log_softmax", threads)
+    pred = L.argmax(axis=1)
+    r = (cuda.require() if cuda.is_device_array(L) else np).arange(x.shape[0])
+    if t is None:
+        return -L[r, y], pred != y
+    return L[r, t], pred == t
+
+
+def keep_better(best, x, score, ok):
+    """The restart bookkeeping: per row, a fooled point beats an unfooled one, then the higher
+    score wins. ``best`` is None or (x, score, ok); returns the updated triple (NumPy or CuPy)."""
+    if best is None:
+        return x, score, ok
+    bx, bscore, bok = best
+    xp = cuda.require() if cuda.is_device_array(x) else np
+    better = (ok & ~bok) | ((ok == bok) & (score > bscore))
+    return xp.where(better[:, None], x, bx), xp.where(better, score, bscore), ok | bok

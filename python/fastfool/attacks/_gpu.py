@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import cuda, verdict
 from ..result import AttackResult
-from .gradient import _objective, keep_better
+from ._common import keep_better, restart_objective
 
 
 def _labels_on_device(model, X, y, target, seed):
@@ -143,5 +143,5 @@ def pgd(model, X, y, *, eps, steps, alpha, nrm, target, random_start, restarts, 
         if restarts == 1:
             best = (x,)
             break
-        best = keep_better(best, x, *_objective(model, x, yi, ti, None))
+        best = keep_better(best, x, *restart_objective(model, x, yi, ti, None))
     return _finish(model, X, best[0], yi, ti, iterations, "pgd", params, t0)

@@ -12,10 +12,10 @@ import time
 
 import numpy as np
 
-from .. import cuda, kernels, verdict
+from .. import kernels, verdict
 from ._common import (Progress, check_inside_clip, check_model, clip_bounds, finish,
-                      for_all_targets, norm_of, on_gpu, positive, prepare, resolve_target,
-                      row_chunks)
+                      for_all_targets, keep_better, norm_of, on_gpu, positive, prepare,
+                      resolve_target, restart_objective, row_chunks)
 
 __all__ = ["fgsm", "pgd"]
 
@@ -197,7 +197,7 @@ def pgd(model, X, y=None, *, eps, steps=10, step_size=None, norm="inf", target=N
                 best = (x, None, None)
                 bar.update(s.stop - s.start)
                 continue
-            score, _ = _objective(model, x, yi[s], None if ti is None else ti[s], threads)
+            score, _ = restart_objective(model, x, yi[s], None if ti is None else ti[s], threads)
             p = verdict.decide(model, x, threads)  # fooled as the user's model decides
             ok = (p == ti[s]) & (ti[s] != yi[s]) if ti is not None else p != yi[s]
             best = keep_better(best, x, score, ok)
@@ -249,25 +249,3 @@ def _run_steps(model, x, x0, lab, y, targeted, sign, alpha, eps, nrm, clip, q, s
         it[idx] += 1
     x[idx] = xa
     return it
-
-
-def _objective(model, x, y, t, threads):
-    """(score to maximise, fooled?) per row: CE toward y (untargeted) or -CE toward t. Works on
-    NumPy and CuPy arrays alike (the GPU attacks keep their restarts with it)."""
-    L = model._forward_soft(x, "log_softmax", threads)
-    pred = L.argmax(axis=1)
-    r = (cuda.require() if cuda.is_device_array(L) else np).arange(x.shape[0])
-    if t is None:
-        return -L[r, y], pred != y
-    return L[r, t], pred == t
-
-
-def keep_better(best, x, score, ok):
-    """The restart bookkeeping: per row, a fooled point beats an unfooled one, then the higher
-    score wins. ``best`` is None or (x, score, ok); returns the updated triple (NumPy or CuPy)."""
-    if best is None:
-        return x, score, ok
-    bx, bscore, bok = best
-    xp = cuda.require() if cuda.is_device_array(x) else np
-    better = (ok & ~bok) | ((ok == bok) & (score > bscore))
-    return xp.where(better[:, None], x, bx), xp.where(better, score, bscore), ok | bok

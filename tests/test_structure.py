@@ -1,0 +1,83 @@
+"""The package's import graph has no cycles: every import statement (module level or inside a
+function) of python/fastfool, resolved to the module it names, read from the source."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "python" / "fastfool"
+
+
+def _modules():
+    out = {}
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG.parent).with_suffix("")
+        parts = list(rel.parts)
+        is_pkg = parts[-1] == "__init__"
+        if is_pkg:
+            parts = parts[:-1]
+        out[".".join(parts)] = (path, is_pkg)
+    for ext in ("_core", "_cuda"):  # the compiled modules: leaves of the graph
+        out[f"fastfool.{ext}"] = (None, False)
+    return out
+
+
+def import_graph():
+    mods = _modules()
+    graph = {m: set() for m in mods}
+    for name, (path, is_pkg) in mods.items():
+        if path is None:
+            continue
+        here = name if is_pkg else name.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = here.split(".")
+                    base = base[:len(base) - (node.level - 1)]
+                    mod = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    mod = node.module or ""
+                for a in node.names:  # `from pkg import sub` names a module when sub is one
+                    targets.append(f"{mod}.{a.name}" if f"{mod}.{a.name}" in mods else mod)
+            for t in targets:
+                if t in mods and t != name:
+                    graph[name].add(t)
+    return graph
+
+
+def cycles(graph):
+    seen, stack, found = set(), [], []
+
+    def visit(n, on_path):
+        if n in on_path:
+            found.append(stack[stack.index(n):] + [n])
+            return
+        if n in seen:
+            return
+        seen.add(n)
+        stack.append(n)
+        on_path.add(n)
+        for m in sorted(graph[n]):
+            visit(m, on_path)
+        on_path.discard(n)
+        stack.pop()
+
+    for n in sorted(graph):
+        visit(n, set())
+    return found
+
+
+def test_the_package_has_no_import_cycles():
+    graph = import_graph()
+    assert "fastfool.attacks.gradient" in graph and graph["fastfool.attacks.gradient"]
+    found = cycles(graph)
+    assert not found, "import cycles: " + "; ".join(" -> ".join(c) for c in found)
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
