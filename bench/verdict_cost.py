@@ -23,9 +23,12 @@ def pairs(a, b, repeats):
     a(), b()
     out = []
     for _ in range(repeats):
-        t = time.perf_counter(); a(); ta = time.perf_counter() - t
-        t = time.perf_counter(); b(); tb = time.perf_counter() - t
-        out.append((ta, tb))
+        t = time.perf_counter()
+        a()
+        ta = time.perf_counter() - t
+        t = time.perf_counter()
+        b()
+        out.append((ta, time.perf_counter() - t))
     out = np.array(out)
     return float(np.median(out[:, 0])), float(np.median(out[:, 1])), float(np.median(out[:, 1] / out[:, 0]))
 

@@ -51,7 +51,8 @@ def main(verbose=True, max_iter=300, out_dir=None):
                     path=f"{out_dir}/seed5_backprojected.png", title="back-projected far codes")
         plot.images(np.vstack([X[:4], nearest.x_adv]), (8, 8), cols=4,
                     titles=[f"real {v}" for v in y[:4]] + [f"-> {p}" for p in nearest.pred],
-                    path=f"{out_dir}/seed5_nearest.png", title="x0 variant: real digits, nearest input with the far code")
+                    path=f"{out_dir}/seed5_nearest.png",
+                    title="x0 variant: real digits, nearest input with the far code")
     if verbose:
         print(f"identity MLP accuracy {out['accuracy_identity']:.3f}; tanh MLP {out['accuracy_tanh']:.3f}")
         for c, conf, d in zip(far.pred, far.confidence, far.extra["distance"]):

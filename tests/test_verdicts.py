@@ -304,7 +304,8 @@ def test_fooled_rate_is_transfers_rate_and_success_rate_counts_all_rows(data, fi
 
 
 def _save(res):
-    import tempfile, os
+    import os
+    import tempfile
     path = os.path.join(tempfile.mkdtemp(), "r.npz")
     res.save(path)
     return path

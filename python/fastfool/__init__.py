@@ -34,6 +34,7 @@ from .models import MLP, LinearModel, Model
 __version__ = "0.1.0"
 
 __all__ = [
+    "cuda",
     "LinearModel",
     "MLP",
     "Model",

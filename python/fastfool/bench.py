@@ -236,8 +236,9 @@ def workloads(quick):
 
         fl = 4 * N * steps * sum(a * c for a, c in zip(sizes, sizes[1:]))
         shape = f"N={N} {'-'.join(map(str, sizes))}"
-        ours = lambda t: ff.pgd(m, X, y, eps=eps, steps=steps, step_size=alpha, random_start=False,
-                                clip=(0, 1), threads=t)
+        def ours(t):
+            return ff.pgd(m, X, y, eps=eps, steps=steps, step_size=alpha, random_start=False,
+                          clip=(0, 1), threads=t)
         rows.append((f"pgd-10 mlp {act}", shape, dt, fl, ours, numpy_pgd, "numpy reference"))
         import importlib.util
         if importlib.util.find_spec("torch") is None:
@@ -354,7 +355,8 @@ def run(args):
     print(f"fastfool {ff.__version__}  simd={ff.get_simd()}  threads={args.threads}  "
           f"commit={git_commit()}  {platform.processor() or platform.machine()}")
     print("ceilings: " + "  ".join(f"{k}={v:.1f}" for k, v in ceil.items()))
-    hdr = f"{'workload':<22}{'shape':<28}{'dtype':<9}{'fastfool ms':>12}{'baseline ms':>12}{'ratio':>8}{'GFLOP/s':>9}  baseline"
+    hdr = (f"{'workload':<22}{'shape':<28}{'dtype':<9}{'fastfool ms':>12}{'baseline ms':>12}"
+           f"{'ratio':>8}{'GFLOP/s':>9}  baseline")
     print(hdr)
     print("-" * len(hdr))
     results = []
@@ -362,7 +364,8 @@ def run(args):
     for name, shape, dt, fl, ours, base, base_name in workloads(args.quick):
         if only and not any(name.startswith(o) for o in only):
             continue
-        thread_list = [args.threads] + ([1] if args.scaling and args.threads != 1 and name.startswith("scoring") else [])
+        extra_one = args.scaling and args.threads != 1 and name.startswith("scoring")
+        thread_list = [args.threads] + ([1] if extra_one else [])
         for t in thread_list:
             if t != args.threads:
                 set_blas_threads(t)

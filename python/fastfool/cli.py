@@ -154,8 +154,9 @@ def _demo_figures(out, X, y, keep, m_lr, m_mlp, m_id, results):
     save("backprojected_digits.png", plot.images(
         far.x_adv, (8, 8), titles=[f"{p} ({c:.3f})" for p, c in zip(far.pred, far.confidence)],
         title="far points of the 2-unit layer, back-projected (label, probability)"))
-    curves = {"pgd L-inf, logreg": ff.robustness_curve(m_lr, X[:400], y[:400], [0, 0.02, 0.05, 0.1, 0.2], steps=10, seed=0),
-              "pgd L-inf, tanh MLP": ff.robustness_curve(m_mlp, X[:400], y[:400], [0, 0.02, 0.05, 0.1, 0.2], steps=10, seed=0)}
+    grid = [0, 0.02, 0.05, 0.1, 0.2]
+    curves = {"pgd L-inf, logreg": ff.robustness_curve(m_lr, X[:400], y[:400], grid, steps=10, seed=0),
+              "pgd L-inf, tanh MLP": ff.robustness_curve(m_mlp, X[:400], y[:400], grid, steps=10, seed=0)}
     save("robustness.png", plot.robustness_curves(curves, xlabel="epsilon (L-inf)"))
     return paths
 

@@ -560,7 +560,9 @@ class LinearModel(Model):
             raise ValueError("W: the model has zero classes")
         if D == 0:
             raise ValueError("W: the model has zero features")
-        b = np.zeros(C, dt) if b is None else _weight(np.broadcast_to(np.asarray(b), (C,)) if np.ndim(b) == 0 else b, "b", dt)
+        if b is not None and np.ndim(b) == 0:
+            b = np.broadcast_to(np.asarray(b), (C,))
+        b = np.zeros(C, dt) if b is None else _weight(b, "b", dt)
         if b.shape != (C,):
             raise ValueError(f"b: expected shape ({C},), got {b.shape}")
         super().__init__(classes, C, dt)

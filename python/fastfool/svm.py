@@ -57,8 +57,11 @@ class KernelSVM(Model):
         self._Sc_sq = np.einsum("ij,ij->i", self._Sc, self._Sc)
         self._S_norm = np.sqrt(np.einsum("ij,ij->i", self._S64, self._S64))
         # A linear kernel is a linear model: keep its weights for the exact attacks.
-        w64 = np.array(dual_coef, dtype=np.float64).reshape(-1) @ np.array(support_vectors, dtype=np.float64)
-        self._Ws = [np.ascontiguousarray(w64[:, None], dtype=dt)] if kernel == "linear" else [np.zeros((S.shape[1], 1), dt)]
+        if kernel == "linear":  # sum_i a_i sv_i, formed in float64
+            w64 = np.array(dual_coef, dtype=np.float64).reshape(-1) @ np.array(support_vectors, dtype=np.float64)
+            self._Ws = [np.ascontiguousarray(w64[:, None], dtype=dt)]
+        else:
+            self._Ws = [np.zeros((S.shape[1], 1), dt)]
         self._bs = [np.array([self.intercept_], dt)]
         self._acts = ["identity"]
         self._set_output(self._Ws[0], self._bs[0])
