@@ -21,14 +21,17 @@ import time
 import numpy as np
 
 from .._checks import matrix
+from .._typing import ArrayLike, Clip, Labels, Norm, Target
 from ..result import AttackResult
 from ._common import Progress, clip_bounds, norm_of, positive
 
 __all__ = ["score_attack"]
 
 
-def score_attack(clf, X, y=None, *, eps, norm="inf", max_queries=1000, target=None, seed=0,
-                 clip=None, batch_rounds=None, progress=False):
+def score_attack(clf, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm = "inf",
+                 max_queries: int = 1000, target: Target = None, seed: int = 0,
+                 clip: Clip = None, batch_rounds: int | None = None,
+                 progress: bool = False) -> AttackResult:
     """Score-based black-box attack (SimBA, coordinate basis) on ``clf.predict_proba``.
 
     Parameters

@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from .._runtime import resolve_threads
+from .._typing import ArrayLike, Norm
+from ..models import Model
+from ..result import AttackResult
 from ._common import check_model
 
 __all__ = ["transfer", "robustness_curve"]
@@ -14,7 +17,8 @@ def _predict(clf, X):
     return np.asarray(clf.predict(X))
 
 
-def transfer(attack, source, targets, X, y, **attack_kw):
+def transfer(attack, source: Model, targets: dict, X: ArrayLike, y: ArrayLike,
+             **attack_kw) -> tuple[AttackResult, dict[str, float]]:
     """Craft adversarial examples on ``source`` and measure how often they fool each model.
 
     Parameters
@@ -42,7 +46,8 @@ def transfer(attack, source, targets, X, y, **attack_kw):
     return res, rates
 
 
-def robustness_curve(model, X, y, eps_values, *, norm="inf", attack=None, **attack_kw):
+def robustness_curve(model: Model, X: ArrayLike, y: ArrayLike, eps_values: ArrayLike, *,
+                     norm: Norm = "inf", attack=None, **attack_kw) -> dict:
     """Accuracy under attack for each epsilon of ``eps_values`` (ascending).
 
     ``attack`` (called as ``attack(model, X, y, eps=e, norm=norm, **attack_kw)``) defaults to

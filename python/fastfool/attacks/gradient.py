@@ -13,6 +13,9 @@ import time
 import numpy as np
 
 from .. import kernels, verdict
+from .._typing import ArrayLike, Clip, Labels, Norm, Target
+from ..models import Model
+from ..result import AttackResult
 from ._common import (Progress, check_inside_clip, check_model, clip_bounds, finish,
                       for_all_targets, keep_better, norm_of, on_gpu, positive, prepare,
                       resolve_target, restart_objective, row_chunks)
@@ -26,8 +29,10 @@ def _quantum(quantize, name="quantize"):
     return positive(quantize, name, allow_zero=False)
 
 
-def fgsm(model, X, y=None, *, eps, norm="inf", target=None, clip=None, quantize=None, seed=None,
-         threads=None, progress=False):
+def fgsm(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm = "inf",
+         target: Target = None, clip: Clip = None, quantize: float | None = None,
+         seed: int | None = None, threads: int | None = None,
+         progress: bool = False) -> AttackResult:
     """Fast gradient (sign) method.
 
     Untargeted: ``x + eps * sign(grad_x CE(x, y))`` (L-inf) or ``x + eps * g / ||g||_2`` (L2);
@@ -111,9 +116,11 @@ def _random_start(rng, xc, eps, nrm, lo, hi):
     return x
 
 
-def pgd(model, X, y=None, *, eps, steps=10, step_size=None, norm="inf", target=None,
-        random_start=True, restarts=1, early_stop=False, clip=None, quantize=None, seed=None,
-        threads=None, progress=False):
+def pgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, steps: int = 10,
+        step_size: float | None = None, norm: Norm = "inf", target: Target = None,
+        random_start: bool = True, restarts: int = 1, early_stop: bool = False,
+        clip: Clip = None, quantize: float | None = None, seed: int | None = None,
+        threads: int | None = None, progress: bool = False) -> AttackResult:
     """Projected gradient descent (BIM when ``random_start=False``), L-inf or L2.
 
     Each of ``steps`` iterations takes a fused step of ``step_size`` (default ``2.5 * eps /

@@ -22,6 +22,8 @@ from .. import kernels
 from ..models import DEFAULT_MARGIN, Model
 from .._checks import matrix
 from .._runtime import resolve_threads
+from .._typing import ArrayLike
+from ..result import AttackResult
 from ._common import check_model, finish, positive
 
 __all__ = ["invert", "far_points", "confidence_map", "ConfidenceMap", "codes_to_logits"]
@@ -40,7 +42,8 @@ def codes_to_logits(model: Model, H, layer, threads=None):
     return kernels.mlp_forward(H, Ws[top + 1:], bs[top + 1:], model._acts[top + 1:], threads=threads)
 
 
-def invert(model, H, layer=-1, x0=None, *, margin=DEFAULT_MARGIN, threads=None):
+def invert(model: Model, H: ArrayLike, layer: int | str = -1, x0: ArrayLike | None = None, *,
+           margin: float = DEFAULT_MARGIN, threads: int | None = None) -> AttackResult:
     """The pseudo-inverse attack: inputs that carry the codes H at ``layer``.
 
     Parameters
@@ -87,8 +90,9 @@ def _rays(dim, n_random, rng, extra_dirs=()):
     return U / np.where(n > 0, n, 1)
 
 
-def far_points(model, X, *, p=0.99, k=10.0, layer=None, n_per_class=1, n_directions=512,
-               max_doublings=20, seed=0, threads=None):
+def far_points(model: Model, X: ArrayLike, *, p: float = 0.99, k: float = 10.0,
+               layer: int | None = None, n_per_class: int = 1, n_directions: int = 512,
+               max_doublings: int = 20, seed: int = 0, threads: int | None = None) -> AttackResult:
     """High-confidence points far from the data, one set per class.
 
     The data's centre mu and radius R = max ||x - mu|| are taken from X (or from its codes at
@@ -205,7 +209,9 @@ class ConfidenceMap:
         return (float(self.xs[0]), float(self.xs[-1]), float(self.ys[0]), float(self.ys[-1]))
 
 
-def confidence_map(model, xlim, ylim, *, resolution=1000, layer=None, threads=None):
+def confidence_map(model: Model, xlim: tuple[float, float], ylim: tuple[float, float], *,
+                   resolution: int = 1000, layer: int | None = None,
+                   threads: int | None = None) -> ConfidenceMap:
     """Class and max probability over a ``resolution x resolution`` grid (default 1 M points),
     scored in row chunks through the batched kernels.
 

@@ -21,6 +21,9 @@ import time
 import numpy as np
 
 from .. import verdict
+from .._typing import ArrayLike, Clip, Labels, Norm, Target
+from ..models import Model
+from ..result import AttackResult
 from ._common import (Progress, check_inside_clip, clip_bounds, finish, for_all_targets,
                       norm_of, positive, prepare, resolve_target, row_chunks)
 
@@ -44,7 +47,8 @@ def _scores64(model, X, threads):
     return S
 
 
-def certify(model, X, norm=2, *, threads=None):
+def certify(model: Model, X: ArrayLike, norm: Norm = 2, *,
+            threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Certified robustness radius of each row of an affine model: sound, and exact to rounding.
 
     The radius of a row is the distance to the nearest decision boundary of its class,
@@ -119,8 +123,9 @@ def _nearest(S, k, dual):
     return dist[r, j] if N else np.zeros(0), j
 
 
-def minimal(model, X, y=None, *, norm=2, target=None, overshoot=1e-6, clip=None, seed=None,
-            threads=None):
+def minimal(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
+            target: Target = None, overshoot: float = 1e-6, clip: Clip = None,
+            seed: int | None = None, threads: int | None = None) -> AttackResult:
     """Exact minimal perturbation for an affine model (see the module docstring).
 
     Parameters
@@ -257,8 +262,10 @@ def _targeted(A, s, t, nrm):
     return res.x[:D]
 
 
-def deepfool(model, X, y=None, *, norm=2, overshoot=0.02, max_iter=50, candidates=None,
-             clip=None, threads=None, progress=False):
+def deepfool(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
+             overshoot: float = 0.02, max_iter: int = 50, candidates: int | None = None,
+             clip: Clip = None, threads: int | None = None,
+             progress: bool = False) -> AttackResult:
     """DeepFool, multi-class (Moosavi-Dezfooli, Fawzi & Frossard, CVPR 2016).
 
     At each iteration, for every candidate class j != k (k the current class) the model is

@@ -15,14 +15,20 @@ import time
 import numpy as np
 
 from .. import verdict
+from .._typing import ArrayLike, Clip, Target
+from ..models import Model
+from ..result import AttackResult
 from ._common import (Progress, check_inside_clip, clip_bounds, finish, positive, prepare,
                       resolve_target, row_chunks)
 
 __all__ = ["template"]
 
 
-def template(model, X=None, target=None, *, confidence=0.99, start="image", n=None, clip=None,
-             max_alpha=1e6, steps=200, step_size=None, seed=0, threads=None, progress=False):
+def template(model: Model, X: ArrayLike | None = None, target: Target = None, *,
+             confidence: float = 0.99, start: str = "image", n: int | None = None,
+             clip: Clip = None, max_alpha: float = 1e6, steps: int = 200,
+             step_size: float | None = None, seed: int = 0, threads: int | None = None,
+             progress: bool = False) -> AttackResult:
     """Fool toward ``target`` by adding the target class's weight template.
 
     Parameters
