@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from . import verdict
 from .models import MLP, LinearModel, Model
@@ -23,7 +24,7 @@ _LINEAR_NAMES = {
 }
 
 
-def from_sklearn(est, *, dtype=None) -> Model:
+def from_sklearn(est, *, dtype: DTypeLike = None) -> Model:
     """Convert a fitted scikit-learn classifier to a fastfool model.
 
     Supported: LogisticRegression (binary and multinomial), LinearSVC, SGDClassifier,

@@ -23,6 +23,8 @@ naming the file and the field.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .models import MLP, LinearModel, Model
@@ -33,7 +35,7 @@ __all__ = ["save_model", "load_model", "FORMAT_VERSION"]
 FORMAT_VERSION = 1
 
 
-def save_model(model: Model, path) -> None:
+def save_model(model: Model, path: str | os.PathLike) -> None:
     """Write a fastfool model to ``path`` (``.npz``, no pickle); a GPU model is written from its
     CPU copy."""
     if getattr(model, "device", "cpu") != "cpu":
@@ -62,7 +64,7 @@ def save_model(model: Model, path) -> None:
     np.savez(path, **fields)
 
 
-def load_model(path) -> Model:
+def load_model(path: str | os.PathLike) -> Model:
     """Read a model written by :func:`save_model`; raises ``ValueError`` for malformed files."""
     try:
         f = np.load(path, allow_pickle=False)

@@ -23,6 +23,7 @@ from . import cuda, kernels, verdict
 from ._checks import check_finite as _check_finite
 from ._checks import float_dtype, labels_to_index, matrix
 from ._runtime import resolve_threads
+from ._typing import ArrayLike
 
 __all__ = ["Model", "LinearModel", "MLP", "DEFAULT_MARGIN"]
 
@@ -109,7 +110,7 @@ class Model:
         return len(self._Ws)
 
     # -- devices -----------------------------------------------------------------------------
-    def to(self, device) -> "Model":
+    def to(self, device: str) -> "Model":
         """This model on ``"cuda"`` (or ``"cuda:N"``) or ``"cpu"``: a copy whose weights are
         CuPy (resp. NumPy) arrays; the original is unchanged (``to`` of the current device
         returns the model itself). A GPU model takes CuPy inputs and returns CuPy arrays from
@@ -236,7 +237,7 @@ class Model:
             _check_finite(X, name, threads)
         return X
 
-    def class_index(self, y) -> np.ndarray:
+    def class_index(self, y: ArrayLike) -> np.ndarray:
         """Map labels (values of ``classes_``) to class indices 0..n_classes-1.
 
         Raises ``ValueError`` naming the first label that is not one of the model's classes.
@@ -280,14 +281,16 @@ class Model:
         return labels_to_index(self.class_index(y), n, self.n_classes)
 
     # -- scikit-learn style predictions ---------------------------------------------------------
-    def logits(self, X, *, threads=None, check_finite=True) -> np.ndarray:
+    def logits(self, X: ArrayLike, *, threads: int | None = None,
+               check_finite: bool = True) -> np.ndarray:
         """The (N, C) scores whose softmax gives :meth:`predict_proba` ([0, s] when binary)."""
         threads = resolve_threads(threads)
         X = self._X(X, threads, check_finite)
         out = self._forward_soft(X, None, threads)
         return self._checked_out(out, threads) if check_finite else out
 
-    def decision_function(self, X, *, threads=None, check_finite=True) -> np.ndarray:
+    def decision_function(self, X: ArrayLike, *, threads: int | None = None,
+                          check_finite: bool = True) -> np.ndarray:
         """Scores as scikit-learn's ``decision_function``: (N,) for binary models, else (N, C)."""
         threads = resolve_threads(threads)
         X = self._X(X, threads, check_finite)
@@ -296,7 +299,8 @@ class Model:
             self._checked_out(S, threads)
         return S[:, 0] if self.binary else S
 
-    def predict_proba(self, X, *, threads=None, check_finite=True) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike, *, threads: int | None = None,
+                      check_finite: bool = True) -> np.ndarray:
         """Class probabilities (N, C): the softmax of the logits (stable fused epilogue).
 
         This is scikit-learn's ``predict_proba`` for LogisticRegression and MLPClassifier; for
@@ -307,14 +311,16 @@ class Model:
         out = self._forward_soft(X, "softmax", threads)
         return self._checked_out(out, threads, "probabilities") if check_finite else out
 
-    def predict_log_proba(self, X, *, threads=None, check_finite=True) -> np.ndarray:
+    def predict_log_proba(self, X: ArrayLike, *, threads: int | None = None,
+                          check_finite: bool = True) -> np.ndarray:
         """Log-probabilities (N, C), computed as a fused log-softmax (no log(0))."""
         threads = resolve_threads(threads)
         X = self._X(X, threads, check_finite)
         out = self._forward_soft(X, "log_softmax", threads)
         return self._checked_out(out, threads, "probabilities") if check_finite else out
 
-    def predict(self, X, *, threads=None, check_finite=True) -> np.ndarray:
+    def predict(self, X: ArrayLike, *, threads: int | None = None,
+                check_finite: bool = True) -> np.ndarray:
         """Predicted labels (values of ``classes_``): the decision of the user's model.
 
         Computed in float64 on the weights as given (a float32 model keeps them), ties resolved
@@ -331,7 +337,8 @@ class Model:
             return self.classes_[idx]
         return self.classes_[verdict.decide(self, X, threads)]
 
-    def loss_gradient(self, X, y, *, return_loss=False, threads=None, check_finite=True):
+    def loss_gradient(self, X: ArrayLike, y: ArrayLike, *, return_loss: bool = False,
+                      threads: int | None = None, check_finite: bool = True):
         """Gradient of the softmax cross-entropy ``-log P(y | x)`` with respect to X.
 
         Parameters
@@ -388,8 +395,9 @@ class Model:
             self._pinv_cache[key] = np.ascontiguousarray(np.linalg.pinv(A), dtype=self.dtype)
         return self._pinv_cache[key]
 
-    def backproject(self, H, layer=-1, x0=None, *, margin=DEFAULT_MARGIN, threads=None,
-                    return_clamped=False):
+    def backproject(self, H: ArrayLike, layer: int | str = -1, x0: ArrayLike | None = None, *,
+                    margin: float = DEFAULT_MARGIN, threads: int | None = None,
+                    return_clamped: bool = False):
         """Inputs whose codes at ``layer`` are H, through the Moore-Penrose pseudo-inverse.
 
         Layer by layer, ``x_prev = (act^-1(h) - b) @ pinv(W)`` with pinv computed once per layer
@@ -485,7 +493,7 @@ class Model:
         return kernels.mlp_vjp(X, Ws, bs, self._acts, V, return_logits=return_logits,
                                threads=threads)
 
-    def affine_map(self):
+    def affine_map(self) -> tuple[np.ndarray, np.ndarray]:
         """(A (C, D), c (C,)) with logits = X @ A.T + c, for models that are one affine map
         (linear models, identity-activation MLPs), in the softmax view (binary: [0, s]), in
         float64 from the weights as given (a float32 model's float64 originals).
@@ -710,7 +718,8 @@ class MLP(Model):
         return (f"MLP({'-'.join(map(str, sizes))}, activation={self.activations}, "
                 f"{'binary' if self.binary else 'softmax'}, {self.dtype})")
 
-    def hidden(self, X, layer=-1, *, threads=None, check_finite=True) -> np.ndarray:
+    def hidden(self, X: ArrayLike, layer: int = -1, *, threads: int | None = None,
+               check_finite: bool = True) -> np.ndarray:
         """Activations (N, width) of hidden layer ``layer`` (0 the first, -1 the last)."""
         threads = resolve_threads(threads)
         X = self._X(X, threads, check_finite)
