@@ -167,27 +167,34 @@ class Model:
             return self._cpu._reference()
         return self if self._ref64 is None else self._ref64
 
-    def _reference_logits(self, X64, threads):
-        """(float64 logits of the reference in the softmax view, rounding bound per row)."""
+    def _reference_logits(self, X64, threads, xinf=None):
+        """(float64 logits of the reference in the softmax view, rounding bound per row);
+        ``xinf``: the rows' max |x| when the caller has it."""
         ref = self._reference()
         S = ref._forward_soft(X64, None, threads)
-        return S, verdict.layer_error_bound(self._row_max_abs(X64), self._layer_constants(),
-                                            ref._acts, self._source_u)
+        return S, self._reference_bound(X64 if xinf is None else None, xinf)
+
+    def _reference_bound(self, X64, xinf=None):
+        """verdict.layer_error_bound of the float64 reference for rows X64 (or their max |x|)."""
+        xinf = self._row_max_abs(X64) if xinf is None else xinf
+        return verdict.layer_error_bound(xinf, self._layer_constants(), self._reference()._acts,
+                                         self._source_u)
 
     def _screen_logits(self, X, threads):
-        """A float32 model's own logits (as float64) with a bound on their distance to the exact
-        logits of the float64 reference, or None (float64 models, GPU models): the cheap first
-        pass of fastfool.verdict.judge."""
+        """A float32 model's own logits (as float64), a bound on their distance to the exact
+        logits of the float64 reference and the rows' max |x|, or None (float64 models, GPU
+        models): the cheap first pass of fastfool.verdict.judge."""
         if self.dtype != np.float32 or self.device != "cpu":
             return None
         S = self._forward_soft(X, None, threads).astype(np.float64)
+        xinf = self._row_max_abs(X)
         # float32 arithmetic on float32 copies of the weights; the AVX2 float32 tanh is within
         # 3e-7 relative (tests/test_numerics.py), logistic likewise: 8 u of evaluation error
-        err = verdict.layer_error_bound(self._row_max_abs(X), self._layer_constants(),
-                                        self._acts, verdict.U32, act_err=8, rounded_weights=True)
-        return S, err
+        err = verdict.layer_error_bound(xinf, self._layer_constants(), self._acts, verdict.U32,
+                                        act_err=8, rounded_weights=True)
+        return S, err, xinf
 
-    def _candidate_logits(self, X, S32, e32, threads):
+    def _candidate_logits(self, X, S32, e32, xinf, threads):
         """Hook of fastfool.verdict.judge for rows the float32 screen left unclear: None (the
         whole float64 reference is evaluated), or (logits for the clear test, float64 error
         bound, logits for the confidence) computed more cheaply (LinearModel)."""
@@ -478,9 +485,6 @@ class Model:
         return kernels.ce_grad_mlp(X, Ws, bs, self._acts, yi, threads=threads,
                                    return_prob=return_prob, out=out)
 
-    # _ce_step takes return_final_prob (the softmax of the returned rows, fused into the call)
-    _steps_final_prob = True
-
     def _ce_step(self, X, yi, x0, threads, out, **step):
         """Fused gradient + attack step (kernels.ce_step_*), softmax view; returns out (and,
         with return_final_prob=True, the probabilities _forward_soft would give for it)."""
@@ -596,8 +600,6 @@ class LinearModel(Model):
         return kernels.ce_grad_linear(X, self._soft_coef, self._soft_b, yi, threads=threads,
                                       return_prob=return_prob, out=out)
 
-    _steps_final_prob = False
-
     def _ce_step(self, X, yi, x0, threads, out, **step):
         return kernels.ce_step_linear(X, self._soft_coef, self._soft_b, yi, x0, out=out,
                                       threads=threads, **step)
@@ -605,7 +607,7 @@ class LinearModel(Model):
     def hidden(self, X, layer=-1, **kw):
         raise ValueError("hidden: a LinearModel has no hidden layers (use decision_function)")
 
-    def _candidate_logits(self, X, S32, e32, threads):
+    def _candidate_logits(self, X, S32, e32, xinf, threads):
         """Float64 logits of just the classes that can still be the exact argmax given the
         float32 logits and their bound (on a wide model a handful of the C): a class c is left
         out when ``S32_c + e32 + delta < max(S32 - e32)``, delta the float64 clear-margin
@@ -616,8 +618,7 @@ class LinearModel(Model):
             return None
         ref = self._reference()
         X64 = np.asarray(X, np.float64)
-        err = verdict.layer_error_bound(self._row_max_abs(X64), self._layer_constants(),
-                                        ref._acts, self._source_u)
+        err = self._reference_bound(None, xinf)
         floor = (S32 - e32[:, None]).max(axis=1)
         delta = verdict.threshold(S32, err, self._source_u) + 2 * err
         cand = S32 + (e32 + delta)[:, None] >= floor[:, None]

@@ -126,7 +126,7 @@ class KernelSVM(Model):
         K, _, _ = self._kernel_terms(X, threads)
         return K @ self._a64 + self.intercept_
 
-    def _reference_logits(self, X64, threads):
+    def _reference_logits(self, X64, threads, xinf=None):
         """Float64 scores [0, s] with a rounding bound: sum_i |a_i| (K error_i) plus the sum's
         own gamma_n sum_i |a_i K_i|; libsvm's evaluation has no larger error, so the verdict's
         4 err covers both."""
@@ -174,8 +174,6 @@ class KernelSVM(Model):
             out[...] = G
             G = out
         return (G, loss, P) if return_prob else (G, loss)
-
-    _steps_final_prob = False
 
     def _ce_step(self, X, yi, x0, threads, out, steps=1, **step):
         for _ in range(steps):  # no fused multi-step kernel for kernel SVMs: one call per step

@@ -30,14 +30,14 @@ import numpy as np
 
 from . import kernels
 
-__all__ = ["U64", "gamma", "layer_error_bound", "clear", "decide", "judge", "reference_logits"]
+__all__ = ["U64", "gamma", "layer_error_bound", "clear", "decide", "judge", "reference_logits", "resolve"]
 
 U64 = 2.0 ** -53
 U32 = 2.0 ** -24
 CHUNK_ELEMENTS = 1 << 21
-#: Roundoff allowed beyond 4 err for softmax / sigmoid evaluations after the logits
-#: (``exp(s_j - max)`` rounds to 1 for differences below ~u): an absolute margin in logits.
-SOFTMAX_SLACK = 64 * U64
+#: Roundoff allowed beyond 4 err, in units of u, for the softmax / sigmoid evaluated after the
+#: logits (``exp(s_j - max)`` rounds to 1 for differences below ~u): times ``1 + |s_max|``.
+SLACK_ULPS = 64
 
 
 def gamma(n: int, u: float = U64) -> float:
@@ -97,7 +97,7 @@ def threshold(S, err, u=U64, top=None):
     """The margin (N,) a row's decision must exceed over the runner-up to be clear."""
     if top is None:
         top = S.max(axis=1) if S.shape[1] else np.zeros(S.shape[0])
-    return 4 * err + (SOFTMAX_SLACK / U64) * u * (1.0 + np.abs(top))
+    return 4 * err + SLACK_ULPS * u * (1.0 + np.abs(top))
 
 
 def duplicate_groups(W_out, b_out):
@@ -143,7 +143,7 @@ def judge(model, X, threads, *, return_logits=False, want_conf=True):
     u, dup = model._source_u, model._duplicates()
     screen = None if return_logits or N == 0 else model._screen_logits(X, threads)
     if screen is not None:  # one call over all rows: a wide model streams its weights once
-        S_all, e32 = screen
+        S_all, e32, xinf = screen
         pred, ok = clear(S_all, e32, u, dup)
         todo = np.flatnonzero(~ok)
     else:
@@ -158,11 +158,12 @@ def judge(model, X, threads, *, return_logits=False, want_conf=True):
         idx = todo[i:i + rows]
         Xt = X[i:i + rows] if screen is None else X[idx]
         part = None if screen is None else model._candidate_logits(Xt, S_all[idx], e32[idx],
-                                                                   threads)
+                                                                   xinf[idx], threads)
         if part is not None:  # float64 logits for the classes that can still win only
             S, err, S_conf = part
         else:
-            S, err = reference_logits(model, Xt, threads)
+            S, err = model._reference_logits(np.asarray(Xt, dtype=np.float64), threads,
+                                             None if screen is None else xinf[idx])
             S_conf = S
         pred[idx], ok[idx] = clear(S, err, u, dup)
         S_all[idx] = S_conf
@@ -182,6 +183,15 @@ def _softmax_at(S, p, threads):
         return P[np.arange(n), p]
     with np.errstate(over="ignore"):
         return 1.0 / np.exp(S - S[np.arange(n), p][:, None]).sum(axis=1)
+
+
+def resolve(model, X, S, err):
+    """Class indices from float64 reference logits ``S`` and their bound ``err`` that a caller
+    already has (``reference_logits``): the first argmax where clear, the source estimator's
+    decision elsewhere; the same rule as :func:`judge` without another forward pass."""
+    pred, ok = clear(S, err, model._source_u, model._duplicates())
+    _ask_source(model, X, pred, ok)
+    return pred
 
 
 def decide(model, X, threads, *, return_clear=False):

@@ -155,6 +155,17 @@ class Progress:
             sys.stderr.write("\n")
 
 
+def succeeded(pred, y, t=None):
+    """The success rule every attack reports, on the user's model's decisions ``pred`` (class
+    indices): untargeted, ``pred != y``; targeted, ``pred == t`` with ``t != y`` (a target that
+    is the row's own label is never a success); without an attacked label, ``pred == t``."""
+    if t is None:
+        return pred != y
+    if y is None:
+        return pred == t
+    return (pred == t) & (t != y)
+
+
 def finish(model, X, x_adv, yi, ti, iterations, *, attack, params, t0, threads, queries=None,
            X_ref=None, min_confidence=None, extra=None, own_labels=False):
     """Measure the outcome on the returned x_adv and build the AttackResult.
@@ -176,8 +187,7 @@ def finish(model, X, x_adv, yi, ti, iterations, *, attack, params, t0, threads, 
     else:
         l2[:] = np.nan
         linf[:] = np.nan
-    success = (pred == ti) & (ti != yi) if ti is not None and yi is not None else \
-        pred == ti if ti is not None else pred != yi
+    success = succeeded(pred, yi, ti)
     if min_confidence is not None:
         success &= conf >= min_confidence
     correct = None

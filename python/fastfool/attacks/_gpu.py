@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import cuda, verdict
 from ..result import AttackResult
-from ._common import keep_better, restart_objective
+from ._common import keep_better, restart_objective, succeeded
 
 
 def _labels_on_device(model, X, y, target, seed):
@@ -59,8 +59,11 @@ def _finish(model, X, x_adv, yi, ti, iterations, attack, params, t0):
     l2, linf = cuda.diff_norms(x_adv, X)
     yh = h(yi)
     th = None if ti is None else h(ti)
-    success = (pred == th) & (th != yh) if th is not None else pred != yh
-    correct = verdict.decide(model, h(X), None) == yh
+    success = succeeded(pred, yh, th)
+
+    def correct():  # on first use, as on the CPU (X goes to the host then)
+        return verdict.decide(model, h(X), None) == yh
+
     cls = model.classes_
     return AttackResult(
         x_adv=x_adv, success=success, pred=cls[pred], confidence=conf.astype(xh.dtype),

@@ -23,7 +23,7 @@ import numpy as np
 from .._checks import matrix
 from .._typing import ArrayLike, Clip, Labels, Norm, Target
 from ..result import AttackResult
-from ._common import Progress, clip_bounds, norm_of, positive
+from ._common import Progress, clip_bounds, norm_of, positive, succeeded
 
 __all__ = ["score_attack"]
 
@@ -116,7 +116,7 @@ def score_attack(clf, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm 
     bar = Progress(N, progress, "score_attack")
 
     def fooled(p, rows):
-        return (p == ti[rows]) & (ti[rows] != yi[rows]) if ti is not None else p != yi[rows]
+        return succeeded(p, yi[rows], None if ti is None else ti[rows])
 
     done = fooled(clean, r)
     while True:
@@ -155,7 +155,7 @@ def score_attack(clf, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm 
     bar.close()
     Pf = np.asarray(clf.predict_proba(x))
     pred = decided(x, Pf)
-    success = (pred == ti) & (ti != yi) if ti is not None else pred != yi
+    success = succeeded(pred, yi, ti)
     diff = (x - X).astype(np.float64)
     return AttackResult(
         x_adv=x, success=success, pred=classes[pred], confidence=Pf[r, pred],

@@ -18,7 +18,7 @@ from ..models import Model
 from ..result import AttackResult
 from ._common import (Progress, check_inside_clip, check_model, clip_bounds, finish,
                       for_all_targets, keep_better, norm_of, on_gpu, positive, prepare,
-                      resolve_target, restart_objective, row_chunks)
+                      resolve_target, restart_objective, row_chunks, succeeded)
 
 __all__ = ["fgsm", "pgd"]
 
@@ -205,8 +205,7 @@ def pgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, steps: int 
                 bar.update(s.stop - s.start)
                 continue
             score, _ = restart_objective(model, x, yi[s], None if ti is None else ti[s], threads)
-            p = verdict.decide(model, x, threads)  # fooled as the user's model decides
-            ok = (p == ti[s]) & (ti[s] != yi[s]) if ti is not None else p != yi[s]
+            ok = succeeded(verdict.decide(model, x, threads), yi[s], None if ti is None else ti[s])
             best = keep_better(best, x, score, ok)
             bar.update(s.stop - s.start)
         if not np.may_share_memory(best[0], x_adv):  # else it is x_adv[s] itself
@@ -225,7 +224,7 @@ def _fooled(model, x, P, y, t, targeted, threads):
     done = np.zeros(len(pred), dtype=bool)
     if cand.size:
         p, ok, _ = verdict.judge(model, x[cand], threads)
-        done[cand] = ok & ((p == t[cand]) & (t[cand] != y[cand]) if targeted else p != y[cand])
+        done[cand] = ok & succeeded(p, y[cand], t[cand] if targeted else None)
     return done
 
 

@@ -25,7 +25,7 @@ from .._typing import ArrayLike, Clip, Labels, Norm, Target
 from ..models import Model
 from ..result import AttackResult
 from ._common import (Progress, check_inside_clip, clip_bounds, finish, for_all_targets,
-                      norm_of, positive, prepare, resolve_target, row_chunks)
+                      norm_of, positive, prepare, resolve_target, row_chunks, succeeded)
 
 __all__ = ["certify", "minimal", "deepfool"]
 
@@ -37,14 +37,6 @@ def _pairwise_dual(A, norm, classes):
         d = A[k][None, :] - A
         out[int(k)] = np.linalg.norm(d, axis=1) if norm == "2" else np.abs(d).sum(axis=1)
     return out
-
-
-def _scores64(model, X, threads):
-    """Scores of the affine map in float64 (exact decisions near the boundary), by chunks."""
-    S = np.empty((X.shape[0], model.n_classes))
-    for s in row_chunks(*X.shape):
-        S[s] = verdict.reference_logits(model, X[s], threads)[0]
-    return S
 
 
 def certify(model: Model, X: ArrayLike, norm: Norm = 2, *,
@@ -87,8 +79,9 @@ def certify(model: Model, X: ArrayLike, norm: Norm = 2, *,
         for kk in np.unique(k):
             if int(kk) not in dual_cache:
                 dual_cache[int(kk)] = _dual_upper(A, E, nrm, int(kk))
-        # the margin lowered by both logits' error bounds: sound for the exact model
-        raised = S + 2 * err[:, None]  # every rival's score up by the bound: margins down
+        # every rival's score raised by both logits' bounds: margins that are sound for the
+        # exact model
+        raised = S + 2 * err[:, None]
         raised[np.arange(len(k)), k] = S[np.arange(len(k)), k]
         r, jj = _nearest(raised, k, {int(kk): dual_cache[int(kk)] for kk in np.unique(k)})
         radius[sl] = np.maximum(r, 0.0) * (1 - 8 * verdict.U64)
@@ -164,8 +157,8 @@ def minimal(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
     dual = {}
     for sl in row_chunks(*X.shape):  # bounded memory: float64 work arrays per chunk only
         X64 = np.asarray(X[sl], np.float64)
-        S = _scores64(model, X64, threads)
-        pred = verdict.decide(model, X[sl], threads)
+        S, err = verdict.reference_logits(model, X64, threads)  # float64, exact near boundaries
+        pred = verdict.resolve(model, X[sl], S, err)
         delta = np.zeros_like(X64)
         ys = yi[sl]
         if ti is None:
@@ -214,8 +207,8 @@ def _overshoot_until_fooled(model, X, X64, delta, yi, ti, overshoot, lo, hi, thr
             cand = np.clip(cand, lo, hi)
         x_adv[pending] = cand
         p, ok, _ = verdict.judge(model, x_adv[pending], threads)
-        ok &= p == ti[pending] if ti is not None else p != yi[pending]
-        ok &= _own_dtype_agrees(model, x_adv[pending], p, threads)
+        ok &= succeeded(p, yi[pending], None if ti is None else ti[pending])
+        ok[ok] = _own_dtype_agrees(model, x_adv[pending[ok]], p[ok], threads)
         pending = pending[~ok]
         factor[pending] = 1.0 + (factor[pending] - 1.0) * 10
     x_adv[pending] = X[pending]  # not fooled even with 10^6-fold overshoot: returned unchanged
@@ -337,7 +330,8 @@ def deepfool(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
             # linearisation uses the same float64 reference logits (a float32 model's own
             # logits tie or lag there by its rounding, and its steps then stall)
             p, ok, _, S, thr = verdict.judge(model, xa, threads, return_logits=True)
-            done = ok & (p != k0[idx]) & _own_dtype_agrees(model, xa, p, threads)
+            done = ok & (p != k0[idx])
+            done[done] = _own_dtype_agrees(model, xa[done], p[done], threads)
             still = ~done
             idx, xa, S, thr = idx[still], xa[still], S[still], thr[still]
             active[:] = False
