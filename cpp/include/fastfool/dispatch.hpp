@@ -1,7 +1,11 @@
-// The one run-time dispatch table. Only the GEMM micro-kernel differs between instruction
-// sets; packing, blocking, threading and the fused epilogues are shared C++ (gemm.hpp).
+// The one run-time dispatch table: everything that differs between instruction sets (the GEMM
+// micro-kernels, packing, transposes, narrow products, vector maths and the element-wise loops
+// of the lane path) is a slot of MicroKernel, filled for every ISA; blocking, threading and the
+// drivers are shared C++ (gemm.hpp, cpp/src/cpu/*.cpp). force_isa switches all of them at once.
 #pragma once
 #include <cstdint>
+
+#include "fastfool/kernels.hpp"
 
 namespace fastfool {
 
@@ -24,6 +28,27 @@ using DotRowsFn = void (*)(std::int64_t M, std::int64_t C, std::int64_t D, const
 // In-place element-wise maps over a contiguous run of n values.
 template <class T>
 using VecFn = void (*)(T* v, std::int64_t n);
+
+template <class T>
+struct MicroKernel;
+
+// Element-wise loops of the lane path and the backward pass (cpp/src/cpu/detail/loops.hpp),
+// compiled per ISA (AVX2 without FMA: the baseline's roundings, bit for bit).
+template <class T>
+struct Loops {
+    // delta *= act'(pre-activation), in terms of the activation's output h.
+    void (*act_grad)(T* delta, const T* h, std::int64_t n, Act act) = nullptr;
+    // Softmax cross-entropy across the lanes of a C x nr logit panel (false: non-finite logits).
+    bool (*ce_lanes)(T* z, std::int64_t C, std::int64_t nr, std::int64_t m, const std::int64_t* y,
+                     T* loss, T* prob, std::int64_t ldp, const MicroKernel<T>& mk) = nullptr;
+    // Panel row o of h (nr lanes) += b[o], o < w.
+    void (*add_bias_lanes)(T* h, std::int64_t w, std::int64_t nr, const VecView<T>& b) = nullptr;
+    // The L-inf / L2 attack steps on D x nr panels (fused_update's arithmetic per lane).
+    void (*lane_step_linf)(T* x, const T* g, const T* x0, std::int64_t D, std::int64_t nr,
+                           const StepSpec<T>& st) = nullptr;
+    void (*lane_step_l2)(T* x, const T* g, const T* x0, std::int64_t D, std::int64_t nr,
+                         const StepSpec<T>& st) = nullptr;
+};
 
 template <class T>
 struct MicroKernel {
@@ -53,6 +78,7 @@ struct MicroKernel {
     // dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols. Null: a plain loop.
     void (*transpose)(const T* src, std::int64_t lds, T* dst, std::int64_t ldd, std::int64_t rows,
                       std::int64_t cols) = nullptr;
+    Loops<T> loops;
 };
 
 // Best instruction set this CPU and OS support (detected once).
@@ -89,6 +115,8 @@ MicroKernel<double> generic_kernel_f64();
 #if defined(FASTFOOL_HAVE_AVX2)
 MicroKernel<float> avx2_kernel_f32();
 MicroKernel<double> avx2_kernel_f64();
+Loops<float> avx2_loops_f32();
+Loops<double> avx2_loops_f64();
 #endif
 
 }  // namespace fastfool

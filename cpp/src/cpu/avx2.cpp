@@ -535,6 +535,7 @@ MicroKernel<float> avx2_kernel_f32() {
     k.vlog1p = &log1p_f32;
     k.dot_rows = &dot_rows_f32;
     k.dot_max_c = 12;
+    k.loops = avx2_loops_f32();
     return k;
 }
 MicroKernel<double> avx2_kernel_f64() {
@@ -547,6 +548,7 @@ MicroKernel<double> avx2_kernel_f64() {
     k.vtanh = &generic_tanh<double>;
     k.vlogistic = &generic_logistic<double>;
     k.vlog1p = &generic_log1p<double>;
+    k.loops = avx2_loops_f64();
     return k;
 }
 

@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "detail/loops.hpp"
+
 namespace fastfool {
 namespace {
 
@@ -62,6 +64,7 @@ MicroKernel<float> generic_kernel_f32() {
     k.vtanh = &generic_tanh<float>;
     k.vlogistic = &generic_logistic<float>;
     k.vlog1p = &generic_log1p<float>;
+    k.loops = make_loops<float>();
     return k;
 }
 MicroKernel<double> generic_kernel_f64() {
@@ -71,6 +74,7 @@ MicroKernel<double> generic_kernel_f64() {
     k.vtanh = &generic_tanh<double>;
     k.vlogistic = &generic_logistic<double>;
     k.vlog1p = &generic_log1p<double>;
+    k.loops = make_loops<double>();
     return k;
 }
 
