@@ -50,6 +50,9 @@ struct Loops {
                          const StepSpec<T>& st) = nullptr;
 };
 
+// Every slot is filled for every ISA (dispatch.cpp checks; an ISA without a hand-written kernel
+// for a slot takes the portable one, cpp/src/cpu/detail/portable.hpp), so the drivers take the
+// same paths whichever table is active and forcing "generic" tests all of them.
 template <class T>
 struct MicroKernel {
     int mr = 0, nr = 0;     // register tile
@@ -59,23 +62,23 @@ struct MicroKernel {
     Isa isa = Isa::generic;
     // Activations, exp and log1p for the epilogues (vectorised where the ISA has them).
     VecFn<T> vexp = nullptr, vtanh = nullptr, vlogistic = nullptr, vlog1p = nullptr;
-    // Narrow products (see DotRowsFn); null where the ISA has none (the tile path is used).
+    // Narrow products (see DotRowsFn).
     DotRowsFn<T> dot_rows = nullptr;
     int dot_max_c = 0;  // dot_rows is used for outputs at most this wide
-    // fn's packed kernel with 4 and 5 rows per tile instead of mr (same nr; the lane products
-    // pick per layer the tile that pads its width least); null: mr only.
+    // fn's packed kernel with 4 and 5 rows per tile instead of mr (same nr, the same chain of
+    // multiply-adds per output; the lane products pick per layer the tile that pads least).
     MicroKernelFn<T> lane_fn4 = nullptr, lane_fn5 = nullptr;
     // A whole lane product of k <= kc in one call with 4-, 5- or mr-row tiles: out (ns * rows x
-    // nr, row stride nr) = ns packed slivers times one k x nr panel; null: a call per sliver.
+    // nr, row stride nr) = ns packed slivers times one k x nr panel.
     using LanePanelFn = void (*)(std::int64_t ns, std::int64_t k, const T* a, const T* b, T* out);
     LanePanelFn lane_panel4 = nullptr, lane_panel5 = nullptr, lane_panel_mr = nullptr;
     // fn with non-temporal stores of whole cache lines (accumulate false, C rows 64-byte
-    // aligned, nr * sizeof(T) == 64); null: none.
+    // aligned); an ISA without such stores gives fn itself.
     MicroKernelFn<T> fn_stream = nullptr;
     // Packs an mr-row sliver: dst[p * mr + i] = a[i * rsa + p] for i < mr, p < k (rows with
-    // contiguous columns); may write up to 8 values past dst + mr * k. Null: gemm_rows' loop.
+    // contiguous columns); may write up to 8 values past dst + mr * k.
     void (*pack_a)(std::int64_t k, const T* a, std::int64_t rsa, T* dst) = nullptr;
-    // dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols. Null: a plain loop.
+    // dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols.
     void (*transpose)(const T* src, std::int64_t lds, T* dst, std::int64_t ldd, std::int64_t rows,
                       std::int64_t cols) = nullptr;
     Loops<T> loops;
@@ -87,6 +90,9 @@ Isa detected_isa();
 Isa active_isa();
 // Force an instruction set; returns false (and changes nothing) if the CPU lacks it.
 bool force_isa(Isa isa);
+// Whether every slot of a table is set (the tables are checked once when they are built).
+template <class T>
+bool complete(const MicroKernel<T>& k);
 const char* isa_name(Isa isa);
 
 const MicroKernel<float>& micro_kernel_f32();

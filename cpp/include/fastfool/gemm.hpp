@@ -157,14 +157,14 @@ void gemm_rows(const MatView<T>& A, const PackedB<T>& B, T* C, std::int64_t ldc,
     // Non-temporal stores where asked for and possible: one pass, every tile row a whole cache
     // line (C and its row stride 64-byte aligned). Otherwise the lines would be written in
     // parts, which costs far more than reading them first.
-    const bool nt = stream && mk.fn_stream && K <= mk.kc && !accumulate &&
+    const bool nt = stream && K <= mk.kc && !accumulate &&
                     reinterpret_cast<std::uintptr_t>(C) % 64 == 0 &&
                     (ldc * static_cast<std::int64_t>(sizeof(T))) % 64 == 0;
     for (std::int64_t pc = 0; pc < K; pc += mk.kc) {
         const std::int64_t kcb = std::min<std::int64_t>(mk.kc, K - pc);
         for (std::int64_t s = first_packed; s < nslivers; ++s) {
             T* dst = ap + s * mr * kcb;
-            if (mk.pack_a && A.cs == 1 && (s + 1) * mr <= M) {  // whole sliver, rows contiguous
+            if (A.cs == 1 && (s + 1) * mr <= M) {  // whole sliver, rows contiguous
                 mk.pack_a(kcb, A.data + s * mr * A.rs + pc, A.rs, dst);
                 continue;
             }

@@ -3,6 +3,7 @@
 #include "fastfool/dispatch.hpp"
 
 #include <atomic>
+#include <cstdlib>
 
 namespace fastfool {
 namespace {
@@ -14,6 +15,12 @@ Isa detect() {
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
 #endif
     return Isa::generic;
+}
+
+template <class T>
+const MicroKernel<T>& checked(const MicroKernel<T>& k) {
+    if (!complete(k)) std::abort();  // a table with a missing slot is a build error, caught by every test
+    return k;
 }
 
 struct Tables {
@@ -31,6 +38,10 @@ struct Tables {
             f64[1] = avx2_kernel_f64();
         }
 #endif
+        for (int i = 0; i < 2; ++i) {
+            checked(f32[i]);
+            checked(f64[i]);
+        }
     }
 };
 
@@ -42,6 +53,18 @@ const Tables& tables() {
 std::atomic<int> g_active{-1};
 
 }  // namespace
+
+template <class T>
+bool complete(const MicroKernel<T>& k) {
+    const Loops<T>& l = k.loops;
+    return k.mr > 0 && k.nr > 0 && k.kc > 0 && k.mc > 0 && k.fn && k.fn_rows && k.vexp && k.vtanh &&
+           k.vlogistic && k.vlog1p && k.dot_rows && k.dot_max_c > 0 && k.lane_fn4 && k.lane_fn5 &&
+           k.lane_panel4 && k.lane_panel5 && k.lane_panel_mr && k.fn_stream && k.pack_a &&
+           k.transpose && l.act_grad && l.ce_lanes && l.add_bias_lanes && l.lane_step_linf &&
+           l.lane_step_l2;
+}
+template bool complete<float>(const MicroKernel<float>&);
+template bool complete<double>(const MicroKernel<double>&);
 
 Isa detected_isa() { return tables().best; }
 

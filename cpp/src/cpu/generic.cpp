@@ -1,36 +1,14 @@
-// Portable micro-kernel: plain loops over a small register tile that any compiler
-// auto-vectorises for its baseline (SSE2 on x86-64, NEON on aarch64). Cost: 2*MR*NR*k FLOPs.
+// The portable table: every slot from detail/portable.hpp and detail/loops.hpp, built with the
+// baseline flags (SSE2 on x86-64, NEON on aarch64), plus libm's exp / tanh / log1p.
+// Cost of the micro-kernel: 2 * MR * NR * k FLOPs per call.
 #include "fastfool/dispatch.hpp"
 
 #include <cmath>
 
 #include "detail/loops.hpp"
+#include "detail/portable.hpp"
 
 namespace fastfool {
-namespace {
-
-template <class T, int MR, int NR>
-void micro_kernel_generic(std::int64_t k, const T* a, std::int64_t rsa, std::int64_t csa,
-                          const T* b, T* c, std::int64_t ldc, bool accumulate) {
-    T acc[MR][NR] = {};
-    for (std::int64_t p = 0; p < k; ++p) {
-        for (int i = 0; i < MR; ++i) {
-            const T ai = a[i * rsa];
-            for (int j = 0; j < NR; ++j) acc[i][j] += ai * b[j];
-        }
-        a += csa;
-        b += NR;
-    }
-    for (int i = 0; i < MR; ++i) {
-        T* ci = c + i * ldc;
-        if (accumulate)
-            for (int j = 0; j < NR; ++j) ci[j] += acc[i][j];
-        else
-            for (int j = 0; j < NR; ++j) ci[j] = acc[i][j];
-    }
-}
-
-}  // namespace
 
 template <class T>
 void generic_exp(T* v, std::int64_t n) {
@@ -57,25 +35,34 @@ template void generic_tanh<double>(double*, std::int64_t);
 template void generic_logistic<float>(float*, std::int64_t);
 template void generic_logistic<double>(double*, std::int64_t);
 
-MicroKernel<float> generic_kernel_f32() {
-    MicroKernel<float> k{4, 8, 256, 96, &micro_kernel_generic<float, 4, 8>,
-                         &micro_kernel_generic<float, 4, 8>, Isa::generic};
-    k.vexp = &generic_exp<float>;
-    k.vtanh = &generic_tanh<float>;
-    k.vlogistic = &generic_logistic<float>;
-    k.vlog1p = &generic_log1p<float>;
-    k.loops = make_loops<float>();
+namespace {
+
+template <class T, int NR>
+MicroKernel<T> portable_table() {
+    constexpr int MR = 4;
+    MicroKernel<T> k{MR, NR, 256, 96, &portable_micro_kernel<T, MR, NR>,
+                     &portable_micro_kernel<T, MR, NR>, Isa::generic};
+    k.fn_stream = &portable_micro_kernel<T, MR, NR>;  // plain stores: the same values
+    k.lane_fn4 = &portable_micro_kernel<T, 4, NR>;
+    k.lane_fn5 = &portable_micro_kernel<T, 5, NR>;
+    k.lane_panel4 = &portable_lane_panel<T, 4, NR>;
+    k.lane_panel5 = &portable_lane_panel<T, 5, NR>;
+    k.lane_panel_mr = &portable_lane_panel<T, MR, NR>;
+    k.pack_a = &portable_pack_a<T, MR>;
+    k.transpose = &portable_transpose<T>;
+    k.dot_rows = &portable_dot_rows<T>;
+    k.dot_max_c = 12;
+    k.vexp = &generic_exp<T>;
+    k.vtanh = &generic_tanh<T>;
+    k.vlogistic = &generic_logistic<T>;
+    k.vlog1p = &generic_log1p<T>;
+    k.loops = make_loops<T>();
     return k;
 }
-MicroKernel<double> generic_kernel_f64() {
-    MicroKernel<double> k{4, 4, 256, 96, &micro_kernel_generic<double, 4, 4>,
-                          &micro_kernel_generic<double, 4, 4>, Isa::generic};
-    k.vexp = &generic_exp<double>;
-    k.vtanh = &generic_tanh<double>;
-    k.vlogistic = &generic_logistic<double>;
-    k.vlog1p = &generic_log1p<double>;
-    k.loops = make_loops<double>();
-    return k;
-}
+
+}  // namespace
+
+MicroKernel<float> generic_kernel_f32() { return portable_table<float, 8>(); }
+MicroKernel<double> generic_kernel_f64() { return portable_table<double, 4>(); }
 
 }  // namespace fastfool

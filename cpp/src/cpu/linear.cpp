@@ -24,7 +24,7 @@ struct Narrow {
     std::int64_t C = 0, ldw = 0;
     // W: C x D (rows are the outputs).
     Narrow(const MatView<T>& W, std::int64_t D, const MicroKernel<T>& mk) : C(W.rows) {
-        on = mk.dot_rows && C <= mk.dot_max_c && D >= 128;
+        on = C <= mk.dot_max_c && D >= 128;
         if (!on) return;
         w = W.data;
         ldw = W.rs;

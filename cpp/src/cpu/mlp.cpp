@@ -35,7 +35,7 @@ void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
     // The lane path for L-inf steps and for CE gradients written with plain stores (the row
     // path streams outputs far larger than the caches).
     const bool lanes_ok = step ? step->quantum == T(0) && mk.nr <= 16
-                               : !streams(X.rows, X.cols, sizeof(T)) && mk.transpose;
+                               : !streams(X.rows, X.cols, sizeof(T));
     if (lanes_ok && lane_path(layers, X.cols, true, mk)) {
         mlp_lanes(X, layers, y, loss, prob, ldp, threads, step, G, ldg, V, logits_out, ldl);
         return;
@@ -125,7 +125,7 @@ void mlp_forward(const MatView<T>& X, const std::vector<Dense<T>>& layers, Epilo
                  std::int64_t ldo, int threads) {
     const MicroKernel<T> mk = micro_kernel<T>();
     if (X.rows == 0 || layers.empty()) return;
-    if (mk.transpose && lane_path(layers, X.cols, false, mk)) {  // the row path's bits (LaneNet)
+    if (lane_path(layers, X.cols, false, mk)) {  // the row path's bits (LaneNet)
         const LaneNet<T> net(layers, X.cols, mk);
         const std::int64_t C = layers.back().W.cols, nr = mk.nr;
         struct WS {  // a panel of inputs and its activations (no GEMM scratch: no gemm_rows)

@@ -9,6 +9,7 @@
 
 namespace fastfool {
 namespace detail {
+namespace {  // internal linkage: each kernel file gets its own copy, inlined as it needs
 
 template <class T>
 MatView<T> rows_of(const MatView<T>& A, std::int64_t r0, std::int64_t r1) {
@@ -71,5 +72,6 @@ struct BlockWS {
         : g(mk), a(na), b(nb), c(nc) {}
 };
 
+}  // namespace
 }  // namespace detail
 }  // namespace fastfool

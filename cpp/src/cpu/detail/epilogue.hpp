@@ -11,6 +11,7 @@
 
 namespace fastfool {
 namespace detail {
+namespace {  // internal linkage: each kernel file gets its own copy, inlined as it needs
 
 // Max of r[0..n) and the sum of r[j] for j != skip, each in four interleaved partial results:
 // a single chain of n dependent maxss/addss (3-cycle latency) was a third of the epilogue.
@@ -246,5 +247,6 @@ void ce_block(T* s, std::int64_t M, std::int64_t C, std::int64_t ld, bool scratc
     }
 }
 
+}  // namespace
 }  // namespace detail
 }  // namespace fastfool

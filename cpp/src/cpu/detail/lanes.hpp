@@ -13,19 +13,19 @@
 namespace fastfool {
 namespace detail {
 
+// Whether narrow MLPs take the batch-in-lanes path (lanes.cpp; set_lane_steps).
+extern std::atomic<bool> g_lane_steps;
+
+namespace {  // internal linkage: each kernel file gets its own copy, inlined as it needs
+
 // Rows q0 .. q0 + m of X (m <= nr) into the panel p (D x nr), lanes >= m zero.
 template <class T>
 void to_lanes(const MatView<T>& X, std::int64_t q0, std::int64_t m, std::int64_t nr, T* p,
               const MicroKernel<T>& mk) {
     const std::int64_t D = X.cols;
     if (m < nr) std::fill(p, p + D * nr, T(0));
-    if (X.cs == 1 && mk.transpose) {
+    if (X.cs == 1) {
         mk.transpose(X.data + q0 * X.rs, X.rs, p, nr, m, D);
-    } else if (X.cs == 1) {
-        for (std::int64_t j = 0; j < m; ++j) {
-            const T* r = X.data + (q0 + j) * X.rs;
-            for (std::int64_t k = 0; k < D; ++k) p[k * nr + j] = r[k];
-        }
     } else {
         for (std::int64_t j = 0; j < m; ++j)
             for (std::int64_t k = 0; k < D; ++k) p[k * nr + j] = X(q0 + j, k);
@@ -36,22 +36,12 @@ void to_lanes(const MatView<T>& X, std::int64_t q0, std::int64_t m, std::int64_t
 template <class T>
 void from_lanes(const T* p, std::int64_t n, std::int64_t m, std::int64_t nr, T* o,
                 std::int64_t ldo, const MicroKernel<T>& mk) {
-    if (mk.transpose) {
-        mk.transpose(p, nr, o, ldo, n, m);
-        return;
-    }
-    for (std::int64_t j = 0; j < m; ++j)
-        for (std::int64_t k = 0; k < n; ++k) o[j * ldo + k] = p[k * nr + j];
+    mk.transpose(p, nr, o, ldo, n, m);
 }
-
-// Whether narrow MLPs take the batch-in-lanes path (LaneNet) and cross-entropy rows go through
-// lane panels (ce_rows). Test hook: off compares with the row path / ce_block, which must give
-// the same bits.
-extern std::atomic<bool> g_lane_steps;  // defined in lanes.cpp
 
 // ce_block's results (bits included) through lane panels: nr rows at a time transposed, the
 // bias added per class, ce_lanes across the lanes (~40x less per-row bookkeeping at C = 10),
-// and back; a panel with NaN or infinite scores (or a kernel without lanes for ce_lanes) goes
+// and back; a panel with NaN or infinite scores goes
 // through ce_block itself.
 template <class T>
 void ce_rows(T* s, std::int64_t M, std::int64_t C, std::int64_t ld, bool scratch,
@@ -129,7 +119,7 @@ template <class T>
 struct LaneTile {
     std::int64_t mr;
     MicroKernelFn<T> fn;
-    typename MicroKernel<T>::LanePanelFn panel;  // null: fn per sliver
+    typename MicroKernel<T>::LanePanelFn panel;  // all slivers of a product at most kc deep
     std::int64_t pad(std::int64_t n) const { return (n + mr - 1) / mr * mr; }
 };
 template <class T>
@@ -137,7 +127,7 @@ LaneTile<T> lane_tile(std::int64_t n, const MicroKernel<T>& mk) {
     LaneTile<T> best{mk.mr, mk.fn, mk.lane_panel_mr};
     for (const LaneTile<T> t : {LaneTile<T>{5, mk.lane_fn5, mk.lane_panel5},
                                 LaneTile<T>{4, mk.lane_fn4, mk.lane_panel4}})
-        if (t.fn && double(t.pad(n)) < 0.98 * double(best.pad(n))) best = t;
+        if (double(t.pad(n)) < 0.98 * double(best.pad(n))) best = t;
     return best;
 }
 
@@ -158,7 +148,7 @@ void lane_product(const LanePack<T>& A, std::int64_t rows, std::int64_t K, const
                   const MicroKernel<T>& mk) {
     const std::int64_t mr = A.tile.mr, nr = mk.nr, ns = (rows + mr - 1) / mr;
     const T* a = A.a.data();
-    if (A.tile.panel && K > 0 && K <= mk.kc) return A.tile.panel(ns, K, a, b, out);
+    if (K > 0 && K <= mk.kc) return A.tile.panel(ns, K, a, b, out);
     for (std::int64_t s = 0; s < ns; ++s)
         for (std::int64_t pc = 0; pc < K; pc += mk.kc) {
             const std::int64_t kcb = std::min<std::int64_t>(mk.kc, K - pc);
@@ -214,6 +204,9 @@ struct LaneNet {
     }
 };
 
+
+
+}  // namespace
 
 // The lane path of a narrow MLP's CE gradients, vector-Jacobian products and fused steps
 // (lanes.cpp); bit-identical to the row path (mlp.cpp).

@@ -10,6 +10,7 @@
 
 namespace fastfool {
 namespace detail {
+namespace {  // internal linkage: each kernel file gets its own copy, inlined as it needs
 
 // Rounds delta = o - x0 to multiples of q without leaving the eps-ball (see fused_update).
 template <class T>
@@ -109,5 +110,6 @@ void step_block(const MatView<T>& X, const T* g, std::int64_t r0, std::int64_t M
     }
 }
 
+}  // namespace
 }  // namespace detail
 }  // namespace fastfool
