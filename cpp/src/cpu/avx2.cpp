@@ -363,8 +363,14 @@ void lane_panel_f64(std::int64_t ns, std::int64_t k, const double* a, const doub
 }  // namespace
 
 MicroKernel<float> avx2_kernel_f32() {
-    MicroKernel<float> k{6, 16, 256, 96, &micro_kernel_f32_6x16<true>,
-                         &micro_kernel_f32_6x16<false>, Isa::avx2};
+    MicroKernel<float> k;
+    k.mr = 6;
+    k.nr = 16;
+    k.kc = 256;
+    k.mc = 96;
+    k.fn = &micro_kernel_f32_6x16<true>;
+    k.fn_rows = &micro_kernel_f32_6x16<false>;
+    k.isa = Isa::avx2;
     k.fn_stream = &micro_kernel_f32_6x16<true, true>;
     k.lane_fn4 = &lane_kernel_f32<4>;
     k.lane_fn5 = &lane_kernel_f32<5>;
@@ -383,8 +389,14 @@ MicroKernel<float> avx2_kernel_f32() {
     return k;
 }
 MicroKernel<double> avx2_kernel_f64() {
-    MicroKernel<double> k{6, 8, 256, 96, &micro_kernel_f64_6x8<true>,
-                          &micro_kernel_f64_6x8<false>, Isa::avx2};
+    MicroKernel<double> k;
+    k.mr = 6;
+    k.nr = 8;
+    k.kc = 256;
+    k.mc = 96;
+    k.fn = &micro_kernel_f64_6x8<true>;
+    k.fn_rows = &micro_kernel_f64_6x8<false>;
+    k.isa = Isa::avx2;
     k.fn_stream = &micro_kernel_f64_6x8<true, true>;
     k.lane_fn4 = &lane_kernel_f64<4>;
     k.lane_fn5 = &lane_kernel_f64<5>;

@@ -40,8 +40,14 @@ namespace {
 template <class T, int NR>
 MicroKernel<T> portable_table() {
     constexpr int MR = 4;
-    MicroKernel<T> k{MR, NR, 256, 96, &portable_micro_kernel<T, MR, NR>,
-                     &portable_micro_kernel<T, MR, NR>, Isa::generic};
+    MicroKernel<T> k;
+    k.mr = MR;
+    k.nr = NR;
+    k.kc = 256;
+    k.mc = 96;
+    k.fn = &portable_micro_kernel<T, MR, NR>;
+    k.fn_rows = &portable_micro_kernel<T, MR, NR>;
+    k.isa = Isa::generic;
     k.fn_stream = &portable_micro_kernel<T, MR, NR>;  // plain stores: the same values
     k.lane_fn4 = &portable_micro_kernel<T, 4, NR>;
     k.lane_fn5 = &portable_micro_kernel<T, 5, NR>;

@@ -34,7 +34,7 @@ void row_diff_norms(const T* a, std::int64_t as, const T* b, std::int64_t bs, st
     const bool direct = std::isfinite(mx) && (sizeof(T) == 4 || mx == T(0) ||
                                               (mx > T(1e-140) && mx < T(1e140)));
     if (!direct) {  // huge, tiny or infinite: the scaled form (rare; it finds the max again)
-        n2 = scaled_norm<T>(D, [&](std::int64_t j) { return a[j * as] - b[j * bs]; });
+        n2 = scaled_norm<T>(D, [&](std::int64_t q) { return a[q * as] - b[q * bs]; });
     } else {
         Acc s4[4] = {0, 0, 0, 0};
         std::int64_t k = 0;

@@ -77,7 +77,7 @@ template <class T>
 bool lane_path(const std::vector<Dense<T>>& layers, std::int64_t D, bool backward,
                const MicroKernel<T>& mk) {
     if (!g_lane_steps.load(std::memory_order_relaxed) || layers.empty() || D == 0) return false;
-    auto up = [](std::int64_t n, std::int64_t m) { return (n + m - 1) / m * m; };
+    auto up = [](std::int64_t n, std::int64_t m) { return double((n + m - 1) / m * m); };
     double rows = 0, lanes = 0;
     std::int64_t in = D;
     for (const auto& l : layers) {
