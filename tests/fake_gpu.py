@@ -10,7 +10,6 @@ replaced. It says nothing about the kernels; the GPU tests (tests/test_cuda.py) 
 
 from __future__ import annotations
 
-import ctypes
 import sys
 import types
 
@@ -31,6 +30,12 @@ class FakeArray(np.ndarray):
     def get(self):
         TRANSFERS["to_host"] += 1
         return np.array(self)
+
+    @property
+    def __cuda_array_interface__(self):  # what the real fastfool._cuda reads (host memory here)
+        ai = self.__array_interface__
+        return {"shape": self.shape, "typestr": ai["typestr"], "data": ai["data"],
+                "strides": ai["strides"], "version": 3}
 
 
 FakeArray.__module__ = "cupy._fake"
@@ -97,15 +102,13 @@ def _make_cupy():
     return cp
 
 
-def _view(ptr, shape, f64):
-    dt = np.float64 if f64 else np.float32
-    n = int(np.prod(shape))
-    if ptr == 0:
-        return None
-    if n == 0:
-        return np.zeros(shape, dt)
-    buf = (ctypes.c_char * (n * np.dtype(dt).itemsize)).from_address(ptr)
-    return np.frombuffer(buf, dtype=dt).reshape(shape)
+def _arr(a):
+    """The emulated device array as a plain ndarray view (None stays None)."""
+    return None if a is None else np.asarray(a)
+
+
+def _stream_ok(stream):
+    assert hasattr(stream, "ptr") and not isinstance(stream, int), "stream: expected a stream object"
 
 
 def _act(a, v):
@@ -119,78 +122,81 @@ def _make_cuda_module():
     m.device_count = lambda: 1
     m.describe = lambda: "emulated device (tests/fake_gpu.py)"
 
-    def gemm(f64, A, B, C, M, N, K_, trans_b, mode, act, bias, H, X, X0, lo, hi, alpha, eps, q,
-             device, stream):
+    def gemm(A, B, C, *, trans_b, mode=0, act=0, bias=None, H=None, X=None, X0=None, lo=None,
+             hi=None, alpha=0.0, eps=0.0, quantum=0.0, device, stream):
+        _stream_ok(stream)
         m.calls.append(("gemm", mode, bool(trans_b)))
-        a = _view(A, (M, K_), f64)
-        b = _view(B, (N, K_) if trans_b else (K_, N), f64)
-        c = _view(C, (M, N), f64)
+        a, b, c = _arr(A), _arr(B), _arr(C)
         v = a.astype(np.float64) @ (b.T if trans_b else b).astype(np.float64)
+        assert c.shape == v.shape, (c.shape, v.shape)
         if mode == 0:
-            if bias:
-                v = v + _view(bias, (N,), f64)
+            if bias is not None:
+                v = v + _arr(bias)
             c[...] = _act(act, v)
         elif mode == 1:
-            h = _view(H, (M, N), f64).astype(np.float64)
+            h = _arr(H).astype(np.float64)
             d = [np.ones_like(h), (h > 0) * 1.0, (1 - h) * (1 + h), h * (1 - h)][act]
             c[...] = v * d
         else:
-            lo_, hi_ = _view(lo, (N,), f64), _view(hi, (N,), f64)
+            lo_, hi_ = _arr(lo), _arr(hi)
             clip = None if lo_ is None and hi_ is None else (lo_, hi_)
-            x = _view(X, (M, N), f64).copy()
-            c[...] = K.fused_update(x, v.astype(c.dtype), _view(X0, (M, N), f64), step=alpha,
-                                    eps=eps, clip=clip, quantum=q)
+            x = _arr(X).copy()
+            c[...] = K.fused_update(x, v.astype(c.dtype), _arr(X0), step=alpha, eps=eps, clip=clip,
+                                    quantum=quantum)
 
-    def row_softmax(f64, S, N, C, mode, device, stream):
+    def row_softmax(S, *, mode, device, stream):
+        _stream_ok(stream)
         m.calls.append(("softmax", mode))
-        s = _view(S, (N, C), f64)
+        s = _arr(S)
         z = s.astype(np.float64)
         lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)) + z.max(1, keepdims=True)
         s[...] = np.exp(z - lse) if mode == 1 else z - lse
 
-    def ce_rows(f64, S, N, C, y, loss, prob, device, stream):
+    def ce_rows(S, y, *, loss=None, prob=None, device, stream):
+        _stream_ok(stream)
         m.calls.append(("ce",))
-        s = _view(S, (N, C), f64)
-        yy = np.frombuffer((ctypes.c_char * (8 * N)).from_address(y), np.int64) if N else np.zeros(0, np.int64)
+        s, yy = _arr(S), _arr(y)
+        assert yy.dtype == np.int64
+        N = s.shape[0]
         z = s.astype(np.float64)
-        mx = z.max(1, keepdims=True)
+        mx = z.max(1, keepdims=True) if N else z
         lse = np.log(np.exp(z - mx).sum(1, keepdims=True)) + mx
         P = np.exp(z - lse)
-        if loss:
-            _view(loss, (N,), f64)[...] = lse[:, 0] - z[np.arange(N), yy]
-        if prob:
-            _view(prob, (N, C), f64)[...] = P
+        if loss is not None:
+            _arr(loss)[...] = lse[:, 0] - z[np.arange(N), yy]
+        if prob is not None:
+            _arr(prob)[...] = P
         P[np.arange(N), yy] -= 1
         s[...] = P
 
-    def inverse_act(f64, H, Z, bias, N, K_, act, margin, counter, device, stream):
+    def inverse_act(H, Z, *, bias=None, act, margin, counter, device, stream):
+        _stream_ok(stream)
         m.calls.append(("inverse", act))
-        h = _view(H, (N, K_), f64).astype(np.float64)
+        h = _arr(H).astype(np.float64)
         lo, hi = {0: (-np.inf, np.inf), 2: (-1 + margin, 1 - margin), 3: (margin, 1 - margin)}[act]
         n = int(((h < lo) | (h > hi)).sum())
         h = np.clip(h, lo, hi)
         v = h if act == 0 else np.arctanh(h) if act == 2 else np.log(h) - np.log1p(-h)
-        if bias:
-            v = v - _view(bias, (K_,), f64)
-        _view(Z, (N, K_), f64)[...] = v
-        cnt = np.frombuffer((ctypes.c_char * 8).from_address(counter), np.uint64)
-        cnt[0] += n
+        if bias is not None:
+            v = v - _arr(bias)
+        _arr(Z)[...] = v
+        _arr(counter)[0] += n
 
-    def fused_update(f64, X, G, X0, out, N, D, l2, alpha, eps, lo, hi, q, device, stream):
+    def fused_update(X, G, X0, out, *, l2, alpha, eps, lo=None, hi=None, quantum=0.0, device, stream):
+        _stream_ok(stream)
         m.calls.append(("update", bool(l2)))
-        lo_, hi_ = _view(lo, (D,), f64), _view(hi, (D,), f64)
+        lo_, hi_ = _arr(lo), _arr(hi)
         clip = None if lo_ is None and hi_ is None else (lo_, hi_)
-        x = _view(X, (N, D), f64).copy()
-        _view(out, (N, D), f64)[...] = K.fused_update(
-            x, _view(G, (N, D), f64).copy(), _view(X0, (N, D), f64).copy(), step=alpha, eps=eps,
-            norm=2 if l2 else "inf", clip=clip, quantum=q)
+        _arr(out)[...] = K.fused_update(
+            _arr(X).copy(), _arr(G).copy(), _arr(X0).copy(), step=alpha, eps=eps,
+            norm=2 if l2 else "inf", clip=clip, quantum=quantum)
 
-    def diff_norms(f64, A, B, N, D, l2, linf, device, stream):
+    def diff_norms(A, B, l2, linf, *, device, stream):
+        _stream_ok(stream)
         m.calls.append(("diff_norms",))
-        a, b = _view(A, (N, D), f64).copy(), _view(B, (N, D), f64).copy()
-        r2, ri = K.diff_norms(a, b)
-        _view(l2, (N,), f64)[...] = r2
-        _view(linf, (N,), f64)[...] = ri
+        r2, ri = K.diff_norms(_arr(A).copy(), _arr(B).copy())
+        _arr(l2)[...] = r2
+        _arr(linf)[...] = ri
 
     for f in (gemm, row_softmax, ce_rows, inverse_act, fused_update, diff_norms):
         setattr(m, f.__name__, f)

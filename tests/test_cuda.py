@@ -53,6 +53,127 @@ def test_gpu_array_into_a_cpu_model_is_refused():
         m.predict(DeviceArray())
 
 
+# ---- the binding's DeviceView checks (the compiled module itself; no GPU needed) ----------------
+needs_module = pytest.mark.skipif(not cuda.built(), reason="built without the CUDA module")
+
+
+class _Stream:
+    ptr = 0
+
+
+def _dev(shape, dtype=np.float32):
+    import fake_gpu  # host memory exposing __cuda_array_interface__ (the checks only read it)
+    return np.zeros(shape, dtype).view(fake_gpu.FakeArray)
+
+
+def _calls(M=3, K=4, N=5, dt=np.float32):
+    """Each binding with valid arguments: name -> (function name, kwargs, output argument names)."""
+    d = lambda *s, dtype=dt: _dev(s, dtype)
+    return {
+        "gemm": ("gemm", dict(A=d(M, K), B=d(K, N), C=d(M, N), trans_b=False, bias=d(N)), ["C"]),
+        "gemm_step": ("gemm", dict(A=d(M, K), B=d(N, K), C=d(M, N), trans_b=True, mode=2, X=d(M, N),
+                                   X0=d(M, N), lo=d(N), hi=d(N)), ["C"]),
+        "gemm_deriv": ("gemm", dict(A=d(M, K), B=d(K, N), C=d(M, N), trans_b=False, mode=1, act=2,
+                                    H=d(M, N)), ["C"]),
+        "row_softmax": ("row_softmax", dict(S=d(M, N), mode=1), ["S"]),
+        "ce_rows": ("ce_rows", dict(S=d(M, N), y=d(M, dtype=np.int64), loss=d(M), prob=d(M, N)),
+                    ["S", "loss", "prob"]),
+        "inverse_act": ("inverse_act", dict(H=d(M, K), Z=d(M, K), bias=d(K), act=2, margin=1e-6,
+                                            counter=d(1, dtype=np.uint64)), ["Z", "counter"]),
+        "fused_update": ("fused_update", dict(X=d(M, K), G=d(M, K), X0=d(M, K), out=d(M, K), l2=True,
+                                              alpha=0.1, eps=1.0, lo=d(K), hi=d(K)), ["out"]),
+        "diff_norms": ("diff_norms", dict(A=d(M, K), B=d(M, K), l2=d(M), linf=d(M)), ["l2", "linf"]),
+    }
+
+
+def _run(fn, kw):
+    from fastfool import _cuda
+    return getattr(_cuda, fn)(**kw, device=0, stream=_Stream())
+
+
+@needs_module
+def test_device_view_reads_the_interface():
+    from fastfool import _cuda
+    for shape, dt in [((3, 4), np.float32), ((0, 7), np.float64), ((5,), np.int64), ((1, 1), np.uint64)]:
+        a = _dev(shape, dt)
+        info = _cuda.view_info(a)
+        assert info["shape"] == shape and info["typestr"] == np.dtype(dt).str
+        assert info["ptr"] == a.__array_interface__["data"][0] and info["readonly"] is False
+    assert _cuda.view_info(None) is None
+    with pytest.raises(TypeError, match="C-contiguous"):
+        _cuda.view_info(_dev((4, 6))[:, ::2])
+    with pytest.raises(TypeError, match="__cuda_array_interface__"):
+        _cuda.view_info(np.zeros((2, 2), np.float32))  # host NumPy: no interface
+
+    class Masked:
+        __cuda_array_interface__ = {"shape": (2,), "typestr": "<f4", "data": (64, False), "version": 3,
+                                    "mask": object()}
+
+    class Null:
+        __cuda_array_interface__ = {"shape": (2,), "typestr": "<f4", "data": (0, False), "version": 3}
+
+    class Broken:
+        __cuda_array_interface__ = {"shape": "nope", "typestr": "<f4", "data": (64, False)}
+
+    for obj, msg in [(Masked(), "masked"), (Null(), "null data pointer"), (Broken(), "unreadable")]:
+        with pytest.raises(TypeError, match=msg):
+            _cuda.view_info(obj)
+
+
+@needs_module
+@pytest.mark.skipif(GPU, reason="valid host-memory views reach the launch only without a GPU")
+@pytest.mark.parametrize("case", list(_calls()))
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_every_binding_checks_every_array_before_the_launch(case, dt):
+    """Generated mutations of each argument (wrong dtype, wrong shape, not contiguous, read-only
+    output, missing, not a CUDA array): each raises an error naming that argument; the valid call
+    gets as far as the launch (no GPU here: RuntimeError)."""
+    fn, kw, outs = _calls(dt=dt)[case]
+    shape_leaders = {"A", "B"} if fn == "gemm" else set()  # B fixes a product's output width
+    with pytest.raises(RuntimeError, match="no usable GPU"):
+        _run(fn, kw)
+    arrays = [k for k, v in kw.items() if isinstance(v, np.ndarray)]
+    for name in arrays:
+        a = kw[name]
+        other = np.float64 if a.dtype == np.float32 else np.float32
+        bigger = _dev(a.shape[:-1] + (a.shape[-1] + 1,), a.dtype)
+        strided = _dev(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)[..., ::2]
+        mutants = [(a.astype(other).view(type(a)), TypeError, "dtype|float32 or float64"),
+                   (bigger, ValueError, "shape"),
+                   (strided, TypeError, "C-contiguous"),
+                   (np.asarray(a).copy(), TypeError, "CUDA array")]
+        if name in outs:
+            ro = a.copy()
+            ro.flags.writeable = False
+            mutants.append((ro, ValueError, "read-only"))
+        for k, (bad, err, msg) in enumerate(mutants):
+            if bad is strided and a.shape[-1] == 1:
+                continue  # a strided view of one element is contiguous
+            if k < 2 and len(arrays) == 1:
+                continue  # a lone array's dtype and extents are free
+            with pytest.raises(err, match=msg) as info:
+                _run(fn, {**kw, name: bad})
+            # the first array fixes the dtype and extents: changing those makes another mismatch
+            leads = name == arrays[0] if k == 0 else (name == arrays[0] or name in shape_leaders)
+            named = arrays if (k < 2 and leads) else [name]
+            assert str(info.value).split(":")[0] in named, (name, info.value)
+    with pytest.raises(TypeError, match="stream"):
+        from fastfool import _cuda
+        getattr(_cuda, fn)(**kw, device=0, stream=0)  # a bare integer is not a stream
+
+
+@needs_gpu
+def test_host_memory_posing_as_device_memory_is_refused():
+    import cupy as cp
+    from fastfool import _cuda
+    A, C = cp.zeros((3, 4), cp.float32), cp.zeros((3, 5), cp.float32)
+    s = cp.cuda.get_current_stream()
+    with pytest.raises(ValueError, match="B: is not CUDA device memory"):
+        _cuda.gemm(A, _dev((4, 5)), C, trans_b=False, device=A.device.id, stream=s)
+    _cuda.gemm(A, cp.ones((4, 5), cp.float32), C, trans_b=False, device=A.device.id, stream=s)
+    assert float(C.sum()) == 0.0
+
+
 # ---- emulated device ------------------------------------------------------------------------------
 @pytest.fixture
 def fake(monkeypatch):

@@ -197,21 +197,16 @@ def _bounds(clip, D, dtype, device):
 
 
 # ---- launches ----------------------------------------------------------------------------------
-def _p(a):
-    return 0 if a is None else int(a.data.ptr)
-
-
 def _stream():
-    return int(require().cuda.get_current_stream().ptr)
+    """CuPy's current stream (the object: the binding reads its .ptr)."""
+    return require().cuda.get_current_stream()
 
 
 def _gemm(A, B, C, trans_b, *, mode=_BIAS_ACT, act=0, bias=None, H=None, X=None, X0=None,
           lo=None, hi=None, alpha=0.0, eps=0.0, quantum=0.0):
-    M, K = A.shape
-    N = B.shape[0] if trans_b else B.shape[1]
-    _cuda.gemm(A.dtype == np.float64, _p(A), _p(B), _p(C), M, N, K, bool(trans_b), mode, act,
-               _p(bias), _p(H), _p(X), _p(X0), _p(lo), _p(hi), float(alpha), float(eps),
-               float(quantum), A.device.id, _stream())
+    _cuda.gemm(A, B, C, trans_b=bool(trans_b), mode=mode, act=act, bias=bias, H=H, X=X, X0=X0,
+               lo=lo, hi=hi, alpha=float(alpha), eps=float(eps), quantum=float(quantum),
+               device=A.device.id, stream=_stream())
     return C
 
 
@@ -231,8 +226,7 @@ def scores(X, W, b=None, *, epilogue=None, out=None, threads=None):
     S = _out(out, "out", (X.shape[0], W.shape[0]), X.dtype, X.device.id)
     _gemm(X, W, S, True, bias=b)
     if ep:
-        _cuda.row_softmax(X.dtype == np.float64, _p(S), S.shape[0], S.shape[1], ep, X.device.id,
-                          _stream())
+        _cuda.row_softmax(S, mode=ep, device=X.device.id, stream=_stream())
     return S
 
 
@@ -243,8 +237,7 @@ def _ce_linear(X, W, b, yi, return_prob, G=None, step=None):
     _gemm(X, W, S, True, bias=b)
     loss = _new((N,), X)
     prob = _new((N, C), X) if return_prob else None
-    _cuda.ce_rows(X.dtype == np.float64, _p(S), N, C, _p(yi), _p(loss), _p(prob), X.device.id,
-                  _stream())
+    _cuda.ce_rows(S, yi, loss=loss, prob=prob, device=X.device.id, stream=_stream())
     return _backward_last(S, W, False, X, G, step), loss, prob
 
 
@@ -262,9 +255,9 @@ def _backward_last(delta, W, trans_b, X, G, step):
 
 
 def _update(X, g, step):
-    _cuda.fused_update(X.dtype == np.float64, _p(X), _p(g), _p(step["x0"]), _p(step["out"]),
-                       X.shape[0], X.shape[1], step["l2"], step["alpha"], step["eps"],
-                       _p(step["lo"]), _p(step["hi"]), step["quantum"], X.device.id, _stream())
+    _cuda.fused_update(X, g, step["x0"], step["out"], l2=step["l2"], alpha=step["alpha"],
+                       eps=step["eps"], lo=step["lo"], hi=step["hi"], quantum=step["quantum"],
+                       device=X.device.id, stream=_stream())
 
 
 def ce_grad_linear(X, W, b, y, *, out=None, return_prob=False, threads=None):
@@ -299,8 +292,7 @@ def mlp_forward(X, weights, biases, activations, *, epilogue=None, out=None, thr
         out = _out(out, "out", (X.shape[0], Ws[-1].shape[1]), X.dtype, X.device.id)
     O = _forward(X, Ws, bs, acts, keep=False, out=out)
     if ep:
-        _cuda.row_softmax(X.dtype == np.float64, _p(O), O.shape[0], O.shape[1], ep, X.device.id,
-                          _stream())
+        _cuda.row_softmax(O, mode=ep, device=X.device.id, stream=_stream())
     return O
 
 
@@ -310,8 +302,7 @@ def _ce_mlp(X, Ws, bs, acts, yi, return_prob, G=None, step=None):
     N, C = S.shape
     loss = _new((N,), X)
     prob = _new((N, C), X) if return_prob else None
-    _cuda.ce_rows(X.dtype == np.float64, _p(S), N, C, _p(yi), _p(loss), _p(prob), X.device.id,
-                  _stream())
+    _cuda.ce_rows(S, yi, loss=loss, prob=prob, device=X.device.id, stream=_stream())
     delta = S
     for layer in range(len(Ws) - 1, 0, -1):  # delta of layer l-1's pre-activation
         delta = _gemm(delta, Ws[layer], _new(hs[layer].shape, X), True, mode=_DERIV_ACT,
@@ -412,8 +403,8 @@ def backproject(H, pinvs: Sequence, biases, activations, *, margin=1e-6, base=No
             raise ValueError(f"pinvs[{i}]: expected {h.shape[1]} rows, got shape {P.shape}")
         b = _vector(b, f"biases[{i}]", h.shape[1], H.dtype, dev)
         z = _new(h.shape, h)
-        _cuda.inverse_act(H.dtype == np.float64, _p(h), _p(z), _p(b), h.shape[0], h.shape[1], a,
-                          margin, _p(counter), dev, _stream())
+        _cuda.inverse_act(h, z, bias=b, act=a, margin=margin, counter=counter, device=dev,
+                          stream=_stream())
         h = _gemm(z, P, _new((h.shape[0], P.shape[1]), h), False)
     if base is not None:
         base = _matrix(base, "base", H.dtype, dev)
@@ -438,8 +429,7 @@ def diff_norms(A, B, *, threads=None):
         raise ValueError(f"B: expected shape {A.shape}, got {B.shape}")
     N, D = A.shape
     l2, linf = cp.empty(N, A.dtype), cp.empty(N, A.dtype)
-    _cuda.diff_norms(A.dtype == np.float64, _p(A), _p(B), N, D, _p(l2), _p(linf), A.device.id,
-                     _stream())
+    _cuda.diff_norms(A, B, l2, linf, device=A.device.id, stream=_stream())
     return l2, linf
 
 

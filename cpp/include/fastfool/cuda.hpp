@@ -1,7 +1,9 @@
 // The CUDA kernels' host interface: plain C++ (no CUDA headers), so the pybind11 bindings are
 // compiled by the host compiler. Every matrix is dense row-major on the device; pointers are
-// device pointers (CuPy's data.ptr); `stream` is a cudaStream_t as an integer (CuPy's
-// current stream); `device` is the CUDA device the arrays live on. Launches are asynchronous on
+// device pointers that the bindings have checked (cpp/bindings/cuda.cpp: shape, dtype,
+// contiguity, writability and device of every array, read from __cuda_array_interface__);
+// `stream` is a cudaStream_t (CuPy's current stream); `device` is the CUDA device the arrays
+// live on. Launches are asynchronous on
 // that stream; launch errors are thrown as std::runtime_error.
 #pragma once
 
@@ -17,6 +19,9 @@ using i64 = std::int64_t;
 int device_count();
 // "driver X.Y, runtime X.Y" or the reason none is usable.
 std::string describe();
+// The device whose memory (device or managed) holds address p; -1 for host memory, an unknown
+// address or no driver.
+int pointer_device(std::uintptr_t p);
 
 // Activation codes as in the CPU kernels: 0 identity, 1 relu, 2 tanh, 3 logistic.
 // Epilogue of a product C = A . op(B), applied to each element of the (M, N) result:
@@ -41,7 +46,7 @@ struct Epilogue {
 
 // C[M, N] = A[M, K] . B[K, N] (trans_b false) or A[M, K] . B[N, K]^T (trans_b true), then the
 // epilogue. Tiled in shared memory, register-blocked (8x8, 8x4 or 4x4 outputs per thread; the
-// tile is chosen by output width and epilogue, see kernels.cu).
+// tile is chosen by output width and epilogue, see gemm.cu).
 template <class T>
 void gemm(const T* A, const T* B, T* C, i64 M, i64 N, i64 K, bool trans_b, const Epilogue<T>& ep,
           int device, std::uintptr_t stream);
