@@ -81,3 +81,31 @@ def test_the_package_has_no_import_cycles():
 def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def _stub_names(path):
+    return {n.name for n in ast.parse(path.read_text()).body
+            if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")}
+
+
+def test_stubs_name_exactly_the_compiled_functions():
+    """Each compiled module's .pyi lists every public function it has, and nothing else; the
+    stub's parameter names are the binding's (read from pybind11's signature line)."""
+    import importlib
+    import re
+    for mod in ("_core", "_cuda"):
+        stub = PKG / f"{mod}.pyi"
+        assert stub.exists(), stub
+        try:
+            m = importlib.import_module(f"fastfool.{mod}")
+        except ImportError:
+            continue  # _cuda: built without CUDA
+        names = {n for n in dir(m) if not n.startswith("_") and callable(getattr(m, n))}
+        assert _stub_names(stub) == names, (mod, _stub_names(stub) ^ names)
+        tree = {n.name: n for n in ast.parse(stub.read_text()).body if isinstance(n, ast.FunctionDef)}
+        for name in names:
+            sig = getattr(m, name).__doc__.split("\n")[0]
+            bound = re.findall(r"(\w+): ", sig[sig.index("("):])
+            a = tree[name].args
+            stubbed = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+            assert bound == stubbed, (mod, name, bound, stubbed)
