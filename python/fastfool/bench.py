@@ -1,7 +1,11 @@
 """fastfool micro-benchmarks: each kernel against a careful NumPy baseline in the same run.
 
     fastfool bench [--quick] [--json out.json] [--threads 2] [--only scoring,ce] [--scaling]
-    python bench/run.py ...   (the same, from a source checkout)
+    python bench/run.py ...   (the same, from a source checkout, recording its git commit)
+
+An optional module of the installed package, so that users can measure fastfool on their own
+machine; it never calls git (the checkout's runner, bench/run.py, passes --commit). The other
+benchmarks (peers, A/B of builds, GPU) live in bench/ only.
 
 Prints a table (fastfool and its baseline timed in alternating rounds of back-to-back calls
 after a warm-up, medians; ratio = baseline / fastfool, so > 1 means fastfool is faster) and the
@@ -321,15 +325,6 @@ def memory_row(threads):
             "outputs_mib": outputs, "budget_mib": outputs + 64}
 
 
-def git_commit():
-    """The source checkout's commit when run from one (None for an installed package)."""
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, cwd=os.getcwd()).stdout.strip() or None
-    except OSError:
-        return None
-
-
 def add_arguments(ap):
     """The benchmark options (shared by `fastfool bench` and bench/run.py)."""
     ap.add_argument("--quick", action="store_true", help="small shapes, 3 repeats (CI smoke run)")
@@ -339,6 +334,8 @@ def add_arguments(ap):
     ap.add_argument("--only", default=None,
                     help="comma-separated workload name prefixes to run ('memory' for the RSS row)")
     ap.add_argument("--scaling", action="store_true", help="also time GEMM rows on 1 thread")
+    ap.add_argument("--commit", default=None,
+                    help="the source commit to record (bench/run.py passes the checkout's)")
 
 
 def main(argv=None):
@@ -353,7 +350,7 @@ def run(args):
     limit = set_blas_threads(args.threads)
     ceil = ceilings(args.quick, repeats)
     print(f"fastfool {ff.__version__}  simd={ff.get_simd()}  threads={args.threads}  "
-          f"commit={git_commit()}  {platform.processor() or platform.machine()}")
+          f"commit={args.commit}  {platform.processor() or platform.machine()}")
     print("ceilings: " + "  ".join(f"{k}={v:.1f}" for k, v in ceil.items()))
     hdr = (f"{'workload':<22}{'shape':<28}{'dtype':<9}{'fastfool ms':>12}{'baseline ms':>12}"
            f"{'ratio':>8}{'GFLOP/s':>9}  baseline")
@@ -386,12 +383,19 @@ def run(args):
               f"{mem['peak_above_inputs_mib']:.0f} MiB; outputs {mem['outputs_mib']:.0f} MiB + 64 MiB "
               f"budget = {mem['budget_mib']:.0f} MiB")
     if args.json:
-        doc = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": git_commit(),
+        doc = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": args.commit,
+               "version": ff.__version__,
                "machine": platform.platform(), "cpu_count": os.cpu_count(), "simd": ff.simd_info(),
                "threads": args.threads, "repeats": repeats, "quick": args.quick,
                "ceilings": ceil, "results": results}
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=2, default=str)
+        tmp = f"{args.json}.tmp{os.getpid()}"  # a failed write leaves the previous file whole
+        try:
+            with open(tmp, "w") as f:
+                json.dump(doc, f, indent=2, default=str)
+            os.replace(tmp, args.json)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
         print(f"wrote {args.json}")
     del limit
     return 0
