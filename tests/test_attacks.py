@@ -102,7 +102,7 @@ def test_pgd_verdicts_are_the_estimators_over_row_chunks(digits, models, random_
         warnings.simplefilter("ignore")
         binary = MLPClassifier((12,), max_iter=300, random_state=0).fit(Xb, yb)
     import fastfool.attacks.gradient as G
-    chunks = lambda N, D: [slice(i, min(N, i + 128)) for i in range(0, N, 128)]  # 5 chunks
+    chunks = lambda N, D, be=None: [slice(i, min(N, i + 128)) for i in range(0, N, 128)]  # 5 chunks
     for est, Xs, ys in [(models["mlp-tanh"], X[:600], y[:600]), (binary, Xb[:200], yb[:200])]:
         m = ff.from_sklearn(est, dtype=dtype)
         G.row_chunks, orig_chunks = chunks, G.row_chunks

@@ -326,6 +326,16 @@ def test_emulated_gpu_attacks_match_the_cpu(fake, norm):
         np.testing.assert_array_equal(r_gpu.iterations, r_cpu.iterations)
         np.testing.assert_allclose(r_gpu.l2, r_cpu.l2, rtol=1e-9, atol=1e-12)
         assert r_gpu.summary()["success_rate"] == r_cpu.summary()["success_rate"]
+    # written once for both devices: every target kind, the same rows as the CPU
+    for attack, kw in [(ff.fgsm, dict(eps=0.3, norm=norm, target="all")),
+                       (ff.pgd, dict(eps=0.3, norm=norm, steps=3, random_start=False, target="all")),
+                       (ff.pgd, dict(eps=0.3, norm=norm, steps=3, random_start=False,
+                                     target="random", seed=5))]:
+        r_gpu, r_cpu = attack(gm, Xg, **kw), attack(m, X, **kw)
+        np.testing.assert_allclose(r_gpu.x_adv.get(), r_cpu.x_adv, rtol=1e-9, atol=1e-12)
+        np.testing.assert_array_equal(r_gpu.target, r_cpu.target)
+        np.testing.assert_array_equal(r_gpu.success, r_cpu.success)
+        assert r_gpu.extra["device"] == "cuda:0"
     # random starts and restarts: different generators than the CPU, same guarantees
     r = ff.pgd(gm, Xg, eps=0.2, norm=norm, steps=3, restarts=2, seed=0, clip=(0, 1))
     lim = r.linf if norm == "inf" else r.l2
@@ -334,23 +344,66 @@ def test_emulated_gpu_attacks_match_the_cpu(fake, norm):
         ff.fgsm(gm, cp.asarray(X + 2), eps=0.1, clip=(0, 1))
 
 
+@pytest.mark.parametrize("spelling", ["L2", "l2", 2, 2.0, "2", "inf", "Linf", np.inf, float("inf")])
+def test_one_norm_parser_on_both_devices(fake, spelling):
+    cp, _ = fake
+    rng = np.random.default_rng(8)
+    x, g = rng.standard_normal((5, 4)), rng.standard_normal((5, 4))
+    ref = K.fused_update(x, g, x, step=0.1, eps=0.2, norm=2 if str(spelling).lower() in ("l2", "2", "2.0")
+                         else "inf")
+    a = K.fused_update(x, g, x, step=0.1, eps=0.2, norm=spelling)
+    b = K.fused_update(cp.asarray(x), cp.asarray(g), cp.asarray(x), step=0.1, eps=0.2, norm=spelling)
+    np.testing.assert_array_equal(a, ref)
+    np.testing.assert_allclose(b.get(), ref, rtol=1e-12)
+    m = _mlp(np.float64)
+    r1 = ff.pgd(m, rng.uniform(0, 1, (6, 7)), eps=0.1, steps=2, norm=spelling, random_start=False)
+    assert r1.params["norm"] in ("inf", "2")
+
+
+def test_the_same_mistake_raises_the_same_error_on_both_devices(fake):
+    cp, _ = fake
+    rng = np.random.default_rng(9)
+    X, W = rng.standard_normal((6, 4)), rng.standard_normal((3, 4))
+    cases = [dict(out=np.empty((6, 3), np.float32)), dict(out=np.empty((6, 2))),
+             dict(b=np.ones(2)), dict(epilogue="sigmoid"), dict(W=np.ones((3, 5)))]
+    for kw in cases:
+        errs = []
+        for dev in (np.asarray, cp.asarray):
+            args = {"X": dev(X), "W": dev(kw.get("W", W))}
+            extra = {k: (dev(v) if isinstance(v, np.ndarray) else v) for k, v in kw.items() if k != "W"}
+            with pytest.raises((TypeError, ValueError)) as info:
+                K.scores(args["X"], args["W"], **extra)
+            errs.append((type(info.value), str(info.value).split(":")[0]))
+        assert errs[0] == errs[1], (kw, errs)
+    with pytest.raises(TypeError, match="mixing NumPy and CuPy"):
+        K.scores(cp.asarray(X), W)
+    with pytest.raises(NotImplementedError, match="not available for cuda arrays"):
+        K.mlp_vjp(cp.asarray(X), [cp.asarray(W.T)], None, "identity", cp.asarray(np.ones((6, 3))))
+
+
 def test_emulated_attack_loops_make_no_host_round_trips(fake):
-    """The copies between host and device of a PGD run do not grow with its steps."""
+    """The copies between host and device of a fixed-step PGD run do not grow with its steps;
+    with early stopping, a step copies only when some row may be fooled (its candidates go to
+    the host for the verdict), a bounded number per step."""
     import fake_gpu
     cp, _ = fake
     rng = np.random.default_rng(4)
     gm = _mlp(np.float32).to("cuda")
     X = cp.asarray(rng.uniform(0, 1, (30, 7)).astype(np.float32))
     y = rng.integers(0, 4, 30)
-    counts = []
+    counts, early = [], []
     for steps in (2, 9):
         for key in fake_gpu.TRANSFERS:
             fake_gpu.TRANSFERS[key] = 0
         ff.pgd(gm, X, y, eps=0.1, steps=steps, clip=(0, 1), seed=0)
-        ff.pgd(gm, X, y, eps=0.1, steps=steps, clip=(0, 1), early_stop=True, seed=0)
         ff.pgd(gm, X, y, eps=0.1, steps=steps, clip=(0, 1), norm=2, quantize=0.01, seed=0)
         counts.append(dict(fake_gpu.TRANSFERS))
+        for key in fake_gpu.TRANSFERS:
+            fake_gpu.TRANSFERS[key] = 0
+        ff.pgd(gm, X, y, eps=0.1, steps=steps, clip=(0, 1), early_stop=True, seed=0)
+        early.append(sum(fake_gpu.TRANSFERS.values()))
     assert counts[0] == counts[1], counts
+    assert early[1] - early[0] <= 6 * (9 - 2), early  # at most a few small copies per step
 
 
 # ---- a real GPU ---------------------------------------------------------------------------------

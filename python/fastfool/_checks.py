@@ -1,8 +1,12 @@
-"""Argument checks shared by the kernels and the models: every message names the argument."""
+"""Argument checks shared by the kernels and the models, for NumPy and CuPy arrays alike (the
+``be`` argument: the backend the call runs on, ``fastfool._backend``; default the CPU): every
+message names the argument, and the same mistake gets the same exception on either device."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from ._backend import CPU, Backend
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -18,8 +22,24 @@ def float_dtype(dtype, name: str = "dtype") -> np.dtype:
     return dt
 
 
-def as_array(a, name: str) -> np.ndarray:
-    """``a`` as an ndarray, refusing what cannot hold numbers (objects, strings, complex)."""
+def _device_array(a, name: str, be: Backend):
+    """A GPU call's array argument: an array of that backend on its device."""
+    if not be.owns(a):
+        raise TypeError(f"{name}: expected a CuPy array like the other inputs, got "
+                        f"{type(a).__name__} (mixing NumPy and CuPy inputs is not supported; "
+                        f"move them all to one device, e.g. model.to('cuda') / cupy.asarray)")
+    if a.device.id != be.device:
+        raise ValueError(f"{name}: lives on GPU {a.device.id}, the other inputs on GPU {be.device}")
+    if np.dtype(a.dtype).kind not in "fiub":
+        raise TypeError(f"{name}: expected a numeric array, got dtype {a.dtype}")
+    return a
+
+
+def as_array(a, name: str, be: Backend = CPU):
+    """``a`` as an array of the backend, refusing what cannot hold numbers (objects, strings,
+    complex) and arrays of the other device."""
+    if be is not CPU:
+        return _device_array(a, name, be)
     if isinstance(a, np.ma.MaskedArray):
         raise TypeError(f"{name}: masked arrays are not supported (the mask would be ignored); "
                         f"fill the masked values ({name}.filled(...)) or drop those rows")
@@ -41,13 +61,24 @@ def as_array(a, name: str) -> np.ndarray:
     return arr
 
 
-def float_array(a, name: str, dtype: np.dtype | None = None, *, cast: bool = False) -> np.ndarray:
+def float_array(a, name: str, dtype: np.dtype | None = None, *, cast: bool = False,
+                be: Backend = CPU):
     """A float32/float64 array; with ``dtype`` the array must have it (or is cast when ``cast``).
 
     Integer, bool and float16 arrays are refused: fastfool never guesses a precision.
-    The returned array may be a view of the input; it is never modified.
+    The returned array may be a view of the input; it is never modified. On the GPU it is
+    C-contiguous (the CUDA kernels read dense rows).
     """
-    arr = as_array(a, name)
+    arr = as_array(a, name, be)
+    if be is not CPU:
+        if arr.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{name}: expected float32 or float64 values, got {arr.dtype}; "
+                            f"convert explicitly, e.g. {name}.astype(cupy.float32)")
+        if dtype is not None and arr.dtype != dtype:
+            if not cast:
+                raise TypeError(f"{name}: dtype {arr.dtype} does not match {np.dtype(dtype)}")
+            arr = arr.astype(dtype)
+        return be.xp.ascontiguousarray(arr)
     if arr.dtype.kind == "f" and not arr.dtype.isnative:  # e.g. big-endian data from a file
         arr = arr.astype(arr.dtype.newbyteorder("="))
     if arr.dtype not in FLOAT_DTYPES:
@@ -67,8 +98,8 @@ def float_array(a, name: str, dtype: np.dtype | None = None, *, cast: bool = Fal
 
 
 def matrix(a, name: str, dtype=None, *, cols: int | None = None, cast: bool = False,
-           cols_what: str = "") -> np.ndarray:
-    arr = float_array(a, name, dtype, cast=cast)
+           cols_what: str = "", be: Backend = CPU):
+    arr = float_array(a, name, dtype, cast=cast, be=be)
     if arr.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D array (rows, features), got shape {arr.shape}")
     if cols is not None and arr.shape[1] != cols:
@@ -79,18 +110,16 @@ def matrix(a, name: str, dtype=None, *, cols: int | None = None, cast: bool = Fa
     return arr
 
 
-def vector(a, name: str, n: int, dtype=None, *, cast: bool = False) -> np.ndarray:
-    arr = float_array(a, name, dtype, cast=cast)
+def vector(a, name: str, n: int, dtype=None, *, cast: bool = False, be: Backend = CPU):
+    arr = float_array(a, name, dtype, cast=cast, be=be)
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ValueError(f"{name}: expected shape ({n},), got {arr.shape}")
     return arr
 
 
-def check_finite(arr: np.ndarray, name: str, threads: int) -> None:
-    from . import _core
-
+def check_finite(arr, name: str, threads: int, be: Backend = CPU) -> None:
     a = arr if arr.ndim == 2 else arr.reshape(1, -1) if arr.ndim == 1 else arr.reshape(arr.shape[0], -1)
-    if not _core.all_finite(a, threads):
+    if not be.all_finite(a, threads):
         raise ValueError(
             f"{name}: contains NaN or infinity; fastfool refuses non-finite inputs "
             "(clean them, or pass check_finite=False to propagate them)"
@@ -111,9 +140,24 @@ def empty_aligned(shape, dtype=np.float32, align: int = 64) -> np.ndarray:
     return raw[off:off + nbytes].view(dtype).reshape(shape)
 
 
-def out_array(out, name: str, shape: tuple, dtype: np.dtype, inputs=()) -> np.ndarray:
-    """Allocate an output (cache-line aligned), or check a user's ``out=`` (exact shape and
-    dtype, writable, contiguous columns, no overlap with the inputs)."""
+def out_array(out, name: str, shape: tuple, dtype: np.dtype, inputs=(), be: Backend = CPU):
+    """Allocate an output (on the CPU cache-line aligned), or check a user's ``out=`` (exact
+    shape and dtype, writable, contiguous columns - on the GPU C-contiguous -, no overlap with
+    the inputs on the CPU)."""
+    if be is not CPU:
+        if out is None:
+            return be.empty(shape, dtype)
+        if not be.owns(out):
+            raise TypeError(f"{name}: expected a CuPy array, got {type(out).__name__}")
+        if out.shape != tuple(shape):
+            raise ValueError(f"{name}: expected shape {tuple(shape)}, got {out.shape}")
+        if out.dtype != dtype:
+            raise TypeError(f"{name}: expected dtype {np.dtype(dtype)}, got {out.dtype}")
+        if not out.flags.c_contiguous:
+            raise ValueError(f"{name}: must be C-contiguous")
+        if out.device.id != be.device:
+            raise ValueError(f"{name}: lives on GPU {out.device.id}, the inputs on GPU {be.device}")
+        return out
     if out is None:
         return empty_aligned(shape, dtype)
     if not isinstance(out, np.ndarray):
@@ -136,8 +180,24 @@ def out_array(out, name: str, shape: tuple, dtype: np.dtype, inputs=()) -> np.nd
     return out
 
 
-def labels_to_index(y, n: int, n_classes: int, name: str = "y") -> np.ndarray:
-    """Class indices 0..n_classes-1 as contiguous int64 (already mapped through classes_)."""
+class Trusted:
+    """Class indices (int64, on the call's device) that an attack has checked once: the kernels
+    take them without the range check, which on the GPU is a device-to-host copy per step."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array):
+        self.array = array
+
+
+def labels_to_index(y, n: int, n_classes: int, name: str = "y", be: Backend = CPU):
+    """Class indices 0..n_classes-1 as contiguous int64 on the backend (already mapped through
+    classes_); checked on the host (once: attack loops pass :class:`Trusted` indices)."""
+    if isinstance(y, Trusted):
+        return y.array
+    if be is not CPU:
+        host = labels_to_index(be.to_host(y) if be.owns(y) else y, n, n_classes, name)
+        return be.asarray(host)
     arr = np.asarray(y)
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ValueError(f"{name}: expected shape ({n},), got {arr.shape}")
@@ -149,11 +209,22 @@ def labels_to_index(y, n: int, n_classes: int, name: str = "y") -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
-def clip_bounds(clip, D: int, dtype):
+def clip_bounds(clip, D: int, dtype, be: Backend = CPU):
     """``clip=(lo, hi)`` as scalars or (D,) arrays of dtype (either may be None), or
-    ``(None, None)`` for no clipping. Refuses NaN bounds and lo > hi."""
+    ``(None, None)`` for no clipping. Refuses NaN bounds and lo > hi. On the GPU both are (D,)
+    device vectors (made once: a pair of those is passed through as it is)."""
     if clip is None:
         return None, None
+    if be is not CPU:
+        if isinstance(clip, tuple) and len(clip) == 2 and all(
+                v is None or (be.owns(v) and v.shape == (D,) and v.dtype == dtype
+                              and v.device.id == be.device and v.flags.c_contiguous) for v in clip):
+            return clip
+        host = tuple(None if v is None else (be.to_host(v) if be.owns(v) else v) for v in clip) \
+            if isinstance(clip, (tuple, list)) else clip
+        lo, hi = clip_bounds(host, D, dtype)
+        return (None if lo is None else be.asarray(np.broadcast_to(lo, (D,)), dtype),
+                None if hi is None else be.asarray(np.broadcast_to(hi, (D,)), dtype))
     try:
         lo, hi = clip
     except (TypeError, ValueError) as exc:
@@ -214,12 +285,28 @@ def with_biases(items, biases, what: str):
     return items, biases
 
 
-def norm_is_l2(norm) -> bool:
-    if norm in ("inf", np.inf, float("inf")):
-        return False
-    if norm in (2, "2", "l2", 2.0):
-        return True
+def norm_name(norm) -> str:
+    """The one norm parser: ``"inf"`` or ``"2"`` from the spellings users write."""
+    if isinstance(norm, str):
+        key = norm.lower()
+        if key in ("inf", "linf", "l_inf", "l-inf"):
+            return "inf"
+        if key in ("2", "l2", "l_2"):
+            return "2"
+    elif not isinstance(norm, bool):
+        try:
+            v = float(norm)
+        except (TypeError, ValueError):
+            v = None
+        if v == np.inf:
+            return "inf"
+        if v == 2.0:
+            return "2"
     raise ValueError(f"norm: expected 'inf' or 2, got {norm!r}")
+
+
+def norm_is_l2(norm) -> bool:
+    return norm_name(norm) == "2"
 
 
 def step_scalars(step, eps, quantum):

@@ -5,8 +5,10 @@ are read in place, never copied or modified), checks shapes, and runs the C++ ke
 GIL released on ``threads`` threads (default: :func:`fastfool.get_threads`). Outputs are new
 C-contiguous arrays unless ``out=`` is given. No NaN check happens here (the models do that).
 
-CuPy arrays (the first array argument decides) run the same operation on the GPU through
-:mod:`fastfool.cuda` and return CuPy arrays; mixing NumPy and CuPy inputs raises ``TypeError``.
+CuPy arrays (the first array argument decides: :func:`backend_of`) run the same operation on
+the GPU (:class:`fastfool.cuda.CudaBackend`) and return CuPy arrays: the arguments are checked
+once, here, by the same code for both devices (the same mistake raises the same exception);
+mixing NumPy and CuPy inputs raises ``TypeError``.
 
 Activation names: ``"identity"``, ``"relu"``, ``"tanh"``, ``"logistic"``.
 """
@@ -16,13 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _core, cuda
+from . import cuda
+from ._backend import CPU, Backend
 from ._checks import (ACTIVATIONS, act_codes, empty_aligned, clip_bounds, epilogue_code, float_array,
                       labels_to_index, matrix, norm_is_l2, out_array, step_scalars, vector,
                       with_biases)
 from ._runtime import resolve_threads
-
-_gpu = cuda.is_device_array  # CuPy in -> the CUDA kernels (fastfool.cuda), CuPy out
 
 __all__ = [
     "ACTIVATIONS",
@@ -37,7 +38,17 @@ __all__ = [
     "ce_step_mlp",
     "diff_norms",
     "all_finite",
+    "backend_of",
 ]
+
+
+def backend_of(a) -> Backend:
+    """The backend an array lives on: the CPU for anything but a CuPy array, whose GPU's
+    :class:`fastfool.cuda.CudaBackend` otherwise (CUDA module, CuPy and a device required)."""
+    if cuda.is_device_array(a):
+        cuda.require()
+        return cuda.CudaBackend(a.device.id)
+    return CPU
 
 def scores(X, W, b=None, *, epilogue=None, out=None, threads=None) -> np.ndarray:
     """Batched scoring ``S = X @ W.T + b`` with an optional fused row epilogue.
@@ -56,13 +67,13 @@ def scores(X, W, b=None, *, epilogue=None, out=None, threads=None) -> np.ndarray
 
     Cost: ``2*N*C*D`` FLOPs through the packed AVX2/FMA micro-kernel.
     """
-    if _gpu(X):
-        return cuda.scores(X, W, b, epilogue=epilogue, out=out)
-    X = matrix(X, "X")
-    W = matrix(W, "W", X.dtype, cols=X.shape[1], cols_what=" (X has that many features)")
-    bb = None if b is None else vector(b, "b", W.shape[0], X.dtype)
-    S = out_array(out, "out", (X.shape[0], W.shape[0]), X.dtype, [(X, "X"), (W, "W"), (bb, "b")])
-    _core.scores(X, W, bb, epilogue_code(epilogue), S, resolve_threads(threads))
+    be = backend_of(X)
+    X = matrix(X, "X", be=be)
+    W = matrix(W, "W", X.dtype, cols=X.shape[1], cols_what=" (X has that many features)", be=be)
+    bb = None if b is None else vector(b, "b", W.shape[0], X.dtype, be=be)
+    ep = epilogue_code(epilogue)
+    S = out_array(out, "out", (X.shape[0], W.shape[0]), X.dtype, [(X, "X"), (W, "W"), (bb, "b")], be)
+    be.scores(X, W, bb, ep, S, resolve_threads(threads))
     return S
 
 
@@ -77,10 +88,10 @@ def empty(shape, dtype=np.float32):
     return empty_aligned(shape, dtype)
 
 
-def _ce_outputs(X, C, out, return_prob, inputs):
-    G = out_array(out, "out", X.shape, X.dtype, inputs)
-    loss = np.empty(X.shape[0], dtype=X.dtype)
-    prob = np.empty((X.shape[0], C), dtype=X.dtype) if return_prob else None
+def _ce_outputs(X, C, out, return_prob, inputs, be):
+    G = out_array(out, "out", X.shape, X.dtype, inputs, be)
+    loss = be.empty(X.shape[0], X.dtype)
+    prob = be.empty((X.shape[0], C), X.dtype) if return_prob else None
     return G, loss, prob
 
 
@@ -99,29 +110,31 @@ def ce_grad_linear(X, W, b, y, *, out=None, return_prob=False, threads=None):
     -------
     grad (N, D), loss (N,) and, if requested, prob (N, C).
     """
-    if _gpu(X):
-        return cuda.ce_grad_linear(X, W, b, y, out=out, return_prob=return_prob)
-    X = matrix(X, "X")
-    W = matrix(W, "W", X.dtype, cols=X.shape[1], cols_what=" (X has that many features)")
-    bb = None if b is None else vector(b, "b", W.shape[0], X.dtype)
-    yy = labels_to_index(y, X.shape[0], W.shape[0])
-    G, loss, prob = _ce_outputs(X, W.shape[0], out, return_prob, [(X, "X"), (W, "W"), (bb, "b")])
-    _core.ce_grad_linear(X, W, bb, yy, G, loss, prob, resolve_threads(threads))
+    be = backend_of(X)
+    X = matrix(X, "X", be=be)
+    W = matrix(W, "W", X.dtype, cols=X.shape[1], cols_what=" (X has that many features)", be=be)
+    bb = None if b is None else vector(b, "b", W.shape[0], X.dtype, be=be)
+    yy = labels_to_index(y, X.shape[0], W.shape[0], be=be)
+    G, loss, prob = _ce_outputs(X, W.shape[0], out, return_prob, [(X, "X"), (W, "W"), (bb, "b")], be)
+    be.ce_grad_linear(X, W, bb, yy, G, loss, prob, resolve_threads(threads))
     return (G, loss, prob) if return_prob else (G, loss)
 
 
-def _layers(X, weights, biases, activations):
+def _layers(X, weights, biases, activations, be, logits=False):
     weights, biases = with_biases(weights, biases, "weights")
     Ws, bs = [], []
     width = X.shape[1]
     for i, (w, bi) in enumerate(zip(weights, biases)):
-        w = matrix(w, f"weights[{i}]", X.dtype)
+        w = matrix(w, f"weights[{i}]", X.dtype, be=be)
         if w.shape[0] != width:
             raise ValueError(f"weights[{i}]: expected {width} input rows, got shape {w.shape}")
         Ws.append(w)
-        bs.append(None if bi is None else vector(bi, f"biases[{i}]", w.shape[1], X.dtype))
+        bs.append(None if bi is None else vector(bi, f"biases[{i}]", w.shape[1], X.dtype, be=be))
         width = w.shape[1]
-    return Ws, bs, act_codes(activations, len(Ws))
+    acts = act_codes(activations, len(Ws))
+    if logits and acts[-1] != ACTIVATIONS["identity"]:
+        raise ValueError("activations: the last layer must be 'identity' (it produces the logits)")
+    return Ws, bs, acts
 
 
 def mlp_forward(X, weights, biases, activations, *, epilogue=None, out=None, threads=None):
@@ -131,13 +144,13 @@ def mlp_forward(X, weights, biases, activations, *, epilogue=None, out=None, thr
     per layer (or one name for all). ``epilogue`` ("softmax"/"log_softmax") applies to the last
     layer's output. Returns (N, out_last).
     """
-    if _gpu(X):
-        return cuda.mlp_forward(X, weights, biases, activations, epilogue=epilogue, out=out)
-    X = matrix(X, "X")
-    Ws, bs, acts = _layers(X, weights, biases, activations)
+    be = backend_of(X)
+    X = matrix(X, "X", be=be)
+    Ws, bs, acts = _layers(X, weights, biases, activations, be)
+    ep = epilogue_code(epilogue)
     inputs = [(X, "X")] + [(w, "weights") for w in Ws]
-    O = out_array(out, "out", (X.shape[0], Ws[-1].shape[1]), X.dtype, inputs)
-    _core.mlp_forward(X, Ws, bs, acts, epilogue_code(epilogue), O, resolve_threads(threads))
+    O = out_array(out, "out", (X.shape[0], Ws[-1].shape[1]), X.dtype, inputs, be)
+    be.mlp_forward(X, Ws, bs, acts, ep, O, resolve_threads(threads))
     return O
 
 
@@ -147,17 +160,13 @@ def ce_grad_mlp(X, weights, biases, activations, y, *, out=None, return_prob=Fal
     The last layer's activation must be ``"identity"``: its outputs are the logits. Returns
     grad (N, D), loss (N,) and, with ``return_prob``, prob (N, C).
     """
-    if _gpu(X):
-        return cuda.ce_grad_mlp(X, weights, biases, activations, y, out=out,
-                                return_prob=return_prob)
-    X = matrix(X, "X")
-    Ws, bs, acts = _layers(X, weights, biases, activations)
-    if acts[-1] != ACTIVATIONS["identity"]:
-        raise ValueError("activations: the last layer must be 'identity' (it produces the logits)")
-    yy = labels_to_index(y, X.shape[0], Ws[-1].shape[1])
+    be = backend_of(X)
+    X = matrix(X, "X", be=be)
+    Ws, bs, acts = _layers(X, weights, biases, activations, be, logits=True)
+    yy = labels_to_index(y, X.shape[0], Ws[-1].shape[1], be=be)
     inputs = [(X, "X")] + [(w, "weights") for w in Ws]
-    G, loss, prob = _ce_outputs(X, Ws[-1].shape[1], out, return_prob, inputs)
-    _core.ce_grad_mlp(X, Ws, bs, acts, yy, G, loss, prob, resolve_threads(threads))
+    G, loss, prob = _ce_outputs(X, Ws[-1].shape[1], out, return_prob, inputs, be)
+    be.ce_grad_mlp(X, Ws, bs, acts, yy, G, loss, prob, resolve_threads(threads))
     return (G, loss, prob) if return_prob else (G, loss)
 
 
@@ -165,20 +174,16 @@ def mlp_vjp(X, weights, biases, activations, V, *, return_logits=False, out=None
     """Input gradient of ``sum_c V[i, c] * logits_c(x_i)`` for a dense stack (last layer
     ``"identity"``): one forward and one backward pass. With ``V = e_j - e_k`` this is
     ``grad(s_j - s_k)``, as DeepFool needs. Returns grad (N, D) and, if asked, the logits."""
-    if _gpu(X):
-        raise NotImplementedError("mlp_vjp: not available for CuPy arrays yet (DeepFool runs on "
-                                  "the CPU)")
-    X = matrix(X, "X")
-    Ws, bs, acts = _layers(X, weights, biases, activations)
-    if acts[-1] != ACTIVATIONS["identity"]:
-        raise ValueError("activations: the last layer must be 'identity' (it produces the logits)")
-    V = matrix(V, "V", X.dtype)
+    be = backend_of(X)
+    X = matrix(X, "X", be=be)
+    Ws, bs, acts = _layers(X, weights, biases, activations, be, logits=True)
+    V = matrix(V, "V", X.dtype, be=be)
     if V.shape != (X.shape[0], Ws[-1].shape[1]):
         raise ValueError(f"V: expected shape {(X.shape[0], Ws[-1].shape[1])}, got {V.shape}")
     inputs = [(X, "X"), (V, "V")] + [(w, "weights") for w in Ws]
-    G = out_array(out, "out", X.shape, X.dtype, inputs)
-    logits = np.empty(V.shape, X.dtype) if return_logits else None
-    _core.mlp_vjp(X, Ws, bs, acts, V, G, logits, resolve_threads(threads))
+    G = out_array(out, "out", X.shape, X.dtype, inputs, be)
+    logits = be.empty(V.shape, X.dtype) if return_logits else None
+    be.mlp_vjp(X, Ws, bs, acts, V, G, logits, resolve_threads(threads))
     return (G, logits) if return_logits else G
 
 
@@ -194,18 +199,16 @@ def backproject(H, pinvs, biases, activations, *, margin=1e-6, base=None, out=No
 
     Returns the (N, D_out) array, and with ``return_clamped`` the number of clamped values.
     """
-    if _gpu(H):
-        return cuda.backproject(H, pinvs, biases, activations, margin=margin, base=base, out=out,
-                                return_clamped=return_clamped)
-    H = matrix(H, "H")
+    be = backend_of(H)
+    H = matrix(H, "H", be=be)
     pinvs, biases = with_biases(pinvs, biases, "pinvs")
     Ps, bs, k = [], [], H.shape[1]
     for i, (p, bi) in enumerate(zip(pinvs, biases)):
-        p = matrix(p, f"pinvs[{i}]", H.dtype)
+        p = matrix(p, f"pinvs[{i}]", H.dtype, be=be)
         if p.shape[0] != k:
             raise ValueError(f"pinvs[{i}]: expected {k} rows, got shape {p.shape}")
         Ps.append(p)
-        bs.append(None if bi is None else vector(bi, f"biases[{i}]", k, H.dtype))
+        bs.append(None if bi is None else vector(bi, f"biases[{i}]", k, H.dtype, be=be))
         k = p.shape[1]
     acts = act_codes(activations, len(Ps))
     for i, a in enumerate(acts):
@@ -215,30 +218,31 @@ def backproject(H, pinvs, biases, activations, *, margin=1e-6, base=None, out=No
     if not 0.0 < margin < 0.5:
         raise ValueError(f"margin: must be in (0, 0.5), got {margin}")
     if base is not None:
-        base = matrix(base, "base", H.dtype)
+        base = matrix(base, "base", H.dtype, be=be)
         if base.shape != (H.shape[0], k):
             raise ValueError(f"base: expected shape {(H.shape[0], k)}, got {base.shape}")
-    O = out_array(out, "out", (H.shape[0], k), H.dtype, [(H, "H"), (base, "base")] + [(p, "pinvs") for p in Ps])
-    n = _core.backproject(H, Ps, bs, acts, margin, base, O, resolve_threads(threads))
-    return (O, int(n)) if return_clamped else O
+    O = out_array(out, "out", (H.shape[0], k), H.dtype,
+                  [(H, "H"), (base, "base")] + [(p, "pinvs") for p in Ps], be)
+    n = be.backproject(H, Ps, bs, acts, margin, base, O, resolve_threads(threads))
+    return (O, n) if return_clamped else O
 
 
-def _step_args(x, x0, step, eps, norm, clip, quantum):
+def _step_args(x, x0, step, eps, norm, clip, quantum, be):
     """Checked arguments of the fused step: (x0, l2, step, eps, lo, hi, quantum)."""
-    x0 = matrix(x0, "x0", x.dtype)
+    x0 = matrix(x0, "x0", x.dtype, be=be)
     if x0.shape != x.shape:
         raise ValueError(f"x0: expected shape {x.shape}, got {x0.shape}")
     l2 = norm_is_l2(norm)
     step, eps, quantum = step_scalars(step, eps, quantum)
-    lo, hi = clip_bounds(clip, x.shape[1], x.dtype)
+    lo, hi = clip_bounds(clip, x.shape[1], x.dtype, be)
     return x0, l2, step, eps, lo, hi, quantum
 
 
-def _step_out(out, x, others):
+def _step_out(out, x, others, be):
     """The step's output: new, or the caller's (``out=x`` updates in place: the only overlap)."""
     if out is x:
-        return out_array(out, "out", x.shape, x.dtype, others)
-    return out_array(out, "out", x.shape, x.dtype, [(x, "x")] + others)
+        return out_array(out, "out", x.shape, x.dtype, others, be)
+    return out_array(out, "out", x.shape, x.dtype, [(x, "x")] + others, be)
 
 
 def fused_update(x, grad, x0, *, step, eps=np.inf, norm="inf", clip=None, quantum=0.0, out=None,
@@ -257,16 +261,14 @@ def fused_update(x, grad, x0, *, step, eps=np.inf, norm="inf", clip=None, quantu
 
     ``out=x`` updates in place (the only allowed overlap). Returns the updated array.
     """
-    if _gpu(x):
-        return cuda.fused_update(x, grad, x0, step=step, eps=eps, norm=norm, clip=clip,
-                                 quantum=quantum, out=out)
-    x = matrix(x, "x")
-    grad = matrix(grad, "grad", x.dtype)
+    be = backend_of(x)
+    x = matrix(x, "x", be=be)
+    grad = matrix(grad, "grad", x.dtype, be=be)
     if grad.shape != x.shape:
         raise ValueError(f"grad: expected shape {x.shape}, got {grad.shape}")
-    x0, l2, step, eps, lo, hi, quantum = _step_args(x, x0, step, eps, norm, clip, quantum)
-    O = _step_out(out, x, [(grad, "grad"), (x0, "x0")])
-    _core.fused_update(x, grad, x0, l2, step, eps, lo, hi, quantum, O, resolve_threads(threads))
+    x0, l2, step, eps, lo, hi, quantum = _step_args(x, x0, step, eps, norm, clip, quantum, be)
+    O = _step_out(out, x, [(grad, "grad"), (x0, "x0")], be)
+    be.fused_update(x, grad, x0, l2, step, eps, lo, hi, quantum, O, resolve_threads(threads))
     return O
 
 
@@ -282,20 +284,17 @@ def ce_step_linear(X, W, b, y, x0, *, step, eps=np.inf, norm="inf", clip=None, q
     separate calls (each from the previous output); loss and probabilities are then those of
     the last step's starting point."""
     steps = _step_count(steps)
-    if _gpu(X):
-        return _gpu_steps(cuda.ce_step_linear, steps, X, W, b, y, x0, step=step, eps=eps,
-                          norm=norm, clip=clip, quantum=quantum, out=out,
-                          return_loss=return_loss, return_prob=return_prob)
-    X = matrix(X, "X")
-    W = matrix(W, "W", X.dtype, cols=X.shape[1], cols_what=" (X has that many features)")
-    bb = None if b is None else vector(b, "b", W.shape[0], X.dtype)
-    yy = labels_to_index(y, X.shape[0], W.shape[0])
-    x0, l2, step, eps, lo, hi, quantum = _step_args(X, x0, step, eps, norm, clip, quantum)
-    O = _step_out(out, X, [(x0, "x0"), (W, "W")])
-    loss = np.empty(X.shape[0], X.dtype) if return_loss else None
-    prob = np.empty((X.shape[0], W.shape[0]), X.dtype) if return_prob else None
-    _core.ce_step_linear(X, W, bb, yy, x0, l2, step, eps, lo, hi, quantum, O, loss, prob,
-                         resolve_threads(threads), steps)
+    be = backend_of(X)
+    X = matrix(X, "X", be=be)
+    W = matrix(W, "W", X.dtype, cols=X.shape[1], cols_what=" (X has that many features)", be=be)
+    bb = None if b is None else vector(b, "b", W.shape[0], X.dtype, be=be)
+    yy = labels_to_index(y, X.shape[0], W.shape[0], be=be)
+    x0, l2, step, eps, lo, hi, quantum = _step_args(X, x0, step, eps, norm, clip, quantum, be)
+    O = _step_out(out, X, [(x0, "x0"), (W, "W")], be)
+    loss = be.empty(X.shape[0], X.dtype) if return_loss else None
+    prob = be.empty((X.shape[0], W.shape[0]), X.dtype) if return_prob else None
+    be.ce_step_linear(X, W, bb, yy, x0, l2, step, eps, lo, hi, quantum, O, loss, prob,
+                      resolve_threads(threads), steps)
     return _step_result(O, loss, prob)
 
 
@@ -310,26 +309,18 @@ def ce_step_mlp(X, weights, biases, activations, y, x0, *, step, eps=np.inf, nor
     ``mlp_forward(out, ..., epilogue="softmax")`` (an attack's final predictions without a
     second pass over the data)."""
     steps = _step_count(steps)
-    if _gpu(X):
-        res = _gpu_steps(cuda.ce_step_mlp, steps, X, weights, biases, activations, y, x0,
-                         step=step, eps=eps, norm=norm, clip=clip, quantum=quantum, out=out,
-                         return_loss=return_loss, return_prob=return_prob)
-        if not return_final_prob:
-            return res
-        res = res if isinstance(res, tuple) else (res,)
-        return res + (mlp_forward(res[0], weights, biases, activations, epilogue="softmax"),)
-    X = matrix(X, "X")
-    Ws, bs, acts = _layers(X, weights, biases, activations)
-    if acts[-1] != ACTIVATIONS["identity"]:
-        raise ValueError("activations: the last layer must be 'identity' (it produces the logits)")
-    yy = labels_to_index(y, X.shape[0], Ws[-1].shape[1])
-    x0, l2, step, eps, lo, hi, quantum = _step_args(X, x0, step, eps, norm, clip, quantum)
-    O = _step_out(out, X, [(x0, "x0")] + [(w, "weights") for w in Ws])
-    loss = np.empty(X.shape[0], X.dtype) if return_loss else None
-    prob = np.empty((X.shape[0], Ws[-1].shape[1]), X.dtype) if return_prob else None
-    final = np.empty((X.shape[0], Ws[-1].shape[1]), X.dtype) if return_final_prob else None
-    _core.ce_step_mlp(X, Ws, bs, acts, yy, x0, l2, step, eps, lo, hi, quantum, O, loss, prob,
-                      resolve_threads(threads), steps, final)
+    be = backend_of(X)
+    X = matrix(X, "X", be=be)
+    Ws, bs, acts = _layers(X, weights, biases, activations, be, logits=True)
+    yy = labels_to_index(y, X.shape[0], Ws[-1].shape[1], be=be)
+    x0, l2, step, eps, lo, hi, quantum = _step_args(X, x0, step, eps, norm, clip, quantum, be)
+    O = _step_out(out, X, [(x0, "x0")] + [(w, "weights") for w in Ws], be)
+    C = Ws[-1].shape[1]
+    loss = be.empty(X.shape[0], X.dtype) if return_loss else None
+    prob = be.empty((X.shape[0], C), X.dtype) if return_prob else None
+    final = be.empty((X.shape[0], C), X.dtype) if return_final_prob else None
+    be.ce_step_mlp(X, Ws, bs, acts, yy, x0, l2, step, eps, lo, hi, quantum, O, loss, prob,
+                   resolve_threads(threads), steps, final)
     return _step_result(O, loss, prob, final)
 
 
@@ -340,17 +331,6 @@ def _step_count(steps):
     return int(steps)
 
 
-def _gpu_steps(fn, steps, X, *args, out=None, return_loss=False, return_prob=False, **kw):
-    """`steps` GPU calls of a fused step, the later ones in place on the first one's output;
-    only the last computes the loss / probabilities asked for."""
-    for k in range(steps):
-        last = k == steps - 1
-        res = fn(X, *args, out=out, return_loss=return_loss and last,
-                 return_prob=return_prob and last, **kw)
-        X = out = res[0] if isinstance(res, tuple) else res
-    return res
-
-
 def _step_result(O, loss, prob, final=None):
     extra = tuple(a for a in (loss, prob, final) if a is not None)
     return (O,) + extra if extra else O
@@ -358,15 +338,14 @@ def _step_result(O, loss, prob, final=None):
 
 def diff_norms(A, B, *, threads=None):
     """Per-row L2 (overflow-safe) and L-inf norms of ``A - B``; returns ``(l2, linf)``."""
-    if _gpu(A):
-        return cuda.diff_norms(A, B)
-    A = matrix(A, "A")
-    B = matrix(B, "B", A.dtype)
+    be = backend_of(A)
+    A = matrix(A, "A", be=be)
+    B = matrix(B, "B", A.dtype, be=be)
     if B.shape != A.shape:
         raise ValueError(f"B: expected shape {A.shape}, got {B.shape}")
-    l2 = np.empty(A.shape[0], A.dtype)
-    linf = np.empty(A.shape[0], A.dtype)
-    _core.diff_norms(A, B, l2, linf, resolve_threads(threads))
+    l2 = be.empty(A.shape[0], A.dtype)
+    linf = be.empty(A.shape[0], A.dtype)
+    be.diff_norms(A, B, l2, linf, resolve_threads(threads))
     return l2, linf
 
 
@@ -374,23 +353,20 @@ def argmax_rows(P, *, threads=None):
     """Per row of P: the column of its largest value and that value; returns ``(idx, val)``
     (int64, P's dtype). As ``numpy.argmax(P, axis=1)``: the first of equal maxima, the first NaN
     of a row that has one (NumPy's NaN-propagating order). Multithreaded, one pass."""
-    if _gpu(P):  # CuPy's argmax, same order
-        idx = P.argmax(axis=1)
-        return idx, P[cuda.require().arange(P.shape[0]), idx]
-    P = matrix(P, "P")
+    be = backend_of(P)
+    P = matrix(P, "P", be=be)
     if P.shape[1] < 1:
         raise ValueError(f"P: needs at least one column, got shape {P.shape}")
-    idx = np.empty(P.shape[0], np.int64)
-    val = np.empty(P.shape[0], P.dtype)
-    _core.argmax_rows(P, idx, val, resolve_threads(threads))
+    idx = be.empty(P.shape[0], np.int64)
+    val = be.empty(P.shape[0], P.dtype)
+    be.argmax_rows(P, idx, val, resolve_threads(threads))
     return idx, val
 
 
 def all_finite(X, *, threads=None) -> bool:
     """True when X (any float array) holds no NaN or infinity; one vectorised pass."""
-    if _gpu(X):
-        return cuda.all_finite(X)
-    X = float_array(X, "X")
+    be = backend_of(X)
+    X = float_array(X, "X", be=be)
     if X.ndim != 2:
         X = X.reshape(1, -1) if X.ndim < 2 else X.reshape(X.shape[0], -1)
-    return bool(_core.all_finite(X, resolve_threads(threads)))
+    return be.all_finite(X, resolve_threads(threads))

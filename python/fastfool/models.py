@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from . import cuda, kernels, verdict
+from ._backend import CPU, Backend
 from ._checks import check_finite as _check_finite
 from ._checks import float_dtype, labels_to_index, matrix
 from ._runtime import resolve_threads
@@ -148,17 +149,10 @@ class Model:
         m.device, m._gpu_id, m._cpu = "cuda", dev, src
         return m
 
-    def _X_gpu(self, X, check_finite, name, cols=None):
-        if not cuda.is_device_array(X):
-            raise TypeError(f"{name}: the model is on the GPU, so inputs must be CuPy arrays "
-                            f"(cupy.asarray({name})), got {type(X).__name__}; or use "
-                            "model.to('cpu')")
-        cols = self.n_features_in_ if cols is None else cols
-        X = cuda._matrix(X, name, device=self._gpu_id, cols=cols).astype(self.dtype, copy=False)
-        if check_finite and X.size and not bool(cuda.require().isfinite(X).all()):
-            raise ValueError(f"{name}: contains NaN or infinity (pass check_finite=False to skip "
-                             "this check)")
-        return X
+    @property
+    def _be(self) -> Backend:
+        """The backend the model's weights live on (fastfool._backend)."""
+        return CPU if self.device == "cpu" else cuda.CudaBackend(self._gpu_id)
 
     # -- the reference behind verdicts -----------------------------------------------------------
     def _reference(self) -> "Model":
@@ -226,22 +220,27 @@ class Model:
     def _checked_out(self, out, threads, what="scores"):
         """Refuse outputs that overflowed from finite inputs (NaN probabilities otherwise)."""
         a = out if out.ndim == 2 else out.reshape(-1, 1)
-        if a.size and not (cuda.require().isfinite(a).all() if self.device == "cuda"
-                           else kernels.all_finite(a, threads=threads)):
-            bad = int(np.flatnonzero(~np.isfinite(np.asarray(a if self.device == "cpu" else
-                                                             a.get())).all(axis=1))[0])
+        if a.size and not kernels.all_finite(a, threads=threads):
+            bad = int(np.flatnonzero(~np.isfinite(self._be.to_host(a)).all(axis=1))[0])
             raise ValueError(f"X: the model's {what} overflow on row {bad} (finite inputs, "
                              "non-finite scores): the inputs are too large for this model")
         return out
 
     # -- input handling ----------------------------------------------------------------------
-    def _X(self, X, threads, check_finite=True, name="X") -> np.ndarray:
-        if self.device == "cuda":
-            return self._X_gpu(X, check_finite, name)
-        X = matrix(X, name, self.dtype, cast=True, cols=self.n_features_in_,
-                   cols_what=" (the model's number of features)")
+    def _X(self, X, threads, check_finite=True, name="X", cols=None, cols_what=None):
+        """Inputs checked once for either device: an array of the model's backend (CuPy for a
+        GPU model), float (cast to the model's dtype), ``cols`` features, finite unless asked."""
+        be, threads = self._be, resolve_threads(threads)
+        if be is not CPU and not be.owns(X):
+            raise TypeError(f"{name}: the model is on the GPU, so inputs must be CuPy arrays "
+                            f"(cupy.asarray({name})), got {type(X).__name__}; or use "
+                            "model.to('cpu')")
+        X = matrix(X, name, self.dtype, cast=True,
+                   cols=self.n_features_in_ if cols is None else cols,
+                   cols_what=" (the model's number of features)" if cols_what is None else cols_what,
+                   be=be)
         if check_finite and X.size:
-            _check_finite(X, name, threads)
+            _check_finite(X, name, threads, be)
         return X
 
     def class_index(self, y: ArrayLike) -> np.ndarray:
@@ -429,13 +428,7 @@ class Model:
             H = np.asarray(H)
         if self.binary and top == self.n_layers - 1 and getattr(H, "ndim", 0) == 1:
             H = H.reshape(-1, 1)
-        if self.device == "cuda":
-            H = self._X_gpu(H, True, "H", cols=width)
-        else:
-            H = matrix(H, "H", self.dtype, cast=True, cols=width,
-                       cols_what=f" (the width of layer {layer!r})")
-            if H.size:
-                _check_finite(H, "H", threads)
+        H = self._X(H, threads, True, "H", cols=width, cols_what=f" (the width of layer {layer!r})")
         first_act = "identity" if top == self.n_layers - 1 else self._acts[top]
         if x0 is None:
             steps = range(top, -1, -1)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels, verdict
+from ._checks import Trusted
 from .models import Model, _freeze, _model_dtype, _weight
 
 __all__ = ["KernelSVM"]
@@ -163,6 +164,7 @@ class KernelSVM(Model):
         return kernels.scores(L, np.eye(2, dtype=self.dtype), epilogue=epilogue, threads=threads)
 
     def _ce_grad(self, X, yi, threads, return_prob=False, out=None):
+        yi = yi.array if isinstance(yi, Trusted) else yi
         s, G = self._score_grad(X, threads)
         L = np.column_stack([np.zeros_like(s), s])
         P = kernels.scores(L, np.eye(2, dtype=self.dtype), epilogue="softmax", threads=threads)

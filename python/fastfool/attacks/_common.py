@@ -8,38 +8,38 @@ import time
 import numpy as np
 
 from .. import cuda, kernels, verdict
-from .._checks import clip_bounds  # noqa: F401  (re-exported for attack modules)
+from .._backend import CPU
+from .._checks import Trusted, clip_bounds, norm_name  # noqa: F401  (re-exported for attack modules)
 from .._runtime import resolve_threads
 from ..models import Model
 from ..result import AttackResult
 
 #: Elements (rows x features) per chunk: bounds every per-chunk temporary (gradients, random
-#: starts, probabilities) to a few MiB regardless of N.
+#: starts, probabilities) to a few MiB regardless of N (on a GPU: a few hundred MiB, so that
+#: each launch has enough rows).
 CHUNK_ELEMENTS = 1 << 21
+GPU_CHUNK_ELEMENTS = 1 << 26
+
+#: The attacks written for either device (the others refuse a GPU model in check_model).
+GPU_ATTACKS = ("fgsm", "pgd")
 
 
 def check_model(model, gpu=False) -> Model:
+    """The one place an attack refuses what it cannot run: not a fastfool model, or a GPU model
+    for an attack without GPU support (``gpu=False``)."""
     if not isinstance(model, Model):
         raise TypeError(
             f"model: expected a fastfool model (ff.LinearModel, ff.MLP or ff.from_sklearn(est)), "
             f"got {type(model).__name__}")
     if model.device != "cpu" and not gpu:
         raise NotImplementedError(
-            "model: this attack runs on the CPU only (fgsm and pgd run on the GPU); use "
-            "model.to('cpu') with NumPy inputs")
+            f"model: this attack runs on the CPU only ({', '.join(GPU_ATTACKS)} run on the GPU); "
+            "use model.to('cpu') with NumPy inputs")
     return model
 
 
-def on_gpu(model) -> bool:
-    return isinstance(model, Model) and model.device == "cuda"
-
-
 def norm_of(norm) -> str:
-    if norm in ("inf", np.inf, float("inf"), "linf", "Linf"):
-        return "inf"
-    if norm in (2, 2.0, "2", "l2", "L2"):
-        return "2"
-    raise ValueError(f"norm: expected 'inf' or 2, got {norm!r}")
+    return norm_name(norm)
 
 
 def positive(value, name, *, allow_zero=True, allow_inf=False) -> float:
@@ -53,33 +53,36 @@ def positive(value, name, *, allow_zero=True, allow_inf=False) -> float:
     return v
 
 
-def check_inside_clip(X, lo, hi):
+def check_inside_clip(X, lo, hi, be=CPU):
     """Refuse inputs outside the clip box: the attack could not keep them and stay honest."""
     if lo is None and hi is None:
         return
     # the same bound for every column (clip=(0, 1), the usual case): one min / max reduction
     # (~0.1 ms for 20k x 64) instead of a boolean array per bound (~0.4 ms each)
-    lo1 = lo is not None and lo.size and bool((lo == lo.flat[0]).all())
-    hi1 = hi is not None and hi.size and bool((hi == hi.flat[0]).all())
-    for s in row_chunks(X.shape[0], X.shape[1]):
+    lo0 = None if lo is None or not lo.size else lo.reshape(-1)[0]
+    hi0 = None if hi is None or not hi.size else hi.reshape(-1)[0]
+    lo1 = lo0 is not None and bool((lo == lo0).all())
+    hi1 = hi0 is not None and bool((hi == hi0).all())
+    for s in row_chunks(X.shape[0], X.shape[1], be):
         xc = X[s]
         if xc.size == 0:
             continue
-        below = (xc.min() < lo.flat[0]) if lo1 else (lo is not None and np.any(xc < lo))
-        above = (xc.max() > hi.flat[0]) if hi1 else (hi is not None and np.any(xc > hi))
+        below = bool(xc.min() < lo0) if lo1 else (lo is not None and bool((xc < lo).any()))
+        above = bool(xc.max() > hi0) if hi1 else (hi is not None and bool((xc > hi).any()))
         if below or above:
             raise ValueError("X: values lie outside clip=(lo, hi); clip the data first or widen "
                              "the range")
 
 
-def row_chunks(N, D):
-    rows = max(1, CHUNK_ELEMENTS // max(D, 1))
+def row_chunks(N, D, be=CPU):
+    rows = max(1, (CHUNK_ELEMENTS if be is CPU else GPU_CHUNK_ELEMENTS) // max(D, 1))
     return [slice(i, min(N, i + rows)) for i in range(0, N, rows)]
 
 
-def prepare(model, X, y, threads):
-    """Validated X (model dtype), attacked class indices (own predictions when y is None)."""
-    model = check_model(model)
+def prepare(model, X, y, threads, gpu=False):
+    """Validated X (model dtype, on the model's device), attacked class indices on the host
+    (own predictions when y is None)."""
+    model = check_model(model, gpu)
     threads = resolve_threads(threads)
     X = model._X(X, threads)
     if y is None:
@@ -90,8 +93,15 @@ def prepare(model, X, y, threads):
 
 
 def predict_index(model, X, threads):
-    """The user's model's decisions (class indices) on X: :func:`fastfool.verdict.decide`."""
-    return verdict.decide(model, X, threads)
+    """The user's model's decisions (class indices, on the host) on X (either device):
+    :func:`fastfool.verdict.decide`, which decides on the host."""
+    return verdict.decide(model, model._be.to_host(X), threads)
+
+
+def on_device(model, labels):
+    """Host class indices as checked indices on the model's device, made once before a step
+    loop (kernels then skip the range check, and a GPU loop the copy, on every call)."""
+    return Trusted(model._be.asarray(labels))
 
 
 def resolve_target(model, target, X, yi, rng, threads):
@@ -107,8 +117,8 @@ def resolve_target(model, target, X, yi, rng, threads):
     if isinstance(target, str):
         if target == "least_likely":
             t = np.empty(N, dtype=np.int64)
-            for s in row_chunks(N, X.shape[1]):
-                t[s] = np.argmin(model._forward_soft(X[s], None, threads), axis=1)
+            for s in row_chunks(N, X.shape[1], model._be):
+                t[s] = model._be.to_host(model._forward_soft(X[s], None, threads).argmin(axis=1))
         elif target == "random":
             t = rng.integers(0, C - 1, N)
             t = t + (t >= yi)
@@ -176,14 +186,17 @@ def finish(model, X, x_adv, yi, ti, iterations, *, attack, params, t0, threads, 
     ``correct`` says whether the model gave X its label ``y`` before the attack (all True,
     without another pass, when ``own_labels``: y was the model's own decisions)."""
     N = x_adv.shape[0]
-    pred, _, conf = verdict.judge(model, x_adv, threads)
+    be = model._be
+    # verdicts on the host (x_adv of a GPU attack copied there once); x_adv stays where it is
+    pred, _, conf = verdict.judge(model, be.to_host(x_adv), threads)
     conf = conf.astype(x_adv.dtype)
     l2 = np.empty(N, dtype=x_adv.dtype)
     linf = np.empty(N, dtype=x_adv.dtype)
     ref = X if X_ref is None else X_ref
     if ref is not None:
-        for s in row_chunks(N, x_adv.shape[1]):
-            l2[s], linf[s] = kernels.diff_norms(x_adv[s], ref[s], threads=threads)
+        for s in row_chunks(N, x_adv.shape[1], be):
+            a, b = kernels.diff_norms(x_adv[s], ref[s], threads=threads)
+            l2[s], linf[s] = be.to_host(a), be.to_host(b)
     else:
         l2[:] = np.nan
         linf[:] = np.nan
@@ -193,7 +206,9 @@ def finish(model, X, x_adv, yi, ti, iterations, *, attack, params, t0, threads, 
     correct = None
     if X is not None and yi is not None:
         correct = np.ones(N, dtype=bool) if own_labels else \
-            (lambda: verdict.decide(model, X, threads) == yi)
+            (lambda: verdict.decide(model, be.to_host(X), threads) == yi)
+    if be is not CPU:
+        extra = {"device": f"cuda:{be.device}", **(extra or {})}
     cls = model.classes_
     return AttackResult(
         x_adv=x_adv, success=success, pred=cls[pred], confidence=conf, l2=l2, linf=linf,
@@ -206,7 +221,7 @@ def finish(model, X, x_adv, yi, ti, iterations, *, attack, params, t0, threads, 
 def for_all_targets(attack, model, X, y, kwargs):
     """Run ``attack`` from every row toward every other class: N x (C - 1) rows, ordered row by
     row; ``extra["row"]`` holds each result row's index into X."""
-    model = check_model(model)
+    model = check_model(model, gpu=attack.__name__ in GPU_ATTACKS)
     threads = resolve_threads(kwargs.get("threads"))
     X = model._X(X, threads)
     yi = predict_index(model, X, threads) if y is None else model._y(y, X.shape[0])
@@ -216,7 +231,7 @@ def for_all_targets(attack, model, X, y, kwargs):
     t = others[yi].reshape(-1) if N else np.zeros(0, dtype=np.int64)
     kw = dict(kwargs)
     kw["target"] = model.classes_[t]
-    res = attack(model, X[rows], model.classes_[yi[rows]], **kw)
+    res = attack(model, X[model._be.asarray(rows)], model.classes_[yi[rows]], **kw)
     res.extra["row"] = rows
     res.attack = f"{res.attack} (all targets)"
     res.params["target"] = "all"

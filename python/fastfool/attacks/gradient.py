@@ -4,6 +4,12 @@ Madry et al., 2018), in L-inf and L2, untargeted or targeted.
 Every step is one fused kernel pass: the softmax cross-entropy input gradient, then
 ``x <- clip(proj_eps(x +- step * sign(g)))`` (L-inf) or ``x + step * g / ||g||_2`` (L2).
 Work runs in row chunks, so memory stays at inputs + outputs + a fixed workspace.
+
+Written once for both devices: a GPU model (``model.to("cuda")``) with CuPy inputs runs the
+same code on the CUDA kernels (``model._be``), ``x_adv`` is then a CuPy array, labels and
+targets are decided on the host and copied to the device once, and the verdicts (``success``,
+``pred``, early stopping) are the host's :mod:`fastfool.verdict` on copies of the rows
+concerned.
 """
 
 from __future__ import annotations
@@ -13,12 +19,13 @@ import time
 import numpy as np
 
 from .. import kernels, verdict
+from .._backend import CPU
 from .._typing import ArrayLike, Clip, Labels, Norm, Target
 from ..models import Model
 from ..result import AttackResult
-from ._common import (Progress, check_inside_clip, check_model, clip_bounds, finish,
-                      for_all_targets, keep_better, norm_of, on_gpu, positive, prepare,
-                      resolve_target, restart_objective, row_chunks, succeeded)
+from ._common import (Progress, check_inside_clip, clip_bounds, finish, for_all_targets,
+                      keep_better, norm_of, on_device, positive, prepare, resolve_target,
+                      restart_objective, row_chunks, succeeded, Trusted)
 
 __all__ = ["fgsm", "pgd"]
 
@@ -59,29 +66,23 @@ def fgsm(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
             eps=eps, norm=norm, clip=clip, quantize=quantize, seed=seed, threads=threads,
             progress=progress))
     t0 = time.perf_counter()
-    if on_gpu(model):  # CuPy in, CuPy x_adv out (attacks/_gpu.py)
-        from . import _gpu
-        model = check_model(model, gpu=True)
-        X = model._X(X, None)
-        eps, nrm, q = positive(eps, "eps"), norm_of(norm), _quantum(quantize)
-        return _gpu.fgsm(model, X, y, eps=eps, nrm=nrm, target=target, clip=clip, quantum=q,
-                         seed=seed, t0=t0, params=dict(eps=eps, norm=nrm, target=_desc(target),
-                                                       clip=clip, quantize=quantize, seed=seed))
-    model, X, yi, threads = prepare(model, X, y, threads)
+    model, X, yi, threads = prepare(model, X, y, threads, gpu=True)
+    be = model._be
     eps = positive(eps, "eps")
     nrm = norm_of(norm)
     rng = np.random.default_rng(seed)
     ti = resolve_target(model, target, X, yi, rng, threads)
-    lo, hi = clip_bounds(clip, X.shape[1], X.dtype)
-    check_inside_clip(X, lo, hi)
+    lo, hi = clip_bounds(clip, X.shape[1], X.dtype, be)
+    check_inside_clip(X, lo, hi, be)
     q = _quantum(quantize)
-    labels = yi if ti is None else ti
+    labels = on_device(model, yi if ti is None else ti).array
     sign = 1.0 if ti is None else -1.0
-    x_adv = np.empty_like(X, order="C")
+    x_adv = be.xp.empty_like(X)
     bar = Progress(X.shape[0], progress, "fgsm")
-    for s in row_chunks(*X.shape):
-        model._ce_step(X[s], labels[s], X[s], threads, x_adv[s], step=sign * eps, eps=eps,
-                       norm=nrm, clip=None if lo is None and hi is None else (lo, hi), quantum=q)
+    for s in row_chunks(*X.shape, be):
+        model._ce_step(X[s], Trusted(labels[s]), X[s], threads, x_adv[s], step=sign * eps,
+                       eps=eps, norm=nrm, clip=None if lo is None and hi is None else (lo, hi),
+                       quantum=q)
         bar.update(s.stop - s.start)
     bar.close()
     return finish(model, X, x_adv, yi, ti, np.ones(X.shape[0]), attack="fgsm", t0=t0,
@@ -94,25 +95,26 @@ def _desc(target):
     return target if target is None or isinstance(target, (str, int, float)) else "per-row"
 
 
-def _random_start(rng, xc, eps, nrm, lo, hi):
-    """A uniform point of the eps-ball around xc (L-inf box, or L2 ball), clipped.
+def _random_start(rng, xc, eps, nrm, lo, hi, xp):
+    """A uniform point of the eps-ball around xc (L-inf box, or L2 ball), clipped; drawn by
+    ``rng`` (NumPy's, or CuPy's on the GPU) on xc's device.
 
     Drawn directly in xc's dtype and updated in place: in float64 with temporaries this took
     ~18% of a PGD-10 run on a small MLP."""
     n, d = xc.shape
-    dt = xc.dtype
+    dt = np.dtype(xc.dtype)
     if nrm == "inf":
         x = rng.random((n, d), dtype=dt)
         x *= dt.type(2 * eps)
         x -= dt.type(eps)
     else:
         x = rng.standard_normal((n, d), dtype=dt)
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        norms = xp.linalg.norm(x, axis=1, keepdims=True)
         radius = eps * rng.random((n, 1)) ** (1.0 / max(d, 1))
-        x *= (radius / np.maximum(norms, 1e-30)).astype(dt)
+        x *= (radius / xp.maximum(norms, 1e-30)).astype(dt)
     x += xc
     if lo is not None or hi is not None:
-        np.clip(x, lo, hi, out=x)
+        xp.clip(x, lo, hi, out=x)
     return x
 
 
@@ -148,12 +150,8 @@ def pgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, steps: int 
             restarts=restarts, early_stop=early_stop, clip=clip, quantize=quantize, seed=seed,
             threads=threads, progress=progress))
     t0 = time.perf_counter()
-    gpu = on_gpu(model)
-    if gpu:
-        model = check_model(model, gpu=True)
-        X = model._X(X, None)
-    else:
-        model, X, yi, threads = prepare(model, X, y, threads)
+    model, X, yi, threads = prepare(model, X, y, threads, gpu=True)
+    be, xp = model._be, model._be.xp
     eps = positive(eps, "eps")
     nrm = norm_of(norm)
     if isinstance(steps, bool) or int(steps) != steps or steps < 1:
@@ -165,50 +163,51 @@ def pgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, steps: int 
     params = dict(eps=eps, steps=steps, step_size=alpha, norm=nrm, target=_desc(target),
                   random_start=random_start, restarts=restarts, early_stop=early_stop, clip=clip,
                   quantize=quantize, seed=seed)
-    if gpu:  # CuPy in, CuPy x_adv out (attacks/_gpu.py)
-        from . import _gpu
-        return _gpu.pgd(model, X, y, eps=eps, steps=steps, alpha=alpha, nrm=nrm, target=target,
-                        random_start=random_start, restarts=restarts, early_stop=early_stop,
-                        clip=clip, quantum=_quantum(quantize), seed=seed, params=params, t0=t0)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # targets (host), and the CPU's random starts
     ti = resolve_target(model, target, X, yi, rng, threads)
-    lo, hi = clip_bounds(clip, X.shape[1], X.dtype)
-    check_inside_clip(X, lo, hi)
+    if be is not CPU and random_start:
+        rng = xp.random.default_rng(seed)  # the GPU's starts are drawn on the device
+    lo, hi = clip_bounds(clip, X.shape[1], X.dtype, be)
+    check_inside_clip(X, lo, hi, be)
     clip_arg = None if lo is None and hi is None else (lo, hi)
     q = _quantum(quantize)
     labels = yi if ti is None else ti
+    lab_dev = on_device(model, labels).array
+    y_dev = lab_dev if ti is None else on_device(model, yi).array
     sign = 1.0 if ti is None else -1.0
     N = X.shape[0]
-    x_adv = np.empty_like(X, order="C")
+    x_adv = xp.empty_like(X)
     iterations = np.zeros(N, dtype=np.int64)
+    in_place = not random_start and restarts == 1  # steps taken in the output rows themselves
     bar = Progress(N * restarts, progress, "pgd")
-    for s in row_chunks(*X.shape):
+    for s in row_chunks(*X.shape, be):
         x0 = X[s]
-        lab = labels[s]
         best = None
         for _ in range(restarts):
             if random_start:
-                x = _random_start(rng, x0, eps, nrm, lo, hi)
-            elif restarts == 1:  # step in place in the output rows: no copy to make afterwards
+                x = _random_start(rng, x0, eps, nrm, lo, hi, xp)
+            elif in_place:
                 x = x_adv[s]
-                np.copyto(x, x0)
+                x[...] = x0
             else:
-                x = np.array(x0, order="C")
+                x = xp.array(x0)
             if q and random_start:  # start on the grid too
-                kernels.fused_update(x, np.zeros_like(x), x0, step=0.0, eps=eps, norm=nrm,
+                kernels.fused_update(x, xp.zeros_like(x), x0, step=0.0, eps=eps, norm=nrm,
                                      clip=clip_arg, quantum=q, out=x, threads=threads)
-            it = _run_steps(model, x, x0, lab, yi[s], ti is not None, sign, alpha, eps, nrm,
-                            clip_arg, q, steps, early_stop, threads)
+            it = _run_steps(model, x, x0, labels[s], lab_dev[s], yi[s], ti is not None, sign,
+                            alpha, eps, nrm, clip_arg, q, steps, early_stop, threads)
             iterations[s] += it
             if restarts == 1:  # nothing to compare: skip the extra forward pass
                 best = (x, None, None)
                 bar.update(s.stop - s.start)
                 continue
-            score, _ = restart_objective(model, x, yi[s], None if ti is None else ti[s], threads)
-            ok = succeeded(verdict.decide(model, x, threads), yi[s], None if ti is None else ti[s])
-            best = keep_better(best, x, score, ok)
+            tdev = None if ti is None else lab_dev[s]
+            score, _ = restart_objective(model, x, y_dev[s], tdev, threads)
+            ok = succeeded(verdict.decide(model, be.to_host(x), threads), yi[s],
+                           None if ti is None else ti[s])
+            best = keep_better(best, x, score, be.asarray(ok))
             bar.update(s.stop - s.start)
-        if not np.may_share_memory(best[0], x_adv):  # else it is x_adv[s] itself
+        if not in_place:
             x_adv[s] = best[0]
     bar.close()
     return finish(model, X, x_adv, yi, ti, iterations, attack="pgd", t0=t0, threads=threads,
@@ -216,42 +215,54 @@ def pgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, steps: int 
                   params=params)
 
 
-def _fooled(model, x, P, y, t, targeted, threads):
-    """Rows the user's model robustly decides as fooled: the step's own probabilities name the
-    candidates, the verdict (fastfool.verdict) confirms them with a clear margin."""
+def _fooled(model, x, P, y, t, t_dev, targeted, threads):
+    """Rows the user's model robustly decides as fooled (a host bool array): the step's own
+    probabilities name the candidates, the verdict (fastfool.verdict, on the host) confirms
+    them with a clear margin. ``y``, ``t``: host class indices (``t_dev``: t on x's device);
+    x, P on the model's device. On a GPU a step without candidates costs one flag read; a step
+    with some copies their indices and rows to the host."""
+    be = model._be
+    done = np.zeros(x.shape[0], dtype=bool)
     pred = kernels.argmax_rows(P, threads=threads)[0]
+    if be is not CPU:
+        hit = pred == t_dev if targeted else pred != t_dev
+        if not bool(hit.any()):
+            return done
+    pred = be.to_host(pred)
     cand = np.flatnonzero(pred == t if targeted else pred != y)
-    done = np.zeros(len(pred), dtype=bool)
     if cand.size:
-        p, ok, _ = verdict.judge(model, x[cand], threads)
+        p, ok, _ = verdict.judge(model, be.to_host(x[be.asarray(cand)]), threads)
         done[cand] = ok & succeeded(p, y[cand], t[cand] if targeted else None)
     return done
 
 
-def _run_steps(model, x, x0, lab, y, targeted, sign, alpha, eps, nrm, clip, q, steps,
+def _run_steps(model, x, x0, lab, lab_dev, y, targeted, sign, alpha, eps, nrm, clip, q, steps,
                early_stop, threads):
-    """Runs the steps in place on x; returns the per-row step counts."""
+    """Runs the steps in place on x; returns the per-row step counts (host). ``lab`` / ``y``:
+    host class indices, ``lab_dev`` the same labels on x's device."""
+    be = model._be
     n = x.shape[0]
-    it = np.zeros(n, dtype=np.int64)
     if not early_stop:  # one call: each row block takes every step while it is in cache
-        model._ce_step(x, lab, x0, threads, x, step=sign * alpha, eps=eps, norm=nrm, clip=clip,
-                       quantum=q, steps=steps)
-        it[:] = steps
-        return it
+        model._ce_step(x, Trusted(lab_dev), x0, threads, x, step=sign * alpha, eps=eps, norm=nrm,
+                       clip=clip, quantum=q, steps=steps)
+        return np.full(n, steps, dtype=np.int64)
     # Early stopping: keep a compact copy of the rows still to fool; write rows back as they go.
+    it = np.zeros(n, dtype=np.int64)
     idx = np.arange(n)
-    xa, x0a, la, ya = x, np.ascontiguousarray(x0), lab, y
+    xa, x0a, la, la_dev, ya = x, be.xp.ascontiguousarray(x0), lab, lab_dev, y
     for _ in range(steps):
-        g, _, P = model._ce_grad(xa, la, threads, return_prob=True)
-        done = _fooled(model, xa, P, ya, la, targeted, threads)
+        g, _, P = model._ce_grad(xa, Trusted(la_dev), threads, return_prob=True)
+        done = _fooled(model, xa, P, ya, la, la_dev, targeted, threads)
         if done.any():
-            x[idx[done]] = xa[done]
+            dd, kd = be.asarray(done), be.asarray(~done)
+            x[be.asarray(idx[done])] = xa[dd]
             keep = ~done
-            idx, xa, x0a, la, ya, g = idx[keep], xa[keep], x0a[keep], la[keep], ya[keep], g[keep]
+            idx, la, ya = idx[keep], la[keep], ya[keep]
+            xa, x0a, la_dev, g = xa[kd], x0a[kd], la_dev[kd], g[kd]
             if idx.size == 0:
                 return it
         kernels.fused_update(xa, g, x0a, step=sign * alpha, eps=eps, norm=nrm, clip=clip,
                              quantum=q, out=xa, threads=threads)
         it[idx] += 1
-    x[idx] = xa
+    x[be.asarray(idx)] = xa
     return it

@@ -1,0 +1,123 @@
+"""One array backend for NumPy (the C++ kernels) and CuPy (the CUDA kernels).
+
+Everything above this module - the argument checks (``_checks``), the raw kernels
+(``kernels``), the models and the attacks - is written once against :class:`Backend`;
+``fastfool.kernels.backend_of`` picks the implementation from where the arrays live (the CPU
+one here, the CUDA one in ``fastfool.cuda``). Array code uses ``be.xp``, the NumPy or the CuPy
+module, through the subset of functions the two share (the Array API standard's names plus
+``ascontiguousarray``), so one function serves both. The kernel methods take arrays that the
+public functions have already checked (dtype, shapes, layout, labels in range): they are the
+trusted internal entry points, and check nothing again.
+
+(array-api-compat's namespaces are not used: CuPy's own module already is the NumPy-compatible
+namespace for CuPy arrays, and the compat layer would add a dependency without covering the
+kernels, which are the part that differs.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core
+
+
+class Backend:
+    """Where arrays live and how the kernels run there. Subclasses: :class:`CPUBackend`,
+    ``fastfool.cuda.CudaBackend``."""
+
+    #: "cpu" or "cuda"
+    name = "cpu"
+    #: the GPU's index, None on the CPU
+    device: int | None = None
+
+    @property
+    def xp(self):
+        """The array module (numpy or cupy)."""
+        raise NotImplementedError
+
+    def owns(self, a) -> bool:
+        """True when ``a`` is an array of this backend."""
+        raise NotImplementedError
+
+    def empty(self, shape, dtype):
+        """A new uninitialised output array on this backend."""
+        raise NotImplementedError
+
+    def asarray(self, a, dtype=None):
+        """A host array's copy on this backend (on the CPU: the array itself when it can be)."""
+        raise NotImplementedError
+
+    def to_host(self, a) -> np.ndarray:
+        return np.asarray(a)
+
+    def refuse(self, what: str):
+        """The one message for an operation this backend does not have yet."""
+        raise NotImplementedError(
+            f"{what}: not available for {self.name} arrays yet; move the model and the data to "
+            f"the CPU (model.to('cpu'), numpy arrays)")
+
+    def __repr__(self):
+        return f"<fastfool backend {self.name}{'' if self.device is None else f':{self.device}'}>"
+
+
+class CPUBackend(Backend):
+    """NumPy arrays and the C++ kernels (``fastfool._core``), GIL released, ``threads`` threads."""
+
+    name = "cpu"
+
+    @property
+    def xp(self):
+        return np
+
+    def owns(self, a) -> bool:
+        return isinstance(a, np.ndarray)
+
+    def empty(self, shape, dtype):
+        return np.empty(shape, dtype)
+
+    def asarray(self, a, dtype=None):
+        return np.asarray(a, dtype)
+
+    # ---- kernels on checked arrays (see fastfool.kernels for the contracts) ----
+    def scores(self, X, W, b, ep, S, threads):
+        _core.scores(X, W, b, ep, S, threads)
+
+    def ce_grad_linear(self, X, W, b, yi, G, loss, prob, threads):
+        _core.ce_grad_linear(X, W, b, yi, G, loss, prob, threads)
+
+    def mlp_forward(self, X, Ws, bs, acts, ep, O, threads):
+        _core.mlp_forward(X, Ws, bs, acts, ep, O, threads)
+
+    def ce_grad_mlp(self, X, Ws, bs, acts, yi, G, loss, prob, threads):
+        _core.ce_grad_mlp(X, Ws, bs, acts, yi, G, loss, prob, threads)
+
+    def mlp_vjp(self, X, Ws, bs, acts, V, G, logits, threads):
+        _core.mlp_vjp(X, Ws, bs, acts, V, G, logits, threads)
+
+    def backproject(self, H, Ps, bs, acts, margin, base, O, threads) -> int:
+        return int(_core.backproject(H, Ps, bs, acts, margin, base, O, threads))
+
+    def fused_update(self, x, g, x0, l2, step, eps, lo, hi, quantum, O, threads):
+        _core.fused_update(x, g, x0, l2, step, eps, lo, hi, quantum, O, threads)
+
+    def ce_step_linear(self, X, W, b, yi, x0, l2, step, eps, lo, hi, quantum, O, loss, prob,
+                       threads, steps):
+        _core.ce_step_linear(X, W, b, yi, x0, l2, step, eps, lo, hi, quantum, O, loss, prob,
+                             threads, steps)
+
+    def ce_step_mlp(self, X, Ws, bs, acts, yi, x0, l2, step, eps, lo, hi, quantum, O, loss, prob,
+                    threads, steps, final):
+        _core.ce_step_mlp(X, Ws, bs, acts, yi, x0, l2, step, eps, lo, hi, quantum, O, loss, prob,
+                          threads, steps, final)
+
+    def diff_norms(self, A, B, l2, linf, threads):
+        _core.diff_norms(A, B, l2, linf, threads)
+
+    def argmax_rows(self, P, idx, val, threads):
+        _core.argmax_rows(P, idx, val, threads)
+
+    def all_finite(self, X, threads) -> bool:
+        return bool(_core.all_finite(X, threads))
+
+
+CPU = CPUBackend()
