@@ -77,7 +77,7 @@ def fgsm(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
     q = _quantum(quantize)
     labels = on_device(model, yi if ti is None else ti).array
     sign = 1.0 if ti is None else -1.0
-    x_adv = be.xp.empty_like(X)
+    x_adv = be.empty(X.shape, X.dtype)
     bar = Progress(X.shape[0], progress, "fgsm")
     for s in row_chunks(*X.shape, be):
         model._ce_step(X[s], Trusted(labels[s]), X[s], threads, x_adv[s], step=sign * eps,
@@ -176,7 +176,7 @@ def pgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, steps: int 
     y_dev = lab_dev if ti is None else on_device(model, yi).array
     sign = 1.0 if ti is None else -1.0
     N = X.shape[0]
-    x_adv = xp.empty_like(X)
+    x_adv = be.empty(X.shape, X.dtype)
     iterations = np.zeros(N, dtype=np.int64)
     in_place = not random_start and restarts == 1  # steps taken in the output rows themselves
     bar = Progress(N * restarts, progress, "pgd")
