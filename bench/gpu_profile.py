@@ -41,7 +41,7 @@ def main() -> int:
     work["cupy.matmul 4096 x 12288 x 1000"] = lambda: cp.matmul(Xs, Ws.T)
     m, Wm, bm, Xm, ym = mlp_workload(cp, rng, 100_000)
     xm = Xm.copy()
-    work["mlp ce_step 100k x 784-50-20-10"] = lambda: m._ce_step(
+    work["mlp ce_step 100k x 784-50-20-10"] = lambda: m.fused_step(
         xm, cuda.trusted(ym), Xm, None, xm, step=0.01, eps=0.1, norm="inf", clip=None, quantum=0.0)
     work["ff.pgd steps=1 100k"] = lambda: ff.pgd(m, Xm, ym, eps=0.1, steps=1, random_start=False)
     work["cupy_pgd steps=1 100k"] = lambda: cupy_pgd(cp, Wm, bm, Xm, ym, 0.1, 0.025, 1)

@@ -64,7 +64,7 @@ def main():
         res = ff.pgd(m, Xs, ys, eps=eps, steps=10, seed=0, clip=(0, 1))
         xa = res.x_adv
         reps = args.repeats if Xs.shape[1] == 64 else 3
-        fwd, jud, ratio = pairs(lambda: m._forward_soft(xa, "softmax", None),
+        fwd, jud, ratio = pairs(lambda: m.scores(xa, "softmax", None),
                                 lambda: verdict.judge(m, xa, None), reps)
         unclear = int((~verdict.judge(m, xa, None)[1]).sum())
         atk = pairs(lambda: ff.pgd(m, Xs, ys, eps=eps, steps=10, seed=0, clip=(0, 1)),

@@ -51,7 +51,7 @@ def spec_of(model):
     import fastfool as ff
     if isinstance(model, ff.LinearModel):
         return ("linear", (np.asarray(model._soft_coef, np.float64), np.asarray(model._soft_b, np.float64)))
-    Ws, bs = model._soft_layers()
+    Ws, bs, _ = model.layers()
     return ("mlp", ([np.asarray(w, np.float64) for w in Ws], [np.asarray(b, np.float64) for b in bs],
                     list(model._acts)))
 

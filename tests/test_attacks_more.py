@@ -56,7 +56,7 @@ def test_invert_identity_network_from_the_last_hidden_layer(data):
     H = ident.hidden(X[keep], -1)
     codes = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]], float) * np.abs(H).max() * 20
     res = ff.invert(ident, codes, layer=-1)
-    intended = np.argmax(ident._forward_soft(res.x_adv, None, 1), axis=1)  # what the model says
+    intended = np.argmax(ident.scores(res.x_adv, None, 1), axis=1)  # what the model says
     np.testing.assert_array_equal(res.pred, ident.classes_[intended])
     assert np.all(res.extra["code_error"] < 1e-6 * np.abs(codes).max())
     assert res.success.all() and np.all(res.confidence > 0.99)

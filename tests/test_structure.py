@@ -109,3 +109,34 @@ def test_stubs_name_exactly_the_compiled_functions():
             a = tree[name].args
             stubbed = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
             assert bound == stubbed, (mod, name, bound, stubbed)
+
+
+def test_attacks_use_the_model_protocol_not_private_hooks():
+    """Attack modules reach models through the documented protocol (models/base.py): scores,
+    loss_grad, fused_step, vjp, layers, affine_map...; the only private names they may touch
+    are the input checks and the verdict rule's hooks listed here."""
+    allowed = {"_X", "_y", "_be", "_source_u", "_duplicates", "_affine_error"}
+    bad = []
+    for path in (PKG / "attacks").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id in ("model", "m", "ref") and node.attr.startswith("_")
+                    and not node.attr.startswith("__") and node.attr not in allowed):
+                bad.append(f"{path.name}:{node.lineno} {node.value.id}.{node.attr}")
+    assert not bad, bad
+
+
+def test_model_hierarchy():
+    """KernelSVM is a Model but not a stack of layers (no fake weights); the dense models are."""
+    import numpy as np
+
+    import fastfool as ff
+    from fastfool.models import DenseModel
+    svm = ff.KernelSVM(np.eye(3), np.array([1.0, -1.0, 0.5]), 0.1, kernel="rbf")
+    assert isinstance(svm, ff.Model) and not isinstance(svm, DenseModel)
+    assert not any(hasattr(svm, a) for a in ("_Ws", "_bs", "_acts", "hidden", "backproject"))
+    for m in (ff.LinearModel(np.eye(3)), ff.MLP([np.ones((3, 4)), np.ones((4, 2))])):
+        assert isinstance(m, DenseModel) and len(m.layers()[0]) == m.n_layers
+    X = np.random.default_rng(0).uniform(0, 1, (5, 3))
+    for m in (svm, ff.LinearModel(np.eye(3))):
+        np.testing.assert_allclose(m.scores(X, "softmax"), m.predict_proba(X), rtol=1e-12)

@@ -26,10 +26,8 @@ from .attacks import (ConfidenceMap, certify, confidence_map, deepfool, far_poin
                       minimal, pgd, robustness_curve, score_attack, template, transfer)
 from .io import load_model, save_model
 from .result import AttackResult
-from .svm import KernelSVM
 from ._runtime import get_simd, get_threads, set_simd, set_threads, simd_info
-from .convert import from_sklearn
-from .models import MLP, LinearModel, Model
+from .models import MLP, KernelSVM, LinearModel, Model, from_sklearn
 
 __version__ = "0.1.0"
 

@@ -213,7 +213,7 @@ def workloads(quick):
         m = ff.LinearModel(W, b)
 
         def ours(t):  # the fused gradient + step kernel, as ff.fgsm runs it
-            return m._ce_step(X, y, X, t, None, step=0.03, eps=0.03, clip=(0.0, 1.0))
+            return m.fused_step(X, y, X, t, None, step=0.03, eps=0.03, clip=(0.0, 1.0))
 
         def numpy_fgsm():
             G, _ = numpy_ce_grad(X, W, b, y)

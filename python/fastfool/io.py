@@ -27,8 +27,7 @@ import os
 
 import numpy as np
 
-from .models import MLP, LinearModel, Model
-from .svm import KernelSVM
+from .models import MLP, KernelSVM, LinearModel, Model
 
 __all__ = ["save_model", "load_model", "FORMAT_VERSION"]
 

@@ -118,7 +118,7 @@ def resolve_target(model, target, X, yi, rng, threads):
         if target == "least_likely":
             t = np.empty(N, dtype=np.int64)
             for s in row_chunks(N, X.shape[1], model._be):
-                t[s] = model._be.to_host(model._forward_soft(X[s], None, threads).argmin(axis=1))
+                t[s] = model._be.to_host(model.scores(X[s], None, threads).argmin(axis=1))
         elif target == "random":
             t = rng.integers(0, C - 1, N)
             t = t + (t >= yi)
@@ -241,7 +241,7 @@ def for_all_targets(attack, model, X, y, kwargs):
 def restart_objective(model, x, y, t, threads):
     """(score to maximise, fooled?) per row: CE toward y (untargeted) or -CE toward t. Works on
     NumPy and CuPy arrays alike (the GPU attacks keep their restarts with it)."""
-    L = model._forward_soft(x, "log_softmax", threads)
+    L = model.scores(x, "log_softmax", threads)
     pred = L.argmax(axis=1)
     r = (cuda.require() if cuda.is_device_array(L) else np).arange(x.shape[0])
     if t is None:

@@ -80,7 +80,7 @@ def fgsm(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
     x_adv = be.empty(X.shape, X.dtype)
     bar = Progress(X.shape[0], progress, "fgsm")
     for s in row_chunks(*X.shape, be):
-        model._ce_step(X[s], Trusted(labels[s]), X[s], threads, x_adv[s], step=sign * eps,
+        model.fused_step(X[s], Trusted(labels[s]), X[s], threads, x_adv[s], step=sign * eps,
                        eps=eps, norm=nrm, clip=None if lo is None and hi is None else (lo, hi),
                        quantum=q)
         bar.update(s.stop - s.start)
@@ -243,7 +243,7 @@ def _run_steps(model, x, x0, lab, lab_dev, y, targeted, sign, alpha, eps, nrm, c
     be = model._be
     n = x.shape[0]
     if not early_stop:  # one call: each row block takes every step while it is in cache
-        model._ce_step(x, Trusted(lab_dev), x0, threads, x, step=sign * alpha, eps=eps, norm=nrm,
+        model.fused_step(x, Trusted(lab_dev), x0, threads, x, step=sign * alpha, eps=eps, norm=nrm,
                        clip=clip, quantum=q, steps=steps)
         return np.full(n, steps, dtype=np.int64)
     # Early stopping: keep a compact copy of the rows still to fool; write rows back as they go.
@@ -251,7 +251,7 @@ def _run_steps(model, x, x0, lab, lab_dev, y, targeted, sign, alpha, eps, nrm, c
     idx = np.arange(n)
     xa, x0a, la, la_dev, ya = x, be.xp.ascontiguousarray(x0), lab, lab_dev, y
     for _ in range(steps):
-        g, _, P = model._ce_grad(xa, Trusted(la_dev), threads, return_prob=True)
+        g, _, P = model.loss_grad(xa, Trusted(la_dev), threads, return_prob=True)
         done = _fooled(model, xa, P, ya, la, la_dev, targeted, threads)
         if done.any():
             dd, kd = be.asarray(done), be.asarray(~done)

@@ -24,7 +24,16 @@ from .._checks import matrix
 from .._runtime import resolve_threads
 from .._typing import ArrayLike
 from ..result import AttackResult
+from ..models import DenseModel
 from ._common import check_model, finish, positive
+
+
+def _dense(model, what):
+    """Hidden layers and back-projection exist for stacks of affine layers only."""
+    if not isinstance(model, DenseModel):
+        raise TypeError(f"model: {what} needs a stack of affine layers (ff.LinearModel, ff.MLP), "
+                        f"got {type(model).__name__}")
+    return model
 
 __all__ = ["invert", "far_points", "confidence_map", "ConfidenceMap", "codes_to_logits"]
 
@@ -32,14 +41,14 @@ __all__ = ["invert", "far_points", "confidence_map", "ConfidenceMap", "codes_to_
 def codes_to_logits(model: Model, H, layer, threads=None):
     """Logits (softmax view) of codes H at ``layer`` (hidden index or ``"logits"``)."""
     threads = resolve_threads(threads)
-    top = model._layer_index(layer)
-    Ws, bs = model._soft_layers()
+    top = model.layer_index(layer)
+    Ws, bs, acts = model.layers()
     H = matrix(H, "H", model.dtype, cast=True)
     if top == model.n_layers - 1:
         if model.binary and H.shape[1] == 1:
             return np.hstack([np.zeros_like(H), H])
         return H
-    return kernels.mlp_forward(H, Ws[top + 1:], bs[top + 1:], model._acts[top + 1:], threads=threads)
+    return kernels.mlp_forward(H, Ws[top + 1:], bs[top + 1:], acts[top + 1:], threads=threads)
 
 
 def invert(model: Model, H: ArrayLike, layer: int | str = -1, x0: ArrayLike | None = None, *,
@@ -63,12 +72,12 @@ def invert(model: Model, H: ArrayLike, layer: int | str = -1, x0: ArrayLike | No
     ``||hidden(x_adv) - H||`` per row and ``extra["clamped"]`` the number of clamped values.
     """
     t0 = time.perf_counter()
-    model = check_model(model)
+    model = _dense(check_model(model), "invert")
     threads = resolve_threads(threads)
     x, clamped = model.backproject(H, layer, x0, margin=margin, threads=threads, return_clamped=True)
     H = matrix(np.asarray(H).reshape(len(x), -1) if np.ndim(H) == 1 else H, "H", model.dtype, cast=True)
     intended = np.argmax(codes_to_logits(model, H, layer, threads), axis=1)
-    top = model._layer_index(layer)
+    top = model.layer_index(layer)
     if top == model.n_layers - 1:
         back = model.decision_function(x, threads=threads, check_finite=False)
         back = back.reshape(len(x), -1)
@@ -111,6 +120,8 @@ def far_points(model: Model, X: ArrayLike, *, p: float = 0.99, k: float = 10.0,
     """
     t0 = time.perf_counter()
     model = check_model(model)
+    if layer is not None:
+        _dense(model, "far_points(layer=...)")
     threads = resolve_threads(threads)
     p = positive(p, "p")
     if not 0 < p < 1:
@@ -127,13 +138,13 @@ def far_points(model: Model, X: ArrayLike, *, p: float = 0.99, k: float = 10.0,
     if R == 0:
         R = 1.0
     C = model.n_classes
-    yi = np.argmax(model._forward_soft(X, None, threads), axis=1)
+    yi = np.argmax(model.scores(X, None, threads), axis=1)
     class_dirs = [space[yi == c].mean(axis=0) - mu for c in range(C) if np.any(yi == c)]
     # Codes of a tanh / logistic layer live in a bounded range: keep candidates inside it (by the
     # back-projection margin), so "far" means the range's corners and the distances say so.
     bound = None
     if layer is not None:
-        act = model._acts[model._layer_index(layer)]
+        act = model.layers()[2][model.layer_index(layer)]
         if act == "tanh":
             bound = (-1 + DEFAULT_MARGIN, 1 - DEFAULT_MARGIN)
         elif act == "logistic":
@@ -142,7 +153,7 @@ def far_points(model: Model, X: ArrayLike, *, p: float = 0.99, k: float = 10.0,
 
     def probs(Z):
         Z = np.asarray(Z, dtype=model.dtype)
-        L = model._forward_soft(Z, None, threads) if layer is None else codes_to_logits(model, Z, layer, threads)
+        L = model.scores(Z, None, threads) if layer is None else codes_to_logits(model, Z, layer, threads)
         L = np.asarray(L, np.float64)
         L -= L.max(axis=1, keepdims=True)
         P = np.exp(L)
@@ -232,7 +243,7 @@ def confidence_map(model: Model, xlim: tuple[float, float], ylim: tuple[float, f
             raise ValueError(f"confidence_map: the model has {model.n_features_in_} features; "
                              "pass layer= for a 2-unit hidden layer")
     else:
-        width = model._Ws[model._layer_index(layer)].shape[1]
+        width = _dense(model, "confidence_map(layer=...)").layer_width(layer)
         if width != 2:
             raise ValueError(f"confidence_map: layer {layer!r} has {width} units, not 2")
     xs = np.linspace(x0, x1, res)
@@ -245,7 +256,7 @@ def confidence_map(model: Model, xlim: tuple[float, float], ylim: tuple[float, f
         gx, gy = np.meshgrid(xs, ys[r0:r1])
         G = np.column_stack([gx.ravel(), gy.ravel()]).astype(model.dtype)
         if layer is None:
-            P = model._forward_soft(G, "softmax", threads)
+            P = model.scores(G, "softmax", threads)
         else:
             L = codes_to_logits(model, G, layer, threads)
             P = kernels.scores(L, np.eye(L.shape[1], dtype=L.dtype), epilogue="softmax", threads=threads)

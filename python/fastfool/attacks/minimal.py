@@ -220,7 +220,7 @@ def _own_dtype_agrees(model, x, p, threads):
     that can push further leave a margin that the float32 evaluation cannot undo either."""
     if model.dtype == np.float64 or x.shape[0] == 0:
         return np.ones(x.shape[0], dtype=bool)
-    S = model._forward_soft(x, None, threads)
+    S = model.scores(x, None, threads)
     return np.argmax(S, axis=1) == p
 
 
@@ -303,7 +303,7 @@ def deepfool(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
     for sl in row_chunks(N, D * ncand):
         x0 = np.ascontiguousarray(X[sl])
         n = x0.shape[0]
-        S0 = model._forward_soft(x0, None, threads)
+        S0 = model.scores(x0, None, threads)
         order = np.argsort(-S0, axis=1, kind="stable")[:, :ncand]
         k0 = yi[sl]
         r_tot = np.zeros(x0.shape, dtype=np.float64)
@@ -352,7 +352,7 @@ def deepfool(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
                 V = np.zeros((idx.size, C), dtype=X.dtype)
                 V[np.arange(idx.size), j] = 1
                 V[np.arange(idx.size), ka] -= 1
-                w = model._logit_vjp(xa, V, threads).astype(np.float64)
+                w = model.vjp(xa, V, threads).astype(np.float64)
                 if lo is not None or hi is not None:
                     w[(at_lo & (w < 0)) | (at_hi & (w > 0))] = 0.0
                 # aim past the clear-margin threshold (twice it), not just onto the boundary

@@ -165,7 +165,7 @@ def _ascent(model, x0, t, confidence, lo, hi, steps, step_size, threads):
             break
         xa = x[idx]
         # ascend log P(t): its input gradient is -grad CE(x, t)
-        g, _ = model._ce_grad(xa, t[idx], threads)
+        g, _ = model.loss_grad(xa, t[idx], threads)
         gn = np.linalg.norm(g, axis=1, keepdims=True)
         xa = xa - step_size * g / np.where(gn > 0, gn, 1)
         if lo is not None or hi is not None:

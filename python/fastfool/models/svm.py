@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import kernels, verdict
-from ._checks import Trusted
-from .models import Model, _freeze, _model_dtype, _weight
+from .. import kernels, verdict
+from .._checks import Trusted
+from .base import Model, _freeze, _model_dtype, _weight
 
 __all__ = ["KernelSVM"]
 
@@ -57,17 +57,11 @@ class KernelSVM(Model):
         self._Sc = np.ascontiguousarray(self._S64 - self._center)  # centred (rbf)
         self._Sc_sq = np.einsum("ij,ij->i", self._Sc, self._Sc)
         self._S_norm = np.sqrt(np.einsum("ij,ij->i", self._S64, self._S64))
-        # A linear kernel is a linear model: keep its weights for the exact attacks.
-        if kernel == "linear":  # sum_i a_i sv_i, formed in float64
-            w64 = np.array(dual_coef, dtype=np.float64).reshape(-1) @ np.array(support_vectors, dtype=np.float64)
-            self._Ws = [np.ascontiguousarray(w64[:, None], dtype=dt)]
-        else:
-            self._Ws = [np.zeros((S.shape[1], 1), dt)]
-        self._bs = [np.array([self.intercept_], dt)]
-        self._acts = ["identity"]
-        self._set_output(self._Ws[0], self._bs[0])
-        _freeze(S, a, *self._Ws, *self._bs, self._soft_W, self._soft_b, self._S64, self._a64,
-                self._center, self._Sc, self._Sc_sq, self._S_norm)
+        # A linear kernel is a linear model: w = sum_i a_i sv_i (formed in float64) for the exact
+        # attacks (affine_map).
+        self._w64 = self._a64 @ self._S64 if kernel == "linear" else None
+        _freeze(S, a, self._S64, self._a64, self._center, self._Sc, self._Sc_sq, self._S_norm,
+                *([] if self._w64 is None else [self._w64]))
         if dt != np.float64:
             self._ref64 = KernelSVM(self._S64, self._a64, intercept, kernel=kernel, gamma=gamma,
                                     coef0=coef0, degree=degree, classes=self.classes_,
@@ -156,14 +150,14 @@ class KernelSVM(Model):
     def _forward(self, X, threads):
         return self._score(X, threads).astype(self.dtype)[:, None]
 
-    def _forward_soft(self, X, epilogue, threads):
+    def scores(self, X, epilogue=None, threads=None):
         s = self._score(X, threads).astype(self.dtype)
         L = np.column_stack([np.zeros_like(s), s])
         if epilogue is None:
             return L
         return kernels.scores(L, np.eye(2, dtype=self.dtype), epilogue=epilogue, threads=threads)
 
-    def _ce_grad(self, X, yi, threads, return_prob=False, out=None):
+    def loss_grad(self, X, yi, threads=None, return_prob=False, out=None):
         yi = yi.array if isinstance(yi, Trusted) else yi
         s, G = self._score_grad(X, threads)
         L = np.column_stack([np.zeros_like(s), s])
@@ -177,13 +171,13 @@ class KernelSVM(Model):
             G = out
         return (G, loss, P) if return_prob else (G, loss)
 
-    def _ce_step(self, X, yi, x0, threads, out, steps=1, **step):
+    def fused_step(self, X, yi, x0, threads, out, steps=1, **step):
         for _ in range(steps):  # no fused multi-step kernel for kernel SVMs: one call per step
-            G, _ = self._ce_grad(X, yi, threads)
+            G, _ = self.loss_grad(X, yi, threads)
             X = out = kernels.fused_update(X, G, x0, out=out, threads=threads, **step)
         return out
 
-    def _logit_vjp(self, X, V, threads, return_logits=False):
+    def vjp(self, X, V, threads=None, return_logits=False):
         s, G = self._score_grad(X, threads)
         G *= np.asarray(V[:, 1], dtype=self.dtype)[:, None]
         if return_logits:
@@ -191,9 +185,13 @@ class KernelSVM(Model):
         return G
 
     def affine_map(self):
+        """A linear-kernel SVM's (A, c) in the softmax view [0, s]: rows 0 and w, biases 0 and
+        b (float64; see Model.affine_map)."""
         if self.kernel != "linear":
             raise ValueError(f"this model is not affine (a {self.kernel} kernel SVM)")
-        return super().affine_map()
+        ref = self._reference()
+        return (np.vstack([np.zeros_like(ref._w64), ref._w64]),
+                np.array([0.0, ref.intercept_]))
 
     def _duplicates(self):
         return None  # two classes, one score
@@ -205,12 +203,6 @@ class KernelSVM(Model):
         """w = sum_i a_i sv_i was summed in float64: bound gamma_n |a| @ |S| ([0, s] view)."""
         e = verdict.gamma(len(self._a64)) * (np.abs(self._a64) @ np.abs(self._S64)) * (1 + 1e-6)
         return np.vstack([np.zeros_like(e), e])
-
-    def hidden(self, X, layer=-1, **kw):
-        raise ValueError("hidden: a kernel SVM has no hidden layers")
-
-    def backproject(self, *a, **kw):
-        raise ValueError("backproject: a kernel SVM cannot be run backwards")
 
 
 def svm_from_sklearn(est, dtype=None) -> KernelSVM:

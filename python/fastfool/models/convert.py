@@ -1,7 +1,7 @@
 """scikit-learn estimators in: :func:`from_sklearn` and what it needs to know about each one.
 
-Its own module so that the model classes (:mod:`fastfool.models`, :mod:`fastfool.svm`) do not
-import each other: this module imports both.
+Its own module so that the model classes (:mod:`.dense`, :mod:`.svm`) do not import each other:
+this module imports both.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import warnings
 import numpy as np
 from numpy.typing import DTypeLike
 
-from . import verdict
-from .models import MLP, LinearModel, Model
+from .. import verdict
+from .base import Model
+from .dense import MLP, LinearModel
 from .svm import svm_from_sklearn
 
 __all__ = ["from_sklearn"]
@@ -30,7 +31,7 @@ def from_sklearn(est, *, dtype: DTypeLike = None) -> Model:
     Supported: LogisticRegression (binary and multinomial), LinearSVC, SGDClassifier,
     RidgeClassifier, Perceptron (and other linear classifiers with ``coef_``/``intercept_``),
     MLPClassifier (single-label), and binary SVC / NuSVC with linear, rbf, poly or sigmoid
-    kernels (:class:`fastfool.svm.KernelSVM`).
+    kernels (:class:`fastfool.KernelSVM`).
 
     The model keeps the estimator: :meth:`Model.predict` and every attack's ``success`` are
     the estimator's own decisions (computed in float64 from its parameters, and asked of

@@ -1,66 +1,30 @@
-"""Models the attacks run on: a linear softmax model and a dense MLP, with scikit-learn semantics.
+"""Stacks of affine layers ``h = act(h @ W + b)`` ending in logits: a linear softmax model and
+a dense MLP, with scikit-learn semantics.
 
-Both are stacks of affine layers ``h = act(h @ W + b)`` ending in logits. Binary models
-(one output column, as scikit-learn's ``coef_`` of shape (1, D) or an MLP with a logistic
-output) behave as a 2-class softmax over scores ``[0, s]``, which is exactly scikit-learn's
-``[1 - sigmoid(s), sigmoid(s)]``.
-
-Dtype rule: a model computes in one dtype (float32 or float64, from its weights unless
-``dtype=`` says otherwise). Float inputs of the other precision are cast to it (a copy; the
-caller's array is never modified); integer, bool, float16 and object inputs are refused.
-NaN policy: methods raise ``ValueError`` when X holds NaN or infinity, unless
-``check_finite=False`` (then NaN propagates to the outputs of the affected rows).
+Binary models (one output column, as scikit-learn's ``coef_`` of shape (1, D) or an MLP with a
+logistic output) behave as a 2-class softmax over scores ``[0, s]``, which is exactly
+scikit-learn's ``[1 - sigmoid(s), sigmoid(s)]``. These are the models with hidden layers
+(``hidden``, ``backproject``, ``pinv``), an exact affine map when every activation is the
+identity, the rounding-error bounds of the verdict rule, and a GPU copy (``to("cuda")``).
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Sequence
 
 import numpy as np
 
-from . import cuda, kernels, verdict
-from ._backend import CPU, Backend
-from ._checks import check_finite as _check_finite
-from ._checks import float_dtype, labels_to_index, matrix
-from ._runtime import resolve_threads
-from ._typing import ArrayLike
+from .. import cuda, kernels, verdict
+from .._runtime import resolve_threads
+from .._typing import ArrayLike
+from .base import DEFAULT_MARGIN, Model, _freeze, _model_dtype, _weight
 
-__all__ = ["Model", "LinearModel", "MLP", "DEFAULT_MARGIN"]
-
-#: Default clamping margin of inverse tanh / logistic in back-projection: codes are clamped into
-#: [-1 + margin, 1 - margin] (tanh) or [margin, 1 - margin] (logistic) before atanh / logit.
-DEFAULT_MARGIN = 1e-6
+__all__ = ["DenseModel", "LinearModel", "MLP"]
 
 
-def _weight(a, name: str, dtype) -> np.ndarray:
-    arr = np.array(a, copy=True)  # the model owns its weights: later edits by the caller do not leak in
-    if arr.dtype.kind not in "fiub":
-        raise TypeError(f"{name}: expected numeric weights, got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}: contains NaN or infinity")
-    return arr
-
-
-def _freeze(*arrays) -> None:
-    """Make a model's arrays read-only: a model is immutable after construction (editing
-    ``coef_`` in place would change some methods and not others, and the float64 reference
-    behind every verdict)."""
-    for a in arrays:
-        if isinstance(a, np.ndarray):
-            a.flags.writeable = False
-
-
-def _model_dtype(dtype, first_weight) -> np.dtype:
-    if dtype is not None:
-        return float_dtype(dtype)
-    dt = np.asarray(first_weight).dtype
-    return dt if dt in (np.dtype(np.float32), np.dtype(np.float64)) else np.dtype(np.float64)
-
-
-class Model:
-    """Common behaviour of fastfool models (use :class:`LinearModel` or :class:`MLP`)."""
+class DenseModel(Model):
+    """A stack of affine layers ending in logits (the base of :class:`LinearModel` and
+    :class:`MLP`)."""
 
     # Filled by subclasses: affine layers in (in, out) layout; the last gives the logits (the
     # binary model's single score column). _soft_* is the same stack with a binary output
@@ -70,31 +34,7 @@ class Model:
     _acts: list
     _soft_W: np.ndarray
     _soft_b: np.ndarray
-    #: "cpu" (NumPy weights, CPU kernels) or "cuda" (CuPy weights, CUDA kernels); see :meth:`to`.
-    device = "cpu"
-    #: The float64 model behind every verdict when this one computes in float32 (built from the
-    #: weights as given, before rounding); None for float64 models (they are their own).
-    _ref64 = None
-    #: The scikit-learn estimator this model was converted from: it decides the rows whose
-    #: float64 margin is within rounding of a tie (see :mod:`fastfool.verdict`).
-    _source = None
-    #: Unit roundoff of the source's own arithmetic (float32 for an MLPClassifier fitted on
-    #: float32 data): the rounding bounds of the verdict use the coarser of it and float64's.
-    _source_u = verdict.U64
-
-    def __init__(self, classes, n_outputs: int, dtype: np.dtype):
-        self.dtype = dtype
-        self.binary = n_outputs == 1
-        n_classes = 2 if self.binary else n_outputs
-        if classes is None:
-            classes = np.arange(n_classes)
-        classes = np.asarray(classes)
-        if classes.ndim != 1 or len(classes) != n_classes:
-            raise ValueError(f"classes: expected {n_classes} labels, got shape {classes.shape}")
-        if len(np.unique(classes)) != n_classes:
-            raise ValueError("classes: labels must be distinct")
-        self.classes_ = classes
-        self._pinv_cache: dict = {}
+    _device_arrays = ("_Ws", "_bs", "_soft_W", "_soft_b")
 
     # -- sizes ------------------------------------------------------------------------------
     @property
@@ -102,70 +42,15 @@ class Model:
         return self._Ws[0].shape[0]
 
     @property
-    def n_classes(self) -> int:
-        return len(self.classes_)
-
-    @property
     def n_layers(self) -> int:
         """Number of affine layers, the logits layer included."""
         return len(self._Ws)
-
-    # -- devices -----------------------------------------------------------------------------
-    def to(self, device: str) -> "Model":
-        """This model on ``"cuda"`` (or ``"cuda:N"``) or ``"cpu"``: a copy whose weights are
-        CuPy (resp. NumPy) arrays; the original is unchanged (``to`` of the current device
-        returns the model itself). A GPU model takes CuPy inputs and returns CuPy arrays from
-        its methods, :func:`fastfool.fgsm` and :func:`fastfool.pgd`; other attacks need
-        ``to("cpu")``. Raises a clear error when no GPU can be used (see
-        :func:`fastfool.cuda.require`)."""
-        device = str(device)
-        if device == "cpu":
-            return self if self.device == "cpu" else self._cpu
-        if device != "cuda" and not device.startswith("cuda:"):
-            raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-        if not isinstance(self, (LinearModel, MLP)):
-            raise NotImplementedError(f"{type(self).__name__} runs on the CPU only; "
-                                      "LinearModel and MLP move to the GPU")
-        cp = cuda.require()
-        try:
-            dev = int(device.split(":", 1)[1]) if ":" in device else cp.cuda.Device().id
-        except ValueError:
-            raise ValueError(f"device: expected 'cuda:N' with an integer N, got {device!r}") from None
-        if not 0 <= dev < cuda.device_count():
-            raise ValueError(f"device: GPU {dev} does not exist ({cuda.device_count()} visible)")
-        if self.device == "cuda" and self._gpu_id == dev:
-            return self
-        src = self if self.device == "cpu" else self._cpu
-        m = copy.copy(src)
-        with cp.cuda.Device(dev):
-            for k, v in src.__dict__.items():
-                if k == "classes_":
-                    continue  # labels stay on the host
-                if isinstance(v, np.ndarray) and v.dtype.kind == "f":
-                    setattr(m, k, cp.asarray(v))
-                elif isinstance(v, list) and any(isinstance(e, np.ndarray) for e in v):
-                    setattr(m, k, [e if e is None else cp.asarray(e) for e in v])
-        m._pinv_cache = {}
-        m.device, m._gpu_id, m._cpu = "cuda", dev, src
-        return m
-
-    @property
-    def _be(self) -> Backend:
-        """The backend the model's weights live on (fastfool._backend)."""
-        return CPU if self.device == "cpu" else cuda.CudaBackend(self._gpu_id)
-
-    # -- the reference behind verdicts -----------------------------------------------------------
-    def _reference(self) -> "Model":
-        """The float64 CPU model whose decisions are the verdicts (see :mod:`fastfool.verdict`)."""
-        if self.device != "cpu":
-            return self._cpu._reference()
-        return self if self._ref64 is None else self._ref64
 
     def _reference_logits(self, X64, threads, xinf=None):
         """(float64 logits of the reference in the softmax view, rounding bound per row);
         ``xinf``: the rows' max |x| when the caller has it."""
         ref = self._reference()
-        S = ref._forward_soft(X64, None, threads)
+        S = ref.scores(X64, None, threads)
         return S, self._reference_bound(X64 if xinf is None else None, xinf)
 
     def _reference_bound(self, X64, xinf=None):
@@ -174,196 +59,15 @@ class Model:
         return verdict.layer_error_bound(xinf, self._layer_constants(), self._reference()._acts,
                                          self._source_u)
 
-    def _screen_logits(self, X, threads):
-        """A float32 model's own logits (as float64), a bound on their distance to the exact
-        logits of the float64 reference and the rows' max |x|, or None (float64 models, GPU
-        models): the cheap first pass of fastfool.verdict.judge."""
-        if self.dtype != np.float32 or self.device != "cpu":
-            return None
-        S = self._forward_soft(X, None, threads).astype(np.float64)
-        xinf = self._row_max_abs(X)
-        # float32 arithmetic on float32 copies of the weights; the AVX2 float32 tanh is within
-        # 3e-7 relative (tests/test_numerics.py), logistic likewise: 8 u of evaluation error
-        err = verdict.layer_error_bound(xinf, self._layer_constants(), self._acts, verdict.U32,
-                                        act_err=8, rounded_weights=True)
-        return S, err, xinf
-
-    def _candidate_logits(self, X, S32, e32, xinf, threads):
-        """Hook of fastfool.verdict.judge for rows the float32 screen left unclear: None (the
-        whole float64 reference is evaluated), or (logits for the clear test, float64 error
-        bound, logits for the confidence) computed more cheaply (LinearModel)."""
-        return None
-
-    @staticmethod
-    def _row_max_abs(X):
-        """max |x| per row (float64): the L-inf distance to a zero view, threaded."""
-        if X.shape[1] == 0 or X.shape[0] == 0:
-            return np.zeros(X.shape[0])
-        zero = np.broadcast_to(np.zeros((1, 1), X.dtype), X.shape)
-        return kernels.diff_norms(X, zero)[1].astype(np.float64)
-
     def _layer_constants(self):
         ref = self._reference()
         if "verdict" not in ref._pinv_cache:
-            Ws, bs = ref._soft_layers()
+            Ws, bs, _ = ref.layers()
             ref._pinv_cache["verdict"] = verdict.layer_constants(Ws, bs)
         return ref._pinv_cache["verdict"]
 
-    def _duplicates(self):
-        """verdict.duplicate_groups of the output layer (softmax view), cached."""
-        ref = self._reference()
-        if "duplicates" not in ref._pinv_cache:
-            Ws, bs = ref._soft_layers()
-            ref._pinv_cache["duplicates"] = verdict.duplicate_groups(Ws[-1], bs[-1])
-        return ref._pinv_cache["duplicates"]
-
-    def _checked_out(self, out, threads, what="scores"):
-        """Refuse outputs that overflowed from finite inputs (NaN probabilities otherwise)."""
-        a = out if out.ndim == 2 else out.reshape(-1, 1)
-        if a.size and not kernels.all_finite(a, threads=threads):
-            bad = int(np.flatnonzero(~np.isfinite(self._be.to_host(a)).all(axis=1))[0])
-            raise ValueError(f"X: the model's {what} overflow on row {bad} (finite inputs, "
-                             "non-finite scores): the inputs are too large for this model")
-        return out
-
-    # -- input handling ----------------------------------------------------------------------
-    def _X(self, X, threads, check_finite=True, name="X", cols=None, cols_what=None):
-        """Inputs checked once for either device: an array of the model's backend (CuPy for a
-        GPU model), float (cast to the model's dtype), ``cols`` features, finite unless asked."""
-        be, threads = self._be, resolve_threads(threads)
-        if be is not CPU and not be.owns(X):
-            raise TypeError(f"{name}: the model is on the GPU, so inputs must be CuPy arrays "
-                            f"(cupy.asarray({name})), got {type(X).__name__}; or use "
-                            "model.to('cpu')")
-        X = matrix(X, name, self.dtype, cast=True,
-                   cols=self.n_features_in_ if cols is None else cols,
-                   cols_what=" (the model's number of features)" if cols_what is None else cols_what,
-                   be=be)
-        if check_finite and X.size:
-            _check_finite(X, name, threads, be)
-        return X
-
-    def class_index(self, y: ArrayLike) -> np.ndarray:
-        """Map labels (values of ``classes_``) to class indices 0..n_classes-1.
-
-        Raises ``ValueError`` naming the first label that is not one of the model's classes.
-        """
-        y = np.asarray(y)
-        if y.ndim != 1:
-            raise ValueError(f"y: expected a 1-D array of labels, got shape {y.shape}")
-        classes = self.classes_
-        if y.size == 0:
-            return np.zeros(0, dtype=np.int64)
-        if y.dtype.kind in "iu" and classes.dtype.kind in "iu" and \
-                np.array_equal(classes, np.arange(len(classes))):
-            # classes 0..C-1 and integer labels: a label is its index (two reductions instead
-            # of a sort and a search: 20k labels 0.35 -> 0.01 ms); others fall through to the
-            # search, which names the first bad one
-            if y.min() >= 0 and y.max() < len(classes):
-                return y.astype(np.int64)
-        sorter = np.argsort(classes, kind="stable")
-        try:
-            pos = np.searchsorted(classes, y, sorter=sorter)
-            pos = np.minimum(pos, len(classes) - 1)
-            idx = sorter[pos]
-            ok = classes[idx] == y
-        except (TypeError, ValueError, np.exceptions.DTypePromotionError) as exc:
-            raise ValueError(
-                f"y: labels of dtype {y.dtype} cannot be compared with classes_ ({classes.dtype})"
-            ) from exc
-        ok = np.asarray(ok, dtype=bool)
-        if ok.shape != y.shape or not ok.all():
-            bad = y[~ok][0] if ok.shape == y.shape else y[0]
-            bad = bad.item() if isinstance(bad, np.generic) else bad
-            raise ValueError(f"y: label {bad!r} is not one of the model's classes {classes.tolist()}")
-        return idx.astype(np.int64)
-
-    def _y(self, y, n) -> np.ndarray:
-        y = y.get() if cuda.is_device_array(y) else np.asarray(y)
-        if y.ndim == 0:
-            y = np.full(n, y[()], dtype=y.dtype)
-        if y.ndim != 1 or y.shape[0] != n:
-            raise ValueError(f"y: expected {n} labels (one per row of X), got shape {y.shape}")
-        return labels_to_index(self.class_index(y), n, self.n_classes)
-
-    # -- scikit-learn style predictions ---------------------------------------------------------
-    def logits(self, X: ArrayLike, *, threads: int | None = None,
-               check_finite: bool = True) -> np.ndarray:
-        """The (N, C) scores whose softmax gives :meth:`predict_proba` ([0, s] when binary)."""
-        threads = resolve_threads(threads)
-        X = self._X(X, threads, check_finite)
-        out = self._forward_soft(X, None, threads)
-        return self._checked_out(out, threads) if check_finite else out
-
-    def decision_function(self, X: ArrayLike, *, threads: int | None = None,
-                          check_finite: bool = True) -> np.ndarray:
-        """Scores as scikit-learn's ``decision_function``: (N,) for binary models, else (N, C)."""
-        threads = resolve_threads(threads)
-        X = self._X(X, threads, check_finite)
-        S = self._forward(X, threads)
-        if check_finite:
-            self._checked_out(S, threads)
-        return S[:, 0] if self.binary else S
-
-    def predict_proba(self, X: ArrayLike, *, threads: int | None = None,
-                      check_finite: bool = True) -> np.ndarray:
-        """Class probabilities (N, C): the softmax of the logits (stable fused epilogue).
-
-        This is scikit-learn's ``predict_proba`` for LogisticRegression and MLPClassifier; for
-        other estimators it is fastfool's surrogate (``from_sklearn`` says so when converting),
-        which the gradient attacks optimise while their success is :meth:`predict`'s."""
-        threads = resolve_threads(threads)
-        X = self._X(X, threads, check_finite)
-        out = self._forward_soft(X, "softmax", threads)
-        return self._checked_out(out, threads, "probabilities") if check_finite else out
-
-    def predict_log_proba(self, X: ArrayLike, *, threads: int | None = None,
-                          check_finite: bool = True) -> np.ndarray:
-        """Log-probabilities (N, C), computed as a fused log-softmax (no log(0))."""
-        threads = resolve_threads(threads)
-        X = self._X(X, threads, check_finite)
-        out = self._forward_soft(X, "log_softmax", threads)
-        return self._checked_out(out, threads, "probabilities") if check_finite else out
-
-    def predict(self, X: ArrayLike, *, threads: int | None = None,
-                check_finite: bool = True) -> np.ndarray:
-        """Predicted labels (values of ``classes_``): the decision of the user's model.
-
-        Computed in float64 on the weights as given (a float32 model keeps them), ties resolved
-        as scikit-learn does; rows within rounding of a tie are decided by the source estimator
-        of a ``from_sklearn`` model (:mod:`fastfool.verdict`). Every attack's ``success`` and
-        ``pred`` follow the same rule, so they always agree with this method."""
-        threads = resolve_threads(threads)
-        X = self._X(X, threads, check_finite)
-        if self.device == "cuda":  # decided on the host, by the float64 reference
-            cp = cuda.require()
-            idx = verdict.decide(self, cp.asnumpy(X), threads)
-            if self.classes_.dtype.kind in "biuf":  # labels of numeric classes stay on the GPU
-                return cp.asarray(self.classes_)[cp.asarray(idx)]
-            return self.classes_[idx]
-        return self.classes_[verdict.decide(self, X, threads)]
-
-    def loss_gradient(self, X: ArrayLike, y: ArrayLike, *, return_loss: bool = False,
-                      threads: int | None = None, check_finite: bool = True):
-        """Gradient of the softmax cross-entropy ``-log P(y | x)`` with respect to X.
-
-        Parameters
-        ----------
-        X : (N, D) inputs. y : (N,) labels from ``classes_`` (or one label for all rows).
-        return_loss : also return the per-row loss (N,).
-
-        Returns
-        -------
-        (N, D) gradient in the model's dtype (and the loss when asked).
-        """
-        threads = resolve_threads(threads)
-        X = self._X(X, threads, check_finite)
-        yi = self._y(y, X.shape[0])
-        G, loss = self._ce_grad(X, yi, threads)
-        return (G, loss) if return_loss else G
-
     # -- layers and back-projection -----------------------------------------------------------
-    def _layer_index(self, layer) -> int:
+    def layer_index(self, layer) -> int:
         """Index into _Ws of the layer whose output carries the codes."""
         L = self.n_layers
         if isinstance(layer, str):
@@ -378,6 +82,11 @@ class Model:
         if not -n_hidden <= layer < n_hidden:
             raise ValueError(f"layer: {layer} is out of range for {n_hidden} hidden layers")
         return int(layer) % n_hidden
+
+    def layer_width(self, layer) -> int:
+        """Units of ``layer`` (as :meth:`layer_index` reads it; the logits layer of a binary
+        model has one)."""
+        return self._Ws[self.layer_index(layer)].shape[1]
 
     def pinv(self, i: int) -> np.ndarray:
         """Moore-Penrose pseudo-inverse (out, in) of layer i's (in, out) weights, cached."""
@@ -422,7 +131,7 @@ class Model:
         Returns (N, D) inputs, and with ``return_clamped`` the number of clamped code values.
         """
         threads = resolve_threads(threads)
-        top = self._layer_index(layer)
+        top = self.layer_index(layer)
         width = self._Ws[top].shape[1]
         if not isinstance(H, np.ndarray) and not cuda.is_device_array(H):
             H = np.asarray(H)
@@ -465,28 +174,31 @@ class Model:
     def _forward(self, X, threads):
         return kernels.mlp_forward(X, self._Ws, self._bs, self._acts, threads=threads)
 
-    def _soft_layers(self):
-        return self._Ws[:-1] + [self._soft_W], self._bs[:-1] + [self._soft_b]
+    def layers(self):
+        """(weights, biases, activations) of the softmax view: the affine layers ``h =
+        act(h @ W + b)`` in (in, out) layout, the last giving the logits (a binary model's
+        score column expanded to the two columns [0, s]). Arrays on the model's device."""
+        return self._Ws[:-1] + [self._soft_W], self._bs[:-1] + [self._soft_b], list(self._acts)
 
-    def _forward_soft(self, X, epilogue, threads):
-        Ws, bs = self._soft_layers()
+    def scores(self, X, epilogue=None, threads=None):
+        Ws, bs, _ = self.layers()
         return kernels.mlp_forward(X, Ws, bs, self._acts, epilogue=epilogue, threads=threads)
 
-    def _ce_grad(self, X, yi, threads, return_prob=False, out=None):
+    def loss_grad(self, X, yi, threads=None, return_prob=False, out=None):
         """(grad, loss[, prob]) of softmax cross-entropy at class indices yi; no checks."""
-        Ws, bs = self._soft_layers()
+        Ws, bs, _ = self.layers()
         return kernels.ce_grad_mlp(X, Ws, bs, self._acts, yi, threads=threads,
                                    return_prob=return_prob, out=out)
 
-    def _ce_step(self, X, yi, x0, threads, out, **step):
+    def fused_step(self, X, yi, x0, threads, out, **step):
         """Fused gradient + attack step (kernels.ce_step_*), softmax view; returns out (and,
         with return_final_prob=True, the probabilities _forward_soft would give for it)."""
-        Ws, bs = self._soft_layers()
+        Ws, bs, _ = self.layers()
         return kernels.ce_step_mlp(X, Ws, bs, self._acts, yi, x0, out=out, threads=threads, **step)
 
-    def _logit_vjp(self, X, V, threads, return_logits=False):
+    def vjp(self, X, V, threads=None, return_logits=False):
         """Input gradient of sum(V * logits) (softmax view); no checks."""
-        Ws, bs = self._soft_layers()
+        Ws, bs, _ = self.layers()
         return kernels.mlp_vjp(X, Ws, bs, self._acts, V, return_logits=return_logits,
                                threads=threads)
 
@@ -499,7 +211,7 @@ class Model:
             if any(a != "identity" for a in self._acts):
                 raise ValueError(f"this model is not affine (activations {self._acts[:-1]})")
             ref = self._reference()
-            Ws, bs = ref._soft_layers()
+            Ws, bs, _ = ref.layers()
             A = np.asarray(Ws[0], np.float64)
             c = np.asarray(bs[0], np.float64)
             for W, b in zip(Ws[1:], bs[1:]):
@@ -512,7 +224,7 @@ class Model:
         """Bound (C, D) on |computed - exact| of :meth:`affine_map`'s A (None when A is one
         layer's weights, exactly): ``err_k = err_{k-1} |W_k| + gamma_n |A_{k-1}| |W_k|``."""
         if "affine_err" not in self._pinv_cache:
-            Ws, _ = self._reference()._soft_layers()
+            Ws, _, _ = self._reference().layers()
             E = None
             if len(Ws) > 1:
                 A = np.abs(np.asarray(Ws[0], np.float64))
@@ -534,7 +246,7 @@ class Model:
             self._soft_W, self._soft_b = W_out, b_out
 
 
-class LinearModel(Model):
+class LinearModel(DenseModel):
     """A linear classifier ``scores = X @ W.T + b`` with softmax probabilities.
 
     Parameters
@@ -551,6 +263,8 @@ class LinearModel(Model):
     >>> m.predict(np.array([[0., 2., 1., 0.]]))
     array([1])
     """
+
+    _device_arrays = DenseModel._device_arrays + ("coef_", "intercept_", "_soft_coef")
 
     def __init__(self, W, b=None, *, classes=None, dtype=None):
         W_given, b_given = W, b
@@ -586,14 +300,14 @@ class LinearModel(Model):
     def _forward(self, X, threads):
         return kernels.scores(X, self.coef_, self.intercept_, threads=threads)
 
-    def _forward_soft(self, X, epilogue, threads):
+    def scores(self, X, epilogue=None, threads=None):
         return kernels.scores(X, self._soft_coef, self._soft_b, epilogue=epilogue, threads=threads)
 
-    def _ce_grad(self, X, yi, threads, return_prob=False, out=None):
+    def loss_grad(self, X, yi, threads=None, return_prob=False, out=None):
         return kernels.ce_grad_linear(X, self._soft_coef, self._soft_b, yi, threads=threads,
                                       return_prob=return_prob, out=out)
 
-    def _ce_step(self, X, yi, x0, threads, out, **step):
+    def fused_step(self, X, yi, x0, threads, out, **step):
         return kernels.ce_step_linear(X, self._soft_coef, self._soft_b, yi, x0, out=out,
                                       threads=threads, **step)
 
@@ -629,14 +343,14 @@ class LinearModel(Model):
             S_conf[rr, cc] = v
         return S_test, err, S_conf
 
-    def _logit_vjp(self, X, V, threads, return_logits=False):
+    def vjp(self, X, V, threads=None, return_logits=False):
         G = kernels.scores(V, self._soft_coef.T, threads=threads)  # V @ W
         if return_logits:
-            return G, self._forward_soft(X, None, threads)
+            return G, self.scores(X, None, threads)
         return G
 
 
-class MLP(Model):
+class MLP(DenseModel):
     """A dense network with scikit-learn ``MLPClassifier`` semantics.
 
     Parameters
@@ -717,7 +431,7 @@ class MLP(Model):
         """Activations (N, width) of hidden layer ``layer`` (0 the first, -1 the last)."""
         threads = resolve_threads(threads)
         X = self._X(X, threads, check_finite)
-        top = self._layer_index(layer)
+        top = self.layer_index(layer)
         if top == self.n_layers - 1:
             raise ValueError("hidden: 'logits' is not a hidden layer (use decision_function)")
         return kernels.mlp_forward(X, self._Ws[:top + 1], self._bs[:top + 1], self._acts[:top + 1],
