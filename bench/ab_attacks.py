@@ -16,9 +16,12 @@ import argparse
 import importlib
 import json
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ab_inprocess import paired  # noqa: E402
 
 
 def workloads(ff, rng_seed=0):
@@ -70,15 +73,7 @@ def main(argv=None):
     for name in wl["new"]:
         if args.only and not any(name.startswith(o) for o in args.only.split(",")):
             continue
-        fns = {k: wl[k][name] for k in wl}
-        for f in fns.values():
-            f()  # warm-up
-        times = {k: [] for k in fns}
-        for i in range(args.pairs):
-            for k in (("old", "new") if i % 2 else ("new", "old")):
-                t = time.perf_counter()
-                fns[k]()
-                times[k].append(time.perf_counter() - t)
+        times = paired({k: wl[k][name] for k in wl}, args.pairs)
         r = np.array(times["old"]) / np.array(times["new"])
         row = {"workload": name, "old_ms": 1e3 * float(np.median(times["old"])),
                "new_ms": 1e3 * float(np.median(times["new"])), "ratio": float(np.median(r)),

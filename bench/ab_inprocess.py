@@ -112,6 +112,20 @@ WORKLOADS = ["scoring-f32", "scoring-f64", "mlp-steps", "mlp-steps-l2", "mlp784-
              "mlp-grad", "ce-linear", "ce-digits", "ce-steps-l2", "backproject"]
 
 
+def paired(fns, pairs):
+    """{"old": [...], "new": [...]} wall times of `pairs` back-to-back pairs of calls after one
+    warm-up call each (pools, packed-weight caches), the order flipped every pair."""
+    for f in fns.values():
+        f()
+    times = {k: [] for k in fns}
+    for i in range(pairs):
+        for k in (("old", "new") if i % 2 else ("new", "old")):
+            t = time.perf_counter()
+            fns[k]()
+            times[k].append(time.perf_counter() - t)
+    return times
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("old", help="the baseline build's _core*.so")
@@ -126,14 +140,7 @@ def main(argv=None):
     mods = {"old": load(args.old, "ff_ab_old"), "new": load(args.new, "ff_ab_new")}
     make = workload(args.workload, args.threads)
     fns = {k: make(m) for k, m in mods.items()}
-    for f in fns.values():
-        f()  # warm-up: pools, packed-weight caches
-    times = {k: [] for k in fns}
-    for i in range(args.pairs):
-        for k in (("old", "new") if i % 2 else ("new", "old")):
-            t = time.perf_counter()
-            fns[k]()
-            times[k].append(time.perf_counter() - t)
+    times = paired(fns, args.pairs)
     for k, v in times.items():
         v = np.array(v) * 1e3
         print(f"{k}: min {v.min():.2f} ms, median {np.median(v):.2f} ms")

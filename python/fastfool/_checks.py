@@ -144,28 +144,21 @@ def out_array(out, name: str, shape: tuple, dtype: np.dtype, inputs=(), be: Back
     """Allocate an output (on the CPU cache-line aligned), or check a user's ``out=`` (exact
     shape and dtype, writable, contiguous columns - on the GPU C-contiguous -, no overlap with
     the inputs on the CPU)."""
+    if out is None:
+        return empty_aligned(shape, dtype) if be is CPU else be.empty(shape, dtype)
+    if not be.owns(out):
+        raise TypeError(f"{name}: expected a {'NumPy' if be is CPU else 'CuPy'} array, got "
+                        f"{type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {out.shape}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {np.dtype(dtype)}, got {out.dtype}")
     if be is not CPU:
-        if out is None:
-            return be.empty(shape, dtype)
-        if not be.owns(out):
-            raise TypeError(f"{name}: expected a CuPy array, got {type(out).__name__}")
-        if out.shape != tuple(shape):
-            raise ValueError(f"{name}: expected shape {tuple(shape)}, got {out.shape}")
-        if out.dtype != dtype:
-            raise TypeError(f"{name}: expected dtype {np.dtype(dtype)}, got {out.dtype}")
         if not out.flags.c_contiguous:
             raise ValueError(f"{name}: must be C-contiguous")
         if out.device.id != be.device:
             raise ValueError(f"{name}: lives on GPU {out.device.id}, the inputs on GPU {be.device}")
         return out
-    if out is None:
-        return empty_aligned(shape, dtype)
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{name}: expected a NumPy array, got {type(out).__name__}")
-    if out.shape != tuple(shape):
-        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {out.shape}")
-    if out.dtype != dtype:
-        raise TypeError(f"{name}: expected dtype {dtype}, got {out.dtype}")
     if not out.flags.writeable:
         raise ValueError(f"{name}: array is read-only")
     if out.size == 0:
