@@ -381,6 +381,17 @@ def test_the_same_mistake_raises_the_same_error_on_both_devices(fake):
         K.mlp_vjp(cp.asarray(X), [cp.asarray(W.T)], None, "identity", cp.asarray(np.ones((6, 3))))
 
 
+def test_device_clip_bounds_are_checked_like_host_ones(fake):
+    """Bounds a user passes as device arrays get the host's checks (NaN, lo > hi, shape)."""
+    cp, _ = fake
+    x = np.zeros((3, 4))
+    for lo, hi, msg in [(np.full(4, np.nan), np.ones(4), "NaN"), (np.ones(4), np.zeros(4), "lo must"),
+                        (np.zeros(5), np.ones(5), "shape")]:
+        for dev in (np.asarray, cp.asarray):
+            with pytest.raises(ValueError, match=msg):
+                K.fused_update(dev(x), dev(x), dev(x), step=0.1, eps=1.0, clip=(dev(lo), dev(hi)))
+
+
 def test_emulated_attack_loops_make_no_host_round_trips(fake):
     """The copies between host and device of a fixed-step PGD run do not grow with its steps;
     with early stopping, a step copies only when some row may be fooled (its candidates go to

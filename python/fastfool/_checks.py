@@ -202,17 +202,29 @@ def labels_to_index(y, n: int, n_classes: int, name: str = "y", be: Backend = CP
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
+class CheckedBounds:
+    """Clip bounds that :func:`clip_bounds` has already checked for (D, dtype, backend): an
+    attack makes them once, and its step calls take them without the checks (on the GPU,
+    without the host round-trip)."""
+
+    __slots__ = ("lo", "hi", "D", "dtype", "be")
+
+    def __init__(self, lo, hi, D: int, dtype, be: Backend = CPU):
+        self.lo, self.hi, self.D, self.dtype, self.be = lo, hi, int(D), np.dtype(dtype), be
+
+
 def clip_bounds(clip, D: int, dtype, be: Backend = CPU):
     """``clip=(lo, hi)`` as scalars or (D,) arrays of dtype (either may be None), or
     ``(None, None)`` for no clipping. Refuses NaN bounds and lo > hi. On the GPU both are (D,)
-    device vectors (made once: a pair of those is passed through as it is)."""
+    device vectors (device bounds a user passes are checked on the host)."""
     if clip is None:
         return None, None
+    if isinstance(clip, CheckedBounds):
+        if (clip.D == D and clip.dtype == dtype and clip.be.name == be.name
+                and clip.be.device == be.device):
+            return clip.lo, clip.hi
+        clip = (clip.lo, clip.hi)
     if be is not CPU:
-        if isinstance(clip, tuple) and len(clip) == 2 and all(
-                v is None or (be.owns(v) and v.shape == (D,) and v.dtype == dtype
-                              and v.device.id == be.device and v.flags.c_contiguous) for v in clip):
-            return clip
         host = tuple(None if v is None else (be.to_host(v) if be.owns(v) else v) for v in clip) \
             if isinstance(clip, (tuple, list)) else clip
         lo, hi = clip_bounds(host, D, dtype)

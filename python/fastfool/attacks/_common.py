@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import cuda, kernels, verdict
 from .._backend import CPU
-from .._checks import Trusted, clip_bounds, norm_name  # noqa: F401  (re-exported for attack modules)
+from .._checks import CheckedBounds, Trusted, clip_bounds, norm_name  # noqa: F401  (re-exported)
 from .._runtime import resolve_threads
 from ..models import Model
 from ..result import AttackResult

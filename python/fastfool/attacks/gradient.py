@@ -25,7 +25,7 @@ from ..models import Model
 from ..result import AttackResult
 from ._common import (Progress, check_inside_clip, clip_bounds, finish, for_all_targets,
                       keep_better, norm_of, on_device, positive, prepare, resolve_target,
-                      restart_objective, row_chunks, succeeded, Trusted)
+                      restart_objective, row_chunks, succeeded, CheckedBounds, Trusted)
 
 __all__ = ["fgsm", "pgd"]
 
@@ -79,10 +79,10 @@ def fgsm(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
     sign = 1.0 if ti is None else -1.0
     x_adv = be.empty(X.shape, X.dtype)
     bar = Progress(X.shape[0], progress, "fgsm")
+    clip_arg = None if lo is None and hi is None else CheckedBounds(lo, hi, X.shape[1], X.dtype, be)
     for s in row_chunks(*X.shape, be):
         model.fused_step(X[s], Trusted(labels[s]), X[s], threads, x_adv[s], step=sign * eps,
-                       eps=eps, norm=nrm, clip=None if lo is None and hi is None else (lo, hi),
-                       quantum=q)
+                         eps=eps, norm=nrm, clip=clip_arg, quantum=q)
         bar.update(s.stop - s.start)
     bar.close()
     return finish(model, X, x_adv, yi, ti, np.ones(X.shape[0]), attack="fgsm", t0=t0,
@@ -169,7 +169,7 @@ def pgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, steps: int 
         rng = xp.random.default_rng(seed)  # the GPU's starts are drawn on the device
     lo, hi = clip_bounds(clip, X.shape[1], X.dtype, be)
     check_inside_clip(X, lo, hi, be)
-    clip_arg = None if lo is None and hi is None else (lo, hi)
+    clip_arg = None if lo is None and hi is None else CheckedBounds(lo, hi, X.shape[1], X.dtype, be)
     q = _quantum(quantize)
     labels = yi if ti is None else ti
     lab_dev = on_device(model, labels).array
