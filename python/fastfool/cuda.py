@@ -20,6 +20,8 @@ of back-projection, and the L-inf / L2 update (one block per row).
 from __future__ import annotations
 
 
+from typing import Any
+
 import numpy as np
 
 from ._backend import Backend
@@ -67,7 +69,7 @@ def info() -> str:
     return f"{_cuda.describe()}; CuPy {'not installed' if cp is None else cp.__version__}"
 
 
-def require():
+def require() -> Any:
     """The cupy module, or a RuntimeError / ImportError saying why the GPU cannot be used."""
     if not built():
         raise RuntimeError("CUDA: this fastfool was built without its CUDA module (reinstall "
@@ -80,12 +82,12 @@ def require():
     return cp
 
 
-def is_device_array(a) -> bool:
+def is_device_array(a: object) -> bool:
     """True for a CuPy array (checked without importing CuPy)."""
     return type(a).__module__.split(".")[0] == "cupy"
 
 
-def trusted(yi):
+def trusted(yi: Any) -> Trusted:
     """Wraps device int64 class indices that were checked once, so that attack loops skip the
     host-side range check (a device-to-host copy) on every step."""
     return Trusted(yi)

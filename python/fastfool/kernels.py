@@ -15,8 +15,10 @@ Activation names: ``"identity"``, ``"relu"``, ``"tanh"``, ``"logistic"``.
 
 from __future__ import annotations
 
+from typing import Any, Literal, Sequence, Union
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from . import cuda
 from ._backend import CPU, Backend
@@ -24,6 +26,14 @@ from ._checks import (ACTIVATIONS, act_codes, empty_aligned, clip_bounds, epilog
                       labels_to_index, matrix, norm_is_l2, out_array, step_scalars, vector,
                       with_biases)
 from ._runtime import resolve_threads
+from ._typing import Clip, Norm
+
+#: a NumPy array, or a CuPy array (then every array of the call is one, on one GPU)
+Array = Any
+#: one activation name for every layer, or one per layer
+Activations = Union[str, Sequence[str]]
+#: the row epilogue of a forward pass
+Epilogue = Literal[None, "none", "softmax", "log_softmax"]
 
 __all__ = [
     "ACTIVATIONS",
@@ -42,7 +52,7 @@ __all__ = [
 ]
 
 
-def backend_of(a) -> Backend:
+def backend_of(a: object) -> Backend:
     """The backend an array lives on: the CPU for anything but a CuPy array, whose GPU's
     :class:`fastfool.cuda.CudaBackend` otherwise (CUDA module, CuPy and a device required)."""
     if cuda.is_device_array(a):
@@ -50,7 +60,8 @@ def backend_of(a) -> Backend:
         return cuda.CudaBackend(a.device.id)
     return CPU
 
-def scores(X, W, b=None, *, epilogue=None, out=None, threads=None) -> np.ndarray:
+def scores(X: Array, W: Array, b: Array | None = None, *, epilogue: Epilogue = None,
+           out: Array | None = None, threads: int | None = None) -> Array:
     """Batched scoring ``S = X @ W.T + b`` with an optional fused row epilogue.
 
     Parameters
@@ -77,7 +88,7 @@ def scores(X, W, b=None, *, epilogue=None, out=None, threads=None) -> np.ndarray
     return S
 
 
-def empty(shape, dtype=np.float32):
+def empty(shape: int | Sequence[int], dtype: DTypeLike = np.float32) -> np.ndarray:
     """An uninitialised array with its data aligned to a 64-byte cache line, for ``out=``.
 
     The kernels write a large gradient (32 MiB or more, rows a multiple of 64 bytes) with
@@ -95,7 +106,8 @@ def _ce_outputs(X, C, out, return_prob, inputs, be):
     return G, loss, prob
 
 
-def ce_grad_linear(X, W, b, y, *, out=None, return_prob=False, threads=None):
+def ce_grad_linear(X: Array, W: Array, b: Array | None, y: Array, *, out: Array | None = None,
+                   return_prob: bool = False, threads: int | None = None) -> tuple:
     """Fused softmax cross-entropy input gradient of a linear model.
 
     Per row: ``P = softmax(x W^T + b)``, ``loss = -log P[y]``, ``grad = (P - onehot(y)) W``,
@@ -137,7 +149,9 @@ def _layers(X, weights, biases, activations, be, logits=False):
     return Ws, bs, acts
 
 
-def mlp_forward(X, weights, biases, activations, *, epilogue=None, out=None, threads=None):
+def mlp_forward(X: Array, weights: Sequence[Array], biases: Sequence[Array | None] | None,
+                activations: Activations, *, epilogue: Epilogue = None, out: Array | None = None,
+                threads: int | None = None) -> Array:
     """Forward pass of a dense stack: ``h = act_i(h @ weights[i] + biases[i])``.
 
     ``weights[i]`` has shape (in, out) as scikit-learn's ``coefs_``; ``activations`` is one name
@@ -154,7 +168,9 @@ def mlp_forward(X, weights, biases, activations, *, epilogue=None, out=None, thr
     return O
 
 
-def ce_grad_mlp(X, weights, biases, activations, y, *, out=None, return_prob=False, threads=None):
+def ce_grad_mlp(X: Array, weights: Sequence[Array], biases: Sequence[Array | None] | None,
+                activations: Activations, y: Array, *, out: Array | None = None,
+                return_prob: bool = False, threads: int | None = None) -> tuple:
     """Softmax cross-entropy input gradient of a dense stack by back-propagation.
 
     The last layer's activation must be ``"identity"``: its outputs are the logits. Returns
@@ -170,7 +186,9 @@ def ce_grad_mlp(X, weights, biases, activations, y, *, out=None, return_prob=Fal
     return (G, loss, prob) if return_prob else (G, loss)
 
 
-def mlp_vjp(X, weights, biases, activations, V, *, return_logits=False, out=None, threads=None):
+def mlp_vjp(X: Array, weights: Sequence[Array], biases: Sequence[Array | None] | None,
+            activations: Activations, V: Array, *, return_logits: bool = False,
+            out: Array | None = None, threads: int | None = None):
     """Input gradient of ``sum_c V[i, c] * logits_c(x_i)`` for a dense stack (last layer
     ``"identity"``): one forward and one backward pass. With ``V = e_j - e_k`` this is
     ``grad(s_j - s_k)``, as DeepFool needs. Returns grad (N, D) and, if asked, the logits."""
@@ -187,8 +205,10 @@ def mlp_vjp(X, weights, biases, activations, V, *, return_logits=False, out=None
     return (G, logits) if return_logits else G
 
 
-def backproject(H, pinvs, biases, activations, *, margin=1e-6, base=None, out=None,
-                threads=None, return_clamped=False):
+def backproject(H: Array, pinvs: Sequence[Array], biases: Sequence[Array | None] | None,
+                activations: Activations, *, margin: float = 1e-6, base: Array | None = None,
+                out: Array | None = None, threads: int | None = None,
+                return_clamped: bool = False):
     """Pseudo-inverse back-projection, top layer first.
 
     For each step i: ``H = (act_i^{-1}(H) - biases[i]) @ pinvs[i]`` where ``pinvs[i]`` is the
@@ -245,8 +265,9 @@ def _step_out(out, x, others, be):
     return out_array(out, "out", x.shape, x.dtype, [(x, "x")] + others, be)
 
 
-def fused_update(x, grad, x0, *, step, eps=np.inf, norm="inf", clip=None, quantum=0.0, out=None,
-                 threads=None):
+def fused_update(x: Array, grad: Array, x0: Array, *, step: float, eps: float = np.inf,
+                 norm: Norm = "inf", clip: Clip = None, quantum: float = 0.0,
+                 out: Array | None = None, threads: int | None = None) -> Array:
     """One fused attack step, per row, in a single pass.
 
     ``norm="inf"``: ``x + step*sign(grad)``, projected onto the L-inf ball of radius ``eps``
@@ -272,8 +293,10 @@ def fused_update(x, grad, x0, *, step, eps=np.inf, norm="inf", clip=None, quantu
     return O
 
 
-def ce_step_linear(X, W, b, y, x0, *, step, eps=np.inf, norm="inf", clip=None, quantum=0.0,
-                   out=None, return_loss=False, return_prob=False, threads=None, steps=1):
+def ce_step_linear(X: Array, W: Array, b: Array | None, y: Array, x0: Array, *, step: float,
+                   eps: float = np.inf, norm: Norm = "inf", clip: Clip = None,
+                   quantum: float = 0.0, out: Array | None = None, return_loss: bool = False,
+                   return_prob: bool = False, threads: int | None = None, steps: int = 1):
     """:func:`ce_grad_linear` with :func:`fused_update` applied to each row block while its
     gradient is in cache: one pass, no (N, D) gradient written. ``step`` is signed (negative
     descends, for targeted attacks). Returns the updated inputs (``out=X`` updates in place),
@@ -298,9 +321,11 @@ def ce_step_linear(X, W, b, y, x0, *, step, eps=np.inf, norm="inf", clip=None, q
     return _step_result(O, loss, prob)
 
 
-def ce_step_mlp(X, weights, biases, activations, y, x0, *, step, eps=np.inf, norm="inf",
-                clip=None, quantum=0.0, out=None, return_loss=False, return_prob=False,
-                threads=None, steps=1, return_final_prob=False):
+def ce_step_mlp(X: Array, weights: Sequence[Array], biases: Sequence[Array | None] | None,
+                activations: Activations, y: Array, x0: Array, *, step: float,
+                eps: float = np.inf, norm: Norm = "inf", clip: Clip = None, quantum: float = 0.0,
+                out: Array | None = None, return_loss: bool = False, return_prob: bool = False,
+                threads: int | None = None, steps: int = 1, return_final_prob: bool = False):
     """:func:`ce_grad_mlp` with the fused update applied per row block (see
     :func:`ce_step_linear`, also for ``steps``).
 
@@ -336,7 +361,7 @@ def _step_result(O, loss, prob, final=None):
     return (O,) + extra if extra else O
 
 
-def diff_norms(A, B, *, threads=None):
+def diff_norms(A: Array, B: Array, *, threads: int | None = None) -> tuple[Array, Array]:
     """Per-row L2 (overflow-safe) and L-inf norms of ``A - B``; returns ``(l2, linf)``."""
     be = backend_of(A)
     A = matrix(A, "A", be=be)
@@ -349,7 +374,7 @@ def diff_norms(A, B, *, threads=None):
     return l2, linf
 
 
-def argmax_rows(P, *, threads=None):
+def argmax_rows(P: Array, *, threads: int | None = None) -> tuple[Array, Array]:
     """Per row of P: the column of its largest value and that value; returns ``(idx, val)``
     (int64, P's dtype). As ``numpy.argmax(P, axis=1)``: the first of equal maxima, the first NaN
     of a row that has one (NumPy's NaN-propagating order). Multithreaded, one pass."""
@@ -363,7 +388,7 @@ def argmax_rows(P, *, threads=None):
     return idx, val
 
 
-def all_finite(X, *, threads=None) -> bool:
+def all_finite(X: Array, *, threads: int | None = None) -> bool:
     """True when X (any float array) holds no NaN or infinity; one vectorised pass."""
     be = backend_of(X)
     X = float_array(X, "X", be=be)
