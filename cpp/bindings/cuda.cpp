@@ -36,7 +36,9 @@ struct DeviceView {
     std::string shape_str() const {
         std::string s = "(";
         for (std::size_t i = 0; i < shape.size(); ++i)
-            s += std::to_string(shape[i]) + (shape.size() == 1 ? "," : i + 1 < shape.size() ? ", " : "");
+            s += std::to_string(shape[i]) + (shape.size() == 1      ? ","
+                                             : i + 1 < shape.size() ? ", "
+                                                                    : "");
         return s + ")";
     }
 };
@@ -57,8 +59,9 @@ DeviceView parse_view(py::handle src) {
     v.present = true;
     v.type_name = py::str(py::type::handle_of(src).attr("__name__"));
     if (!py::hasattr(src, "__cuda_array_interface__")) {
-        v.problem = "expected a CUDA array (CuPy, or an object with __cuda_array_interface__), got " +
-                    v.type_name;
+        v.problem =
+            "expected a CUDA array (CuPy, or an object with __cuda_array_interface__), got " +
+            v.type_name;
         return v;
     }
     try {
@@ -80,7 +83,8 @@ DeviceView parse_view(py::handle src) {
         const std::size_t item = itemsize_of(v.typestr);
         if (d.contains("strides") && !d["strides"].is_none()) {
             const py::tuple st = d["strides"].cast<py::tuple>();
-            if (st.size() != v.shape.size()) throw py::value_error("strides and shape differ in length");
+            if (st.size() != v.shape.size())
+                throw py::value_error("strides and shape differ in length");
             i64 expect = i64(item);
             for (std::size_t k = v.shape.size(); k-- > 0;) {
                 if (v.shape[k] > 1 && st[k].cast<i64>() != expect) {
@@ -124,8 +128,9 @@ struct type_caster<StreamArg> {
             } catch (const std::exception&) {
             }
         }
-        value.problem = std::string("stream: expected a stream object with .ptr (cupy.cuda.Stream), got ") +
-                        std::string(py::str(py::type::handle_of(src).attr("__name__")));
+        value.problem =
+            std::string("stream: expected a stream object with .ptr (cupy.cuda.Stream), got ") +
+            std::string(py::str(py::type::handle_of(src).attr("__name__")));
         return true;
     }
 };
@@ -138,13 +143,21 @@ namespace {
 template <class T>
 const char* typestr_of();
 template <>
-const char* typestr_of<float>() { return "<f4"; }
+const char* typestr_of<float>() {
+    return "<f4";
+}
 template <>
-const char* typestr_of<double>() { return "<f8"; }
+const char* typestr_of<double>() {
+    return "<f8";
+}
 template <>
-const char* typestr_of<i64>() { return "<i8"; }
+const char* typestr_of<i64>() {
+    return "<i8";
+}
 template <>
-const char* typestr_of<unsigned long long>() { return "<u8"; }
+const char* typestr_of<unsigned long long>() {
+    return "<u8";
+}
 
 // Checks one argument against the call: present unless optional, readable as a CUDA array, of
 // T's dtype, of exactly `shape`, writable when `out`. Returns its pointer (null when absent).
@@ -162,8 +175,8 @@ std::uintptr_t checked(const DeviceView& v, const char* name, const std::vector<
     if (v.shape != shape) {
         DeviceView want;
         want.shape = shape;
-        throw py::value_error(std::string(name) + ": expected shape " + want.shape_str() + ", got " +
-                              v.shape_str());
+        throw py::value_error(std::string(name) + ": expected shape " + want.shape_str() +
+                              ", got " + v.shape_str());
     }
     if (out && v.readonly) throw py::value_error(std::string(name) + ": is read-only");
     return v.ptr;
@@ -177,7 +190,8 @@ void float_matrix(const DeviceView& v, const char* name) {
         throw py::type_error(std::string(name) + ": expected float32 or float64 (<f4 / <f8), got " +
                              v.typestr);
     if (v.shape.size() != 2)
-        throw py::value_error(std::string(name) + ": expected a 2-D array, got shape " + v.shape_str());
+        throw py::value_error(std::string(name) + ": expected a 2-D array, got shape " +
+                              v.shape_str());
 }
 
 // After the structural checks: a GPU must exist, and every array must live on `device`.
@@ -191,16 +205,21 @@ void on_device(int device, const StreamArg& stream,
         if (!v->present || v->size() == 0) continue;
         const int d = fastfool::cuda::pointer_device(v->ptr);
         if (d != device)
-            throw py::value_error(std::string(name) + (d < 0 ? ": is not CUDA device memory"
-                                                             : ": lives on GPU " + std::to_string(d)) +
-                                  ", the call runs on GPU " + std::to_string(device));
+            throw py::value_error(
+                std::string(name) +
+                (d < 0 ? ": is not CUDA device memory" : ": lives on GPU " + std::to_string(d)) +
+                ", the call runs on GPU " + std::to_string(device));
     }
 }
 
 template <class T>
-T* mp(std::uintptr_t p) { return reinterpret_cast<T*>(p); }
+T* mp(std::uintptr_t p) {
+    return reinterpret_cast<T*>(p);
+}
 template <class T>
-const T* cp(std::uintptr_t p) { return reinterpret_cast<const T*>(p); }
+const T* cp(std::uintptr_t p) {
+    return reinterpret_cast<const T*>(p);
+}
 
 template <class T>
 void gemm_t(const DeviceView& A, const DeviceView& B, const DeviceView& C, bool trans_b, int mode,
@@ -213,8 +232,10 @@ void gemm_t(const DeviceView& A, const DeviceView& B, const DeviceView& C, bool 
     const i64 N = B.present && B.shape.size() == 2 ? B.shape[trans_b ? 0 : 1] : 0;
     checked<T>(B, "B", trans_b ? std::vector<i64>{N, K} : std::vector<i64>{K, N});
     checked<T>(C, "C", {M, N}, true);
-    if (mode < 0 || mode > 2) throw py::value_error("mode: must be 0, 1 or 2, got " + std::to_string(mode));
-    if (act < 0 || act > 3) throw py::value_error("act: must be in 0..3, got " + std::to_string(act));
+    if (mode < 0 || mode > 2)
+        throw py::value_error("mode: must be 0, 1 or 2, got " + std::to_string(mode));
+    if (act < 0 || act > 3)
+        throw py::value_error("act: must be in 0..3, got " + std::to_string(act));
     fastfool::cuda::Epilogue<T> ep;
     ep.mode = mode;
     ep.act = act;
@@ -227,8 +248,16 @@ void gemm_t(const DeviceView& A, const DeviceView& B, const DeviceView& C, bool 
     ep.alpha = T(alpha);
     ep.eps = T(eps);
     ep.quantum = T(quantum);
-    on_device(device, stream, {{"A", &A}, {"B", &B}, {"C", &C}, {"bias", &bias}, {"H", &H},
-                               {"X", &X}, {"X0", &X0}, {"lo", &lo}, {"hi", &hi}});
+    on_device(device, stream,
+              {{"A", &A},
+               {"B", &B},
+               {"C", &C},
+               {"bias", &bias},
+               {"H", &H},
+               {"X", &X},
+               {"X0", &X0},
+               {"lo", &lo},
+               {"hi", &hi}});
     py::gil_scoped_release nogil;
     fastfool::cuda::gemm<T>(cp<T>(A.ptr), cp<T>(B.ptr), mp<T>(C.ptr), M, N, K, trans_b, ep, device,
                             stream.ptr);
@@ -260,8 +289,9 @@ void inverse_act_t(const DeviceView& H, const DeviceView& Z, const DeviceView& b
                               std::to_string(act));
     on_device(device, stream, {{"H", &H}, {"Z", &Z}, {"bias", &bias}, {"counter", &counter}});
     py::gil_scoped_release nogil;
-    fastfool::cuda::inverse_act<T>(cp<T>(H.ptr), mp<T>(Z.ptr), cp<T>(bias.ptr), N, K, act, T(margin),
-                                   mp<unsigned long long>(counter.ptr), device, stream.ptr);
+    fastfool::cuda::inverse_act<T>(cp<T>(H.ptr), mp<T>(Z.ptr), cp<T>(bias.ptr), N, K, act,
+                                   T(margin), mp<unsigned long long>(counter.ptr), device,
+                                   stream.ptr);
 }
 
 template <class T>
@@ -274,11 +304,12 @@ void fused_update_t(const DeviceView& X, const DeviceView& G, const DeviceView& 
     checked<T>(out, "out", {N, D}, true);
     checked<T>(lo, "lo", {D}, false, true);
     checked<T>(hi, "hi", {D}, false, true);
-    on_device(device, stream, {{"X", &X}, {"G", &G}, {"X0", &X0}, {"out", &out}, {"lo", &lo}, {"hi", &hi}});
+    on_device(device, stream,
+              {{"X", &X}, {"G", &G}, {"X0", &X0}, {"out", &out}, {"lo", &lo}, {"hi", &hi}});
     py::gil_scoped_release nogil;
-    fastfool::cuda::fused_update<T>(cp<T>(X.ptr), cp<T>(G.ptr), cp<T>(X0.ptr), mp<T>(out.ptr), N, D, l2,
-                                    T(alpha), T(eps), cp<T>(lo.ptr), cp<T>(hi.ptr), T(quantum), device,
-                                    stream.ptr);
+    fastfool::cuda::fused_update<T>(cp<T>(X.ptr), cp<T>(G.ptr), cp<T>(X0.ptr), mp<T>(out.ptr), N, D,
+                                    l2, T(alpha), T(eps), cp<T>(lo.ptr), cp<T>(hi.ptr), T(quantum),
+                                    device, stream.ptr);
 }
 
 template <class T>
@@ -299,7 +330,8 @@ bool is_f64(const DeviceView& v) { return v.typestr == "<f8"; }
 }  // namespace
 
 PYBIND11_MODULE(_cuda, m) {
-    m.doc() = "fastfool's CUDA kernels (private; use fastfool.cuda / fastfool.kernels with CuPy arrays)";
+    m.doc() =
+        "fastfool's CUDA kernels (private; use fastfool.cuda / fastfool.kernels with CuPy arrays)";
     m.def("device_count", &fastfool::cuda::device_count,
           "Visible CUDA devices; 0 without a driver or device.");
     m.def("describe", &fastfool::cuda::describe, "Runtime / driver versions and device count.");
@@ -319,9 +351,9 @@ PYBIND11_MODULE(_cuda, m) {
         "What the DeviceView caster reads from an array's __cuda_array_interface__ (tests).");
     m.def(
         "gemm",
-        [](DeviceView A, DeviceView B, DeviceView C, bool trans_b, int mode, int act, DeviceView bias,
-           DeviceView H, DeviceView X, DeviceView X0, DeviceView lo, DeviceView hi, double alpha,
-           double eps, double quantum, int device, StreamArg stream) {
+        [](DeviceView A, DeviceView B, DeviceView C, bool trans_b, int mode, int act,
+           DeviceView bias, DeviceView H, DeviceView X, DeviceView X0, DeviceView lo, DeviceView hi,
+           double alpha, double eps, double quantum, int device, StreamArg stream) {
             float_matrix(A, "A");
             if (is_f64(A))
                 gemm_t<double>(A, B, C, trans_b, mode, act, bias, H, X, X0, lo, hi, alpha, eps,
@@ -335,29 +367,38 @@ PYBIND11_MODULE(_cuda, m) {
         py::arg("H") = py::none(), py::arg("X") = py::none(), py::arg("X0") = py::none(),
         py::arg("lo") = py::none(), py::arg("hi") = py::none(), py::arg("alpha") = 0.0,
         py::arg("eps") = 0.0, py::arg("quantum") = 0.0, py::arg("device"), py::arg("stream"),
-        "C = A . B (or A . B^T) with the fused epilogue `mode` (0 bias + act, 1 act', 2 L-inf step).");
+        "C = A . B (or A . B^T) with the fused epilogue `mode` (0 bias + act, 1 act', 2 L-inf "
+        "step).");
     m.def(
         "row_softmax",
         [](DeviceView S, int mode, int device, StreamArg stream) {
             float_matrix(S, "S");
-            if (mode != 1 && mode != 2) throw py::value_error("mode: must be 1 or 2, got " + std::to_string(mode));
+            if (mode != 1 && mode != 2)
+                throw py::value_error("mode: must be 1 or 2, got " + std::to_string(mode));
             const i64 N = S.shape[0], C = S.shape[1];
-            if (is_f64(S)) checked<double>(S, "S", {N, C}, true);
-            else checked<float>(S, "S", {N, C}, true);
+            if (is_f64(S))
+                checked<double>(S, "S", {N, C}, true);
+            else
+                checked<float>(S, "S", {N, C}, true);
             on_device(device, stream, {{"S", &S}});
             py::gil_scoped_release nogil;
             if (is_f64(S))
-                fastfool::cuda::row_softmax<double>(mp<double>(S.ptr), N, C, mode, device, stream.ptr);
+                fastfool::cuda::row_softmax<double>(mp<double>(S.ptr), N, C, mode, device,
+                                                    stream.ptr);
             else
-                fastfool::cuda::row_softmax<float>(mp<float>(S.ptr), N, C, mode, device, stream.ptr);
+                fastfool::cuda::row_softmax<float>(mp<float>(S.ptr), N, C, mode, device,
+                                                   stream.ptr);
         },
         py::arg("S"), py::kw_only(), py::arg("mode"), py::arg("device"), py::arg("stream"));
     m.def(
         "ce_rows",
-        [](DeviceView S, DeviceView y, DeviceView loss, DeviceView prob, int device, StreamArg stream) {
+        [](DeviceView S, DeviceView y, DeviceView loss, DeviceView prob, int device,
+           StreamArg stream) {
             float_matrix(S, "S");
-            if (is_f64(S)) ce_rows_t<double>(S, y, loss, prob, device, stream);
-            else ce_rows_t<float>(S, y, loss, prob, device, stream);
+            if (is_f64(S))
+                ce_rows_t<double>(S, y, loss, prob, device, stream);
+            else
+                ce_rows_t<float>(S, y, loss, prob, device, stream);
         },
         py::arg("S"), py::arg("y"), py::kw_only(), py::arg("loss") = py::none(),
         py::arg("prob") = py::none(), py::arg("device"), py::arg("stream"));
@@ -366,31 +407,38 @@ PYBIND11_MODULE(_cuda, m) {
         [](DeviceView H, DeviceView Z, DeviceView bias, int act, double margin, DeviceView counter,
            int device, StreamArg stream) {
             float_matrix(H, "H");
-            if (is_f64(H)) inverse_act_t<double>(H, Z, bias, act, margin, counter, device, stream);
-            else inverse_act_t<float>(H, Z, bias, act, margin, counter, device, stream);
+            if (is_f64(H))
+                inverse_act_t<double>(H, Z, bias, act, margin, counter, device, stream);
+            else
+                inverse_act_t<float>(H, Z, bias, act, margin, counter, device, stream);
         },
         py::arg("H"), py::arg("Z"), py::kw_only(), py::arg("bias") = py::none(), py::arg("act"),
         py::arg("margin"), py::arg("counter"), py::arg("device"), py::arg("stream"));
     m.def(
         "fused_update",
-        [](DeviceView X, DeviceView G, DeviceView X0, DeviceView out, bool l2, double alpha, double eps,
-           DeviceView lo, DeviceView hi, double quantum, int device, StreamArg stream) {
+        [](DeviceView X, DeviceView G, DeviceView X0, DeviceView out, bool l2, double alpha,
+           double eps, DeviceView lo, DeviceView hi, double quantum, int device, StreamArg stream) {
             float_matrix(X, "X");
             if (is_f64(X))
-                fused_update_t<double>(X, G, X0, out, l2, alpha, eps, lo, hi, quantum, device, stream);
+                fused_update_t<double>(X, G, X0, out, l2, alpha, eps, lo, hi, quantum, device,
+                                       stream);
             else
-                fused_update_t<float>(X, G, X0, out, l2, alpha, eps, lo, hi, quantum, device, stream);
+                fused_update_t<float>(X, G, X0, out, l2, alpha, eps, lo, hi, quantum, device,
+                                      stream);
         },
         py::arg("X"), py::arg("G"), py::arg("X0"), py::arg("out"), py::kw_only(), py::arg("l2"),
         py::arg("alpha"), py::arg("eps"), py::arg("lo") = py::none(), py::arg("hi") = py::none(),
         py::arg("quantum") = 0.0, py::arg("device"), py::arg("stream"));
     m.def(
         "diff_norms",
-        [](DeviceView A, DeviceView B, DeviceView l2, DeviceView linf, int device, StreamArg stream) {
+        [](DeviceView A, DeviceView B, DeviceView l2, DeviceView linf, int device,
+           StreamArg stream) {
             float_matrix(A, "A");
-            if (is_f64(A)) diff_norms_t<double>(A, B, l2, linf, device, stream);
-            else diff_norms_t<float>(A, B, l2, linf, device, stream);
+            if (is_f64(A))
+                diff_norms_t<double>(A, B, l2, linf, device, stream);
+            else
+                diff_norms_t<float>(A, B, l2, linf, device, stream);
         },
-        py::arg("A"), py::arg("B"), py::arg("l2"), py::arg("linf"), py::kw_only(), py::arg("device"),
-        py::arg("stream"));
+        py::arg("A"), py::arg("B"), py::arg("l2"), py::arg("linf"), py::kw_only(),
+        py::arg("device"), py::arg("stream"));
 }

@@ -21,7 +21,8 @@ bool is_f64(const py::array& a) { return a.dtype().equal(py::dtype::of<double>()
 }
 
 Epilogue to_epilogue(int e) {
-    if (e < 0 || e > 2) throw py::value_error("epilogue: expected 0 (none), 1 (softmax) or 2 (log_softmax)");
+    if (e < 0 || e > 2)
+        throw py::value_error("epilogue: expected 0 (none), 1 (softmax) or 2 (log_softmax)");
     return static_cast<Epilogue>(e);
 }
 
@@ -38,9 +39,11 @@ void check_cols(std::int64_t got, std::int64_t want, const char* name, const cha
 
 const std::int64_t* labels(const py::array& y, std::int64_t n, std::int64_t C) {
     if (!y.dtype().equal(py::dtype::of<std::int64_t>()))
-        throw py::type_error("y: expected int64 class indices, got " + std::string(py::str(y.dtype())));
+        throw py::type_error("y: expected int64 class indices, got " +
+                             std::string(py::str(y.dtype())));
     if (y.ndim() != 1 || y.shape(0) != n)
-        throw py::value_error("y: expected shape (" + std::to_string(n) + ",), got " + shape_str(y));
+        throw py::value_error("y: expected shape (" + std::to_string(n) + ",), got " +
+                              shape_str(y));
     if (n > 1 && y.strides(0) != static_cast<py::ssize_t>(sizeof(std::int64_t)))
         throw py::value_error("y: must be contiguous");
     const auto* p = static_cast<const std::int64_t*>(y.data());
@@ -66,9 +69,9 @@ void scores_impl(const py::array& X, const py::array& W, const py::object& b, in
 }
 
 template <class T>
-void ce_linear_impl(const py::array& X, const py::array& W, const py::object& b,
-                    const py::array& y, const py::array& G, const py::object& loss,
-                    const py::object& prob, int threads) {
+void ce_linear_impl(const py::array& X, const py::array& W, const py::object& b, const py::array& y,
+                    const py::array& G, const py::object& loss, const py::object& prob,
+                    int threads) {
     auto x = in_mat<T>(X, "X");
     auto w = in_mat<T>(W, "W");
     check_cols(x.cols, w.cols, "X", "W has");
@@ -77,8 +80,9 @@ void ce_linear_impl(const py::array& X, const py::array& W, const py::object& b,
     std::int64_t ldg, ldp = 0;
     T* g = out_mat<T>(G, x.rows, x.cols, ldg, "grad");
     T* l = out_vec<T>(loss, x.rows, "loss");
-    T* p = prob.is_none() ? nullptr
-                          : out_mat<T>(py::reinterpret_borrow<py::array>(prob), x.rows, w.rows, ldp, "prob");
+    T* p = prob.is_none()
+               ? nullptr
+               : out_mat<T>(py::reinterpret_borrow<py::array>(prob), x.rows, w.rows, ldp, "prob");
     py::gil_scoped_release nogil;
     ce_grad_linear<T>(x, w, bv, yp, g, ldg, l, p, ldp, threads);
 }
@@ -95,7 +99,8 @@ StepSpec<T> step_spec(const MatView<T>& x, const py::array& X0, bool l2, double 
     if (st.X0.rows != x.rows || st.X0.cols != x.cols)
         throw py::value_error("x0: expected shape (" + std::to_string(x.rows) + ", " +
                               std::to_string(x.cols) + "), got " + shape_str(X0));
-    if (!(eps >= 0.0)) throw py::value_error("eps: must be >= 0 (inf allowed), not NaN or negative");
+    if (!(eps >= 0.0))
+        throw py::value_error("eps: must be >= 0 (inf allowed), not NaN or negative");
     if (!std::isfinite(alpha)) throw py::value_error("step: must be finite");
     if (!(quantum >= 0.0) || !std::isfinite(quantum))
         throw py::value_error("quantum: must be a finite value >= 0 (0 = no quantisation)");
@@ -118,8 +123,8 @@ StepSpec<T> step_spec(const MatView<T>& x, const py::array& X0, bool l2, double 
 
 template <class T>
 void ce_step_linear_impl(const py::array& X, const py::array& W, const py::object& b,
-                         const py::array& y, const py::array& X0, bool l2, double alpha,
-                         double eps, const py::object& lo, const py::object& hi, double quantum,
+                         const py::array& y, const py::array& X0, bool l2, double alpha, double eps,
+                         const py::object& lo, const py::object& hi, double quantum,
                          const py::array& out, const py::object& loss, const py::object& prob,
                          int threads, int steps) {
     auto x = in_mat<T>(X, "X");
@@ -130,15 +135,17 @@ void ce_step_linear_impl(const py::array& X, const py::array& W, const py::objec
     const StepSpec<T> st = step_spec<T>(x, X0, l2, alpha, eps, lo, hi, quantum, out, steps);
     std::int64_t ldp = 0;
     T* l = out_vec<T>(loss, x.rows, "loss");
-    T* p = prob.is_none() ? nullptr
-                          : out_mat<T>(py::reinterpret_borrow<py::array>(prob), x.rows, w.rows, ldp, "prob");
+    T* p = prob.is_none()
+               ? nullptr
+               : out_mat<T>(py::reinterpret_borrow<py::array>(prob), x.rows, w.rows, ldp, "prob");
     py::gil_scoped_release nogil;
     ce_grad_linear<T>(x, w, bv, yp, nullptr, 0, l, p, ldp, threads, &st);
 }
 
 template <class T>
 std::vector<Dense<T>> dense_layers(std::int64_t in, const std::vector<py::array>& Ws,
-                                   const std::vector<py::object>& bs, const std::vector<int>& acts) {
+                                   const std::vector<py::object>& bs,
+                                   const std::vector<int>& acts) {
     if (Ws.empty()) throw py::value_error("weights: need at least one layer");
     if (bs.size() != Ws.size() || acts.size() != Ws.size())
         throw py::value_error("weights, biases and activations must have the same length");
@@ -147,8 +154,8 @@ std::vector<Dense<T>> dense_layers(std::int64_t in, const std::vector<py::array>
         const std::string wn = "weights[" + std::to_string(i) + "]";
         auto w = in_mat<T>(Ws[i], wn.c_str());
         if (w.rows != in)
-            throw py::value_error(wn + ": expected " + std::to_string(in) + " input rows, got shape " +
-                                  shape_str(Ws[i]));
+            throw py::value_error(wn + ": expected " + std::to_string(in) +
+                                  " input rows, got shape " + shape_str(Ws[i]));
         const std::string bn = "biases[" + std::to_string(i) + "]";
         layers.push_back({w, in_vec<T>(bs[i], w.cols, bn.c_str()), to_act(acts[i])});
         in = w.cols;
@@ -159,7 +166,8 @@ std::vector<Dense<T>> dense_layers(std::int64_t in, const std::vector<py::array>
 // A dense stack whose last layer produces the logits (identity activation).
 template <class T>
 std::vector<Dense<T>> logit_layers(std::int64_t in, const std::vector<py::array>& Ws,
-                                   const std::vector<py::object>& bs, const std::vector<int>& acts) {
+                                   const std::vector<py::object>& bs,
+                                   const std::vector<int>& acts) {
     auto layers = dense_layers<T>(in, Ws, bs, acts);
     if (layers.back().act != Act::identity)
         throw py::value_error("activations: the last layer must be identity (it produces logits)");
@@ -191,8 +199,9 @@ void ce_mlp_impl(const py::array& X, const std::vector<py::array>& Ws,
     std::int64_t ldg, ldp = 0;
     T* g = out_mat<T>(G, x.rows, x.cols, ldg, "grad");
     T* l = out_vec<T>(loss, x.rows, "loss");
-    T* p = prob.is_none() ? nullptr
-                          : out_mat<T>(py::reinterpret_borrow<py::array>(prob), x.rows, C, ldp, "prob");
+    T* p = prob.is_none()
+               ? nullptr
+               : out_mat<T>(py::reinterpret_borrow<py::array>(prob), x.rows, C, ldp, "prob");
     py::gil_scoped_release nogil;
     ce_grad_mlp<T>(x, layers, yp, g, ldg, l, p, ldp, threads);
 }
@@ -210,20 +219,21 @@ void ce_step_mlp_impl(const py::array& X, const std::vector<py::array>& Ws,
     const std::int64_t* yp = labels(y, x.rows, C);
     StepSpec<T> st = step_spec<T>(x, X0, l2, alpha, eps, lo, hi, quantum, out, steps);
     if (!final_prob.is_none())
-        st.final_prob = out_mat<T>(py::reinterpret_borrow<py::array>(final_prob), x.rows, C,
-                                   st.ldf, "final_prob");
+        st.final_prob = out_mat<T>(py::reinterpret_borrow<py::array>(final_prob), x.rows, C, st.ldf,
+                                   "final_prob");
     std::int64_t ldp = 0;
     T* l = out_vec<T>(loss, x.rows, "loss");
-    T* p = prob.is_none() ? nullptr
-                          : out_mat<T>(py::reinterpret_borrow<py::array>(prob), x.rows, C, ldp, "prob");
+    T* p = prob.is_none()
+               ? nullptr
+               : out_mat<T>(py::reinterpret_borrow<py::array>(prob), x.rows, C, ldp, "prob");
     py::gil_scoped_release nogil;
     ce_grad_mlp<T>(x, layers, yp, nullptr, 0, l, p, ldp, threads, &st);
 }
 
 template <class T>
 void vjp_impl(const py::array& X, const std::vector<py::array>& Ws,
-              const std::vector<py::object>& bs, const std::vector<int>& acts,
-              const py::array& V, const py::array& G, const py::object& logits, int threads) {
+              const std::vector<py::object>& bs, const std::vector<int>& acts, const py::array& V,
+              const py::array& G, const py::object& logits, int threads) {
     auto x = in_mat<T>(X, "X");
     auto layers = logit_layers<T>(x.cols, Ws, bs, acts);
     const std::int64_t C = layers.back().W.cols;
@@ -233,8 +243,9 @@ void vjp_impl(const py::array& X, const std::vector<py::array>& Ws,
                               std::to_string(C) + "), got " + shape_str(V));
     std::int64_t ldg, ldl = 0;
     T* g = out_mat<T>(G, x.rows, x.cols, ldg, "grad");
-    T* l = logits.is_none() ? nullptr
-                            : out_mat<T>(py::reinterpret_borrow<py::array>(logits), x.rows, C, ldl, "logits");
+    T* l = logits.is_none()
+               ? nullptr
+               : out_mat<T>(py::reinterpret_borrow<py::array>(logits), x.rows, C, ldl, "logits");
     py::gil_scoped_release nogil;
     mlp_vjp<T>(x, layers, v, g, ldg, l, ldl, threads);
 }
@@ -256,7 +267,8 @@ std::int64_t backproject_impl(const py::array& H, const std::vector<py::array>& 
         const std::string pn = "pinvs[" + std::to_string(i) + "]";
         auto p = in_mat<T>(Ps[i], pn.c_str());
         if (p.rows != k)
-            throw py::value_error(pn + ": expected " + std::to_string(k) + " rows, got shape " + shape_str(Ps[i]));
+            throw py::value_error(pn + ": expected " + std::to_string(k) + " rows, got shape " +
+                                  shape_str(Ps[i]));
         const Act a = to_act(acts[i]);
         if (a == Act::relu)
             throw py::value_error("activations[" + std::to_string(i) + "]: relu is not invertible");
@@ -279,9 +291,9 @@ std::int64_t backproject_impl(const py::array& H, const std::vector<py::array>& 
 }
 
 template <class T>
-void update_impl(const py::array& X, const py::array& G, const py::array& X0, bool l2,
-                 double alpha, double eps, const py::object& lo, const py::object& hi,
-                 double quantum, const py::array& out, int threads) {
+void update_impl(const py::array& X, const py::array& G, const py::array& X0, bool l2, double alpha,
+                 double eps, const py::object& lo, const py::object& hi, double quantum,
+                 const py::array& out, int threads) {
     auto x = in_mat<T>(X, "x");
     auto g = in_mat<T>(G, "grad");
     if (g.rows != x.rows || g.cols != x.cols)
@@ -310,7 +322,8 @@ void argmax_impl(const py::array& P, const py::array& idx, const py::object& val
     auto p = in_mat<T>(P, "P");
     if (p.cols < 1 && p.rows > 0) throw py::value_error("P: needs at least one column");
     if (idx.dtype().kind() != 'i' || idx.itemsize() != 8)
-        throw py::type_error("idx: expected int64 values, got " + std::string(py::str(idx.dtype())));
+        throw py::type_error("idx: expected int64 values, got " +
+                             std::string(py::str(idx.dtype())));
     if (idx.ndim() != 1 || idx.shape(0) != p.rows)
         throw py::value_error("idx: expected shape (" + std::to_string(p.rows) + ",), got " +
                               shape_str(idx));
@@ -334,8 +347,8 @@ bool finite_impl(const py::array& X, int threads) {
 void bind_kernels(py::module_& m) {
     m.def(
         "scores",
-        [](const py::array& X, const py::array& W, const py::object& b, int ep, const py::array& out,
-           int threads) {
+        [](const py::array& X, const py::array& W, const py::object& b, int ep,
+           const py::array& out, int threads) {
             check_threads(threads);
             if (is_f32(X)) return scores_impl<float>(X, W, b, ep, out, threads);
             if (is_f64(X)) return scores_impl<double>(X, W, b, ep, out, threads);
@@ -405,10 +418,12 @@ void bind_kernels(py::module_& m) {
             check_threads(threads);
             if (is_f32(X))
                 return ce_step_mlp_impl<float>(X, Ws, bs, acts, y, X0, l2, alpha, eps, lo, hi,
-                                               quantum, out, loss, prob, threads, steps, final_prob);
+                                               quantum, out, loss, prob, threads, steps,
+                                               final_prob);
             if (is_f64(X))
                 return ce_step_mlp_impl<double>(X, Ws, bs, acts, y, X0, l2, alpha, eps, lo, hi,
-                                                quantum, out, loss, prob, threads, steps, final_prob);
+                                                quantum, out, loss, prob, threads, steps,
+                                                final_prob);
             bad_dtype(X, "X");
         },
         py::arg("X"), py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("y"),
@@ -433,8 +448,10 @@ void bind_kernels(py::module_& m) {
            const std::vector<int>& acts, double margin, const py::object& base,
            const py::array& out, int threads) -> std::int64_t {
             check_threads(threads);
-            if (is_f32(H)) return backproject_impl<float>(H, Ps, bs, acts, margin, base, out, threads);
-            if (is_f64(H)) return backproject_impl<double>(H, Ps, bs, acts, margin, base, out, threads);
+            if (is_f32(H))
+                return backproject_impl<float>(H, Ps, bs, acts, margin, base, out, threads);
+            if (is_f64(H))
+                return backproject_impl<double>(H, Ps, bs, acts, margin, base, out, threads);
             bad_dtype(H, "H");
         },
         py::arg("H"), py::arg("pinvs"), py::arg("biases"), py::arg("activations"),
@@ -445,8 +462,10 @@ void bind_kernels(py::module_& m) {
            double eps, const py::object& lo, const py::object& hi, double quantum,
            const py::array& out, int threads) {
             check_threads(threads);
-            if (is_f32(X)) return update_impl<float>(X, G, X0, l2, alpha, eps, lo, hi, quantum, out, threads);
-            if (is_f64(X)) return update_impl<double>(X, G, X0, l2, alpha, eps, lo, hi, quantum, out, threads);
+            if (is_f32(X))
+                return update_impl<float>(X, G, X0, l2, alpha, eps, lo, hi, quantum, out, threads);
+            if (is_f64(X))
+                return update_impl<double>(X, G, X0, l2, alpha, eps, lo, hi, quantum, out, threads);
             bad_dtype(X, "x");
         },
         py::arg("x"), py::arg("grad"), py::arg("x0"), py::arg("l2"), py::arg("step"),

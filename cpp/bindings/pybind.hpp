@@ -42,7 +42,8 @@ template <class T>
 MatView<T> in_mat(const py::array& a, const char* name) {
     check_dtype<T>(a, name);
     if (a.ndim() != 2)
-        throw py::value_error(std::string(name) + ": expected a 2-D array, got shape " + shape_str(a));
+        throw py::value_error(std::string(name) + ": expected a 2-D array, got shape " +
+                              shape_str(a));
     return {static_cast<const T*>(a.data()), a.shape(0), a.shape(1), elem_stride(a, 0, name),
             elem_stride(a, 1, name)};
 }
@@ -64,8 +65,8 @@ T* out_mat(const py::array& a, std::int64_t rows, std::int64_t cols, std::int64_
            const char* name) {
     check_dtype<T>(a, name);
     if (a.ndim() != 2 || a.shape(0) != rows || a.shape(1) != cols)
-        throw py::value_error(std::string(name) + ": expected shape (" + std::to_string(rows) + ", " +
-                              std::to_string(cols) + "), got " + shape_str(a));
+        throw py::value_error(std::string(name) + ": expected shape (" + std::to_string(rows) +
+                              ", " + std::to_string(cols) + "), got " + shape_str(a));
     if (!a.writeable()) throw py::value_error(std::string(name) + ": array is read-only");
     if (rows == 0 || cols == 0) {  // no elements: strides are meaningless
         ld = cols;

@@ -21,15 +21,15 @@ namespace {
 int g_failures = 0;
 int g_checks = 0;
 
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        ++g_checks;                                                        \
-        if (!(cond)) {                                                     \
-            ++g_failures;                                                  \
+#define CHECK(cond, ...)                                                                  \
+    do {                                                                                  \
+        ++g_checks;                                                                       \
+        if (!(cond)) {                                                                    \
+            ++g_failures;                                                                 \
             std::fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond); \
-            std::fprintf(stderr, __VA_ARGS__);                             \
-            std::fprintf(stderr, "\n");                                    \
-        }                                                                  \
+            std::fprintf(stderr, __VA_ARGS__);                                            \
+            std::fprintf(stderr, "\n");                                                   \
+        }                                                                                 \
     } while (0)
 
 template <class T>
@@ -39,8 +39,12 @@ struct Mat {
     Mat(std::int64_t r, std::int64_t c, std::int64_t pad = 0) : rows(r), cols(c), ld(c + pad) {
         v.assign(static_cast<std::size_t>(std::max<std::int64_t>(1, r * ld)), T(0));
     }
-    T& operator()(std::int64_t i, std::int64_t j) { return v[static_cast<std::size_t>(i * ld + j)]; }
-    T operator()(std::int64_t i, std::int64_t j) const { return v[static_cast<std::size_t>(i * ld + j)]; }
+    T& operator()(std::int64_t i, std::int64_t j) {
+        return v[static_cast<std::size_t>(i * ld + j)];
+    }
+    T operator()(std::int64_t i, std::int64_t j) const {
+        return v[static_cast<std::size_t>(i * ld + j)];
+    }
     ff::MatView<T> view() const { return {v.data(), rows, cols, ld, 1}; }
 };
 
@@ -67,18 +71,26 @@ double tol_for(std::int64_t depth) {
 
 double act(ff::Act a, double v) {
     switch (a) {
-        case ff::Act::relu: return v > 0 ? v : 0;
-        case ff::Act::tanh: return std::tanh(v);
-        case ff::Act::logistic: return 1 / (1 + std::exp(-v));
-        default: return v;
+        case ff::Act::relu:
+            return v > 0 ? v : 0;
+        case ff::Act::tanh:
+            return std::tanh(v);
+        case ff::Act::logistic:
+            return 1 / (1 + std::exp(-v));
+        default:
+            return v;
     }
 }
 double act_grad(ff::Act a, double h) {
     switch (a) {
-        case ff::Act::relu: return h > 0 ? 1 : 0;
-        case ff::Act::tanh: return 1 - h * h;
-        case ff::Act::logistic: return h * (1 - h);
-        default: return 1;
+        case ff::Act::relu:
+            return h > 0 ? 1 : 0;
+        case ff::Act::tanh:
+            return 1 - h * h;
+        case ff::Act::logistic:
+            return h * (1 - h);
+        default:
+            return 1;
     }
 }
 
@@ -87,18 +99,21 @@ struct RefNet {
     std::vector<std::vector<std::vector<double>>> acts;  // [layer][row][unit]
 };
 template <class T>
-RefNet ref_forward(const Mat<T>& X, const std::vector<Mat<T>>& Ws, const std::vector<std::vector<T>>& bs,
-                   const std::vector<ff::Act>& acts) {
+RefNet ref_forward(const Mat<T>& X, const std::vector<Mat<T>>& Ws,
+                   const std::vector<std::vector<T>>& bs, const std::vector<ff::Act>& acts) {
     RefNet r;
     std::vector<std::vector<double>> in(static_cast<std::size_t>(X.rows));
     for (std::int64_t i = 0; i < X.rows; ++i)
-        for (std::int64_t j = 0; j < X.cols; ++j) in[static_cast<std::size_t>(i)].push_back(double(X(i, j)));
+        for (std::int64_t j = 0; j < X.cols; ++j)
+            in[static_cast<std::size_t>(i)].push_back(double(X(i, j)));
     for (std::size_t l = 0; l < Ws.size(); ++l) {
-        std::vector<std::vector<double>> out(in.size(), std::vector<double>(static_cast<std::size_t>(Ws[l].cols)));
+        std::vector<std::vector<double>> out(
+            in.size(), std::vector<double>(static_cast<std::size_t>(Ws[l].cols)));
         for (std::size_t i = 0; i < in.size(); ++i)
             for (std::int64_t o = 0; o < Ws[l].cols; ++o) {
                 double s = double(bs[l][static_cast<std::size_t>(o)]);
-                for (std::int64_t k = 0; k < Ws[l].rows; ++k) s += in[i][static_cast<std::size_t>(k)] * double(Ws[l](k, o));
+                for (std::int64_t k = 0; k < Ws[l].rows; ++k)
+                    s += in[i][static_cast<std::size_t>(k)] * double(Ws[l](k, o));
                 out[i][static_cast<std::size_t>(o)] = act(acts[l], s);
             }
         r.acts.push_back(out);
@@ -108,7 +123,8 @@ RefNet ref_forward(const Mat<T>& X, const std::vector<Mat<T>>& Ws, const std::ve
 }
 
 template <class T>
-std::vector<ff::Dense<T>> dense_layers(const std::vector<Mat<T>>& Ws, const std::vector<std::vector<T>>& bs,
+std::vector<ff::Dense<T>> dense_layers(const std::vector<Mat<T>>& Ws,
+                                       const std::vector<std::vector<T>>& bs,
                                        const std::vector<ff::Act>& acts) {
     std::vector<ff::Dense<T>> layers;
     for (std::size_t l = 0; l < Ws.size(); ++l)
@@ -127,23 +143,26 @@ void test_scores(std::mt19937_64& rng, const char* name) {
                     std::vector<T> b(static_cast<std::size_t>(C));
                     for (auto& v : b) v = T(std::normal_distribution<double>(0, 1)(rng));
                     Mat<T> S(N, C), P(N, C);
-                    ff::scores<T>(X.view(), W.view(), {b.data(), C, 1}, ff::Epilogue::none, S.v.data(), C, threads);
-                    ff::scores<T>(X.view(), W.view(), {b.data(), C, 1}, ff::Epilogue::softmax, P.v.data(), C,
-                                  threads);
+                    ff::scores<T>(X.view(), W.view(), {b.data(), C, 1}, ff::Epilogue::none,
+                                  S.v.data(), C, threads);
+                    ff::scores<T>(X.view(), W.view(), {b.data(), C, 1}, ff::Epilogue::softmax,
+                                  P.v.data(), C, threads);
                     for (std::int64_t i = 0; i < N; ++i) {
                         std::vector<double> s(static_cast<std::size_t>(C));
                         double mx = -INFINITY, z = 0;
                         for (std::int64_t c = 0; c < C; ++c) {
                             double a = double(b[static_cast<std::size_t>(c)]);
-                            for (std::int64_t p = 0; p < D; ++p) a += double(X(i, p)) * double(W(c, p));
+                            for (std::int64_t p = 0; p < D; ++p)
+                                a += double(X(i, p)) * double(W(c, p));
                             s[static_cast<std::size_t>(c)] = a;
                             mx = std::max(mx, a);
                         }
                         for (double v : s) z += std::exp(v - mx);
                         for (std::int64_t c = 0; c < C; ++c) {
-                            CHECK(close(S(i, c), s[static_cast<std::size_t>(c)], tol_for<T>(D)), "%s scores N=%ld C=%ld D=%ld",
-                                  name, long(N), long(C), long(D));
-                            CHECK(close(P(i, c), std::exp(s[static_cast<std::size_t>(c)] - mx) / z, tol_for<T>(D)),
+                            CHECK(close(S(i, c), s[static_cast<std::size_t>(c)], tol_for<T>(D)),
+                                  "%s scores N=%ld C=%ld D=%ld", name, long(N), long(C), long(D));
+                            CHECK(close(P(i, c), std::exp(s[static_cast<std::size_t>(c)] - mx) / z,
+                                        tol_for<T>(D)),
                                   "%s softmax N=%ld C=%ld D=%ld", name, long(N), long(C), long(D));
                         }
                     }
@@ -159,11 +178,12 @@ void test_ce_linear(std::mt19937_64& rng, const char* name) {
                 const Mat<T> W = random_mat<T>(rng, C, D, 1.0 / std::sqrt(double(D)));
                 std::vector<T> b(static_cast<std::size_t>(C), T(0.1));
                 std::vector<std::int64_t> y(static_cast<std::size_t>(std::max<std::int64_t>(N, 1)));
-                for (std::int64_t i = 0; i < N; ++i) y[static_cast<std::size_t>(i)] = std::int64_t(rng() % std::uint64_t(C));
+                for (std::int64_t i = 0; i < N; ++i)
+                    y[static_cast<std::size_t>(i)] = std::int64_t(rng() % std::uint64_t(C));
                 Mat<T> G(N, D);
                 std::vector<T> loss(static_cast<std::size_t>(std::max<std::int64_t>(N, 1)));
-                ff::ce_grad_linear<T>(X.view(), W.view(), {b.data(), C, 1}, y.data(), G.v.data(), D, loss.data(),
-                                      nullptr, 0, 2);
+                ff::ce_grad_linear<T>(X.view(), W.view(), {b.data(), C, 1}, y.data(), G.v.data(), D,
+                                      loss.data(), nullptr, 0, 2);
                 for (std::int64_t i = 0; i < N; ++i) {
                     std::vector<double> s(static_cast<std::size_t>(C));
                     double mx = -INFINITY, z = 0;
@@ -174,15 +194,18 @@ void test_ce_linear(std::mt19937_64& rng, const char* name) {
                         mx = std::max(mx, a);
                     }
                     for (double v : s) z += std::exp(v - mx);
-                    const double L = mx + std::log(z) - s[static_cast<std::size_t>(y[static_cast<std::size_t>(i)])];
-                    CHECK(close(loss[static_cast<std::size_t>(i)], L, tol_for<T>(D)), "%s ce loss", name);
+                    const double L = mx + std::log(z) -
+                                     s[static_cast<std::size_t>(y[static_cast<std::size_t>(i)])];
+                    CHECK(close(loss[static_cast<std::size_t>(i)], L, tol_for<T>(D)), "%s ce loss",
+                          name);
                     for (std::int64_t p = 0; p < D; ++p) {
                         double g = 0;
                         for (std::int64_t c = 0; c < C; ++c)
-                            g += (std::exp(s[static_cast<std::size_t>(c)] - mx) / z - (c == y[static_cast<std::size_t>(i)] ? 1 : 0)) *
+                            g += (std::exp(s[static_cast<std::size_t>(c)] - mx) / z -
+                                  (c == y[static_cast<std::size_t>(i)] ? 1 : 0)) *
                                  double(W(c, p));
-                        CHECK(close(G(i, p), g, tol_for<T>(D + C)), "%s ce grad N=%ld C=%ld D=%ld", name,
-                              long(N), long(C), long(D));
+                        CHECK(close(G(i, p), g, tol_for<T>(D + C)), "%s ce grad N=%ld C=%ld D=%ld",
+                              name, long(N), long(C), long(D));
                     }
                 }
             }
@@ -190,7 +213,8 @@ void test_ce_linear(std::mt19937_64& rng, const char* name) {
 
 template <class T>
 void test_mlp(std::mt19937_64& rng, const char* name) {
-    const std::vector<std::vector<std::int64_t>> shapes = {{64, 50, 20, 10}, {9, 7, 3}, {130, 16, 4}, {5, 70, 2}};
+    const std::vector<std::vector<std::int64_t>> shapes = {
+        {64, 50, 20, 10}, {9, 7, 3}, {130, 16, 4}, {5, 70, 2}};
     for (const auto& sz : shapes)
         for (std::int64_t N : {1, 7, 97}) {
             std::vector<Mat<T>> Ws;
@@ -215,37 +239,49 @@ void test_mlp(std::mt19937_64& rng, const char* name) {
                 Mat<T>& o = lanes ? out : out2;
                 Mat<T>& g = lanes ? G : G2;
                 ff::mlp_forward<T>(X.view(), layers, ff::Epilogue::none, o.v.data(), C, 2);
-                ff::ce_grad_mlp<T>(X.view(), layers, y.data(), g.v.data(), D, (lanes ? loss : loss2).data(), nullptr,
-                                   0, 2);
+                ff::ce_grad_mlp<T>(X.view(), layers, y.data(), g.v.data(), D,
+                                   (lanes ? loss : loss2).data(), nullptr, 0, 2);
             }
             ff::set_lane_steps(true);
             // the lane path gives the row path's bits
-            CHECK(std::memcmp(out.v.data(), out2.v.data(), sizeof(T) * out.v.size()) == 0, "%s lanes forward bits",
-                  name);
-            CHECK(std::memcmp(G.v.data(), G2.v.data(), sizeof(T) * G.v.size()) == 0, "%s lanes grad bits", name);
-            CHECK(std::memcmp(loss.data(), loss2.data(), sizeof(T) * loss.size()) == 0, "%s lanes loss bits", name);
+            CHECK(std::memcmp(out.v.data(), out2.v.data(), sizeof(T) * out.v.size()) == 0,
+                  "%s lanes forward bits", name);
+            CHECK(std::memcmp(G.v.data(), G2.v.data(), sizeof(T) * G.v.size()) == 0,
+                  "%s lanes grad bits", name);
+            CHECK(std::memcmp(loss.data(), loss2.data(), sizeof(T) * loss.size()) == 0,
+                  "%s lanes loss bits", name);
             const auto& z = ref.acts.back();
             for (std::int64_t i = 0; i < N; ++i) {
                 for (std::int64_t c = 0; c < C; ++c)
-                    CHECK(close(out(i, c), z[static_cast<std::size_t>(i)][static_cast<std::size_t>(c)], tol), "%s mlp forward", name);
+                    CHECK(close(out(i, c),
+                                z[static_cast<std::size_t>(i)][static_cast<std::size_t>(c)], tol),
+                          "%s mlp forward", name);
                 // reference backprop of P - onehot
                 double mx = -INFINITY, s = 0;
                 for (double v : z[static_cast<std::size_t>(i)]) mx = std::max(mx, v);
                 for (double v : z[static_cast<std::size_t>(i)]) s += std::exp(v - mx);
                 std::vector<double> delta(static_cast<std::size_t>(C));
                 for (std::int64_t c = 0; c < C; ++c)
-                    delta[static_cast<std::size_t>(c)] = std::exp(z[static_cast<std::size_t>(i)][static_cast<std::size_t>(c)] - mx) / s -
-                                            (c == y[static_cast<std::size_t>(i)] ? 1 : 0);
+                    delta[static_cast<std::size_t>(c)] =
+                        std::exp(z[static_cast<std::size_t>(i)][static_cast<std::size_t>(c)] - mx) /
+                            s -
+                        (c == y[static_cast<std::size_t>(i)] ? 1 : 0);
                 for (std::size_t l = Ws.size(); l-- > 0;) {
                     std::vector<double> prev(static_cast<std::size_t>(Ws[l].rows), 0.0);
                     for (std::int64_t k = 0; k < Ws[l].rows; ++k) {
-                        for (std::int64_t o = 0; o < Ws[l].cols; ++o) prev[static_cast<std::size_t>(k)] += delta[static_cast<std::size_t>(o)] * double(Ws[l](k, o));
-                        if (l > 0) prev[static_cast<std::size_t>(k)] *= act_grad(acts[l - 1], ref.acts[l - 1][static_cast<std::size_t>(i)][static_cast<std::size_t>(k)]);
+                        for (std::int64_t o = 0; o < Ws[l].cols; ++o)
+                            prev[static_cast<std::size_t>(k)] +=
+                                delta[static_cast<std::size_t>(o)] * double(Ws[l](k, o));
+                        if (l > 0)
+                            prev[static_cast<std::size_t>(k)] *=
+                                act_grad(acts[l - 1], ref.acts[l - 1][static_cast<std::size_t>(i)]
+                                                              [static_cast<std::size_t>(k)]);
                     }
                     delta = prev;
                 }
                 for (std::int64_t p = 0; p < D; ++p)
-                    CHECK(close(G(i, p), delta[static_cast<std::size_t>(p)], tol), "%s mlp grad", name);
+                    CHECK(close(G(i, p), delta[static_cast<std::size_t>(p)], tol), "%s mlp grad",
+                          name);
             }
         }
 }
@@ -259,8 +295,8 @@ void test_update_and_reductions(std::mt19937_64& rng, const char* name) {
                 const Mat<T> X0 = random_mat<T>(rng, N, D, 1.0);
                 const T lo = T(-1), hi = T(1), alpha = T(0.3), eps = T(0.5);
                 Mat<T> O(N, D);
-                ff::fused_update<T>(X.view(), G.view(), X0.view(), l2, alpha, eps, {&lo, 1, 0}, {&hi, 1, 0}, T(0),
-                                    O.v.data(), D, 2);
+                ff::fused_update<T>(X.view(), G.view(), X0.view(), l2, alpha, eps, {&lo, 1, 0},
+                                    {&hi, 1, 0}, T(0), O.v.data(), D, 2);
                 for (std::int64_t i = 0; i < N; ++i) {
                     std::vector<double> o(static_cast<std::size_t>(D));
                     double gn = 0, dn = 0;
@@ -270,19 +306,24 @@ void test_update_and_reductions(std::mt19937_64& rng, const char* name) {
                         const double g = double(G(i, j));
                         double v = double(X(i, j)) + (l2 ? (gn > 0 ? double(alpha) * g / gn : 0.0)
                                                          : double(alpha) * ((g > 0) - (g < 0)));
-                        if (!l2) v = std::min(std::max(v, double(X0(i, j)) - double(eps)), double(X0(i, j)) + double(eps));
+                        if (!l2)
+                            v = std::min(std::max(v, double(X0(i, j)) - double(eps)),
+                                         double(X0(i, j)) + double(eps));
                         o[static_cast<std::size_t>(j)] = v;
                         dn += (v - double(X0(i, j))) * (v - double(X0(i, j)));
                     }
                     dn = std::sqrt(dn);
                     for (std::int64_t j = 0; j < D; ++j) {
                         double v = o[static_cast<std::size_t>(j)];
-                        if (l2 && dn > double(eps)) v = double(X0(i, j)) + (v - double(X0(i, j))) * double(eps) / dn;
+                        if (l2 && dn > double(eps))
+                            v = double(X0(i, j)) + (v - double(X0(i, j))) * double(eps) / dn;
                         v = std::min(std::max(v, -1.0), 1.0);
-                        CHECK(close(O(i, j), v, tol_for<T>(D)), "%s fused_update l2=%d", name, int(l2));
+                        CHECK(close(O(i, j), v, tol_for<T>(D)), "%s fused_update l2=%d", name,
+                              int(l2));
                     }
                 }
-                std::vector<T> n2(static_cast<std::size_t>(std::max<std::int64_t>(N, 1))), ni(n2.size());
+                std::vector<T> n2(static_cast<std::size_t>(std::max<std::int64_t>(N, 1))),
+                    ni(n2.size());
                 std::vector<std::int64_t> idx(n2.size());
                 ff::diff_norms<T>(X.view(), X0.view(), n2.data(), ni.data(), 3);
                 ff::argmax_rows<T>(X.view(), idx.data(), nullptr, 3);
@@ -295,8 +336,10 @@ void test_update_and_reductions(std::mt19937_64& rng, const char* name) {
                         m = std::max(m, std::abs(d));
                         if (X(i, j) > X(i, best)) best = j;
                     }
-                    CHECK(close(n2[static_cast<std::size_t>(i)], std::sqrt(s), tol_for<T>(D)), "%s diff_norms l2", name);
-                    CHECK(close(ni[static_cast<std::size_t>(i)], m, tol_for<T>(1)), "%s diff_norms linf", name);
+                    CHECK(close(n2[static_cast<std::size_t>(i)], std::sqrt(s), tol_for<T>(D)),
+                          "%s diff_norms l2", name);
+                    CHECK(close(ni[static_cast<std::size_t>(i)], m, tol_for<T>(1)),
+                          "%s diff_norms linf", name);
                     CHECK(idx[static_cast<std::size_t>(i)] == best, "%s argmax_rows", name);
                 }
                 CHECK(ff::all_finite<T>(X.view(), 2), "%s all_finite", name);
@@ -318,12 +361,14 @@ void test_backproject(std::mt19937_64& rng, const char* name) {
         std::vector<T> b(static_cast<std::size_t>(k), T(0.25));
         std::vector<ff::BackStep<T>> steps{{P.view(), {b.data(), k, 1}, ff::Act::identity}};
         Mat<T> O(N, w);
-        const std::int64_t clamped = ff::backproject<T>(H.view(), steps, T(1e-6), ff::MatView<T>{}, O.v.data(), w, 2);
+        const std::int64_t clamped =
+            ff::backproject<T>(H.view(), steps, T(1e-6), ff::MatView<T>{}, O.v.data(), w, 2);
         CHECK(clamped == 0, "%s backproject clamped", name);
         for (std::int64_t i = 0; i < N; ++i)
             for (std::int64_t j = 0; j < w; ++j) {
                 double s = 0;
-                for (std::int64_t q = 0; q < k; ++q) s += (double(H(i, q)) - 0.25) * double(P(q, j));
+                for (std::int64_t q = 0; q < k; ++q)
+                    s += (double(H(i, q)) - 0.25) * double(P(q, j));
                 CHECK(close(O(i, j), s, tol_for<T>(k)), "%s backproject", name);
             }
     }

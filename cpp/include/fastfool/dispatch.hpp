@@ -55,9 +55,9 @@ struct Loops {
 // same paths whichever table is active and forcing "generic" tests all of them.
 template <class T>
 struct MicroKernel {
-    int mr = 0, nr = 0;     // register tile
-    int kc = 0, mc = 0;     // cache blocking: depth of a packed panel, rows per row block
-    MicroKernelFn<T> fn = nullptr;       // A packed (rsa = 1, csa = mr): the GEMM-bound path
+    int mr = 0, nr = 0;             // register tile
+    int kc = 0, mc = 0;             // cache blocking: depth of a packed panel, rows per row block
+    MicroKernelFn<T> fn = nullptr;  // A packed (rsa = 1, csa = mr): the GEMM-bound path
     MicroKernelFn<T> fn_rows = nullptr;  // A read in place with any rsa, csa
     Isa isa = Isa::generic;
     // Activations, exp and log1p for the epilogues (vectorised where the ISA has them).
@@ -101,9 +101,13 @@ const MicroKernel<double>& micro_kernel_f64();
 template <class T>
 const MicroKernel<T>& micro_kernel();
 template <>
-inline const MicroKernel<float>& micro_kernel<float>() { return micro_kernel_f32(); }
+inline const MicroKernel<float>& micro_kernel<float>() {
+    return micro_kernel_f32();
+}
 template <>
-inline const MicroKernel<double>& micro_kernel<double>() { return micro_kernel_f64(); }
+inline const MicroKernel<double>& micro_kernel<double>() {
+    return micro_kernel_f64();
+}
 
 // Portable element-wise maps (std::exp / std::tanh), defined in generic.cpp.
 template <class T>

@@ -36,7 +36,7 @@ void poison_block_cache();         // with all-ones bytes (NaN) to catch reads o
 // 64-byte aligned, uninitialised storage.
 template <class T>
 class Buffer {
-   public:
+public:
     Buffer() = default;
     explicit Buffer(std::size_t n) { resize(n); }
     void resize(std::size_t n) {
@@ -48,7 +48,7 @@ class Buffer {
     }
     T* data() const { return ptr_.get(); }
 
-   private:
+private:
     struct Free {
         std::size_t bytes = 0;
         void operator()(T* p) const noexcept { release_block(p, bytes); }
@@ -149,8 +149,7 @@ void gemm_rows(const MatView<T>& A, const PackedB<T>& B, T* C, std::int64_t ldc,
         return;
     }
     const std::int64_t nslivers = (M + mr - 1) / mr;
-    const bool direct =
-        A.cs == 1 && B.npanels <= 4;
+    const bool direct = A.cs == 1 && B.npanels <= 4;
     const std::int64_t first_packed = direct ? M / mr : 0;  // slivers before it are read in place
     T* ap = ws.apack.data();
     T* tile = ws.tile.data();
@@ -215,11 +214,14 @@ void gemm_rows(const MatView<T>& A, const PackedB<T>& B, T* C, std::int64_t ldc,
             // B far larger than the caches (12288 x 1000) its panels come from DRAM once per
             // row block, and the hardware prefetcher restarts at each panel.
             const std::int64_t lines =
-                (std::min<std::int64_t>(mk.kc, K - pc) * nr * static_cast<std::int64_t>(sizeof(T)) + 63) / 64;
+                (std::min<std::int64_t>(mk.kc, K - pc) * nr * static_cast<std::int64_t>(sizeof(T)) +
+                 63) /
+                64;
             const std::int64_t share = (lines + nslivers - 1) / nslivers;
             for (std::int64_t jp = 0; jp < B.npanels; ++jp) {
                 const char* next = jp + 1 < B.npanels
-                    ? reinterpret_cast<const char*>(B.panel(pc, jp + 1)) : nullptr;
+                                       ? reinterpret_cast<const char*>(B.panel(pc, jp + 1))
+                                       : nullptr;
                 for (std::int64_t s = 0; s < nslivers; ++s) {
                     if (next)
                         for (std::int64_t l = s * share; l < std::min(lines, (s + 1) * share); ++l)

@@ -74,16 +74,16 @@ void mlp_forward(const MatView<T>& X, const std::vector<Dense<T>>& layers, Epilo
 // Input gradient of softmax cross-entropy over an MLP whose last layer gives the logits
 // (its activation must be identity). Same outputs as ce_grad_linear.
 template <class T>
-void ce_grad_mlp(const MatView<T>& X, const std::vector<Dense<T>>& layers,
-                 const std::int64_t* y, T* G, std::int64_t ldg, T* loss, T* prob,
-                 std::int64_t ldp, int threads, const StepSpec<T>* step = nullptr);
+void ce_grad_mlp(const MatView<T>& X, const std::vector<Dense<T>>& layers, const std::int64_t* y,
+                 T* G, std::int64_t ldg, T* loss, T* prob, std::int64_t ldp, int threads,
+                 const StepSpec<T>* step = nullptr);
 
 // Vector-Jacobian product of the logits: G_i = sum_c V[i, c] * d logits_c / d x_i, i.e. the
 // input gradient of any linear combination of the logits (DeepFool needs s_j - s_k). The logits
 // themselves are written to `logits` (N, C) when non-null.
 template <class T>
-void mlp_vjp(const MatView<T>& X, const std::vector<Dense<T>>& layers, const MatView<T>& V,
-             T* G, std::int64_t ldg, T* logits, std::int64_t ldl, int threads);
+void mlp_vjp(const MatView<T>& X, const std::vector<Dense<T>>& layers, const MatView<T>& V, T* G,
+             std::int64_t ldg, T* logits, std::int64_t ldl, int threads);
 
 // Back-projection through steps[0], steps[1], ... (top layer first). Inverse tanh / logistic
 // clamp their argument into [lo + margin, hi - margin] of the activation's range. When base is
@@ -103,8 +103,8 @@ std::int64_t backproject(const MatView<T>& H, const std::vector<BackStep<T>>& st
 // on x0's grid (when the clip bounds are on it) and inside the ball.
 // out may alias x when it has x's layout.
 template <class T>
-void fused_update(const MatView<T>& X, const MatView<T>& G, const MatView<T>& X0, bool l2,
-                  T alpha, T eps, const VecView<T>& lo, const VecView<T>& hi, T quantum, T* out,
+void fused_update(const MatView<T>& X, const MatView<T>& G, const MatView<T>& X0, bool l2, T alpha,
+                  T eps, const VecView<T>& lo, const VecView<T>& hi, T quantum, T* out,
                   std::int64_t ldo, int threads);
 
 // Per row of A - B: the L2 norm (overflow-safe) and the L-inf norm.

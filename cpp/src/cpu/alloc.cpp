@@ -13,7 +13,7 @@
 namespace fastfool {
 namespace {
 
-constexpr std::size_t kMinCached = std::size_t(1) << 20;   // smaller blocks: plain new / delete
+constexpr std::size_t kMinCached = std::size_t(1) << 20;    // smaller blocks: plain new / delete
 constexpr std::size_t kMaxCached = std::size_t(128) << 20;  // bytes kept in all, at most
 constexpr int kSlots = 4;
 

@@ -30,6 +30,7 @@ inline void stream_row(float* c, __m256 lo, __m256 hi) {
 // Packed: A is a packed sliver (rsa = 1, csa = 6) walked with one pointer; otherwise six row
 // pointers advance by csa. Stream: non-temporal stores (accumulate false, C rows 64-byte
 // aligned; the caller fences).
+// clang-format off: one row of the register tile per line
 template <bool Packed, bool Stream = false>
 void micro_kernel_f32_6x16(std::int64_t k, const float* a, std::int64_t rsa, std::int64_t csa,
                            const float* b, float* c, std::int64_t ldc, bool accumulate) {
@@ -86,6 +87,7 @@ void micro_kernel_f32_6x16(std::int64_t k, const float* a, std::int64_t rsa, std
     store_row(c + 4 * ldc, c40, c41, accumulate);
     store_row(c + 5 * ldc, c50, c51, accumulate);
 }
+// clang-format on
 
 // MR x 16 packed tiles for the batch-in-lanes products (MR = 4, 5: layers whose widths a
 // 6-row sliver would pad, e.g. 50 = 10 x 5, 20 = 4 x 5, 64 = 16 x 4). A packed as MR-row
@@ -206,52 +208,54 @@ inline void transpose_blocked(const T* src, std::int64_t lds, T* dst, std::int64
 }
 
 // 8 x 8 float blocks (unpack, shuffle, 128-bit lane permutes). The lane panels' transposes
-// (kernels.cpp to_lanes / from_lanes) are 8 x 8 blocks for 16-row panels.
+// (detail/lanes.hpp to_lanes / from_lanes) are 8 x 8 blocks for 16-row panels.
 void transpose_f32(const float* src, std::int64_t lds, float* dst, std::int64_t ldd,
                    std::int64_t rows, std::int64_t cols) {
-    transpose_blocked<8>(src, lds, dst, ldd, rows, cols,
-                         [](const float* s, std::int64_t ls, float* d, std::int64_t ld) {
-        __m256 a0 = _mm256_loadu_ps(s), a1 = _mm256_loadu_ps(s + ls);
-        __m256 a2 = _mm256_loadu_ps(s + 2 * ls), a3 = _mm256_loadu_ps(s + 3 * ls);
-        __m256 a4 = _mm256_loadu_ps(s + 4 * ls), a5 = _mm256_loadu_ps(s + 5 * ls);
-        __m256 a6 = _mm256_loadu_ps(s + 6 * ls), a7 = _mm256_loadu_ps(s + 7 * ls);
-        const __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
-        const __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
-        const __m256 t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5);
-        const __m256 t6 = _mm256_unpacklo_ps(a6, a7), t7 = _mm256_unpackhi_ps(a6, a7);
-        a0 = _mm256_shuffle_ps(t0, t2, 0x44);
-        a1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-        a2 = _mm256_shuffle_ps(t1, t3, 0x44);
-        a3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-        a4 = _mm256_shuffle_ps(t4, t6, 0x44);
-        a5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-        a6 = _mm256_shuffle_ps(t5, t7, 0x44);
-        a7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-        _mm256_storeu_ps(d, _mm256_permute2f128_ps(a0, a4, 0x20));
-        _mm256_storeu_ps(d + ld, _mm256_permute2f128_ps(a1, a5, 0x20));
-        _mm256_storeu_ps(d + 2 * ld, _mm256_permute2f128_ps(a2, a6, 0x20));
-        _mm256_storeu_ps(d + 3 * ld, _mm256_permute2f128_ps(a3, a7, 0x20));
-        _mm256_storeu_ps(d + 4 * ld, _mm256_permute2f128_ps(a0, a4, 0x31));
-        _mm256_storeu_ps(d + 5 * ld, _mm256_permute2f128_ps(a1, a5, 0x31));
-        _mm256_storeu_ps(d + 6 * ld, _mm256_permute2f128_ps(a2, a6, 0x31));
-        _mm256_storeu_ps(d + 7 * ld, _mm256_permute2f128_ps(a3, a7, 0x31));
-    });
+    transpose_blocked<8>(
+        src, lds, dst, ldd, rows, cols,
+        [](const float* s, std::int64_t ls, float* d, std::int64_t ld) {
+            __m256 a0 = _mm256_loadu_ps(s), a1 = _mm256_loadu_ps(s + ls);
+            __m256 a2 = _mm256_loadu_ps(s + 2 * ls), a3 = _mm256_loadu_ps(s + 3 * ls);
+            __m256 a4 = _mm256_loadu_ps(s + 4 * ls), a5 = _mm256_loadu_ps(s + 5 * ls);
+            __m256 a6 = _mm256_loadu_ps(s + 6 * ls), a7 = _mm256_loadu_ps(s + 7 * ls);
+            const __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
+            const __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
+            const __m256 t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5);
+            const __m256 t6 = _mm256_unpacklo_ps(a6, a7), t7 = _mm256_unpackhi_ps(a6, a7);
+            a0 = _mm256_shuffle_ps(t0, t2, 0x44);
+            a1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+            a2 = _mm256_shuffle_ps(t1, t3, 0x44);
+            a3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+            a4 = _mm256_shuffle_ps(t4, t6, 0x44);
+            a5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+            a6 = _mm256_shuffle_ps(t5, t7, 0x44);
+            a7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+            _mm256_storeu_ps(d, _mm256_permute2f128_ps(a0, a4, 0x20));
+            _mm256_storeu_ps(d + ld, _mm256_permute2f128_ps(a1, a5, 0x20));
+            _mm256_storeu_ps(d + 2 * ld, _mm256_permute2f128_ps(a2, a6, 0x20));
+            _mm256_storeu_ps(d + 3 * ld, _mm256_permute2f128_ps(a3, a7, 0x20));
+            _mm256_storeu_ps(d + 4 * ld, _mm256_permute2f128_ps(a0, a4, 0x31));
+            _mm256_storeu_ps(d + 5 * ld, _mm256_permute2f128_ps(a1, a5, 0x31));
+            _mm256_storeu_ps(d + 6 * ld, _mm256_permute2f128_ps(a2, a6, 0x31));
+            _mm256_storeu_ps(d + 7 * ld, _mm256_permute2f128_ps(a3, a7, 0x31));
+        });
 }
 
 // The same for doubles in 4 x 4 blocks.
 void transpose_f64(const double* src, std::int64_t lds, double* dst, std::int64_t ldd,
                    std::int64_t rows, std::int64_t cols) {
-    transpose_blocked<4>(src, lds, dst, ldd, rows, cols,
-                         [](const double* s, std::int64_t ls, double* d, std::int64_t ld) {
-        const __m256d a0 = _mm256_loadu_pd(s), a1 = _mm256_loadu_pd(s + ls);
-        const __m256d a2 = _mm256_loadu_pd(s + 2 * ls), a3 = _mm256_loadu_pd(s + 3 * ls);
-        const __m256d u0 = _mm256_unpacklo_pd(a0, a1), u1 = _mm256_unpackhi_pd(a0, a1);
-        const __m256d u2 = _mm256_unpacklo_pd(a2, a3), u3 = _mm256_unpackhi_pd(a2, a3);
-        _mm256_storeu_pd(d, _mm256_permute2f128_pd(u0, u2, 0x20));
-        _mm256_storeu_pd(d + ld, _mm256_permute2f128_pd(u1, u3, 0x20));
-        _mm256_storeu_pd(d + 2 * ld, _mm256_permute2f128_pd(u0, u2, 0x31));
-        _mm256_storeu_pd(d + 3 * ld, _mm256_permute2f128_pd(u1, u3, 0x31));
-    });
+    transpose_blocked<4>(
+        src, lds, dst, ldd, rows, cols,
+        [](const double* s, std::int64_t ls, double* d, std::int64_t ld) {
+            const __m256d a0 = _mm256_loadu_pd(s), a1 = _mm256_loadu_pd(s + ls);
+            const __m256d a2 = _mm256_loadu_pd(s + 2 * ls), a3 = _mm256_loadu_pd(s + 3 * ls);
+            const __m256d u0 = _mm256_unpacklo_pd(a0, a1), u1 = _mm256_unpackhi_pd(a0, a1);
+            const __m256d u2 = _mm256_unpacklo_pd(a2, a3), u3 = _mm256_unpackhi_pd(a2, a3);
+            _mm256_storeu_pd(d, _mm256_permute2f128_pd(u0, u2, 0x20));
+            _mm256_storeu_pd(d + ld, _mm256_permute2f128_pd(u1, u3, 0x20));
+            _mm256_storeu_pd(d + 2 * ld, _mm256_permute2f128_pd(u0, u2, 0x31));
+            _mm256_storeu_pd(d + 3 * ld, _mm256_permute2f128_pd(u1, u3, 0x31));
+        });
 }
 
 inline void store_row(double* c, __m256d lo, __m256d hi, bool accumulate) {
@@ -270,6 +274,7 @@ inline void stream_row(double* c, __m256d lo, __m256d hi) {
 
 // Packed: A is a packed sliver (rsa = 1, csa = 6) walked with one pointer; otherwise six row
 // pointers advance by csa. Stream: as micro_kernel_f32_6x16's.
+// clang-format off: one row of the register tile per line
 template <bool Packed, bool Stream = false>
 void micro_kernel_f64_6x8(std::int64_t k, const double* a, std::int64_t rsa, std::int64_t csa,
                            const double* b, double* c, std::int64_t ldc, bool accumulate) {
@@ -326,6 +331,7 @@ void micro_kernel_f64_6x8(std::int64_t k, const double* a, std::int64_t rsa, std
     store_row(c + 4 * ldc, c40, c41, accumulate);
     store_row(c + 5 * ldc, c50, c51, accumulate);
 }
+// clang-format on
 
 // MR x 8 packed tiles of doubles for the lane products, the same chain of fused multiply-adds
 // per output as micro_kernel_f64_6x8 (so the tile shape never changes a result).

@@ -37,9 +37,10 @@ inline __m256 exp_ps(__m256 x) {
     // 2^n: n in [-126, 128]; split so that both factors are normal numbers
     const __m256i ni = _mm256_cvtps_epi32(n);
     const __m256i half = _mm256_srai_epi32(ni, 1);
-    const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, _mm256_set1_epi32(127)), 23));
-    const __m256 s2 = _mm256_castsi256_ps(
-        _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, half), _mm256_set1_epi32(127)), 23));
+    const __m256 s1 =
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, _mm256_set1_epi32(127)), 23));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(
+        _mm256_add_epi32(_mm256_sub_epi32(ni, half), _mm256_set1_epi32(127)), 23));
     __m256 y = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
     y = _mm256_blendv_ps(y, _mm256_set1_ps(__builtin_inff()), over);
     y = _mm256_andnot_ps(under, y);
@@ -70,7 +71,8 @@ inline __m256 tanh_rational_ps(__m256 x) {
     const __m256 sign = _mm256_and_ps(x, _mm256_set1_ps(-0.0f));
     // min / max return their second operand when either is NaN: |x| second here and the quotient
     // second below carry a NaN through (as x itself, quieted) without a compare and blend
-    const __m256 ax = _mm256_min_ps(_mm256_set1_ps(9.05f), _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x));
+    const __m256 ax =
+        _mm256_min_ps(_mm256_set1_ps(9.05f), _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x));
     const __m256 t = _mm256_mul_ps(ax, ax);
     __m256 p = _mm256_set1_ps(-8.357405073e-14f);
     p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(5.227555541e-11f));
@@ -89,8 +91,8 @@ inline __m256 tanh_rational_ps(__m256 x) {
     const __m256 far = _mm256_cmp_ps(ax, _mm256_set1_ps(1.0f), _CMP_GT_OQ);
     const __m256 num = _mm256_blendv_ps(_mm256_mul_ps(ax, p), _mm256_fnmadd_ps(ax, p, q), far);
     const __m256 u = _mm256_div_ps(num, q);
-    const __m256 r = _mm256_min_ps(_mm256_set1_ps(1.0f),
-                                   _mm256_blendv_ps(u, _mm256_sub_ps(_mm256_set1_ps(1.0f), u), far));
+    const __m256 r = _mm256_min_ps(
+        _mm256_set1_ps(1.0f), _mm256_blendv_ps(u, _mm256_sub_ps(_mm256_set1_ps(1.0f), u), far));
     return _mm256_or_ps(r, sign);
 }
 
@@ -113,8 +115,8 @@ inline __m256 log1p_ps(__m256 x) {
     const __m256i ui = _mm256_castps_si256(u);
     // m: u's mantissa with the exponent of [1, 2), halved when above sqrt(2)
     __m256i e = _mm256_sub_epi32(_mm256_srli_epi32(ui, 23), _mm256_set1_epi32(127));
-    __m256 m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(ui, _mm256_set1_epi32(0x007fffff)),
-                                                   _mm256_set1_epi32(0x3f800000)));
+    __m256 m = _mm256_castsi256_ps(_mm256_or_si256(
+        _mm256_and_si256(ui, _mm256_set1_epi32(0x007fffff)), _mm256_set1_epi32(0x3f800000)));
     const __m256 big = _mm256_cmp_ps(m, _mm256_set1_ps(1.41421356f), _CMP_GT_OQ);
     m = _mm256_blendv_ps(m, _mm256_mul_ps(m, _mm256_set1_ps(0.5f)), big);
     e = _mm256_sub_epi32(e, _mm256_castps_si256(big));  // big lanes are all ones: e + 1
@@ -127,13 +129,15 @@ inline __m256 log1p_ps(__m256 x) {
     p = _mm256_fmadd_ps(p, t2, _mm256_set1_ps(2.0f / 3));
     const __m256 logm = _mm256_fmadd_ps(_mm256_mul_ps(p, t2), t, _mm256_add_ps(t, t));
     const __m256 corr = _mm256_div_ps(_mm256_sub_ps(x, _mm256_sub_ps(u, one)), u);
-    __m256 r = _mm256_fmadd_ps(ef, _mm256_set1_ps(0.693359375f),
-                               _mm256_add_ps(_mm256_fmadd_ps(ef, _mm256_set1_ps(-2.12194440e-4f), corr), logm));
+    __m256 r = _mm256_fmadd_ps(
+        ef, _mm256_set1_ps(0.693359375f),
+        _mm256_add_ps(_mm256_fmadd_ps(ef, _mm256_set1_ps(-2.12194440e-4f), corr), logm));
     const __m256 tiny = _mm256_cmp_ps(u, one, _CMP_EQ_OQ);  // |x| below half an ulp of 1
     r = _mm256_blendv_ps(r, x, tiny);
     r = _mm256_blendv_ps(r, _mm256_set1_ps(__builtin_inff()),
                          _mm256_cmp_ps(x, _mm256_set1_ps(__builtin_inff()), _CMP_EQ_OQ));
-    r = _mm256_blendv_ps(r, _mm256_set1_ps(-__builtin_inff()), _mm256_cmp_ps(u, _mm256_setzero_ps(), _CMP_EQ_OQ));
+    r = _mm256_blendv_ps(r, _mm256_set1_ps(-__builtin_inff()),
+                         _mm256_cmp_ps(u, _mm256_setzero_ps(), _CMP_EQ_OQ));
     // x < -1 and NaN: NaN
     return _mm256_blendv_ps(r, _mm256_set1_ps(__builtin_nanf("")),
                             _mm256_cmp_ps(x, _mm256_set1_ps(-1.0f), _CMP_NGE_UQ));
@@ -184,19 +188,31 @@ template <int R>
 void dot_group(int G, const float* x, std::int64_t ldx, const float* w, std::int64_t ldw,
                std::int64_t D, __m256i m, float* s, std::int64_t lds) {
     switch (G) {
-        case 1: dot_tile<R, 1>(x, ldx, w, ldw, D, m, s, lds); break;
-        case 2: dot_tile<R, 2>(x, ldx, w, ldw, D, m, s, lds); break;
-        case 3: dot_tile<R, 3>(x, ldx, w, ldw, D, m, s, lds); break;
-        case 4: dot_tile<R, 4>(x, ldx, w, ldw, D, m, s, lds); break;
-        case 5: dot_tile<R, 5>(x, ldx, w, ldw, D, m, s, lds); break;
-        default: dot_tile<R, 6>(x, ldx, w, ldw, D, m, s, lds); break;
+        case 1:
+            dot_tile<R, 1>(x, ldx, w, ldw, D, m, s, lds);
+            break;
+        case 2:
+            dot_tile<R, 2>(x, ldx, w, ldw, D, m, s, lds);
+            break;
+        case 3:
+            dot_tile<R, 3>(x, ldx, w, ldw, D, m, s, lds);
+            break;
+        case 4:
+            dot_tile<R, 4>(x, ldx, w, ldw, D, m, s, lds);
+            break;
+        case 5:
+            dot_tile<R, 5>(x, ldx, w, ldw, D, m, s, lds);
+            break;
+        default:
+            dot_tile<R, 6>(x, ldx, w, ldw, D, m, s, lds);
+            break;
     }
 }
 
 // Rows in pairs, classes in balanced groups of at most 6 (2 x 6 = 12 accumulators). Whole rows
 // at a time: blocking D (to keep a block of W in L1) measured slower for D = 784, C = 10.
-void dot_rows_f32(std::int64_t M, std::int64_t C, std::int64_t D, const float* X,
-                  std::int64_t ldx, const float* W, std::int64_t ldw, float* S, std::int64_t lds) {
+void dot_rows_f32(std::int64_t M, std::int64_t C, std::int64_t D, const float* X, std::int64_t ldx,
+                  const float* W, std::int64_t ldw, float* S, std::int64_t lds) {
     const std::int64_t ngroups = (C + 5) / 6;
     const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(D % 8)),
                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));

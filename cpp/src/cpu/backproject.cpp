@@ -13,8 +13,8 @@ using namespace detail;  // NOLINT: the shared internals of the CPU kernels
 namespace {
 // Inverse activation with clamping into the open range; returns how many values were clamped.
 template <class T>
-std::int64_t inverse_act_minus_bias(const T* src, std::int64_t cs, T* dst, std::int64_t n,
-                                    Act act, T margin, const VecView<T>& b) {
+std::int64_t inverse_act_minus_bias(const T* src, std::int64_t cs, T* dst, std::int64_t n, Act act,
+                                    T margin, const VecView<T>& b) {
     std::int64_t clamped = 0;
     T lo = 0, hi = 0;
     if (act == Act::tanh) {
@@ -27,8 +27,14 @@ std::int64_t inverse_act_minus_bias(const T* src, std::int64_t cs, T* dst, std::
     for (std::int64_t j = 0; j < n; ++j) {
         T v = src[j * cs];
         if (act != Act::identity) {
-            if (v < lo) { v = lo; ++clamped; }
-            if (v > hi) { v = hi; ++clamped; }
+            if (v < lo) {
+                v = lo;
+                ++clamped;
+            }
+            if (v > hi) {
+                v = hi;
+                ++clamped;
+            }
             v = act == Act::tanh ? std::atanh(v) : std::log(v) - std::log1p(-v);
         }
         dst[j] = v - b[j];
@@ -41,8 +47,7 @@ template <class T>
 std::int64_t backproject(const MatView<T>& H, const std::vector<BackStep<T>>& steps, T margin,
                          const MatView<T>& base, T* out, std::int64_t ldo, int threads) {
     for (const auto& s : steps)
-        if (s.act == Act::relu)
-            throw std::invalid_argument("backproject: relu is not invertible");
+        if (s.act == Act::relu) throw std::invalid_argument("backproject: relu is not invertible");
     if (steps.empty()) throw std::invalid_argument("backproject: no steps");
     const MicroKernel<T> mk = micro_kernel<T>();
     if (H.rows == 0) return 0;
@@ -66,8 +71,8 @@ std::int64_t backproject(const MatView<T>& H, const std::vector<BackStep<T>>& st
             for (std::size_t s = 0; s < steps.size(); ++s) {
                 const std::int64_t k = steps[s].P.rows, w = steps[s].P.cols;
                 for (std::int64_t i = 0; i < M; ++i)
-                    ws.counter += inverse_act_minus_bias(cur.data + i * cur.rs, cur.cs, z + i * k, k,
-                                                         steps[s].act, margin, steps[s].b);
+                    ws.counter += inverse_act_minus_bias(cur.data + i * cur.rs, cur.cs, z + i * k,
+                                                         k, steps[s].act, margin, steps[s].b);
                 if (s + 1 < steps.size()) {
                     gemm_rows(dense_view<T>(z, M, k, k), pb[s], h, w, false, mk, ws.g);
                     cur = dense_view<T>(h, M, w, w);
@@ -78,8 +83,7 @@ std::int64_t backproject(const MatView<T>& H, const std::vector<BackStep<T>>& st
                 if (add)
                     for (std::int64_t i = 0; i < M; ++i)
                         for (std::int64_t j = 0; j < D; ++j) dst[i * ldo + j] = base(r0 + i, j);
-                gemm_rows(dense_view<T>(z, M, k, k), pb[s], dst, ldo, add, mk, ws.g, false,
-                          stream);
+                gemm_rows(dense_view<T>(z, M, k, k), pb[s], dst, ldo, add, mk, ws.g, false, stream);
             }
         });
     std::int64_t clamped = 0;

@@ -19,7 +19,8 @@ Isa detect() {
 
 template <class T>
 const MicroKernel<T>& checked(const MicroKernel<T>& k) {
-    if (!complete(k)) std::abort();  // a table with a missing slot is a build error, caught by every test
+    if (!complete(k))
+        std::abort();  // a table with a missing slot is a build error, caught by every test
     return k;
 }
 

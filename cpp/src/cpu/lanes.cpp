@@ -79,8 +79,8 @@ void mlp_lanes(const MatView<T>& X, const std::vector<Dense<T>>& layers, const s
                         const std::int64_t wi = l ? layers[l - 1].W.cols : D;
                         lane_product(bwd[l], wi, layers[l].W.cols, delta, spare, mk);
                         if (l)
-                            mk.loops.act_grad(spare, ws.acts.data() + net.off[l - 1] * nr,
-                                                 wi * nr, layers[l - 1].act);
+                            mk.loops.act_grad(spare, ws.acts.data() + net.off[l - 1] * nr, wi * nr,
+                                              layers[l - 1].act);
                         std::swap(delta, spare);
                     }
                     if (!step) {  // delta: the input gradient
@@ -103,8 +103,8 @@ void mlp_lanes(const MatView<T>& X, const std::vector<Dense<T>>& layers, const s
         });
 }
 
-#define FASTFOOL_INSTANTIATE(T)                                                                   \
-    template void mlp_lanes<T>(const MatView<T>&, const std::vector<Dense<T>>&,                   \
+#define FASTFOOL_INSTANTIATE(T)                                                                    \
+    template void mlp_lanes<T>(const MatView<T>&, const std::vector<Dense<T>>&,                    \
                                const std::int64_t*, T*, T*, std::int64_t, int, const StepSpec<T>*, \
                                T*, std::int64_t, const MatView<T>*, T*, std::int64_t);
 FASTFOOL_INSTANTIATE(float)

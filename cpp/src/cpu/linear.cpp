@@ -88,8 +88,8 @@ void ce_grad_linear(const MatView<T>& X, const MatView<T>& W, const VecView<T>& 
     if (X.rows == 0) return;
     const Narrow<T> narrow(W, D, mk);
     const PackedB<T> pbs = narrow.on ? PackedB<T>{} : pack_b(W.transposed(), mk, threads);  // D x C
-    const PackedB<T> pbg = pack_b(W, mk, threads);               // C x D: gradient
-    const std::int64_t ldsc = padded_width(C, mk);               // scores scratch: whole tiles
+    const PackedB<T> pbg = pack_b(W, mk, threads);  // C x D: gradient
+    const std::int64_t ldsc = padded_width(C, mk);  // scores scratch: whole tiles
     const std::size_t rows = padded_rows(mk);
     const bool stream = streams(X.rows, D, sizeof(T));
     for_row_blocks<BlockWS<T>>(
@@ -111,22 +111,22 @@ void ce_grad_linear(const MatView<T>& X, const MatView<T>& W, const VecView<T>& 
                 ce_rows(s, M, C, ldsc, true, b, y + r0, loss ? loss + r0 : nullptr,
                         prob ? prob + r0 * ldp : nullptr, ldp, mk);
                 if (D == 0) break;  // no gradient to write or step
-                if (step) {  // the block's gradient stays in cache and is applied right away
+                if (step) {         // the block's gradient stays in cache and is applied right away
                     gemm_rows(MatView<T>{s, M, C, ldsc, 1}, pbg, ws.b.data(), D, false, mk, ws.g);
                     step_block(cur, ws.b.data(), r0, M, *step);
                 } else {
-                    gemm_rows(MatView<T>{s, M, C, ldsc, 1}, pbg, G + r0 * ldg, ldg, false, mk,
-                              ws.g, false, stream);
+                    gemm_rows(MatView<T>{s, M, C, ldsc, 1}, pbg, G + r0 * ldg, ldg, false, mk, ws.g,
+                              false, stream);
                 }
             }
         });
 }
 
-#define FASTFOOL_INSTANTIATE(T)                                                                   \
+#define FASTFOOL_INSTANTIATE(T)                                                                    \
     template void scores<T>(const MatView<T>&, const MatView<T>&, const VecView<T>&, Epilogue, T*, \
-                            std::int64_t, int);                                                   \
-    template void ce_grad_linear<T>(const MatView<T>&, const MatView<T>&, const VecView<T>&,      \
-                                    const std::int64_t*, T*, std::int64_t, T*, T*, std::int64_t,  \
+                            std::int64_t, int);                                                    \
+    template void ce_grad_linear<T>(const MatView<T>&, const MatView<T>&, const VecView<T>&,       \
+                                    const std::int64_t*, T*, std::int64_t, T*, T*, std::int64_t,   \
                                     int, const StepSpec<T>*);
 FASTFOOL_INSTANTIATE(float)
 FASTFOOL_INSTANTIATE(double)

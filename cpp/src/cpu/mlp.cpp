@@ -22,10 +22,9 @@ std::int64_t max_width(const std::vector<Dense<T>>& layers) {
 // Forward a row block through the stack, keep every activation, then back-propagate a
 // cotangent of the logits to the input: either P - onehot(y) (cross-entropy) or rows of V.
 template <class T>
-void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
-                  const std::int64_t* y, const MatView<T>* V, T* G, std::int64_t ldg, T* loss,
-                  T* prob, std::int64_t ldp, T* logits_out, std::int64_t ldl, int threads,
-                  const StepSpec<T>* step) {
+void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers, const std::int64_t* y,
+                  const MatView<T>* V, T* G, std::int64_t ldg, T* loss, T* prob, std::int64_t ldp,
+                  T* logits_out, std::int64_t ldl, int threads, const StepSpec<T>* step) {
     const MicroKernel<T> mk = micro_kernel<T>();
     if (layers.empty()) throw std::invalid_argument("ce_grad_mlp: no layers");
     if (layers.back().act != Act::identity)
@@ -34,8 +33,8 @@ void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
     const std::size_t L = layers.size();
     // The lane path for L-inf steps and for CE gradients written with plain stores (the row
     // path streams outputs far larger than the caches).
-    const bool lanes_ok = step ? step->quantum == T(0) && mk.nr <= 16
-                               : !streams(X.rows, X.cols, sizeof(T));
+    const bool lanes_ok =
+        step ? step->quantum == T(0) && mk.nr <= 16 : !streams(X.rows, X.cols, sizeof(T));
     if (lanes_ok && lane_path(layers, X.cols, true, mk)) {
         mlp_lanes(X, layers, y, loss, prob, ldp, threads, step, G, ldg, V, logits_out, ldl);
         return;
@@ -78,16 +77,13 @@ void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers,
                 const std::int64_t ldz = pw[L - 1];
                 if (logits_out)
                     for (std::int64_t i = 0; i < M; ++i)
-                        std::memcpy(logits_out + (r0 + i) * ldl, logits + i * ldz,
-                                    sizeof(T) * C);
+                        std::memcpy(logits_out + (r0 + i) * ldl, logits + i * ldz, sizeof(T) * C);
                 if (V) {
                     for (std::int64_t i = 0; i < M; ++i)
-                        for (std::int64_t j = 0; j < C; ++j)
-                            logits[i * ldz + j] = (*V)(r0 + i, j);
+                        for (std::int64_t j = 0; j < C; ++j) logits[i * ldz + j] = (*V)(r0 + i, j);
                 } else {
                     ce_rows(logits, M, C, ldz, true, VecView<T>{}, y + r0,
-                            loss ? loss + r0 : nullptr, prob ? prob + r0 * ldp : nullptr, ldp,
-                            mk);
+                            loss ? loss + r0 : nullptr, prob ? prob + r0 * ldp : nullptr, ldp, mk);
                 }
                 // Back-propagate delta = dLoss/dz_l from the logits down to the input.
                 MatView<T> delta{logits, M, C, ldz, 1};
@@ -169,26 +165,26 @@ void mlp_forward(const MatView<T>& X, const std::vector<Dense<T>>& layers, Epilo
 }
 
 template <class T>
-void ce_grad_mlp(const MatView<T>& X, const std::vector<Dense<T>>& layers,
-                 const std::int64_t* y, T* G, std::int64_t ldg, T* loss, T* prob,
-                 std::int64_t ldp, int threads, const StepSpec<T>* step) {
+void ce_grad_mlp(const MatView<T>& X, const std::vector<Dense<T>>& layers, const std::int64_t* y,
+                 T* G, std::int64_t ldg, T* loss, T* prob, std::int64_t ldp, int threads,
+                 const StepSpec<T>* step) {
     mlp_backprop<T>(X, layers, y, nullptr, G, ldg, loss, prob, ldp, nullptr, 0, threads, step);
 }
 
 template <class T>
-void mlp_vjp(const MatView<T>& X, const std::vector<Dense<T>>& layers, const MatView<T>& V,
-             T* G, std::int64_t ldg, T* logits, std::int64_t ldl, int threads) {
+void mlp_vjp(const MatView<T>& X, const std::vector<Dense<T>>& layers, const MatView<T>& V, T* G,
+             std::int64_t ldg, T* logits, std::int64_t ldl, int threads) {
     mlp_backprop<T>(X, layers, nullptr, &V, G, ldg, nullptr, nullptr, 0, logits, ldl, threads,
                     nullptr);
 }
 
-#define FASTFOOL_INSTANTIATE(T)                                                                   \
-    template void mlp_forward<T>(const MatView<T>&, const std::vector<Dense<T>>&, Epilogue, T*,   \
-                                 std::int64_t, int);                                              \
-    template void ce_grad_mlp<T>(const MatView<T>&, const std::vector<Dense<T>>&,                 \
-                                 const std::int64_t*, T*, std::int64_t, T*, T*, std::int64_t,     \
-                                 int, const StepSpec<T>*);                                        \
-    template void mlp_vjp<T>(const MatView<T>&, const std::vector<Dense<T>>&, const MatView<T>&,  \
+#define FASTFOOL_INSTANTIATE(T)                                                                    \
+    template void mlp_forward<T>(const MatView<T>&, const std::vector<Dense<T>>&, Epilogue, T*,    \
+                                 std::int64_t, int);                                               \
+    template void ce_grad_mlp<T>(const MatView<T>&, const std::vector<Dense<T>>&,                  \
+                                 const std::int64_t*, T*, std::int64_t, T*, T*, std::int64_t, int, \
+                                 const StepSpec<T>*);                                              \
+    template void mlp_vjp<T>(const MatView<T>&, const std::vector<Dense<T>>&, const MatView<T>&,   \
                              T*, std::int64_t, T*, std::int64_t, int);
 FASTFOOL_INSTANTIATE(float)
 FASTFOOL_INSTANTIATE(double)

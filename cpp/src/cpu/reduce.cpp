@@ -17,22 +17,23 @@ namespace {
 // summed in double), the squares are summed directly; otherwise scaled_norm's division by the
 // max. Unit: both rows contiguous, so the loops vectorise.
 template <class T, bool Unit>
-void row_diff_norms(const T* a, std::int64_t as, const T* b, std::int64_t bs, std::int64_t D,
-                    T* l2, T* linf) {
+void row_diff_norms(const T* a, std::int64_t as, const T* b, std::int64_t bs, std::int64_t D, T* l2,
+                    T* linf) {
     if (Unit) as = bs = 1;
     // four interleaved partial results (a single dependent chain per row was the cost)
     T m4[4] = {0, 0, 0, 0};
     std::int64_t j = 0;
     for (; j + 4 <= D; j += 4)
-        for (int u = 0; u < 4; ++u) m4[u] = std::max(m4[u], std::abs(a[(j + u) * as] - b[(j + u) * bs]));
+        for (int u = 0; u < 4; ++u)
+            m4[u] = std::max(m4[u], std::abs(a[(j + u) * as] - b[(j + u) * bs]));
     for (; j < D; ++j) m4[0] = std::max(m4[0], std::abs(a[j * as] - b[j * bs]));
     const T mx = std::max(std::max(m4[0], m4[1]), std::max(m4[2], m4[3]));
     T n2;
     using Acc = double;  // float rows: squares of floats cannot overflow a double
     // (max skips NaN: a row whose only non-zero differences are NaN has mx = 0 and takes the
     // direct sum, where the NaN shows)
-    const bool direct = std::isfinite(mx) && (sizeof(T) == 4 || mx == T(0) ||
-                                              (mx > T(1e-140) && mx < T(1e140)));
+    const bool direct =
+        std::isfinite(mx) && (sizeof(T) == 4 || mx == T(0) || (mx > T(1e-140) && mx < T(1e140)));
     if (!direct) {  // huge, tiny or infinite: the scaled form (rare; it finds the max again)
         n2 = scaled_norm<T>(D, [&](std::int64_t q) { return a[q * as] - b[q * bs]; });
     } else {
@@ -57,7 +58,8 @@ void row_diff_norms(const T* a, std::int64_t as, const T* b, std::int64_t bs, st
 template <class T>
 void diff_norms(const MatView<T>& A, const MatView<T>& B, T* l2, T* linf, int threads) {
     const std::int64_t N = A.rows, D = A.cols;
-    const std::int64_t rows_per_task = std::max<std::int64_t>(1, 65536 / std::max<std::int64_t>(D, 1));
+    const std::int64_t rows_per_task =
+        std::max<std::int64_t>(1, 65536 / std::max<std::int64_t>(D, 1));
     const std::int64_t ntasks = (N + rows_per_task - 1) / rows_per_task;
     const bool unit = A.cs == 1 && B.cs == 1;
     parallel_for(ntasks, threads, [&](std::int64_t task, int) {
@@ -119,9 +121,18 @@ void argmax_rows(const MatView<T>& P, std::int64_t* idx, T* val, int threads) {
 }
 
 namespace {
-template <class T> struct Bits;
-template <> struct Bits<float> { using U = std::uint32_t; static constexpr U exp = 0x7f800000u; };
-template <> struct Bits<double> { using U = std::uint64_t; static constexpr U exp = 0x7ff0000000000000ull; };
+template <class T>
+struct Bits;
+template <>
+struct Bits<float> {
+    using U = std::uint32_t;
+    static constexpr U exp = 0x7f800000u;
+};
+template <>
+struct Bits<double> {
+    using U = std::uint64_t;
+    static constexpr U exp = 0x7ff0000000000000ull;
+};
 }  // namespace
 
 template <class T>
@@ -129,7 +140,8 @@ bool all_finite(const MatView<T>& X, int threads) {
     using U = typename Bits<T>::U;
     const std::int64_t N = X.rows, D = X.cols;
     std::atomic<std::int64_t> bad{0};
-    const std::int64_t rows_per_task = std::max<std::int64_t>(1, 262144 / std::max<std::int64_t>(D, 1));
+    const std::int64_t rows_per_task =
+        std::max<std::int64_t>(1, 262144 / std::max<std::int64_t>(D, 1));
     const std::int64_t ntasks = (N + rows_per_task - 1) / rows_per_task;
     parallel_for(ntasks, threads, [&](std::int64_t task, int) {
         std::int64_t count = 0;
@@ -147,10 +159,9 @@ bool all_finite(const MatView<T>& X, int threads) {
     return bad.load() == 0;
 }
 
-
-#define FASTFOOL_INSTANTIATE(T)                                                                   \
-    template void diff_norms<T>(const MatView<T>&, const MatView<T>&, T*, T*, int);               \
-    template void argmax_rows<T>(const MatView<T>&, std::int64_t*, T*, int);                     \
+#define FASTFOOL_INSTANTIATE(T)                                                     \
+    template void diff_norms<T>(const MatView<T>&, const MatView<T>&, T*, T*, int); \
+    template void argmax_rows<T>(const MatView<T>&, std::int64_t*, T*, int);        \
     template bool all_finite<T>(const MatView<T>&, int);
 FASTFOOL_INSTANTIATE(float)
 FASTFOOL_INSTANTIATE(double)

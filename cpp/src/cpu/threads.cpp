@@ -55,7 +55,7 @@ struct Job {
 };
 
 class Pool {
-   public:
+public:
     Pool() {
 #if defined(FASTFOOL_HAVE_GETPID)
         pid_ = getpid();
@@ -72,7 +72,9 @@ class Pool {
 #endif
     }
 
-    std::unique_lock<std::mutex> try_acquire() { return std::unique_lock<std::mutex>(submit_, std::try_to_lock); }
+    std::unique_lock<std::mutex> try_acquire() {
+        return std::unique_lock<std::mutex>(submit_, std::try_to_lock);
+    }
 
     void run(const std::shared_ptr<Job>& job, int threads) {
         grow(threads - 1);
@@ -113,7 +115,7 @@ class Pool {
         }
     }
 
-   private:
+private:
     void grow(int n) {
         std::lock_guard<std::mutex> lk(m_);
         while (nworkers_ < static_cast<std::size_t>(n)) {
@@ -151,7 +153,8 @@ class Pool {
 };
 
 Pool& pool() {
-    static Pool* p = new Pool();  // leaked on purpose: detached workers may outlive static destructors
+    static Pool* p =
+        new Pool();  // leaked on purpose: detached workers may outlive static destructors
     return *p;
 }
 

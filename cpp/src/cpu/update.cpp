@@ -11,12 +11,13 @@ namespace fastfool {
 using namespace detail;  // NOLINT: the shared internals of the CPU kernels
 
 template <class T>
-void fused_update(const MatView<T>& X, const MatView<T>& G, const MatView<T>& X0, bool l2,
-                  T alpha, T eps, const VecView<T>& lo, const VecView<T>& hi, T quantum, T* out,
+void fused_update(const MatView<T>& X, const MatView<T>& G, const MatView<T>& X0, bool l2, T alpha,
+                  T eps, const VecView<T>& lo, const VecView<T>& hi, T quantum, T* out,
                   std::int64_t ldo, int threads) {
     const std::int64_t N = X.rows, D = X.cols;
     // tasks of ~64K elements: enough work per task to amortise the hand-off
-    const std::int64_t rows_per_task = std::max<std::int64_t>(1, 65536 / std::max<std::int64_t>(D, 1));
+    const std::int64_t rows_per_task =
+        std::max<std::int64_t>(1, 65536 / std::max<std::int64_t>(D, 1));
     const std::int64_t ntasks = (N + rows_per_task - 1) / rows_per_task;
     parallel_for(ntasks, threads, [&](std::int64_t task, int) {
         const std::int64_t i_end = std::min(N, (task + 1) * rows_per_task);
@@ -26,10 +27,10 @@ void fused_update(const MatView<T>& X, const MatView<T>& G, const MatView<T>& X0
     });
 }
 
-#define FASTFOOL_INSTANTIATE(T)                                                                   \
-    template void fused_update<T>(const MatView<T>&, const MatView<T>&, const MatView<T>&, bool,  \
-                                  T, T, const VecView<T>&, const VecView<T>&, T, T*,              \
-                                  std::int64_t, int);
+#define FASTFOOL_INSTANTIATE(T)                                                                    \
+    template void fused_update<T>(const MatView<T>&, const MatView<T>&, const MatView<T>&, bool,   \
+                                  T, T, const VecView<T>&, const VecView<T>&, T, T*, std::int64_t, \
+                                  int);
 FASTFOOL_INSTANTIATE(float)
 FASTFOOL_INSTANTIATE(double)
 #undef FASTFOOL_INSTANTIATE

@@ -16,7 +16,8 @@ namespace {
 inline void check(cudaError_t e, const char* what) {
     if (e != cudaSuccess) {
         (void)cudaGetLastError();  // clear a non-sticky error so later calls start clean
-        throw std::runtime_error(std::string("fastfool CUDA ") + what + ": " + cudaGetErrorString(e));
+        throw std::runtime_error(std::string("fastfool CUDA ") + what + ": " +
+                                 cudaGetErrorString(e));
     }
 }
 
@@ -46,23 +47,35 @@ __device__ __forceinline__ double f_trunc(double x) { return trunc(x); }
 __device__ __forceinline__ bool f_finite(float x) { return isfinite(x); }
 __device__ __forceinline__ bool f_finite(double x) { return isfinite(x); }
 __device__ __forceinline__ float f_inf(float) { return __int_as_float(0x7f800000); }
-__device__ __forceinline__ double f_inf(double) { return __longlong_as_double(0x7ff0000000000000LL); }
+__device__ __forceinline__ double f_inf(double) {
+    return __longlong_as_double(0x7ff0000000000000LL);
+}
 
 // std::max / std::min as the CPU kernels use them (a NaN first argument survives).
 template <class T>
-__device__ __forceinline__ T smax(T a, T b) { return a < b ? b : a; }
+__device__ __forceinline__ T smax(T a, T b) {
+    return a < b ? b : a;
+}
 template <class T>
-__device__ __forceinline__ T smin(T a, T b) { return b < a ? b : a; }
+__device__ __forceinline__ T smin(T a, T b) {
+    return b < a ? b : a;
+}
 template <class T>
-__device__ __forceinline__ T sgn(T v) { return T((v > T(0)) - (v < T(0))); }
+__device__ __forceinline__ T sgn(T v) {
+    return T((v > T(0)) - (v < T(0)));
+}
 
 template <class T>
 __device__ __forceinline__ T act_fwd(int act, T v) {
     switch (act) {
-        case 1: return v > T(0) ? v : T(0);
-        case 2: return f_tanh(v);
-        case 3: return T(1) / (T(1) + f_exp(-v));
-        default: return v;
+        case 1:
+            return v > T(0) ? v : T(0);
+        case 2:
+            return f_tanh(v);
+        case 3:
+            return T(1) / (T(1) + f_exp(-v));
+        default:
+            return v;
     }
 }
 
@@ -70,10 +83,14 @@ __device__ __forceinline__ T act_fwd(int act, T v) {
 template <class T>
 __device__ __forceinline__ T act_deriv(int act, T h, T d) {
     switch (act) {
-        case 1: return h > T(0) ? d : T(0);
-        case 2: return d * ((T(1) - h) * (T(1) + h));
-        case 3: return d * (h * (T(1) - h));
-        default: return d;
+        case 1:
+            return h > T(0) ? d : T(0);
+        case 2:
+            return d * ((T(1) - h) * (T(1) + h));
+        case 3:
+            return d * (h * (T(1) - h));
+        default:
+            return d;
     }
 }
 
@@ -96,7 +113,9 @@ __device__ __forceinline__ T linf_step(T x, T g, T c, T alpha, T eps, T q, const
 // The product's epilogue for one element. The activation is an out-of-line call: inlined 64
 // times into the unrolled store loop, its transcendental branches made the accumulators spill.
 template <class T>
-__device__ __noinline__ T act_call(int act, T v) { return act_fwd(act, v); }
+__device__ __noinline__ T act_call(int act, T v) {
+    return act_fwd(act, v);
+}
 
 // The L-inf step, out of line for the same reason (and a 5x shorter compile).
 template <class T>

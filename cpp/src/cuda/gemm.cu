@@ -17,8 +17,8 @@ namespace {
 // in-place attack step), so loads interleaved with the stores would each wait for the last.
 template <class T, int BM, int BN, int BK, int TM, int TN, int MINB, bool TB>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN), MINB)
-gemm_kernel(const T* __restrict__ A, const T* __restrict__ B, T* C, i64 M, i64 N, i64 K,
-            Epilogue<T> ep) {
+    gemm_kernel(const T* __restrict__ A, const T* __restrict__ B, T* C, i64 M, i64 N, i64 K,
+                Epilogue<T> ep) {
     constexpr int TX = BN / TN, TY = BM / TM, NT = TX * TY;
     constexpr int PAD = 4;
     constexpr int LA = (BM * BK) / NT, LB = (BN * BK) / NT;
@@ -133,12 +133,14 @@ gemm_kernel(const T* __restrict__ A, const T* __restrict__ B, T* C, i64 M, i64 N
 template <class T, int BM, int BN, int BK, int TM, int TN, int MINB = 1>
 void launch_gemm(const T* A, const T* B, T* C, i64 M, i64 N, i64 K, bool trans_b,
                  const Epilogue<T>& ep, cudaStream_t s) {
-    const dim3 grid(static_cast<unsigned>((M + BM - 1) / BM), static_cast<unsigned>((N + BN - 1) / BN));
+    const dim3 grid(static_cast<unsigned>((M + BM - 1) / BM),
+                    static_cast<unsigned>((N + BN - 1) / BN));
     const dim3 block((BM / TM) * (BN / TN));
     if (trans_b)
         gemm_kernel<T, BM, BN, BK, TM, TN, MINB, true><<<grid, block, 0, s>>>(A, B, C, M, N, K, ep);
     else
-        gemm_kernel<T, BM, BN, BK, TM, TN, MINB, false><<<grid, block, 0, s>>>(A, B, C, M, N, K, ep);
+        gemm_kernel<T, BM, BN, BK, TM, TN, MINB, false>
+            <<<grid, block, 0, s>>>(A, B, C, M, N, K, ep);
 }
 
 }  // namespace

@@ -94,8 +94,14 @@ __global__ void inverse_act_kernel(const T* __restrict__ H, T* Z, const T* __res
     for (i64 i = i64(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
         T v = H[i];
         if (act != 0) {
-            if (v < lo) { v = lo; ++count; }
-            if (v > hi) { v = hi; ++count; }
+            if (v < lo) {
+                v = lo;
+                ++count;
+            }
+            if (v > hi) {
+                v = hi;
+                ++count;
+            }
             v = act == 2 ? f_atanh(v) : f_log(v) - f_log1p(-v);
         }
         Z[i] = bias ? v - bias[i % K] : v;
@@ -184,8 +190,8 @@ __global__ void diff_norms_kernel(const T* __restrict__ A, const T* __restrict__
     for (i64 j = lane; j < D; j += 32) mx = smax(mx, f_abs(a[j] - b[j]));
     mx = warp_max(mx);
     T n2;
-    const bool direct = f_finite(mx) && (sizeof(T) == 4 || mx == T(0) ||
-                                         (mx > T(1e-140) && mx < T(1e140)));
+    const bool direct =
+        f_finite(mx) && (sizeof(T) == 4 || mx == T(0) || (mx > T(1e-140) && mx < T(1e140)));
     if (direct) {
         double sum = 0;
         for (i64 j = lane; j < D; j += 32) {
@@ -224,7 +230,8 @@ std::string describe() {
     int drv = 0, rt = 0;
     cudaRuntimeGetVersion(&rt);
     const cudaError_t e = cudaDriverGetVersion(&drv);
-    std::string s = "CUDA runtime " + std::to_string(rt / 1000) + "." + std::to_string(rt % 1000 / 10);
+    std::string s =
+        "CUDA runtime " + std::to_string(rt / 1000) + "." + std::to_string(rt % 1000 / 10);
     if (e != cudaSuccess || drv == 0) return s + " (static); no CUDA driver";
     s += " (static), driver " + std::to_string(drv / 1000) + "." + std::to_string(drv % 1000 / 10);
     int n = 0;
@@ -255,7 +262,8 @@ void row_softmax(T* S, i64 N, i64 C, int mode, int device, std::uintptr_t stream
 }
 
 template <class T>
-void ce_rows(T* S, i64 N, i64 C, const i64* y, T* loss, T* prob, int device, std::uintptr_t stream) {
+void ce_rows(T* S, i64 N, i64 C, const i64* y, T* loss, T* prob, int device,
+             std::uintptr_t stream) {
     if (N <= 0) return;
     prepare(device);
     const unsigned blocks = static_cast<unsigned>((N + 7) / 8);
@@ -298,13 +306,13 @@ void diff_norms(const T* A, const T* B, i64 N, i64 D, T* l2, T* linf, int device
     check(cudaGetLastError(), "diff_norms launch");
 }
 
-#define FASTFOOL_CUDA_INSTANTIATE(T)                                                              \
-    template void row_softmax<T>(T*, i64, i64, int, int, std::uintptr_t);                         \
-    template void ce_rows<T>(T*, i64, i64, const i64*, T*, T*, int, std::uintptr_t);              \
-    template void inverse_act<T>(const T*, T*, const T*, i64, i64, int, T, unsigned long long*,  \
-                                 int, std::uintptr_t);                                            \
-    template void fused_update<T>(const T*, const T*, const T*, T*, i64, i64, bool, T, T,        \
-                                  const T*, const T*, T, int, std::uintptr_t);               \
+#define FASTFOOL_CUDA_INSTANTIATE(T)                                                            \
+    template void row_softmax<T>(T*, i64, i64, int, int, std::uintptr_t);                       \
+    template void ce_rows<T>(T*, i64, i64, const i64*, T*, T*, int, std::uintptr_t);            \
+    template void inverse_act<T>(const T*, T*, const T*, i64, i64, int, T, unsigned long long*, \
+                                 int, std::uintptr_t);                                          \
+    template void fused_update<T>(const T*, const T*, const T*, T*, i64, i64, bool, T, T,       \
+                                  const T*, const T*, T, int, std::uintptr_t);                  \
     template void diff_norms<T>(const T*, const T*, i64, i64, T*, T*, int, std::uintptr_t);
 
 FASTFOOL_CUDA_INSTANTIATE(float)

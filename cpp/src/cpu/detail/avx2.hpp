@@ -10,8 +10,8 @@ void exp_f32(float* v, std::int64_t n);
 void tanh_f32(float* v, std::int64_t n);
 void logistic_f32(float* v, std::int64_t n);
 void log1p_f32(float* v, std::int64_t n);
-void dot_rows_f32(std::int64_t M, std::int64_t C, std::int64_t D, const float* X,
-                  std::int64_t ldx, const float* W, std::int64_t ldw, float* S, std::int64_t lds);
+void dot_rows_f32(std::int64_t M, std::int64_t C, std::int64_t D, const float* X, std::int64_t ldx,
+                  const float* W, std::int64_t ldw, float* S, std::int64_t lds);
 
 }  // namespace avx2
 }  // namespace fastfool

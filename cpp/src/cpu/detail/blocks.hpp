@@ -35,7 +35,8 @@ std::vector<WS> for_row_blocks(std::int64_t N, std::int64_t mc, std::int64_t mr,
     }
     const std::int64_t nblocks = (N + mc - 1) / mc;
     if (nblocks <= 0) return {};
-    const int nt = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(threads, nblocks)));
+    const int nt =
+        static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(threads, nblocks)));
     std::vector<WS> ws;
     ws.reserve(nt);
     for (int t = 0; t < nt; ++t) ws.emplace_back(make());

@@ -124,7 +124,8 @@ void exp_rows(T* blk, std::int64_t n, std::int64_t C, std::int64_t ld, const boo
 // time in per-row overhead and the exp's padded tail (20k x 10 logits: 1.2 -> 0.38 ms on one
 // thread). Bit-identical to softmax_inplace row by row (the vector exp is element-wise).
 template <class T>
-void softmax_block(T* s, std::int64_t M, std::int64_t C, std::int64_t ld, const MicroKernel<T>& mk) {
+void softmax_block(T* s, std::int64_t M, std::int64_t C, std::int64_t ld,
+                   const MicroKernel<T>& mk) {
     constexpr std::int64_t chunk = 64;
     bool fin[chunk];
     for (std::int64_t c0 = 0; c0 < M; c0 += chunk) {
@@ -165,12 +166,17 @@ void epilogue_block(T* s, std::int64_t M, std::int64_t C, std::int64_t ld, Epilo
 template <class T>
 void apply_act(T* v, std::int64_t n, Act act, const MicroKernel<T>& mk) {
     switch (act) {
-        case Act::identity: break;
+        case Act::identity:
+            break;
         case Act::relu:
             for (std::int64_t j = 0; j < n; ++j) v[j] = v[j] > T(0) ? v[j] : T(0);
             break;
-        case Act::tanh: mk.vtanh(v, n); break;
-        case Act::logistic: mk.vlogistic(v, n); break;
+        case Act::tanh:
+            mk.vtanh(v, n);
+            break;
+        case Act::logistic:
+            mk.vlogistic(v, n);
+            break;
     }
 }
 

@@ -34,8 +34,8 @@ void to_lanes(const MatView<T>& X, std::int64_t q0, std::int64_t m, std::int64_t
 
 // Lanes < m of the panel p (n x nr) into rows o, o + ldo, ... (n values each).
 template <class T>
-void from_lanes(const T* p, std::int64_t n, std::int64_t m, std::int64_t nr, T* o,
-                std::int64_t ldo, const MicroKernel<T>& mk) {
+void from_lanes(const T* p, std::int64_t n, std::int64_t m, std::int64_t nr, T* o, std::int64_t ldo,
+                const MicroKernel<T>& mk) {
     mk.transpose(p, nr, o, ldo, n, m);
 }
 
@@ -57,7 +57,7 @@ void ce_rows(T* s, std::int64_t M, std::int64_t C, std::int64_t ld, bool scratch
         to_lanes(S, q, m, nr, panel, mk);
         if (b.data) mk.loops.add_bias_lanes(panel, C, nr, b);
         if (mk.loops.ce_lanes(panel, C, nr, m, y + q, loss ? loss + q : nullptr,
-                     prob ? prob + q * ldp : nullptr, ldp, mk))
+                              prob ? prob + q * ldp : nullptr, ldp, mk))
             from_lanes(panel, C, m, nr, s + q * ld, ld, mk);
         else
             ce_block(s + q * ld, m, C, ld, scratch, b, y + q, loss ? loss + q : nullptr,
@@ -125,8 +125,8 @@ struct LaneTile {
 template <class T>
 LaneTile<T> lane_tile(std::int64_t n, const MicroKernel<T>& mk) {
     LaneTile<T> best{mk.mr, mk.fn, mk.lane_panel_mr};
-    for (const LaneTile<T> t : {LaneTile<T>{5, mk.lane_fn5, mk.lane_panel5},
-                                LaneTile<T>{4, mk.lane_fn4, mk.lane_panel4}})
+    for (const LaneTile<T> t :
+         {LaneTile<T>{5, mk.lane_fn5, mk.lane_panel5}, LaneTile<T>{4, mk.lane_fn4, mk.lane_panel4}})
         if (double(t.pad(n)) < 0.98 * double(best.pad(n))) best = t;
     return best;
 }
@@ -169,9 +169,9 @@ template <class T>
 struct LaneNet {
     const std::vector<Dense<T>>& layers;
     const MicroKernel<T>& mk;
-    std::vector<LanePack<T>> fwd;     // W_l^T (out x in) as output slivers
-    std::vector<std::int64_t> off;    // layer l's activations: panel rows off[l] ..
-    std::int64_t maxpad = 0;          // the most rows a padded output or input may take
+    std::vector<LanePack<T>> fwd;   // W_l^T (out x in) as output slivers
+    std::vector<std::int64_t> off;  // layer l's activations: panel rows off[l] ..
+    std::int64_t maxpad = 0;        // the most rows a padded output or input may take
     LaneNet(const std::vector<Dense<T>>& ls, std::int64_t D, const MicroKernel<T>& k)
         : layers(ls), mk(k), off(ls.size() + 1, 0) {
         maxpad = pad(D);
@@ -203,8 +203,6 @@ struct LaneNet {
         return h;
     }
 };
-
-
 
 }  // namespace
 

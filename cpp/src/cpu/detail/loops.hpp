@@ -21,7 +21,8 @@ namespace {
 template <class T>
 void times_act_derivative(T* delta, const T* h, std::int64_t n, Act act) {
     switch (act) {
-        case Act::identity: break;
+        case Act::identity:
+            break;
         case Act::relu:
             for (std::int64_t j = 0; j < n; ++j) delta[j] = h[j] > T(0) ? delta[j] : T(0);
             break;
@@ -44,8 +45,8 @@ void times_act_derivative(T* delta, const T* h, std::int64_t n, Act act) {
 // Returns false, writing nothing, when a logit of lanes < m is NaN or infinite (or nr is not
 // one or two 32-byte vectors): the caller then uses ce_block (its scalar IEEE path).
 template <class T, int NR>
-bool ce_lanes_n(T* z, std::int64_t C, std::int64_t m, const std::int64_t* y,
-                                T* loss, T* prob, std::int64_t ldp, const MicroKernel<T>& mk) {
+bool ce_lanes_n(T* z, std::int64_t C, std::int64_t m, const std::int64_t* y, T* loss, T* prob,
+                std::int64_t ldp, const MicroKernel<T>& mk) {
     // W lanes (32 bytes) at a time: the running maxima and sums stay in registers
     constexpr int W = 32 / sizeof(T), G = NR / W;
     static_assert(NR % W == 0);
@@ -93,7 +94,7 @@ bool ce_lanes_n(T* z, std::int64_t C, std::int64_t m, const std::int64_t* y,
         m0 = m1 > m0 ? m1 : m0;
         m2 = m3 > m2 ? m3 : m2;
         m0 = m2 > m0 ? m2 : m0;  // the row's max
-        V sy;  // the label's logit, before the shift
+        V sy;                    // the label's logit, before the shift
         for (int j = 0; j < W; ++j) sy[j] = z[std::int64_t(yl[g][j]) * NR + g * W + j];
         base[g] = m0 - sy;
         for (c = 0; c < C; ++c) {
@@ -154,13 +155,16 @@ bool ce_lanes_n(T* z, std::int64_t C, std::int64_t m, const std::int64_t* y,
     return true;
 }
 template <class T>
-bool ce_lanes(T* z, std::int64_t C, std::int64_t nr, std::int64_t m, const std::int64_t* y,
-              T* loss, T* prob, std::int64_t ldp, const MicroKernel<T>& mk) {
+bool ce_lanes(T* z, std::int64_t C, std::int64_t nr, std::int64_t m, const std::int64_t* y, T* loss,
+              T* prob, std::int64_t ldp, const MicroKernel<T>& mk) {
     constexpr int W = 32 / sizeof(T);  // whole 32-byte vectors of lanes
     switch (nr) {
-        case W: return ce_lanes_n<T, W>(z, C, m, y, loss, prob, ldp, mk);
-        case 2 * W: return ce_lanes_n<T, 2 * W>(z, C, m, y, loss, prob, ldp, mk);
-        default: return false;
+        case W:
+            return ce_lanes_n<T, W>(z, C, m, y, loss, prob, ldp, mk);
+        case 2 * W:
+            return ce_lanes_n<T, 2 * W>(z, C, m, y, loss, prob, ldp, mk);
+        default:
+            return false;
     }
 }
 
@@ -195,8 +199,8 @@ inline void lane_clip(T* xv, std::int64_t nr, const StepSpec<T>& st, std::int64_
 // in one pass (an absent bound is -inf / +inf: std::max(v, -inf) and std::min(v, inf) are v,
 // NaN included). NR: the panel width when known at compile time (whole-vector inner loops).
 template <class T, std::int64_t NR>
-void lane_step_linf_n(T* x, const T* g, const T* x0, std::int64_t D,
-                                      std::int64_t nr, const StepSpec<T>& st) {
+void lane_step_linf_n(T* x, const T* g, const T* x0, std::int64_t D, std::int64_t nr,
+                      const StepSpec<T>& st) {
     if (NR) nr = NR;
     const T alpha = st.alpha, eps = st.eps, inf = std::numeric_limits<T>::infinity();
     for (std::int64_t p = 0; p < D; ++p) {
@@ -226,7 +230,7 @@ void lane_step_linf(T* x, const T* g, const T* x0, std::int64_t D, std::int64_t 
 // lanes are independent, the feature loop is outermost.
 template <class T>
 void lane_step_l2(T* x, const T* g, const T* x0, std::int64_t D, std::int64_t nr,
-                                  const StepSpec<T>& st) {
+                  const StepSpec<T>& st) {
     constexpr std::int64_t kMax = 16;
     constexpr int P = kNormParts;
     T mx[kMax], inv[kMax], sum[P][kMax], step[kMax];
@@ -260,8 +264,9 @@ void lane_step_l2(T* x, const T* g, const T* x0, std::int64_t D, std::int64_t nr
         for (std::int64_t j = 0; j < nr; ++j) {
             T parts[P];
             for (int u = 0; u < P; ++u) parts[u] = sum[u][j];
-            out[j] = (mx[j] == T(0) || !std::isfinite(mx[j])) ? mx[j]
-                                                               : mx[j] * std::sqrt(norm_parts_sum(parts));
+            out[j] = (mx[j] == T(0) || !std::isfinite(mx[j]))
+                         ? mx[j]
+                         : mx[j] * std::sqrt(norm_parts_sum(parts));
         }
     };
     T gn[kMax], dn[kMax];
@@ -273,12 +278,14 @@ void lane_step_l2(T* x, const T* g, const T* x0, std::int64_t D, std::int64_t nr
     }
     if (finite)
         for (std::int64_t p = 0; p < D; ++p)
-            for (std::int64_t j = 0; j < nr; ++j) x[p * nr + j] = x[p * nr + j] + step[j] * g[p * nr + j];
+            for (std::int64_t j = 0; j < nr; ++j)
+                x[p * nr + j] = x[p * nr + j] + step[j] * g[p * nr + j];
     else  // as the row path: g / |g| first where alpha / |g| overflows
         for (std::int64_t p = 0; p < D; ++p)
             for (std::int64_t j = 0; j < nr; ++j)
-                x[p * nr + j] = std::isfinite(step[j]) ? x[p * nr + j] + step[j] * g[p * nr + j]
-                                                       : x[p * nr + j] + st.alpha * (g[p * nr + j] / gn[j]);
+                x[p * nr + j] = std::isfinite(step[j])
+                                    ? x[p * nr + j] + step[j] * g[p * nr + j]
+                                    : x[p * nr + j] + st.alpha * (g[p * nr + j] / gn[j]);
     norms([&](std::int64_t p, std::int64_t j) { return x[p * nr + j] - x0[p * nr + j]; }, dn);
     for (std::int64_t j = 0; j < nr; ++j) {
         if (!(dn[j] > st.eps)) continue;

@@ -52,7 +52,9 @@ T scaled_norm(std::int64_t n, F value) {
     return mx * std::sqrt(norm_parts_sum(s));
 }
 template <class T>
-T sign_of(T v) { return T((v > T(0)) - (v < T(0))); }
+T sign_of(T v) {
+    return T((v > T(0)) - (v < T(0)));
+}
 
 }  // namespace
 }  // namespace fastfool

@@ -50,8 +50,8 @@ void portable_pack_a(std::int64_t k, const T* a, std::int64_t rsa, T* dst) {
 
 // dst[c * ldd + r] = src[r * lds + c], in 8 x 8 blocks so both sides stay in a few lines.
 template <class T>
-void portable_transpose(const T* src, std::int64_t lds, T* dst, std::int64_t ldd,
-                        std::int64_t rows, std::int64_t cols) {
+void portable_transpose(const T* src, std::int64_t lds, T* dst, std::int64_t ldd, std::int64_t rows,
+                        std::int64_t cols) {
     constexpr std::int64_t B = 8;
     for (std::int64_t r0 = 0; r0 < rows; r0 += B)
         for (std::int64_t c0 = 0; c0 < cols; c0 += B) {
@@ -65,8 +65,8 @@ void portable_transpose(const T* src, std::int64_t lds, T* dst, std::int64_t ldd
 // S[i, c] = sum_p X[i, p] W[c, p] (DotRowsFn's contract): each dot product in 8 interleaved
 // partial sums (one vector of them on most targets), combined as a fixed tree.
 template <class T>
-void portable_dot_rows(std::int64_t M, std::int64_t C, std::int64_t D, const T* X,
-                       std::int64_t ldx, const T* W, std::int64_t ldw, T* S, std::int64_t lds) {
+void portable_dot_rows(std::int64_t M, std::int64_t C, std::int64_t D, const T* X, std::int64_t ldx,
+                       const T* W, std::int64_t ldw, T* S, std::int64_t lds) {
     constexpr int P = 8;
     for (std::int64_t i = 0; i < M; ++i) {
         const T* x = X + i * ldx;
@@ -77,8 +77,8 @@ void portable_dot_rows(std::int64_t M, std::int64_t C, std::int64_t D, const T* 
             for (; p + P <= D; p += P)
                 for (int u = 0; u < P; ++u) acc[u] += x[p + u] * w[p + u];
             for (int u = 0; p < D; ++p, ++u) acc[u] += x[p] * w[p];
-            S[i * lds + c] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) +
-                             ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+            S[i * lds + c] =
+                ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
         }
     }
 }
