@@ -226,3 +226,71 @@ def test_hypothesis_fuzz_2500_hostile_calls_over_27_entry_points():
     assert examples == FUZZ_EXAMPLES
     # both outcomes exercised, and a good share of results compared with the reference
     assert ok > examples // 5 and refused > examples // 5 and checked > 50, (ok, refused, checked)
+
+
+ATOMIC = textwrap.dedent(r"""
+    import os, resource, signal, sys, numpy as np, fastfool as ff
+    folder, fracs = sys.argv[1], [float(v) for v in sys.argv[2].split(",")]
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit raises EFBIG instead
+    rng = np.random.default_rng(0)
+    small = ff.MLP([rng.standard_normal((8, 4)), rng.standard_normal((4, 3))], activation="tanh")
+    big = ff.MLP([rng.standard_normal((400, 300)), rng.standard_normal((300, 10))])
+    X = rng.uniform(0, 1, (30, 8))
+    res_small = ff.fgsm(small, X, eps=0.1)
+    res_big = ff.fgsm(ff.LinearModel(rng.standard_normal((3, 3000))), rng.uniform(0, 1, (200, 3000)),
+                      eps=0.1)
+    mpath, rpath = os.path.join(folder, "m.npz"), os.path.join(folder, "r.npz")
+    ff.save_model(small, mpath)
+    res_small.save(rpath)
+    before = (open(mpath, "rb").read(), open(rpath, "rb").read())
+    ff.save_model(big, os.path.join(folder, "size.npz"))
+    full = os.path.getsize(os.path.join(folder, "size.npz"))
+    os.remove(os.path.join(folder, "size.npz"))
+    limits = [max(1, int(f * full)) for f in fracs]  # points inside the bigger writes
+    failed = 0
+    for lim in limits:  # each limit cuts the bigger writes at a different point
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (lim, hard))
+        for save in (lambda: ff.save_model(big, mpath), lambda: res_big.save(rpath)):
+            try:
+                save()
+            except OSError:
+                failed += 1
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        assert (open(mpath, "rb").read(), open(rpath, "rb").read()) == before, lim
+        assert sorted(os.listdir(folder)) == ["m.npz", "r.npz"], os.listdir(folder)  # no temporaries
+    assert failed == 2 * len(limits), failed
+    # Ctrl-C in the middle of a write: the same
+    real = np.savez
+    def interrupted(f, **arrays):
+        f.write(b"PK partial")
+        raise KeyboardInterrupt
+    np.savez = interrupted
+    for save in (lambda: ff.save_model(big, mpath), lambda: res_big.save(rpath)):
+        try:
+            save()
+            raise SystemExit("no KeyboardInterrupt")
+        except KeyboardInterrupt:
+            pass
+    np.savez = real
+    assert (open(mpath, "rb").read(), open(rpath, "rb").read()) == before
+    assert sorted(os.listdir(folder)) == ["m.npz", "r.npz"]
+    # a save that succeeds replaces the file (readable), with the mode a plain open() gives
+    ff.save_model(big, mpath)
+    assert ff.load_model(mpath).coefs_[0].shape == (400, 300)
+    umask = os.umask(0); os.umask(umask)
+    assert os.stat(mpath).st_mode & 0o777 == 0o666 & ~umask
+    print("ok", failed)
+""")
+
+
+def test_saves_are_atomic_under_file_size_limits_and_ctrl_c(tmp_path):
+    """save_model and AttackResult.save over an existing file, cut off by a file-size limit at
+    generated points or by a KeyboardInterrupt mid-write: the old file stays byte for byte, no
+    temporary file is left (in a subprocess: the limit applies to the whole process)."""
+    import random
+    rng = random.Random(0)
+    fracs = sorted({round(rng.uniform(0, 0.999), 4) for _ in range(6)} | {0.0, 0.5, 0.99})
+    r = subprocess.run([sys.executable, "-c", ATOMIC, str(tmp_path), ",".join(map(str, fracs))],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith("ok"), r.stdout + r.stderr

@@ -27,6 +27,7 @@ import os
 
 import numpy as np
 
+from ._files import save_npz
 from .models import MLP, KernelSVM, LinearModel, Model
 
 __all__ = ["save_model", "load_model", "FORMAT_VERSION"]
@@ -36,7 +37,8 @@ FORMAT_VERSION = 1
 
 def save_model(model: Model, path: str | os.PathLike) -> None:
     """Write a fastfool model to ``path`` (``.npz``, no pickle); a GPU model is written from its
-    CPU copy."""
+    CPU copy. The write is atomic: if it fails (disk full, Ctrl-C), a previous file at ``path``
+    is left as it was."""
     if getattr(model, "device", "cpu") != "cpu":
         model = model.to("cpu")
     dtype = model.dtype
@@ -60,7 +62,7 @@ def save_model(model: Model, path: str | os.PathLike) -> None:
             fields[f"W{i}"], fields[f"b{i}"] = W, b
     else:
         raise TypeError(f"model: cannot save a {type(model).__name__}")
-    np.savez(path, **fields)
+    save_npz(path, fields)
 
 
 def load_model(path: str | os.PathLike) -> Model:

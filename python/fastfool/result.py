@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from ._files import save_npz
+
 __all__ = ["AttackResult"]
 
 _ARRAYS = ("x_adv", "success", "pred", "confidence", "l2", "linf", "iterations", "queries",
@@ -125,7 +127,8 @@ class AttackResult:
 
     def save(self, path) -> None:
         """Write to ``.npz`` (no pickle: arrays plus a JSON header). A GPU result's ``x_adv``
-        (CuPy) is copied to the host for the file."""
+        (CuPy) is copied to the host for the file. The write is atomic: if it fails (disk full,
+        Ctrl-C), a previous file at ``path`` is left as it was."""
         arrays = {k: getattr(self, k) for k in _ARRAYS if getattr(self, k) is not None}  # computes correct
         arrays = {k: v.get() if hasattr(v, "__cuda_array_interface__") else v
                   for k, v in arrays.items()}
@@ -135,7 +138,7 @@ class AttackResult:
                 arrays[k] = arrays[k].astype(str)
         header = {"format": "fastfool.AttackResult", "version": _FORMAT_VERSION,
                   "attack": self.attack, "params": self.params, "elapsed": self.elapsed}
-        np.savez(path, _header=np.array(json.dumps(header, default=_jsonable)), **arrays)
+        save_npz(path, {"_header": np.array(json.dumps(header, default=_jsonable)), **arrays})
 
     @classmethod
     def load(cls, path) -> "AttackResult":
