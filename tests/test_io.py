@@ -177,3 +177,62 @@ def test_a_float32_model_keeps_its_float64_reference_through_a_file(tmp_path):
     np.testing.assert_array_equal(back._reference().coef_, est.coef_)
     np.testing.assert_array_equal(back.coef_, m.coef_)
     np.testing.assert_array_equal(back.predict(X), est.predict(X))
+
+
+def _label_sets(rng):
+    """Generated label sets of every kind scikit-learn or a fastfool model keeps in classes_."""
+    k = int(rng.integers(2, 5))
+    ints = rng.choice(np.arange(-50, 50), k, replace=False)
+    yield np.array([True, False])
+    for dt in (np.int8, np.int16, np.int64, np.uint8, np.uint32):
+        yield np.sort(np.abs(ints) if np.dtype(dt).kind == "u" else ints).astype(dt)
+    yield np.sort(rng.standard_normal(k))
+    yield np.array(sorted(f"c{v}" for v in ints))
+    yield np.array([int(v) for v in np.sort(ints)], dtype=object)
+    yield np.array(sorted(f"label {v}" for v in ints), dtype=object)
+    yield np.array([False, True], dtype=object)
+    yield np.array([2**70, 2**71], dtype=object)  # beyond int64: refused (a float would lose them)
+
+
+def test_every_label_kind_round_trips(tmp_path):
+    """classes_ of every kind (bool, signed / unsigned ints, floats, strings, object arrays of
+    Python ints / strings / bools) come back with the same values, dtype and Python types, in
+    model files and in AttackResult files (y, pred, target, object arrays in extra)."""
+    rng = np.random.default_rng(3)
+    X = rng.uniform(0, 1, (25, 4))
+    n_ok = 0
+    for rep in range(3):
+        for cls in _label_sets(rng):
+            m = ff.LinearModel(rng.standard_normal((len(cls) if len(cls) > 2 else 1, 4)), classes=cls)
+            path = tmp_path / f"m{rep}.npz"
+            if cls.dtype == object and isinstance(cls[0], int) and cls[0] > 2**63:
+                with pytest.raises(TypeError, match="classes: labels of types"):
+                    ff.save_model(m, path)
+                continue
+            ff.save_model(m, path)
+            back = ff.load_model(path).classes_
+            assert back.dtype == cls.dtype and back.tolist() == cls.tolist(), (cls, back)
+            assert [type(v) for v in back.tolist()] == [type(v) for v in cls.tolist()]
+            res = ff.fgsm(m, X, eps=0.2, target="random", seed=rep)
+            res.extra["tags"] = np.array([str(v) for v in range(len(X))], dtype=object)
+            res.save(tmp_path / "r.npz")
+            r2 = ff.AttackResult.load(tmp_path / "r.npz")
+            for k in ("y", "pred", "target"):
+                a, b = getattr(res, k), getattr(r2, k)
+                assert a.dtype == b.dtype and a.tolist() == b.tolist(), (k, cls)
+            assert r2.extra["tags"].dtype == object and r2.extra["tags"].tolist() == res.extra["tags"].tolist()
+            n_ok += 1
+    assert n_ok == 3 * 11
+
+
+def test_unsaveable_values_are_refused_before_writing(tmp_path):
+    rng = np.random.default_rng(4)
+    m = ff.LinearModel(rng.standard_normal((3, 4)))
+    res = ff.fgsm(m, rng.uniform(0, 1, (5, 4)), eps=0.1)
+    res.save(tmp_path / "r.npz")
+    before = (tmp_path / "r.npz").read_bytes()
+    res.extra["bad"] = np.array([(1, 2), "x", None, 3.5, 4, 5], dtype=object)[:5]
+    with pytest.raises(TypeError, match=r"extra\['bad'\]: labels of types"):
+        res.save(tmp_path / "r.npz")
+    assert (tmp_path / "r.npz").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.npz"]

@@ -44,3 +44,43 @@ def save_npz(path, arrays: dict) -> str:
         finally:
             os.close(dfd)
     return path
+
+
+def _is_bool(v) -> bool:
+    return isinstance(v, (bool, np.bool_))
+
+
+def encode_labels(a, name: str) -> tuple[np.ndarray, bool]:
+    """Labels (a model's ``classes_``, a result's ``y`` / ``pred`` / ``target``) as an array a
+    ``.npz`` holds without pickle, and whether they were an object array. Object arrays whose
+    values are all ints (within int64), all bools, all floats or all strings become int64, bool,
+    float64 or unicode arrays; ``decode_labels`` turns them back into object arrays of the same
+    Python values. Anything else (mixed kinds, huge ints, other objects) is refused here, before
+    a file is written."""
+    a = np.asarray(a)
+    if a.dtype != object:
+        if a.dtype.kind not in "biufU":
+            raise TypeError(f"{name}: labels of dtype {a.dtype} cannot be saved")
+        return a, False
+    vals = a.tolist() if a.ndim else [a.item()]
+    for test, dtype in ((_is_bool, np.bool_),
+                        (lambda v: isinstance(v, (int, np.integer)) and not _is_bool(v), np.int64),
+                        (lambda v: isinstance(v, (float, np.floating)), np.float64),
+                        (lambda v: isinstance(v, (str, np.str_)), str)):
+        if all(test(v) for v in vals):  # one kind for all: each value comes back as it was
+            try:
+                return np.asarray(vals, dtype=dtype).reshape(a.shape), True
+            except OverflowError:
+                break  # ints beyond int64
+    kinds = sorted({type(v).__name__ for v in vals})
+    raise TypeError(f"{name}: labels of types {kinds} cannot be saved without pickle "
+                    "(use ints, floats, bools or strings)")
+
+
+def decode_labels(a: np.ndarray, was_object: bool) -> np.ndarray:
+    """The inverse of :func:`encode_labels`."""
+    if not was_object:
+        return a
+    out = np.empty(a.shape, dtype=object)
+    out[...] = a.tolist() if a.ndim else a.item()
+    return out

@@ -27,7 +27,7 @@ import os
 
 import numpy as np
 
-from ._files import save_npz
+from ._files import decode_labels, encode_labels, save_npz
 from .models import MLP, KernelSVM, LinearModel, Model
 
 __all__ = ["save_model", "load_model", "FORMAT_VERSION"]
@@ -44,10 +44,10 @@ def save_model(model: Model, path: str | os.PathLike) -> None:
     dtype = model.dtype
     if isinstance(model, Model):
         model = model._reference()  # the float64 originals: the same verdicts after loading
+    classes, as_object = encode_labels(model.classes_, "classes")
     fields = {"format": np.array("fastfool.model"), "version": np.array(FORMAT_VERSION),
-              "dtype": np.array(str(dtype)), "classes": np.asarray(model.classes_)}
-    if fields["classes"].dtype == object:
-        fields["classes"] = fields["classes"].astype(str)
+              "dtype": np.array(str(dtype)), "classes": classes,
+              "classes_object": np.array(as_object)}
     if isinstance(model, KernelSVM):
         fields.update(kind=np.array("kernel_svm"), support_vectors=model.support_vectors_,
                       dual_coef=model.dual_coef_, intercept=np.array(model.intercept_),
@@ -98,6 +98,10 @@ def load_model(path: str | os.PathLike) -> Model:
                 if a.ndim != 0 or a.dtype.kind not in "fiu":
                     raise ValueError(f"{path}: field {name!r} must be a number")
                 return float(a)
+            if kind == "labels":  # classes_: numbers, bools or strings
+                if a.ndim != 1 or a.dtype.kind not in "biufU":
+                    raise ValueError(f"{path}: field {name!r} must be a list of labels")
+                return a
             if a.dtype.kind not in "fiuU" and kind != "any":
                 raise ValueError(f"{path}: field {name!r} has unsupported dtype {a.dtype}")
             return a
@@ -111,7 +115,12 @@ def load_model(path: str | os.PathLike) -> Model:
         dtype = get("dtype", "str")
         if dtype not in ("float32", "float64"):
             raise ValueError(f"{path}: field 'dtype' must be float32 or float64, got {dtype!r}")
-        classes = get("classes")
+        classes = get("classes", "labels")
+        if "classes_object" in f.files:
+            flag = f["classes_object"]
+            if flag.ndim != 0 or flag.dtype.kind != "b":
+                raise ValueError(f"{path}: field 'classes_object' must be a bool")
+            classes = decode_labels(classes, bool(flag))
         kind = get("kind", "str")
         try:
             if kind == "linear":

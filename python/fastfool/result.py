@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from ._files import save_npz
+from ._files import decode_labels, encode_labels, save_npz
 
 __all__ = ["AttackResult"]
 
@@ -132,12 +132,22 @@ class AttackResult:
         arrays = {k: getattr(self, k) for k in _ARRAYS if getattr(self, k) is not None}  # computes correct
         arrays = {k: v.get() if hasattr(v, "__cuda_array_interface__") else v
                   for k, v in arrays.items()}
-        arrays.update({f"extra_{k}": np.asarray(v) for k, v in self.extra.items()})
+        objects = []  # label arrays that were object arrays (restored as such by load)
         for k in ("y", "target", "pred"):
-            if k in arrays and arrays[k].dtype == object:
-                arrays[k] = arrays[k].astype(str)
+            if k in arrays:
+                arrays[k], was = encode_labels(arrays[k], k)
+                if was:
+                    objects.append(k)
+        for k, v in self.extra.items():
+            v = np.asarray(v)
+            if v.dtype == object:  # no pickle in the file: encodable values only
+                v, was = encode_labels(v, f"extra[{k!r}]")
+                if was:
+                    objects.append(f"extra_{k}")
+            arrays[f"extra_{k}"] = v
         header = {"format": "fastfool.AttackResult", "version": _FORMAT_VERSION,
-                  "attack": self.attack, "params": self.params, "elapsed": self.elapsed}
+                  "attack": self.attack, "params": self.params, "elapsed": self.elapsed,
+                  "object_arrays": objects}
         save_npz(path, {"_header": np.array(json.dumps(header, default=_jsonable)), **arrays})
 
     @classmethod
@@ -151,10 +161,12 @@ class AttackResult:
                 raise ValueError(f"{path}: not a fastfool AttackResult file")
             if header.get("version", 0) > _FORMAT_VERSION:
                 raise ValueError(f"{path}: written by a newer fastfool (format {header['version']})")
-            kw = {k: f[k] for k in _ARRAYS if k in f}
+            objects = set(header.get("object_arrays", []))
+            kw = {k: decode_labels(f[k], k in objects) for k in _ARRAYS if k in f}
             if "correct" in kw:
                 kw["_correct"] = kw.pop("correct")
-            extra = {k[len("extra_"):]: f[k] for k in f.files if k.startswith("extra_")}
+            extra = {k[len("extra_"):]: decode_labels(f[k], k in objects)
+                     for k in f.files if k.startswith("extra_")}
         missing = [fd.name for fd in fields(cls) if fd.name in _ARRAYS and fd.default is not None
                    and fd.name not in kw and fd.name not in ("queries", "correct")]
         if missing:
