@@ -3,6 +3,7 @@ failure, not a dead test run), unaligned buffers, and memory that does not grow 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -293,4 +294,51 @@ def test_saves_are_atomic_under_file_size_limits_and_ctrl_c(tmp_path):
     fracs = sorted({round(rng.uniform(0, 0.999), 4) for _ in range(6)} | {0.0, 0.5, 0.99})
     r = subprocess.run([sys.executable, "-c", ATOMIC, str(tmp_path), ",".join(map(str, fracs))],
                        capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith("ok"), r.stdout + r.stderr
+
+
+THREADS = textwrap.dedent(r"""
+    import os, sys, warnings, numpy as np
+    warnings.simplefilter("error")  # an unexpected warning fails the child
+    expect_warn = sys.argv[1] == "warn"
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        import fastfool as ff
+        from fastfool import _core, _runtime
+    assert bool(w) == expect_warn, [str(x.message) for x in w]
+    cpus = _runtime.cpus_available()
+    assert 1 <= ff.get_threads() <= (cpus if not os.environ.get("FASTFOOL_FORCE_THREADS") else 1024)
+    X = np.random.default_rng(0).standard_normal((4000, 64))
+    for t in (1, 2, cpus, cpus + 1, 200, 1024):
+        ff.kernels.scores(X, X[:10], threads=t)
+    limit = 1024 if os.environ.get("FASTFOOL_FORCE_THREADS") else cpus
+    assert _core.pool_size() <= limit, (_core.pool_size(), limit)
+    for bad, err in ((0, ValueError), (-3, ValueError), (1025, ValueError), (2**31, ValueError),
+                     (10**18, ValueError), (2.0, TypeError), ("4", TypeError), (True, TypeError)):
+        try:
+            ff.kernels.scores(X, X[:10], threads=bad)
+            raise SystemExit(f"threads={bad!r} accepted")
+        except err as exc:
+            assert "threads" in str(exc), exc
+    if os.environ.get("FASTFOOL_FORCE_THREADS"):  # forced: the count asked for, past the CPUs
+        assert ff.get_threads() == 8 and _core.pool_size() >= 8 - 1, _core.pool_size()
+    print("ok", ff.get_threads(), _core.pool_size(), cpus)
+""")
+
+
+@pytest.mark.parametrize("env,warn", [
+    ({}, False), ({"FASTFOOL_NUM_THREADS": "1000000"}, True), ({"FASTFOOL_NUM_THREADS": "lots"}, True),
+    ({"FASTFOOL_NUM_THREADS": "64"}, False), ({"OMP_NUM_THREADS": "4,2"}, False),
+    ({"OMP_NUM_THREADS": "junk"}, False), ({"FASTFOOL_SIMD": "avx512"}, True),
+    ({"FASTFOOL_FORCE_THREADS": "1", "FASTFOOL_NUM_THREADS": "8"}, False),
+])
+def test_thread_counts_are_capped_and_absurd_ones_refused(env, warn):
+    """Environment and per-call thread counts: capped at the CPUs available (the pool never
+    grows past them), absurd values refused with an error naming `threads`, bad settings of
+    ours warned about at import (never an import failure)."""
+    e = {k: v for k, v in os.environ.items()
+         if k not in ("FASTFOOL_NUM_THREADS", "OMP_NUM_THREADS", "FASTFOOL_SIMD", "FASTFOOL_FORCE_THREADS")}
+    e.update(env)
+    r = subprocess.run([sys.executable, "-c", THREADS, "warn" if warn else "quiet"], env=e,
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.startswith("ok"), r.stdout + r.stderr

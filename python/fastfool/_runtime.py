@@ -9,19 +9,77 @@ from . import _core
 _SIMD_CHOICES = ("auto", "generic", "avx2")
 
 
-def _default_threads() -> int:
-    env = os.environ.get("FASTFOOL_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
-    if env:
-        try:
-            n = int(env.split(",")[0])
-            if n >= 1:
-                return n
-        except ValueError:
-            pass
+#: More threads than this is refused outright (a typo, not a machine).
+MAX_THREADS = 1024
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _cgroup_cpus() -> int | None:
+    """The CPU quota of this process's cgroup (v2 ``cpu.max``, v1 ``cfs_quota_us``), rounded up;
+    None when there is none."""
+    import math
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        quota, period = _read("/sys/fs/cgroup/cpu.max").split()[:2]
+        if quota != "max":
+            return max(1, math.ceil(int(quota) / int(period)))
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int(_read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"))
+        period = int(_read("/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
+        return max(1, math.ceil(quota / period)) if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def cpus_available() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota."""
+    try:
+        n = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+        n = max(1, os.cpu_count() or 1)
+    q = _cgroup_cpus()
+    return min(n, q) if q else n
+
+
+def _forced() -> bool:
+    return os.environ.get("FASTFOOL_FORCE_THREADS", "") not in ("", "0")
+
+
+def _count(threads, name: str) -> int:
+    if isinstance(threads, bool) or not isinstance(threads, (int,)) and not hasattr(threads, "__index__"):
+        raise TypeError(f"{name}: expected an int >= 1, got {threads!r}")
+    n = int(threads.__index__()) if not isinstance(threads, int) else threads
+    if n < 1:
+        raise ValueError(f"{name}: must be >= 1, got {n}")
+    if n > MAX_THREADS:
+        raise ValueError(f"{name}: at most {MAX_THREADS} threads, got {n}")
+    return n
+
+
+def _capped(n: int) -> int:
+    """More threads than CPUs only slow the kernels down: capped unless FASTFOOL_FORCE_THREADS=1."""
+    return n if _forced() else min(n, cpus_available())
+
+
+def _default_threads() -> int:
+    import warnings
+    for var in ("FASTFOOL_NUM_THREADS", "OMP_NUM_THREADS"):
+        env = os.environ.get(var)
+        if not env:
+            continue
+        try:
+            return _capped(_count(int(env.split(",")[0]), var))
+        except (TypeError, ValueError) as exc:
+            if var == "FASTFOOL_NUM_THREADS":  # ours: say so; OMP_NUM_THREADS belongs to others too
+                warnings.warn(f"fastfool: ignoring {var}={env!r} ({exc}); using the CPUs available",
+                              RuntimeWarning, stacklevel=2)
+    return cpus_available()
 
 
 _threads = _default_threads()
@@ -36,7 +94,9 @@ def set_threads(n: int) -> int:
     """Set the default number of kernel threads; returns the previous value.
 
     The default is ``FASTFOOL_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the CPUs this
-    process may run on. Raises ``ValueError`` for ``n < 1``.
+    process may run on (its affinity mask and cgroup quota). Counts above the CPUs available are
+    capped to them (more threads only slow the kernels down) unless the environment sets
+    ``FASTFOOL_FORCE_THREADS=1``. Raises ``ValueError`` for ``n < 1`` or ``n > MAX_THREADS``.
     """
     global _threads
     n = resolve_threads(n)
@@ -45,15 +105,11 @@ def set_threads(n: int) -> int:
 
 
 def resolve_threads(threads: int | None) -> int:
-    """The thread count for one call: ``threads`` if given, else the global default."""
+    """The thread count for one call: ``threads`` if given (checked, capped at the CPUs
+    available unless FASTFOOL_FORCE_THREADS=1), else the global default."""
     if threads is None:
         return _threads
-    if isinstance(threads, bool) or not isinstance(threads, (int,)) and not hasattr(threads, "__index__"):
-        raise TypeError(f"threads: expected an int >= 1, got {threads!r}")
-    n = int(threads)
-    if n < 1:
-        raise ValueError(f"threads: must be >= 1, got {n}")
-    return n
+    return _capped(_count(threads, "threads"))
 
 
 def set_simd(name: str) -> str:
@@ -91,4 +147,9 @@ def simd_info() -> dict:
 
 _env_simd = os.environ.get("FASTFOOL_SIMD")
 if _env_simd:
-    set_simd(_env_simd.strip().lower())
+    try:
+        set_simd(_env_simd.strip().lower())
+    except (ValueError, RuntimeError) as _exc:  # a bad setting must not break `import fastfool`
+        import warnings
+        warnings.warn(f"fastfool: ignoring FASTFOOL_SIMD={_env_simd!r} ({_exc}); using 'auto'",
+                      RuntimeWarning, stacklevel=2)
