@@ -325,11 +325,21 @@ def memory_row(threads):
             "outputs_mib": outputs, "budget_mib": outputs + 64}
 
 
+def _positive_int(text):
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if not 1 <= n <= 10**6:
+        raise argparse.ArgumentTypeError(f"expected a whole number in [1, 1000000], got {n}")
+    return n
+
+
 def add_arguments(ap):
     """The benchmark options (shared by `fastfool bench` and bench/run.py)."""
     ap.add_argument("--quick", action="store_true", help="small shapes, 3 repeats (CI smoke run)")
-    ap.add_argument("--threads", type=int, default=ff.get_threads())
-    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--threads", type=_positive_int, default=ff.get_threads())
+    ap.add_argument("--repeats", type=_positive_int, default=None)
     ap.add_argument("--json", default=None, help="write the results to this file")
     ap.add_argument("--only", default=None,
                     help="comma-separated workload name prefixes to run ('memory' for the RSS row)")
@@ -342,10 +352,23 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="fastfool bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(ap)
-    return run(ap.parse_args(argv))
+    args = ap.parse_args(argv)
+    try:
+        return run(args)
+    except ValueError as exc:  # a user mistake: one line, exit 2 (as the fastfool command)
+        print(f"fastfool bench: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def run(args):
+    only = args.only.split(",") if args.only else None
+    if only:  # before any timing or allocation: a typo should cost nothing (quick rows: same names)
+        names = {w[0] for w in workloads(True)} | {"memory"}
+        unknown = [o for o in only if not any(n.startswith(o) for n in names)]
+        if unknown:
+            raise ValueError(f"--only: no workload starts with {', '.join(map(repr, unknown))}; "
+                             f"choose from {', '.join(sorted(names))}")
+    rows = workloads(args.quick)
     repeats = args.repeats or (3 if args.quick else 7)
     limit = set_blas_threads(args.threads)
     ceil = ceilings(args.quick, repeats)
@@ -357,8 +380,8 @@ def run(args):
     print(hdr)
     print("-" * len(hdr))
     results = []
-    only = args.only.split(",") if args.only else None
-    for name, shape, dt, fl, ours, base, base_name in workloads(args.quick):
+
+    for name, shape, dt, fl, ours, base, base_name in rows:
         if only and not any(name.startswith(o) for o in only):
             continue
         extra_one = args.scaling and args.threads != 1 and name.startswith("scoring")

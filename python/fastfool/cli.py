@@ -248,6 +248,8 @@ def _attack(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fastfool", description=__doc__, epilog=EXAMPLES,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    from . import __version__
+    ap.add_argument("--version", action="version", version=f"fastfool {__version__}")
     sub = ap.add_subparsers(dest="command")
     p = sub.add_parser("demo", help="run the attack suite on digits classifiers (default)",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -39,6 +39,9 @@ def save_model(model: Model, path: str | os.PathLike) -> None:
     """Write a fastfool model to ``path`` (``.npz``, no pickle); a GPU model is written from its
     CPU copy. The write is atomic: if it fails (disk full, Ctrl-C), a previous file at ``path``
     is left as it was."""
+    if not isinstance(model, Model):
+        raise TypeError(f"model: expected a fastfool model (ff.LinearModel, ff.MLP, ff.KernelSVM "
+                        f"or ff.from_sklearn(est)), got {type(model).__name__}")
     if getattr(model, "device", "cpu") != "cpu":
         model = model.to("cpu")
     dtype = model.dtype
@@ -66,18 +69,26 @@ def save_model(model: Model, path: str | os.PathLike) -> None:
 
 
 def load_model(path: str | os.PathLike) -> Model:
-    """Read a model written by :func:`save_model`; raises ``ValueError`` for malformed files."""
+    """Read a model written by :func:`save_model`; raises ``ValueError`` for malformed files
+    (``FileNotFoundError`` when there is none)."""
     try:
-        f = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise
+        fh = open(path, "rb")  # our own handle: np.load leaks its own on an unreadable zip
+    except IsADirectoryError as exc:
+        raise ValueError(f"{path}: is a directory, not a model file") from exc
+    with fh:
+        return _load_model(fh, path)
+
+
+def _load_model(src, path) -> Model:
+    try:
+        f = np.load(src, allow_pickle=False)
     except ValueError as exc:  # object arrays (pickled) or not an npz
         raise ValueError(f"{path}: not a fastfool model file ({exc})") from exc
     except Exception as exc:
         raise ValueError(f"{path}: not a readable .npz file ({exc})") from exc
+    if not hasattr(f, "files"):
+        raise ValueError(f"{path}: not a fastfool model file (a single array, not an .npz)")
     with f:
-        if not hasattr(f, "files"):
-            raise ValueError(f"{path}: not a fastfool model file (a single array, not an .npz)")
 
         def get(name, kind=None):
             if name not in f.files:

@@ -152,8 +152,25 @@ class AttackResult:
 
     @classmethod
     def load(cls, path) -> "AttackResult":
-        """Read a file written by :meth:`save` (``allow_pickle=False``)."""
-        with np.load(path, allow_pickle=False) as f:
+        """Read a file written by :meth:`save` (``allow_pickle=False``); raises ``ValueError``
+        naming the file for anything that is not such a file (``FileNotFoundError`` when it is
+        missing)."""
+        try:
+            return cls._load(path)
+        except (FileNotFoundError, IsADirectoryError):
+            raise
+        except ValueError as exc:
+            if str(exc).startswith(str(path)):
+                raise
+            raise ValueError(f"{path}: not a readable fastfool AttackResult file ({exc})") from exc
+        except Exception as exc:  # BadZipFile, JSONDecodeError, KeyError, IndexError, OSError...
+            raise ValueError(f"{path}: not a readable fastfool AttackResult file "
+                             f"({type(exc).__name__}: {exc})") from exc
+
+    @classmethod
+    def _load(cls, path) -> "AttackResult":
+        # our own handle: np.load leaks the file it opened when the zip is unreadable
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
             if "_header" not in f:
                 raise ValueError(f"{path}: not a fastfool AttackResult file (no header)")
             header = json.loads(str(f["_header"]))
