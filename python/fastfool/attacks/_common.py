@@ -38,8 +38,8 @@ def check_model(model, gpu=False) -> Model:
     return model
 
 
-def norm_of(norm) -> str:
-    return norm_name(norm)
+#: the attacks' name for the one norm parser (fastfool._checks.norm_name)
+norm_of = norm_name
 
 
 def positive(value, name, *, allow_zero=True, allow_inf=False) -> float:
@@ -243,7 +243,7 @@ def restart_objective(model, x, y, t, threads):
     NumPy and CuPy arrays alike (the GPU attacks keep their restarts with it)."""
     L = model.scores(x, "log_softmax", threads)
     pred = L.argmax(axis=1)
-    r = (cuda.require() if cuda.is_device_array(L) else np).arange(x.shape[0])
+    r = model._be.xp.arange(x.shape[0])
     if t is None:
         return -L[r, y], pred != y
     return L[r, t], pred == t
@@ -255,6 +255,6 @@ def keep_better(best, x, score, ok):
     if best is None:
         return x, score, ok
     bx, bscore, bok = best
-    xp = cuda.require() if cuda.is_device_array(x) else np
+    xp = np if isinstance(x, np.ndarray) else cuda.require()
     better = (ok & ~bok) | ((ok == bok) & (score > bscore))
     return xp.where(better[:, None], x, bx), xp.where(better, score, bscore), ok | bok

@@ -32,6 +32,7 @@ NaN policy: methods raise ``ValueError`` when X holds NaN or infinity, unless
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 
 import numpy as np
 
@@ -74,7 +75,7 @@ def _model_dtype(dtype, first_weight) -> np.dtype:
     return dt if dt in (np.dtype(np.float32), np.dtype(np.float64)) else np.dtype(np.float64)
 
 
-class Model:
+class Model(ABC):
     """The base of every fastfool model (see the module docstring for the protocol): use
     :class:`~fastfool.LinearModel`, :class:`~fastfool.MLP`, :class:`~fastfool.KernelSVM` or
     :func:`fastfool.from_sklearn`."""
@@ -113,25 +114,30 @@ class Model:
         return bool(self._device_arrays)
 
     @property
+    @abstractmethod
     def n_features_in_(self) -> int:
-        raise NotImplementedError
+        """Features of an input row."""
 
     # -- the protocol the attacks use (see the module docstring); implemented by subclasses --
+    @abstractmethod
     def _forward(self, X, threads):
         """Raw logits (a binary model's one score column): :meth:`logits`' kernel."""
-        raise NotImplementedError(f"{type(self).__name__}: no forward pass")
 
+    @abstractmethod
     def scores(self, X, epilogue=None, threads=None):
-        raise NotImplementedError(f"{type(self).__name__}: no scores")
+        """Softmax-view logits (or their softmax / log-softmax) of checked inputs."""
 
+    @abstractmethod
     def loss_grad(self, X, yi, threads=None, return_prob=False, out=None):
-        raise NotImplementedError(f"{type(self).__name__}: no loss gradient")
+        """(grad, loss[, prob]) of the softmax cross-entropy at class indices yi."""
 
+    @abstractmethod
     def fused_step(self, X, yi, x0, threads, out, **step):
-        raise NotImplementedError(f"{type(self).__name__}: no fused step")
+        """Gradient and attack update in one pass; returns out."""
 
+    @abstractmethod
     def vjp(self, X, V, threads=None, return_logits=False):
-        raise NotImplementedError(f"{type(self).__name__}: no vector-Jacobian product")
+        """Input gradient of sum(V * logits) (softmax view)."""
 
     def layers(self):
         raise ValueError(f"{type(self).__name__} is not a stack of affine layers")
@@ -145,9 +151,9 @@ class Model:
         """Bound on |computed - exact| of :meth:`affine_map`'s A (None: exact)."""
         return None
 
+    @abstractmethod
     def _reference_logits(self, X64, threads, xinf=None):
         """(float64 logits of the reference in the softmax view, rounding bound per row)."""
-        raise NotImplementedError
 
     @property
     def n_classes(self) -> int:
