@@ -26,6 +26,7 @@ def test_seed1_toy_figures_exactly():
     np.testing.assert_array_equal(out["x_adv"], [1.5, -1.5, 3.5, -2.5, 2.5, 1.5, 1.5, -3.5, 4.5, 1.5])
 
 
+@pytest.mark.slow  # a whole example program (CI runs the slow set)
 def test_seed2_linear_templates():
     out = load("seed2_linear_templates").main(verbose=False, imagenet_rows=8)
     assert out["accuracy"] > 0.95
@@ -36,6 +37,7 @@ def test_seed2_linear_templates():
     assert out["imagenet"].x_adv.shape == (8, 12288)
 
 
+@pytest.mark.slow  # a whole example program (CI runs the slow set)
 def test_seed3_regularisation_tradeoff():
     rows = load("seed3_regularisation").main(verbose=False, Cs=(1e-2, 1e-1, 1.0, 10.0))
     acc = [r["accuracy"] for r in rows]
@@ -58,6 +60,7 @@ def test_seed4_iris_figures():
     assert out["map"].label.shape == (200, 200) and out["map"].confidence.max() > 0.999
 
 
+@pytest.mark.slow  # a whole example program (CI runs the slow set)
 def test_seed5_backprojection():
     out = load("seed5_mlp_backprojection").main(verbose=False, max_iter=200)
     assert out["accuracy_identity"] > 0.9
@@ -80,6 +83,7 @@ def test_seed6_linear_vs_rbf_svm(tmp_path):
     assert (tmp_path / "seed6_rbf_svm.png").stat().st_size > 5000
 
 
+@pytest.mark.slow  # a whole example program (CI runs the slow set)
 def test_seed7_black_box_forest():
     out = load("seed7_blackbox_forest").main(verbose=False, rows=60, max_queries=300)
     res = out["result"]

@@ -342,3 +342,188 @@ def test_thread_counts_are_capped_and_absurd_ones_refused(env, warn):
     r = subprocess.run([sys.executable, "-c", THREADS, "warn" if warn else "quiet"], env=e,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.startswith("ok"), r.stdout + r.stderr
+
+
+# --- interpreter exit while daemon threads are inside kernels (item 2) -----------------------
+
+EXIT = textwrap.dedent(r"""
+    import sys, threading, time, numpy as np, fastfool as ff
+    kind, nthreads, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    rng = np.random.default_rng(nthreads)
+    X = rng.standard_normal((3000, 600))
+    lin = ff.LinearModel(rng.standard_normal((50, 600)))
+    mlp = ff.MLP([rng.standard_normal((600, 40)), rng.standard_normal((40, 10))], activation="tanh")
+    y = np.zeros(len(X), dtype=np.int64)
+    calls = {
+        "scores": lambda: ff.kernels.scores(X, lin.coef_, lin.intercept_, threads=threads),
+        "ce_grad_mlp": lambda: mlp.loss_gradient(X, y),
+        "pgd": lambda: ff.pgd(lin, X[:500], eps=0.1, steps=40, threads=threads),
+        "predict": lambda: mlp.predict_proba(X),
+    }
+    started = threading.Barrier(nthreads + 1)
+    def loop():
+        started.wait()
+        while True:
+            calls[kind]()
+    for _ in range(nthreads):
+        threading.Thread(target=loop, daemon=True).start()
+    started.wait()
+    time.sleep(0.05 * nthreads)
+    sys.stdout.write("buffered line, not flushed\n")  # lost if the process aborts
+""")
+
+
+def test_interpreter_exit_with_daemon_threads_inside_kernels():
+    """The main thread ends while daemon threads are inside fastfool calls (generated cases:
+    which call, how many threads, kernel threads): the interpreter exits with status 0 and
+    the program's buffered output is written. Before the fix: 'terminate called without an
+    active exception', rc 134, in 74 of 75 runs."""
+    import random
+    rng = random.Random(16)
+    kinds = ["scores", "ce_grad_mlp", "pgd", "predict"]
+    cases = [(k, rng.randint(1, 3), rng.randint(1, 2)) for k in kinds for _ in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", EXIT, k, str(n), str(t)], text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for k, n, t in cases]
+    try:
+        for case, p in zip(cases, procs):
+            out, err = p.communicate(timeout=120)
+            assert p.returncode == 0 and "buffered line" in out, (case, p.returncode, out, err[-2000:])
+            assert "terminate" not in err, (case, err[-2000:])
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+# --- Ctrl-C inside long calls (item 3) -----------------------------------------------------
+
+INTERRUPT = textwrap.dedent(r"""
+    import json, os, signal, sys, threading, time, numpy as np
+    import fastfool as ff
+    case, delay = sys.argv[1], float(sys.argv[2])
+    rng = np.random.default_rng(0)
+    wide = np.broadcast_to(rng.standard_normal(4000).astype(np.float32), (40000, 4000))
+    W = rng.standard_normal((1000, 4000)).astype(np.float32)
+    X = rng.uniform(0, 1, (2000, 64))
+    y = rng.integers(0, 10, len(X))
+    lin = ff.LinearModel(rng.standard_normal((10, 64)), rng.standard_normal(10))
+    mlp = ff.MLP([rng.standard_normal((64, 50)), rng.standard_normal((50, 10))], activation="tanh")
+    out = np.zeros((len(X), 64))
+    calls = {  # each runs for minutes (or forever) without an interrupt
+        "scores": lambda: ff.kernels.scores(wide, W, None, epilogue="softmax"),
+        "mlp_forward": lambda: ff.MLP([W.T.copy(), W[:10].T.copy()[:1000]]).predict_proba(wide),
+        "fused_step": lambda: ff.kernels.ce_step_linear(X, lin.coef_, lin.intercept_, y, x0=X,
+                                                        step=0.01, eps=0.1, steps=10**8, out=out),
+        "pgd_linear": lambda: ff.pgd(lin, X, y, eps=0.1, steps=10**7),
+        "pgd_mlp": lambda: ff.pgd(mlp, X, y, eps=0.1, steps=10**7),
+        "pgd_mlp_early_stop": lambda: ff.pgd(mlp, X, y, eps=1e-9, steps=10**7, early_stop=True),
+        "deepfool": lambda: ff.deepfool(mlp, np.repeat(X, 100, axis=0), max_iter=10**7, overshoot=0.0),
+    }
+    fired = []
+    def fire():
+        time.sleep(delay)
+        fired.append(time.perf_counter())
+        os.kill(os.getpid(), signal.SIGINT)
+    threading.Thread(target=fire, daemon=True).start()
+    try:
+        calls[case]()
+        print(json.dumps({"case": case, "finished": True}))
+    except KeyboardInterrupt:
+        print(json.dumps({"case": case, "latency": time.perf_counter() - fired[0]}))
+""")
+
+INTERRUPT_CASES = ["scores", "mlp_forward", "fused_step", "pgd_linear", "pgd_mlp",
+                   "pgd_mlp_early_stop", "deepfool"]
+
+
+def interrupt_latency(case: str, delay: float = 0.6) -> float:
+    """Seconds from SIGINT to the KeyboardInterrupt in `case` (a fresh process); also used by
+    bench/interrupt_latency.py."""
+    import json
+    r = subprocess.run([sys.executable, "-c", INTERRUPT, case, str(delay)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, (case, r.stdout, r.stderr[-3000:])
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert not res.get("finished"), f"{case} finished before the interrupt"
+    return res["latency"]
+
+
+@pytest.mark.parametrize("case", ["scores", "pgd_mlp"])
+def test_ctrl_c_stops_long_calls(case):
+    """SIGINT during a call that would run for minutes (a 40000 x 4000 -> 1000 product, a PGD of
+    10**7 steps) raises KeyboardInterrupt: measured 10-20 ms on 2 cores (see
+    bench/interrupt_latency.py); asserted loosely (< 3 s) so that a loaded machine cannot fail
+    it, while a call that ignores the signal would run far past that."""
+    assert interrupt_latency(case) < 3.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [c for c in INTERRUPT_CASES if c not in ("scores", "pgd_mlp")])
+def test_ctrl_c_stops_every_long_call(case):
+    assert interrupt_latency(case) < 3.0
+
+
+CLI_INTERRUPT = textwrap.dedent(r"""
+    import os, signal, subprocess, sys, time
+    p = subprocess.Popen([sys.executable, "-m", "fastfool", "attack", *sys.argv[1:]],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4.0)  # past start-up and loading
+    t0 = time.perf_counter()
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    print(p.returncode, time.perf_counter() - t0)
+    print(err[-2000:])
+""")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_cli(tmp_path):
+    """The CLI running a very long attack: SIGINT ends it with one line and exit status 130
+    (no traceback), promptly."""
+    rng = np.random.default_rng(0)
+    ff.save_model(ff.MLP([rng.standard_normal((64, 50)), rng.standard_normal((50, 10))],
+                         activation="tanh"), tmp_path / "m.npz")
+    np.save(tmp_path / "X.npy", rng.uniform(0, 1, (3000, 64)))
+    r = subprocess.run([sys.executable, "-c", CLI_INTERRUPT, "--model", str(tmp_path / "m.npz"),
+                        "--data", str(tmp_path / "X.npy"), "--attack", "pgd", "--eps", "0.1",
+                        "--steps", str(10**7)], capture_output=True, text=True, timeout=120)
+    first, *rest = r.stdout.splitlines()
+    rc, latency = first.split()
+    assert int(rc) == 130, r.stdout
+    assert float(latency) < 3.0, r.stdout
+    assert "Traceback" not in r.stdout and "interrupted" in r.stdout.lower(), r.stdout
+
+
+# --- the pool keeps no more threads than the last call asked for (item 5) -------------------
+
+SHRINK = textwrap.dedent(r"""
+    import os, time, numpy as np, fastfool as ff
+    from fastfool import _core
+    X = np.random.default_rng(0).standard_normal((4000, 64))
+    tasks = lambda: len(os.listdir("/proc/self/task"))
+    ff.kernels.scores(X, X[:10], threads=1)
+    base = tasks()
+    for big, small in ((64, 2), (200, 1), (33, 5), (100, 2)):
+        ff.kernels.scores(X, X[:10], threads=big)
+        assert tasks() >= base + big - 1 - 2, (tasks(), base, big)  # the pool grew
+        ff.kernels.scores(X, X[:10], threads=small)
+        if small > 1:  # a pooled call: the extra workers leave
+            deadline = time.time() + 10
+            while tasks() > base + small - 1 and time.time() < deadline:
+                time.sleep(0.01)
+            assert tasks() <= base + small - 1, (tasks(), base, small)
+            assert _core.pool_size() == small - 1
+        r = ff.kernels.scores(X, X[:10], threads=small)
+        assert np.array_equal(r, ff.kernels.scores(X, X[:10], threads=1))
+    print("ok", base, tasks())
+""")
+
+
+def test_pool_keeps_no_more_threads_than_the_last_call():
+    """threads=64 (forced past the CPUs) then threads=2: the pool retires the 62 workers the
+    second call does not need (OS thread count back to the baseline + 1) and results stay
+    exact. Before: 5000 workers stayed alive and 2-thread calls slowed from 0.2 to 777 ms."""
+    e = dict(os.environ, FASTFOOL_FORCE_THREADS="1")
+    r = subprocess.run([sys.executable, "-c", SHRINK], env=e, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("ok"), r.stdout + r.stderr

@@ -12,8 +12,10 @@
 #include <vector>
 
 #include "fastfool/cuda.hpp"
+#include "gil.hpp"
 
 namespace py = pybind11;
+using fastfool::bind::NoGil;
 using fastfool::cuda::i64;
 
 namespace {
@@ -258,7 +260,7 @@ void gemm_t(const DeviceView& A, const DeviceView& B, const DeviceView& C, bool 
                {"X0", &X0},
                {"lo", &lo},
                {"hi", &hi}});
-    py::gil_scoped_release nogil;
+    NoGil nogil;
     fastfool::cuda::gemm<T>(cp<T>(A.ptr), cp<T>(B.ptr), mp<T>(C.ptr), M, N, K, trans_b, ep, device,
                             stream.ptr);
 }
@@ -272,7 +274,7 @@ void ce_rows_t(const DeviceView& S, const DeviceView& y, const DeviceView& loss,
     checked<T>(loss, "loss", {N}, true, true);
     checked<T>(prob, "prob", {N, C}, true, true);
     on_device(device, stream, {{"S", &S}, {"y", &y}, {"loss", &loss}, {"prob", &prob}});
-    py::gil_scoped_release nogil;
+    NoGil nogil;
     fastfool::cuda::ce_rows<T>(mp<T>(S.ptr), N, C, cp<i64>(y.ptr), mp<T>(loss.ptr), mp<T>(prob.ptr),
                                device, stream.ptr);
 }
@@ -288,7 +290,7 @@ void inverse_act_t(const DeviceView& H, const DeviceView& Z, const DeviceView& b
         throw py::value_error("act: must be 0 (identity), 2 (tanh) or 3 (logistic), got " +
                               std::to_string(act));
     on_device(device, stream, {{"H", &H}, {"Z", &Z}, {"bias", &bias}, {"counter", &counter}});
-    py::gil_scoped_release nogil;
+    NoGil nogil;
     fastfool::cuda::inverse_act<T>(cp<T>(H.ptr), mp<T>(Z.ptr), cp<T>(bias.ptr), N, K, act,
                                    T(margin), mp<unsigned long long>(counter.ptr), device,
                                    stream.ptr);
@@ -306,7 +308,7 @@ void fused_update_t(const DeviceView& X, const DeviceView& G, const DeviceView& 
     checked<T>(hi, "hi", {D}, false, true);
     on_device(device, stream,
               {{"X", &X}, {"G", &G}, {"X0", &X0}, {"out", &out}, {"lo", &lo}, {"hi", &hi}});
-    py::gil_scoped_release nogil;
+    NoGil nogil;
     fastfool::cuda::fused_update<T>(cp<T>(X.ptr), cp<T>(G.ptr), cp<T>(X0.ptr), mp<T>(out.ptr), N, D,
                                     l2, T(alpha), T(eps), cp<T>(lo.ptr), cp<T>(hi.ptr), T(quantum),
                                     device, stream.ptr);
@@ -320,7 +322,7 @@ void diff_norms_t(const DeviceView& A, const DeviceView& B, const DeviceView& l2
     checked<T>(l2, "l2", {N}, true);
     checked<T>(linf, "linf", {N}, true);
     on_device(device, stream, {{"A", &A}, {"B", &B}, {"l2", &l2}, {"linf", &linf}});
-    py::gil_scoped_release nogil;
+    NoGil nogil;
     fastfool::cuda::diff_norms<T>(cp<T>(A.ptr), cp<T>(B.ptr), N, D, mp<T>(l2.ptr), mp<T>(linf.ptr),
                                   device, stream.ptr);
 }
@@ -381,7 +383,7 @@ PYBIND11_MODULE(_cuda, m) {
             else
                 checked<float>(S, "S", {N, C}, true);
             on_device(device, stream, {{"S", &S}});
-            py::gil_scoped_release nogil;
+            NoGil nogil;
             if (is_f64(S))
                 fastfool::cuda::row_softmax<double>(mp<double>(S.ptr), N, C, mode, device,
                                                     stream.ptr);

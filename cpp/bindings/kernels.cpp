@@ -64,7 +64,7 @@ void scores_impl(const py::array& X, const py::array& W, const py::object& b, in
     std::int64_t lds;
     T* s = out_mat<T>(out, x.rows, w.rows, lds, "out");
     const Epilogue e = to_epilogue(ep);
-    py::gil_scoped_release nogil;
+    KernelCall nogil;
     scores<T>(x, w, bv, e, s, lds, threads);
 }
 
@@ -83,7 +83,7 @@ void ce_linear_impl(const py::array& X, const py::array& W, const py::object& b,
     T* p = prob.is_none()
                ? nullptr
                : out_mat<T>(py::reinterpret_borrow<py::array>(prob), x.rows, w.rows, ldp, "prob");
-    py::gil_scoped_release nogil;
+    KernelCall nogil;
     ce_grad_linear<T>(x, w, bv, yp, g, ldg, l, p, ldp, threads);
 }
 
@@ -138,7 +138,7 @@ void ce_step_linear_impl(const py::array& X, const py::array& W, const py::objec
     T* p = prob.is_none()
                ? nullptr
                : out_mat<T>(py::reinterpret_borrow<py::array>(prob), x.rows, w.rows, ldp, "prob");
-    py::gil_scoped_release nogil;
+    KernelCall nogil;
     ce_grad_linear<T>(x, w, bv, yp, nullptr, 0, l, p, ldp, threads, &st);
 }
 
@@ -183,7 +183,7 @@ void mlp_forward_impl(const py::array& X, const std::vector<py::array>& Ws,
     std::int64_t ldo;
     T* o = out_mat<T>(out, x.rows, layers.back().W.cols, ldo, "out");
     const Epilogue e = to_epilogue(ep);
-    py::gil_scoped_release nogil;
+    KernelCall nogil;
     mlp_forward<T>(x, layers, e, o, ldo, threads);
 }
 
@@ -202,7 +202,7 @@ void ce_mlp_impl(const py::array& X, const std::vector<py::array>& Ws,
     T* p = prob.is_none()
                ? nullptr
                : out_mat<T>(py::reinterpret_borrow<py::array>(prob), x.rows, C, ldp, "prob");
-    py::gil_scoped_release nogil;
+    KernelCall nogil;
     ce_grad_mlp<T>(x, layers, yp, g, ldg, l, p, ldp, threads);
 }
 
@@ -226,7 +226,7 @@ void ce_step_mlp_impl(const py::array& X, const std::vector<py::array>& Ws,
     T* p = prob.is_none()
                ? nullptr
                : out_mat<T>(py::reinterpret_borrow<py::array>(prob), x.rows, C, ldp, "prob");
-    py::gil_scoped_release nogil;
+    KernelCall nogil;
     ce_grad_mlp<T>(x, layers, yp, nullptr, 0, l, p, ldp, threads, &st);
 }
 
@@ -246,7 +246,7 @@ void vjp_impl(const py::array& X, const std::vector<py::array>& Ws,
     T* l = logits.is_none()
                ? nullptr
                : out_mat<T>(py::reinterpret_borrow<py::array>(logits), x.rows, C, ldl, "logits");
-    py::gil_scoped_release nogil;
+    KernelCall nogil;
     mlp_vjp<T>(x, layers, v, g, ldg, l, ldl, threads);
 }
 
@@ -286,7 +286,7 @@ std::int64_t backproject_impl(const py::array& H, const std::vector<py::array>& 
     }
     std::int64_t ldo;
     T* o = out_mat<T>(out, h.rows, k, ldo, "out");
-    py::gil_scoped_release nogil;
+    KernelCall nogil;
     return backproject<T>(h, steps, static_cast<T>(margin), bv, o, ldo, threads);
 }
 
@@ -299,7 +299,7 @@ void update_impl(const py::array& X, const py::array& G, const py::array& X0, bo
     if (g.rows != x.rows || g.cols != x.cols)
         throw py::value_error("grad: expected shape " + shape_str(X) + ", got " + shape_str(G));
     const StepSpec<T> st = step_spec<T>(x, X0, l2, alpha, eps, lo, hi, quantum, out);
-    py::gil_scoped_release nogil;
+    KernelCall nogil;
     fused_update<T>(x, g, st.X0, st.l2, st.alpha, st.eps, st.lo, st.hi, st.quantum, st.out, st.ldo,
                     threads);
 }
@@ -313,7 +313,7 @@ void norms_impl(const py::array& A, const py::array& B, const py::object& l2,
         throw py::value_error("B: expected shape " + shape_str(A) + ", got " + shape_str(B));
     T* p2 = out_vec<T>(l2, a.rows, "l2");
     T* pi = out_vec<T>(linf, a.rows, "linf");
-    py::gil_scoped_release nogil;
+    KernelCall nogil;
     diff_norms<T>(a, b, p2, pi, threads);
 }
 
@@ -331,14 +331,14 @@ void argmax_impl(const py::array& P, const py::array& idx, const py::object& val
     if (p.rows > 1 && idx.strides(0) != 8) throw py::value_error("idx: must be contiguous");
     auto* pi = static_cast<std::int64_t*>(const_cast<void*>(idx.data()));
     T* pv = out_vec<T>(val, p.rows, "val");
-    py::gil_scoped_release nogil;
+    KernelCall nogil;
     argmax_rows<T>(p, pi, pv, threads);
 }
 
 template <class T>
 bool finite_impl(const py::array& X, int threads) {
     auto x = in_mat<T>(X, "X");
-    py::gil_scoped_release nogil;
+    KernelCall nogil;
     return all_finite<T>(x, threads);
 }
 

@@ -9,6 +9,8 @@
 #include <string>
 
 #include "fastfool/view.hpp"
+#define FASTFOOL_BIND_INTERRUPTS 1
+#include "gil.hpp"
 
 namespace py = pybind11;
 

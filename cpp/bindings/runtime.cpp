@@ -66,7 +66,7 @@ void bind_runtime(py::module_& m) {
                 T* dst = out.mutable_data();
                 for (py::ssize_t i = 0; i < a.shape(0); ++i) dst[i] = src(i);
                 {
-                    py::gil_scoped_release nogil;
+                    KernelCall nogil;
                     f(dst, a.shape(0));
                 }
                 return out;

@@ -3,6 +3,8 @@
 // 97 rows; narrow and wide outputs), strided views, float and double, 1 and 3 threads; the lane
 // path against the row path bit for bit; and that the ISA's table has every slot filled.
 // Exit status 0: all passed; 77: the ISA is not available on this CPU (ctest: skipped).
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -12,7 +14,9 @@
 #include <vector>
 
 #include "fastfool/dispatch.hpp"
+#include "fastfool/interrupt.hpp"
 #include "fastfool/kernels.hpp"
+#include "fastfool/threads.hpp"
 
 namespace ff = fastfool;
 
@@ -385,6 +389,81 @@ void run_all(const char* name) {
     test_backproject<T>(rng, name);
 }
 
+// Stopping a call: a poll that says stop after `after` calls ends parallel_for with
+// Interrupted, no task starts after it returns, and the tasks that ran are whole.
+struct PollCount {
+    int calls = 0, after = 0;
+};
+bool poll_counted(void* ctx) {
+    auto* p = static_cast<PollCount*>(ctx);
+    return ++p->calls > p->after;
+}
+
+void test_interrupts() {
+    for (int threads : {1, 2, 3}) {
+        for (int after : {0, 1, 5}) {
+            PollCount pc{0, after};
+            std::atomic<int> started{0}, finished{0};
+            bool thrown = false;
+            {
+                ff::InterruptScope scope(&poll_counted, &pc, std::chrono::microseconds(0));
+                try {
+                    ff::parallel_for(10000, threads, [&](std::int64_t, int) {
+                        started.fetch_add(1);
+                        ff::checkpoint();
+                        volatile double x = 0;
+                        for (int i = 0; i < 20000; ++i) x = x + 1.0;
+                        finished.fetch_add(1);
+                    });
+                } catch (const ff::Interrupted&) {
+                    thrown = true;
+                }
+            }
+            const int s0 = started.load();
+            CHECK(thrown, "threads=%d after=%d: parallel_for did not throw Interrupted", threads,
+                  after);
+            CHECK(s0 < 10000, "threads=%d after=%d: all %d tasks ran", threads, after, s0);
+            CHECK(pc.calls >= after + 1, "poll called %d times, wanted > %d", pc.calls, after);
+            // nothing runs once the call has returned
+            volatile double y = 0;
+            for (int i = 0; i < 2000000; ++i) y = y + 1.0;
+            CHECK(started.load() == s0, "threads=%d: a task started after the call returned",
+                  threads);
+            CHECK(finished.load() <= s0, "finished %d > started %d", finished.load(), s0);
+        }
+        // a poll that never says stop changes nothing; no scope: nothing to stop
+        PollCount never{0, 1 << 30};
+        std::atomic<int> ran{0};
+        {
+            ff::InterruptScope scope(&poll_counted, &never, std::chrono::microseconds(0));
+            ff::parallel_for(500, threads, [&](std::int64_t, int) {
+                ff::checkpoint();
+                ran.fetch_add(1);
+            });
+        }
+        CHECK(ran.load() == 500, "threads=%d: %d of 500 tasks ran without a stop", threads,
+              ran.load());
+        CHECK(!ff::stop_requested(), "a stop outlived its scope");
+    }
+    // a kernel stopped in its step loop (the fused PGD step of the linear model)
+    Mat<double> X(300, 40), W(10, 40), G(300, 40);
+    for (auto& v : X.v) v = 0.5;
+    for (auto& v : W.v) v = 0.1;
+    std::vector<std::int64_t> y(300, 1);
+    PollCount now{0, 0};
+    bool thrown = false;
+    {
+        ff::InterruptScope scope(&poll_counted, &now, std::chrono::microseconds(0));
+        try {
+            ff::scores<double>(X.view(), W.view(), ff::VecView<double>{}, ff::Epilogue::none,
+                               G.v.data(), G.ld, 2);
+        } catch (const ff::Interrupted&) {
+            thrown = true;
+        }
+    }
+    CHECK(thrown, "scores ran to the end under a poll that said stop at once");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -405,6 +484,7 @@ int main(int argc, char** argv) {
     CHECK(ff::active_isa() == isa, "force_isa(%s) did not take", want.c_str());
     run_all<float>((want + " float").c_str());
     run_all<double>((want + " double").c_str());
+    test_interrupts();
     std::printf("%s: %d checks, %d failed\n", want.c_str(), g_checks, g_failures);
     return g_failures == 0 ? 0 : 1;
 }

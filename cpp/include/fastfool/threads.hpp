@@ -3,10 +3,13 @@
 // threads that have not woken up yet. So a call cannot stall behind a descheduled worker (as an
 // OpenMP barrier does when OpenBLAS's spinning threads hold the cores), and it stays correct in
 // a forked child or when several Python threads call kernels at once (the second runs inline).
-// Idle workers spin up to 0.3 ms for the next call, then sleep on a condition variable.
+// Idle workers spin up to 0.3 ms for the next call, then sleep on a condition variable. A call
+// can be stopped between tasks (interrupt.hpp): parallel_for then rethrows Interrupted.
 #pragma once
 #include <cstdint>
 #include <functional>
+
+#include "fastfool/interrupt.hpp"
 
 namespace fastfool {
 
@@ -17,7 +20,8 @@ using TaskFn = std::function<void(std::int64_t task, int worker)>;
 // it). Returns when every task has finished; rethrows the first exception a task threw.
 void parallel_for(std::int64_t ntasks, int threads, const TaskFn& fn);
 
-// Worker threads started so far (grows on demand, never shrinks).
+// Workers the pool keeps: it grows on demand and retires, at the start of each pooled call,
+// the workers that call does not use (threads - 1 are kept).
 int pool_size();
 
 }  // namespace fastfool

@@ -55,6 +55,7 @@ void mlp_lanes(const MatView<T>& X, const std::vector<Dense<T>>& layers, const s
                 if (step) to_lanes(step->X0, q0, m, nr, x0, mk);
                 const int nsteps = step ? step->steps : 1;
                 for (int it = 0; it < nsteps; ++it) {
+                    checkpoint();  // a fused PGD may run for a long time in one block
                     const bool last = it + 1 == nsteps;
                     const T* z = net.forward(x, D, ws.acts.data());
                     T* delta = ws.d.data();

@@ -103,6 +103,7 @@ void ce_grad_linear(const MatView<T>& X, const MatView<T>& W, const VecView<T>& 
             T* s = ws.a.data();
             const int nsteps = step ? step->steps : 1;
             for (int it = 0; it < nsteps; ++it) {
+                checkpoint();  // a fused PGD may run for a long time in one block
                 const MatView<T> cur = it == 0 ? X : step->current(X.rows, D);
                 if (narrow.on)
                     narrow.run(cur, r0, r1, ws.c.data(), s, ldsc, mk);

@@ -71,6 +71,7 @@ void mlp_backprop(const MatView<T>& X, const std::vector<Dense<T>>& layers, cons
             };
             const int nsteps = step ? step->steps : 1;
             for (int it = 0; it < nsteps; ++it) {
+                checkpoint();  // a fused PGD may run for a long time in one block
                 const MatView<T> cur = it == 0 ? X : step->current(X.rows, D);
                 forward(rows_of(cur, r0, r1));
                 T* logits = act_buf(L - 1);

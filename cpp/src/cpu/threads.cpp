@@ -1,6 +1,7 @@
 // The thread pool behind parallel_for (see threads.hpp for why it is not OpenMP).
 #include "fastfool/threads.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -9,6 +10,8 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "fastfool/interrupt.hpp"
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>
@@ -44,14 +47,35 @@ void spin_until(F ready, int us) {
 }
 constexpr int kSpinMicros = 300;
 
+thread_local InterruptScope* tl_scope = nullptr;    // the scope this thread polls for
+thread_local std::atomic<bool>* tl_flag = nullptr;  // the stop flag of the call it works for
+
+// One parallel_for call. Tasks [0, end) are run; end starts at ntasks and drops to the number
+// already claimed when the call is stopped (see cancel()).
 struct Job {
     const TaskFn* fn = nullptr;
     std::int64_t ntasks = 0;
     int max_workers = 1;
+    bool stoppable = false;            // the caller polls for an interrupt
+    std::atomic<bool> stopped{false};  // set by cancel(); the workers' stop flag for this job
     std::atomic<std::int64_t> next{0};
     std::atomic<std::int64_t> done{0};
+    std::atomic<std::int64_t> end{0};
     std::mutex error_mutex;
     std::exception_ptr error;
+    bool finished() const { return done.load() >= end.load(); }
+};
+
+// Sets the stop flag of the call this thread works for, for the lifetime of the object.
+class WorkingFor {
+public:
+    explicit WorkingFor(std::atomic<bool>* f) : saved_(tl_flag) { tl_flag = f; }
+    ~WorkingFor() { tl_flag = saved_; }
+    WorkingFor(const WorkingFor&) = delete;
+    WorkingFor& operator=(const WorkingFor&) = delete;
+
+private:
+    std::atomic<bool>* saved_;
 };
 
 class Pool {
@@ -76,8 +100,10 @@ public:
         return std::unique_lock<std::mutex>(submit_, std::try_to_lock);
     }
 
+    // Runs the job on the calling thread and threads - 1 workers. Workers beyond those are
+    // retired first: the pool never keeps more threads than the last call asked for.
     void run(const std::shared_ptr<Job>& job, int threads) {
-        grow(threads - 1);
+        resize(threads - 1);
         {
             std::lock_guard<std::mutex> lk(m_);
             job_ = job;
@@ -85,12 +111,33 @@ public:
         }
         work_.notify_all();
         work_on(*job, 0);
-        spin_until([&] { return job->done.load() == job->ntasks; }, kSpinMicros);
+        spin_until([&] { return job->finished(); }, kSpinMicros);
         {
             std::unique_lock<std::mutex> lk(m_);
-            done_.wait(lk, [&] { return job->done.load() == job->ntasks; });
+            // The caller keeps polling for an interrupt while workers finish their tasks.
+            while (!job->finished()) {
+                if (!job->stoppable) {
+                    done_.wait(lk);
+                    continue;
+                }
+                done_.wait_for(lk, std::chrono::milliseconds(5));
+                lk.unlock();
+                if (stop_requested()) cancel(*job);
+                lk.lock();
+            }
             job_.reset();
         }
+    }
+
+    // Hands out no more tasks: the job ends with those already claimed.
+    void cancel(Job& job) {
+        job.stopped.store(true);
+        const std::int64_t claimed = std::min(job.next.exchange(job.ntasks), job.ntasks);
+        std::int64_t e = job.end.load();
+        while (claimed < e && !job.end.compare_exchange_weak(e, claimed)) {
+        }
+        std::lock_guard<std::mutex> lk(m_);
+        done_.notify_all();
     }
 
     int size() {
@@ -100,6 +147,11 @@ public:
 
     void work_on(Job& job, int worker) {
         for (;;) {
+            if (job.stopped.load(std::memory_order_relaxed) ||
+                (worker == 0 && job.stoppable && stop_requested())) {
+                cancel(job);
+                return;
+            }
             const std::int64_t t = job.next.fetch_add(1);
             if (t >= job.ntasks) return;  // late arrivals stop here and never touch job.fn
             try {
@@ -108,7 +160,7 @@ public:
                 std::lock_guard<std::mutex> lk(job.error_mutex);
                 if (!job.error) job.error = std::current_exception();
             }
-            if (job.done.fetch_add(1) + 1 == job.ntasks) {
+            if (job.done.fetch_add(1) + 1 >= job.end.load()) {
                 std::lock_guard<std::mutex> lk(m_);  // pairs with the caller's predicate check
                 done_.notify_all();
             }
@@ -116,15 +168,30 @@ public:
     }
 
 private:
-    void grow(int n) {
-        std::lock_guard<std::mutex> lk(m_);
-        while (nworkers_ < static_cast<std::size_t>(n)) {
-            const int id = static_cast<int>(++nworkers_);
-            std::thread(&Pool::loop, this, id).detach();  // the pool lives for the whole process
+    // Workers 1..n exist afterwards and no others take jobs. A retired worker (id > n) leaves
+    // when it next wakes; its id gets a new epoch, so a worker started later under the same id
+    // never shares it with the one still leaving.
+    void resize(int n) {
+        const std::size_t want = static_cast<std::size_t>(std::max(n, 0));
+        bool retired = false;
+        {
+            std::lock_guard<std::mutex> lk(m_);
+            if (epochs_.size() < want + 1) epochs_.resize(want + 1, 0);
+            while (nworkers_ > want) {
+                ++epochs_[nworkers_--];
+                retired = true;
+            }
+            while (nworkers_ < want) {
+                const int id = static_cast<int>(++nworkers_);
+                // detached: the pool lives for the whole process
+                std::thread(&Pool::loop, this, id, epochs_[static_cast<std::size_t>(id)]).detach();
+            }
+            if (retired) ++generation_;  // wakes the retired ones (no job: job_ is null)
         }
+        if (retired) work_.notify_all();
     }
 
-    void loop(int id) {
+    void loop(int id, std::uint64_t epoch) {
         std::uint64_t seen = 0;
         {
             std::lock_guard<std::mutex> lk(m_);
@@ -135,11 +202,17 @@ private:
             spin_until([&] { return generation_.load() != seen; }, kSpinMicros);
             {
                 std::unique_lock<std::mutex> lk(m_);
-                work_.wait(lk, [&] { return generation_ != seen; });
+                // retired: leave (also a worker that starts only after it was retired)
+                const auto retired = [&] { return epochs_[static_cast<std::size_t>(id)] != epoch; };
+                work_.wait(lk, [&] { return generation_ != seen || retired(); });
+                if (retired()) return;
                 seen = generation_;
                 job = job_;
             }
-            if (job && id < job->max_workers) work_on(*job, id);
+            if (job && id < job->max_workers) {
+                WorkingFor w(&job->stopped);  // job outlives the call: owned here too
+                work_on(*job, id);
+            }
         }
     }
 
@@ -149,6 +222,7 @@ private:
     std::shared_ptr<Job> job_;
     std::atomic<std::uint64_t> generation_{0};  // written under m_, also read by spinners
     std::size_t nworkers_ = 0;
+    std::vector<std::uint64_t> epochs_;  // per worker id; bumped when that id is retired
     long pid_ = 0;
 };
 
@@ -167,17 +241,55 @@ void parallel_for(std::int64_t ntasks, int threads, const TaskFn& fn) {
     std::unique_lock<std::mutex> slot;
     if (nt > 1 && p.usable()) slot = p.try_acquire();
     if (!slot.owns_lock()) {  // one thread, a forked child, or the pool busy with another caller
-        for (std::int64_t t = 0; t < ntasks; ++t) fn(t, 0);
+        for (std::int64_t t = 0; t < ntasks; ++t) {
+            checkpoint();
+            fn(t, 0);
+        }
         return;
     }
     auto job = std::make_shared<Job>();
     job->fn = &fn;
     job->ntasks = ntasks;
+    job->end.store(ntasks);
     job->max_workers = nt;
+    job->stoppable = tl_flag != nullptr;
     p.run(job, nt);
+    if (job->stopped.load()) throw Interrupted();
     if (job->error) std::rethrow_exception(job->error);
 }
 
 int pool_size() { return pool().size(); }
+
+InterruptScope::InterruptScope(PollFn poll_fn, void* context, std::chrono::microseconds every)
+    : poll(poll_fn),
+      ctx(context),
+      interval(every),
+      next(std::chrono::steady_clock::now() + every),
+      outer_(tl_scope),
+      outer_flag_(tl_flag) {
+    tl_scope = this;
+    tl_flag = &stop;
+}
+
+InterruptScope::~InterruptScope() {
+    tl_scope = outer_;
+    tl_flag = outer_flag_;
+}
+
+std::atomic<bool>* current_stop_flag() noexcept { return tl_flag; }
+void set_current_stop_flag(std::atomic<bool>* flag) noexcept { tl_flag = flag; }
+
+bool stop_requested() {
+    InterruptScope* s = tl_scope;
+    if (s && s->poll && !s->stop.load(std::memory_order_relaxed)) {
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= s->next) {
+            s->next = now + s->interval;
+            if (s->poll(s->ctx)) s->stop.store(true);
+        }
+    }
+    std::atomic<bool>* f = tl_flag;
+    return f && f->load(std::memory_order_relaxed);
+}
 
 }  // namespace fastfool

@@ -1,0 +1,59 @@
+"""Ctrl-C latency: seconds from SIGINT to KeyboardInterrupt in long public calls, each in a fresh
+process (the cases of tests/test_hardening.py, which asserts only a loose bound), and for the CLI.
+
+    python bench/interrupt_latency.py [--repeats 5] [--json bench/results/interrupt.json]
+
+Prints a table (median and worst of the repeats per case) and writes JSON with the machine,
+date and commit."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from test_hardening import INTERRUPT_CASES, interrupt_latency  # noqa: E402
+
+
+def commit() -> str:
+    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                       cwd=HERE)
+    return r.stdout.strip() or "unknown"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    if args.repeats < 1:
+        ap.error("--repeats: must be >= 1")
+    rows = []
+    print(f"{'case':<22} {'median ms':>10} {'worst ms':>10}")
+    for case in INTERRUPT_CASES:
+        t = [interrupt_latency(case, delay=0.5 + 0.1 * i) for i in range(args.repeats)]
+        rows.append({"case": case, "seconds": t, "median": statistics.median(t), "worst": max(t)})
+        print(f"{case:<22} {1e3 * statistics.median(t):>10.1f} {1e3 * max(t):>10.1f}", flush=True)
+    doc = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+           "commit": commit(), "results": rows}
+    if args.json:
+        tmp = f"{args.json}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(doc, f, indent=2)
+        os.replace(tmp, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
