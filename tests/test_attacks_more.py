@@ -129,15 +129,15 @@ def test_confidence_map_of_a_hidden_layer(data):
 def test_score_attack_black_box_on_random_forest_and_rbf_svc(data):
     X, y, _, _, _, _, _ = data
     rf = RandomForestClassifier(30, random_state=0).fit(X, y)
-    res = ff.score_attack(rf, X[:60], y[:60], eps=0.25, max_queries=200, clip=(0, 1), seed=1)
+    res = ff.score_attack(rf, X[:40], y[:40], eps=0.25, max_queries=200, clip=(0, 1), seed=1)
     assert res.success.mean() > 0.5
     assert np.all(res.linf <= 0.25 + 1e-12) and np.all(res.queries <= 200)
     np.testing.assert_array_equal(res.pred, rf.predict(res.x_adv))
-    np.testing.assert_array_equal(res.success, rf.predict(res.x_adv) != y[:60])
-    again = ff.score_attack(rf, X[:60], y[:60], eps=0.25, max_queries=200, clip=(0, 1), seed=1)
+    np.testing.assert_array_equal(res.success, rf.predict(res.x_adv) != y[:40])
+    again = ff.score_attack(rf, X[:40], y[:40], eps=0.25, max_queries=200, clip=(0, 1), seed=1)
     np.testing.assert_array_equal(again.x_adv, res.x_adv)
     svc = CalibratedClassifierCV(SVC(), ensemble=False).fit(X[:600], y[:600])  # RBF SVC with probabilities
-    res = ff.score_attack(svc, X[600:640], y[600:640], eps=2.0, max_queries=300, clip=(0, 1), norm=2)
+    res = ff.score_attack(svc, X[600:630], y[600:630], eps=2.0, max_queries=300, clip=(0, 1), norm=2)
     assert res.success.mean() > 0.3 and np.all(res.l2 <= 2.0 + 1e-9)
     with pytest.raises(TypeError, match="predict_proba"):
         ff.score_attack(object(), X[:2], eps=0.1)

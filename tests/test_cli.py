@@ -93,3 +93,85 @@ def test_saving_and_loading_mistakes_name_the_problem(tmp_path):
         assert str(info.value).startswith(str(tmp_path / name)), info.value
     with pytest.raises(FileNotFoundError):
         ff.load_model(tmp_path / "missing.npz")
+
+
+def test_attack_arguments_are_checked_before_work_and_read_like_the_api(tmp_path, capsys):
+    """In-process: data paths that are folders or not gzip, --out a folder or in a missing
+    folder (refused before the model is even loaded), --target not a class, --norm spelled as
+    the API spells it, complex data refused and integer data converted with a note, and a
+    truncated joblib with --trust-pickle: one line each, exit 2; the good spellings work."""
+    import os
+    import fastfool as ff
+    from fastfool import cli
+    rng = np.random.default_rng(0)
+    ff.save_model(ff.LinearModel(rng.standard_normal((3, 4))), tmp_path / "m.npz")
+    np.save(tmp_path / "X.npy", rng.uniform(0, 1, (10, 4)))
+    np.save(tmp_path / "Xi.npy", (rng.uniform(0, 1, (10, 4)) * 255).astype(np.uint8))
+    np.save(tmp_path / "Xc.npy", rng.uniform(0, 1, (10, 4)) + 1j)
+    (tmp_path / "bad.gz").write_bytes(b"not gzip at all")
+    (tmp_path / "t.joblib").write_bytes(b"\x80\x04\x95garbage")
+    os.mkdir(tmp_path / "d.npy")
+    base = ["attack", "--model", str(tmp_path / "m.npz"), "--attack", "fgsm", "--eps", "0.1"]
+    X = ["--data", str(tmp_path / "X.npy")]
+    bad = {
+        "is a directory": ["--data", str(tmp_path / "d.npy")],
+        "not a readable gzip IDX file": ["--data", str(tmp_path / "bad.gz")],
+        "is a folder": X + ["--out", str(tmp_path)],
+        "does not exist": X + ["--out", str(tmp_path / "nofolder" / "x.npz")],
+        "not one of the model's classes": X + ["--target", "seven"],
+        "complex values": ["--data", str(tmp_path / "Xc.npy")],
+        "at most 1024 threads": X + ["--threads", "99999999999"],
+    }
+    for what, args in bad.items():
+        assert cli.main(base + args) == 2, what
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and what in err and "Traceback" not in err, (what, err)
+    assert cli.main(["attack", "--model", str(tmp_path / "t.joblib"), "--trust-pickle", *X,
+                     "--attack", "fgsm", "--eps", "0.1"]) == 2
+    assert "cannot be loaded as a joblib/pickle model" in capsys.readouterr().err
+    # --out in a missing folder is refused before the model file is read
+    assert cli.main(["attack", "--model", str(tmp_path / "missing.npz"), *X, "--attack", "fgsm",
+                     "--eps", "0.1", "--out", str(tmp_path / "nofolder" / "x")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    for norm in ("l2", "2", "linf", "inf"):
+        assert cli.main(base + X + ["--norm", norm, "--format", "json"]) == 0, norm
+        capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        cli.main(base + X + ["--norm", "l7"])
+    assert e.value.code == 2 and "expected inf (linf) or 2 (l2)" in capsys.readouterr().err
+    assert cli.main(base + X + ["--target", "2", "--out", str(tmp_path / "adv")]) == 0
+    assert ff.AttackResult.load(tmp_path / "adv.npz").target.tolist() == [2] * 10
+    capsys.readouterr()
+    assert cli.main(base + ["--data", str(tmp_path / "Xi.npy"), "--scale", str(1 / 255)]) == 0
+    assert "uint8 data converted to float64" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert cli.main(["demo", "--out", str(tmp_path / "afile")]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+
+
+def test_integer_settings_refuse_nan_inf_fractions_and_negatives():
+    """steps / max_iter / restarts / sizes of every attack: NaN, inf, fractions, negatives
+    and bools are refused naming the setting (before: OverflowError, or accepted)."""
+    import fastfool as ff
+    m = ff.LinearModel(np.random.default_rng(0).standard_normal((3, 4)))
+    X = np.random.default_rng(1).uniform(0, 1, (6, 4))
+    calls = {
+        "steps": lambda v: ff.pgd(m, X, eps=0.1, steps=v),
+        "restarts": lambda v: ff.pgd(m, X, eps=0.1, restarts=v),
+        "max_iter": lambda v: ff.deepfool(m, X, max_iter=v),
+        "n_per_class": lambda v: ff.far_points(m, X, n_per_class=v),
+        "n_directions": lambda v: ff.far_points(m, X, n_directions=v),
+        "max_doublings": lambda v: ff.far_points(m, X, max_doublings=v),
+        "n": lambda v: ff.template(m, None, target=1, start="noise", n=v),
+    }
+    for name, call in calls.items():
+        for v in (np.nan, np.inf, -np.inf, 2.5, -3, True, 2**40, "7"):
+            if name == "max_doublings" and v == -3:
+                v = -1
+            with pytest.raises((ValueError, TypeError), match=name):
+                call(v)
+    for name, v in (("max_alpha", -1.0), ("max_alpha", np.nan), ("step_size", np.nan),
+                    ("step_size", -1.0)):
+        with pytest.raises(ValueError, match=name):
+            ff.template(m, X, target=1, **{name: v})
+    assert ff.pgd(m, X, eps=0.1, steps=np.int32(3), restarts=2.0).n == 6  # integral values work

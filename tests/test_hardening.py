@@ -527,3 +527,187 @@ def test_pool_keeps_no_more_threads_than_the_last_call():
     r = subprocess.run([sys.executable, "-c", SHRINK], env=e, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0 and r.stdout.startswith("ok"), r.stdout + r.stderr
+
+
+# --- sizes: overflow and outputs that cannot fit (items 1 and 4) ---------------------------
+
+SIZES = textwrap.dedent(r"""
+    import random, sys, numpy as np
+    from fastfool import _core
+    rng = random.Random(int(sys.argv[1]))
+    y = np.zeros(1, np.int64)
+    def bx(dt, r, c):
+        return np.broadcast_to(np.ones(1, dt), (r, c))
+    def calls(dt, D):  # each: raw kernels on huge zero-stride operands, real (small) outputs
+        z = lambda *s: np.zeros(s, dt)
+        return {
+            "scores": lambda: _core.scores(bx(dt, 1, D), bx(dt, 3, D), None, 1, z(1, 3), 2),
+            "ce_grad_linear": lambda: _core.ce_grad_linear(bx(dt, 2, 4), bx(dt, D, 4), None,  # D classes
+                                                           np.zeros(2, np.int64), z(2, 4), None, None, 2),
+            "mlp_forward": lambda: _core.mlp_forward(bx(dt, 1, D), [bx(dt, D, 3), z(3, 2)], [None, None],
+                                                     [1, 0], 0, z(1, 2), 2),
+            "mlp_hidden": lambda: _core.mlp_forward(bx(dt, 1, 4), [bx(dt, 4, D), bx(dt, D, 2)],
+                                                    [None, None], [2, 0], 1, z(1, 2), 2),
+            "ce_grad_mlp": lambda: _core.ce_grad_mlp(bx(dt, 1, 4), [bx(dt, 4, D), bx(dt, D, 2)],
+                                                     [None, None], [1, 0], y, z(1, 4), None, None, 2),
+            "mlp_vjp": lambda: _core.mlp_vjp(bx(dt, 1, 4), [bx(dt, 4, D), bx(dt, D, 2)], [None, None],
+                                             [0, 0], z(1, 2), z(1, 4), None, 2),
+            "ce_step_mlp": lambda: _core.ce_step_mlp(bx(dt, 1, 4), [bx(dt, 4, D), bx(dt, D, 2)],
+                                                     [None, None], [3, 0], y, z(1, 4), False, 0.1, 1.0,
+                                                     None, None, 0.0, z(1, 4), None, None, 1, 3),
+            "ce_step_linear": lambda: _core.ce_step_linear(bx(dt, 1, 4), bx(dt, D, 4), None, y, z(1, 4),
+                                                           True, 0.1, 1.0, None, None, 0.0, z(1, 4),
+                                                           None, None, 2),
+            "backproject": lambda: _core.backproject(bx(dt, 1, 2), [bx(dt, 2, D), bx(dt, D, 3)],
+                                                     [None, None], [0, 0], 0.1, None, z(1, 3), 2),
+        }
+    n = 0
+    for dt in (np.float32, np.float64):
+        for name in calls(dt, 8):
+            for _ in range(4):
+                D = 2 ** rng.randint(38, 62) + rng.choice([0, 1, 7, -1])
+                try:
+                    calls(dt, D)[name]()
+                    raise SystemExit(f"{name} {np.dtype(dt)} D={D}: accepted")
+                except (MemoryError, ValueError) as exc:
+                    msg = str(exc)
+                    assert msg and "bad_alloc" not in msg, (name, D, msg)
+                    n += 1
+    print("ok", n)
+""")
+
+
+def test_huge_zero_stride_operands_are_refused_before_allocation():
+    """Raw kernels on broadcast views claiming 2**38..2**62 elements in a dimension (every
+    kernel, both dtypes, generated sizes): a clear MemoryError (a workspace larger than the
+    machine's memory, refused before operator new) or ValueError (a dimension of 2**40 or
+    more), never a wrapped size and a segfault."""
+    r = subprocess.run([sys.executable, "-c", SIZES, "16"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith("ok"), r.stdout + r.stderr[-3000:]
+    assert int(r.stdout.split()[1]) == 2 * 9 * 4
+
+
+LATE = textwrap.dedent(r"""
+    import numpy as np, fastfool as ff
+    from fastfool import kernels, _runtime
+    from fastfool.models import base
+    rng = np.random.default_rng(0)
+    models = [ff.LinearModel(rng.standard_normal((10, 64))),
+              ff.MLP([rng.standard_normal((64, 20)), rng.standard_normal((20, 10))], activation="relu")]
+    def no_pass(*a, **k):  # any pass over X before the size check fails the test
+        raise AssertionError("X was read before its output size was checked")
+    kernels.all_finite = no_pass
+    base._check_finite = no_pass
+    n = 0
+    for m in models:
+        lim = _runtime.memory_limit() or 2**40
+        for rows in (lim // 80 + 1, 2**36 + lim // 8, 2**40 - 1):  # scores alone cannot fit
+            X = np.broadcast_to(np.ones((1, 64)), (rows, 64))
+            for call in (m.predict_proba, m.predict, m.decision_function,
+                         lambda X: m.loss_gradient(X, 0),
+                         lambda X: ff.fgsm(m, X, y=0 if rows > 2**32 else None, eps=0.1),
+                         lambda X: ff.pgd(m, X, eps=0.1, steps=2)):
+                try:
+                    call(X)
+                    raise SystemExit("accepted")
+                except MemoryError as exc:
+                    assert "X:" in str(exc) and "GiB" in str(exc), exc
+                    n += 1
+    print("ok", n)
+""")
+
+
+def test_outputs_that_cannot_fit_are_refused_before_any_pass():
+    """predict_proba, predict, decision_function, loss_gradient and attacks on broadcast views
+    of 2**31..2**40 rows: MemoryError naming X and the size before anything reads X (the
+    finite check is replaced by a trap). Before: 46 s of NaN checking, then MemoryError."""
+    r = subprocess.run([sys.executable, "-c", LATE], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith("ok"), r.stdout + r.stderr[-3000:]
+    assert int(r.stdout.split()[1]) == 2 * 3 * 6
+
+
+# --- hostile files (item 8) ------------------------------------------------------------------
+
+def _forge_npy_header(shape, dtype="<f8") -> bytes:
+    """The bytes of a .npy header declaring `shape` (no data follows)."""
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False,
+                                               "shape": tuple(shape)})
+    return np.lib.format.magic(1, 0) + buf.getvalue()
+
+
+HOSTILE = textwrap.dedent(r"""
+    import gzip, io, os, random, sys, time, zipfile, numpy as np, fastfool as ff
+    from fastfool.datasets import load_array
+    sys.path.insert(0, sys.argv[2])
+    from test_hardening import _forge_npy_header
+    folder, seed = sys.argv[1], int(sys.argv[3])
+    rng = random.Random(seed)
+    good = ff.LinearModel(np.random.default_rng(0).standard_normal((3, 4)))
+    ff.save_model(good, os.path.join(folder, "good.npz"))
+    ff.fgsm(good, np.random.default_rng(1).uniform(0, 1, (5, 4)), eps=0.1).save(os.path.join(folder, "res.npz"))
+    files = []
+    def add(name, data):
+        p = os.path.join(folder, name)
+        with open(p, "wb") as f:
+            f.write(data)
+        files.append(p)
+    for i in range(int(sys.argv[4])):
+        # 1. a zip bomb: a member compressed 1000x (deflate's limit), 256-384 MiB expanded
+        n = rng.choice([2**28, 3 * 2**27 + 8])
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            with z.open("W0.npy", "w", force_zip64=True) as m:
+                m.write(_forge_npy_header((n // 8,)))
+                chunk = bytes(1 << 24)
+                for _ in range(n // len(chunk)):
+                    m.write(chunk)
+        add(f"bomb{i}.npz", buf.getvalue())
+        # 2. a stored member whose header claims terabytes
+        shape = (rng.randint(2**20, 2**40), rng.randint(1, 2**12))
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("W0.npy", _forge_npy_header(shape) + bytes(rng.randint(0, 64)))
+            z.writestr("format.npy", _forge_npy_header((), "<U14"))
+        add(f"forged{i}.npz", buf.getvalue())
+        # 3. a .npy whose header claims more than the file holds
+        add(f"forged{i}.npy", _forge_npy_header(shape) + bytes(rng.randint(0, 4096)))
+        # 4. a gzip IDX whose header claims a huge shape, and one that expands past its header
+        dims = [rng.randint(2**16, 2**31) for _ in range(3)]
+        hdr = bytes([0, 0, 0x08, 3]) + b"".join(d.to_bytes(4, "big") for d in dims)
+        add(f"huge{i}-idx.gz", gzip.compress(hdr + bytes(1000)))
+        add(f"long{i}-idx.gz", gzip.compress(bytes([0, 0, 0x08, 1]) + (10).to_bytes(4, "big") + bytes(2**20)))
+    refused = 0
+    t0 = time.perf_counter()
+    for p in files:
+        loaders = [load_array]
+        if p.endswith(".npz"):
+            loaders += [ff.load_model, ff.AttackResult.load]
+        for load in loaders:
+            try:
+                load(p)
+                raise SystemExit(f"{p}: loaded by {load.__name__}")
+            except ValueError as exc:
+                assert str(exc).startswith(p), (p, exc)
+                refused += 1
+    elapsed = time.perf_counter() - t0
+    assert ff.load_model(os.path.join(folder, "good.npz")).coef_.shape == (3, 4)
+    assert ff.AttackResult.load(os.path.join(folder, "res.npz")).n == 5
+    print("ok", refused, f"{elapsed:.3f}")
+""")
+
+
+@pytest.mark.slow
+def test_hostile_files_are_refused_from_their_headers(tmp_path):
+    """Generated zip bombs (256-384 MiB members deflated 1000x), members and .npy files
+    whose headers claim up to 2**52 elements, gzip IDX files claiming huge shapes or holding
+    more than their header: every loader refuses each with a ValueError naming the file,
+    reading only directories and headers (before: 16 s and 6.5 GB for a 3 MB bomb, a raw
+    MemoryError for an 8 TB header). Real files still load."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    r = subprocess.run([sys.executable, "-c", HOSTILE, str(tmp_path), here, "8", "2"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith("ok"), r.stdout + r.stderr[-3000:]
+    assert int(r.stdout.split()[1]) == 2 * (3 * 2 + 3)

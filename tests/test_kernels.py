@@ -810,7 +810,7 @@ def test_streamed_large_gradients_equal_the_cached_path(simd_path):
     Ps = [(rng.standard_normal((20, 50)) / 4).astype(np.float32),
           (rng.standard_normal((50, D)) / 7).astype(np.float32)]
     with simd(simd_path):
-        for threads in (1, 2):
+        for threads in (1, 2) if simd_path == "avx2" else (2,):  # generic: the slow reference path
             G, loss = K.ce_grad_linear(X, W, b, y, threads=threads)
             assert G.ctypes.data % 64 == 0
             G2, loss2 = K.ce_grad_linear(X, W, b, y, out=misaligned, threads=threads)

@@ -40,12 +40,27 @@ inline std::int64_t elem_stride(const py::array& a, int axis, const char* name) 
     return st / static_cast<py::ssize_t>(a.itemsize());
 }
 
+// Every dimension a kernel sees is below 2**40 (a broadcast view can claim up to 2**62): then
+// no size the kernels compute from them (packed panels, workspaces, padded scratch, all a
+// dimension times a small tile constant, or a real array's size) can overflow 64 bits, and
+// Buffer refuses byte counts that would (gemm.hpp).
+constexpr std::int64_t kMaxDim = std::int64_t(1) << 40;
+
+inline void check_dims(const py::array& a, const char* name) {
+    for (py::ssize_t i = 0; i < a.ndim(); ++i)
+        if (a.shape(i) >= kMaxDim)
+            throw py::value_error(std::string(name) + ": shape " + shape_str(a) +
+                                  " has a dimension of 2**40 or more, beyond what fastfool's "
+                                  "kernels support");
+}
+
 template <class T>
 MatView<T> in_mat(const py::array& a, const char* name) {
     check_dtype<T>(a, name);
     if (a.ndim() != 2)
         throw py::value_error(std::string(name) + ": expected a 2-D array, got shape " +
                               shape_str(a));
+    check_dims(a, name);
     return {static_cast<const T*>(a.data()), a.shape(0), a.shape(1), elem_stride(a, 0, name),
             elem_stride(a, 1, name)};
 }
@@ -55,6 +70,7 @@ VecView<T> in_vec(const py::object& o, std::int64_t n, const char* name) {
     if (o.is_none()) return {};
     auto a = py::reinterpret_borrow<py::array>(o);
     check_dtype<T>(a, name);
+    check_dims(a, name);
     if (a.ndim() != 1 || a.shape(0) != n)
         throw py::value_error(std::string(name) + ": expected shape (" + std::to_string(n) +
                               ",), got " + shape_str(a));
@@ -86,6 +102,7 @@ T* out_vec(const py::object& o, std::int64_t n, const char* name) {
     if (o.is_none()) return nullptr;
     auto a = py::reinterpret_borrow<py::array>(o);
     check_dtype<T>(a, name);
+    check_dims(a, name);
     if (a.ndim() != 1 || a.shape(0) != n)
         throw py::value_error(std::string(name) + ": expected shape (" + std::to_string(n) +
                               ",), got " + shape_str(a));

@@ -1,4 +1,5 @@
-"""Files written so that a failed save never destroys the previous one."""
+"""Files written so that a failed save never destroys the previous one, and read so that a
+hostile file (a zip bomb, a forged header) is refused from its headers before any data is read."""
 
 from __future__ import annotations
 
@@ -84,3 +85,96 @@ def decode_labels(a: np.ndarray, was_object: bool) -> np.ndarray:
     out = np.empty(a.shape, dtype=object)
     out[...] = a.tolist() if a.ndim else a.item()
     return out
+
+
+# --- hostile files: declared sizes checked before anything is read ---------------------------
+
+#: A compressed member may expand at most this many times (np.savez_compressed of real data:
+#: 2-20x; of a constant array: ~1000x). Past it, and over 64 MiB, it is refused as a zip bomb.
+MAX_RATIO = 1000
+_RATIO_FLOOR = 64 << 20
+
+
+def _limit() -> int:
+    """Bytes a file may make us load: half this process's memory (the arrays, and room for a
+    copy), or 1 TiB when that is unknown."""
+    from ._runtime import memory_limit
+    m = memory_limit()
+    return m // 2 if m else 1 << 40
+
+
+def _npy_header(fp):
+    """(shape, dtype, header bytes) of the .npy stream at fp's position (NumPy's own parser)."""
+    fmt = np.lib.format
+    start = fp.tell() if hasattr(fp, "tell") else 0
+    version = fmt.read_magic(fp)
+    if version == (1, 0):
+        shape, _, dtype = fmt.read_array_header_1_0(fp)
+    elif version in ((2, 0), (3, 0)):
+        shape, _, dtype = fmt.read_array_header_2_0(fp)
+    else:  # pragma: no cover - read_magic accepts only those
+        raise ValueError(f"unsupported .npy version {version}")
+    return shape, dtype, fp.tell() - start
+
+
+def _declared(shape, dtype) -> int:
+    import math
+    return math.prod(int(s) for s in shape) * dtype.itemsize
+
+
+def check_npy(fh, path) -> None:
+    """Refuse a .npy file whose header claims more data than the file holds, or more than this
+    process's memory, before NumPy allocates it (ValueError naming the file). fh: a seekable
+    binary handle, left at the start."""
+    pos = fh.tell()
+    try:
+        shape, dtype, hdr = _npy_header(fh)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a .npy file ({exc})") from exc
+    size = os.fstat(fh.fileno()).st_size - pos
+    need = _declared(shape, dtype)
+    if dtype.hasobject:
+        raise ValueError(f"{path}: holds Python objects, which fastfool never unpickles")
+    if need > size - hdr:
+        raise ValueError(f"{path}: header declares shape {shape} {dtype} ({need} bytes) but the "
+                         f"file holds {size - hdr}: truncated or forged")
+    fh.seek(pos)
+
+
+def check_npz(fh, path, limit: int | None = None) -> None:
+    """Refuse an .npz whose members declare more than they hold, expand past ``MAX_RATIO``
+    (zip bombs), or together exceed ``limit`` bytes (default: this process's memory), reading
+    only the zip directory and each member's .npy header (ValueError naming the file and the
+    member). fh: a seekable binary handle, left at the start."""
+    import zipfile
+    limit = _limit() if limit is None else limit
+    pos = fh.tell()
+    try:
+        zf = zipfile.ZipFile(fh)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from exc
+    total = 0
+    with zf:
+        for info in zf.infolist():
+            name = info.filename
+            if info.file_size > _RATIO_FLOOR and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+                raise ValueError(f"{path}: member {name!r} expands {info.compress_size} bytes to "
+                                 f"{info.file_size} (more than {MAX_RATIO}x): refused as a zip bomb")
+            if not name.endswith(".npy"):
+                continue
+            try:
+                with zf.open(info) as m:
+                    shape, dtype, hdr = _npy_header(m)
+            except Exception as exc:
+                raise ValueError(f"{path}: member {name!r} is not a readable array "
+                                 f"({type(exc).__name__}: {exc})") from exc
+            need = _declared(shape, dtype) if not dtype.hasobject else 0
+            if not dtype.hasobject and need != info.file_size - hdr:
+                raise ValueError(f"{path}: member {name!r} declares shape {shape} {dtype} "
+                                 f"({need} bytes) but holds {info.file_size - hdr}: forged or "
+                                 "truncated")
+            total += need
+            if total > limit:
+                raise ValueError(f"{path}: its arrays need {total / 2**30:.1f} GiB, more than "
+                                 f"the {limit / 2**30:.1f} GiB this process may load")
+    fh.seek(pos)

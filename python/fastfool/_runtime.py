@@ -47,6 +47,43 @@ def cpus_available() -> int:
     return min(n, q) if q else n
 
 
+def memory_limit() -> int | None:
+    """Bytes this process can hold at most: RAM plus swap, capped by a cgroup memory limit (v2
+    ``memory.max``, v1 ``limit_in_bytes``); None when unknown. Used to refuse, before any pass
+    over the inputs, an output that cannot fit (a broadcast view can have 2**31 rows)."""
+    total = None
+    try:
+        with open("/proc/meminfo") as f:
+            info = {ln.split(":")[0]: int(ln.split()[1]) * 1024 for ln in f if ln.split()[1:2]}
+        total = info["MemTotal"] + info.get("SwapTotal", 0)
+    except (OSError, KeyError, ValueError, IndexError):
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+            total = None
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            v = _read(path).strip()
+        except OSError:
+            continue
+        if v.isdigit() and int(v) < 2**62:
+            total = int(v) if total is None else min(total, int(v))
+        break
+    return total
+
+
+def check_fits(shape, itemsize: int, name: str, what: str) -> None:
+    """MemoryError naming ``name`` when an array of ``shape`` cannot fit in this process's
+    memory (see :func:`memory_limit`), before anything is allocated or read."""
+    import math
+    need = math.prod(int(s) for s in shape) * int(itemsize)
+    limit = memory_limit()
+    if limit is not None and need > limit:
+        raise MemoryError(f"{name}: {what} of shape {tuple(int(s) for s in shape)} needs "
+                          f"{need / 2**30:.1f} GiB, more than the {limit / 2**30:.1f} GiB of "
+                          "memory this process can use")
+
+
 def _forced() -> bool:
     return os.environ.get("FASTFOOL_FORCE_THREADS", "") not in ("", "0")
 

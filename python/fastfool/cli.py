@@ -49,6 +49,8 @@ def _demo(args) -> int:
 
     import fastfool as ff
 
+    if args.out:
+        _check_folder_arg(args.out)
     if args.threads is not None:
         ff.set_threads(args.threads)
     try:
@@ -164,6 +166,86 @@ def _demo_figures(out, X, y, keep, m_lr, m_mlp, m_id, results):
 _ATTACKS = ("fgsm", "pgd", "deepfool", "minimal", "template")
 
 
+def _check_folder_arg(out) -> None:
+    """demo --out: a folder that exists or can be made (checked before any work)."""
+    import os
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out}: exists and is not a folder (the demo writes its figures "
+                         "into a folder)")
+    parent = os.path.dirname(os.path.abspath(out))
+    target = out if os.path.isdir(out) else parent
+    if not os.path.isdir(target):
+        raise ValueError(f"--out {out}: the folder {parent} does not exist")
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: cannot write into {target} (permission denied)")
+
+
+def _out_file_arg(out) -> str:
+    """attack --out: the .npz file AttackResult.save will write, checked before any work (a
+    folder, a missing or read-only folder are refused then, not after the attack ran)."""
+    import os
+    p = os.fspath(out)
+    if not p or p.endswith(("/", os.sep)) or os.path.isdir(p) or os.path.basename(p) in (".", ".."):
+        raise ValueError(f"--out {p!r}: is a folder; give a file name such as "
+                         f"{os.path.join(p or '.', 'adv.npz')}")
+    final = p if p.endswith(".npz") else p + ".npz"
+    if os.path.isdir(final):
+        raise ValueError(f"--out {p}: {final} is a folder")
+    folder = os.path.dirname(os.path.abspath(final))
+    if not os.path.isdir(folder):
+        raise ValueError(f"--out {p}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {p}: cannot write into {folder} (permission denied)")
+    return final
+
+
+def _norm_arg(value: str) -> str:
+    from ._checks import norm_name
+    try:
+        return norm_name(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected inf (linf) or 2 (l2), got {value!r}") from None
+
+
+def _target_arg(target, model):
+    """--target: 'random', 'least_likely', 'all' or one of the model's classes, written as
+    the class prints (7, 1.5, True, cat); anything else is refused naming the classes."""
+    import numpy as np
+    if target is None or target in ("random", "least_likely", "all"):
+        return target
+    cls = model.classes_
+    for i, c in enumerate(cls):
+        if str(c) == target:
+            return cls[i]
+    if cls.dtype.kind in "iuf":
+        try:
+            v = float(target)
+        except ValueError:
+            v = None
+        if v is not None:
+            hit = np.flatnonzero(cls.astype(np.float64) == v)
+            if hit.size:
+                return cls[hit[0]]
+    shown = ", ".join(map(str, cls[:20])) + (", ..." if len(cls) > 20 else "")
+    raise ValueError(f"--target {target!r}: not one of the model's classes ({shown}), nor "
+                     "'random', 'least_likely' or 'all'")
+
+
+def _data_arg(X, path, dtype):
+    """The CLI's data as the model's float dtype. The API refuses non-float arrays so that no
+    precision is guessed; files from disk (IDX images are uint8) are converted here, with a
+    note on stderr; complex values are refused."""
+    import numpy as np
+    if X.dtype.kind == "c":
+        raise ValueError(f"{path}: complex values ({X.dtype}); fastfool attacks real inputs")
+    if X.dtype.kind not in "fiub":
+        raise ValueError(f"{path}: expected numbers, got dtype {X.dtype}")
+    if X.dtype != dtype:
+        print(f"fastfool: note: {path}: {X.dtype} data converted to {np.dtype(dtype)}",
+              file=sys.stderr)
+    return X.astype(dtype, copy=False)
+
+
 def _load_model_arg(path, trust_pickle):
     import fastfool as ff
 
@@ -174,31 +256,39 @@ def _load_model_arg(path, trust_pickle):
                          "runs code when loaded, so pass --trust-pickle only for files you trust")
     import pickle
 
+    import os
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a directory, not a model file")
     try:
-        import joblib
-
-        est = joblib.load(path)
-    except ImportError:
-        with open(path, "rb") as f:
-            est = pickle.load(f)
+        try:
+            import joblib
+        except ImportError:
+            with open(path, "rb") as f:
+                est = pickle.load(f)
+        else:
+            est = joblib.load(path)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # truncated or foreign files raise anything from EOFError up
+        raise ValueError(f"{path}: cannot be loaded as a joblib/pickle model "
+                         f"({type(exc).__name__}: {exc})") from exc
     return ff.from_sklearn(est)
 
 
 def _attack(args) -> int:
     import json
 
-    import numpy as np
 
     import fastfool as ff
     from .datasets import load_array
 
+    out = _out_file_arg(args.out) if args.out else None  # before any work
     model = _load_model_arg(args.model, args.trust_pickle)
     X = load_array(args.data)
     if X.ndim > 2:
         X = X.reshape(X.shape[0], -1)
-    if X.dtype.kind in "iub":  # raw images (e.g. IDX uint8): scale explicitly by --scale
-        X = X.astype(model.dtype)
-    X = X.astype(model.dtype, copy=False) * model.dtype.type(args.scale)
+    # raw images (e.g. IDX uint8) become floats; scale them explicitly with --scale
+    X = _data_arg(X, args.data, model.dtype) * model.dtype.type(args.scale)
     if X.ndim != 2 or X.shape[1] != model.n_features_in_:
         raise ValueError(f"{args.data}: {X.shape[-1] if X.ndim else 0} features per row, but the "
                          f"model expects {model.n_features_in_}")
@@ -219,9 +309,8 @@ def _attack(args) -> int:
         if args.target is None:
             raise ValueError("--target is required for template")
         kw.update(target=args.target, clip=clip)
-    if args.target is not None and args.target not in ("random", "least_likely", "all"):
-        cls = model.classes_
-        kw["target"] = np.asarray(args.target).astype(cls.dtype) if cls.dtype.kind != "U" else args.target
+    if "target" in kw:
+        kw["target"] = _target_arg(args.target, model)
     if args.device != "cpu":
         if args.attack not in ("fgsm", "pgd"):
             raise ValueError(f"--device {args.device}: only fgsm and pgd run on the GPU")
@@ -233,15 +322,15 @@ def _attack(args) -> int:
         kw.pop("threads")
     fn = getattr(ff, args.attack)
     res = fn(model, X, **kw) if args.attack == "template" else fn(model, X, y, **kw)
-    if args.out:
-        res.save(args.out)
+    if out:
+        res.save(out)
     s = res.summary()
     if args.format == "json":
         print(json.dumps(s, default=float))
     else:
         print(repr(res))
         if args.out:
-            print(f"saved {res.n} rows to {args.out}")
+            print(f"saved {res.n} rows to {out}")
     return 0
 
 
@@ -271,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack", required=True, choices=_ATTACKS)
     p.add_argument("--eps", type=float, default=None)
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--norm", default="inf", choices=["inf", "2"])
+    p.add_argument("--norm", default="inf", type=_norm_arg, help="inf (linf) or 2 (l2)")
     p.add_argument("--target", default=None, help="a label, 'random', 'least_likely' or 'all'")
     p.add_argument("--clip", type=float, nargs=2, metavar=("LO", "HI"), default=None)
     p.add_argument("--seed", type=int, default=0)

@@ -27,7 +27,7 @@ import os
 
 import numpy as np
 
-from ._files import decode_labels, encode_labels, save_npz
+from ._files import check_npz, decode_labels, encode_labels, save_npz
 from .models import MLP, KernelSVM, LinearModel, Model
 
 __all__ = ["save_model", "load_model", "FORMAT_VERSION"]
@@ -80,6 +80,7 @@ def load_model(path: str | os.PathLike) -> Model:
 
 
 def _load_model(src, path) -> Model:
+    check_npz(src, path)
     try:
         f = np.load(src, allow_pickle=False)
     except ValueError as exc:  # object arrays (pickled) or not an npz

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from ._files import decode_labels, encode_labels, save_npz
+from ._files import check_npz, decode_labels, encode_labels, save_npz
 
 __all__ = ["AttackResult"]
 
@@ -170,7 +170,13 @@ class AttackResult:
     @classmethod
     def _load(cls, path) -> "AttackResult":
         # our own handle: np.load leaks the file it opened when the zip is unreadable
-        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
+        with open(path, "rb") as fh:
+            check_npz(fh, path)
+            return cls._read(fh, path)
+
+    @classmethod
+    def _read(cls, fh, path) -> "AttackResult":
+        with np.load(fh, allow_pickle=False) as f:
             if "_header" not in f:
                 raise ValueError(f"{path}: not a fastfool AttackResult file (no header)")
             header = json.loads(str(f["_header"]))

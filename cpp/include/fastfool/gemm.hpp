@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -33,6 +34,23 @@ void release_block(void* p, std::size_t bytes) noexcept;
 std::size_t cached_block_bytes();  // test hooks: bytes held by the cache, and filling them
 void poison_block_cache();         // with all-ones bytes (NaN) to catch reads of stale scratch
 
+// A scratch request no machine can meet (or whose byte count would overflow): refused before
+// any allocation, as MemoryError in Python (pybind11 maps std::bad_alloc to it).
+constexpr std::size_t kMaxScratchBytes = std::size_t(1) << 50;  // 1 PiB
+class ScratchTooLarge : public std::bad_alloc {
+public:
+    ScratchTooLarge(std::size_t n, std::size_t elem) {
+        std::snprintf(msg_, sizeof msg_,
+                      "fastfool: a kernel workspace of %.4g GiB cannot be allocated (more than "
+                      "this machine's memory: the shapes are too large)",
+                      static_cast<double>(n) * static_cast<double>(elem) / 1073741824.0);
+    }
+    const char* what() const noexcept override { return msg_; }
+
+private:
+    char msg_[160];
+};
+
 // 64-byte aligned, uninitialised storage.
 template <class T>
 class Buffer {
@@ -41,6 +59,7 @@ public:
     explicit Buffer(std::size_t n) { resize(n); }
     void resize(std::size_t n) {
         if (n <= n_) return;
+        if (n > kMaxScratchBytes / sizeof(T)) throw ScratchTooLarge(n, sizeof(T));
         std::size_t got = 0;
         T* p = static_cast<T*>(acquire_block(n * sizeof(T), got));
         ptr_ = std::unique_ptr<T, Free>(p, Free{got});

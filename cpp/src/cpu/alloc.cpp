@@ -8,6 +8,10 @@
 #include <mutex>
 #include <new>
 
+#if defined(__linux__)
+#include <sys/sysinfo.h>
+#endif
+
 #include "fastfool/gemm.hpp"
 
 namespace fastfool {
@@ -28,7 +32,23 @@ Cache& cache() {
     return *c;
 }
 
-void* fresh(std::size_t bytes) { return ::operator new(bytes, std::align_val_t(64)); }
+// RAM plus swap (0: unknown). A request beyond it is refused before operator new is asked:
+// under overcommit a huge request may "succeed" and fail page by page later, and under
+// AddressSanitizer a failed operator new aborts instead of throwing.
+std::size_t memory_bytes() {
+#if defined(__linux__)
+    struct sysinfo si{};
+    if (sysinfo(&si) == 0)
+        return (std::size_t(si.totalram) + std::size_t(si.totalswap)) * si.mem_unit;
+#endif
+    return 0;
+}
+
+void* fresh(std::size_t bytes) {
+    static const std::size_t limit = memory_bytes();
+    if (bytes > kMaxScratchBytes || (limit && bytes > limit)) throw ScratchTooLarge(bytes, 1);
+    return ::operator new(bytes, std::align_val_t(64));
+}
 void drop(void* p) { ::operator delete(p, std::align_val_t(64)); }
 
 }  // namespace

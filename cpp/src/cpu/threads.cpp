@@ -100,10 +100,13 @@ public:
         return std::unique_lock<std::mutex>(submit_, std::try_to_lock);
     }
 
-    // Runs the job on the calling thread and threads - 1 workers. Workers beyond those are
-    // retired first: the pool never keeps more threads than the last call asked for.
-    void run(const std::shared_ptr<Job>& job, int threads) {
-        resize(threads - 1);
+    // Runs the job on the calling thread and nt - 1 workers. The pool first grows to nt - 1
+    // workers, or retires those beyond the `asked` - 1 the caller asked for: it never keeps
+    // more threads than the last call asked for, and a call that uses fewer than it asked
+    // (few tasks) does not make the next one start them again.
+    void run(const std::shared_ptr<Job>& job, int nt, int asked) {
+        const int now = size();
+        resize(std::clamp(now, nt - 1, std::max(nt, asked) - 1));
         {
             std::lock_guard<std::mutex> lk(m_);
             job_ = job;
@@ -253,7 +256,7 @@ void parallel_for(std::int64_t ntasks, int threads, const TaskFn& fn) {
     job->end.store(ntasks);
     job->max_workers = nt;
     job->stoppable = tl_flag != nullptr;
-    p.run(job, nt);
+    p.run(job, nt, std::max(threads, 1));
     if (job->stopped.load()) throw Interrupted();
     if (job->error) std::rethrow_exception(job->error);
 }

@@ -53,6 +53,27 @@ def positive(value, name, *, allow_zero=True, allow_inf=False) -> float:
     return v
 
 
+def count(value, name, *, lo: int = 1, hi: int = 2**31 - 1) -> int:
+    """An integer setting (steps, iterations, queries, sizes) in [lo, hi]: Python or NumPy
+    integers, or floats with an integral value; bools, NaN, infinities and fractions are
+    refused with an error naming the setting."""
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        raise TypeError(f"{name}: expected an integer, got {value!r}")
+    if isinstance(value, (int, np.integer)):
+        v = int(value)
+    else:
+        try:
+            f = float(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name}: expected an integer, got {value!r}") from exc
+        if not np.isfinite(f) or f != int(f):
+            raise ValueError(f"{name}: must be an integer in [{lo}, {hi}], got {value!r}")
+        v = int(f)
+    if not lo <= v <= hi:
+        raise ValueError(f"{name}: must be an integer in [{lo}, {hi}], got {value!r}")
+    return v
+
+
 def check_inside_clip(X, lo, hi, be=CPU):
     """Refuse inputs outside the clip box: the attack could not keep them and stay honest."""
     if lo is None and hi is None:
@@ -84,7 +105,7 @@ def prepare(model, X, y, threads, gpu=False):
     (own predictions when y is None)."""
     model = check_model(model, gpu)
     threads = resolve_threads(threads)
-    X = model._X(X, threads)
+    X = model._X(X, threads, out_cols=model.n_features_in_)
     if y is None:
         yi = predict_index(model, X, threads)
     else:
@@ -223,7 +244,7 @@ def for_all_targets(attack, model, X, y, kwargs):
     row; ``extra["row"]`` holds each result row's index into X."""
     model = check_model(model, gpu=attack.__name__ in GPU_ATTACKS)
     threads = resolve_threads(kwargs.get("threads"))
-    X = model._X(X, threads)
+    X = model._X(X, threads, out_cols=model.n_features_in_ * max(model.n_classes - 1, 1))
     yi = predict_index(model, X, threads) if y is None else model._y(y, X.shape[0])
     N, C = X.shape[0], model.n_classes
     rows = np.repeat(np.arange(N), C - 1)

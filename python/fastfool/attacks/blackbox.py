@@ -23,7 +23,7 @@ import numpy as np
 from .._checks import matrix
 from .._typing import ArrayLike, Clip, Labels, Norm, Target
 from ..result import AttackResult
-from ._common import Progress, clip_bounds, norm_of, positive, succeeded
+from ._common import Progress, clip_bounds, count, norm_of, positive, succeeded
 
 __all__ = ["score_attack"]
 
@@ -58,9 +58,7 @@ def score_attack(clf, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm 
         raise ValueError("X: contains NaN or infinity")
     eps = positive(eps, "eps")
     nrm = norm_of(norm)
-    if int(max_queries) != max_queries or max_queries < 1:
-        raise ValueError(f"max_queries: must be an integer >= 1, got {max_queries!r}")
-    max_queries = int(max_queries)
+    max_queries = count(max_queries, "max_queries")
     classes = np.asarray(getattr(clf, "classes_", None))
     N, D = X.shape
     lo, hi = clip_bounds(clip, D, X.dtype)

@@ -23,7 +23,7 @@ from .._backend import CPU
 from .._typing import ArrayLike, Clip, Labels, Norm, Target
 from ..models import Model
 from ..result import AttackResult
-from ._common import (Progress, check_inside_clip, clip_bounds, finish, for_all_targets,
+from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, for_all_targets,
                       keep_better, norm_of, on_device, positive, prepare, resolve_target,
                       restart_objective, row_chunks, succeeded, CheckedBounds, Trusted)
 
@@ -154,11 +154,7 @@ def pgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, steps: int 
     be, xp = model._be, model._be.xp
     eps = positive(eps, "eps")
     nrm = norm_of(norm)
-    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-        raise ValueError(f"steps: must be an integer >= 1, got {steps!r}")
-    if isinstance(restarts, bool) or int(restarts) != restarts or restarts < 1:
-        raise ValueError(f"restarts: must be an integer >= 1, got {restarts!r}")
-    steps, restarts = int(steps), int(restarts)
+    steps, restarts = count(steps, "steps"), count(restarts, "restarts")
     alpha = 2.5 * eps / steps if step_size is None else positive(step_size, "step_size")
     params = dict(eps=eps, steps=steps, step_size=alpha, norm=nrm, target=_desc(target),
                   random_start=random_start, restarts=restarts, early_stop=early_stop, clip=clip,

@@ -25,7 +25,7 @@ from .._runtime import resolve_threads
 from .._typing import ArrayLike
 from ..result import AttackResult
 from ..models import DenseModel
-from ._common import check_model, finish, positive
+from ._common import check_model, count, finish, positive
 
 
 def _dense(model, what):
@@ -127,8 +127,11 @@ def far_points(model: Model, X: ArrayLike, *, p: float = 0.99, k: float = 10.0,
     if not 0 < p < 1:
         raise ValueError(f"p: must be in (0, 1), got {p}")
     k = positive(k, "k", allow_zero=False)
+    n_per_class = count(n_per_class, "n_per_class")
+    n_directions = count(n_directions, "n_directions")
+    max_doublings = count(max_doublings, "max_doublings", lo=0, hi=1000)
     rng = np.random.default_rng(seed)
-    X = model._X(X, threads)
+    X = model._X(X, threads, out_cols=model.n_features_in_)
     if X.shape[0] == 0:
         raise ValueError("X: need data to measure its radius")
     space = X if layer is None else model.hidden(X, layer, threads=threads)

@@ -24,7 +24,7 @@ from .. import verdict
 from .._typing import ArrayLike, Clip, Labels, Norm, Target
 from ..models import Model
 from ..result import AttackResult
-from ._common import (Progress, check_inside_clip, clip_bounds, finish, for_all_targets,
+from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, for_all_targets,
                       norm_of, positive, prepare, resolve_target, row_chunks, succeeded)
 
 __all__ = ["certify", "minimal", "deepfool"]
@@ -288,8 +288,7 @@ def deepfool(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
     model, X, yi, threads = prepare(model, X, y, threads)
     nrm = norm_of(norm)
     overshoot = positive(overshoot, "overshoot")
-    if isinstance(max_iter, bool) or int(max_iter) != max_iter or max_iter < 1:
-        raise ValueError(f"max_iter: must be an integer >= 1, got {max_iter!r}")
+    max_iter = count(max_iter, "max_iter")
     lo, hi = clip_bounds(clip, X.shape[1], X.dtype)
     check_inside_clip(X, lo, hi)
     C = model.n_classes

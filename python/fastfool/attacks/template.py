@@ -18,7 +18,7 @@ from .. import verdict
 from .._typing import ArrayLike, Clip, Target
 from ..models import Model
 from ..result import AttackResult
-from ._common import (Progress, check_inside_clip, clip_bounds, finish, positive, prepare,
+from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, positive, prepare,
                       resolve_target, row_chunks)
 
 __all__ = ["template"]
@@ -59,6 +59,12 @@ def template(model: Model, X: ArrayLike | None = None, target: Target = None, *,
         raise ValueError(f"confidence: must be in (0, 1), got {confidence}")
     if start not in ("image", "noise"):
         raise ValueError(f"start: expected 'image' or 'noise', got {start!r}")
+    max_alpha = positive(max_alpha, "max_alpha", allow_zero=False)
+    steps = count(steps, "steps")
+    if step_size is not None:
+        step_size = positive(step_size, "step_size", allow_zero=False)
+    if n is not None:
+        n = count(n, "n")
     rng = np.random.default_rng(seed)
     if start == "noise":
         D = model.n_features_in_

@@ -40,7 +40,7 @@ from .. import cuda, kernels, verdict
 from .._backend import CPU, Backend
 from .._checks import check_finite as _check_finite
 from .._checks import float_dtype, labels_to_index, matrix
-from .._runtime import resolve_threads
+from .._runtime import check_fits, resolve_threads
 from .._typing import ArrayLike
 
 __all__ = ["Model", "DEFAULT_MARGIN"]
@@ -253,9 +253,14 @@ class Model(ABC):
         return out
 
     # -- input handling ----------------------------------------------------------------------
-    def _X(self, X, threads, check_finite=True, name="X", cols=None, cols_what=None):
+    def _X(self, X, threads, check_finite=True, name="X", cols=None, cols_what=None,
+           out_cols=0):
         """Inputs checked once for either device: an array of the model's backend (CuPy for a
-        GPU model), float (cast to the model's dtype), ``cols`` features, finite unless asked."""
+        GPU model), float (cast to the model's dtype), ``cols`` features, finite unless asked.
+
+        Every call writes at least one score per class and row: an output that cannot fit in
+        memory (a broadcast view of 2**31 rows) is refused before the finite check reads X;
+        ``out_cols``: the caller writes that many values per row (an attack: its ``x_adv``)."""
         be, threads = self._be, resolve_threads(threads)
         if be is not CPU and not be.owns(X):
             raise TypeError(f"{name}: the model is on the GPU, so inputs must be CuPy arrays "
@@ -265,6 +270,9 @@ class Model(ABC):
                    cols=self.n_features_in_ if cols is None else cols,
                    cols_what=" (the model's number of features)" if cols_what is None else cols_what,
                    be=be)
+        if be is CPU:
+            check_fits((X.shape[0], max(len(self.classes_), out_cols, 1)), X.itemsize, name,
+                       "the output" if out_cols else "the scores")
         if check_finite and X.size:
             _check_finite(X, name, threads, be)
         return X
