@@ -418,6 +418,8 @@ INTERRUPT = textwrap.dedent(r"""
         "pgd_mlp": lambda: ff.pgd(mlp, X, y, eps=0.1, steps=10**7),
         "pgd_mlp_early_stop": lambda: ff.pgd(mlp, X, y, eps=1e-9, steps=10**7, early_stop=True),
         "deepfool": lambda: ff.deepfool(mlp, np.repeat(X, 100, axis=0), max_iter=10**7, overshoot=0.0),
+        "predict": lambda: ff.MLP([W.T.copy(), W[:10].T.copy()[:1000]]).predict(wide),
+        "minimal": lambda: ff.minimal(lin, np.repeat(X, 2000, axis=0)),
     }
     fired = []
     def fire():
@@ -433,7 +435,7 @@ INTERRUPT = textwrap.dedent(r"""
 """)
 
 INTERRUPT_CASES = ["scores", "mlp_forward", "fused_step", "pgd_linear", "pgd_mlp",
-                   "pgd_mlp_early_stop", "deepfool"]
+                   "pgd_mlp_early_stop", "deepfool", "predict", "minimal"]
 
 
 def interrupt_latency(case: str, delay: float = 0.6) -> float:

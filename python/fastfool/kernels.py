@@ -11,6 +11,16 @@ once, here, by the same code for both devices (the same mistake raises the same 
 mixing NumPy and CuPy inputs raises ``TypeError``.
 
 Activation names: ``"identity"``, ``"relu"``, ``"tanh"``, ``"logistic"``.
+
+Ctrl-C: a CPU kernel called from the main thread checks for a pending signal every 20 ms
+(between row blocks, tasks and fused steps) and raises ``KeyboardInterrupt`` within about that
+time (measured: bench/interrupt_latency.py). An ``out=`` array (or ``X`` updated in place) then
+holds the rows finished before the stop and its old values elsewhere; arrays the kernel
+allocates are dropped. Calls from other threads, and GPU calls, run to the end.
+
+Sizes: every dimension must be below 2**40 (a broadcast view may claim more), and a kernel
+workspace larger than the machine's memory (RAM and swap) raises ``MemoryError`` before
+anything is allocated.
 """
 
 from __future__ import annotations
