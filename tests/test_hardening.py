@@ -713,3 +713,32 @@ def test_hostile_files_are_refused_from_their_headers(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.startswith("ok"), r.stdout + r.stderr[-3000:]
     assert int(r.stdout.split()[1]) == 2 * (3 * 2 + 3)
+
+
+REENTRANT = textwrap.dedent(r"""
+    import signal, numpy as np, fastfool as ff
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((6000, 1500)).astype(np.float32)
+    W = rng.standard_normal((800, 1500)).astype(np.float32)
+    small = rng.standard_normal((300, 40))
+    expect_small = ff.kernels.scores(small, small[:7], threads=1)
+    calls = []
+    def handler(signum, frame):  # runs inside the long call, from the kernel's interrupt poll
+        calls.append(np.array_equal(ff.kernels.scores(small, small[:7], threads=2), expect_small))
+    quiet = ff.kernels.scores(X, W, None, threads=2)
+    signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, 0.03, 0.03)
+    busy = ff.kernels.scores(X, W, None, threads=2)
+    signal.setitimer(signal.ITIMER_REAL, 0, 0)
+    assert calls and all(calls), calls
+    assert np.array_equal(busy, quiet)
+    print("ok", len(calls))
+""")
+
+
+def test_signal_handlers_run_inside_long_calls_and_may_call_kernels():
+    """The interrupt poll runs Python signal handlers in the middle of a kernel call; a handler
+    (here SIGALRM every 30 ms) that calls fastfool itself gets a correct result (run inline:
+    the pool is the outer call's), and the outer call's result is unchanged, bit for bit."""
+    r = subprocess.run([sys.executable, "-c", REENTRANT], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("ok"), r.stdout + r.stderr[-3000:]

@@ -66,6 +66,15 @@ struct Job {
     bool finished() const { return done.load() >= end.load(); }
 };
 
+thread_local bool tl_in_pool = false;  // this thread is the caller of a pooled job
+
+struct InPool {
+    InPool() { tl_in_pool = true; }
+    ~InPool() { tl_in_pool = false; }
+    InPool(const InPool&) = delete;
+    InPool& operator=(const InPool&) = delete;
+};
+
 // Sets the stop flag of the call this thread works for, for the lifetime of the object.
 class WorkingFor {
 public:
@@ -242,7 +251,9 @@ void parallel_for(std::int64_t ntasks, int threads, const TaskFn& fn) {
     const int nt = static_cast<int>(std::min<std::int64_t>(std::max(threads, 1), ntasks));
     Pool& p = pool();
     std::unique_lock<std::mutex> slot;
-    if (nt > 1 && p.usable()) slot = p.try_acquire();
+    // tl_in_pool: this thread already holds the pool (a Python signal handler run by the
+    // interrupt poll called a kernel): inline, never try_lock a mutex the thread owns.
+    if (nt > 1 && p.usable() && !tl_in_pool) slot = p.try_acquire();
     if (!slot.owns_lock()) {  // one thread, a forked child, or the pool busy with another caller
         for (std::int64_t t = 0; t < ntasks; ++t) {
             checkpoint();
@@ -256,7 +267,10 @@ void parallel_for(std::int64_t ntasks, int threads, const TaskFn& fn) {
     job->end.store(ntasks);
     job->max_workers = nt;
     job->stoppable = tl_flag != nullptr;
-    p.run(job, nt, std::max(threads, 1));
+    {
+        InPool mark;
+        p.run(job, nt, std::max(threads, 1));
+    }
     if (job->stopped.load()) throw Interrupted();
     if (job->error) std::rethrow_exception(job->error);
 }
