@@ -102,7 +102,7 @@ def test_pgd_verdicts_are_the_estimators_over_row_chunks(digits, models, random_
         warnings.simplefilter("ignore")
         binary = MLPClassifier((12,), max_iter=300, random_state=0).fit(Xb, yb)
     import fastfool.attacks.gradient as G
-    chunks = lambda N, D, be=None: [slice(i, min(N, i + 128)) for i in range(0, N, 128)]  # 5 chunks
+    chunks = lambda N, D, be=None, weights=0: [slice(i, min(N, i + 128)) for i in range(0, N, 128)]  # 5 chunks
     for est, Xs, ys in [(models["mlp-tanh"], X[:600], y[:600]), (binary, Xb[:200], yb[:200])]:
         m = ff.from_sklearn(est, dtype=dtype)
         G.row_chunks, orig_chunks = chunks, G.row_chunks
@@ -256,3 +256,27 @@ def test_one_value_outside_the_clip_box_is_refused():
     with pytest.raises(ValueError, match="outside clip"):
         check_inside_clip(Xb, lo, hi)
     check_inside_clip(np.zeros((0, 7)), *uniform)
+
+
+def test_wide_models_get_row_chunks_sized_by_their_weights():
+    """A model with more weights than CHUNK_ELEMENTS gets chunks of as many elements (its
+    weights packed once per chunk), and FGSM's result does not depend on the chunking."""
+    from fastfool.attacks import _common
+    import fastfool.attacks.gradient as G
+    assert len(_common.row_chunks(2000, 12288, weights=1000 * 12288)) == 2
+    assert len(_common.row_chunks(2000, 12288)) == 12
+    assert len(_common.row_chunks(2000, 64, weights=640)) == 1
+    rng = np.random.default_rng(3)
+    N, D, C = 1500, 3000, 800
+    m = ff.LinearModel((rng.standard_normal((C, D)) / 50).astype(np.float32), np.zeros(C, np.float32))
+    assert m.n_weights == C * D > _common.CHUNK_ELEMENTS
+    X = rng.uniform(0, 1, (N, D)).astype(np.float32)
+    res = ff.fgsm(m, X, eps=0.02, clip=(0, 1))
+    orig = G.row_chunks
+    G.row_chunks = lambda N, D, be=_common.CPU, weights=0: orig(N, D, be, 0)  # the old chunks
+    try:
+        old = ff.fgsm(m, X, eps=0.02, clip=(0, 1))
+    finally:
+        G.row_chunks = orig
+    np.testing.assert_array_equal(res.x_adv, old.x_adv)
+    np.testing.assert_array_equal(res.pred, old.pred)

@@ -95,8 +95,13 @@ def check_inside_clip(X, lo, hi, be=CPU):
                              "the range")
 
 
-def row_chunks(N, D, be=CPU):
-    rows = max(1, (CHUNK_ELEMENTS if be is CPU else GPU_CHUNK_ELEMENTS) // max(D, 1))
+def row_chunks(N, D, be=CPU, weights=0):
+    """Row slices covering N rows of D features: each chunk's temporaries hold at most
+    CHUNK_ELEMENTS elements, or as many as the model's ``weights`` when that is more. A kernel
+    call packs (and streams) the weights once: on a wide model (12288 -> 1000: 12.3M weights)
+    170-row chunks made the fused FGSM step 1.13 s against 0.73-0.83 s over 1000-2000 rows."""
+    elements = max(CHUNK_ELEMENTS if be is CPU else GPU_CHUNK_ELEMENTS, int(weights))
+    rows = max(1, elements // max(D, 1))
     return [slice(i, min(N, i + rows)) for i in range(0, N, rows)]
 
 

@@ -80,7 +80,7 @@ def fgsm(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
     x_adv = be.empty(X.shape, X.dtype)
     bar = Progress(X.shape[0], progress, "fgsm")
     clip_arg = None if lo is None and hi is None else CheckedBounds(lo, hi, X.shape[1], X.dtype, be)
-    for s in row_chunks(*X.shape, be):
+    for s in row_chunks(*X.shape, be, model.n_weights):
         model.fused_step(X[s], Trusted(labels[s]), X[s], threads, x_adv[s], step=sign * eps,
                          eps=eps, norm=nrm, clip=clip_arg, quantum=q)
         bar.update(s.stop - s.start)
@@ -176,7 +176,7 @@ def pgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, steps: int 
     iterations = np.zeros(N, dtype=np.int64)
     in_place = not random_start and restarts == 1  # steps taken in the output rows themselves
     bar = Progress(N * restarts, progress, "pgd")
-    for s in row_chunks(*X.shape, be):
+    for s in row_chunks(*X.shape, be, model.n_weights):
         x0 = X[s]
         best = None
         for _ in range(restarts):

@@ -299,7 +299,7 @@ def deepfool(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
     x_adv = np.empty_like(X)
     iterations = np.zeros(N, dtype=np.int64)
     bar = Progress(N, progress, "deepfool")
-    for sl in row_chunks(N, D * ncand):
+    for sl in row_chunks(N, D * ncand, weights=model.n_weights):
         x0 = np.ascontiguousarray(X[sl])
         n = x0.shape[0]
         S0 = model.scores(x0, None, threads)

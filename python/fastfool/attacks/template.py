@@ -91,7 +91,7 @@ def template(model: Model, X: ArrayLike | None = None, target: Target = None, *,
     x_adv = np.empty_like(X)
     iterations = np.zeros(X.shape[0], dtype=np.int64)
     bar = Progress(X.shape[0], progress, "template")
-    for s in row_chunks(*X.shape):
+    for s in row_chunks(*X.shape, weights=model.n_weights):
         if A is not None:
             x_adv[s], iterations[s] = _affine(model, X[s], ti[s], A, confidence, lo, hi,
                                               float(max_alpha), threads)

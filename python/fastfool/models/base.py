@@ -118,6 +118,13 @@ class Model(ABC):
     def n_features_in_(self) -> int:
         """Features of an input row."""
 
+    @property
+    def n_weights(self) -> int:
+        """Weight elements a forward pass reads (all layers; a kernel SVM's support vectors):
+        the attacks size their row chunks so that a wide model's weights are streamed and
+        packed once per chunk of at least as many elements."""
+        return 0
+
     # -- the protocol the attacks use (see the module docstring); implemented by subclasses --
     @abstractmethod
     def _forward(self, X, threads):

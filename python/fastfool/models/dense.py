@@ -42,6 +42,10 @@ class DenseModel(Model):
         return self._Ws[0].shape[0]
 
     @property
+    def n_weights(self) -> int:
+        return int(sum(W.size for W in self._Ws))
+
+    @property
     def n_layers(self) -> int:
         """Number of affine layers, the logits layer included."""
         return len(self._Ws)

@@ -75,6 +75,10 @@ class KernelSVM(Model):
     def n_features_in_(self) -> int:
         return self.support_vectors_.shape[1]
 
+    @property
+    def n_weights(self) -> int:
+        return int(self.support_vectors_.size)
+
     # K(x, sv) and dK/d(x.sv)-style factors, in float64 (see the module docstring); with
     # want_bound also a bound on |computed - exact| of each K value (for the verdict).
     def _kernel_terms(self, X, threads, want_bound=False):
