@@ -37,6 +37,30 @@ def _cgroup_cpus() -> int | None:
         return None
 
 
+_CACHE_SECONDS = 1.0
+_cache: dict = {}
+
+
+def _cached(fn):
+    """fn() re-read at most once a second: every attack and kernel call asks (the cgroup and
+    /proc files cost ~40 us an open: 20 opens were 8% of a 10 ms FGSM), while affinity, quotas
+    and memory change rarely."""
+    import functools
+    import time
+
+    @functools.wraps(fn)
+    def wrapper():
+        now = time.monotonic()
+        hit = _cache.get(fn.__name__)
+        if hit is not None and now - hit[0] < _CACHE_SECONDS:
+            return hit[1]
+        value = fn()
+        _cache[fn.__name__] = (now, value)
+        return value
+    return wrapper
+
+
+@_cached
 def cpus_available() -> int:
     """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota."""
     try:
@@ -47,6 +71,7 @@ def cpus_available() -> int:
     return min(n, q) if q else n
 
 
+@_cached
 def memory_limit() -> int | None:
     """Bytes this process can hold at most: RAM plus swap, capped by a cgroup memory limit (v2
     ``memory.max``, v1 ``limit_in_bytes``); None when unknown. Used to refuse, before any pass
