@@ -9,10 +9,6 @@ date and commit."""
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -21,6 +17,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+from _util import header, write_json  # noqa: E402
 from test_hardening import CLI_INTERRUPT, INTERRUPT_CASES, interrupt_latency  # noqa: E402
 
 
@@ -45,12 +42,6 @@ def cli_latency() -> float:
     return float(latency)
 
 
-def commit() -> str:
-    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                       cwd=HERE)
-    return r.stdout.strip() or "unknown"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
@@ -67,15 +58,8 @@ def main(argv=None) -> int:
             t = [interrupt_latency(case, delay=0.5 + 0.1 * i) for i in range(args.repeats)]
         rows.append({"case": case, "seconds": t, "median": statistics.median(t), "worst": max(t)})
         print(f"{case:<22} {1e3 * statistics.median(t):>10.1f} {1e3 * max(t):>10.1f}", flush=True)
-    doc = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-           "commit": commit(), "results": rows}
     if args.json:
-        tmp = f"{args.json}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(doc, f, indent=2)
-        os.replace(tmp, args.json)
-        print(f"wrote {args.json}")
+        write_json(args.json, header(results=rows))
     return 0
 
 

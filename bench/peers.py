@@ -18,11 +18,7 @@ everywhere (float32 sign flips where a gradient component is ~0 move a coordinat
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
-import subprocess
 import sys
 import time
 import warnings
@@ -31,6 +27,9 @@ from pathlib import Path
 import numpy as np
 
 import fastfool as ff
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import header, write_json  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -168,11 +167,6 @@ def agree(a, b, tol=1e-4):
     return float(np.mean(np.abs(a - b).max(axis=1) <= tol))
 
 
-def commit():
-    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE)
-    return r.stdout.strip() or "unknown"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer rows per workload")
@@ -227,10 +221,8 @@ def main(argv=None) -> int:
                   f"{med['numpy'] * 1e3:>8.1f}ms {'' if ta is None else f'{ta * 1e3:8.1f}ms':>10} "
                   f"{best_peer / med['fastfool']:>7.2f}x "
                   f"{ag['numpy']:>6.4f}/{ag.get('torchattacks', float('nan')):.4f}", flush=True)
-    doc = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-           "threads": args.threads, "commit": commit(), "eps": args.eps, "quick": args.quick,
-           "fastfool": ff.__version__, "results": rows_out}
+    doc = header(threads=args.threads, eps=args.eps, quick=args.quick, fastfool=ff.__version__,
+                 results=rows_out)
     try:
         import torch
         import torchattacks
@@ -238,11 +230,7 @@ def main(argv=None) -> int:
     except ImportError:
         pass
     if args.json:
-        tmp = f"{args.json}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(doc, f, indent=2)
-        os.replace(tmp, args.json)
-        print(f"wrote {args.json}")
+        write_json(args.json, doc)
     return 0
 
 
