@@ -6,8 +6,10 @@ every implementation returns the same x_adv.
 
 Implementations: fastfool (its verdict included: `success` and `pred` are the model's decisions
 on x_adv), a careful NumPy reference (float32, one fused pass per step) always, and
-torchattacks (on a torch `nn.Sequential` holding the same weights) when torch and torchattacks
-are installed (`pip install torch==2.13.0`, then `pip install --no-deps torchattacks`).
+torchattacks, Foolbox and ART (on a torch `nn.Sequential` holding the same weights) when they
+are installed (`pip install torch==2.13.0`, then `pip install --no-deps torchattacks` and
+`pip install foolbox eagerpy adversarial-robustness-toolbox packaging`; `--no-slow-peers`
+skips the last two).
 Each repeat runs the implementations in a rotated order, each timed call after --gap idle
 seconds (NumPy's OpenBLAS threads, and torch's, spin after a product and take the cores from
 whatever runs next: README's note; without the gap fastfool's digits FGSM read 24 ms instead
@@ -163,6 +165,37 @@ def run_torch(setup, X, y, attack, eps, steps):
     return atk(xt, yt).numpy()
 
 
+def run_foolbox(setup, X, y, attack, eps, steps):
+    import foolbox as fb
+    torch, _, net = setup
+    fmodel = fb.PyTorchModel(net, bounds=(0, 1))
+    xt, yt = torch.from_numpy(X), torch.from_numpy(np.asarray(y, np.int64))
+    atk = fb.attacks.FGSM() if attack == "fgsm" else fb.attacks.LinfPGD(
+        abs_stepsize=2.5 * eps / steps, steps=steps, random_start=False)
+    _, adv, _ = atk(fmodel, xt, yt, epsilons=eps)
+    return adv.numpy()
+
+
+def run_art(setup, X, y, attack, eps, steps):
+    from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
+    from art.estimators.classification import PyTorchClassifier
+    torch, _, net = setup
+    n_out = [m for m in net if isinstance(m, torch.nn.Linear)][-1].out_features
+    clf = PyTorchClassifier(model=net, loss=torch.nn.CrossEntropyLoss(), input_shape=(X.shape[1],),
+                            nb_classes=n_out, clip_values=(0.0, 1.0), device_type="cpu")
+    if attack == "fgsm":
+        atk = FastGradientMethod(clf, eps=eps, batch_size=len(X))
+    else:
+        atk = ProjectedGradientDescent(clf, eps=eps, eps_step=2.5 * eps / steps, max_iter=steps,
+                                       num_random_init=0, batch_size=len(X), verbose=False)
+    return atk.generate(X, y=np.asarray(y, np.int64)).astype(np.float32)
+
+
+def _have(name):
+    import importlib.util
+    return importlib.util.find_spec(name) is not None
+
+
 def agree(a, b, tol=1e-4):
     return float(np.mean(np.abs(a - b).max(axis=1) <= tol))
 
@@ -177,6 +210,7 @@ def main(argv=None) -> int:
     ap.add_argument("--gap", type=float, default=0.25,
                     help="idle seconds before each timed call, so that the previous "
                          "implementation's spinning BLAS/OpenMP threads have gone to sleep")
+    ap.add_argument("--no-slow-peers", action="store_true", help="skip Foolbox and ART")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     if args.repeats < 1 or args.threads < 1:
@@ -184,7 +218,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", str(args.threads))
     rows_out = []
     head = f"{'workload (rows)':<40} {'attack':<7} {'fastfool':>10} {'NumPy':>10} {'torchatt.':>10} " \
-           f"{'vs best':>8} {'agree np/ta':>12}"
+           f"{'Foolbox':>10} {'ART':>10} {'vs best':>8}  agree (NumPy, ta, fb, art)"
     print(head)
     for name, (build, full, quick) in WORKLOADS.items():
         if args.only and not name.startswith(args.only):
@@ -199,6 +233,10 @@ def main(argv=None) -> int:
                      "numpy": lambda: run_numpy(layers, acts, X, y, attack, args.eps, steps)}
             if setup is not None:
                 impls["torchattacks"] = lambda: run_torch(setup, X, y, attack, args.eps, steps)
+                if _have("foolbox") and not args.no_slow_peers:
+                    impls["foolbox"] = lambda: run_foolbox(setup, X, y, attack, args.eps, steps)
+                if _have("art") and not args.no_slow_peers:
+                    impls["art"] = lambda: run_art(setup, X, y, attack, args.eps, steps)
             outs = {k: f() for k, f in impls.items()}  # warm-up, and the x_adv compared
             times = {k: [] for k in impls}
             keys = list(impls)
@@ -216,19 +254,16 @@ def main(argv=None) -> int:
                    "seconds": med, "all_seconds": times, "fastfool_vs_best_peer": best_peer / med["fastfool"],
                    "agree_with_fastfool": ag}
             rows_out.append(row)
-            ta = med.get("torchattacks")
-            print(f"{name + f' ({n})':<40} {row['attack']:<7} {med['fastfool'] * 1e3:>8.1f}ms "
-                  f"{med['numpy'] * 1e3:>8.1f}ms {'' if ta is None else f'{ta * 1e3:8.1f}ms':>10} "
-                  f"{best_peer / med['fastfool']:>7.2f}x "
-                  f"{ag['numpy']:>6.4f}/{ag.get('torchattacks', float('nan')):.4f}", flush=True)
+            cell = lambda k: "" if k not in med else f"{med[k] * 1e3:8.1f}ms"  # noqa: E731
+            ags = " ".join(f"{ag[k]:.4f}" for k in ("numpy", "torchattacks", "foolbox", "art") if k in ag)
+            print(f"{name + f' ({n})':<40} {row['attack']:<7} {cell('fastfool'):>10} {cell('numpy'):>10} "
+                  f"{cell('torchattacks'):>10} {cell('foolbox'):>10} {cell('art'):>10} "
+                  f"{best_peer / med['fastfool']:>7.2f}x  {ags}", flush=True)
     doc = header(threads=args.threads, eps=args.eps, quick=args.quick, fastfool=ff.__version__,
                  results=rows_out)
-    try:
-        import torch
-        import torchattacks
-        doc["torch"], doc["torchattacks"] = torch.__version__, torchattacks.__version__
-    except ImportError:
-        pass
+    for mod in ("torch", "torchattacks", "foolbox", "art"):
+        if _have(mod):
+            doc[mod] = getattr(__import__(mod), "__version__", "?")
     if args.json:
         write_json(args.json, doc)
     return 0
