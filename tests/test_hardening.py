@@ -742,3 +742,38 @@ def test_signal_handlers_run_inside_long_calls_and_may_call_kernels():
     the pool is the outer call's), and the outer call's result is unchanged, bit for bit."""
     r = subprocess.run([sys.executable, "-c", REENTRANT], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.startswith("ok"), r.stdout + r.stderr[-3000:]
+
+
+CLI_MISTAKES = textwrap.dedent(r"""
+    import contextlib, io, os, sys, numpy as np, fastfool as ff
+    from fastfool import cli
+    d = sys.argv[1]
+    rng = np.random.default_rng(0)
+    ff.save_model(ff.LinearModel(rng.standard_normal((3, 4))), os.path.join(d, "m.npz"))
+    np.save(os.path.join(d, "X.npy"), rng.uniform(0, 1, (10, 4)))
+    np.save(os.path.join(d, "Xc.npy"), rng.uniform(0, 1, (10, 4)) + 1j)
+    open(os.path.join(d, "bad.gz"), "wb").write(b"not gzip")
+    open(os.path.join(d, "junk.npz"), "wb").write(b"PK\x03\x04junk")
+    os.mkdir(os.path.join(d, "dir.npy"))
+    base = ["attack", "--model", os.path.join(d, "m.npz"), "--attack", "pgd", "--eps", "0.1"]
+    X = ["--data", os.path.join(d, "X.npy")]
+    cases = [["--data", os.path.join(d, "dir.npy")], ["--data", os.path.join(d, "bad.gz")],
+             ["--data", os.path.join(d, "junk.npz")], ["--data", os.path.join(d, "Xc.npy")],
+             X + ["--out", d], X + ["--out", os.path.join(d, "no", "x.npz")],
+             X + ["--target", "seven"], X + ["--threads", "99999999999"]]
+    for args in cases:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            rc = cli.main(base + args)
+        lines = err.getvalue().strip().splitlines()
+        assert rc == 2 and len(lines) == 1 and lines[0].startswith("fastfool: error:"), (args, rc, lines)
+    print("ok", len(cases))
+""")
+
+
+def test_cli_mistakes_in_a_subprocess(tmp_path):
+    """The CLI's user mistakes (item 9), in a child process so that the sanitizer job runs them
+    too: each is exit status 2 and one line starting 'fastfool: error:'."""
+    r = subprocess.run([sys.executable, "-c", CLI_MISTAKES, str(tmp_path)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("ok 8"), r.stdout + r.stderr[-3000:]
