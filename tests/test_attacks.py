@@ -258,6 +258,15 @@ def test_one_value_outside_the_clip_box_is_refused():
     check_inside_clip(np.zeros((0, 7)), *uniform)
 
 
+def _wide_estimator(rng, D=3000, C=800):
+    """A wide "fitted" LogisticRegression (C x D random weights): its predict is the reference."""
+    from sklearn.linear_model import LogisticRegression
+    lr = LogisticRegression()
+    lr.classes_, lr.n_features_in_, lr.n_iter_ = np.arange(C), D, np.array([1])
+    lr.coef_, lr.intercept_ = rng.standard_normal((C, D)) / 50, rng.standard_normal(C) / 10
+    return lr
+
+
 def test_wide_models_get_row_chunks_sized_by_their_weights():
     """A model with more weights than CHUNK_ELEMENTS gets chunks of as many elements (its
     weights packed once per chunk), and FGSM's result does not depend on the chunking."""
@@ -267,10 +276,10 @@ def test_wide_models_get_row_chunks_sized_by_their_weights():
     assert len(_common.row_chunks(2000, 12288)) == 12
     assert len(_common.row_chunks(2000, 64, weights=640)) == 1
     rng = np.random.default_rng(3)
-    N, D, C = 1500, 3000, 800
-    m = ff.LinearModel((rng.standard_normal((C, D)) / 50).astype(np.float32), np.zeros(C, np.float32))
-    assert m.n_weights == C * D > _common.CHUNK_ELEMENTS
-    X = rng.uniform(0, 1, (N, D)).astype(np.float32)
+    lr = _wide_estimator(rng)
+    m = ff.from_sklearn(lr, dtype=np.float32)
+    assert m.n_weights == lr.coef_.size > _common.CHUNK_ELEMENTS
+    X = rng.uniform(0, 1, (1000, lr.n_features_in_))
     res = ff.fgsm(m, X, eps=0.02, clip=(0, 1))
     orig = G.row_chunks
     G.row_chunks = lambda N, D, be=_common.CPU, weights=0: orig(N, D, be, 0)  # the old chunks
@@ -280,3 +289,24 @@ def test_wide_models_get_row_chunks_sized_by_their_weights():
         G.row_chunks = orig
     np.testing.assert_array_equal(res.x_adv, old.x_adv)
     np.testing.assert_array_equal(res.pred, old.pred)
+    np.testing.assert_array_equal(res.pred, lr.predict(res.x_adv))
+
+
+@pytest.mark.slow
+def test_wide_model_verdicts_over_weight_sized_chunks_are_the_estimators():
+    """Every verdict of FGSM and PGD over weight-sized chunks (2 chunks of 800 rows) is the
+    scikit-learn estimator's own predict, in float32 and float64, with and without clip."""
+    from fastfool.attacks import _common
+    rng = np.random.default_rng(4)
+    lr = _wide_estimator(rng)
+    X = rng.uniform(0, 1, (1000, lr.n_features_in_))
+    y = lr.predict(X)
+    for dtype in (np.float32, np.float64):
+        m = ff.from_sklearn(lr, dtype=dtype)
+        assert len(_common.row_chunks(len(X), X.shape[1], weights=m.n_weights)) == 2
+        for clip in (None, (0, 1)):
+            for res in (ff.fgsm(m, X, y, eps=0.02, clip=clip),
+                        ff.pgd(m, X, y, eps=0.02, steps=2, clip=clip, seed=0)):
+                truth = lr.predict(res.x_adv)
+                np.testing.assert_array_equal(res.pred, truth)
+                np.testing.assert_array_equal(res.success, truth != y)

@@ -16,12 +16,14 @@ kernels, which are the part that differs.)
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 from . import _core
 
 
-class Backend:
+class Backend(ABC):
     """Where arrays live and how the kernels run there. Subclasses: :class:`CPUBackend`,
     ``fastfool.cuda.CudaBackend``."""
 
@@ -31,21 +33,21 @@ class Backend:
     device: int | None = None
 
     @property
+    @abstractmethod
     def xp(self):
         """The array module (numpy or cupy)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def owns(self, a) -> bool:
         """True when ``a`` is an array of this backend."""
-        raise NotImplementedError
 
+    @abstractmethod
     def empty(self, shape, dtype):
         """A new uninitialised output array on this backend."""
-        raise NotImplementedError
 
+    @abstractmethod
     def asarray(self, a, dtype=None):
         """A host array's copy on this backend (on the CPU: the array itself when it can be)."""
-        raise NotImplementedError
 
     def to_host(self, a) -> np.ndarray:
         return np.asarray(a)

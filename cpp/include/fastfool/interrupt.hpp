@@ -42,11 +42,6 @@ private:
     std::atomic<bool>* outer_flag_;
 };
 
-// The stop flag of the call this thread works for (null: no scope, nothing to stop), and the
-// scope whose poll this thread runs (null on pool workers).
-std::atomic<bool>* current_stop_flag() noexcept;
-void set_current_stop_flag(std::atomic<bool>* flag) noexcept;
-
 // Runs the poll when one is due on this thread; true when the current call should stop.
 bool stop_requested();
 

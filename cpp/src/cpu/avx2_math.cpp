@@ -3,6 +3,8 @@
 // instructions per 8 values; dot_rows 2 M C D FLOPs.
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "detail/avx2.hpp"
 
 namespace fastfool {
@@ -187,26 +189,11 @@ void dot_tile(const float* x, std::int64_t ldx, const float* w, std::int64_t ldw
 template <int R>
 void dot_group(int G, const float* x, std::int64_t ldx, const float* w, std::int64_t ldw,
                std::int64_t D, __m256i m, float* s, std::int64_t lds) {
-    switch (G) {
-        case 1:
-            dot_tile<R, 1>(x, ldx, w, ldw, D, m, s, lds);
-            break;
-        case 2:
-            dot_tile<R, 2>(x, ldx, w, ldw, D, m, s, lds);
-            break;
-        case 3:
-            dot_tile<R, 3>(x, ldx, w, ldw, D, m, s, lds);
-            break;
-        case 4:
-            dot_tile<R, 4>(x, ldx, w, ldw, D, m, s, lds);
-            break;
-        case 5:
-            dot_tile<R, 5>(x, ldx, w, ldw, D, m, s, lds);
-            break;
-        default:
-            dot_tile<R, 6>(x, ldx, w, ldw, D, m, s, lds);
-            break;
-    }
+    using Tile = void (*)(const float*, std::int64_t, const float*, std::int64_t, std::int64_t,
+                          __m256i, float*, std::int64_t);
+    static constexpr Tile tiles[] = {dot_tile<R, 1>, dot_tile<R, 2>, dot_tile<R, 3>,
+                                     dot_tile<R, 4>, dot_tile<R, 5>, dot_tile<R, 6>};
+    tiles[std::min(G, 6) - 1](x, ldx, w, ldw, D, m, s, lds);  // G >= 1: outputs of the group
 }
 
 // Rows in pairs, classes in balanced groups of at most 6 (2 x 6 = 12 accumulators). Whole rows

@@ -293,9 +293,6 @@ InterruptScope::~InterruptScope() {
     tl_flag = outer_flag_;
 }
 
-std::atomic<bool>* current_stop_flag() noexcept { return tl_flag; }
-void set_current_stop_flag(std::atomic<bool>* flag) noexcept { tl_flag = flag; }
-
 bool stop_requested() {
     InterruptScope* s = tl_scope;
     if (s && s->poll && !s->stop.load(std::memory_order_relaxed)) {
