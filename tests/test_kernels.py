@@ -541,6 +541,34 @@ def test_lane_gradient_gives_the_row_paths_bits(config, case, data):
     np.testing.assert_array_equal(out, rows[0], err_msg="out with padded rows")
 
 
+@given(data=st.data())
+def test_linear_lane_route_gives_the_row_paths_bits(config, data):
+    """Linear models off the dot path (D < 128 or many classes) take the lane path of a
+    one-layer MLP for their CE gradients and fused steps; the row path (test hook) gives the same
+    bits: gradient, loss, probabilities and iterates, any layout, with or without a bias, L-inf
+    and L2, one or several steps."""
+    from conftest import with_layout, LAYOUTS
+    _, threads = config
+    dtype = data.draw(st.sampled_from(DTYPES))
+    N = data.draw(N_SIZES)
+    D = data.draw(st.one_of(st.sampled_from([1, 7, 64, 127, 200]), st.integers(1, 150)))
+    C = data.draw(C_SIZES)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    W = with_layout((rng.standard_normal((C, D)) / np.sqrt(D)).astype(dtype),
+                    data.draw(st.sampled_from(LAYOUTS)))
+    b = data.draw(st.sampled_from([None, rng.standard_normal(C).astype(dtype)]))
+    X = with_layout(data.draw(arrays((N, D), dtype)), data.draw(st.sampled_from(LAYOUTS)))
+    y = rng.integers(0, C, N)
+    lanes, rows = lanes_and_rows(lambda: K.ce_grad_linear(X, W, b, y, return_prob=True,
+                                                          threads=threads))
+    assert_same_bits(lanes, rows, ("grad", "loss", "prob"))
+    kw = dict(step=data.draw(st.sampled_from([0.01, -0.02])), eps=data.draw(st.sampled_from([0.03, np.inf])),
+              norm=data.draw(st.sampled_from(["inf", 2])), clip=data.draw(st.sampled_from([None, (-1.0, 1.0)])),
+              steps=data.draw(st.integers(1, 4)), threads=threads, return_loss=True, return_prob=True)
+    lanes, rows = lanes_and_rows(lambda: K.ce_step_linear(X, W, b, y, X, **kw))
+    assert_same_bits(lanes, rows, ("x", "loss", "prob"))
+
+
 @given(case=mlp_case(max_width=64), data=st.data())
 def test_lane_vjp_gives_the_row_paths_bits(config, case, data):
     """mlp_vjp (DeepFool's products) on lane panels: the input gradient of sum(V * logits) and
