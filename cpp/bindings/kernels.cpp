@@ -335,6 +335,64 @@ void argmax_impl(const py::array& P, const py::array& idx, const py::object& val
     argmax_rows<T>(p, pi, pv, threads);
 }
 
+// A contiguous int64 vector of n values (an input), or null for None when `optional`.
+const std::int64_t* index_vec(const py::object& o, std::int64_t n, const char* name,
+                              bool optional) {
+    if (o.is_none()) {
+        if (optional) return nullptr;
+        throw py::type_error(std::string(name) + ": expected an int64 array, got None");
+    }
+    auto a = py::reinterpret_borrow<py::array>(o);
+    check_dtype<std::int64_t>(a, name);
+    if (a.ndim() != 1 || a.shape(0) != n)
+        throw py::value_error(std::string(name) + ": expected shape (" + std::to_string(n) +
+                              ",), got " + shape_str(a));
+    if (n > 1 && a.strides(0) != 8)
+        throw py::value_error(std::string(name) + ": must be contiguous");
+    return static_cast<const std::int64_t*>(a.data());
+}
+
+template <class T>
+void max_abs_impl(const py::array& X, const py::array& out, int threads) {
+    auto x = in_mat<T>(X, "X");
+    T* po = out_vec<T>(out, x.rows, "out");
+    KernelCall nogil;
+    max_abs_rows<T>(x, po, threads);
+}
+
+template <class T>
+void top2_impl(const py::array& S, const py::object& dup, const py::array& idx,
+               const py::array& top, const py::array& second, int threads) {
+    auto s = in_mat<T>(S, "S");
+    if (s.cols < 1 && s.rows > 0) throw py::value_error("S: needs at least one column");
+    const std::int64_t* pd = index_vec(dup, s.cols, "dup", true);
+    if (pd)
+        for (std::int64_t j = 0; j < s.cols; ++j)
+            if (pd[j] < 0 || pd[j] >= s.cols)
+                throw py::value_error("dup: values must be class indices in [0, " +
+                                      std::to_string(s.cols) + ")");
+    auto* pi = out_vec<std::int64_t>(idx, s.rows, "idx");
+    double* pt = out_vec<double>(top, s.rows, "top");
+    double* ps = out_vec<double>(second, s.rows, "second");
+    KernelCall nogil;
+    top2_rows<T>(s, pd, pi, pt, ps, threads);
+}
+
+template <class T>
+void softmax_at_impl(const py::array& S, const py::array& idx, const py::array& out, int threads) {
+    auto s = in_mat<T>(S, "S");
+    if (s.cols < 1 && s.rows > 0) throw py::value_error("S: needs at least one column");
+    const std::int64_t* pi = index_vec(idx, s.rows, "idx", false);
+    for (std::int64_t i = 0; i < s.rows; ++i)
+        if (pi[i] < 0 || pi[i] >= s.cols)
+            throw py::value_error("idx: values must be column indices in [0, " +
+                                  std::to_string(s.cols) + "), got " + std::to_string(pi[i]) +
+                                  " in row " + std::to_string(i));
+    double* po = out_vec<double>(out, s.rows, "out");
+    KernelCall nogil;
+    softmax_at<T>(s, pi, po, threads);
+}
+
 template <class T>
 bool finite_impl(const py::array& X, int threads) {
     auto x = in_mat<T>(X, "X");
@@ -490,6 +548,35 @@ void bind_kernels(py::module_& m) {
             bad_dtype(P, "P");
         },
         py::arg("P"), py::arg("idx"), py::arg("val"), py::arg("threads"));
+    m.def(
+        "max_abs_rows",
+        [](const py::array& X, const py::array& out, int threads) {
+            check_threads(threads);
+            if (is_f32(X)) return max_abs_impl<float>(X, out, threads);
+            if (is_f64(X)) return max_abs_impl<double>(X, out, threads);
+            bad_dtype(X, "X");
+        },
+        py::arg("X"), py::arg("out"), py::arg("threads"));
+    m.def(
+        "top2_rows",
+        [](const py::array& S, const py::object& dup, const py::array& idx, const py::array& top,
+           const py::array& second, int threads) {
+            check_threads(threads);
+            if (is_f32(S)) return top2_impl<float>(S, dup, idx, top, second, threads);
+            if (is_f64(S)) return top2_impl<double>(S, dup, idx, top, second, threads);
+            bad_dtype(S, "S");
+        },
+        py::arg("S"), py::arg("dup"), py::arg("idx"), py::arg("top"), py::arg("second"),
+        py::arg("threads"));
+    m.def(
+        "softmax_at",
+        [](const py::array& S, const py::array& idx, const py::array& out, int threads) {
+            check_threads(threads);
+            if (is_f32(S)) return softmax_at_impl<float>(S, idx, out, threads);
+            if (is_f64(S)) return softmax_at_impl<double>(S, idx, out, threads);
+            bad_dtype(S, "S");
+        },
+        py::arg("S"), py::arg("idx"), py::arg("out"), py::arg("threads"));
     m.def(
         "all_finite",
         [](const py::array& X, int threads) -> bool {

@@ -52,6 +52,32 @@ class Backend(ABC):
     def to_host(self, a) -> np.ndarray:
         return np.asarray(a)
 
+    # Row reductions of the verdicts, in array code for any backend (the CPU overrides them
+    # with its kernels); the reference semantics of fastfool.kernels' functions of that name.
+    def max_abs_rows(self, X, out, threads):
+        out[...] = self.xp.abs(X).max(axis=1) if X.shape[1] else 0
+
+    def top2_rows(self, S, dup, idx, top, second, threads):
+        xp = self.xp
+        N = S.shape[0]
+        idx[...] = xp.argmax(S, axis=1) if N else 0
+        r = xp.arange(N)
+        top[...] = S[r, idx]
+        other = S.astype(np.float64, copy=True)
+        if dup is not None:
+            other[dup[None, :] == dup[idx][:, None]] = -np.inf
+        other[r, idx] = -np.inf
+        second[...] = other.max(axis=1) if N else 0
+
+    def softmax_at(self, S, idx, out, threads):
+        xp = self.xp
+        S = S.astype(np.float64)
+        m = S.max(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", over="ignore"):
+            e = xp.exp(S - m)
+            p = e[xp.arange(S.shape[0]), idx] / e.sum(axis=1)
+        out[...] = xp.where(xp.isfinite(m[:, 0]), p, np.nan)
+
     def refuse(self, what: str):
         """The one message for an operation this backend does not have yet."""
         raise NotImplementedError(
@@ -117,6 +143,15 @@ class CPUBackend(Backend):
 
     def argmax_rows(self, P, idx, val, threads):
         _core.argmax_rows(P, idx, val, threads)
+
+    def max_abs_rows(self, X, out, threads):
+        _core.max_abs_rows(X, out, threads)
+
+    def top2_rows(self, S, dup, idx, top, second, threads):
+        _core.top2_rows(S, dup, idx, top, second, threads)
+
+    def softmax_at(self, S, idx, out, threads):
+        _core.softmax_at(S, idx, out, threads)
 
     def all_finite(self, X, threads) -> bool:
         return bool(_core.all_finite(X, threads))

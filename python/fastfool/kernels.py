@@ -57,6 +57,10 @@ __all__ = [
     "ce_step_linear",
     "ce_step_mlp",
     "diff_norms",
+    "max_abs_rows",
+    "argmax_rows",
+    "top2_rows",
+    "softmax_at",
     "all_finite",
     "backend_of",
 ]
@@ -396,6 +400,66 @@ def argmax_rows(P: Array, *, threads: int | None = None) -> tuple[Array, Array]:
     val = be.empty(P.shape[0], P.dtype)
     be.argmax_rows(P, idx, val, resolve_threads(threads))
     return idx, val
+
+
+def max_abs_rows(X: Array, *, threads: int | None = None) -> Array:
+    """Per row of X: ``max |x|`` (X's dtype; 0 for rows of no columns, NaN where the row holds a
+    NaN). One pass; the verdict's bound on a row's rounding error starts from it."""
+    be = backend_of(X)
+    X = matrix(X, "X", be=be)
+    out = be.empty(X.shape[0], X.dtype)
+    be.max_abs_rows(X, out, resolve_threads(threads))
+    return out
+
+
+def _index_array(a, n, name, be):
+    a = be.xp.asarray(a)
+    if a.ndim != 1 or a.shape[0] != n:
+        raise ValueError(f"{name}: expected shape ({n},), got {a.shape}")
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected integer indices, got dtype {a.dtype}")
+    return be.xp.ascontiguousarray(a.astype(np.int64, copy=False))
+
+
+def top2_rows(S: Array, dup: Array | None = None, *, threads: int | None = None
+              ) -> tuple[Array, Array, Array]:
+    """The verdict's reduction, per row of S (at least one column): ``(idx, top, second)``, the
+    first argmax (:func:`argmax_rows`' rule), its value, and the largest value among the rival
+    classes, in float64. Rivals: every other class; with ``dup`` (per class, the first class
+    with the same weights: :func:`fastfool.verdict.duplicate_groups`) the classes outside the
+    winner's group. ``second`` is NaN when a rival is NaN, ``-inf`` when there is none. One
+    pass, no copy of S (NumPy: ``argmax``, a masked copy and ``max``)."""
+    be = backend_of(S)
+    S = matrix(S, "S", be=be)
+    N, C = S.shape
+    if C < 1:
+        raise ValueError(f"S: needs at least one column, got shape {S.shape}")
+    if dup is not None:
+        dup = _index_array(dup, C, "dup", be)
+        if C and (int(dup.min()) < 0 or int(dup.max()) >= C):
+            raise ValueError(f"dup: values must be class indices in [0, {C})")
+    idx = be.empty(N, np.int64)
+    top = be.empty(N, np.float64)
+    second = be.empty(N, np.float64)
+    be.top2_rows(S, dup, idx, top, second, resolve_threads(threads))
+    return idx, top, second
+
+
+def softmax_at(S: Array, idx: Array, *, threads: int | None = None) -> Array:
+    """Per row of S: ``softmax(S)[r, idx[r]]`` in float64 (``exp(s_k - m) / sum_j exp(s_j - m)``,
+    m the row max), without the (N, C) probabilities: an attack's confidence. NaN for rows whose
+    max is not finite (an infinite or NaN score: the caller decides what those mean)."""
+    be = backend_of(S)
+    S = matrix(S, "S", be=be)
+    N, C = S.shape
+    if C < 1:
+        raise ValueError(f"S: needs at least one column, got shape {S.shape}")
+    idx = _index_array(idx, N, "idx", be)
+    if N and (int(idx.min()) < 0 or int(idx.max()) >= C):
+        raise ValueError(f"idx: values must be column indices in [0, {C})")
+    out = be.empty(N, np.float64)
+    be.softmax_at(S, idx, out, resolve_threads(threads))
+    return out
 
 
 def all_finite(X: Array, *, threads: int | None = None) -> bool:

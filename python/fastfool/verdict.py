@@ -116,15 +116,10 @@ def clear(S, err, u=U64, dup=None):
     N, C = S.shape
     if N == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
-    pred, top = kernels.argmax_rows(S)
     if C < 2:
-        return pred, np.ones(N, dtype=bool)
-    r = np.arange(N)
-    other = S.copy()
-    if dup is not None:
-        other[dup[None, :] == dup[pred][:, None]] = -np.inf
-    other[r, pred] = -np.inf
-    second = other.max(axis=1)
+        return kernels.argmax_rows(S)[0], np.ones(N, dtype=bool)
+    # one pass: the first argmax, its score and the best rival's (NaN-propagating), in float64
+    pred, top, second = kernels.top2_rows(S, dup)
     with np.errstate(invalid="ignore"):
         ok = (top - second) > threshold(S, err, u, top)
     return pred, ok & np.isfinite(top)
@@ -175,14 +170,15 @@ def judge(model, X, threads, *, return_logits=False, want_conf=True):
 
 
 def _softmax_at(S, p, threads):
-    """softmax(S)[r, p[r]] per row (float64): through the fused softmax epilogue of the scoring
-    kernel for up to 64 classes (an identity product, exact), NumPy beyond."""
+    """softmax(S)[r, p[r]] per row (float64), one pass (kernels.softmax_at); rows with an
+    infinite or NaN score take the softmax epilogue's IEEE conventions (an identity product)."""
     n, C = S.shape
-    if C <= 64:
-        P = kernels.scores(S, np.eye(C), epilogue="softmax", threads=threads)
-        return P[np.arange(n), p]
-    with np.errstate(over="ignore"):
-        return 1.0 / np.exp(S - S[np.arange(n), p][:, None]).sum(axis=1)
+    conf = kernels.softmax_at(S, p, threads=threads)
+    bad = np.flatnonzero(np.isnan(conf))
+    if bad.size:
+        P = kernels.scores(S[bad], np.eye(C), epilogue="softmax", threads=threads)
+        conf[bad] = P[np.arange(bad.size), p[bad]]
+    return conf
 
 
 def resolve(model, X, S, err):

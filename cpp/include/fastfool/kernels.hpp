@@ -116,6 +116,23 @@ void diff_norms(const MatView<T>& A, const MatView<T>& B, T* l2, T* linf, int th
 template <class T>
 void argmax_rows(const MatView<T>& P, std::int64_t* idx, T* val, int threads);
 
+// Per row: max |x| (NaN where the row has a NaN).
+template <class T>
+void max_abs_rows(const MatView<T>& X, T* out, int threads);
+
+// Per row of S (C >= 1 columns), the verdict's reduction: the first argmax (argmax_rows' rule)
+// into idx, its value into top, and into second the largest value among the rival classes:
+// every other class, or with dup (per class, the first class with the same weights) those not
+// in the winner's group; NaN when a rival is NaN, -inf when there is none. Values in double.
+template <class T>
+void top2_rows(const MatView<T>& S, const std::int64_t* dup, std::int64_t* idx, double* top,
+               double* second, int threads);
+
+// Per row of S: softmax(S)[r, idx[r]] in double, exp(s_k - m) / sum_j exp(s_j - m) with m the
+// row max (the ISA's vector exp); NaN where m is not finite (the caller decides those rows).
+template <class T>
+void softmax_at(const MatView<T>& S, const std::int64_t* idx, double* out, int threads);
+
 // True when every element is finite (no NaN, no +-inf).
 template <class T>
 bool all_finite(const MatView<T>& X, int threads);

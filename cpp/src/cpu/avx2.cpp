@@ -414,8 +414,8 @@ MicroKernel<double> avx2_kernel_f64() {
     // no hand-written double dot products: the portable loops, compiled here for AVX2 + FMA
     k.dot_rows = &portable_dot_rows<double>;
     k.dot_max_c = 12;
-    // double keeps the libm functions (no vector double exp written yet)
-    k.vexp = &generic_exp<double>;
+    // exp by the vector exp_pd (softmax epilogues, verdict confidences); the others from libm
+    k.vexp = &avx2::exp_f64;
     k.vtanh = &generic_tanh<double>;
     k.vlogistic = &generic_logistic<double>;
     k.vlog1p = &generic_log1p<double>;

@@ -1,10 +1,14 @@
-// Row reductions: the L2 / L-inf norms of row differences, numpy-compatible argmax, and the
-// all-finite check. One pass over the data, rows in tasks of ~64K elements.
+// Row reductions: the L2 / L-inf norms of row differences, max |x|, numpy-compatible argmax,
+// the verdict's top two scores and softmax probability at a class, and the all-finite check.
+// One pass over the data, rows in tasks of ~64K elements.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <limits>
+#include <vector>
 
+#include "fastfool/dispatch.hpp"
 #include "fastfool/kernels.hpp"
 #include "fastfool/threads.hpp"
 
@@ -120,6 +124,180 @@ void argmax_rows(const MatView<T>& P, std::int64_t* idx, T* val, int threads) {
     });
 }
 
+template <class T>
+void max_abs_rows(const MatView<T>& X, T* out, int threads) {
+    const std::int64_t N = X.rows, D = X.cols;
+    const std::int64_t rows_per_task =
+        std::max<std::int64_t>(1, 65536 / std::max<std::int64_t>(D, 1));
+    parallel_for((N + rows_per_task - 1) / rows_per_task, threads, [&](std::int64_t task, int) {
+        const std::int64_t i_end = std::min(N, (task + 1) * rows_per_task);
+        for (std::int64_t i = task * rows_per_task; i < i_end; ++i) {
+            const T* x = X.data + i * X.rs;
+            // eight interleaved maxima (vectorised when the columns are contiguous); a NaN is
+            // remembered apart, as max skips it
+            T m8[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            bool nan = false;
+            std::int64_t j = 0;
+            if (X.cs == 1) {
+                for (; j + 8 <= D; j += 8)
+                    for (int u = 0; u < 8; ++u) {
+                        const T v = std::abs(x[j + u]);
+                        nan |= v != v;
+                        m8[u] = v > m8[u] ? v : m8[u];
+                    }
+            }
+            for (; j < D; ++j) {
+                const T v = std::abs(x[j * X.cs]);
+                nan |= v != v;
+                m8[0] = v > m8[0] ? v : m8[0];
+            }
+            T m = m8[0];
+            for (int u = 1; u < 8; ++u) m = m8[u] > m ? m8[u] : m;
+            out[i] = nan ? std::numeric_limits<T>::quiet_NaN() : m;
+        }
+    });
+}
+
+namespace {
+// top2_rows of row i, any rivals (dup) and NaN scores: the definition, with selects.
+template <class T>
+void top2_row(const MatView<T>& S, const std::int64_t* dup, std::int64_t i, std::int64_t* idx,
+              double* top, double* second) {
+    const std::int64_t C = S.cols;
+    const T* r = S.data + i * S.rs;
+    T bv = r[0];
+    std::int64_t best = 0;
+    for (std::int64_t j = 1; j < C; ++j) argmax_step(r[j * S.cs], j, bv, best);
+    // the rivals' max, NaN-propagating (numpy's max): -inf when there is none
+    double sv = -std::numeric_limits<double>::infinity();
+    bool nan = false;
+    const std::int64_t group = dup ? dup[best] : best;  // the winner's group holds the winner
+    for (std::int64_t j = 0; j < C; ++j) {
+        if ((dup ? dup[j] : j) == group) continue;
+        const double v = double(r[j * S.cs]);
+        nan |= v != v;
+        sv = v > sv ? v : sv;
+    }
+    idx[i] = best;
+    top[i] = double(bv);
+    second[i] = nan ? std::numeric_limits<double>::quiet_NaN() : sv;
+}
+
+// top2_rows for K rows from i without dup: a running (largest, second largest) pair per row,
+// m2 = max(m2, min(m1, v)), m1 = max(m1, v), the index by a select on v > m1 (the first
+// maximum), K rows' chains interleaved: minsd / maxsd / cmov, no branch on the data (a branch
+// on v > max mispredicts on random scores: 20k x 10 took 1.25 ms on one thread). Equal
+// maxima: second = top, as with the winner masked. A row with a NaN is redone by top2_row.
+template <int K, class T>
+inline void top2_group(const MatView<T>& S, std::int64_t i, std::int64_t* idx, double* top,
+                       double* second) {
+    const std::int64_t C = S.cols;
+    const T* r[K];
+    double m1[K], m2[K];
+    std::int64_t best[K];
+    int nan[K];
+    for (int k = 0; k < K; ++k) {
+        r[k] = S.data + (i + k) * S.rs;
+        m1[k] = double(r[k][0]);
+        m2[k] = -std::numeric_limits<double>::infinity();
+        best[k] = 0;
+        nan[k] = m1[k] != m1[k];
+    }
+    for (std::int64_t j = 1; j < C; ++j)
+        for (int k = 0; k < K; ++k) {
+            const double v = double(r[k][j * S.cs]);
+            nan[k] |= v != v;
+            const double lo = v < m1[k] ? v : m1[k];
+            m2[k] = lo > m2[k] ? lo : m2[k];
+            best[k] = v > m1[k] ? j : best[k];
+            m1[k] = v > m1[k] ? v : m1[k];
+        }
+    for (int k = 0; k < K; ++k) {
+        if (nan[k]) {
+            top2_row(S, nullptr, i + k, idx, top, second);
+            continue;
+        }
+        idx[i + k] = best[k];
+        top[i + k] = m1[k];
+        second[i + k] = m2[k];
+    }
+}
+
+// Row maxima (NaN where a row has one) of K rows from i, and their scores less the max into e
+// (C per row; zeros where the max is not finite).
+template <int K, class T>
+inline void shifted_group(const MatView<T>& S, std::int64_t i, double* e, double* m) {
+    const std::int64_t C = S.cols;
+    const T* r[K];
+    double mx[K];
+    int nan[K];
+    for (int k = 0; k < K; ++k) {
+        r[k] = S.data + (i + k) * S.rs;
+        mx[k] = double(r[k][0]);
+        nan[k] = mx[k] != mx[k];
+    }
+    for (std::int64_t j = 1; j < C; ++j)
+        for (int k = 0; k < K; ++k) {
+            const double v = double(r[k][j * S.cs]);
+            nan[k] |= v != v;
+            mx[k] = v > mx[k] ? v : mx[k];
+        }
+    for (int k = 0; k < K; ++k) {
+        m[k] = nan[k] ? std::numeric_limits<double>::quiet_NaN() : mx[k];
+        const bool fin = std::isfinite(m[k]);
+        for (std::int64_t j = 0; j < C; ++j)
+            e[k * C + j] = fin ? double(r[k][j * S.cs]) - mx[k] : 0.0;
+    }
+}
+}  // namespace
+
+template <class T>
+void top2_rows(const MatView<T>& S, const std::int64_t* dup, std::int64_t* idx, double* top,
+               double* second, int threads) {
+    const std::int64_t N = S.rows, C = S.cols;
+    if (C < 1) return;
+    const std::int64_t rows_per_task = std::max<std::int64_t>(64, 65536 / C);
+    parallel_for((N + rows_per_task - 1) / rows_per_task, threads, [&](std::int64_t task, int) {
+        const std::int64_t i_end = std::min(N, (task + 1) * rows_per_task);
+        std::int64_t i = task * rows_per_task;
+        if (dup) {  // rare: a model with duplicate classes
+            for (; i < i_end; ++i) top2_row(S, dup, i, idx, top, second);
+            return;
+        }
+        for (; i + 4 <= i_end; i += 4) top2_group<4>(S, i, idx, top, second);
+        for (; i < i_end; ++i) top2_group<1>(S, i, idx, top, second);
+    });
+}
+
+template <class T>
+void softmax_at(const MatView<T>& S, const std::int64_t* idx, double* out, int threads) {
+    const std::int64_t N = S.rows, C = S.cols;
+    if (C < 1 || N == 0) return;
+    const MicroKernel<double>& mk = micro_kernel<double>();
+    // rows per task: one vector exp over all of a task's shifted scores (8K values, in L2)
+    const std::int64_t rows_per_task = std::max<std::int64_t>(1, 8192 / C);
+    parallel_for((N + rows_per_task - 1) / rows_per_task, threads, [&](std::int64_t task, int) {
+        const std::int64_t i0 = task * rows_per_task, i_end = std::min(N, i0 + rows_per_task);
+        const std::int64_t n = i_end - i0;
+        std::vector<double> e(static_cast<std::size_t>(n * C)), m(static_cast<std::size_t>(n));
+        std::int64_t i = 0;
+        for (; i + 4 <= n; i += 4) shifted_group<4>(S, i0 + i, e.data() + i * C, m.data() + i);
+        for (; i < n; ++i) shifted_group<1>(S, i0 + i, e.data() + i * C, m.data() + i);
+        mk.vexp(e.data(), n * C);
+        // the sums, four rows' chains interleaved (each row's own order: j = 0 .. C - 1)
+        for (i = 0; i < n; i += 4) {
+            const int K = int(std::min<std::int64_t>(4, n - i));
+            double sum[4] = {0, 0, 0, 0};
+            for (std::int64_t j = 0; j < C; ++j)
+                for (int k = 0; k < K; ++k) sum[k] += e[(i + k) * C + j];
+            for (int k = 0; k < K; ++k)
+                out[i0 + i + k] = std::isfinite(m[i + k])
+                                      ? e[(i + k) * C + idx[i0 + i + k]] / sum[k]
+                                      : std::numeric_limits<double>::quiet_NaN();
+        }
+    });
+}
+
 namespace {
 template <class T>
 struct Bits;
@@ -159,9 +337,13 @@ bool all_finite(const MatView<T>& X, int threads) {
     return bad.load() == 0;
 }
 
-#define FASTFOOL_INSTANTIATE(T)                                                     \
-    template void diff_norms<T>(const MatView<T>&, const MatView<T>&, T*, T*, int); \
-    template void argmax_rows<T>(const MatView<T>&, std::int64_t*, T*, int);        \
+#define FASTFOOL_INSTANTIATE(T)                                                                \
+    template void diff_norms<T>(const MatView<T>&, const MatView<T>&, T*, T*, int);            \
+    template void argmax_rows<T>(const MatView<T>&, std::int64_t*, T*, int);                   \
+    template void max_abs_rows<T>(const MatView<T>&, T*, int);                                 \
+    template void top2_rows<T>(const MatView<T>&, const std::int64_t*, std::int64_t*, double*, \
+                               double*, int);                                                  \
+    template void softmax_at<T>(const MatView<T>&, const std::int64_t*, double*, int);         \
     template bool all_finite<T>(const MatView<T>&, int);
 FASTFOOL_INSTANTIATE(float)
 FASTFOOL_INSTANTIATE(double)

@@ -7,6 +7,7 @@ namespace fastfool {
 namespace avx2 {
 
 void exp_f32(float* v, std::int64_t n);
+void exp_f64(double* v, std::int64_t n);
 void tanh_f32(float* v, std::int64_t n);
 void logistic_f32(float* v, std::int64_t n);
 void log1p_f32(float* v, std::int64_t n);
