@@ -20,8 +20,8 @@ def models(digits, digits_logreg):
     lr = digits_logreg
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tanh = MLPClassifier((50, 20), activation="tanh", max_iter=100, random_state=0).fit(X, y)
-        ident = MLPClassifier((50, 20, 2), activation="identity", max_iter=100, random_state=21).fit(X, y)
+        tanh = MLPClassifier((50, 20), activation="tanh", max_iter=40, random_state=0).fit(X, y)
+        ident = MLPClassifier((50, 20, 2), activation="identity", max_iter=40, random_state=21).fit(X, y)
     return {"logreg": lr, "mlp-tanh": tanh, "mlp-identity": ident}
 
 
