@@ -187,7 +187,8 @@ def fused_update(x, g, x0, step, eps, norm, lo=None, hi=None):
         v = x + np.where(n > 0, step * g / np.where(n > 0, n, 1), 0.0)
         d = v - x0
         dn = np.linalg.norm(d, axis=1, keepdims=True)
-        v = np.where(dn > eps, x0 + d * (eps / np.where(dn > 0, dn, 1)), v)
+        with np.errstate(invalid="ignore"):  # eps = inf: 0 * inf in the branch not taken
+            v = np.where(dn > eps, x0 + d * (eps / np.where(dn > 0, dn, 1)), v)
     if lo is not None:
         v = np.maximum(v, f64(lo))
     if hi is not None:

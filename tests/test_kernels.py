@@ -761,6 +761,15 @@ def test_diff_norms_matches_reference_at_any_magnitude(config, data):
     np.testing.assert_allclose(linf, ref_inf.astype(dtype), rtol=R.unit(dtype), atol=0)
     np.testing.assert_allclose(l2, ref_l2, rtol=4 * R.unit(dtype) + 2 * D * np.finfo(np.float64).eps,
                                atol=0)
+    # with max |A| from the same pass: the norms' bits unchanged, max |A| exactly NumPy's
+    l2m, linfm, amax = K.diff_norms(A, B, threads=threads, return_max_abs=True)
+    np.testing.assert_array_equal(l2m, l2)
+    np.testing.assert_array_equal(linfm, linf)
+    np.testing.assert_array_equal(amax, np.abs(A).max(axis=1) if D else np.zeros(N, dtype))
+    if N and D:  # a NaN in A shows in max |A|
+        A = np.array(A)
+        A[0, D // 2] = np.nan
+        assert np.isnan(K.diff_norms(A, B, threads=threads, return_max_abs=True)[2][0])
 
 
 @given(data=st.data())

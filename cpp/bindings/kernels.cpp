@@ -306,15 +306,16 @@ void update_impl(const py::array& X, const py::array& G, const py::array& X0, bo
 
 template <class T>
 void norms_impl(const py::array& A, const py::array& B, const py::object& l2,
-                const py::object& linf, int threads) {
+                const py::object& linf, int threads, const py::object& amax) {
     auto a = in_mat<T>(A, "A");
     auto b = in_mat<T>(B, "B");
     if (a.rows != b.rows || a.cols != b.cols)
         throw py::value_error("B: expected shape " + shape_str(A) + ", got " + shape_str(B));
     T* p2 = out_vec<T>(l2, a.rows, "l2");
     T* pi = out_vec<T>(linf, a.rows, "linf");
+    T* pm = out_vec<T>(amax, a.rows, "amax");
     KernelCall nogil;
-    diff_norms<T>(a, b, p2, pi, threads);
+    diff_norms<T>(a, b, p2, pi, threads, pm);
 }
 
 template <class T>
@@ -532,13 +533,14 @@ void bind_kernels(py::module_& m) {
     m.def(
         "diff_norms",
         [](const py::array& A, const py::array& B, const py::object& l2, const py::object& linf,
-           int threads) {
+           int threads, const py::object& amax) {
             check_threads(threads);
-            if (is_f32(A)) return norms_impl<float>(A, B, l2, linf, threads);
-            if (is_f64(A)) return norms_impl<double>(A, B, l2, linf, threads);
+            if (is_f32(A)) return norms_impl<float>(A, B, l2, linf, threads, amax);
+            if (is_f64(A)) return norms_impl<double>(A, B, l2, linf, threads, amax);
             bad_dtype(A, "A");
         },
-        py::arg("A"), py::arg("B"), py::arg("l2"), py::arg("linf"), py::arg("threads"));
+        py::arg("A"), py::arg("B"), py::arg("l2"), py::arg("linf"), py::arg("threads"),
+        py::arg("amax") = py::none());
     m.def(
         "argmax_rows",
         [](const py::array& P, const py::array& idx, const py::object& val, int threads) {

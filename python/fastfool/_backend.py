@@ -138,8 +138,8 @@ class CPUBackend(Backend):
         _core.ce_step_mlp(X, Ws, bs, acts, yi, x0, l2, step, eps, lo, hi, quantum, O, loss, prob,
                           threads, steps, final)
 
-    def diff_norms(self, A, B, l2, linf, threads):
-        _core.diff_norms(A, B, l2, linf, threads)
+    def diff_norms(self, A, B, l2, linf, threads, amax=None):
+        _core.diff_norms(A, B, l2, linf, threads, amax)
 
     def argmax_rows(self, P, idx, val, threads):
         _core.argmax_rows(P, idx, val, threads)

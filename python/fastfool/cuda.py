@@ -256,8 +256,10 @@ class CudaBackend(Backend):
         if final is not None:
             _softmax(_forward(O, Ws, bs, acts, keep=False, out=final), 1)
 
-    def diff_norms(self, A, B, l2, linf, threads):
+    def diff_norms(self, A, B, l2, linf, threads, amax=None):
         _cuda.diff_norms(A, B, l2, linf, device=self.device, stream=_stream())
+        if amax is not None:
+            self.max_abs_rows(A, amax, threads)
 
     def argmax_rows(self, P, idx, val, threads):  # CuPy's argmax: numpy.argmax's order
         idx[...] = P.argmax(axis=1)

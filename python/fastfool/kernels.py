@@ -375,8 +375,10 @@ def _step_result(O, loss, prob, final=None):
     return (O,) + extra if extra else O
 
 
-def diff_norms(A: Array, B: Array, *, threads: int | None = None) -> tuple[Array, Array]:
-    """Per-row L2 (overflow-safe) and L-inf norms of ``A - B``; returns ``(l2, linf)``."""
+def diff_norms(A: Array, B: Array, *, threads: int | None = None,
+               return_max_abs: bool = False) -> tuple:
+    """Per-row L2 (overflow-safe) and L-inf norms of ``A - B``; returns ``(l2, linf)``, and
+    with ``return_max_abs`` also :func:`max_abs_rows` of A, computed in the same pass."""
     be = backend_of(A)
     A = matrix(A, "A", be=be)
     B = matrix(B, "B", A.dtype, be=be)
@@ -384,8 +386,9 @@ def diff_norms(A: Array, B: Array, *, threads: int | None = None) -> tuple[Array
         raise ValueError(f"B: expected shape {A.shape}, got {B.shape}")
     l2 = be.empty(A.shape[0], A.dtype)
     linf = be.empty(A.shape[0], A.dtype)
-    be.diff_norms(A, B, l2, linf, resolve_threads(threads))
-    return l2, linf
+    amax = be.empty(A.shape[0], A.dtype) if return_max_abs else None
+    be.diff_norms(A, B, l2, linf, resolve_threads(threads), amax)
+    return (l2, linf, amax) if return_max_abs else (l2, linf)
 
 
 def argmax_rows(P: Array, *, threads: int | None = None) -> tuple[Array, Array]:

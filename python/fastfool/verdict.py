@@ -125,7 +125,7 @@ def clear(S, err, u=U64, dup=None):
     return pred, ok & np.isfinite(top)
 
 
-def judge(model, X, threads, *, return_logits=False, want_conf=True):
+def judge(model, X, threads, *, return_logits=False, want_conf=True, xinf=None):
     """(class indices, clear margin?, reference probability of that class) per row of X.
 
     The class is the user's model's decision (the rule in the module docstring); rows without a
@@ -133,10 +133,12 @@ def judge(model, X, threads, *, return_logits=False, want_conf=True):
     float32 model first screens all rows with its own logits and their (float32) error bound:
     rows clear there are decided; only the others are evaluated in float64, by chunks. With
     ``return_logits`` every row is evaluated in float64 and the float64 reference logits (N, C)
-    and the threshold (N,) a margin must exceed to be clear are returned too."""
+    and the threshold (N,) a margin must exceed to be clear are returned too. ``xinf``: the
+    rows' max |x| (float64) when the caller has it (an attack's finish computes it with the
+    perturbation norms, in the same pass)."""
     N, C = X.shape[0], model.n_classes
     u, dup = model._source_u, model._duplicates()
-    screen = None if return_logits or N == 0 else model._screen_logits(X, threads)
+    screen = None if return_logits or N == 0 else model._screen_logits(X, threads, xinf)
     if screen is not None:  # one call over all rows: a wide model streams its weights once
         S_all, e32, xinf = screen
         pred, ok = clear(S_all, e32, u, dup)
@@ -158,7 +160,7 @@ def judge(model, X, threads, *, return_logits=False, want_conf=True):
             S, err, S_conf = part
         else:
             S, err = model._reference_logits(np.asarray(Xt, dtype=np.float64), threads,
-                                             None if screen is None else xinf[idx])
+                                             None if xinf is None else xinf[idx])
             S_conf = S
         pred[idx], ok[idx] = clear(S, err, u, dup)
         S_all[idx] = S_conf

@@ -107,9 +107,11 @@ void fused_update(const MatView<T>& X, const MatView<T>& G, const MatView<T>& X0
                   T eps, const VecView<T>& lo, const VecView<T>& hi, T quantum, T* out,
                   std::int64_t ldo, int threads);
 
-// Per row of A - B: the L2 norm (overflow-safe) and the L-inf norm.
+// Per row of A - B: the L2 norm (overflow-safe) and the L-inf norm; with amax, also max |a|
+// (max_abs_rows of A) in the same pass.
 template <class T>
-void diff_norms(const MatView<T>& A, const MatView<T>& B, T* l2, T* linf, int threads);
+void diff_norms(const MatView<T>& A, const MatView<T>& B, T* l2, T* linf, int threads,
+                T* amax = nullptr);
 
 // Per row of P (C >= 1 columns): the index of its largest value and that value (val may be
 // null), as numpy.argmax: the first of equal maxima, and the first NaN where a row has one.

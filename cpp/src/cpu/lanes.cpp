@@ -52,7 +52,13 @@ void mlp_lanes(const MatView<T>& X, const std::vector<Dense<T>>& layers, const s
             for (std::int64_t q0 = r0; q0 < r1; q0 += nr) {
                 const std::int64_t m = std::min(nr, r1 - q0);
                 to_lanes(X, q0, m, nr, x, mk);
-                if (step) to_lanes(step->X0, q0, m, nr, x0, mk);
+                // x0 is X itself in a PGD without a random start: a copy, not a transpose
+                const MatView<T>& centre = step ? step->X0 : X;
+                const bool same = centre.data == X.data && centre.rs == X.rs && centre.cs == X.cs;
+                if (step && same)
+                    std::memcpy(x0, x, sizeof(T) * std::size_t(D * nr));
+                else if (step)
+                    to_lanes(step->X0, q0, m, nr, x0, mk);
                 const int nsteps = step ? step->steps : 1;
                 for (int it = 0; it < nsteps; ++it) {
                     checkpoint();  // a fused PGD may run for a long time in one block

@@ -20,17 +20,35 @@ namespace {
 // a range where squares can neither overflow nor lose anything that matters (always for float,
 // summed in double), the squares are summed directly; otherwise scaled_norm's division by the
 // max. Unit: both rows contiguous, so the loops vectorise.
-template <class T, bool Unit>
+// With AMax, also max |a| into *amax (NaN where a has one), in the same pass.
+template <class T, bool Unit, bool AMax = false>
 void row_diff_norms(const T* a, std::int64_t as, const T* b, std::int64_t bs, std::int64_t D, T* l2,
-                    T* linf) {
+                    T* linf, T* amax = nullptr) {
     if (Unit) as = bs = 1;
     // four interleaved partial results (a single dependent chain per row was the cost)
-    T m4[4] = {0, 0, 0, 0};
+    T m4[4] = {0, 0, 0, 0}, a4[4] = {0, 0, 0, 0};
+    int nan = 0;
     std::int64_t j = 0;
     for (; j + 4 <= D; j += 4)
-        for (int u = 0; u < 4; ++u)
+        for (int u = 0; u < 4; ++u) {
             m4[u] = std::max(m4[u], std::abs(a[(j + u) * as] - b[(j + u) * bs]));
-    for (; j < D; ++j) m4[0] = std::max(m4[0], std::abs(a[j * as] - b[j * bs]));
+            if (AMax) {
+                const T v = std::abs(a[(j + u) * as]);
+                nan |= v != v;
+                a4[u] = v > a4[u] ? v : a4[u];
+            }
+        }
+    for (; j < D; ++j) {
+        m4[0] = std::max(m4[0], std::abs(a[j * as] - b[j * bs]));
+        if (AMax) {
+            const T v = std::abs(a[j * as]);
+            nan |= v != v;
+            a4[0] = v > a4[0] ? v : a4[0];
+        }
+    }
+    if (AMax)
+        *amax = nan ? std::numeric_limits<T>::quiet_NaN()
+                    : std::max(std::max(a4[0], a4[1]), std::max(a4[2], a4[3]));
     const T mx = std::max(std::max(m4[0], m4[1]), std::max(m4[2], m4[3]));
     T n2;
     using Acc = double;  // float rows: squares of floats cannot overflow a double
@@ -60,7 +78,7 @@ void row_diff_norms(const T* a, std::int64_t as, const T* b, std::int64_t bs, st
 }  // namespace
 
 template <class T>
-void diff_norms(const MatView<T>& A, const MatView<T>& B, T* l2, T* linf, int threads) {
+void diff_norms(const MatView<T>& A, const MatView<T>& B, T* l2, T* linf, int threads, T* amax) {
     const std::int64_t N = A.rows, D = A.cols;
     const std::int64_t rows_per_task =
         std::max<std::int64_t>(1, 65536 / std::max<std::int64_t>(D, 1));
@@ -73,7 +91,11 @@ void diff_norms(const MatView<T>& A, const MatView<T>& B, T* l2, T* linf, int th
             const T* b = B.data + i * B.rs;
             T* o2 = l2 ? l2 + i : nullptr;
             T* oi = linf ? linf + i : nullptr;
-            if (unit)
+            if (amax && unit)
+                row_diff_norms<T, true, true>(a, 1, b, 1, D, o2, oi, amax + i);
+            else if (amax)
+                row_diff_norms<T, false, true>(a, A.cs, b, B.cs, D, o2, oi, amax + i);
+            else if (unit)
                 row_diff_norms<T, true>(a, 1, b, 1, D, o2, oi);
             else
                 row_diff_norms<T, false>(a, A.cs, b, B.cs, D, o2, oi);
@@ -338,7 +360,7 @@ bool all_finite(const MatView<T>& X, int threads) {
 }
 
 #define FASTFOOL_INSTANTIATE(T)                                                                \
-    template void diff_norms<T>(const MatView<T>&, const MatView<T>&, T*, T*, int);            \
+    template void diff_norms<T>(const MatView<T>&, const MatView<T>&, T*, T*, int, T*);        \
     template void argmax_rows<T>(const MatView<T>&, std::int64_t*, T*, int);                   \
     template void max_abs_rows<T>(const MatView<T>&, T*, int);                                 \
     template void top2_rows<T>(const MatView<T>&, const std::int64_t*, std::int64_t*, double*, \

@@ -213,19 +213,26 @@ def finish(model, X, x_adv, yi, ti, iterations, *, attack, params, t0, threads, 
     without another pass, when ``own_labels``: y was the model's own decisions)."""
     N = x_adv.shape[0]
     be = model._be
-    # verdicts on the host (x_adv of a GPU attack copied there once); x_adv stays where it is
-    pred, _, conf = verdict.judge(model, be.to_host(x_adv), threads)
-    conf = conf.astype(x_adv.dtype)
     l2 = np.empty(N, dtype=x_adv.dtype)
     linf = np.empty(N, dtype=x_adv.dtype)
     ref = X if X_ref is None else X_ref
+    xinf = None  # max |x_adv| per row, from the norms' pass (the verdict's error bound needs it)
     if ref is not None:
+        host = be is CPU
+        if host:
+            xinf = np.empty(N, dtype=x_adv.dtype)
         for s in row_chunks(N, x_adv.shape[1], be):
-            a, b = kernels.diff_norms(x_adv[s], ref[s], threads=threads)
-            l2[s], linf[s] = be.to_host(a), be.to_host(b)
+            out = kernels.diff_norms(x_adv[s], ref[s], threads=threads, return_max_abs=host)
+            l2[s], linf[s] = be.to_host(out[0]), be.to_host(out[1])
+            if host:
+                xinf[s] = out[2]
     else:
         l2[:] = np.nan
         linf[:] = np.nan
+    # verdicts on the host (x_adv of a GPU attack copied there once); x_adv stays where it is
+    pred, _, conf = verdict.judge(model, be.to_host(x_adv), threads,
+                                  xinf=None if xinf is None else xinf.astype(np.float64))
+    conf = conf.astype(x_adv.dtype)
     success = succeeded(pred, yi, ti)
     if min_confidence is not None:
         success &= conf >= min_confidence

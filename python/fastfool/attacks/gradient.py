@@ -184,14 +184,16 @@ def pgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, steps: int 
                 x = _random_start(rng, x0, eps, nrm, lo, hi, xp)
             elif in_place:
                 x = x_adv[s]
-                x[...] = x0
+                if early_stop:  # else the fused call reads x0 and writes x: no copy
+                    x[...] = x0
             else:
                 x = xp.array(x0)
             if q and random_start:  # start on the grid too
                 kernels.fused_update(x, xp.zeros_like(x), x0, step=0.0, eps=eps, norm=nrm,
                                      clip=clip_arg, quantum=q, out=x, threads=threads)
             it = _run_steps(model, x, x0, labels[s], lab_dev[s], yi[s], ti is not None, sign,
-                            alpha, eps, nrm, clip_arg, q, steps, early_stop, threads)
+                            alpha, eps, nrm, clip_arg, q, steps, early_stop, threads,
+                            start=x0 if in_place and not early_stop else None)
             iterations[s] += it
             if restarts == 1:  # nothing to compare: skip the extra forward pass
                 best = (x, None, None)
@@ -233,14 +235,15 @@ def _fooled(model, x, P, y, t, t_dev, targeted, threads):
 
 
 def _run_steps(model, x, x0, lab, lab_dev, y, targeted, sign, alpha, eps, nrm, clip, q, steps,
-               early_stop, threads):
-    """Runs the steps in place on x; returns the per-row step counts (host). ``lab`` / ``y``:
-    host class indices, ``lab_dev`` the same labels on x's device."""
+               early_stop, threads, start=None):
+    """Runs the steps in place on x (from ``start`` instead, when given: x is then only
+    written); returns the per-row step counts (host). ``lab`` / ``y``: host class indices,
+    ``lab_dev`` the same labels on x's device."""
     be = model._be
     n = x.shape[0]
     if not early_stop:  # one call: each row block takes every step while it is in cache
-        model.fused_step(x, Trusted(lab_dev), x0, threads, x, step=sign * alpha, eps=eps, norm=nrm,
-                       clip=clip, quantum=q, steps=steps)
+        model.fused_step(x if start is None else start, Trusted(lab_dev), x0, threads, x,
+                         step=sign * alpha, eps=eps, norm=nrm, clip=clip, quantum=q, steps=steps)
         return np.full(n, steps, dtype=np.int64)
     # Early stopping: keep a compact copy of the rows still to fool; write rows back as they go.
     it = np.zeros(n, dtype=np.int64)

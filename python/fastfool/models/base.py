@@ -214,14 +214,15 @@ class Model(ABC):
             return self._cpu._reference()
         return self if self._ref64 is None else self._ref64
 
-    def _screen_logits(self, X, threads):
+    def _screen_logits(self, X, threads, xinf=None):
         """A float32 model's own logits (as float64), a bound on their distance to the exact
-        logits of the float64 reference and the rows' max |x|, or None (float64 models, GPU
-        models): the cheap first pass of fastfool.verdict.judge."""
+        logits of the float64 reference and the rows' max |x| (``xinf`` when the caller has
+        it), or None (float64 models, GPU models): the cheap first pass of
+        fastfool.verdict.judge."""
         if self.dtype != np.float32 or self.device != "cpu":
             return None
         S = self.scores(X, None, threads).astype(np.float64)
-        xinf = self._row_max_abs(X)
+        xinf = self._row_max_abs(X) if xinf is None else xinf
         # float32 arithmetic on float32 copies of the weights; the AVX2 float32 tanh is within
         # 3e-7 relative (tests/test_numerics.py), logistic likewise: 8 u of evaluation error
         err = verdict.layer_error_bound(xinf, self._layer_constants(), self._acts, verdict.U32,

@@ -200,7 +200,7 @@ class KernelSVM(Model):
     def _duplicates(self):
         return None  # two classes, one score
 
-    def _screen_logits(self, X, threads):
+    def _screen_logits(self, X, threads, xinf=None):
         return None  # the kernel values are float64 already
 
     def _affine_error(self):
