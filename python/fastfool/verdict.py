@@ -57,7 +57,7 @@ def layer_constants(Ws, bs):
     return out
 
 
-def layer_error_bound(xinf, consts, acts, u=U64, *, act_err=2, rounded_weights=False):
+def layer_error_bound(xinf, consts, acts, u=U64, *, act_err=2, rounded_weights=False, e0=0.0):
     """Bound on |computed - exact| of every logit of a dense stack, per row.
 
     ``xinf``: (N,) max |x| per row (the input is exact). Per layer with ``w = max_j sum_i |W_ij|``,
@@ -66,9 +66,10 @@ def layer_error_bound(xinf, consts, acts, u=U64, *, act_err=2, rounded_weights=F
     adds ``act_err`` u of evaluation error, logistic bounds ``a`` by 1 and scales the error by
     1/4 (+ ``act_err`` u). ``u``: the unit roundoff of the evaluation bounded.
     ``rounded_weights``: the evaluation used the weights rounded to that precision (a float32
-    model's copy of float64 weights): one more u per product and w up by 2u."""
+    model's copy of float64 weights): one more u per product and w up by 2u. ``e0``: an error
+    the input already carries (per row or scalar), propagated with the rest."""
     a = np.asarray(xinf, dtype=np.float64)
-    e = np.zeros_like(a)
+    e = np.zeros_like(a) + e0
     for (w, b, n), act in zip(consts, acts):
         g = gamma(n + 1 if rounded_weights else n, u)
         if rounded_weights:

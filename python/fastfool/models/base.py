@@ -91,6 +91,9 @@ class Model(ABC):
     #: Unit roundoff of the source's own arithmetic (float32 for an MLPClassifier fitted on
     #: float32 data): the rounding bounds of the verdict use the coarser of it and float64's.
     _source_u = verdict.U64
+    #: A pipeline folded into this model's first layer (fastfool.models.pipeline.Fold): the
+    #: rounding it adds to every verdict bound; None for models that are what they hold.
+    _fold = None
 
     def __init__(self, classes, n_outputs: int, dtype: np.dtype):
         self.dtype = dtype
@@ -226,8 +229,13 @@ class Model(ABC):
         # float32 arithmetic on float32 copies of the weights; the AVX2 float32 tanh is within
         # 3e-7 relative (tests/test_numerics.py), logistic likewise: 8 u of evaluation error
         err = verdict.layer_error_bound(xinf, self._layer_constants(), self._acts, verdict.U32,
-                                        act_err=8, rounded_weights=True)
+                                        act_err=8, rounded_weights=True) + self._extra_error(xinf)
         return S, err, xinf
+
+    def _extra_error(self, xinf):
+        """Per row, what a folded pipeline adds to the rounding bound of the logits (its fold
+        and scikit-learn's own evaluation of the steps); 0 for other models."""
+        return 0.0 if self._fold is None else self._fold.error(xinf)
 
     def _candidate_logits(self, X, S32, e32, xinf, threads):
         """Hook of fastfool.verdict.judge for rows the float32 screen left unclear: None (the

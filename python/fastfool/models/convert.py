@@ -14,6 +14,7 @@ from numpy.typing import DTypeLike
 from .. import verdict
 from .base import Model
 from .dense import MLP, LinearModel
+from .pipeline import Fold, fold_first_layer, unwrap_pipeline
 from .svm import svm_from_sklearn
 
 __all__ = ["from_sklearn"]
@@ -31,7 +32,19 @@ def from_sklearn(est, *, dtype: DTypeLike = None) -> Model:
     Supported: LogisticRegression (binary and multinomial), LinearSVC, SGDClassifier,
     RidgeClassifier, Perceptron (and other linear classifiers with ``coef_``/``intercept_``),
     MLPClassifier (single-label), and binary SVC / NuSVC with linear, rbf, poly or sigmoid
-    kernels (:class:`fastfool.KernelSVM`).
+    kernels (:class:`fastfool.KernelSVM`); and, around the linear models and MLPs:
+
+    - a ``Pipeline`` (also nested) whose steps before the classifier are affine -
+      StandardScaler, MinMaxScaler, MaxAbsScaler, RobustScaler (``clip=False``), PCA (also
+      ``whiten=True``), TruncatedSVD, ``FunctionTransformer(None)``, ``'passthrough'``, a
+      ColumnTransformer of those over columns chosen by position: folded into the first layer
+      (:mod:`fastfool.models.pipeline`), so the model takes the raw features the pipeline
+      takes and every ``eps``, clip bound and ``x_adv`` is in those units; other steps are
+      refused with the reason;
+    - GridSearchCV / RandomizedSearchCV / HalvingGridSearchCV / HalvingRandomSearchCV (their
+      ``best_estimator_``, refit=True);
+    - OneVsRestClassifier of linear classifiers (one model whose scores are the binary
+      estimators' decision functions; ``predict`` is their argmax, as scikit-learn's).
 
     The model keeps the estimator: :meth:`Model.predict` and every attack's ``success`` are
     the estimator's own decisions (computed in float64 from its parameters, and asked of
@@ -42,15 +55,16 @@ def from_sklearn(est, *, dtype: DTypeLike = None) -> Model:
     ``predict_proba`` (Platt-scaled SVCs, one-vs-rest normalised sigmoids) it is a surrogate
     and a ``UserWarning`` says so. The gradient attacks optimise this softmax cross-entropy.
     """
-    m = _convert(est, dtype)
+    _check_fitted(est)
+    core = _core(est)
+    u_src = verdict.U32 if _fitted_on_float32(core) else verdict.U64
+    m = _convert(est, dtype, u_src)
     m._source = est
-    params = getattr(est, "coefs_", None) or [getattr(est, "coef_", None)]
-    if any(isinstance(p, np.ndarray) and p.dtype == np.float32 for p in params):
-        m._source_u = verdict.U32  # fitted on float32 data: the estimator computes in float32
+    m._source_u = u_src  # fitted on float32 data: the estimator computes in float32
     for r in (m, m._ref64):
         if r is not None:
-            r._source, r._source_u = est, m._source_u
-    reason = _proba_differs(est)
+            r._source, r._source_u, r._fold = est, m._source_u, m._fold
+    reason = _proba_differs(core) if core is est or not _is_ovr(est) else _proba_differs(est)
     if reason:
         warnings.warn(f"from_sklearn: fastfool's predict_proba for this {type(est).__name__} is "
                       f"the softmax of its decision scores, not scikit-learn's ({reason}); "
@@ -62,6 +76,8 @@ def from_sklearn(est, *, dtype: DTypeLike = None) -> Model:
 def _proba_differs(est) -> str:
     """Why the estimator's own predict_proba is not the softmax of its scores ('' if it is)."""
     name = type(est).__name__
+    if name == "OneVsRestClassifier" and len(getattr(est, "classes_", ())) > 2:
+        return "one-vs-rest probabilities normalised to sum to 1"
     try:
         has = hasattr(est, "predict_proba")  # SVC(probability=False) raises AttributeError
     except Exception:  # pragma: no cover
@@ -86,8 +102,79 @@ def _proba_differs(est) -> str:
     return "its own probability model"
 
 
-def _convert(est, dtype) -> Model:
+_SEARCH_CV = ("GridSearchCV", "RandomizedSearchCV", "HalvingGridSearchCV", "HalvingRandomSearchCV")
+
+
+def _is_ovr(est) -> bool:
+    return type(est).__name__ == "OneVsRestClassifier"
+
+
+def _check_fitted(est):
+    """A clear 'not fitted' for scikit-learn estimators before anything else looks at them."""
+    try:
+        from sklearn.base import BaseEstimator
+        from sklearn.exceptions import NotFittedError
+        from sklearn.utils.validation import check_is_fitted
+    except ImportError:  # pragma: no cover - a scikit-learn object without scikit-learn
+        return
+    if isinstance(est, BaseEstimator):
+        try:
+            check_is_fitted(est)
+        except NotFittedError:
+            raise ValueError(f"from_sklearn: this {type(est).__name__} is not fitted; call "
+                             "fit first") from None
+        except TypeError:
+            pass  # not an estimator check_is_fitted knows (no fit): the dispatch below decides
+
+
+def _core(est):
+    """The classifier whose parameters a converted model holds (through pipelines and
+    searches): its dtype and its predict_proba decide the notes of from_sklearn."""
     name = type(est).__name__
+    if name == "Pipeline" and est.steps:
+        return _core(est.steps[-1][1])
+    if name in _SEARCH_CV and hasattr(est, "best_estimator_"):
+        return _core(est.best_estimator_)
+    if _is_ovr(est) and getattr(est, "estimators_", None):
+        return _core(est.estimators_[0])
+    return est
+
+
+def _fitted_on_float32(est) -> bool:
+    params = getattr(est, "coefs_", None) or [getattr(est, "coef_", None)]
+    return any(isinstance(p, np.ndarray) and p.dtype == np.float32 for p in params)
+
+
+_SUPPORTED = ("linear classifiers (coef_ / intercept_), MLPClassifier, binary SVC / NuSVC, "
+              "Pipelines of affine steps before a linear classifier or an MLPClassifier, "
+              "search CVs of those (best_estimator_), OneVsRestClassifier of linear "
+              "classifiers")
+_BLACK_BOX = ("for other models use the black-box attacks on the estimator itself: "
+              "ff.score_attack(est, X, ...) (scores or probabilities) or ff.transfer")
+
+
+def _convert(est, dtype, u_src=verdict.U64) -> Model:
+    name = type(est).__name__
+    if name == "Pipeline":
+        return _convert_pipeline(est, dtype, u_src)
+    if name in _SEARCH_CV:
+        if not hasattr(est, "best_estimator_"):
+            raise ValueError(f"from_sklearn: this {name} has no best_estimator_ (refit=False, or "
+                             "not fitted): refit it with refit=True, or convert the estimator "
+                             "you chose")
+        return _convert(est.best_estimator_, dtype, u_src)
+    if _is_ovr(est):
+        return _convert_ovr(est, dtype)
+    if name in ("CalibratedClassifierCV",):
+        raise ValueError("from_sklearn: CalibratedClassifierCV is not supported: its decision is "
+                         "the argmax of probabilities averaged over calibrated folds (sigmoid or "
+                         "isotonic: not a function fastfool's kernels evaluate); convert the "
+                         f"uncalibrated estimator, or {_BLACK_BOX}")
+    if hasattr(est, "classes_") and len(getattr(est, "classes_", ())) > 2 and \
+            name in ("SVC", "NuSVC"):
+        raise ValueError(f"from_sklearn: a multi-class {name} ({len(est.classes_)} classes, "
+                         "one-vs-one votes) is not supported yet; binary SVCs are, and "
+                         f"{_BLACK_BOX}")
     if hasattr(est, "support_vectors_") and hasattr(est, "dual_coef_") and name in ("SVC", "NuSVC"):
         return svm_from_sklearn(est, dtype)
     if hasattr(est, "coefs_") and hasattr(est, "intercepts_"):
@@ -111,5 +198,72 @@ def _convert(est, dtype) -> Model:
                                     (coef.shape[0],))
         return LinearModel(coef, intercept, classes=est.classes_, dtype=dtype)
     if hasattr(est, "fit") and not (hasattr(est, "coef_") or hasattr(est, "coefs_")):
-        raise ValueError(f"from_sklearn: {name} is not fitted, or is not a linear model / MLPClassifier")
-    raise TypeError(f"from_sklearn: unsupported estimator {name!r}")
+        raise TypeError(f"from_sklearn: unsupported estimator {name!r}. Supported: {_SUPPORTED}; "
+                        f"{_BLACK_BOX}")
+    raise TypeError(f"from_sklearn: unsupported estimator {name!r}. Supported: {_SUPPORTED}")
+
+
+def _dense_of(m):
+    """(Ws (in, out) float64, bs, hidden activations) of a converted dense model, as fitted."""
+    return [np.asarray(W, np.float64) for W in m._Ws], [np.asarray(b, np.float64) for b in m._bs], \
+        list(m._acts[:-1])
+
+
+def _convert_pipeline(est, dtype, u_src) -> Model:
+    chain, final, final_name = unwrap_pipeline(est)
+    inner = _convert(final, np.float64, u_src)
+    if not chain:
+        return inner if dtype is None or np.dtype(dtype) == np.float64 else _rebuild(inner, dtype)
+    if not isinstance(inner, (LinearModel, MLP)) or inner._fold is not None:
+        what = "a kernel SVM" if not isinstance(inner, (LinearModel, MLP)) else \
+            "a classifier that is itself a folded pipeline"
+        raise ValueError(f"from_sklearn: the Pipeline ends in {what} ({type(final).__name__}); "
+                         "preprocessing folds into linear classifiers and MLPClassifiers only "
+                         f"(not yet into kernel SVMs); {_BLACK_BOX}")
+    D = getattr(est, "n_features_in_", None) or chain[0].d_in
+    Ws, bs, acts = _dense_of(inner)
+    Wf, bf, E1, Eb1 = fold_first_layer(chain, Ws[0], bs[0], int(D))
+    dt = np.float64 if dtype is None else dtype
+    if isinstance(inner, LinearModel):
+        m = LinearModel(Wf.T, bf, classes=inner.classes_, dtype=dt)
+    else:
+        m = MLP([Wf] + Ws[1:], [bf] + bs[1:], activation=acts, classes=inner.classes_, dtype=dt)
+    u_pre = verdict.U32 if np.dtype(m.dtype) == np.float32 else verdict.U64
+    m._fold = Fold(chain, E1, Eb1, verdict.layer_constants(Ws, bs), acts + ["identity"], u_pre,
+                   max(u_src, verdict.U64))
+    return m
+
+
+def _rebuild(m, dtype):
+    """The same dense model in another dtype."""
+    if isinstance(m, LinearModel):
+        return LinearModel(m.coef_, m.intercept_, classes=m.classes_, dtype=dtype)
+    if isinstance(m, MLP):
+        Ws, bs, acts = _dense_of(m)
+        return MLP(Ws, bs, activation=acts, classes=m.classes_, dtype=dtype)
+    raise ValueError(f"from_sklearn: cannot convert {type(m).__name__} to {dtype}")
+
+
+def _convert_ovr(est, dtype) -> Model:
+    """OneVsRestClassifier of binary linear classifiers: one linear model whose C scores are
+    the estimators' decision functions (scikit-learn's predict takes their argmax)."""
+    ests = list(getattr(est, "estimators_", []))
+    if not ests:
+        raise ValueError("from_sklearn: this OneVsRestClassifier is not fitted")
+    if getattr(getattr(est, "label_binarizer_", None), "y_type_", "") == "multilabel-indicator":
+        raise ValueError("from_sklearn: a multilabel OneVsRestClassifier is not supported "
+                         "(fastfool's models decide one class per row)")
+    coefs, ints = [], []
+    for i, e in enumerate(ests):
+        if not hasattr(e, "coef_") or not hasattr(e, "decision_function"):
+            raise ValueError(f"from_sklearn: OneVsRestClassifier of {type(e).__name__} is not "
+                             "supported: only of linear classifiers (coef_, intercept_, "
+                             f"decision_function); {_BLACK_BOX}")
+        c = np.asarray(e.coef_, np.float64).reshape(-1)
+        coefs.append(c)
+        ints.append(float(np.asarray(getattr(e, "intercept_", 0.0), np.float64).reshape(-1)[0]))
+    W = np.vstack(coefs)
+    classes = est.classes_
+    if len(ests) == 1:  # two classes: one binary estimator, s > 0 predicts classes_[1]
+        return LinearModel(W, np.array(ints), classes=classes, dtype=dtype)
+    return LinearModel(W, np.array(ints), classes=classes, dtype=dtype)

@@ -61,7 +61,7 @@ class DenseModel(Model):
         """verdict.layer_error_bound of the float64 reference for rows X64 (or their max |x|)."""
         xinf = self._row_max_abs(X64) if xinf is None else xinf
         return verdict.layer_error_bound(xinf, self._layer_constants(), self._reference()._acts,
-                                         self._source_u)
+                                         self._source_u) + self._extra_error(xinf)
 
     def _layer_constants(self):
         ref = self._reference()
@@ -238,6 +238,9 @@ class DenseModel(Model):
                     E = (E @ aW + verdict.gamma(W.shape[0]) * (A @ aW)) * (1 + 1e-6)
                     A = A @ aW
                 E = np.ascontiguousarray(E.T)
+            if self._fold is not None:  # the fold's rounding of the first layer, carried on
+                F = self._fold.affine_error(Ws)
+                E = F if E is None else E + F
             self._pinv_cache["affine_err"] = E
         return self._pinv_cache["affine_err"]
 
