@@ -76,14 +76,14 @@ def from_sklearn(est, *, dtype: DTypeLike = None) -> Model:
 def _proba_differs(est) -> str:
     """Why the estimator's own predict_proba is not the softmax of its scores ('' if it is)."""
     name = type(est).__name__
-    if name == "OneVsRestClassifier" and len(getattr(est, "classes_", ())) > 2:
-        return "one-vs-rest probabilities normalised to sum to 1"
     try:
         has = hasattr(est, "predict_proba")  # SVC(probability=False) raises AttributeError
     except Exception:  # pragma: no cover
         has = False
     if not has:
         return ""
+    if name == "OneVsRestClassifier" and len(getattr(est, "classes_", ())) > 2:
+        return "one-vs-rest probabilities normalised to sum to 1"
     n_classes = len(getattr(est, "classes_", ()))
     if name in ("SVC", "NuSVC"):
         return "Platt scaling fitted by libsvm"
