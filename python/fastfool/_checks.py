@@ -46,6 +46,11 @@ def as_array(a, name: str, be: Backend = CPU):
     if isinstance(a, np.ndarray):
         arr = a
     else:
+        if type(a).__module__.startswith("torch") and hasattr(a, "detach"):  # a torch tensor
+            if getattr(getattr(a, "device", None), "type", "cpu") != "cpu":
+                raise TypeError(f"{name}: a {a.device} tensor; fastfool's CPU models take CPU "
+                                f"tensors or arrays ({name}.cpu())")
+            a = a.detach().numpy()  # a view: never modified
         if hasattr(a, "__cuda_array_interface__"):
             raise TypeError(
                 f"{name}: a GPU array where the other inputs (or the model) are on the CPU; "
@@ -103,9 +108,10 @@ def matrix(a, name: str, dtype=None, *, cols: int | None = None, cast: bool = Fa
     if arr.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D array (rows, features), got shape {arr.shape}")
     if cols is not None and arr.shape[1] != cols:
+        hint = " - transpose?" if arr.shape[0] == cols else ""
         raise ValueError(
             f"{name}: expected shape ({arr.shape[0]}, {cols}) ({cols} columns{cols_what}), "
-            f"got {arr.shape}"
+            f"got {arr.shape}{hint}"
         )
     return arr
 

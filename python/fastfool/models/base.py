@@ -94,6 +94,9 @@ class Model(ABC):
     #: A pipeline folded into this model's first layer (fastfool.models.pipeline.Fold): the
     #: rounding it adds to every verdict bound; None for models that are what they hold.
     _fold = None
+    #: Evaluation error of the source's tanh / logistic, in units of _source_u (NumPy's: 2;
+    #: torch's float32 functions: 8).
+    _source_act_err = 2
 
     def __init__(self, classes, n_outputs: int, dtype: np.dtype):
         self.dtype = dtype

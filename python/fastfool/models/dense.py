@@ -61,7 +61,8 @@ class DenseModel(Model):
         """verdict.layer_error_bound of the float64 reference for rows X64 (or their max |x|)."""
         xinf = self._row_max_abs(X64) if xinf is None else xinf
         return verdict.layer_error_bound(xinf, self._layer_constants(), self._reference()._acts,
-                                         self._source_u) + self._extra_error(xinf)
+                                         self._source_u, act_err=self._source_act_err) + \
+            self._extra_error(xinf)
 
     def _layer_constants(self):
         ref = self._reference()
