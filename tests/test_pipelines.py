@@ -275,3 +275,19 @@ def test_ovr_proba_surrogate_warns():
     est = _fit(OneVsRestClassifier(LogisticRegression(max_iter=500)), X, y)
     with pytest.warns(UserWarning, match="one-vs-rest probabilities"):
         ff.from_sklearn(est)
+
+
+def test_a_pipeline_fitted_on_float32_data(datasets):
+    """Scalers fitted on float32 data compute in float32 on every input: the verdicts stay the
+    pipeline's (the steps' rounding bounded in float32)."""
+    Xb, yb = datasets["cancer"]
+    X32 = Xb.astype(np.float32)
+    pipe = _fit(make_pipeline(StandardScaler(), MinMaxScaler(), LogisticRegression(max_iter=500)),
+                X32, yb)
+    for dtype in (np.float64, np.float32):
+        m = ff.from_sklearn(pipe, dtype=dtype)
+        assert m._fold.u_pre == ff.verdict.U32
+        Xt = Xb.astype(dtype)
+        np.testing.assert_array_equal(m.predict(Xt), pipe.predict(Xt))
+        res = ff.deepfool(m, Xt, yb, max_iter=30)
+        assert_verdicts(res, pipe, yb, f"float32-fitted {dtype.__name__}")

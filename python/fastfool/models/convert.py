@@ -228,10 +228,23 @@ def _convert_pipeline(est, dtype, u_src) -> Model:
         m = LinearModel(Wf.T, bf, classes=inner.classes_, dtype=dt)
     else:
         m = MLP([Wf] + Ws[1:], [bf] + bs[1:], activation=acts, classes=inner.classes_, dtype=dt)
-    u_pre = verdict.U32 if np.dtype(m.dtype) == np.float32 else verdict.U64
+    # the steps compute in float32 on float32 inputs (a float32 model's x_adv) or with float32
+    # parameters (fitted on float32 data)
+    u_pre = verdict.U32 if np.dtype(m.dtype) == np.float32 or _has_float32(est) else verdict.U64
     m._fold = Fold(chain, E1, Eb1, verdict.layer_constants(Ws, bs), acts + ["identity"], u_pre,
                    max(u_src, verdict.U64))
     return m
+
+
+def _has_float32(est) -> bool:
+    """Whether a pipeline's fitted steps hold float32 parameters (recursively)."""
+    name = type(est).__name__
+    if name == "Pipeline":
+        return any(_has_float32(s) for _, s in est.steps)
+    if name == "ColumnTransformer":
+        return any(_has_float32(t) for _, t, _ in getattr(est, "transformers_", []))
+    return any(isinstance(v, np.ndarray) and v.dtype == np.float32
+               for k, v in vars(est).items() if k.endswith("_")) if hasattr(est, "__dict__") else False
 
 
 def _rebuild(m, dtype):
