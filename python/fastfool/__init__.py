@@ -27,7 +27,7 @@ from .attacks import (ConfidenceMap, certify, confidence_map, deepfool, far_poin
 from .io import load_model, save_model
 from .result import AttackResult
 from ._runtime import get_simd, get_threads, set_simd, set_threads, simd_info
-from .models import MLP, KernelSVM, LinearModel, Model, from_sklearn, from_torch
+from .models import MLP, KernelSVM, LinearModel, Model, from_onnx, from_sklearn, from_torch
 
 __version__ = "0.1.0"
 
@@ -39,6 +39,7 @@ __all__ = [
     "KernelSVM",
     "from_sklearn",
     "from_torch",
+    "from_onnx",
     "save_model",
     "load_model",
     "kernels",

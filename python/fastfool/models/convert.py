@@ -222,17 +222,36 @@ def _convert_pipeline(est, dtype, u_src) -> Model:
                          f"(not yet into kernel SVMs); {_BLACK_BOX}")
     D = getattr(est, "n_features_in_", None) or chain[0].d_in
     Ws, bs, acts = _dense_of(inner)
-    Wf, bf, E1, Eb1 = fold_first_layer(chain, Ws[0], bs[0], int(D))
-    dt = np.float64 if dtype is None else dtype
-    if isinstance(inner, LinearModel):
-        m = LinearModel(Wf.T, bf, classes=inner.classes_, dtype=dt)
-    else:
-        m = MLP([Wf] + Ws[1:], [bf] + bs[1:], activation=acts, classes=inner.classes_, dtype=dt)
     # the steps compute in float32 on float32 inputs (a float32 model's x_adv) or with float32
     # parameters (fitted on float32 data)
-    u_pre = verdict.U32 if np.dtype(m.dtype) == np.float32 or _has_float32(est) else verdict.U64
-    m._fold = Fold(chain, E1, Eb1, verdict.layer_constants(Ws, bs), acts + ["identity"], u_pre,
-                   max(u_src, verdict.U64))
+    return dense_with_fold(chain, Ws, bs, acts, inner.classes_,
+                           np.float64 if dtype is None else dtype, int(D), u_src,
+                           verdict.U32 if _has_float32(est) else None)
+
+
+def dense_with_fold(chain, Ws, bs, acts, classes, dtype, D, u_src=verdict.U64, u_pre=None):
+    """A LinearModel (one layer) or an MLP of float64 layers ``Ws`` (in, out), ``bs``, hidden
+    ``acts``, with the affine ``chain`` folded into its first layer (fastfool.models.pipeline)
+    when there is one. ``u_pre``: the steps' unit roundoff (default: float32 for a float32
+    model, else float64); ``u_src``: the classifier's."""
+    Ws = [np.asarray(W, np.float64) for W in Ws]
+    bs = [np.zeros(W.shape[1]) if b is None else np.asarray(b, np.float64) for W, b in zip(Ws, bs)]
+    W1, b1 = Ws[0], bs[0]
+    if chain:
+        W1, b1, E1, Eb1 = fold_first_layer(chain, Ws[0], bs[0], int(D))
+    if len(Ws) == 1:
+        m = LinearModel(W1.T, b1, classes=classes, dtype=dtype)
+    else:
+        m = MLP([W1] + Ws[1:], [b1] + bs[1:], activation=acts, classes=classes, dtype=dtype)
+    if chain:
+        if u_pre is None:
+            u_pre = verdict.U32 if np.dtype(m.dtype) == np.float32 else verdict.U64
+        if np.dtype(m.dtype) == np.float32:
+            u_pre = max(u_pre, verdict.U32)
+        m._fold = Fold(chain, E1, Eb1, verdict.layer_constants(Ws, bs), list(acts) + ["identity"],
+                       u_pre, max(u_src, verdict.U64))
+        if m._ref64 is not None:
+            m._ref64._fold = m._fold
     return m
 
 
