@@ -175,3 +175,82 @@ def test_integer_settings_refuse_nan_inf_fractions_and_negatives():
         with pytest.raises(ValueError, match=name):
             ff.template(m, X, target=1, **{name: v})
     assert ff.pgd(m, X, eps=0.1, steps=np.int32(3), restarts=2.0).n == 6  # integral values work
+
+
+class _Untrusted:
+    """A type outside scikit-learn / NumPy / SciPy, for the .skops refusal."""
+
+
+def test_safe_model_files_load_without_trust_pickle(tmp_path, capsys):
+    """--model takes .skops (scikit-learn types only: a file naming another type is refused by
+    name), .onnx and TorchScript .pt without --trust-pickle, and their verdicts are the saved
+    object's; a torch.save'd module needs --trust-pickle."""
+    import json
+    import warnings
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from fastfool import cli
+    X, y = load_iris(return_X_y=True)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X, y)
+    run = ["--data", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"), "--attack",
+           "pgd", "--eps", "0.3", "--format", "json", "--out", str(tmp_path / "adv.npz")]
+    done = 0
+    try:
+        import skops.io as sio
+    except ImportError:
+        sio = None
+    if sio is not None:
+        sio.dump(est, tmp_path / "m.skops")
+        assert cli.main(["attack", "--model", str(tmp_path / "m.skops"), *run]) == 0
+        out = json.loads(capsys.readouterr().out)
+        import fastfool as ff
+        res = ff.AttackResult.load(tmp_path / "adv.npz")
+        np.testing.assert_array_equal(res.pred, est.predict(res.x_adv))
+        assert out["success_rate"] == pytest.approx(np.mean(est.predict(res.x_adv) != y))
+        done += 1
+        sio.dump({"est": est, "x": _Untrusted()}, tmp_path / "evil.skops")
+        assert cli.main(["attack", "--model", str(tmp_path / "evil.skops"), *run]) == 2
+        assert "_Untrusted" in capsys.readouterr().err
+    try:
+        import onnx  # noqa: F401
+        import skl2onnx
+    except ImportError:
+        skl2onnx = None
+    if skl2onnx is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            onx = skl2onnx.to_onnx(est, X[:1].astype(np.float32), options={"zipmap": False})
+        (tmp_path / "m.onnx").write_bytes(onx.SerializeToString())
+        assert cli.main(["attack", "--model", str(tmp_path / "m.onnx"), *run]) == 0
+        capsys.readouterr()
+        done += 1
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch 2.13: TorchScript is deprecated (still loads)
+            torch.jit.save(torch.jit.script(net), str(tmp_path / "m.pt"))
+        assert cli.main(["attack", "--model", str(tmp_path / "m.pt"), *run]) == 0
+        capsys.readouterr()
+        import fastfool as ff
+        res = ff.AttackResult.load(tmp_path / "adv.npz")
+        with torch.no_grad():
+            truth = net(torch.tensor(res.x_adv, dtype=torch.float32)).argmax(1).numpy()
+        np.testing.assert_array_equal(res.pred, truth)
+        torch.save(net, str(tmp_path / "eager.pt"))
+        assert cli.main(["attack", "--model", str(tmp_path / "eager.pt"), *run]) == 2
+        assert "TorchScript" in capsys.readouterr().err
+        assert cli.main(["attack", "--model", str(tmp_path / "eager.pt"), "--trust-pickle", *run]) == 0
+        capsys.readouterr()
+        done += 1
+    if done == 0:
+        pytest.skip("none of skops, onnx + skl2onnx, torch is installed")

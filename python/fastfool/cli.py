@@ -246,17 +246,66 @@ def _data_arg(X, path, dtype):
     return X.astype(dtype, copy=False)
 
 
+def _load_skops(path):
+    """A .skops file with skops.io.load, trusting only scikit-learn / NumPy / SciPy types (any
+    other type the file names is refused, by name)."""
+    try:
+        import skops.io as sio
+    except ImportError:
+        raise ValueError(f"{path}: a .skops model needs skops (pip install skops)") from None
+    import os
+    if not os.path.isfile(path):
+        raise FileNotFoundError(path)
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a skops file ({type(exc).__name__}: {exc})") from exc
+    ok = ("sklearn.", "numpy.", "scipy.", "builtins.")
+    bad = [t for t in untrusted if not t.startswith(ok)]
+    if bad:
+        raise ValueError(f"{path}: the file names types fastfool does not trust: {', '.join(bad)}; "
+                         "only scikit-learn, NumPy and SciPy types load")
+    return sio.load(path, trusted=list(untrusted))
+
+
 def _load_model_arg(path, trust_pickle):
     import fastfool as ff
 
-    if str(path).endswith(".npz"):
+    import os
+    suffix = os.path.splitext(str(path))[1].lower()
+    if suffix == ".npz":
         return ff.load_model(path)
+    if suffix == ".onnx":
+        return ff.from_onnx(path)
+    if suffix == ".skops":
+        return ff.from_sklearn(_load_skops(path))
+    if suffix in (".pt", ".pth") and not trust_pickle:
+        try:
+            import torch
+        except ImportError:
+            raise ValueError(f"{path}: a .pt model needs PyTorch (pip install torch)") from None
+        if not os.path.isfile(path):
+            raise FileNotFoundError(path)
+        import warnings
+        try:  # TorchScript: a graph, not pickled Python objects (deprecated in torch 2.13, read)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                module = torch.jit.load(path, map_location="cpu")
+        except Exception as exc:
+            raise ValueError(f"{path}: not a TorchScript archive ({type(exc).__name__}); save with "
+                             "torch.jit.save(torch.jit.script(model), path), or pass --trust-pickle "
+                             "for a torch.save'd module you trust") from exc
+        return ff.from_torch(module)
     if not trust_pickle:
-        raise ValueError(f"{path}: only fastfool .npz models load by default; a pickle/joblib file "
-                         "runs code when loaded, so pass --trust-pickle only for files you trust")
+        raise ValueError(f"{path}: this kind of file does not load by default: fastfool loads .npz "
+                         "(ff.save_model), .onnx, .skops (scikit-learn types only) and TorchScript "
+                         ".pt; a pickle/joblib file (or a torch.save'd module) runs code when "
+                         "loaded, so pass --trust-pickle only for files you trust")
+    if suffix in (".pt", ".pth"):
+        import torch
+        return ff.from_torch(torch.load(path, map_location="cpu", weights_only=False))
     import pickle
 
-    import os
     if os.path.isdir(path):
         raise ValueError(f"{path}: is a directory, not a model file")
     try:
@@ -350,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("attack", help="run one attack on a model and data",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True,
-                   help="a model .npz written by ff.save_model (or, with --trust-pickle, a joblib/pickle "
+                   help="a model: .npz (ff.save_model), .onnx, .skops (scikit-learn types only), "
+                        "TorchScript .pt; or, with --trust-pickle, a joblib/pickle "
                         "scikit-learn estimator)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow loading pickle/joblib models (they run code when loaded)")

@@ -113,6 +113,37 @@ def _chain(module):
     return layers
 
 
+def _eager_copy(sm):
+    """An eager nn.Sequential with the layers and weights of a TorchScript Sequential (the
+    scripted module stays the judge)."""
+    from torch import nn
+    if getattr(sm, "original_name", "") != "Sequential":
+        raise ValueError(f"from_torch: a TorchScript {getattr(sm, 'original_name', '?')}; only a "
+                         "scripted nn.Sequential is read (script the Sequential itself)")
+    out = []
+    for _, c in sm.named_children():
+        kind = getattr(c, "original_name", type(c).__name__)
+        if kind == "Sequential":
+            out.append(_eager_copy(c))
+        elif kind == "Linear":
+            W = c.weight.detach()
+            lin = nn.Linear(W.shape[1], W.shape[0], bias=c.bias is not None, dtype=W.dtype)
+            lin.weight.data.copy_(W)
+            if c.bias is not None:
+                lin.bias.data.copy_(c.bias.detach())
+            out.append(lin)
+        elif kind in ("ReLU", "Tanh", "Sigmoid", "Identity") + _IDENTITY:
+            out.append(getattr(nn, kind)() if kind not in _IDENTITY else nn.Identity())
+        elif kind == "Flatten":
+            out.append(nn.Flatten(getattr(c, "start_dim", 1), getattr(c, "end_dim", -1)))
+        elif kind in _FINAL:
+            out.append(getattr(nn, kind)(dim=getattr(c, "dim", -1)))
+        else:
+            raise ValueError(f"from_torch: unsupported layer {kind} in the TorchScript module; "
+                             f"supported: {SUPPORTED}")
+    return nn.Sequential(*out)
+
+
 def from_torch(module, *, dtype: DTypeLike = None, classes=None, input_shape=None) -> Model:
     """Convert a PyTorch dense network to a fastfool model.
 
@@ -141,6 +172,9 @@ def from_torch(module, *, dtype: DTypeLike = None, classes=None, input_shape=Non
         raise ImportError("from_torch needs PyTorch: pip install torch (or fastfool[torch])") from None
     if not isinstance(module, nn.Module):
         raise TypeError(f"from_torch: expected a torch.nn.Module, got {type(module).__name__}")
+    judge = module
+    if isinstance(module, torch.jit.ScriptModule):  # TorchScript: read an eager copy, judge by it
+        module = _eager_copy(module)
     layers = _chain(module)
     Ws, bs, acts = [], [], []
     pending = None  # the activation after the last Linear
@@ -208,7 +242,7 @@ def from_torch(module, *, dtype: DTypeLike = None, classes=None, input_shape=Non
         m = LinearModel(Ws[0].T, bs[0], classes=classes, dtype=dt)
     else:
         m = MLP(Ws, bs, activation=acts, classes=classes, dtype=dt)
-    src = TorchSource(module, input_shape, m.classes_, final_sigmoid)
+    src = TorchSource(judge, input_shape, m.classes_, final_sigmoid)
     # torch computes in the module's precision; its float32 tanh / sigmoid are within a few
     # ulps (8 u allowed, as for fastfool's own AVX2 functions)
     u = verdict.U32 if src._dtype == torch.float32 else verdict.U64
