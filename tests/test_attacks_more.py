@@ -23,8 +23,8 @@ def data(digits, digits_logreg):
     lr = digits_logreg
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ident = MLPClassifier((50, 20, 2), activation="identity", max_iter=150, random_state=21).fit(X[keep], y[keep])
-        tanh = MLPClassifier((50, 20, 2), activation="tanh", max_iter=150, random_state=21).fit(X[keep], y[keep])
+        ident = MLPClassifier((50, 20, 2), activation="identity", max_iter=60, random_state=21).fit(X[keep], y[keep])
+        tanh = MLPClassifier((50, 20, 2), activation="tanh", max_iter=60, random_state=21).fit(X[keep], y[keep])
     return X, y, keep, ff.from_sklearn(lr), ff.from_sklearn(ident), ff.from_sklearn(tanh), lr
 
 

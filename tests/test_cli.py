@@ -181,6 +181,7 @@ class _Untrusted:
     """A type outside scikit-learn / NumPy / SciPy, for the .skops refusal."""
 
 
+@pytest.mark.slow  # imports skops, onnx and torch: ~6 s
 def test_safe_model_files_load_without_trust_pickle(tmp_path, capsys):
     """--model takes .skops (scikit-learn types only: a file naming another type is refused by
     name), .onnx and TorchScript .pt without --trust-pickle, and their verdicts are the saved

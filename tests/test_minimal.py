@@ -19,8 +19,8 @@ def setup(digits, digits_logreg):
     lr = digits_logreg
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ident = MLPClassifier((30, 5), activation="identity", max_iter=100, random_state=0).fit(X, y)
-        tanh = MLPClassifier((30,), activation="tanh", max_iter=100, random_state=0).fit(X, y)
+        ident = MLPClassifier((30, 5), activation="identity", max_iter=40, random_state=0).fit(X, y)
+        tanh = MLPClassifier((30,), activation="tanh", max_iter=40, random_state=0).fit(X, y)
     return X, y, ff.from_sklearn(lr), ff.from_sklearn(ident), ff.from_sklearn(tanh)
 
 

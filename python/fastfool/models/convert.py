@@ -172,9 +172,9 @@ def _convert(est, dtype, u_src=verdict.U64) -> Model:
                          f"uncalibrated estimator, or {_BLACK_BOX}")
     if hasattr(est, "classes_") and len(getattr(est, "classes_", ())) > 2 and \
             name in ("SVC", "NuSVC"):
-        raise ValueError(f"from_sklearn: a multi-class {name} ({len(est.classes_)} classes, "
-                         "one-vs-one votes) is not supported yet; binary SVCs are, and "
-                         f"{_BLACK_BOX}")
+        raise ValueError(f"from_sklearn: only binary SVC / NuSVC models are supported so far: a "
+                         f"multi-class {name} ({len(est.classes_)} classes, one-vs-one votes) is "
+                         f"not yet; {_BLACK_BOX}")
     if hasattr(est, "support_vectors_") and hasattr(est, "dual_coef_") and name in ("SVC", "NuSVC"):
         return svm_from_sklearn(est, dtype)
     if hasattr(est, "coefs_") and hasattr(est, "intercepts_"):
