@@ -63,7 +63,57 @@ def test_gradient_attacks_fool_an_rbf_svm(pair):
         ff.certify(m, X[:2])
 
 
-def test_multiclass_svc_is_refused():
-    X, y = load_digits(return_X_y=True)
-    with pytest.raises(ValueError, match="only binary SVC"):
-        ff.from_sklearn(SVC().fit(X[:300] / 16, y[:300]))
+MULTI = [("rbf", {}), ("poly", {"degree": 3, "coef0": 1.0}), ("linear", {}),
+         ("sigmoid", {"gamma": 0.01, "coef0": 0.0})]
+
+
+@pytest.mark.parametrize("kernel,kw", MULTI)
+@pytest.mark.parametrize("nu", [False, True])
+def test_multiclass_svc_decides_by_the_estimators_votes(kernel, kw, nu):
+    """Multi-class SVC / NuSVC (one-vs-one, every kernel): predict is scikit-learn's vote,
+    decision_function matches it in both shapes, and FGSM / PGD / DeepFool (on the softmax
+    surrogate) report the estimator's own verdicts on x_adv, in both dtypes."""
+    from sklearn.datasets import load_wine
+    from sklearn.svm import NuSVC
+    X, y = load_wine(return_X_y=True)
+    X = (X - X.min(0)) / np.ptp(X, axis=0)
+    rows = np.arange(len(X)) % 3 == 0
+    cls = NuSVC(kernel=kernel, nu=0.3, **kw) if nu else SVC(kernel=kernel, **kw)
+    for shape in ("ovr", "ovo"):
+        est = cls.set_params(decision_function_shape=shape).fit(X[~rows], y[~rows])
+        for dtype in (np.float64, np.float32):
+            m = ff.from_sklearn(est, dtype=dtype)
+            Xt = X[rows].astype(dtype)
+            np.testing.assert_array_equal(m.predict(Xt), est.predict(Xt))
+            D = est.decision_function(Xt)
+            np.testing.assert_allclose(m.decision_function(Xt), D, rtol=1e-9, atol=1e-9 * (1 + np.abs(D).max()))
+            for what, res in (("fgsm", ff.fgsm(m, Xt, y[rows], eps=0.1)),
+                              ("pgd", ff.pgd(m, Xt, y[rows], eps=0.1, steps=5, seed=0)),
+                              ("deepfool", ff.deepfool(m, Xt, y[rows], max_iter=30))):
+                truth = est.predict(res.x_adv)
+                assert np.array_equal(res.pred, truth), (what, kernel, shape, dtype)
+                assert np.array_equal(res.success, truth != y[rows]), (what, kernel, shape, dtype)
+            assert res.success.mean() > 0.9  # DeepFool's surrogate leads across the votes
+
+
+def test_multiclass_svc_rows_near_vote_ties_are_the_estimators():
+    """Points on the segments between the classes' centres cross vote boundaries (and, between
+    three classes, pass near three-way ties): every row's verdict is est.predict's."""
+    from sklearn.datasets import load_iris
+    X, y = load_iris(return_X_y=True)
+    est = SVC(kernel="rbf", gamma=2.0).fit(X, y)
+    m = ff.from_sklearn(est)
+    c = np.array([X[y == k].mean(0) for k in range(3)])
+    t = np.linspace(0, 1, 400)[:, None]
+    pts = np.vstack([c[0] + t * (c[1] - c[0]), c[1] + t * (c[2] - c[1]), c[0] + t * (c[2] - c[0]),
+                     (c[0] + c[1] + c[2]) / 3 + 0.3 * np.random.default_rng(0).standard_normal((400, 4))])
+    np.testing.assert_array_equal(m.predict(pts), est.predict(pts))
+    res = ff.deepfool(m, pts, max_iter=30, overshoot=0.0)  # rows pushed onto vote boundaries
+    np.testing.assert_array_equal(res.pred, est.predict(res.x_adv))
+
+
+def test_multiclass_svc_with_break_ties_is_refused():
+    from sklearn.datasets import load_iris
+    X, y = load_iris(return_X_y=True)
+    with pytest.raises(ValueError, match="break_ties"):
+        ff.from_sklearn(SVC(break_ties=True).fit(X, y))

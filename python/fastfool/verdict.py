@@ -137,6 +137,9 @@ def judge(model, X, threads, *, return_logits=False, want_conf=True, xinf=None):
     and the threshold (N,) a margin must exceed to be clear are returned too. ``xinf``: the
     rows' max |x| (float64) when the caller has it (an attack's finish computes it with the
     perturbation norms, in the same pass)."""
+    vote = getattr(model._reference(), "_vote_judge", None)
+    if vote is not None:  # one-vs-one votes (multi-class kernel SVMs): their own rule
+        return vote(X, threads, return_logits=return_logits, want_conf=want_conf)
     N, C = X.shape[0], model.n_classes
     u, dup = model._source_u, model._duplicates()
     screen = None if return_logits or N == 0 else model._screen_logits(X, threads, xinf)

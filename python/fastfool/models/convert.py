@@ -15,7 +15,7 @@ from .. import verdict
 from .base import Model
 from .dense import MLP, LinearModel
 from .pipeline import Fold, fold_first_layer, unwrap_pipeline
-from .svm import svm_from_sklearn
+from .svm import ovo_from_sklearn, svm_from_sklearn
 
 __all__ = ["from_sklearn"]
 
@@ -31,8 +31,9 @@ def from_sklearn(est, *, dtype: DTypeLike = None) -> Model:
 
     Supported: LogisticRegression (binary and multinomial), LinearSVC, SGDClassifier,
     RidgeClassifier, Perceptron (and other linear classifiers with ``coef_``/``intercept_``),
-    MLPClassifier (single-label), and binary SVC / NuSVC with linear, rbf, poly or sigmoid
-    kernels (:class:`fastfool.KernelSVM`); and, around the linear models and MLPs:
+    MLPClassifier (single-label), and SVC / NuSVC with linear, rbf, poly or sigmoid kernels
+    (binary: :class:`fastfool.KernelSVM`; multi-class, one-vs-one votes:
+    :class:`fastfool.models.svm.OvOSVM`); and, around the linear models and MLPs:
 
     - a ``Pipeline`` (also nested) whose steps before the classifier are affine -
       StandardScaler, MinMaxScaler, MaxAbsScaler, RobustScaler (``clip=False``), PCA (also
@@ -171,10 +172,11 @@ def _convert(est, dtype, u_src=verdict.U64) -> Model:
                          "isotonic: not a function fastfool's kernels evaluate); convert the "
                          f"uncalibrated estimator, or {_BLACK_BOX}")
     if hasattr(est, "classes_") and len(getattr(est, "classes_", ())) > 2 and \
-            name in ("SVC", "NuSVC"):
-        raise ValueError(f"from_sklearn: only binary SVC / NuSVC models are supported so far: a "
-                         f"multi-class {name} ({len(est.classes_)} classes, one-vs-one votes) is "
-                         f"not yet; {_BLACK_BOX}")
+            name in ("SVC", "NuSVC") and hasattr(est, "support_vectors_"):
+        if getattr(est, "break_ties", False) and getattr(est, "decision_function_shape", "ovr") == "ovr":
+            raise ValueError(f"from_sklearn: a {name}(break_ties=True) decides by its one-vs-rest "
+                             "scores, not votes: not supported; refit with break_ties=False")
+        return ovo_from_sklearn(est, dtype)
     if hasattr(est, "support_vectors_") and hasattr(est, "dual_coef_") and name in ("SVC", "NuSVC"):
         return svm_from_sklearn(est, dtype)
     if hasattr(est, "coefs_") and hasattr(est, "intercepts_"):
