@@ -117,3 +117,27 @@ def test_multiclass_svc_with_break_ties_is_refused():
     X, y = load_iris(return_X_y=True)
     with pytest.raises(ValueError, match="break_ties"):
         ff.from_sklearn(SVC(break_ties=True).fit(X, y))
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "poly", "linear"])
+def test_one_vs_rest_of_kernel_svcs_decides_as_the_ovr(kernel):
+    """OneVsRestClassifier(SVC(kernel)) as one model over the union of the support vectors:
+    predict, decision_function and the attacks' verdicts are the OvR object's own (multi-class
+    and binary)."""
+    from sklearn.datasets import load_wine
+    from sklearn.multiclass import OneVsRestClassifier
+    X, y = load_wine(return_X_y=True)
+    X = (X - X.min(0)) / np.ptp(X, axis=0)
+    for yy in (y, (y == 1).astype(int)):
+        est = OneVsRestClassifier(SVC(kernel=kernel, degree=2, coef0=1.0)).fit(X, yy)
+        for dtype in (np.float64, np.float32):
+            m = ff.from_sklearn(est, dtype=dtype)
+            Xt = X.astype(dtype)
+            np.testing.assert_array_equal(m.predict(Xt), est.predict(Xt))
+            D = est.decision_function(Xt)
+            tol = 1e-9 if dtype == np.float64 else 1e-6  # a binary float32 model's scores: float32
+            np.testing.assert_allclose(m.decision_function(Xt), D, rtol=tol, atol=tol * (1 + np.abs(D).max()))
+            for res in (ff.pgd(m, Xt, yy, eps=0.1, steps=5, seed=0), ff.deepfool(m, Xt, yy, max_iter=30)):
+                truth = est.predict(res.x_adv)
+                np.testing.assert_array_equal(res.pred, truth)
+                np.testing.assert_array_equal(res.success, truth != yy)

@@ -15,7 +15,7 @@ from .. import verdict
 from .base import Model
 from .dense import MLP, LinearModel
 from .pipeline import Fold, fold_first_layer, unwrap_pipeline
-from .svm import ovo_from_sklearn, svm_from_sklearn
+from .svm import KernelSVM, ovo_from_sklearn, ovr_svc_from_sklearn, svm_from_sklearn
 
 __all__ = ["from_sklearn"]
 
@@ -287,6 +287,13 @@ def _convert_ovr(est, dtype) -> Model:
     if getattr(getattr(est, "label_binarizer_", None), "y_type_", "") == "multilabel-indicator":
         raise ValueError("from_sklearn: a multilabel OneVsRestClassifier is not supported "
                          "(fastfool's models decide one class per row)")
+    if all(type(e).__name__ in ("SVC", "NuSVC") and hasattr(e, "support_vectors_") for e in ests):
+        if len(ests) > 1:
+            return ovr_svc_from_sklearn(est, dtype)
+        e = ests[0]  # two classes: one binary SVC, s > 0 predicts classes_[1]
+        return KernelSVM(e.support_vectors_, e.dual_coef_, e.intercept_, kernel=e.kernel,
+                         gamma=getattr(e, "_gamma", e.gamma), coef0=e.coef0, degree=e.degree,
+                         classes=est.classes_, dtype=dtype)
     coefs, ints = [], []
     for i, e in enumerate(ests):
         if not hasattr(e, "coef_") or not hasattr(e, "decision_function"):

@@ -20,7 +20,7 @@ from .._checks import Trusted
 from .._runtime import resolve_threads
 from .base import Model, _freeze, _model_dtype, _weight
 
-__all__ = ["KernelSVM", "OvOSVM"]
+__all__ = ["KernelSVM", "OvOSVM", "OvRSVM"]
 
 _KERNELS = ("linear", "rbf", "poly", "sigmoid")
 
@@ -224,7 +224,7 @@ def svm_from_sklearn(est, dtype=None) -> KernelSVM:
                      dtype=dtype)
 
 
-class OvOSVM(Model):
+class OvOSVM(Model):  # noqa: D101 - the docstring below; OvRSVM reuses it for one-vs-rest
     """Multi-class kernel SVM, one-vs-one as libsvm (scikit-learn's ``SVC`` / ``NuSVC`` with
     K > 2 classes): M = K (K - 1) / 2 pairwise scores ``f_p(x) = sum_s A[s, p] K(x, sv_s) +
     b_p`` for pairs p = (i, j), i < j, in scikit-learn's order; ``f_p > 0`` is a vote for i, else
@@ -242,10 +242,11 @@ class OvOSVM(Model):
         dt = _model_dtype(dtype, support_vectors)
         A = np.array(coef, dtype=np.float64)
         b = np.array(intercepts, dtype=np.float64).reshape(-1)
-        self._pairs = [tuple(int(v) for v in p) for p in pairs]
-        C = 1 + max(max(p) for p in self._pairs)
-        if A.ndim != 2 or A.shape[1] != len(self._pairs) or b.shape != (len(self._pairs),):
-            raise ValueError("coef / intercepts: one column / value per pair")
+        self._pairs = [tuple(int(v) for v in p) for p in pairs] if pairs is not None else None
+        C = 1 + max(max(p) for p in self._pairs) if pairs is not None else A.shape[1]
+        M = len(self._pairs) if pairs is not None else C
+        if A.ndim != 2 or A.shape[1] != M or b.shape != (M,):
+            raise ValueError("coef / intercepts: one column / value per pair (per class)")
         super().__init__(classes, C, dt)
         # the kernel values and their factors: a binary KernelSVM holding the support vectors
         self._kern = KernelSVM(support_vectors, np.ones(A.shape[0]), 0.0, kernel=kernel,
@@ -253,9 +254,12 @@ class OvOSVM(Model):
         self.support_vectors_ = _weight(support_vectors, "support_vectors", dt)
         self.kernel, self.gamma, self.coef0, self.degree = kernel, float(gamma), float(coef0), int(degree)
         self._A, self._b = A, b
-        P = np.zeros((len(self._pairs), C))
-        for p, (i, j) in enumerate(self._pairs):
-            P[p, i], P[p, j] = 1.0, -1.0
+        if self._pairs is None:  # one-vs-rest: the scores are the logits
+            P = np.eye(C)
+        else:
+            P = np.zeros((len(self._pairs), C))
+            for p, (i, j) in enumerate(self._pairs):
+                P[p, i], P[p, j] = 1.0, -1.0
         self._P = P
         self._shape = shape
         _freeze(A, b, P, self.support_vectors_)
@@ -346,7 +350,7 @@ class OvOSVM(Model):
         threads = resolve_threads(threads)
         X = self._X(X, threads, check_finite)
         F, _, _, _ = self._pair_scores(X, threads)
-        if self._shape == "ovo":
+        if self._shape == "ovo" or self._pairs is None:
             return F
         votes = self._votes_ovr(F)
         conf = F @ self._P
@@ -429,3 +433,44 @@ def ovo_from_sklearn(est, dtype=None) -> OvOSVM:
     return OvOSVM(est.support_vectors_, np.column_stack(cols), b, pairs, kernel=kernel, gamma=gamma,
                   coef0=est.coef0, degree=est.degree, classes=est.classes_, dtype=dtype,
                   shape=getattr(est, "decision_function_shape", "ovr"))
+
+
+class OvRSVM(OvOSVM):
+    """One-vs-rest binary kernel SVMs (scikit-learn's ``OneVsRestClassifier(SVC())``): C scores
+    ``s_c(x) = sum_s A[s, c] K(x, sv_s) + b_c`` over the union of their support vectors; the
+    decision is their argmax (the usual verdict rule on these logits, the estimator deciding
+    rows within rounding of a tie)."""
+
+    _vote_judge = None  # the argmax rule, not votes
+
+    def __init__(self, support_vectors, coef, intercepts, **kw):
+        super().__init__(support_vectors, coef, intercepts, None, **kw)
+
+    def __repr__(self):
+        return (f"OvRSVM({self.kernel}, {self.n_classes} classes, {self._A.shape[0]} support "
+                f"vectors, {self.n_features_in_} features, {self.dtype})")
+
+
+def ovr_svc_from_sklearn(est, dtype=None) -> OvRSVM:
+    """OneVsRestClassifier of binary SVC / NuSVC with one kernel: the union of their support
+    vectors, a column of dual coefficients per class."""
+    ests = list(est.estimators_)
+    k0 = ests[0]
+    params = [(e.kernel, float(getattr(e, "_gamma", e.gamma)), float(e.coef0), int(e.degree))
+              for e in ests]
+    if any(p != params[0] for p in params):
+        raise ValueError("from_sklearn: the OneVsRestClassifier's SVCs use different kernels or "
+                         "kernel parameters; one kernel for all is supported")
+    if callable(k0.kernel) or k0.kernel not in _KERNELS:
+        raise ValueError(f"from_sklearn: unsupported SVC kernel {k0.kernel!r}")
+    S = np.vstack([e.support_vectors_ for e in ests])
+    A = np.zeros((S.shape[0], len(ests)))
+    at = 0
+    for c, e in enumerate(ests):
+        n = e.support_vectors_.shape[0]
+        A[at:at + n, c] = np.asarray(e.dual_coef_, np.float64).reshape(-1)
+        at += n
+    b = np.array([float(np.asarray(e.intercept_).reshape(-1)[0]) for e in ests])
+    kernel, gamma, coef0, degree = params[0]
+    return OvRSVM(S, A, b, kernel=kernel, gamma=gamma, coef0=coef0, degree=degree,
+                  classes=est.classes_, dtype=dtype)
