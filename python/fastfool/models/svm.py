@@ -25,7 +25,21 @@ __all__ = ["KernelSVM", "OvOSVM", "OvRSVM"]
 _KERNELS = ("linear", "rbf", "poly", "sigmoid")
 
 
-class KernelSVM(Model):
+class _SupportVectorModel(Model):
+    """What the kernel SVMs share: sizes from ``support_vectors_``."""
+
+    support_vectors_: np.ndarray
+
+    @property
+    def n_features_in_(self) -> int:
+        return self.support_vectors_.shape[1]
+
+    @property
+    def n_weights(self) -> int:
+        return int(self.support_vectors_.size)
+
+
+class KernelSVM(_SupportVectorModel):
     """Binary kernel SVM: ``support_vectors (n_sv, D)``, ``dual_coef (n_sv,)``, ``intercept``.
 
     Parameters
@@ -71,14 +85,6 @@ class KernelSVM(Model):
     def __repr__(self):
         return (f"KernelSVM({self.kernel}, {self.support_vectors_.shape[0]} support vectors, "
                 f"{self.n_features_in_} features, {self.dtype})")
-
-    @property
-    def n_features_in_(self) -> int:
-        return self.support_vectors_.shape[1]
-
-    @property
-    def n_weights(self) -> int:
-        return int(self.support_vectors_.size)
 
     # K(x, sv) and dK/d(x.sv)-style factors, in float64 (see the module docstring); with
     # want_bound also a bound on |computed - exact| of each K value (for the verdict).
@@ -224,7 +230,7 @@ def svm_from_sklearn(est, dtype=None) -> KernelSVM:
                      dtype=dtype)
 
 
-class OvOSVM(Model):  # noqa: D101 - the docstring below; OvRSVM reuses it for one-vs-rest
+class OvOSVM(_SupportVectorModel):
     """Multi-class kernel SVM, one-vs-one as libsvm (scikit-learn's ``SVC`` / ``NuSVC`` with
     K > 2 classes): M = K (K - 1) / 2 pairwise scores ``f_p(x) = sum_s A[s, p] K(x, sv_s) +
     b_p`` for pairs p = (i, j), i < j, in scikit-learn's order; ``f_p > 0`` is a vote for i, else
@@ -265,16 +271,8 @@ class OvOSVM(Model):  # noqa: D101 - the docstring below; OvRSVM reuses it for o
         _freeze(A, b, P, self.support_vectors_)
 
     def __repr__(self):
-        return (f"OvOSVM({self.kernel}, {self.n_classes} classes, {self._A.shape[0]} support "
-                f"vectors, {self.n_features_in_} features, {self.dtype})")
-
-    @property
-    def n_features_in_(self) -> int:
-        return self.support_vectors_.shape[1]
-
-    @property
-    def n_weights(self) -> int:
-        return int(self.support_vectors_.size)
+        return (f"{type(self).__name__}({self.kernel}, {self.n_classes} classes, "
+                f"{self._A.shape[0]} support vectors, {self.n_features_in_} features, {self.dtype})")
 
     def _sync(self):
         self._kern._source_u = self._source_u
@@ -446,9 +444,6 @@ class OvRSVM(OvOSVM):
     def __init__(self, support_vectors, coef, intercepts, **kw):
         super().__init__(support_vectors, coef, intercepts, None, **kw)
 
-    def __repr__(self):
-        return (f"OvRSVM({self.kernel}, {self.n_classes} classes, {self._A.shape[0]} support "
-                f"vectors, {self.n_features_in_} features, {self.dtype})")
 
 
 def ovr_svc_from_sklearn(est, dtype=None) -> OvRSVM:
