@@ -445,7 +445,6 @@ class OvRSVM(OvOSVM):
         super().__init__(support_vectors, coef, intercepts, None, **kw)
 
 
-
 def ovr_svc_from_sklearn(est, dtype=None) -> OvRSVM:
     """OneVsRestClassifier of binary SVC / NuSVC with one kernel: the union of their support
     vectors, a column of dual coefficients per class."""
