@@ -271,7 +271,9 @@ def deepfool(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
     gradient points outward are left out of the step. The iteration stops only once the
     user's model decides another class with a clear margin (and, for a float32 model, its
     own logits agree). A row whose linearisation is unusable (zero, underflowing or
-    overflowing gradients, or a step leaving the float range) stops at its last finite point.
+    overflowing gradients, or a step leaving the float range) stops at its last finite point, as
+    does one whose perturbation would exceed 10**4 times its own scale (``max |x| + 1``: a
+    vanishing gradient, such as an RBF kernel's far from its support vectors).
     On affine models the first step is exact.
 
     Parameters
@@ -306,6 +308,7 @@ def deepfool(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
         order = np.argsort(-S0, axis=1, kind="stable")[:, :ncand]
         k0 = yi[sl]
         r_tot = np.zeros(x0.shape, dtype=np.float64)
+        cap = 1e4 * ((np.abs(x0).max(axis=1) if D else np.zeros(n)) + 1.0)
         # rows the user's model already decides as not k0 are left alone
         active = verdict.decide(model, x0, threads) == k0
         it = np.zeros(n, dtype=np.int64)
@@ -366,8 +369,14 @@ def deepfool(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
                             step[better] = ((np.abs(f[better]) + 1e-12) / dn[better] ** 2)[:, None] * w[better]
                         else:
                             step[better] = ((np.abs(f[better]) + 1e-12) / dn[better])[:, None] * np.sign(w[better])
-            # no usable linearisation (zero, underflowing or overflowing gradients): the row stops
+            # no usable linearisation (zero, underflowing or overflowing gradients): the row stops;
+            # so does one whose perturbation would exceed 10^4 times its own scale (a vanishing
+            # gradient, e.g. an RBF kernel far from its support vectors: the linear step there
+            # is meaningless, and huge inputs overflow in the model's own preprocessing)
             ok_step = np.isfinite(best) & np.isfinite(step).all(axis=1)
+            with np.errstate(over="ignore", invalid="ignore"):
+                far = np.abs(r_tot[idx] + step).max(axis=1) > cap[idx] if D else np.zeros(idx.size, bool)
+            ok_step &= ~far
             active[idx[~ok_step]] = False
             r_tot[idx[ok_step]] += step[ok_step]
             if lo is not None or hi is not None:  # keep the accumulated point inside the box

@@ -232,13 +232,14 @@ class Model(ABC):
         # float32 arithmetic on float32 copies of the weights; the AVX2 float32 tanh is within
         # 3e-7 relative (tests/test_numerics.py), logistic likewise: 8 u of evaluation error
         err = verdict.layer_error_bound(xinf, self._layer_constants(), self._acts, verdict.U32,
-                                        act_err=8, rounded_weights=True) + self._extra_error(xinf)
+                                        act_err=8, rounded_weights=True) + self._extra_error(xinf, X)
         return S, err, xinf
 
-    def _extra_error(self, xinf):
+    def _extra_error(self, xinf, X=None):
         """Per row, what a folded pipeline adds to the rounding bound of the logits (its fold
-        and scikit-learn's own evaluation of the steps); 0 for other models."""
-        return 0.0 if self._fold is None else self._fold.error(xinf)
+        and scikit-learn's own evaluation of the steps; per feature when the rows X are
+        given); 0 for other models."""
+        return 0.0 if self._fold is None else self._fold.error(xinf, X)
 
     def _candidate_logits(self, X, S32, e32, xinf, threads):
         """Hook of fastfool.verdict.judge for rows the float32 screen left unclear: None (the

@@ -14,8 +14,8 @@ from numpy.typing import DTypeLike
 from .. import verdict
 from .base import Model
 from .dense import MLP, LinearModel
-from .pipeline import Fold, fold_first_layer, unwrap_pipeline
-from .svm import KernelSVM, ovo_from_sklearn, ovr_svc_from_sklearn, svm_from_sklearn
+from .pipeline import Fold, InputMap, fold_first_layer, unwrap_pipeline
+from .svm import KernelSVM, OvOSVM, ovo_from_sklearn, ovr_svc_from_sklearn, svm_from_sklearn
 
 __all__ = ["from_sklearn"]
 
@@ -216,13 +216,21 @@ def _convert_pipeline(est, dtype, u_src) -> Model:
     inner = _convert(final, np.float64, u_src)
     if not chain:
         return inner if dtype is None or np.dtype(dtype) == np.float64 else _rebuild(inner, dtype)
-    if not isinstance(inner, (LinearModel, MLP)) or inner._fold is not None:
-        what = "a kernel SVM" if not isinstance(inner, (LinearModel, MLP)) else \
-            "a classifier that is itself a folded pipeline"
-        raise ValueError(f"from_sklearn: the Pipeline ends in {what} ({type(final).__name__}); "
-                         "preprocessing folds into linear classifiers and MLPClassifiers only "
-                         f"(not yet into kernel SVMs); {_BLACK_BOX}")
     D = getattr(est, "n_features_in_", None) or chain[0].d_in
+    if isinstance(inner, (KernelSVM, OvOSVM)) and inner._input_map() is None:
+        # no first layer to fold into: the chain stays in front of the kernel
+        m = _convert(final, dtype, u_src)
+        f32 = np.dtype(m.dtype) == np.float32 or _has_float32(est)
+        imap = InputMap(chain, int(D), verdict.U32 if f32 else verdict.U64)
+        for r in (m, m._ref64, getattr(m, "_kern", None)):
+            if r is not None:
+                r._in = imap
+        return m
+    if not isinstance(inner, (LinearModel, MLP)) or inner._fold is not None:
+        what = "a kernel SVM after another pipeline" if not isinstance(inner, (LinearModel, MLP)) \
+            else "a classifier that is itself a folded pipeline"
+        raise ValueError(f"from_sklearn: the Pipeline ends in {what} ({type(final).__name__}); "
+                         f"flatten the nested pipelines into one; {_BLACK_BOX}")
     Ws, bs, acts = _dense_of(inner)
     # the steps compute in float32 on float32 inputs (a float32 model's x_adv) or with float32
     # parameters (fitted on float32 data)
@@ -251,7 +259,7 @@ def dense_with_fold(chain, Ws, bs, acts, classes, dtype, D, u_src=verdict.U64, u
         if np.dtype(m.dtype) == np.float32:
             u_pre = max(u_pre, verdict.U32)
         m._fold = Fold(chain, E1, Eb1, verdict.layer_constants(Ws, bs), list(acts) + ["identity"],
-                       u_pre, max(u_src, verdict.U64))
+                       u_pre, max(u_src, verdict.U64), Ws[0], bs[0])
         if m._ref64 is not None:
             m._ref64._fold = m._fold
     return m

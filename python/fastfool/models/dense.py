@@ -55,14 +55,14 @@ class DenseModel(Model):
         ``xinf``: the rows' max |x| when the caller has it."""
         ref = self._reference()
         S = ref.scores(X64, None, threads)
-        return S, self._reference_bound(X64 if xinf is None else None, xinf)
+        return S, self._reference_bound(X64, xinf)
 
     def _reference_bound(self, X64, xinf=None):
         """verdict.layer_error_bound of the float64 reference for rows X64 (or their max |x|)."""
         xinf = self._row_max_abs(X64) if xinf is None else xinf
         return verdict.layer_error_bound(xinf, self._layer_constants(), self._reference()._acts,
                                          self._source_u, act_err=self._source_act_err) + \
-            self._extra_error(xinf)
+            self._extra_error(xinf, X64)
 
     def _layer_constants(self):
         ref = self._reference()

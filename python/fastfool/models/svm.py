@@ -29,10 +29,18 @@ class _SupportVectorModel(Model):
     """What the kernel SVMs share: sizes from ``support_vectors_``."""
 
     support_vectors_: np.ndarray
+    #: Preprocessing before the kernel (a scikit-learn pipeline's affine steps:
+    #: fastfool.models.pipeline.InputMap), or None.
+    _in = None
 
     @property
     def n_features_in_(self) -> int:
-        return self.support_vectors_.shape[1]
+        inp = self._input_map()
+        return self.support_vectors_.shape[1] if inp is None else inp.d_in
+
+    def _input_map(self):
+        kern = getattr(self, "_kern", None)
+        return self._in if kern is None else kern._in
 
     @property
     def n_weights(self) -> int:
@@ -90,6 +98,13 @@ class KernelSVM(_SupportVectorModel):
     # want_bound also a bound on |computed - exact| of each K value (for the verdict).
     def _kernel_terms(self, X, threads, want_bound=False):
         X = np.asarray(X, dtype=np.float64)
+        # after preprocessing (a pipeline's affine steps): the kernel sees z = x A + c, and r
+        # bounds (L2, per row) how far the computed z and scikit-learn's own are from the exact
+        r = 0.0
+        if self._in is not None:
+            if want_bound:
+                r = self._in.radius(X)[:, None]
+            X = self._in.apply(X)
         g, c0, u = self.gamma, self.coef0, self._source_u
         gD = verdict.gamma(X.shape[1], u)
         if self.kernel == "rbf":
@@ -101,17 +116,20 @@ class KernelSVM(_SupportVectorModel):
             if not want_bound:
                 return K, K, Xc
             # |d2 error| <= gamma (|x'| + |sv'|)^2; K = exp(-g d2) then moves by at most a factor
-            # exp(g delta) (plus exp's own rounding)
+            # exp(g delta) (plus exp's own rounding); a z off by r moves K by at most
+            # sqrt(2 g / e) r (the largest |dK/dz| of exp(-g |z - sv|^2))
             with np.errstate(over="ignore", invalid="ignore"):  # huge x: NaN bound, unclear
-                nx = np.sqrt(xx)
-                delta = 2 * gD * (nx[:, None] + np.sqrt(self._Sc_sq)[None, :]) ** 2
+                nx = np.sqrt(xx)[:, None] + r
+                delta = 2 * gD * (nx + np.sqrt(self._Sc_sq)[None, :]) ** 2
                 Kb = np.exp(-g * np.maximum(d2 - delta, 0)) * (1 + 4 * u) - K * (1 - 4 * u)
+                Kb = Kb + np.sqrt(2 * g / np.e) * r
             return K, Kb, Xc
         dots = kernels.scores(X, self._S64, threads=threads)
         bd = None
         if want_bound:
-            nx = np.sqrt(np.einsum("ij,ij->i", X, X))
-            bd = gD * nx[:, None] * self._S_norm[None, :]  # |x . sv error| (Cauchy-Schwarz)
+            nx = np.sqrt(np.einsum("ij,ij->i", X, X))[:, None] + r
+            # |x . sv error| (Cauchy-Schwarz), and a z off by r moves x . sv by |sv| r
+            bd = gD * nx * self._S_norm[None, :] + r * self._S_norm[None, :]
         if self.kernel == "linear":
             return dots, bd, X
         if self.kernel == "poly":
@@ -149,13 +167,15 @@ class KernelSVM(_SupportVectorModel):
         a = self._a64
         s = K @ a + self.intercept_
         if self.kernel == "linear":
-            G = np.broadcast_to(self._S64.T @ a, X.shape).copy()
+            G = np.broadcast_to(self._S64.T @ a, X64.shape).copy()
         elif self.kernel == "rbf":  # sum a_i K_i (-2 gamma)(x - sv_i) = ... (x' - sv'_i)
             w = dK * a
             G = -2 * self.gamma * (w.sum(axis=1)[:, None] * X64 -
                                    kernels.scores(w, self._Sc.T, threads=threads))
         else:  # poly / sigmoid: sum a_i k'(x.sv_i) sv_i
             G = kernels.scores(dK * a, self._S64.T, threads=threads)
+        if self._in is not None:  # back through the preprocessing: dz/dx = A
+            G = self._in.back(G)
         return s.astype(self.dtype), np.ascontiguousarray(G, dtype=self.dtype)
 
     def _forward(self, X, threads):
@@ -198,8 +218,9 @@ class KernelSVM(_SupportVectorModel):
     def affine_map(self):
         """A linear-kernel SVM's (A, c) in the softmax view [0, s]: rows 0 and w, biases 0 and
         b (float64; see Model.affine_map)."""
-        if self.kernel != "linear":
-            raise ValueError(f"this model is not affine (a {self.kernel} kernel SVM)")
+        if self.kernel != "linear" or self._in is not None:
+            raise ValueError(f"this model is not affine in fastfool (a {self.kernel} kernel SVM"
+                             f"{' after preprocessing' if self._in is not None else ''})")
         ref = self._reference()
         return (np.vstack([np.zeros_like(ref._w64), ref._w64]),
                 np.array([0.0, ref.intercept_]))
@@ -311,6 +332,8 @@ class OvOSVM(_SupportVectorModel):
             G = -2 * self.gamma * (w.sum(axis=1)[:, None] * X64 - w @ k._Sc)
         else:
             G = (dK * W) @ k._S64
+        if k._in is not None:  # back through the preprocessing
+            G = k._in.back(G)
         return np.ascontiguousarray(G, dtype=self.dtype)
 
     def loss_grad(self, X, yi, threads=None, return_prob=False, out=None):
