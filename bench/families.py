@@ -36,7 +36,7 @@ def _fit(est, X, y):
 def families():
     """(name, data set, fitted object, converter, decide(obj, X) -> labels)."""
     from sklearn.compose import ColumnTransformer
-    from sklearn.datasets import load_breast_cancer, load_digits, load_iris
+    from sklearn.datasets import load_breast_cancer, load_digits, load_iris, load_wine
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV
@@ -44,10 +44,12 @@ def families():
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
-    from sklearn.svm import LinearSVC
+    from sklearn.svm import SVC, LinearSVC
 
     data = {"digits": load_digits(return_X_y=True), "iris": load_iris(return_X_y=True),
-            "cancer": load_breast_cancer(return_X_y=True)}
+            "cancer": load_breast_cancer(return_X_y=True), "wine": load_wine(return_X_y=True)}
+    Xd, yd = data["digits"]
+    data["digits/16"] = (Xd / 16, yd)
     split = {k: (X[np.arange(len(y)) % 3 != 0], y[np.arange(len(y)) % 3 != 0],
                  X[::3], y[::3]) for k, (X, y) in data.items()}
     out = []
@@ -68,6 +70,14 @@ def families():
                               {"logisticregression__C": [0.1, 1, 10]}, cv=3)),
         ("OneVsRestClassifier(LinearSVC)", "digits",
          lambda: OneVsRestClassifier(LinearSVC(max_iter=5000))),
+        ("Pipeline(StandardScaler, SVC rbf) binary", "cancer",
+         lambda: make_pipeline(StandardScaler(), SVC())),
+        ("Pipeline(StandardScaler, SVC rbf) one-vs-one", "wine",
+         lambda: make_pipeline(StandardScaler(), SVC())),
+        ("SVC poly one-vs-one (10 classes)", "digits/16",
+         lambda: SVC(kernel="poly", degree=3, coef0=1.0)),
+        ("OneVsRestClassifier(SVC rbf)", "wine",
+         lambda: make_pipeline(StandardScaler(), OneVsRestClassifier(SVC()))),
     ]
     for name, ds, make in specs:
         Xtr, ytr, Xte, yte = split[ds]
