@@ -99,3 +99,111 @@ def deepfool(spec, X, y, overshoot=0.02, max_iter=50, norm="2"):
 def spec_classes(spec):
     kind, params = spec
     return params[0] if kind == "linear" else params[0][-1].T
+
+
+def _n_classes(spec):
+    kind, params = spec
+    return params[0].shape[0] if kind == "linear" else params[0][-1].shape[1]
+
+
+def apgd_checkpoints(steps):
+    """The paper's w_j (Croce & Hein 2020, section 3.2): p_0 = 0, p_1 = 0.22, p_{j+1} = p_j +
+    max(p_j - p_{j-1} - 0.03, 0.06), as iteration counts of the reference code."""
+    out, k = [], max(int(0.22 * steps), 1)
+    at = k
+    while at < steps:
+        out.append(at)
+        k = max(k - max(int(0.03 * steps), 1), max(int(0.06 * steps), 1))
+        at += k
+    return out
+
+
+def dlr_loss_and_cotangent(L, y, t=None):
+    """DLR (untargeted) or targeted DLR per row, and d loss / d logits, row by row in plain
+    Python loops (the reference of fastfool's vectorised version)."""
+    n, C = L.shape
+    loss = np.zeros(n)
+    V = np.zeros_like(L)
+    for r in range(n):
+        z = L[r]
+        order = sorted(range(C), key=lambda c: (-z[c], c))
+        if t is None:
+            j = max((c for c in range(C) if c != y[r]), key=lambda c: (z[c], -c))
+            den = z[order[0]] - z[order[2]] + 1e-12
+            num = z[y[r]] - z[j]
+            loss[r] = -num / den
+            V[r, y[r]] -= 1 / den
+            V[r, j] += 1 / den
+            V[r, order[0]] += num / den ** 2
+            V[r, order[2]] -= num / den ** 2
+        else:
+            den = z[order[0]] - 0.5 * (z[order[2]] + z[order[3]]) + 1e-12
+            num = z[y[r]] - z[t[r]]
+            loss[r] = -num / den
+            V[r, y[r]] -= 1 / den
+            V[r, t[r]] += 1 / den
+            V[r, order[0]] += num / den ** 2
+            V[r, order[2]] -= 0.5 * num / den ** 2
+            V[r, order[3]] -= 0.5 * num / den ** 2
+    return loss, V
+
+
+def apgd(spec, X, y, eps, steps, loss="ce", t=None, lo=None, hi=None):
+    """APGD, L-inf, from X itself, one row at a time (the reference code's loop): returns the
+    last iterate whose logits' argmax fools, else the point of highest loss."""
+    X = np.asarray(X, np.float64)
+    checks = set(apgd_checkpoints(steps))
+    out = np.empty_like(X)
+
+    def f_and_g(x, r):
+        xx = x[None]
+        if loss == "ce":
+            L, _ = logits_and_vjp(spec, xx, np.zeros((1, _n_classes(spec))))
+            P = np.exp(L - L.max()) / np.exp(L - L.max()).sum()
+            lab = y[r] if t is None else t[r]
+            V = P.copy()
+            V[0, lab] -= 1
+            _, G = logits_and_vjp(spec, xx, V)
+            val = -np.log(P[0, lab])
+            return (val, G[0], int(np.argmax(L))) if t is None else (-val, -G[0], int(np.argmax(L)))
+        L, _ = logits_and_vjp(spec, xx, np.zeros((1, _n_classes(spec))))
+        val, V = dlr_loss_and_cotangent(L, np.array([y[r]]), None if t is None else np.array([t[r]]))
+        _, G = logits_and_vjp(spec, xx, V)
+        return val[0], G[0], int(np.argmax(L))
+
+    for r in range(X.shape[0]):
+        x0 = X[r]
+        lo_r = -np.inf if lo is None else lo
+        hi_r = np.inf if hi is None else hi
+
+        def proj(v):
+            return np.clip(np.clip(v, x0 - eps, x0 + eps), lo_r, hi_r)
+
+        x, x_old, eta = x0.copy(), x0.copy(), 2 * eps
+        f, g, c = f_and_g(x, r)
+        bf, bx, bg = f, x.copy(), g.copy()
+        fooled = (c == t[r]) if t is not None else (c != y[r])
+        adv = x.copy()
+        inc, last_best, reduced, last = 0, bf, False, 0
+        for k in range(steps):
+            mom = x - x_old
+            x_old = x
+            a = 0.75 if k > 0 else 1.0
+            z = proj(x + eta * np.sign(g))
+            x = proj(x + (z - x) * a + mom * (1 - a))
+            fn, g, c = f_and_g(x, r)
+            hit = (c == t[r]) if t is not None else (c != y[r])
+            if hit:
+                adv, fooled = x.copy(), True
+            inc += fn > f
+            f = fn
+            if f > bf:
+                bf, bx, bg = f, x.copy(), g.copy()
+            if k + 1 in checks:
+                cut = inc <= 0.75 * (k + 1 - last) or (not reduced and last_best >= bf)
+                if cut:
+                    eta /= 2
+                    x, g = bx.copy(), bg.copy()
+                reduced, last_best, last, inc = cut, bf, k + 1, 0
+        out[r] = adv if fooled else bx
+    return out

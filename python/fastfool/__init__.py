@@ -23,7 +23,7 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
 
 from . import cuda, datasets, kernels
 from .attacks import (ConfidenceMap, certify, confidence_map, deepfool, far_points, fgsm, invert,
-                      minimal, pgd, robustness_curve, score_attack, template, transfer)
+                      minimal, pgd, robustness_curve, score_attack, template, transfer, apgd)
 from .io import load_model, save_model
 from .result import AttackResult
 from ._runtime import get_simd, get_threads, set_simd, set_threads, simd_info
@@ -47,6 +47,7 @@ __all__ = [
     "AttackResult",
     "fgsm",
     "pgd",
+    "apgd",
     "certify",
     "minimal",
     "deepfool",

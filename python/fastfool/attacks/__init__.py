@@ -1,6 +1,7 @@
 """The attack suite: each attack is a function ``attack(model, X, y=None, ...)`` returning an
 :class:`~fastfool.result.AttackResult`."""
 
+from .apgd import apgd
 from .blackbox import score_attack
 from .evaluate import robustness_curve, transfer
 from .gradient import fgsm, pgd
@@ -8,5 +9,5 @@ from .inversion import ConfidenceMap, confidence_map, far_points, invert
 from .minimal import certify, deepfool, minimal
 from .template import template
 
-__all__ = ["fgsm", "pgd", "certify", "minimal", "deepfool", "template", "invert", "far_points",
+__all__ = ["fgsm", "pgd", "apgd", "certify", "minimal", "deepfool", "template", "invert", "far_points",
            "confidence_map", "ConfidenceMap", "score_attack", "transfer", "robustness_curve"]

@@ -1,0 +1,272 @@
+"""Auto-PGD (Croce & Hein, 2020, "Reliable evaluation of adversarial robustness with an
+ensemble of diverse parameter-free attacks"), L-inf and L2, with the cross-entropy or the
+Difference-of-Logits-Ratio loss, untargeted or targeted at the top-k classes (APGD-T).
+
+Per row, ``steps`` iterations of a projected gradient step with momentum 0.75 from a step
+size of ``2 eps``, halved at the checkpoints ``w_0 = 0, w_1 = 0.22 N, w_{j+1} = w_j +
+max(w_j - w_{j-1} - 0.03 N, 0.06 N)`` when, since the last checkpoint, the loss increased in
+fewer than ``0.75`` of the steps, or the step size was not reduced and the best loss did not
+improve; the iterate then restarts from the best point. The row's result is its last iterate whose
+logits fool, else the point of highest loss; the user's model then decides it.
+
+Losses (logits z, label y, target t, sorted logits z_pi1 >= z_pi2 >= ...):
+``CE = -log softmax(z)_y`` (``+log softmax(z)_t`` targeted),
+``DLR = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)`` and targeted
+``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)``; gradients through the model's
+vector-Jacobian products (CE: its fused gradient kernel).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .. import verdict
+from .._typing import ArrayLike, Clip, Labels, Norm
+from ..models import Model
+from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, norm_of, positive,
+                      prepare, row_chunks, succeeded, Trusted)
+
+__all__ = ["apgd", "checkpoints"]
+
+MOMENTUM = 0.75
+RHO = 0.75
+
+
+def checkpoints(steps: int) -> list[int]:
+    """The iterations at which APGD checks its progress (the paper's w_j, as in its reference
+    code: p_1 = 0.22, period decreasing by 0.03 to at least 0.06 of the steps)."""
+    out, k = [], max(int(0.22 * steps), 1)
+    decr, kmin = max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+    at = k
+    while at < steps:
+        out.append(at)
+        k = max(k - decr, kmin)
+        at += k
+    return out
+
+
+def _dlr(L, y, t):
+    """(loss, dloss/dlogits) of the DLR loss per row (float64), untargeted when t is None."""
+    n, C = L.shape
+    r = np.arange(n)
+    srt = np.sort(L, axis=1)[:, ::-1]
+    zy = L[r, y]
+    G = np.zeros_like(L)
+    if t is None:
+        other = L.copy()
+        other[r, y] = -np.inf
+        j = np.argmax(other, axis=1)
+        zo = L[r, j]
+        i1 = np.argmax(L, axis=1)
+        i3 = np.argsort(-L, axis=1, kind="stable")[:, 2] if C > 2 else i1
+        den = srt[:, 0] - (srt[:, 2] if C > 2 else srt[:, 0]) + 1e-12
+        loss = -(zy - zo) / den
+        G[r, y] -= 1.0 / den
+        G[r, j] += 1.0 / den
+        # d(-num / den) = num / den^2 d(den)
+        num = zy - zo
+        np.add.at(G, (r, i1), num / den ** 2)
+        if C > 2:
+            np.add.at(G, (r, i3), -num / den ** 2)
+        return loss, G
+    order = np.argsort(-L, axis=1, kind="stable")
+    i1 = order[:, 0]
+    i3 = order[:, min(2, C - 1)]
+    i4 = order[:, min(3, C - 1)]
+    den = srt[:, 0] - 0.5 * (srt[:, min(2, C - 1)] + srt[:, min(3, C - 1)]) + 1e-12
+    zt = L[r, t]
+    num = zy - zt
+    loss = -num / den
+    G[r, y] -= 1.0 / den
+    G[r, t] += 1.0 / den
+    np.add.at(G, (r, i1), num / den ** 2)
+    np.add.at(G, (r, i3), -0.5 * num / den ** 2)
+    np.add.at(G, (r, i4), -0.5 * num / den ** 2)
+    return loss, G
+
+
+def _loss_grad(model, x, y, t, loss, threads):
+    """(loss to maximise (N,), its input gradient (N, D), class decided by the logits (N,))."""
+    if loss == "ce":
+        if t is None:
+            g, l, P = model.loss_grad(x, Trusted(y), threads, return_prob=True)
+            return l.astype(np.float64), g, np.argmax(P, axis=1)
+        g, l, P = model.loss_grad(x, Trusted(t), threads, return_prob=True)
+        return -l.astype(np.float64), -g, np.argmax(P, axis=1)
+    L = model.scores(x, None, threads).astype(np.float64)
+    val, V = _dlr(L, y, t)
+    g = model.vjp(x, V.astype(model.dtype), threads)
+    return val, g, np.argmax(L, axis=1)
+
+
+def _project(v, x0, eps, l2, lo, hi):
+    """v projected onto the eps-ball around x0 (L-inf box or L2 ball), then clipped."""
+    if l2:
+        d = v - x0
+        n = np.sqrt(np.einsum("ij,ij->i", d.astype(np.float64), d.astype(np.float64)))
+        scale = np.minimum(1.0, eps / np.maximum(n, 1e-300))
+        v = x0 + d * scale[:, None].astype(v.dtype)
+    else:
+        v = np.minimum(np.maximum(v, x0 - eps), x0 + eps)
+    if lo is not None:
+        v = np.maximum(v, lo)
+    if hi is not None:
+        v = np.minimum(v, hi)
+    return v.astype(x0.dtype, copy=False)
+
+
+def _direction(g, l2):
+    if not l2:
+        return np.sign(g)
+    n = np.sqrt(np.einsum("ij,ij->i", g.astype(np.float64), g.astype(np.float64)))
+    return g / np.maximum(n, 1e-300)[:, None].astype(g.dtype)
+
+
+def _run(model, x0, y, t, eps, l2, lo, hi, steps, loss, start, threads):
+    """One APGD run on rows x0 from ``start`` (the reference code's loop): returns (x_adv: the
+    last iterate whose logits' argmax fooled, else the point of highest loss; fooled?)."""
+    n = x0.shape[0]
+    dt = x0.dtype
+    checks = set(checkpoints(steps))
+    x = start.copy()
+    x_old = x.copy()
+    eta = np.full(n, 2.0 * eps)
+    f, g, cls = _loss_grad(model, x, y, t, loss, threads)
+    best_f, best_x, best_g = f.copy(), x.copy(), g.copy()
+    fooled = (cls == t) if t is not None else (cls != y)
+    adv = x.copy()
+    increases = np.zeros(n)
+    last_best = best_f.copy()
+    reduced = np.zeros(n, dtype=bool)  # the step size was halved at the last checkpoint
+    last_check = 0
+    for k in range(steps):
+        momentum = x - x_old
+        x_old = x
+        a = dt.type(MOMENTUM if k > 0 else 1.0)
+        z = _project(x + (eta[:, None] * _direction(g, l2)).astype(dt), x0, eps, l2, lo, hi)
+        x = _project(x + (z - x) * a + momentum * (dt.type(1) - a), x0, eps, l2, lo, hi)
+        f_new, g, cls = _loss_grad(model, x, y, t, loss, threads)
+        hit = (cls == t) if t is not None else (cls != y)
+        adv[hit] = x[hit]
+        fooled |= hit
+        increases += f_new > f
+        f = f_new
+        better = f > best_f
+        best_f[better], best_x[better], best_g[better] = f[better], x[better], g[better]
+        if k + 1 in checks:  # halve where the loss rose too rarely, or stalled unhalved
+            period = k + 1 - last_check
+            cut = (increases <= RHO * period) | (~reduced & (last_best >= best_f))
+            eta[cut] /= 2.0
+            x[cut], g[cut] = best_x[cut], best_g[cut]
+            reduced, last_best, last_check = cut, best_f.copy(), k + 1
+            increases[:] = 0
+    return np.where(fooled[:, None], adv, best_x), fooled
+
+
+def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm = "inf",
+         loss: str = "ce", target: int | str | None = None, steps: int = 100,
+         restarts: int = 1, clip: Clip = None, seed: int | None = None,
+         threads: int | None = None, progress: bool = False):
+    """Auto-PGD (Croce & Hein 2020), the attack AutoAttack starts with.
+
+    Parameters
+    ----------
+    eps : radius of the ball (L-inf or L2, in the inputs' units).
+    norm : "inf" (default) or 2.
+    loss : "ce" (cross-entropy, default) or "dlr" (the Difference-of-Logits-Ratio loss, scale
+        invariant; needs at least 3 classes, 4 for a targeted attack).
+    target : None (untargeted, default), or an int k / "top-k": APGD-T, targeted runs toward
+        each of the k classes with the highest logits after the row's own (DLR-targeted loss
+        by default when ``loss="dlr"``), keeping per row the first that fools.
+    steps : iterations per run (default 100, the paper's). restarts : random starts per run
+        (the first run starts from X itself when 1; default 1).
+    clip : optional (lo, hi) box. seed : the random starts.
+
+    Returns an AttackResult: ``success`` and ``pred`` are the user's model's decisions on
+    ``x_adv`` (untargeted success: not the label, also for APGD-T); ``iterations`` the gradient
+    steps per row; ``extra["targets"]`` the classes APGD-T tried.
+    """
+    t0 = time.perf_counter()
+    model, X, yi, threads = prepare(model, X, y, threads)
+    eps = positive(eps, "eps")
+    nrm = norm_of(norm)
+    l2 = nrm == "2"
+    if nrm not in ("inf", "2"):
+        raise ValueError(f"norm: apgd supports 'inf' and 2, got {norm!r}")
+    if loss not in ("ce", "dlr"):
+        raise ValueError(f"loss: expected 'ce' or 'dlr', got {loss!r}")
+    steps, restarts = count(steps, "steps"), count(restarts, "restarts")
+    C = model.n_classes
+    k_targets = 0
+    if target is not None:
+        if isinstance(target, str) and target.startswith("top-"):
+            target = target[4:]
+        try:
+            k_targets = count(int(target), "target")
+        except (TypeError, ValueError):
+            raise ValueError(f"target: expected None, an int k or 'top-k', got {target!r}") from None
+        k_targets = min(k_targets, C - 1)
+    if loss == "dlr" and C < (4 if k_targets else 3):
+        raise ValueError(f"loss: 'dlr' needs at least {4 if k_targets else 3} classes "
+                         f"(this model has {C}); use loss='ce'")
+    lo, hi = clip_bounds(clip, X.shape[1], X.dtype)
+    check_inside_clip(X, lo, hi)
+    rng = np.random.default_rng(seed)
+    params = dict(eps=eps, norm=nrm, loss=loss, target=None if not k_targets else f"top-{k_targets}",
+                  steps=steps, restarts=restarts, clip=clip, seed=seed)
+    N = X.shape[0]
+    x_adv = np.array(X)
+    fooled = np.zeros(N, dtype=bool)
+    iterations = np.zeros(N, dtype=np.int64)
+    runs = [None] if not k_targets else list(range(k_targets))
+    bar = Progress(N * restarts * len(runs), progress, "apgd")
+    for s in row_chunks(*X.shape, weights=model.n_weights):
+        x0 = np.ascontiguousarray(X[s])
+        ys = yi[s]
+        order = None
+        if k_targets:
+            L0 = model.scores(x0, None, threads)
+            order = np.argsort(-L0, axis=1, kind="stable")
+        for run in runs:
+            todo = np.flatnonzero(~fooled[s])  # rows already fooled are left alone
+            if todo.size == 0:
+                break
+            t = None
+            if run is not None:  # the (run + 1)-th most likely class other than the label
+                rows_order = order[todo]
+                others = np.array([[c for c in row if c != yy] for row, yy in
+                                   zip(rows_order, ys[todo])], dtype=np.int64)
+                t = others[:, run]
+            for r in range(restarts):
+                todo_r = todo[~fooled[s][todo]]
+                if todo_r.size == 0:
+                    break
+                xs = x0[todo_r]
+                if r == 0 and restarts == 1:
+                    start = xs.copy()
+                else:
+                    if l2:
+                        d = rng.standard_normal(xs.shape)
+                        d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-300)
+                        start = xs + (eps * d).astype(xs.dtype)
+                    else:
+                        start = xs + (eps * (2 * rng.random(xs.shape) - 1)).astype(xs.dtype)
+                    start = _project(start, xs, eps, l2, lo, hi)
+                tt = None if t is None else t[np.searchsorted(todo, todo_r)]
+                out, hit = _run(model, xs, ys[todo_r], tt, eps, l2, lo, hi, steps, loss, start,
+                                threads)
+                rows = s.start + todo_r
+                iterations[rows] += steps
+                # verdict on the candidates: the user's model decides
+                pred = verdict.decide(model, out, threads)
+                ok = succeeded(pred, ys[todo_r])
+                keep = ok | (r == 0 and run in (None, 0))
+                x_adv[rows[keep]] = out[keep]
+                fooled[rows[ok]] = True
+                bar.update(todo_r.size)
+    bar.close()
+    extra = {"targets": k_targets} if k_targets else {}
+    return finish(model, X, x_adv, yi, None, iterations, attack="apgd", t0=t0, threads=threads,
+                  own_labels=y is None, params=params, extra=extra)

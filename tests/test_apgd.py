@@ -1,0 +1,114 @@
+"""APGD (Croce & Hein 2020) against an independent NumPy implementation of the same loop
+(tests/attack_reference.py: row by row, NumPy gradients), the paper's checkpoints, the DLR
+losses and their gradients, and the properties every attack keeps: inside the ball and the box,
+success is the estimator's own predict, and no weaker than PGD."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.neural_network import MLPClassifier
+
+import fastfool as ff
+from fastfool.attacks.apgd import _dlr, checkpoints
+
+import attack_reference as AR
+
+
+@pytest.fixture(scope="module")
+def mlp(digits):
+    X, y = digits
+    tr = np.arange(len(X)) % 3 != 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = MLPClassifier((30, 12), activation="tanh", max_iter=80, random_state=0).fit(X[tr], y[tr])
+    return est, X[~tr], y[~tr]
+
+
+def test_checkpoints_are_the_papers():
+    # Croce & Hein 2020: w = 0, 0.22, 0.41, 0.57, 0.70, 0.80, 0.87, 0.93, 0.99 of N_iter
+    assert checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+    assert checkpoints(100) == AR.apgd_checkpoints(100)
+    for n in (1, 5, 17, 250, 1000):
+        c = checkpoints(n)
+        assert c == AR.apgd_checkpoints(n) and all(0 < a < n for a in c) and c == sorted(set(c))
+
+
+def test_dlr_losses_and_gradients():
+    """The vectorised DLR / targeted DLR against row-by-row loops, and their gradients against
+    central differences."""
+    rng = np.random.default_rng(0)
+    L = rng.standard_normal((40, 7)) * 3
+    y = rng.integers(0, 7, 40)
+    t = (y + 1 + rng.integers(0, 6, 40)) % 7
+    for tt in (None, t):
+        val, V = _dlr(L, y, tt)
+        rv, rV = AR.dlr_loss_and_cotangent(L, y, tt)
+        np.testing.assert_allclose(val, rv, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(V, rV, rtol=1e-10, atol=1e-12)
+        h = 1e-6
+        for c in range(7):
+            E = np.zeros_like(L)
+            E[:, c] = h
+            fd = (_dlr(L + E, y, tt)[0] - _dlr(L - E, y, tt)[0]) / (2 * h)
+            np.testing.assert_allclose(V[:, c], fd, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["ce", "dlr"])
+@pytest.mark.parametrize("targeted", [False, True])
+def test_apgd_matches_the_reference_loop(mlp, loss, targeted):
+    """Same start (X), same steps: fastfool's batched APGD and the row-by-row NumPy loop reach
+    the same points (rows where a near-zero gradient component's sign differs may part ways)."""
+    est, X, y = mlp
+    m = ff.from_sklearn(est)  # float64
+    X, y = X[:60], y[:60]
+    spec = AR.spec_of(m)
+    t = None
+    if targeted:
+        L = m.decision_function(X)
+        order = np.argsort(-L, axis=1, kind="stable")
+        t = np.array([[c for c in row if c != yy][0] for row, yy in zip(order, y)])
+    res = ff.apgd(m, X, y, eps=0.08, steps=40, loss=loss, target=1 if targeted else None,
+                  clip=(0, 1))
+    ref = AR.apgd(spec, X, y, 0.08, 40, loss=loss, t=t, lo=0.0, hi=1.0)
+    same = np.all(np.abs(res.x_adv - ref) <= 1e-9, axis=1)
+    assert same.mean() >= 0.95, (loss, targeted, same.mean())  # 1.0 when written
+    np.testing.assert_array_equal(res.success[same], (est.predict(ref) != y)[same])
+
+
+@pytest.mark.parametrize("norm", ["inf", 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_apgd_properties(mlp, norm, dtype):
+    est, X, y = mlp
+    m = ff.from_sklearn(est, dtype=dtype)
+    Xt = X.astype(dtype)
+    eps = 0.06 if norm == "inf" else 0.8
+    res = ff.apgd(m, Xt, y, eps=eps, norm=norm, steps=30, restarts=2, seed=3, clip=(0, 1))
+    n = res.linf if norm == "inf" else res.l2
+    assert np.all(n <= eps * (1 + 1e-5) + 1e-6)
+    assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
+    truth = est.predict(res.x_adv)
+    np.testing.assert_array_equal(res.pred, truth)
+    np.testing.assert_array_equal(res.success, truth != y)
+    assert np.all(res.iterations > 0)
+    again = ff.apgd(m, Xt, y, eps=eps, norm=norm, steps=30, restarts=2, seed=3, clip=(0, 1))
+    np.testing.assert_array_equal(again.x_adv, res.x_adv)  # reproducible with the seed
+    pgd = ff.pgd(m, Xt, y, eps=eps, norm=norm, steps=30, clip=(0, 1), seed=3)
+    assert res.success.mean() >= pgd.success.mean() - 0.02
+    T = ff.apgd(m, Xt, y, eps=eps, norm=norm, steps=30, loss="dlr", target="top-3", clip=(0, 1))
+    np.testing.assert_array_equal(T.pred, est.predict(T.x_adv))
+    assert T.success.mean() >= res.success.mean() - 0.05
+
+
+def test_apgd_refuses_bad_settings(mlp):
+    est, X, y = mlp
+    m = ff.from_sklearn(est)
+    for kw, match in ((dict(loss="cw"), "loss"), (dict(norm=1), "norm"), (dict(target="x"), "target"),
+                      (dict(steps=0), "steps")):
+        with pytest.raises(ValueError, match=match):
+            ff.apgd(m, X[:3], y[:3], eps=0.1, **kw)
+    binary = ff.LinearModel(np.ones((1, 64)))
+    with pytest.raises(ValueError, match="dlr"):
+        ff.apgd(binary, X[:3], eps=0.1, loss="dlr")
