@@ -255,3 +255,21 @@ def test_safe_model_files_load_without_trust_pickle(tmp_path, capsys):
         done += 1
     if done == 0:
         pytest.skip("none of skops, onnx + skl2onnx, torch is installed")
+
+
+def test_cli_runs_apgd(tmp_path, capsys):
+    import json
+    import fastfool as ff
+    from fastfool import cli
+    rng = np.random.default_rng(0)
+    m = ff.MLP([rng.standard_normal((6, 8)), rng.standard_normal((8, 4))], activation="tanh")
+    ff.save_model(m, tmp_path / "m.npz")
+    np.save(tmp_path / "X.npy", rng.uniform(0, 1, (30, 6)))
+    base = ["attack", "--model", str(tmp_path / "m.npz"), "--data", str(tmp_path / "X.npy"),
+            "--attack", "apgd", "--eps", "0.3", "--steps", "20", "--format", "json"]
+    for extra in ([], ["--loss", "dlr", "--target", "2"]):
+        assert cli.main(base + extra) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["attack"] == "apgd" and 0 <= out["success_rate"] <= 1
+    assert cli.main(base + ["--target", "seven"]) == 2
+    assert "--target for apgd" in capsys.readouterr().err

@@ -163,7 +163,7 @@ def _demo_figures(out, X, y, keep, m_lr, m_mlp, m_id, results):
     return paths
 
 
-_ATTACKS = ("fgsm", "pgd", "deepfool", "minimal", "template")
+_ATTACKS = ("fgsm", "pgd", "apgd", "deepfool", "minimal", "template")
 
 
 def _check_folder_arg(out) -> None:
@@ -350,6 +350,15 @@ def _attack(args) -> int:
         kw.update(eps=args.eps, norm=args.norm, clip=clip, target=args.target)
         if args.attack == "pgd":
             kw.update(steps=args.steps, seed=args.seed)
+    elif args.attack == "apgd":
+        if args.eps is None:
+            raise ValueError("--eps is required for apgd")
+        k = None if args.target is None else str(args.target)
+        if k is not None and not (k[4:] if k.startswith("top-") else k).isdigit():
+            raise ValueError(f"--target for apgd: the number of classes to target (k or top-k), "
+                             f"got {args.target!r}")
+        kw.update(eps=args.eps, norm=args.norm, clip=clip, steps=args.steps, seed=args.seed,
+                  loss=args.loss, target=args.target)
     elif args.attack == "deepfool":
         kw.update(norm=args.norm, clip=clip)
     elif args.attack == "minimal":
@@ -358,7 +367,7 @@ def _attack(args) -> int:
         if args.target is None:
             raise ValueError("--target is required for template")
         kw.update(target=args.target, clip=clip)
-    if "target" in kw:
+    if "target" in kw and args.attack != "apgd":
         kw["target"] = _target_arg(args.target, model)
     if args.device != "cpu":
         if args.attack not in ("fgsm", "pgd"):
@@ -410,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack", required=True, choices=_ATTACKS)
     p.add_argument("--eps", type=float, default=None)
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--loss", default="ce", choices=["ce", "dlr"], help="apgd's loss (default ce)")
     p.add_argument("--norm", default="inf", type=_norm_arg, help="inf (linf) or 2 (l2)")
     p.add_argument("--target", default=None, help="a label, 'random', 'least_likely' or 'all'")
     p.add_argument("--clip", type=float, nargs=2, metavar=("LO", "HI"), default=None)
