@@ -63,16 +63,16 @@ def test_apgd_matches_the_reference_loop(mlp, loss, targeted):
     the same points (rows where a near-zero gradient component's sign differs may part ways)."""
     est, X, y = mlp
     m = ff.from_sklearn(est)  # float64
-    X, y = X[:60], y[:60]
+    X, y = X[:40], y[:40]
     spec = AR.spec_of(m)
     t = None
     if targeted:
         L = m.decision_function(X)
         order = np.argsort(-L, axis=1, kind="stable")
         t = np.array([[c for c in row if c != yy][0] for row, yy in zip(order, y)])
-    res = ff.apgd(m, X, y, eps=0.08, steps=40, loss=loss, target=1 if targeted else None,
+    res = ff.apgd(m, X, y, eps=0.08, steps=25, loss=loss, target=1 if targeted else None,
                   clip=(0, 1))
-    ref = AR.apgd(spec, X, y, 0.08, 40, loss=loss, t=t, lo=0.0, hi=1.0)
+    ref = AR.apgd(spec, X, y, 0.08, 25, loss=loss, t=t, lo=0.0, hi=1.0)
     same = np.all(np.abs(res.x_adv - ref) <= 1e-9, axis=1)
     assert same.mean() >= 0.95, (loss, targeted, same.mean())  # 1.0 when written
     np.testing.assert_array_equal(res.success[same], (est.predict(ref) != y)[same])
@@ -85,7 +85,8 @@ def test_apgd_properties(mlp, norm, dtype):
     m = ff.from_sklearn(est, dtype=dtype)
     Xt = X.astype(dtype)
     eps = 0.06 if norm == "inf" else 0.8
-    res = ff.apgd(m, Xt, y, eps=eps, norm=norm, steps=30, restarts=2, seed=3, clip=(0, 1))
+    Xt, y = Xt[:300], y[:300]
+    res = ff.apgd(m, Xt, y, eps=eps, norm=norm, steps=20, restarts=2, seed=3, clip=(0, 1))
     n = res.linf if norm == "inf" else res.l2
     assert np.all(n <= eps * (1 + 1e-5) + 1e-6)
     assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
@@ -93,11 +94,11 @@ def test_apgd_properties(mlp, norm, dtype):
     np.testing.assert_array_equal(res.pred, truth)
     np.testing.assert_array_equal(res.success, truth != y)
     assert np.all(res.iterations > 0)
-    again = ff.apgd(m, Xt, y, eps=eps, norm=norm, steps=30, restarts=2, seed=3, clip=(0, 1))
+    again = ff.apgd(m, Xt, y, eps=eps, norm=norm, steps=20, restarts=2, seed=3, clip=(0, 1))
     np.testing.assert_array_equal(again.x_adv, res.x_adv)  # reproducible with the seed
-    pgd = ff.pgd(m, Xt, y, eps=eps, norm=norm, steps=30, clip=(0, 1), seed=3)
+    pgd = ff.pgd(m, Xt, y, eps=eps, norm=norm, steps=20, clip=(0, 1), seed=3)
     assert res.success.mean() >= pgd.success.mean() - 0.02
-    T = ff.apgd(m, Xt, y, eps=eps, norm=norm, steps=30, loss="dlr", target="top-3", clip=(0, 1))
+    T = ff.apgd(m, Xt, y, eps=eps, norm=norm, steps=20, loss="dlr", target="top-3", clip=(0, 1))
     np.testing.assert_array_equal(T.pred, est.predict(T.x_adv))
     assert T.success.mean() >= res.success.mean() - 0.05
 
