@@ -126,6 +126,7 @@ def test_confidence_map_of_a_hidden_layer(data):
         ff.confidence_map(ff.from_sklearn(lin), (0, 1), (0, 1))
 
 
+@pytest.mark.slow  # 3.4 s of predict_proba queries
 def test_score_attack_black_box_on_random_forest_and_rbf_svc(data):
     X, y, _, _, _, _, _ = data
     rf = RandomForestClassifier(30, random_state=0).fit(X, y)

@@ -68,7 +68,7 @@ MULTI = [("rbf", {}), ("poly", {"degree": 3, "coef0": 1.0}), ("linear", {}),
 
 
 @pytest.mark.parametrize("kernel,kw", MULTI)
-@pytest.mark.parametrize("nu", [False, True])
+@pytest.mark.parametrize("nu", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_multiclass_svc_decides_by_the_estimators_votes(kernel, kw, nu):
     """Multi-class SVC / NuSVC (one-vs-one, every kernel): predict is scikit-learn's vote,
     decision_function matches it in both shapes, and FGSM / PGD / DeepFool (on the softmax
