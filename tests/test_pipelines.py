@@ -129,6 +129,9 @@ def test_generated_pipelines_decide_as_the_pipeline(datasets, seed):
         for what, res in (
                 ("fgsm", ff.fgsm(m, Xt, ys, eps=0.05 * span)),
                 ("pgd", ff.pgd(m, Xt, ys, eps=0.03 * span, steps=5, seed=seed)),
+                # a per-feature box in raw units: the data's own range
+                ("pgd-clip", ff.pgd(m, Xt, ys, eps=0.05 * span, steps=5, seed=seed,
+                                    clip=(X.min(axis=0), X.max(axis=0)))),
                 ("deepfool", ff.deepfool(m, Xt, ys, max_iter=30))):
             assert_verdicts(res, pipe, ys, f"{what} {name} {dtype.__name__} {pipe}")
 

@@ -89,6 +89,8 @@ def test_multiclass_svc_decides_by_the_estimators_votes(kernel, kw, nu):
             np.testing.assert_allclose(m.decision_function(Xt), D, rtol=1e-9, atol=1e-9 * (1 + np.abs(D).max()))
             for what, res in (("fgsm", ff.fgsm(m, Xt, y[rows], eps=0.1)),
                               ("pgd", ff.pgd(m, Xt, y[rows], eps=0.1, steps=5, seed=0)),
+                              ("pgd-clip", ff.pgd(m, Xt, y[rows], eps=0.2, steps=5, seed=0,
+                                                  clip=(0, 1))),
                               ("deepfool", ff.deepfool(m, Xt, y[rows], max_iter=30))):
                 truth = est.predict(res.x_adv)
                 assert np.array_equal(res.pred, truth), (what, kernel, shape, dtype)

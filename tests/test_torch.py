@@ -74,6 +74,7 @@ def test_generated_networks_decide_as_the_module(digits, seed):
         np.testing.assert_array_equal(m.predict(Xt), module_decision(net, Xt, shape, sig))
         for what, res in (("fgsm", ff.fgsm(m, Xt, truth, eps=0.1)),
                           ("pgd", ff.pgd(m, Xt, truth, eps=0.1, steps=5, seed=seed)),
+                          ("pgd-clip", ff.pgd(m, Xt, truth, eps=0.2, steps=5, seed=seed, clip=(0, 1))),
                           ("deepfool", ff.deepfool(m, Xt, truth, max_iter=20))):
             dec = module_decision(net, res.x_adv, shape, sig)
             assert np.array_equal(res.pred, dec), f"{what} {dtype.__name__} {net}"

@@ -171,7 +171,7 @@ def judge(model, X, threads, *, return_logits=False, want_conf=True, xinf=None):
         if return_logits:
             thr[idx] = threshold(S, err, u)
     conf = _softmax_at(S_all, pred, threads) if want_conf and N else np.zeros(N)
-    _ask_source(model, X, pred, ok)
+    ask_source(model, X, pred, ok)
     return (pred, ok, conf, S_all, thr) if return_logits else (pred, ok, conf)
 
 
@@ -192,7 +192,7 @@ def resolve(model, X, S, err):
     already has (``reference_logits``): the first argmax where clear, the source estimator's
     decision elsewhere; the same rule as :func:`judge` without another forward pass."""
     pred, ok = clear(S, err, model._source_u, model._duplicates())
-    _ask_source(model, X, pred, ok)
+    ask_source(model, X, pred, ok)
     return pred
 
 
@@ -203,7 +203,8 @@ def decide(model, X, threads, *, return_clear=False):
     return (pred, ok) if return_clear else pred
 
 
-def _ask_source(model, X, pred, ok):
+def ask_source(model, X, pred, ok):
+    """Rows not clear (``~ok``) take the source estimator's decision, in place."""
     src = getattr(model, "_source", None)
     if src is not None and not ok.all():
         rows = np.flatnonzero(~ok)

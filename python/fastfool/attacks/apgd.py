@@ -48,43 +48,30 @@ def checkpoints(steps: int) -> list[int]:
 
 
 def _dlr(L, y, t):
-    """(loss, dloss/dlogits) of the DLR loss per row (float64), untargeted when t is None."""
+    """(loss, dloss/dlogits) of the DLR loss per row (float64), untargeted when t is None;
+    one stable sort of the logits per row serves the denominator's ranks."""
     n, C = L.shape
     r = np.arange(n)
-    srt = np.sort(L, axis=1)[:, ::-1]
-    zy = L[r, y]
-    G = np.zeros_like(L)
-    if t is None:
-        other = L.copy()
-        other[r, y] = -np.inf
-        j = np.argmax(other, axis=1)
-        zo = L[r, j]
-        i1 = np.argmax(L, axis=1)
-        i3 = np.argsort(-L, axis=1, kind="stable")[:, 2] if C > 2 else i1
-        den = srt[:, 0] - (srt[:, 2] if C > 2 else srt[:, 0]) + 1e-12
-        loss = -(zy - zo) / den
-        G[r, y] -= 1.0 / den
-        G[r, j] += 1.0 / den
-        # d(-num / den) = num / den^2 d(den)
-        num = zy - zo
-        np.add.at(G, (r, i1), num / den ** 2)
-        if C > 2:
-            np.add.at(G, (r, i3), -num / den ** 2)
-        return loss, G
     order = np.argsort(-L, axis=1, kind="stable")
-    i1 = order[:, 0]
-    i3 = order[:, min(2, C - 1)]
-    i4 = order[:, min(3, C - 1)]
-    den = srt[:, 0] - 0.5 * (srt[:, min(2, C - 1)] + srt[:, min(3, C - 1)]) + 1e-12
-    zt = L[r, t]
-    num = zy - zt
-    loss = -num / den
+    i1, i3, i4 = order[:, 0], order[:, min(2, C - 1)], order[:, min(3, C - 1)]
+    z1, z3, z4 = L[r, i1], L[r, i3], L[r, i4]
+    if t is None:  # the best other class: the top one, or the second when the top is y
+        t = np.where(i1 == y, order[:, min(1, C - 1)], i1)
+        den = z1 - z3 + 1e-12
+        w3, w4 = 1.0, 0.0
+    else:
+        den = z1 - 0.5 * (z3 + z4) + 1e-12
+        w3, w4 = 0.5, 0.5
+    num = L[r, y] - L[r, t]
+    G = np.zeros_like(L)
     G[r, y] -= 1.0 / den
     G[r, t] += 1.0 / den
+    # d(-num / den) = num / den^2 d(den)
     np.add.at(G, (r, i1), num / den ** 2)
-    np.add.at(G, (r, i3), -0.5 * num / den ** 2)
-    np.add.at(G, (r, i4), -0.5 * num / den ** 2)
-    return loss, G
+    np.add.at(G, (r, i3), -w3 * num / den ** 2)
+    if w4:
+        np.add.at(G, (r, i4), -w4 * num / den ** 2)
+    return -num / den, G
 
 
 def _loss_grad(model, x, y, t, loss, threads):

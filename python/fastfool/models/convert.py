@@ -65,7 +65,7 @@ def from_sklearn(est, *, dtype: DTypeLike = None) -> Model:
     for r in (m, m._ref64):
         if r is not None:
             r._source, r._source_u, r._fold = est, m._source_u, m._fold
-    reason = _proba_differs(core) if core is est or not _is_ovr(est) else _proba_differs(est)
+    reason = _proba_differs(est if _is_ovr(est) else core)
     if reason:
         warnings.warn(f"from_sklearn: fastfool's predict_proba for this {type(est).__name__} is "
                       f"the softmax of its decision scores, not scikit-learn's ({reason}); "
@@ -146,10 +146,9 @@ def _fitted_on_float32(est) -> bool:
     return any(isinstance(p, np.ndarray) and p.dtype == np.float32 for p in params)
 
 
-_SUPPORTED = ("linear classifiers (coef_ / intercept_), MLPClassifier, binary SVC / NuSVC, "
-              "Pipelines of affine steps before a linear classifier or an MLPClassifier, "
-              "search CVs of those (best_estimator_), OneVsRestClassifier of linear "
-              "classifiers")
+_SUPPORTED = ("linear classifiers (coef_ / intercept_), MLPClassifier, SVC / NuSVC (binary and "
+              "one-vs-one), Pipelines of affine steps before any of those, search CVs of them "
+              "(best_estimator_), OneVsRestClassifier of linear classifiers or of SVCs")
 _BLACK_BOX = ("for other models use the black-box attacks on the estimator itself: "
               "ff.score_attack(est, X, ...) (scores or probabilities) or ff.transfer")
 
@@ -298,10 +297,8 @@ def _convert_ovr(est, dtype) -> Model:
     if all(type(e).__name__ in ("SVC", "NuSVC") and hasattr(e, "support_vectors_") for e in ests):
         if len(ests) > 1:
             return ovr_svc_from_sklearn(est, dtype)
-        e = ests[0]  # two classes: one binary SVC, s > 0 predicts classes_[1]
-        return KernelSVM(e.support_vectors_, e.dual_coef_, e.intercept_, kernel=e.kernel,
-                         gamma=getattr(e, "_gamma", e.gamma), coef0=e.coef0, degree=e.degree,
-                         classes=est.classes_, dtype=dtype)
+        # two classes: one binary SVC, s > 0 predicts the wrapper's classes_[1]
+        return svm_from_sklearn(ests[0], dtype, classes=est.classes_)
     coefs, ints = [], []
     for i, e in enumerate(ests):
         if not hasattr(e, "coef_") or not hasattr(e, "decision_function"):
@@ -311,8 +308,5 @@ def _convert_ovr(est, dtype) -> Model:
         c = np.asarray(e.coef_, np.float64).reshape(-1)
         coefs.append(c)
         ints.append(float(np.asarray(getattr(e, "intercept_", 0.0), np.float64).reshape(-1)[0]))
-    W = np.vstack(coefs)
-    classes = est.classes_
-    if len(ests) == 1:  # two classes: one binary estimator, s > 0 predicts classes_[1]
-        return LinearModel(W, np.array(ints), classes=classes, dtype=dtype)
-    return LinearModel(W, np.array(ints), classes=classes, dtype=dtype)
+    # one row per class; two classes: one binary estimator, s > 0 predicts classes_[1]
+    return LinearModel(np.vstack(coefs), np.array(ints), classes=est.classes_, dtype=dtype)

@@ -277,13 +277,9 @@ def from_onnx(model, *, dtype: DTypeLike = None, classes=None) -> Model:
             if np.asarray(classes).dtype.kind in "OS" else np.asarray(classes)
     dt = np.dtype(in_dtype) if dtype is None else dtype
     from .convert import dense_with_fold
-    D = width_in = int(np.prod(input_shape)) if input_shape and all(
-        isinstance(d, int) and d > 0 for d in input_shape) else Ws[0].shape[0]
-    u = verdict.U32 if in_dtype == np.float32 else verdict.U64
-    m = dense_with_fold(pre, Ws, bs, acts, classes, dt, width_in, u_src=u,
-                        u_pre=u if in_dtype == np.float32 else None)
-    if m.n_features_in_ != D:  # pragma: no cover - checked above
-        raise ValueError("from_onnx: inconsistent input width")
+    D = pre[0].d_in if pre else Ws[0].shape[0]
+    u = verdict.U32 if in_dtype == np.float32 else verdict.U64  # the graph's arithmetic
+    m = dense_with_fold(pre, Ws, bs, acts, classes, dt, D, u_src=u, u_pre=u)
     src = None
     try:
         import onnxruntime  # noqa: F401

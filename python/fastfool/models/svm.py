@@ -237,7 +237,9 @@ class KernelSVM(_SupportVectorModel):
         return np.vstack([np.zeros_like(e), e])
 
 
-def svm_from_sklearn(est, dtype=None) -> KernelSVM:
+def svm_from_sklearn(est, dtype=None, classes=None) -> KernelSVM:
+    """A binary SVC / NuSVC as a KernelSVM; ``classes``: the labels to report (default the
+    estimator's; a one-vs-rest wrapper's own for its single binary SVC)."""
     if len(est.classes_) != 2:
         raise ValueError(
             f"from_sklearn: only binary {type(est).__name__} models are supported "
@@ -247,8 +249,8 @@ def svm_from_sklearn(est, dtype=None) -> KernelSVM:
         raise ValueError(f"from_sklearn: unsupported SVC kernel {kernel!r}")
     gamma = getattr(est, "_gamma", est.gamma)
     return KernelSVM(est.support_vectors_, est.dual_coef_, est.intercept_, kernel=kernel,
-                     gamma=gamma, coef0=est.coef0, degree=est.degree, classes=est.classes_,
-                     dtype=dtype)
+                     gamma=gamma, coef0=est.coef0, degree=est.degree,
+                     classes=est.classes_ if classes is None else classes, dtype=dtype)
 
 
 class OvOSVM(_SupportVectorModel):
@@ -303,11 +305,14 @@ class OvOSVM(_SupportVectorModel):
         K, dK, X64 = self._kern._kernel_terms(X, threads)
         return K @ self._A + self._b, K, dK, X64
 
-    def _votes(self, F):
+    def _votes(self, F, zero_to_i=False):
+        """Votes per class: pair (i, j) votes i when f > 0 (libsvm's predict), or f >= 0
+        (``zero_to_i``: scikit-learn's one-vs-rest transform of decision_function)."""
         votes = np.zeros((F.shape[0], self.n_classes), dtype=np.int64)
         r = np.arange(F.shape[0])
         for p, (i, j) in enumerate(self._pairs):
-            np.add.at(votes, (r, np.where(F[:, p] > 0, i, j)), 1)
+            win_i = F[:, p] >= 0 if zero_to_i else F[:, p] > 0
+            np.add.at(votes, (r, np.where(win_i, i, j)), 1)
         return votes
 
     def _forward(self, X, threads):
@@ -373,17 +378,9 @@ class OvOSVM(_SupportVectorModel):
         F, _, _, _ = self._pair_scores(X, threads)
         if self._shape == "ovo" or self._pairs is None:
             return F
-        votes = self._votes_ovr(F)
+        votes = self._votes(F, zero_to_i=True)
         conf = F @ self._P
         return votes + conf / (3 * (np.abs(conf) + 1))
-
-    def _votes_ovr(self, F):
-        """The votes of scikit-learn's ovr transform (a zero score votes for i there)."""
-        votes = np.zeros((F.shape[0], self.n_classes))
-        r = np.arange(F.shape[0])
-        for p, (i, j) in enumerate(self._pairs):
-            np.add.at(votes, (r, np.where(F[:, p] < 0, j, i)), 1)
-        return votes
 
     # -- the verdict (fastfool.verdict.judge calls _vote_judge) ---------------------------------
     def _pair_bound(self, X64, threads):
@@ -411,10 +408,7 @@ class OvOSVM(_SupportVectorModel):
         pred = np.argmax(self._votes(F), axis=1).astype(np.int64)
         L = F @ self._P
         conf = kernels.softmax_at(L, pred) if want_conf else np.zeros(N)
-        src = self._source
-        if src is not None and not ok.all():
-            rows = np.flatnonzero(~ok)
-            pred[rows] = self.class_index(np.asarray(src.predict(X[rows])))
+        verdict.ask_source(self, X, pred, ok)
         if return_logits:  # the surrogate's logits and a bound on their margins
             eL = err @ np.abs(self._P)
             return pred, ok, conf, L, verdict.threshold(L, eL.max(axis=1), self._source_u)
