@@ -57,7 +57,9 @@ def digits_logreg(digits):
         return LogisticRegression(max_iter=500).fit(X, y)
 
 
-SIMD_PATHS = ["generic"] + (["avx2"] if _core.detected_simd() == "avx2" else [])
+# Every path up to the detected one (an AVX-512 CPU runs the AVX2 tables too).
+_ALL_PATHS = ["generic", "avx2", "avx512"]
+SIMD_PATHS = _ALL_PATHS[: _ALL_PATHS.index(_core.detected_simd()) + 1]
 # Every kernel test runs on each SIMD path with 1 and 2 threads.
 CONFIGS = [(s, t) for s in SIMD_PATHS for t in (1, 2)]
 DTYPES = [np.float32, np.float64]

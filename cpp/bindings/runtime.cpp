@@ -19,7 +19,9 @@ void bind_runtime(py::module_& m) {
         [](const std::string& name) {
             if (name == "generic") return force_isa(Isa::generic);
             if (name == "avx2") return force_isa(Isa::avx2);
-            throw py::value_error("simd: expected 'generic' or 'avx2', got '" + name + "'");
+            if (name == "avx512") return force_isa(Isa::avx512);
+            throw py::value_error("simd: expected 'generic', 'avx2' or 'avx512', got '" + name +
+                                  "'");
         },
         py::arg("name"), "Force a SIMD path; returns False if the CPU lacks it.");
     m.def(

@@ -1,8 +1,8 @@
 // C++ tests of the CPU kernels against plain loops, without Python: `fastfool_cpp_tests ISA`
-// forces that instruction set (generic, avx2) and checks every kernel over odd shapes (0, 1, 7,
-// 97 rows; narrow and wide outputs), strided views, float and double, 1 and 3 threads; the lane
-// path against the row path bit for bit; and that the ISA's table has every slot filled.
-// Exit status 0: all passed; 77: the ISA is not available on this CPU (ctest: skipped).
+// forces that instruction set (generic, avx2, avx512) and checks every kernel over odd shapes (0,
+// 1, 7, 97 rows; narrow and wide outputs), strided views, float and double, 1 and 3 threads; the
+// lane path against the row path bit for bit; and that the ISA's table has every slot filled. Exit
+// status 0: all passed; 77: the ISA is not available on this CPU (ctest: skipped).
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -473,8 +473,10 @@ int main(int argc, char** argv) {
         isa = ff::Isa::generic;
     } else if (want == "avx2") {
         isa = ff::Isa::avx2;
+    } else if (want == "avx512") {
+        isa = ff::Isa::avx512;
     } else {
-        std::fprintf(stderr, "usage: %s generic|avx2\n", argv[0]);
+        std::fprintf(stderr, "usage: %s generic|avx2|avx512\n", argv[0]);
         return 2;
     }
     if (!ff::force_isa(isa)) {

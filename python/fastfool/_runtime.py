@@ -6,7 +6,7 @@ import os
 
 from . import _core
 
-_SIMD_CHOICES = ("auto", "generic", "avx2")
+_SIMD_CHOICES = ("auto", "generic", "avx2", "avx512")
 
 
 #: More threads than this is refused outright (a typo, not a machine).
@@ -176,7 +176,8 @@ def resolve_threads(threads: int | None) -> int:
 
 def set_simd(name: str) -> str:
     """Choose the CPU kernel path: ``"auto"`` (best available), ``"generic"`` (portable C++,
-    auto-vectorised for the baseline ISA) or ``"avx2"`` (AVX2/FMA micro-kernels).
+    auto-vectorised for the baseline ISA), ``"avx2"`` (AVX2/FMA micro-kernels) or ``"avx512"``
+    (AVX-512 F/VL/DQ/BW: the AVX2 tiles in zmm registers, bit-identical results to ``"avx2"``).
 
     The environment variable ``FASTFOOL_SIMD`` sets the initial choice. Returns the path now
     active. Raises ``ValueError`` for an unknown name and ``RuntimeError`` if the CPU lacks it.
@@ -192,7 +193,7 @@ def set_simd(name: str) -> str:
 
 
 def get_simd() -> str:
-    """The CPU kernel path in use: ``"avx2"`` or ``"generic"``."""
+    """The CPU kernel path in use: ``"avx512"``, ``"avx2"`` or ``"generic"``."""
     return _core.active_simd()
 
 

@@ -9,7 +9,7 @@
 
 namespace fastfool {
 
-enum class Isa : int { generic = 0, avx2 = 1 };
+enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2 };
 
 // C[MR x NR] (row stride ldc) = (accumulate ? C : 0) + A * Bpanel over k, where element (i, p)
 // of the MR-row sliver A is a[i * rsa + p * csa] (packed: rsa = 1, csa = MR; a row-major input
@@ -119,7 +119,7 @@ void generic_logistic(T* v, std::int64_t n);
 template <class T>
 void generic_log1p(T* v, std::int64_t n);
 
-// Per-ISA tables, defined in generic.cpp / avx2.cpp.
+// Per-ISA tables, defined in generic.cpp / avx2.cpp / avx512.cpp.
 MicroKernel<float> generic_kernel_f32();
 MicroKernel<double> generic_kernel_f64();
 #if defined(FASTFOOL_HAVE_AVX2)
@@ -127,6 +127,11 @@ MicroKernel<float> avx2_kernel_f32();
 MicroKernel<double> avx2_kernel_f64();
 Loops<float> avx2_loops_f32();
 Loops<double> avx2_loops_f64();
+// AVX-512 (avx512.cpp, avx512_loops.cpp): the AVX2 geometry with zmm kernels, the same bits.
+MicroKernel<float> avx512_kernel_f32();
+MicroKernel<double> avx512_kernel_f64();
+Loops<float> avx512_loops_f32();
+Loops<double> avx512_loops_f64();
 #endif
 
 }  // namespace fastfool

@@ -1,5 +1,5 @@
 // The only CPU-feature detection in fastfool: runs once, fills the kernel table. Tests and
-// users can force the portable path (fastfool.set_simd("generic") / FASTFOOL_SIMD=generic).
+// users can force a lower path (fastfool.set_simd("generic"|"avx2") / FASTFOOL_SIMD=...).
 #include "fastfool/dispatch.hpp"
 
 #include <atomic>
@@ -11,8 +11,12 @@ namespace {
 Isa detect() {
 #if defined(FASTFOOL_HAVE_AVX2) && (defined(__GNUC__) || defined(__clang__))
     __builtin_cpu_init();
-    // libgcc's checks include the OS's XSAVE support for ymm state.
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
+    // libgcc's checks include the OS's XSAVE support for ymm (and zmm / mask) state.
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
+        return Isa::avx512;
+    if (avx2) return Isa::avx2;
 #endif
     return Isa::generic;
 }
@@ -24,22 +28,32 @@ const MicroKernel<T>& checked(const MicroKernel<T>& k) {
     return k;
 }
 
+constexpr int kIsas = 3;
+
+// Slot i holds the table of Isa i when the CPU has it, else a lower one (never used: force_isa
+// refuses an ISA above the detected one).
 struct Tables {
-    MicroKernel<float> f32[2];
-    MicroKernel<double> f64[2];
+    MicroKernel<float> f32[kIsas];
+    MicroKernel<double> f64[kIsas];
     Isa best;
     Tables() : best(detect()) {
         f32[0] = generic_kernel_f32();
         f64[0] = generic_kernel_f64();
-        f32[1] = f32[0];
-        f64[1] = f64[0];
+        for (int i = 1; i < kIsas; ++i) {
+            f32[i] = f32[0];
+            f64[i] = f64[0];
+        }
 #if defined(FASTFOOL_HAVE_AVX2)
-        if (best == Isa::avx2) {
-            f32[1] = avx2_kernel_f32();
-            f64[1] = avx2_kernel_f64();
+        if (static_cast<int>(best) >= static_cast<int>(Isa::avx2)) {
+            f32[1] = f32[2] = avx2_kernel_f32();
+            f64[1] = f64[2] = avx2_kernel_f64();
+        }
+        if (best == Isa::avx512) {
+            f32[2] = avx512_kernel_f32();
+            f64[2] = avx512_kernel_f64();
         }
 #endif
-        for (int i = 0; i < 2; ++i) {
+        for (int i = 0; i < kIsas; ++i) {
             checked(f32[i]);
             checked(f64[i]);
         }
@@ -80,7 +94,16 @@ bool force_isa(Isa isa) {
     return true;
 }
 
-const char* isa_name(Isa isa) { return isa == Isa::avx2 ? "avx2" : "generic"; }
+const char* isa_name(Isa isa) {
+    switch (isa) {
+        case Isa::avx512:
+            return "avx512";
+        case Isa::avx2:
+            return "avx2";
+        default:
+            return "generic";
+    }
+}
 
 const MicroKernel<float>& micro_kernel_f32() {
     return tables().f32[static_cast<int>(active_isa())];
