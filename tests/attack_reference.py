@@ -207,3 +207,109 @@ def apgd(spec, X, y, eps, steps, loss="ce", t=None, lo=None, hi=None):
                 reduced, last_best, last, inc = cut, bf, k + 1, 0
         out[r] = adv if fooled else bx
     return out
+
+
+def square_p(p_init, it, n_iters):
+    """The Square Attack's window fraction (Andriushchenko et al. 2020, their reference code's
+    schedule on 10000 iterations)."""
+    i = int(it / n_iters * 10000)
+    if 10 < i <= 50:
+        return p_init / 2
+    if 50 < i <= 200:
+        return p_init / 4
+    if 200 < i <= 500:
+        return p_init / 8
+    if 500 < i <= 1000:
+        return p_init / 16
+    if 1000 < i <= 2000:
+        return p_init / 32
+    if 2000 < i <= 4000:
+        return p_init / 64
+    if 4000 < i <= 6000:
+        return p_init / 128
+    if 6000 < i <= 8000:
+        return p_init / 256
+    if 8000 < i <= 10000:
+        return p_init / 512
+    return p_init
+
+
+def square_linf(spec, X, y, eps, n_iters, H, W, C, seed, lo=None, hi=None, shared=False):
+    """Square Attack L-inf on images (N, H, W, C) flattened row-major, one row at a time for every
+    window and test, drawing the same random numbers in the same order as a batched run (per-row
+    windows, the paper's NumPy code: the centres of all rows still in play, then a sign per
+    channel for each row whose window is unchanged; shared, AutoAttack's PyTorch code: one
+    corner in [0, H - s) x [0, W - s) and one sign per channel per iteration). Returns
+    (x_best, queries)."""
+    rng = np.random.default_rng(seed)
+    N = X.shape[0]
+    img = np.asarray(X, np.float64).reshape(N, H, W, C)
+    # the box per pixel and channel (scalar or per-feature bounds of the flat rows)
+    lo_ = np.broadcast_to(-np.inf if lo is None else lo, (H * W * C,)).reshape(H, W, C)
+    hi_ = np.broadcast_to(np.inf if hi is None else hi, (H * W * C,)).reshape(H, W, C)
+
+    def margin(x):
+        L = logits_and_vjp(spec, x.reshape(len(x), -1), np.zeros((len(x), _n_classes(spec))))[0]
+        out = np.empty(len(x))
+        for i in range(len(x)):
+            others = [L[i, j] for j in range(L.shape[1]) if j != y_cur[i]]
+            out[i] = L[i, y_cur[i]] - max(others)
+        return out
+
+    stripes = rng.choice(np.array([-eps, eps]), size=(N, W, C))
+    best = np.clip(img + stripes[:, None, :, :], lo_, hi_)
+    if shared:  # the corners as fractions of the free range, and the signs, drawn up front
+        corner = rng.random((n_iters, 2))
+        signs_all = rng.choice(np.array([-eps, eps]), size=(n_iters, C))
+    y_cur = y
+    m = margin(best)
+    q = np.ones(N, dtype=np.int64)
+    for it in range(n_iters - 1):
+        act = [i for i in range(N) if m[i] > 0]
+        if not act:
+            break
+        p = square_p(0.8, it, n_iters)
+        if H == 1 or W == 1:
+            n = max(H, W)
+            s = min(max(int(round(p * H * W)), 1), max(n - 1, 1))
+            sh, sw = (1, s) if H == 1 else (s, 1)
+        else:
+            s = min(max(int(round(np.sqrt(p * H * W))), 1), min(H, W) - 1)
+            sh = sw = s
+        cand = best[act].copy()
+        if shared:
+            h0 = int(np.floor(corner[it, 0] * (H - sh))) if H > sh else 0
+            w0 = int(np.floor(corner[it, 1] * (W - sw))) if W > sw else 0
+            sg = signs_all[it]
+            for j, i in enumerate(act):
+                # x_best + 2 eps sign, projected onto the ball, then the box
+                win = best[i, h0:h0 + sh, w0:w0 + sw, :] + 2 * sg
+                win = np.minimum(np.maximum(win, img[i, h0:h0 + sh, w0:w0 + sw, :] - eps),
+                                 img[i, h0:h0 + sh, w0:w0 + sw, :] + eps)
+                cand[j, h0:h0 + sh, w0:w0 + sw, :] = np.clip(
+                    win, lo_[h0:h0 + sh, w0:w0 + sw], hi_[h0:h0 + sh, w0:w0 + sw])
+        chs = rng.integers(0, H - sh + 1, size=len(act)) if H > sh and not shared else np.zeros(len(act), int)
+        cws = rng.integers(0, W - sw + 1, size=len(act)) if W > sw and not shared else np.zeros(len(act), int)
+        need = [] if shared else list(range(len(act)))
+        for _ in range(100 if need else 0):
+            signs = rng.choice(np.array([-eps, eps]), size=(len(need), C))
+            still = []
+            for k, j in enumerate(need):
+                i, h0, w0 = act[j], chs[j], cws[j]
+                win = np.clip(img[i, h0:h0 + sh, w0:w0 + sw, :] + signs[k],
+                              lo_[h0:h0 + sh, w0:w0 + sw], hi_[h0:h0 + sh, w0:w0 + sw])
+                cand[j, h0:h0 + sh, w0:w0 + sw, :] = win
+                if np.all(np.abs(win - best[i, h0:h0 + sh, w0:w0 + sw, :]) < 1e-7):
+                    still.append(j)
+            need = still
+            if not need:
+                break
+        y_cur = y[act]
+        mn = margin(cand)
+        y_cur = y
+        for j, i in enumerate(act):
+            if mn[j] < m[i]:
+                best[i] = cand[j]
+                m[i] = mn[j]
+            q[i] += 1
+    return best.reshape(N, -1), q

@@ -23,7 +23,8 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
 
 from . import cuda, datasets, kernels
 from .attacks import (ConfidenceMap, certify, confidence_map, deepfool, far_points, fgsm, invert,
-                      minimal, pgd, robustness_curve, score_attack, template, transfer, apgd)
+                      minimal, pgd, robustness_curve, score_attack, template, transfer, apgd,
+                      autoattack, square)
 from .io import load_model, save_model
 from .result import AttackResult
 from ._runtime import get_simd, get_threads, set_simd, set_threads, simd_info
@@ -48,6 +49,8 @@ __all__ = [
     "fgsm",
     "pgd",
     "apgd",
+    "autoattack",
+    "square",
     "certify",
     "minimal",
     "deepfool",

@@ -66,6 +66,9 @@ def as_array(a, name: str, be: Backend = CPU):
     return arr
 
 
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)  # NumPy's canonical (native) instances
+
+
 def float_array(a, name: str, dtype: np.dtype | None = None, *, cast: bool = False,
                 be: Backend = CPU):
     """A float32/float64 array; with ``dtype`` the array must have it (or is cast when ``cast``).
@@ -74,6 +77,12 @@ def float_array(a, name: str, dtype: np.dtype | None = None, *, cast: bool = Fal
     The returned array may be a view of the input; it is never modified. On the GPU it is
     C-contiguous (the CUDA kernels read dense rows).
     """
+    if type(a) is np.ndarray and be is CPU:  # the common case, decided in a few attribute reads
+        dt = a.dtype
+        if (dt is _F32 or dt is _F64) and (dtype is None or dt == dtype):
+            fl = a.flags
+            if fl.c_contiguous or (fl.aligned and not any(s % dt.itemsize for s in a.strides)):
+                return a
     arr = as_array(a, name, be)
     if be is not CPU:
         if arr.dtype not in FLOAT_DTYPES:
@@ -151,7 +160,14 @@ def out_array(out, name: str, shape: tuple, dtype: np.dtype, inputs=(), be: Back
     shape and dtype, writable, contiguous columns - on the GPU C-contiguous -, no overlap with
     the inputs on the CPU)."""
     if out is None:
-        return empty_aligned(shape, dtype) if be is CPU else be.empty(shape, dtype)
+        if be is not CPU:
+            return be.empty(shape, dtype)
+        dt = np.dtype(dtype)
+        n = 1
+        for d in shape:
+            n *= int(d)
+        # small outputs (never streamed: see detail/blocks.hpp streams()) as NumPy allocates them
+        return np.empty(shape, dt) if n * dt.itemsize < (1 << 18) else empty_aligned(shape, dt)
     if not be.owns(out):
         raise TypeError(f"{name}: expected a {'NumPy' if be is CPU else 'CuPy'} array, got "
                         f"{type(out).__name__}")

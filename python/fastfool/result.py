@@ -112,6 +112,14 @@ class AttackResult:
         }
         if self.queries is not None:
             out["mean_queries"] = float(np.mean(self.queries)) if self.n else float("nan")
+        if "stage_names" in self.extra:  # an ensemble (fastfool.autoattack): its stage table
+            ex = self.extra
+            out["clean_accuracy"] = float(ex["clean_accuracy"])
+            out["stages"] = [
+                {"attack": str(n), "robust_accuracy": float(a), "seconds": float(t),
+                 "queries": int(q)}
+                for n, a, t, q in zip(ex["stage_names"], ex["stage_robust_accuracy"],
+                                      ex["stage_seconds"], ex["stage_queries"])]
         return out
 
     def __repr__(self) -> str:

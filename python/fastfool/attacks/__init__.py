@@ -2,12 +2,14 @@
 :class:`~fastfool.result.AttackResult`."""
 
 from .apgd import apgd
+from .autoattack import autoattack
 from .blackbox import score_attack
 from .evaluate import robustness_curve, transfer
 from .gradient import fgsm, pgd
 from .inversion import ConfidenceMap, confidence_map, far_points, invert
 from .minimal import certify, deepfool, minimal
+from .square import square
 from .template import template
 
-__all__ = ["fgsm", "pgd", "apgd", "certify", "minimal", "deepfool", "template", "invert", "far_points",
-           "confidence_map", "ConfidenceMap", "score_attack", "transfer", "robustness_curve"]
+__all__ = ["fgsm", "pgd", "apgd", "autoattack", "certify", "minimal", "deepfool", "template", "invert", "far_points",
+           "confidence_map", "ConfidenceMap", "score_attack", "square", "transfer", "robustness_curve"]

@@ -1,0 +1,223 @@
+"""Square Attack (Andriushchenko, Croce, Flammarion & Hein, ECCV 2020, "Square Attack: a
+query-efficient black-box adversarial attack via random search"), L-inf, untargeted: the
+score-based member of the AutoAttack ensemble.
+
+Each row starts from vertical stripes, ``x + eps * s`` with one random sign ``s`` per column and
+channel (clipped to the box). Every iteration proposes, for each row not yet fooled, a new
+square window of side ``s_k`` at a random place whose every value is moved to ``x +- eps``
+(one random sign per channel; AutoAttack's implementation, the default, draws the place and
+signs once per iteration for all rows), and keeps the proposal if it lowers the margin loss
+``z_y - max_{j != y} z_j`` of the model's logits. The side follows the paper's schedule:
+``s_k = round(sqrt(p_k D / C))`` pixels with ``p`` starting at ``p_init`` (default 0.8) and
+halved at 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000 of every 10000 iterations
+(rescaled to ``max_queries``). One query per iteration per row, plus one for the start.
+
+All rows' proposals of an iteration go to the model as one matrix. Inputs are flat rows; the
+image layout they flatten (``image_shape``) defines the windows.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from .. import kernels
+from .._typing import ArrayLike, Clip, Labels, Norm
+from ..models import Model
+from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, norm_of, positive,
+                      prepare)
+
+__all__ = ["square", "p_schedule", "image_layout"]
+
+
+def p_schedule(p_init: float, it: int, n_iters: int) -> float:
+    """The fraction of pixels a window covers at iteration ``it`` of ``n_iters`` (the paper's
+    piecewise-constant schedule, defined on 10000 iterations and rescaled)."""
+    i = int(it / n_iters * 10000)
+    for edge, div in ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64),
+                      (6000, 128), (8000, 256), (10000, 512)):
+        if i <= edge:
+            return p_init / div
+    return p_init
+
+
+def image_layout(D: int, image_shape=None, channels_last: bool = True):
+    """(H, W, C, grid) for rows of D features: ``grid[h, w, c]`` is the flat index of pixel (h, w)
+    in channel c. ``image_shape``: (H, W) or (H, W, C) with channels_last (the row-major
+    flattening of an H x W x C image), (C, H, W) with channels_last=False (torch's layout);
+    None: a square H x H image when D is a perfect square, else one row of D pixels."""
+    if image_shape is None:
+        h = math.isqrt(D)
+        shape = (h, h, 1) if h * h == D and D > 0 else (1, D, 1)
+        channels_last = True
+    else:
+        try:
+            shape = tuple(int(v) for v in image_shape)
+        except (TypeError, ValueError):
+            raise TypeError(f"image_shape: expected a tuple of ints, got {image_shape!r}") from None
+        if len(shape) == 2:
+            shape = (*shape, 1) if channels_last else (1, *shape)
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError(f"image_shape: expected (H, W) or 3 positive sizes, got {image_shape!r}")
+        if int(np.prod(shape)) != D:
+            raise ValueError(f"image_shape: {image_shape!r} holds {int(np.prod(shape))} values, but "
+                             f"rows have {D} features")
+    grid = np.arange(D).reshape(shape)
+    if not channels_last:
+        grid = grid.transpose(1, 2, 0)
+    H, W, C = grid.shape
+    return H, W, C, grid
+
+
+def _margin(model, x, y, threads):
+    """Margin loss z_y - max_{j != y} z_j of the model's logits per row (float64): the top
+    logit when it is not y's, else the best rival's (kernels.top2_rows, one pass)."""
+    L = model.scores(x, None, threads)
+    i1, top, second = kernels.top2_rows(L, threads=threads)
+    return L[np.arange(L.shape[0]), y] - np.where(i1 == y, second, top)
+
+
+def _side(p, D, C, H, W):
+    """The window's (height, width) for fraction p: a square of sqrt(p D / C) pixels, below the
+    image's smaller side; a run of p D / C pixels on a one-row layout."""
+    if H == 1 or W == 1:
+        n = max(H, W)
+        s = min(max(int(round(p * D / C)), 1), max(n - 1, 1))
+        return (1, s) if H == 1 else (s, 1)
+    s = min(max(int(round(math.sqrt(p * D / C))), 1), min(H, W) - 1)
+    return s, s
+
+
+def _per_row(rng, xa, xb, H, W, sh, sw, grid, offs, chan_of, eps, box, dt):
+    """The paper's NumPy version: a window at a random place per row, its signs drawn again
+    until the window differs from the current best somewhere (capped: a box too narrow for
+    either sign to change anything would otherwise never end)."""
+    n = xa.shape[0]
+    C = grid.shape[2]
+    ch = rng.integers(0, H - sh + 1, size=n) if H > sh else np.zeros(n, int)
+    cw = rng.integers(0, W - sw + 1, size=n) if W > sw else np.zeros(n, int)
+    idx = grid[ch, cw, 0][:, None] + offs[None, :]
+    r = np.arange(n)[:, None]
+    cand = xb.copy()
+    need = np.arange(n)
+    for _ in range(100):
+        signs = rng.choice(np.array([-eps, eps]), size=(need.size, C))
+        rows = r[need]
+        cand[rows, idx[need]] = box(xa[rows, idx[need]] + signs[:, chan_of].astype(dt), idx[need])
+        same = np.all(np.abs(cand[rows, idx[need]] - xb[rows, idx[need]]) < 1e-7, axis=1)
+        need = need[same]
+        if need.size == 0:
+            break
+    return cand
+
+
+def square(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm = "inf",
+           max_queries: int = 5000, p_init: float = 0.8, windows: str = "shared",
+           image_shape=None, channels_last: bool = True, clip: Clip = None, seed: int | None = 0,
+           threads: int | None = None, progress: bool = False):
+    """Square Attack (Andriushchenko et al. 2020), L-inf, untargeted; score-based: it reads only
+    the model's logits, never a gradient.
+
+    Parameters
+    ----------
+    eps : the L-inf radius. norm : "inf" (the only one implemented so far).
+    max_queries : model evaluations per row, the start included (default 5000, AutoAttack's).
+    p_init : the first window's fraction of the pixels (default 0.8, the paper's L-inf value).
+    windows : "shared" (default: AutoAttack's PyTorch implementation, one window place and one
+        sign per channel per iteration for all rows, placed in ``[0, H - s)``; cheaper) or
+        "per-row" (the paper's NumPy implementation: a place per row in ``[0, H - s]``, signs
+        drawn again until the window changes the row).
+    image_shape, channels_last : the layout the rows flatten (see :func:`image_layout`;
+        default: a square image when the feature count is a perfect square, else a single row).
+    clip : optional (lo, hi) box. seed : the random windows and signs (default 0).
+
+    Returns an AttackResult whose ``success`` and ``pred`` are the user's model's decisions on
+    ``x_adv``; ``queries`` (and ``iterations``) count the model evaluations per row.
+    """
+    t0 = time.perf_counter()
+    model, X, yi, threads = prepare(model, X, y, threads)
+    eps = positive(eps, "eps", allow_zero=False)
+    if norm_of(norm) != "inf":
+        raise NotImplementedError(f"norm: square implements 'inf' so far, got {norm!r}")
+    max_queries = count(max_queries, "max_queries")
+    p_init = positive(p_init, "p_init", allow_zero=False)
+    if p_init > 1:
+        raise ValueError(f"p_init: must be in (0, 1], got {p_init!r}")
+    if windows not in ("shared", "per-row"):
+        raise ValueError(f"windows: expected 'shared' or 'per-row', got {windows!r}")
+    shared = windows == "shared"
+    N, D = X.shape
+    H, W, C, grid = image_layout(D, image_shape, channels_last)
+    lo, hi = clip_bounds(clip, D, X.dtype)
+    check_inside_clip(X, lo, hi)
+    rng = np.random.default_rng(seed)
+    dt = X.dtype
+
+    def box(v, cols=None):
+        """v clipped to the box; cols: the feature indices of v's columns (per-feature bounds)."""
+        for bound, op in ((lo, np.maximum), (hi, np.minimum)):
+            if bound is not None:
+                v = op(v, bound if bound.ndim == 0 or cols is None else bound[cols])
+        return v.astype(dt, copy=False)
+
+    # vertical stripes: one sign per (column, channel), the same down each column
+    stripes = rng.choice(np.array([-eps, eps]), size=(N, W, C))
+    start = np.empty((N, D))
+    start[:, grid.reshape(H, W * C)] = stripes.reshape(N, 1, W * C)
+    x_best = box(X + start.astype(dt))
+    margin = _margin(model, x_best, yi, threads)
+    queries = np.ones(N, dtype=np.int64)
+    if shared:  # every iteration's window corner (as fractions) and signs, drawn up front
+        corner = rng.random((max_queries, 2))
+        sign = rng.choice(np.array([-eps, eps]), size=(max_queries, C)).astype(dt)
+    bar = Progress(max_queries, progress, "square")
+    bar.update(1)
+    # the rows still in play, compacted: their inputs, current bests, margins and labels
+    act = np.flatnonzero(margin > 0)
+    xa, xb, mb, ya = X[act], x_best[act], margin[act], yi[act]
+    shape = None
+    done = 0  # iterations run
+    for it in range(max_queries - 1):
+        if act.size == 0:
+            break
+        done = it + 1
+        side = _side(p_schedule(p_init, it, max_queries), D, C, H, W)
+        if side != shape:  # the window's offsets (grid is affine in (h, w, c)) and channels
+            shape = sh, sw = side
+            offs = (grid[:sh, :sw, :] - grid[0, 0, 0]).ravel()
+            chan_of = np.tile(np.arange(C), sh * sw)
+        if shared:
+            # AutoAttack's version: one window and one sign per channel for every row; the window
+            # moves to x + 2 eps sign from the current best, projected back: x +- eps, boxed.
+            # Written into the bests in place, and put back on the rows it did not improve.
+            h0 = int(corner[it, 0] * (H - sh)) if H > sh else 0
+            w0 = int(corner[it, 1] * (W - sw)) if W > sw else 0
+            idx = grid[h0, w0, 0] + offs
+            old = xb[:, idx]
+            xb[:, idx] = box(xa[:, idx] + sign[it, chan_of], idx)
+            m_new = _margin(model, xb, ya, threads)
+            better = m_new < mb
+            back = np.flatnonzero(~better)
+            if back.size:
+                xb[back[:, None], idx] = old[back]
+        else:
+            cand = _per_row(rng, xa, xb, H, W, sh, sw, grid, offs, chan_of, eps, box, dt)
+            m_new = _margin(model, cand, ya, threads)
+            better = m_new < mb
+            xb[better] = cand[better]
+        mb = np.where(better, m_new, mb)
+        bar.update(1)
+        out = mb <= 0
+        if out.any():  # fooled by the logits: out of play, with it + 2 queries
+            rows = act[out]
+            x_best[rows], margin[rows], queries[rows] = xb[out], mb[out], it + 2
+            keep = ~out
+            act, xa, xb, mb, ya = act[keep], xa[keep], xb[keep], mb[keep], ya[keep]
+    x_best[act], margin[act], queries[act] = xb, mb, 1 + done
+    bar.close()
+    params = dict(eps=eps, norm="inf", max_queries=max_queries, p_init=p_init, windows=windows,
+                  image_shape=(H, W, C), channels_last=channels_last, clip=clip, seed=seed)
+    return finish(model, X, x_best, yi, None, queries, attack="square", t0=t0, threads=threads,
+                  queries=queries, own_labels=y is None, params=params)
