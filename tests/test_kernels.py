@@ -862,6 +862,76 @@ def test_top2_rows_is_the_masked_numpy_max(config, data):
     assert_unchanged(before, [np.ascontiguousarray(P)])
 
 
+def _dlr_reference(S, y, t):
+    """The DLR loss and its logit gradient, vectorised in float64 NumPy (apgd's first code: a
+    stable sort of every row, then five scattered updates in this order)."""
+    L = np.asarray(S, np.float64)
+    n, C = L.shape
+    r = np.arange(n)
+    order = np.argsort(-L, axis=1, kind="stable")
+    i1, i3, i4 = order[:, 0], order[:, min(2, C - 1)], order[:, min(3, C - 1)]
+    if t is None:
+        u = np.where(i1 == y, order[:, min(1, C - 1)], i1)
+        den = L[r, i1] - L[r, i3] + 1e-12
+        w3, w4 = 1.0, 0.0
+    else:
+        u = t
+        den = L[r, i1] - 0.5 * (L[r, i3] + L[r, i4]) + 1e-12
+        w3, w4 = 0.5, 0.5
+    num = L[r, y] - L[r, u]
+    G = np.zeros_like(L)
+    np.add.at(G, (r, y), -1.0 / den)
+    np.add.at(G, (r, u), 1.0 / den)
+    np.add.at(G, (r, i1), num / den ** 2)
+    np.add.at(G, (r, i3), -w3 * num / den ** 2)
+    if w4:
+        np.add.at(G, (r, i4), -w4 * num / den ** 2)
+    return -num / den, G.astype(S.dtype)
+
+
+@given(data=st.data())
+def test_dlr_rows_is_the_numpy_dlr(config, data):
+    """kernels.dlr_rows against the vectorised NumPy DLR (untargeted and targeted): the same
+    bits for the loss and the gradient, with ties (small integers), NaN and +-inf anywhere, the
+    float range, any layout; S untouched; too few classes refused."""
+    from conftest import with_layout, LAYOUTS
+    _, threads = config
+    dtype = data.draw(st.sampled_from(DTYPES))
+    targeted = data.draw(st.booleans())
+    N = data.draw(N_SIZES)
+    C = data.draw(st.one_of(st.integers(4, 13), st.sampled_from([64, 1000])))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    if data.draw(st.booleans()):  # ties everywhere
+        P = rng.integers(-2, 3, (N, C)).astype(dtype)
+    else:
+        P = _with_specials(data.draw(arrays((N, C), dtype)), rng, data)
+    y = rng.integers(0, C, N)
+    t = (y + rng.integers(1, C, N)) % C if targeted else None
+    before = snapshot(P)
+    P = with_layout(P, data.draw(st.sampled_from(LAYOUTS)))
+    with np.errstate(all="ignore"):
+        loss, V = K.dlr_rows(P, y, t, threads=threads)
+        rloss, rV = _dlr_reference(P, y, t)
+    assert loss.dtype == np.float64 and V.dtype == dtype and V.shape == (N, C)
+    np.testing.assert_array_equal(loss, rloss)
+    np.testing.assert_array_equal(V, rV)
+    assert_unchanged(before, [np.ascontiguousarray(P)])
+
+
+def test_dlr_rows_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="at least 3"):
+        K.dlr_rows(np.zeros((2, 2)), np.zeros(2, np.int64))
+    with pytest.raises(ValueError, match="at least 4"):
+        K.dlr_rows(np.zeros((2, 3)), np.zeros(2, np.int64), np.ones(2, np.int64))
+    with pytest.raises(ValueError, match="y"):
+        K.dlr_rows(np.zeros((2, 5)), np.array([0, 5]))
+    with pytest.raises(ValueError, match="t"):
+        K.dlr_rows(np.zeros((2, 5)), np.array([0, 1]), np.array([0, -1]))
+    with pytest.raises(ValueError, match="indices"):
+        ff._core.dlr_rows(np.zeros((2, 5)), np.array([0, 7]), None, np.empty(2), np.empty((2, 5)), 1)
+    assert K.dlr_rows(np.zeros((0, 2)), np.zeros(0, np.int64))[1].shape == (0, 2)
+
+
 @given(data=st.data())
 def test_softmax_at_matches_float64_softmax(config, data):
     """kernels.softmax_at against NumPy's float64 softmax at the given columns (the argmax and

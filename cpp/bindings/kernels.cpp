@@ -380,6 +380,27 @@ void top2_impl(const py::array& S, const py::object& dup, const py::array& idx,
 }
 
 template <class T>
+void dlr_impl(const py::array& S, const py::array& y, const py::object& t, const py::array& loss,
+              const py::array& V, int threads) {
+    auto s = in_mat<T>(S, "S");
+    const std::int64_t need = t.is_none() ? 3 : 4;
+    if (s.rows > 0 && s.cols < need)
+        throw py::value_error("S: the DLR loss needs at least " + std::to_string(need) +
+                              " classes, got " + std::to_string(s.cols));
+    const std::int64_t* py_ = index_vec(y, s.rows, "y", false);
+    const std::int64_t* pt = index_vec(t, s.rows, "t", true);
+    for (std::int64_t i = 0; i < s.rows; ++i)
+        if (py_[i] < 0 || py_[i] >= s.cols || (pt && (pt[i] < 0 || pt[i] >= s.cols)))
+            throw py::value_error("y, t: values must be class indices in [0, " +
+                                  std::to_string(s.cols) + ")");
+    double* pl = out_vec<double>(loss, s.rows, "loss");
+    std::int64_t ldv = 0;
+    T* pv = out_mat<T>(V, s.rows, s.cols, ldv, "V");
+    KernelCall nogil;
+    dlr_rows<T>(s, py_, pt, pl, pv, ldv, threads);
+}
+
+template <class T>
 void softmax_at_impl(const py::array& S, const py::array& idx, const py::array& out, int threads) {
     auto s = in_mat<T>(S, "S");
     if (s.cols < 1 && s.rows > 0) throw py::value_error("S: needs at least one column");
@@ -569,6 +590,17 @@ void bind_kernels(py::module_& m) {
             bad_dtype(S, "S");
         },
         py::arg("S"), py::arg("dup"), py::arg("idx"), py::arg("top"), py::arg("second"),
+        py::arg("threads"));
+    m.def(
+        "dlr_rows",
+        [](const py::array& S, const py::array& y, const py::object& t, const py::array& loss,
+           const py::array& V, int threads) {
+            check_threads(threads);
+            if (is_f32(S)) return dlr_impl<float>(S, y, t, loss, V, threads);
+            if (is_f64(S)) return dlr_impl<double>(S, y, t, loss, V, threads);
+            bad_dtype(S, "S");
+        },
+        py::arg("S"), py::arg("y"), py::arg("t"), py::arg("loss"), py::arg("V"),
         py::arg("threads"));
     m.def(
         "softmax_at",

@@ -57,6 +57,33 @@ class Backend(ABC):
     def max_abs_rows(self, X, out, threads):
         out[...] = self.xp.abs(X).max(axis=1) if X.shape[1] else 0
 
+    def dlr_rows(self, S, y, t, loss, V, threads):
+        xp = self.xp
+        L = S.astype(np.float64)
+        n, C = L.shape
+        r = xp.arange(n)
+        order = xp.argsort(-L, axis=1, kind="stable")
+        i1, i3, i4 = order[:, 0], order[:, min(2, C - 1)], order[:, min(3, C - 1)]
+        z1, z3, z4 = L[r, i1], L[r, i3], L[r, i4]
+        if t is None:
+            u = xp.where(i1 == y, order[:, min(1, C - 1)], i1)
+            den = z1 - z3 + 1e-12
+            w3, w4 = 1.0, 0.0
+        else:
+            u = t
+            den = z1 - 0.5 * (z3 + z4) + 1e-12
+            w3, w4 = 0.5, 0.5
+        num = L[r, y] - L[r, u]
+        G = xp.zeros_like(L)
+        G[r, y] -= 1.0 / den  # one entry per row in each update: no duplicate indices
+        G[r, u] += 1.0 / den
+        G[r, i1] += num / den ** 2
+        G[r, i3] += -w3 * num / den ** 2
+        if w4:
+            G[r, i4] += -w4 * num / den ** 2
+        loss[...] = -num / den
+        V[...] = G
+
     def top2_rows(self, S, dup, idx, top, second, threads):
         xp = self.xp
         N = S.shape[0]
@@ -140,6 +167,9 @@ class CPUBackend(Backend):
 
     def diff_norms(self, A, B, l2, linf, threads, amax=None):
         _core.diff_norms(A, B, l2, linf, threads, amax)
+
+    def dlr_rows(self, S, y, t, loss, V, threads):
+        _core.dlr_rows(S, y, t, loss, V, threads)
 
     def argmax_rows(self, P, idx, val, threads):
         _core.argmax_rows(P, idx, val, threads)

@@ -465,6 +465,30 @@ def softmax_at(S: Array, idx: Array, *, threads: int | None = None) -> Array:
     return out
 
 
+def dlr_rows(S: Array, y: Array, t: Array | None = None, *, threads: int | None = None
+             ) -> tuple[Array, Array]:
+    """The Difference-of-Logits-Ratio loss of APGD (Croce & Hein 2020) per row of the logits S
+    and its gradient with respect to S: ``(loss (N,) float64, V (N, C) of S's dtype)``.
+
+    Untargeted (``t`` None): ``-(z_y - z_u) / (z_p1 - z_p3 + 1e-12)``, u the best class other
+    than y; targeted: ``-(z_y - z_t) / (z_p1 - (z_p3 + z_p4) / 2 + 1e-12)``; ``z_p1 >= z_p2 >=
+    ...`` the logits in a stable descending order (ties: the lower class first; NaN last). Needs
+    3 classes (4 targeted). Computed in float64 in one pass per row (NumPy: a sort of every
+    row and five scattered updates)."""
+    be = backend_of(S)
+    S = matrix(S, "S", be=be)
+    N, C = S.shape
+    need = 3 if t is None else 4
+    if N and C < need:
+        raise ValueError(f"S: the DLR loss needs at least {need} classes, got {C}")
+    yy = labels_to_index(y, N, C, "y", be=be)
+    tt = None if t is None else labels_to_index(t, N, C, "t", be=be)
+    loss = be.empty(N, np.float64)
+    V = be.empty((N, C), S.dtype)
+    be.dlr_rows(S, yy, tt, loss, V, resolve_threads(threads))
+    return loss, V
+
+
 def all_finite(X: Array, *, threads: int | None = None) -> bool:
     """True when X (any float array) holds no NaN or infinity; one vectorised pass."""
     be = backend_of(X)

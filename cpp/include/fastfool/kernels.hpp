@@ -130,6 +130,16 @@ template <class T>
 void top2_rows(const MatView<T>& S, const std::int64_t* dup, std::int64_t* idx, double* top,
                double* second, int threads);
 
+// Per row of S (C >= 3 columns; >= 4 with t), the Difference-of-Logits-Ratio loss of APGD
+// (Croce & Hein 2020) to maximise, in double: -(z_y - z_u) / (z_p1 - z_p3 + 1e-12) with u the
+// first-ranked class other than y (t null), or -(z_y - z_t) / (z_p1 - (z_p3 + z_p4) / 2 + 1e-12)
+// targeted, p1 >= p2 >= ... the ranks of a stable descending sort (NaN last); and its gradient
+// with respect to the row into V (row stride ldv, cast to T from double). The same operations
+// in the same order as the vectorised NumPy reference (tests/reference.py dlr_rows).
+template <class T>
+void dlr_rows(const MatView<T>& S, const std::int64_t* y, const std::int64_t* t, double* loss, T* V,
+              std::int64_t ldv, int threads);
+
 // Per row of S: softmax(S)[r, idx[r]] in double, exp(s_k - m) / sum_j exp(s_j - m) with m the
 // row max (the ISA's vector exp); NaN where m is not finite (the caller decides those rows).
 template <class T>

@@ -292,6 +292,83 @@ void top2_rows(const MatView<T>& S, const std::int64_t* dup, std::int64_t* idx, 
 }
 
 template <class T>
+void dlr_rows(const MatView<T>& S, const std::int64_t* y, const std::int64_t* t, double* loss, T* V,
+              std::int64_t ldv, int threads) {
+    const std::int64_t N = S.rows, C = S.cols;
+    if (N == 0 || C < 1) return;
+    const std::int64_t rows_per_task = std::max<std::int64_t>(64, 65536 / C);
+    parallel_for((N + rows_per_task - 1) / rows_per_task, threads, [&](std::int64_t task, int) {
+        const std::int64_t i_end = std::min(N, (task + 1) * rows_per_task);
+        for (std::int64_t i = task * rows_per_task; i < i_end; ++i) {
+            const T* r = S.data + i * S.rs;
+            auto z = [&](std::int64_t j) { return double(r[j * S.cs]); };
+            // the first four ranks of a stable descending sort: a value enters before the first
+            // strictly smaller one (ties keep the lower index first); NaN ranks last, in order
+            std::int64_t id[4] = {-1, -1, -1, -1};
+            double val[4] = {0, 0, 0, 0};
+            int n = 0;
+            for (std::int64_t j = 0; j < C; ++j) {
+                const double v = z(j);
+                if (std::isnan(v)) continue;
+                int k = n < 4 ? n : 4;
+                while (k > 0 && v > val[k - 1]) --k;
+                if (k >= 4) continue;
+                for (int m = (n < 4 ? n : 3); m > k; --m) {
+                    val[m] = val[m - 1];
+                    id[m] = id[m - 1];
+                }
+                val[k] = v;
+                id[k] = j;
+                if (n < 4) ++n;
+            }
+            for (std::int64_t j = 0; j < C && n < 4; ++j)
+                if (std::isnan(z(j))) id[n++] = j;
+            const auto rank = [&](std::int64_t k) {
+                return id[std::clamp<std::int64_t>(k, 0, std::min<std::int64_t>(C, 4) - 1)];
+            };
+            const std::int64_t yi = y[i];
+            std::int64_t u;
+            double den, w3, w4;
+            if (!t) {
+                u = rank(0) == yi ? rank(1) : rank(0);
+                den = z(rank(0)) - z(rank(2)) + 1e-12;
+                w3 = 1.0;
+                w4 = 0.0;
+            } else {
+                u = t[i];
+                den = z(rank(0)) - 0.5 * (z(rank(2)) + z(rank(3))) + 1e-12;
+                w3 = 0.5;
+                w4 = 0.5;
+            }
+            const double num = z(yi) - z(u);
+            loss[i] = -num / den;
+            // the reference's updates in its order, on the (at most five) columns they touch
+            std::int64_t col[5];
+            double acc[5];
+            int nc = 0;
+            auto add = [&](std::int64_t c, double d) {
+                for (int k = 0; k < nc; ++k)
+                    if (col[k] == c) {
+                        acc[k] += d;
+                        return;
+                    }
+                col[nc] = c;
+                acc[nc++] = 0.0 + d;
+            };
+            const double den2 = den * den;
+            add(yi, -(1.0 / den));
+            add(u, 1.0 / den);
+            add(rank(0), num / den2);
+            add(rank(2), -w3 * num / den2);
+            if (t) add(rank(3), -w4 * num / den2);
+            T* v = V + i * ldv;
+            for (std::int64_t j = 0; j < C; ++j) v[j] = T(0);
+            for (int k = 0; k < nc; ++k) v[col[k]] = static_cast<T>(acc[k]);
+        }
+    });
+}
+
+template <class T>
 void softmax_at(const MatView<T>& S, const std::int64_t* idx, double* out, int threads) {
     const std::int64_t N = S.rows, C = S.cols;
     if (C < 1 || N == 0) return;
@@ -366,6 +443,8 @@ bool all_finite(const MatView<T>& X, int threads) {
     template void top2_rows<T>(const MatView<T>&, const std::int64_t*, std::int64_t*, double*, \
                                double*, int);                                                  \
     template void softmax_at<T>(const MatView<T>&, const std::int64_t*, double*, int);         \
+    template void dlr_rows<T>(const MatView<T>&, const std::int64_t*, const std::int64_t*,     \
+                              double*, T*, std::int64_t, int);                                 \
     template bool all_finite<T>(const MatView<T>&, int);
 FASTFOOL_INSTANTIATE(float)
 FASTFOOL_INSTANTIATE(double)

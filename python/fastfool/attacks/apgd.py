@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from .. import verdict
+from .. import kernels, verdict
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
 from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, norm_of, positive,
@@ -48,30 +48,9 @@ def checkpoints(steps: int) -> list[int]:
 
 
 def _dlr(L, y, t):
-    """(loss, dloss/dlogits) of the DLR loss per row (float64), untargeted when t is None;
-    one stable sort of the logits per row serves the denominator's ranks."""
-    n, C = L.shape
-    r = np.arange(n)
-    order = np.argsort(-L, axis=1, kind="stable")
-    i1, i3, i4 = order[:, 0], order[:, min(2, C - 1)], order[:, min(3, C - 1)]
-    z1, z3, z4 = L[r, i1], L[r, i3], L[r, i4]
-    if t is None:  # the best other class: the top one, or the second when the top is y
-        t = np.where(i1 == y, order[:, min(1, C - 1)], i1)
-        den = z1 - z3 + 1e-12
-        w3, w4 = 1.0, 0.0
-    else:
-        den = z1 - 0.5 * (z3 + z4) + 1e-12
-        w3, w4 = 0.5, 0.5
-    num = L[r, y] - L[r, t]
-    G = np.zeros_like(L)
-    G[r, y] -= 1.0 / den
-    G[r, t] += 1.0 / den
-    # d(-num / den) = num / den^2 d(den)
-    np.add.at(G, (r, i1), num / den ** 2)
-    np.add.at(G, (r, i3), -w3 * num / den ** 2)
-    if w4:
-        np.add.at(G, (r, i4), -w4 * num / den ** 2)
-    return -num / den, G
+    """(loss, dloss/dlogits) of the DLR loss per row (loss float64, gradient in L's dtype),
+    untargeted when t is None: the kernel :func:`fastfool.kernels.dlr_rows`."""
+    return kernels.dlr_rows(L, y, t)
 
 
 def _loss_grad(model, x, y, t, loss, threads):
@@ -82,9 +61,11 @@ def _loss_grad(model, x, y, t, loss, threads):
             return l.astype(np.float64), g, np.argmax(P, axis=1)
         g, l, P = model.loss_grad(x, Trusted(t), threads, return_prob=True)
         return -l.astype(np.float64), -g, np.argmax(P, axis=1)
-    L = model.scores(x, None, threads).astype(np.float64)
-    val, V = _dlr(L, y, t)
-    g = model.vjp(x, V.astype(model.dtype), threads)
+    L = model.scores(x, None, threads)
+    tt = None if t is None else Trusted(np.ascontiguousarray(t, dtype=np.int64))
+    val, V = kernels.dlr_rows(L, Trusted(np.ascontiguousarray(y, dtype=np.int64)), tt,
+                              threads=threads)
+    g = model.vjp(x, V, threads)
     return val, g, np.argmax(L, axis=1)
 
 
@@ -104,6 +85,17 @@ def _project(v, x0, eps, l2, lo, hi):
     return v.astype(x0.dtype, copy=False)
 
 
+def _ball_box(x0, eps, lo, hi):
+    """The L-inf ball around x0 intersected with the box, as per-element bounds: clamping to
+    them equals clamping to the ball and then to the box (x0 lies in the box), bit for bit."""
+    blo, bhi = x0 - eps, x0 + eps
+    if lo is not None:
+        blo = np.maximum(blo, lo)
+    if hi is not None:
+        bhi = np.minimum(bhi, hi)
+    return blo.astype(x0.dtype, copy=False), bhi.astype(x0.dtype, copy=False)
+
+
 def _direction(g, l2):
     if not l2:
         return np.sign(g)
@@ -117,6 +109,14 @@ def _run(model, x0, y, t, eps, l2, lo, hi, steps, loss, start, threads):
     n = x0.shape[0]
     dt = x0.dtype
     checks = set(checkpoints(steps))
+    if l2:
+        def proj(v):
+            return _project(v, x0, eps, l2, lo, hi)
+    else:
+        blo, bhi = _ball_box(x0, eps, lo, hi)
+
+        def proj(v):
+            return np.minimum(np.maximum(v, blo), bhi)
     x = start.copy()
     x_old = x.copy()
     eta = np.full(n, 2.0 * eps)
@@ -132,8 +132,8 @@ def _run(model, x0, y, t, eps, l2, lo, hi, steps, loss, start, threads):
         momentum = x - x_old
         x_old = x
         a = dt.type(MOMENTUM if k > 0 else 1.0)
-        z = _project(x + (eta[:, None] * _direction(g, l2)).astype(dt), x0, eps, l2, lo, hi)
-        x = _project(x + (z - x) * a + momentum * (dt.type(1) - a), x0, eps, l2, lo, hi)
+        z = proj(x + (eta[:, None] * _direction(g, l2)).astype(dt))
+        x = proj(x + (z - x) * a + momentum * (dt.type(1) - a))
         f_new, g, cls = _loss_grad(model, x, y, t, loss, threads)
         hit = (cls == t) if t is not None else (cls != y)
         adv[hit] = x[hit]
