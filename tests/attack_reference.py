@@ -313,3 +313,130 @@ def square_linf(spec, X, y, eps, n_iters, H, W, C, seed, lo=None, hi=None, share
                 m[i] = mn[j]
             q[i] += 1
     return best.reshape(N, -1), q
+
+
+def fmn(spec, X, y, norm, steps, lo, hi, alpha_init=1.0, gamma_init=0.05, gamma_final=0.001):
+    """Fast Minimum-Norm (Pintor et al. 2021) from delta = 0, one row at a time in float64, with
+    fastfool's box rule (gradient coordinates at a bound pointing out of the box are dropped).
+    Norms "2", "inf", "1". Returns the smallest adversarial iterate per row (X where none)."""
+    import math
+    X = np.asarray(X, np.float64)
+    C = _n_classes(spec)
+    out = X.copy()
+    alpha_final = alpha_init / 100
+    for r in range(X.shape[0]):
+        x0 = X[r]
+        yr = int(y[r])
+        wmax = np.maximum(x0 - lo, hi - x0)
+        worst = {"2": np.linalg.norm(wmax), "inf": wmax.max(), "1": wmax.sum()}[norm]
+        nrm = {"2": lambda v: np.linalg.norm(v), "inf": lambda v: np.abs(v).max(),
+               "1": lambda v: np.abs(v).sum()}[norm]
+        dual = {"2": lambda v: np.linalg.norm(v), "inf": lambda v: np.abs(v).sum(),
+                "1": lambda v: np.abs(v).max()}[norm]
+        delta = np.zeros_like(x0)
+        eps, best, found = np.inf, np.inf, False
+        for i in range(steps):
+            cosine = (1 + math.cos(math.pi * i / steps)) / 2
+            alpha = alpha_final + (alpha_init - alpha_final) * cosine
+            gamma = gamma_final + (gamma_init - gamma_final) * cosine
+            xa = x0 + delta
+            z = logits_and_vjp(spec, xa[None], np.zeros((1, C)))[0][0]
+            j = max((c for c in range(C) if c != yr), key=lambda c: (z[c], -c))
+            V = np.zeros((1, C))
+            V[0, j], V[0, yr] = 1.0, -1.0
+            g = logits_and_vjp(spec, xa[None], V)[1][0]
+            loss = z[j] - z[yr]
+            adv = int(np.argmax(z)) != yr
+            dn = nrm(delta)
+            if adv and dn < best:
+                best, out[r] = dn, xa
+            found = found or adv
+            g = np.where(((xa <= lo) & (g < 0)) | ((xa >= hi) & (g > 0)), 0.0, g)
+            dist = abs(loss) / max(dual(g), 1e-12)
+            if adv:
+                eps = min(eps * (1 - gamma), best)
+            elif found:
+                eps = eps * (1 + gamma)
+            else:
+                eps = dn + dist
+            eps = min(eps, worst)
+            d = delta + alpha * g / max(np.linalg.norm(g), 1e-12)
+            if norm == "inf":
+                d = np.clip(d, -eps, eps)
+            elif norm == "2":
+                n = np.linalg.norm(d)
+                d = d * (eps / n) if n > eps else d
+            else:  # L1 ball: soft thresholding found by bisection on the level
+                if np.abs(d).sum() > eps:
+                    a, b = 0.0, np.abs(d).max()
+                    for _ in range(200):
+                        m = (a + b) / 2
+                        if np.maximum(np.abs(d) - m, 0).sum() > eps:
+                            a = m
+                        else:
+                            b = m
+                    d = np.sign(d) * np.maximum(np.abs(d) - b, 0)
+            delta = np.clip(x0 + d, lo, hi) - x0
+    return out
+
+
+def exact_min_linf_relu(Ws, bs, x, y, lo, hi):
+    """The exact minimal L-inf distance from x to a point of the box [lo, hi] that a ReLU MLP
+    (one hidden layer: Ws = [W1 (D, H), W2 (H, C)]) does not classify as y (some class scores at
+    least as high as y), by mixed-integer programming (big-M with interval bounds over the box;
+    SciPy's HiGHS), the minimum over the other classes. Returns the distance."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    W1, W2 = (np.asarray(w, np.float64) for w in Ws)
+    b1, b2 = (np.asarray(b, np.float64) for b in bs)
+    D, H = W1.shape
+    C = W2.shape[1]
+    lo = np.broadcast_to(np.asarray(lo, np.float64), (D,))
+    hi = np.broadcast_to(np.asarray(hi, np.float64), (D,))
+    lz = b1 + np.minimum(W1 * lo[:, None], W1 * hi[:, None]).sum(axis=0)
+    uz = b1 + np.maximum(W1 * lo[:, None], W1 * hi[:, None]).sum(axis=0)
+    # variables: x' (D), t, a (H), s (H)
+    nv = D + 1 + 2 * H
+    ix, it, ia, is_ = 0, D, D + 1, D + 1 + H
+    best = np.inf
+    for j in range(C):
+        if j == y:
+            continue
+        A, lb, ub = [], [], []
+
+        def row(coefs, lower, upper):
+            v = np.zeros(nv)
+            for k, c in coefs:
+                v[k] += c
+            A.append(v)
+            lb.append(lower)
+            ub.append(upper)
+        for d in range(D):  # |x'_d - x_d| <= t
+            row([(ix + d, 1.0), (it, -1.0)], -np.inf, x[d])
+            row([(ix + d, 1.0), (it, 1.0)], x[d], np.inf)
+        for k in range(H):
+            zk = [(ix + d, W1[d, k]) for d in range(D)]
+            if uz[k] <= 0:
+                row([(ia + k, 1.0)], 0.0, 0.0)
+                row([(is_ + k, 1.0)], 0.0, 0.0)
+                continue
+            if lz[k] >= 0:  # a = z
+                row(zk + [(ia + k, -1.0)], -b1[k], -b1[k])
+                row([(is_ + k, 1.0)], 1.0, 1.0)
+                continue
+            row(zk + [(ia + k, -1.0)], -np.inf, -b1[k])  # a >= z
+            # a <= z - lz (1 - s)  <=>  a - z - lz s <= -lz + b1
+            row([(ia + k, 1.0)] + [(c, -w) for c, w in zk] + [(is_ + k, -lz[k])], -np.inf,
+                b1[k] - lz[k])
+            row([(ia + k, 1.0), (is_ + k, -uz[k])], -np.inf, 0.0)  # a <= uz s
+        # logit_j - logit_y >= 0
+        row([(ia + k, W2[k, j] - W2[k, y]) for k in range(H)], b2[y] - b2[j], np.inf)
+        c = np.zeros(nv)
+        c[it] = 1.0
+        lbv = np.concatenate([lo, [0.0], np.zeros(H), np.zeros(H)])
+        ubv = np.concatenate([hi, [np.inf], np.full(H, np.inf), np.ones(H)])
+        integ = np.concatenate([np.zeros(D + 1 + H), np.ones(H)])
+        res = milp(c, constraints=LinearConstraint(np.array(A), lb, ub), integrality=integ,
+                   bounds=Bounds(lbv, ubv), options={"mip_rel_gap": 1e-9})
+        if res.status == 0:
+            best = min(best, res.x[it])
+    return best

@@ -24,7 +24,7 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
 from . import cuda, datasets, kernels
 from .attacks import (ConfidenceMap, certify, confidence_map, deepfool, far_points, fgsm, invert,
                       minimal, pgd, robustness_curve, score_attack, template, transfer, apgd,
-                      autoattack, square)
+                      autoattack, fmn, square)
 from .io import load_model, save_model
 from .result import AttackResult
 from ._runtime import get_simd, get_threads, set_simd, set_threads, simd_info
@@ -50,6 +50,7 @@ __all__ = [
     "pgd",
     "apgd",
     "autoattack",
+    "fmn",
     "square",
     "certify",
     "minimal",

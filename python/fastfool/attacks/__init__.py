@@ -5,11 +5,12 @@ from .apgd import apgd
 from .autoattack import autoattack
 from .blackbox import score_attack
 from .evaluate import robustness_curve, transfer
+from .fmn import fmn
 from .gradient import fgsm, pgd
 from .inversion import ConfidenceMap, confidence_map, far_points, invert
 from .minimal import certify, deepfool, minimal
 from .square import square
 from .template import template
 
-__all__ = ["fgsm", "pgd", "apgd", "autoattack", "certify", "minimal", "deepfool", "template", "invert", "far_points",
+__all__ = ["fgsm", "pgd", "apgd", "autoattack", "fmn", "certify", "minimal", "deepfool", "template", "invert", "far_points",
            "confidence_map", "ConfidenceMap", "score_attack", "square", "transfer", "robustness_curve"]

@@ -1,0 +1,124 @@
+"""FMN (Pintor et al. 2021) against an independent row-by-row NumPy loop, against the exact
+minimal L-inf radius of a small ReLU network (a MILP solved by HiGHS in the tests), and the
+properties of a minimum-norm attack: never below the exact optimum, inside the box, success is
+the estimator's own predict, smaller than DeepFool's."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.neural_network import MLPClassifier
+
+import fastfool as ff
+from fastfool.attacks.fmn import project_l1
+
+import attack_reference as AR
+
+
+@pytest.fixture(scope="module")
+def mlp(digits):
+    X, y = digits
+    tr = np.arange(len(X)) % 3 != 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = MLPClassifier((30,), activation="tanh", max_iter=80, random_state=0).fit(X[tr], y[tr])
+    return est, X[~tr], y[~tr]
+
+
+@pytest.mark.parametrize("norm", ["2", "inf", "1"])
+def test_fmn_matches_the_reference_loop(mlp, norm):
+    est, X, y = mlp
+    m = ff.from_sklearn(est)  # float64
+    X, y = X[:25], y[:25]
+    nn = 1 if norm == "1" else norm
+    # few steps: the same points (last-bit differences between the kernels' gradients and
+    # NumPy's are amplified by later steps, which pick other near-equal best iterates)
+    res = ff.fmn(m, X, y, norm=nn, steps=6, clip=(0, 1))
+    ref = AR.fmn(AR.spec_of(m), X, y, norm, 6, 0.0, 1.0)
+    same = np.all(np.abs(res.x_adv - ref) <= 1e-9, axis=1)
+    assert same.mean() >= 0.95, (norm, same.mean())  # 1.0 when written
+    # more steps: the same minimal norms to 1e-2
+    res = ff.fmn(m, X, y, norm=nn, steps=30, clip=(0, 1))
+    ref = AR.fmn(AR.spec_of(m), X, y, norm, 30, 0.0, 1.0)
+    ordn = {"2": 2, "inf": np.inf, "1": 1}[norm]
+    a, b = np.linalg.norm(res.x_adv - X, ordn, axis=1), np.linalg.norm(ref - X, ordn, axis=1)
+    assert np.mean(np.abs(a - b) <= 1e-2 * b + 1e-12) >= 0.95
+    np.testing.assert_array_equal(res.success, est.predict(res.x_adv) != y)
+
+
+def test_project_l1():
+    rng = np.random.default_rng(0)
+    d = rng.standard_normal((50, 17))
+    eps = rng.uniform(0.1, 10, 50)
+    out = project_l1(d, eps)
+    n = np.abs(out).sum(axis=1)
+    inside = np.abs(d).sum(axis=1) <= eps
+    np.testing.assert_array_equal(out[inside], d[inside])
+    np.testing.assert_allclose(n[~inside], eps[~inside], rtol=1e-12)
+    assert np.all(np.sign(out) * np.sign(d) >= 0)
+    # optimality: no point of the ball is closer than the projection (random probes)
+    for r in np.flatnonzero(~inside)[:5]:
+        for _ in range(200):
+            q = project_l1(out[r:r + 1] + rng.standard_normal((1, 17)) * 0.05, eps[r:r + 1])[0]
+            assert np.linalg.norm(q - d[r]) >= np.linalg.norm(out[r] - d[r]) - 1e-12
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("norm", [2, "inf", 1])
+def test_fmn_properties(mlp, dtype, norm):
+    est, X, y = mlp
+    m = ff.from_sklearn(est, dtype=dtype)
+    Xt, y = X[:150].astype(dtype), y[:150]
+    res = ff.fmn(m, Xt, y, norm=norm, steps=60, clip=(0, 1))
+    truth = est.predict(res.x_adv)
+    np.testing.assert_array_equal(res.pred, truth)
+    np.testing.assert_array_equal(res.success, truth != y)
+    assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
+    assert res.success.mean() >= 0.95
+    # moved but not adversarial to the model: only boundary points of float32 logits, rare
+    assert np.mean(~res.success & (res.l2 > 0)) <= 0.02
+    if norm != 1:
+        d = ff.deepfool(m, Xt, y, norm=norm, clip=(0, 1))
+        n = res.l2 if norm == 2 else res.linf
+        dn = d.l2 if norm == 2 else d.linf
+        both = res.success & d.success
+        assert np.median(n[both]) < np.median(dn[both])
+    t = (y + 1) % 10
+    T = ff.fmn(m, Xt[:40], y[:40], norm=norm, steps=60, target=t[:40], clip=(0, 1))
+    assert T.success.mean() >= 0.8
+    np.testing.assert_array_equal(T.success, (est.predict(T.x_adv) == t[:40]) & (t[:40] != y[:40]))
+
+
+def test_fmn_is_never_below_the_exact_linf_radius_and_close_to_it():
+    """On a small ReLU network the exact minimal L-inf radius is a MILP: every adversarial
+    example FMN returns is at least that far (any x_adv is an upper bound), and the median
+    found / exact is within 5%."""
+    X, y = load_iris(return_X_y=True)
+    X = (X - X.min(axis=0)) / (X.max(axis=0) - X.min(axis=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = MLPClassifier((8,), activation="relu", max_iter=2000, random_state=0).fit(X, y)
+    m = ff.from_sklearn(est)
+    rows = np.arange(0, 150, 5)
+    Xs, ys = X[rows], y[rows]
+    res = ff.fmn(m, Xs, ys, norm="inf", steps=200, clip=(0, 1), init="deepfool")
+    ok = res.success & (est.predict(Xs) == ys)
+    assert ok.mean() >= 0.8
+    exact = np.array([AR.exact_min_linf_relu(est.coefs_, est.intercepts_, Xs[i], ys[i], 0.0, 1.0)
+                      for i in np.flatnonzero(ok)])
+    found = res.linf[ok]
+    assert np.all(found >= exact - 1e-7), (found - exact).min()
+    ratio = found / exact
+    assert np.median(ratio) <= 1.05, np.median(ratio)
+
+
+def test_fmn_refuses_bad_settings(mlp):
+    est, X, y = mlp
+    m = ff.from_sklearn(est)
+    for kw, match in ((dict(norm=0), "norm"), (dict(steps=0), "steps"), (dict(init="pgd"), "init"),
+                      (dict(gamma_init=1.5), "gamma"), (dict(init=np.zeros((2, 64))), "init")):
+        with pytest.raises(ValueError, match=match):
+            ff.fmn(m, X[:3], y[:3], **kw)
