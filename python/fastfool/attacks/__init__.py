@@ -12,5 +12,6 @@ from .minimal import certify, deepfool, minimal
 from .square import square
 from .template import template
 
-__all__ = ["fgsm", "pgd", "apgd", "autoattack", "fmn", "certify", "minimal", "deepfool", "template", "invert", "far_points",
-           "confidence_map", "ConfidenceMap", "score_attack", "square", "transfer", "robustness_curve"]
+__all__ = ["fgsm", "pgd", "apgd", "autoattack", "fmn", "certify", "minimal", "deepfool", "template",
+           "invert", "far_points", "confidence_map", "ConfidenceMap", "score_attack", "square",
+           "transfer", "robustness_curve"]
