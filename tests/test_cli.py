@@ -138,7 +138,7 @@ def test_attack_arguments_are_checked_before_work_and_read_like_the_api(tmp_path
         capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         cli.main(base + X + ["--norm", "l7"])
-    assert e.value.code == 2 and "expected inf (linf) or 2 (l2)" in capsys.readouterr().err
+    assert e.value.code == 2 and "expected inf (linf), 2 (l2)" in capsys.readouterr().err
     assert cli.main(base + X + ["--target", "2", "--out", str(tmp_path / "adv")]) == 0
     assert ff.AttackResult.load(tmp_path / "adv.npz").target.tolist() == [2] * 10
     capsys.readouterr()
@@ -273,3 +273,36 @@ def test_cli_runs_apgd(tmp_path, capsys):
         assert out["attack"] == "apgd" and 0 <= out["success_rate"] <= 1
     assert cli.main(base + ["--target", "seven"]) == 2
     assert "--target for apgd" in capsys.readouterr().err
+
+
+def test_cli_runs_autoattack_square_and_fmn(tmp_path, capsys):
+    import json
+    from fastfool import cli
+    rng = np.random.default_rng(1)
+    m = ff.MLP([rng.standard_normal((9, 8)), rng.standard_normal((8, 4))], activation="relu")
+    ff.save_model(m, tmp_path / "m.npz")
+    X = rng.uniform(0, 1, (25, 9))
+    np.save(tmp_path / "X.npy", X)
+    base = ["attack", "--model", str(tmp_path / "m.npz"), "--data", str(tmp_path / "X.npy"),
+            "--format", "json", "--clip", "0", "1", "--out", str(tmp_path / "r.npz")]
+    for extra in (["--attack", "autoattack", "--eps", "0.2", "--steps", "10", "--queries", "50"],
+                  ["--attack", "autoattack", "--eps", "0.2", "--aa-version", "rand", "--steps", "5"],
+                  ["--attack", "square", "--eps", "0.2", "--queries", "80"],
+                  ["--attack", "fmn", "--norm", "1", "--steps", "20"],
+                  ["--attack", "fmn", "--norm", "2", "--steps", "20", "--target", "1"]):
+        assert cli.main(base + extra) == 0, extra
+        out = json.loads(capsys.readouterr().out)
+        r = ff.AttackResult.load(tmp_path / "r.npz")
+        assert out["attack"] == extra[1] and out["rows"] == 25
+        assert r.linf.max() <= (0.2 + 1e-6 if extra[1] != "fmn" else 1.0)
+        np.testing.assert_array_equal(r.pred, m.predict(r.x_adv))
+        if extra[1] == "autoattack":
+            assert [s["attack"] for s in out["stages"]] == (["apgd-ce", "apgd-t", "square"]
+                                                            if "rand" not in extra else
+                                                            ["apgd-ce", "apgd-dlr"])
+    for bad, msg in ((["--attack", "square"], "--eps is required"),
+                     (["--attack", "pgd", "--eps", "0.1", "--norm", "1"], "only fmn"),
+                     (["--attack", "square", "--eps", "0.1", "--target", "1"], "untargeted"),
+                     (["--attack", "fmn", "--target", "random"], "one of the model's classes")):
+        assert cli.main(base + bad) == 2, bad
+        assert msg in capsys.readouterr().err

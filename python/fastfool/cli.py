@@ -20,6 +20,7 @@ EXAMPLES = """examples:
   fastfool demo --threads 1     the same on one thread
   fastfool attack --model m.npz --data X.npy --labels y.npy --attack pgd --eps 0.03 --out adv.npz
   fastfool attack --model clf.joblib --trust-pickle --data X.csv --attack deepfool --format json
+  fastfool attack --model m.onnx --data X.npy --labels y.npy --attack autoattack --eps 0.03 --clip 0 1
   fastfool info                 what the kernels run on
   fastfool bench --quick        a quick run of the micro-benchmarks
 """
@@ -163,7 +164,8 @@ def _demo_figures(out, X, y, keep, m_lr, m_mlp, m_id, results):
     return paths
 
 
-_ATTACKS = ("fgsm", "pgd", "apgd", "deepfool", "minimal", "template")
+_ATTACKS = ("fgsm", "pgd", "apgd", "autoattack", "square", "fmn", "deepfool", "minimal",
+            "template")
 
 
 def _check_folder_arg(out) -> None:
@@ -201,10 +203,13 @@ def _out_file_arg(out) -> str:
 
 def _norm_arg(value: str) -> str:
     from ._checks import norm_name
+    if value.strip().lower() in ("1", "l1"):
+        return "1"  # fmn only (checked with the attack)
     try:
         return norm_name(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected inf (linf) or 2 (l2), got {value!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected inf (linf), 2 (l2) or, for fmn, 1 (l1), got {value!r}") from None
 
 
 def _target_arg(target, model):
@@ -344,12 +349,17 @@ def _attack(args) -> int:
     y = None if args.labels is None else load_array(args.labels, name="y").reshape(-1)
     clip = None if args.clip is None else tuple(args.clip)
     kw = dict(threads=args.threads)
+    if args.norm == "1" and args.attack != "fmn":
+        raise ValueError(f"--norm 1: only fmn minimises the L1 norm ({args.attack} takes inf or 2)")
+    steps = args.steps
+    if args.attack in ("fgsm", "pgd", "apgd") and steps is None:
+        steps = 10  # the CLI's historical default for these
     if args.attack in ("fgsm", "pgd"):
         if args.eps is None:
             raise ValueError(f"--eps is required for {args.attack}")
         kw.update(eps=args.eps, norm=args.norm, clip=clip, target=args.target)
         if args.attack == "pgd":
-            kw.update(steps=args.steps, seed=args.seed)
+            kw.update(steps=steps, seed=args.seed)
     elif args.attack == "apgd":
         if args.eps is None:
             raise ValueError("--eps is required for apgd")
@@ -357,8 +367,28 @@ def _attack(args) -> int:
         if k is not None and not (k[4:] if k.startswith("top-") else k).isdigit():
             raise ValueError(f"--target for apgd: the number of classes to target (k or top-k), "
                              f"got {args.target!r}")
-        kw.update(eps=args.eps, norm=args.norm, clip=clip, steps=args.steps, seed=args.seed,
+        kw.update(eps=args.eps, norm=args.norm, clip=clip, steps=steps, seed=args.seed,
                   loss=args.loss, target=args.target)
+    elif args.attack in ("autoattack", "square"):
+        if args.eps is None:
+            raise ValueError(f"--eps is required for {args.attack}")
+        if args.target is not None:
+            raise ValueError(f"--target: {args.attack} is untargeted")
+        kw.update(eps=args.eps, norm=args.norm, clip=clip, seed=args.seed)
+        if args.attack == "autoattack":
+            kw.update(version=args.aa_version)
+            if steps is not None:
+                kw.update(steps=steps)
+            if args.queries is not None:
+                kw.update(square_queries=args.queries)
+        elif args.queries is not None:
+            kw.update(max_queries=args.queries)
+    elif args.attack == "fmn":
+        kw.update(norm=int(args.norm) if args.norm in ("1", "2") else args.norm, clip=clip)
+        if steps is not None:
+            kw.update(steps=steps)
+        if args.target is not None:
+            kw.update(target=args.target)
     elif args.attack == "deepfool":
         kw.update(norm=args.norm, clip=clip)
     elif args.attack == "minimal":
@@ -367,8 +397,13 @@ def _attack(args) -> int:
         if args.target is None:
             raise ValueError("--target is required for template")
         kw.update(target=args.target, clip=clip)
-    if "target" in kw and args.attack != "apgd":
+    if "target" in kw and args.attack not in ("apgd", "fmn"):
         kw["target"] = _target_arg(args.target, model)
+    if args.attack == "fmn" and "target" in kw:
+        t = _target_arg(args.target, model)
+        if isinstance(t, str):
+            raise ValueError("--target for fmn: one of the model's classes")
+        kw["target"] = t
     if args.device != "cpu":
         if args.attack not in ("fgsm", "pgd"):
             raise ValueError(f"--device {args.device}: only fgsm and pgd run on the GPU")
@@ -418,9 +453,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, default=1.0, help="multiply the data by this (e.g. 1/255)")
     p.add_argument("--attack", required=True, choices=_ATTACKS)
     p.add_argument("--eps", type=float, default=None)
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--steps", type=int, default=None,
+                   help="iterations (default 10 for pgd / apgd, the attack's own otherwise)")
     p.add_argument("--loss", default="ce", choices=["ce", "dlr"], help="apgd's loss (default ce)")
-    p.add_argument("--norm", default="inf", type=_norm_arg, help="inf (linf) or 2 (l2)")
+    p.add_argument("--queries", type=int, default=None,
+                   help="square's budget per row (and autoattack's Square stage; default 5000)")
+    p.add_argument("--aa-version", dest="aa_version", default="standard",
+                   choices=["standard", "rand"], help="autoattack's ensemble (default standard)")
+    p.add_argument("--norm", default="inf", type=_norm_arg, help="inf (linf), 2 (l2); 1 for fmn")
     p.add_argument("--target", default=None, help="a label, 'random', 'least_likely' or 'all'")
     p.add_argument("--clip", type=float, nargs=2, metavar=("LO", "HI"), default=None)
     p.add_argument("--seed", type=int, default=0)
