@@ -69,6 +69,13 @@ def main(argv=None):
         run("pgd-10 L2 eps=1", mname, lambda: ff.pgd(m, Xr, yr, eps=1.0, steps=10, norm=2, seed=0, clip=clip), len(Xr))
         run("pgd-10 Linf target=rnd", mname, lambda: ff.pgd(m, Xr, yr, eps=0.2, steps=10, seed=0, clip=clip, target="random"), len(Xr))
         run("deepfool L2", mname, lambda: ff.deepfool(m, Xm, ym), len(Xm))
+        run("fmn L2 (100 steps)", mname, lambda: ff.fmn(m, Xm, ym, norm=2, clip=clip), len(Xm))
+        run("fmn Linf (100 steps)", mname, lambda: ff.fmn(m, Xm, ym, norm="inf", clip=clip), len(Xm))
+        run("apgd-ce Linf eps=0.1", mname, lambda: ff.apgd(m, Xm, ym, eps=0.1, clip=clip), len(Xm))
+        run("square Linf eps=0.1 (1k q)", mname,
+            lambda: ff.square(m, Xm[:300], ym[:300], eps=0.1, max_queries=1000, clip=clip), 300)
+        run("autoattack Linf eps=0.1", mname,
+            lambda: ff.autoattack(m, Xm[:300], ym[:300], eps=0.1, clip=clip), 300)
         if mname != "mlp-tanh 64-50-20-10":
             run("minimal L2 (exact)", mname, lambda: ff.minimal(m, Xr, yr, norm=2), len(Xr))
             run("minimal Linf (exact)", mname, lambda: ff.minimal(m, Xr, yr, norm="inf"), len(Xr))

@@ -317,7 +317,8 @@ def square_linf(spec, X, y, eps, n_iters, H, W, C, seed, lo=None, hi=None, share
 
 def fmn(spec, X, y, norm, steps, lo, hi, alpha_init=1.0, gamma_init=0.05, gamma_final=0.001):
     """Fast Minimum-Norm (Pintor et al. 2021) from delta = 0, one row at a time in float64, with
-    fastfool's box rule (gradient coordinates at a bound pointing out of the box are dropped).
+    fastfool's two changes (gradient coordinates at a bound pointing out of the box dropped; the
+    linear estimate of eps before any adversarial point overshot by (1 + gamma)).
     Norms "2", "inf", "1". Returns the smallest adversarial iterate per row (X where none)."""
     import math
     X = np.asarray(X, np.float64)
@@ -357,8 +358,8 @@ def fmn(spec, X, y, norm, steps, lo, hi, alpha_init=1.0, gamma_init=0.05, gamma_
                 eps = min(eps * (1 - gamma), best)
             elif found:
                 eps = eps * (1 + gamma)
-            else:
-                eps = dn + dist
+            else:  # the linear estimate, overshot by gamma (fastfool's rule: see fmn's docstring)
+                eps = (dn + dist) * (1 + gamma)
             eps = min(eps, worst)
             d = delta + alpha * g / max(np.linalg.norm(g), 1e-12)
             if norm == "inf":
