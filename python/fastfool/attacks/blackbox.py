@@ -2,11 +2,16 @@
 
 SimBA (Guo et al., "Simple Black-box Adversarial Attacks", ICML 2019) with the coordinate
 basis: each row walks through its coordinates in a random order; for each, it tries
-``x - eps * e_i`` and then ``x + eps * e_i`` and keeps the first that lowers the probability of
-the attacked class (or raises the target's). Each coordinate moves at most once, so the L-inf
-distance to the original never exceeds ``eps``; with ``norm=2`` the step is ``eps / 10`` and the
-perturbation is projected onto the L2 ball. Rows are batched: one ``predict_proba`` call per
-round serves all rows still running; queries are counted per row.
+``x - step * e_i`` and then ``x + step * e_i`` (projected onto the eps-ball and the box) and
+keeps the first that lowers the probability of the attacked class (or raises the target's).
+``step`` is ``eps`` in L-inf and ``eps / 10`` in L2. A row that has tried every coordinate and
+still has queries left starts another sweep in a new random order (fastfool's extension, so
+that success grows with ``max_queries``): the second sweep with the same step (in L-inf it can
+move a coordinate to the other side of the ball, or back), each later one with half the
+previous step, and a move that leaves the score unchanged is accepted too (a random forest's
+probabilities are flat over most single moves); a candidate equal to the current point costs
+no query. Rows are batched: one
+``predict_proba`` call per round serves all rows still running; queries are counted per row.
 
 Success is the classifier's own decision: ``clf.predict`` on the returned ``x_adv`` (for a
 multi-class ``SVC(probability=True)`` the argmax of ``predict_proba`` is not what ``predict``
@@ -110,37 +115,63 @@ def score_attack(clf, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm 
     rng = np.random.default_rng(seed)
     orders = np.argsort(rng.random((N, D)), axis=1)
     pos = np.zeros(N, dtype=np.int64)
-    step = eps if nrm == "inf" else eps / 10
+    sweep = np.zeros(N, dtype=np.int64)
+    tried = np.zeros(N, dtype=np.int64)
+    step0 = eps if nrm == "inf" else eps / 10
     bar = Progress(N, progress, "score_attack")
 
     def fooled(p, rows):
         return succeeded(p, yi[rows], None if ti is None else ti[rows])
 
     done = fooled(clean, r)
+    limit = max_queries - (1 if has_predict else 0)  # an accepted move costs a predict check
     while True:
-        active = np.flatnonzero(~done & (queries < max_queries) & (pos < D))
+        # rows past their last coordinate start another sweep in a new order (D > 0)
+        wrap = np.flatnonzero(~done & (queries < limit) & (pos >= D)) if D else \
+            np.zeros(0, dtype=np.int64)
+        if wrap.size:
+            pos[wrap] = 0
+            sweep[wrap] += 1
+            orders[wrap] = np.argsort(rng.random((wrap.size, D)), axis=1)
+        active = np.flatnonzero(~done & (queries < limit) & (pos < D))
         if active.size == 0:
             break
         coord = orders[active, pos[active]]
         pos[active] += 1
+        tried[active] += 1
+        sw = sweep[active]
+        step = (step0 * 0.5 ** np.maximum(sw - 1, 0)).astype(np.float64)
         improved = np.zeros(active.size, dtype=bool)
         for direction in (-1.0, 1.0):
-            cand_rows = active[~improved & (queries[active] < max_queries)]
+            cand_rows = active[~improved & (queries[active] < limit)]
             if cand_rows.size == 0:
                 break
             sel = np.searchsorted(active, cand_rows)
             xc = x[cand_rows].copy()
-            xc[np.arange(cand_rows.size), coord[sel]] += direction * step
+            ar = np.arange(cand_rows.size)
+            xc[ar, coord[sel]] += (direction * step[sel]).astype(xc.dtype)
             if nrm == "2":
                 d = xc - X[cand_rows]
                 dn = np.linalg.norm(d, axis=1, keepdims=True)
                 xc = np.where(dn > eps, X[cand_rows] + d * (eps / np.where(dn > 0, dn, 1)), xc)
+            else:  # later sweeps move from the current point: stay in the ball
+                c = coord[sel]
+                x0c = X[cand_rows, c]
+                xc[ar, c] = np.clip(xc[ar, c], x0c - eps, x0c + eps)
             if lo is not None or hi is not None:
                 xc = np.clip(xc, lo, hi)
+            moved = xc[ar, coord[sel]] != x[cand_rows, coord[sel]]
+            if not moved.all():  # a candidate equal to the current point: no query
+                cand_rows, sel, xc = cand_rows[moved], sel[moved], xc[moved]
+                if cand_rows.size == 0:
+                    continue
             Pc = np.asarray(clf.predict_proba(xc))
             queries[cand_rows] += 1
             val = Pc[np.arange(cand_rows.size), goal[cand_rows]]
-            better = sign * (val - best[cand_rows]) > 0
+            gain = sign * (val - best[cand_rows])
+            # from the second sweep on, moves that leave the score unchanged are taken too:
+            # a random forest's probabilities are flat over most single-coordinate moves
+            better = (gain > 0) | ((gain == 0) & (sweep[cand_rows] > 0))
             acc = cand_rows[better]
             x[acc] = xc[better]
             best[acc] = val[better]
@@ -158,8 +189,8 @@ def score_attack(clf, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm 
     return AttackResult(
         x_adv=x, success=success, pred=classes[pred], confidence=Pf[r, pred],
         l2=np.linalg.norm(diff, axis=1), linf=np.abs(diff).max(axis=1) if D else np.zeros(N),
-        iterations=pos.copy(), queries=queries, y=classes[yi],
+        iterations=tried, queries=queries, y=classes[yi],
         target=None if ti is None else classes[ti], _correct=clean == yi, attack="score_attack",
         params=dict(eps=eps, norm=nrm, max_queries=max_queries, seed=seed, clip=clip,
-                    classifier=type(clf).__name__),
+                    classifier=type(clf).__name__), extra={"sweeps": sweep + (tried > 0)},
         elapsed=time.perf_counter() - t0)
