@@ -11,7 +11,8 @@ the box. ``eps`` adapts: on an adversarial iterate it shrinks to ``min(eps (1 - 
 best norm)``; before any adversarial point it is the linear estimate ``||delta|| + |loss| /
 ||grad||_dual`` (times ``1 + gamma``: see below); after one, it grows by ``(1 + gamma)``.
 ``alpha`` and ``gamma`` follow cosine annealing from ``alpha_init`` (1.0) to
-``alpha_init / 100`` and from 0.05 to 0.001. The result is, per row, the smallest adversarial iterate seen (the model's own decision then confirms it).
+``alpha_init / 100`` and from 0.05 to 0.001. The result is, per row, the smallest adversarial
+iterate seen (the model's own decision then confirms it).
 
 Two changes from the paper, both for rows that otherwise never cross the boundary: with a box
 (``clip``), gradient coordinates at a bound that point out of the box are dropped from the step
