@@ -24,7 +24,7 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
 from . import cuda, datasets, kernels
 from .attacks import (ConfidenceMap, certify, confidence_map, deepfool, far_points, fgsm, invert,
                       minimal, pgd, robustness_curve, score_attack, template, transfer, apgd,
-                      autoattack, fmn, square)
+                      autoattack, fmn, hop_skip_jump, square)
 from .io import load_model, save_model
 from .result import AttackResult
 from ._runtime import get_simd, get_threads, set_simd, set_threads, simd_info
@@ -51,6 +51,7 @@ __all__ = [
     "apgd",
     "autoattack",
     "fmn",
+    "hop_skip_jump",
     "square",
     "certify",
     "minimal",

@@ -7,6 +7,7 @@ from .blackbox import score_attack
 from .evaluate import robustness_curve, transfer
 from .fmn import fmn
 from .gradient import fgsm, pgd
+from .hsj import hop_skip_jump
 from .inversion import ConfidenceMap, confidence_map, far_points, invert
 from .minimal import certify, deepfool, minimal
 from .square import square
@@ -14,4 +15,4 @@ from .template import template
 
 __all__ = ["fgsm", "pgd", "apgd", "autoattack", "fmn", "certify", "minimal", "deepfool", "template",
            "invert", "far_points", "confidence_map", "ConfidenceMap", "score_attack", "square",
-           "transfer", "robustness_curve"]
+           "transfer", "robustness_curve", "hop_skip_jump"]
