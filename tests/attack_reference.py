@@ -441,3 +441,94 @@ def exact_min_linf_relu(Ws, bs, x, y, lo, hi):
         if res.status == 0:
             best = min(best, res.x[it])
     return best
+
+
+def hop_skip_jump(predict, X, y, norm, max_queries, seed, lo, hi, init_evals=100,
+                  max_evals=10000, gamma=1.0):
+    """HopSkipJump (Chen et al. 2020), untargeted, one row at a time with the row's own generator
+    np.random.default_rng([seed, row]) drawn in the same order as fastfool's batched run (the
+    random starts, then per iteration the directions). ``predict`` maps (n, D) to labels.
+    Returns (x_adv, queries)."""
+    import math
+    X = np.asarray(X, np.float64)
+    N, D = X.shape
+    l2 = norm == "2"
+    lo = np.broadcast_to(np.asarray(lo, np.float64), (D,))
+    hi = np.broadcast_to(np.asarray(hi, np.float64), (D,))
+    theta = gamma / D ** 1.5 if l2 else gamma / D ** 2
+    reserve = int(math.ceil(math.log2(max(2.0, 1.0 / theta)))) + 4
+    out = X.copy()
+    Q = np.zeros(N, dtype=np.int64)
+
+    def dist(d):
+        return float(np.sqrt(np.sum(d * d))) if l2 else float(np.max(np.abs(d)))
+
+    for r in range(N):
+        x0, yr = X[r], y[r]
+        rng = np.random.default_rng([seed, r])
+        q = [0]
+
+        def adv(p):
+            q[0] += len(p)
+            return np.asarray(predict(p)) != yr
+
+        def bisect(xa):
+            if l2:
+                a, b = 0.0, 1.0
+                while b - a > theta:
+                    m = (a + b) / 2
+                    if adv(((1 - m) * x0 + m * xa)[None])[0]:
+                        b = m
+                    else:
+                        a = m
+                return (1 - b) * x0 + b * xa
+            a, b = 0.0, dist(xa - x0)
+            tol = min(b * theta, theta)
+            while b - a > tol:
+                m = (a + b) / 2
+                if adv(np.clip(xa, x0 - m, x0 + m)[None])[0]:
+                    b = m
+                else:
+                    a = m
+            return np.clip(xa, x0 - b, x0 + b)
+
+        xa = None
+        for _ in range(100):
+            if q[0] >= max_queries:
+                break
+            c = lo + (hi - lo) * rng.random(D)
+            if adv(c[None])[0]:
+                xa = c
+                break
+        if xa is None:
+            Q[r] = q[0] + 1
+            continue
+        xa = bisect(xa)
+        d = dist(xa - x0)
+        t = 0
+        while True:
+            n_t = min(int(init_evals * math.sqrt(t + 1)), max_evals)
+            if max_queries - 1 - q[0] < n_t + reserve or d <= 0:
+                break
+            delta = 0.1 * float(np.mean(hi - lo)) if t == 0 else (math.sqrt(D) if l2 else D) * theta * d
+            u = rng.standard_normal((n_t, D)) if l2 else rng.uniform(-1, 1, (n_t, D))
+            u = u / np.maximum(np.sqrt(np.sum(u * u, axis=1)), 1e-300)[:, None]
+            pts = np.clip(xa + delta * u, lo, hi)
+            u = (pts - xa) / delta
+            phi = np.where(adv(pts), 1.0, -1.0)
+            m = phi.mean()
+            w = phi if abs(m) == 1.0 else phi - m
+            g = (w[:, None] * u).sum(axis=0) / n_t
+            upd = g / max(np.sqrt(np.sum(g * g)), 1e-300) if l2 else np.sign(g)
+            eps = d / math.sqrt(t + 1)
+            for _ in range(20):
+                c = np.clip(xa + eps * upd, lo, hi)
+                if adv(c[None])[0]:
+                    xa = bisect(c)
+                    d = dist(xa - x0)
+                    break
+                eps /= 2
+            t += 1
+        out[r] = xa
+        Q[r] = q[0] + 1
+    return out, Q
