@@ -306,3 +306,33 @@ def test_cli_runs_autoattack_square_and_fmn(tmp_path, capsys):
                      (["--attack", "fmn", "--target", "random"], "one of the model's classes")):
         assert cli.main(base + bad) == 2, bad
         assert msg in capsys.readouterr().err
+
+
+def test_cli_runs_the_black_box_attacks_on_a_forest(tmp_path, capsys):
+    """hop_skip_jump and score_attack only query the model: a pickled random forest (which
+    from_sklearn does not convert) is attacked as itself; its own predict decides."""
+    import json
+
+    import joblib
+    from sklearn.ensemble import RandomForestClassifier
+
+    from fastfool import cli
+    rng = np.random.default_rng(2)
+    X = rng.uniform(0, 1, (60, 5))
+    y = (X[:, 0] + X[:, 1] > 1).astype(int)
+    rf = RandomForestClassifier(10, random_state=0).fit(X, y)
+    joblib.dump(rf, tmp_path / "rf.joblib")
+    np.save(tmp_path / "X.npy", X[:12])
+    base = ["attack", "--model", str(tmp_path / "rf.joblib"), "--trust-pickle", "--data",
+            str(tmp_path / "X.npy"), "--format", "json", "--clip", "0", "1",
+            "--out", str(tmp_path / "r.npz")]
+    for extra in (["--attack", "hop_skip_jump", "--queries", "400", "--norm", "2"],
+                  ["--attack", "score_attack", "--eps", "0.3", "--queries", "100"]):
+        assert cli.main(base + extra) == 0, extra
+        out = json.loads(capsys.readouterr().out)
+        r = ff.AttackResult.load(tmp_path / "r.npz")
+        assert out["attack"] == extra[1] and r.queries.max() <= int(extra[3] if extra[1] == "hop_skip_jump" else extra[5])
+        np.testing.assert_array_equal(r.success, rf.predict(r.x_adv) != rf.predict(X[:12]))
+    # a gradient attack still needs a model fastfool converts
+    assert cli.main(base + ["--attack", "fgsm", "--eps", "0.1"]) == 2
+    assert "RandomForestClassifier" in capsys.readouterr().err

@@ -165,7 +165,9 @@ def _demo_figures(out, X, y, keep, m_lr, m_mlp, m_id, results):
 
 
 _ATTACKS = ("fgsm", "pgd", "apgd", "autoattack", "square", "fmn", "deepfool", "minimal",
-            "template")
+            "template", "hop_skip_jump", "score_attack")
+#: attacks that query only predict / predict_proba: any scikit-learn estimator will do
+_BLACK_BOX = ("hop_skip_jump", "score_attack")
 
 
 def _check_folder_arg(out) -> None:
@@ -273,8 +275,18 @@ def _load_skops(path):
     return sio.load(path, trusted=list(untrusted))
 
 
-def _load_model_arg(path, trust_pickle):
+def _load_model_arg(path, trust_pickle, black_box=False):
+    """The model file as a fastfool model; with ``black_box`` (attacks that only query it), a
+    scikit-learn estimator fastfool does not convert (a forest, boosting) comes back as itself."""
     import fastfool as ff
+
+    def convert(est):
+        try:
+            return ff.from_sklearn(est)
+        except (TypeError, ValueError, NotImplementedError):
+            if black_box and callable(getattr(est, "predict", None)):
+                return est
+            raise
 
     import os
     suffix = os.path.splitext(str(path))[1].lower()
@@ -283,7 +295,7 @@ def _load_model_arg(path, trust_pickle):
     if suffix == ".onnx":
         return ff.from_onnx(path)
     if suffix == ".skops":
-        return ff.from_sklearn(_load_skops(path))
+        return convert(_load_skops(path))
     if suffix in (".pt", ".pth") and not trust_pickle:
         try:
             import torch
@@ -326,7 +338,7 @@ def _load_model_arg(path, trust_pickle):
     except Exception as exc:  # truncated or foreign files raise anything from EOFError up
         raise ValueError(f"{path}: cannot be loaded as a joblib/pickle model "
                          f"({type(exc).__name__}: {exc})") from exc
-    return ff.from_sklearn(est)
+    return convert(est)
 
 
 def _attack(args) -> int:
@@ -337,13 +349,15 @@ def _attack(args) -> int:
     from .datasets import load_array
 
     out = _out_file_arg(args.out) if args.out else None  # before any work
-    model = _load_model_arg(args.model, args.trust_pickle)
+    model = _load_model_arg(args.model, args.trust_pickle, black_box=args.attack in _BLACK_BOX)
     X = load_array(args.data)
     if X.ndim > 2:
         X = X.reshape(X.shape[0], -1)
     # raw images (e.g. IDX uint8) become floats; scale them explicitly with --scale
-    X = _data_arg(X, args.data, model.dtype) * model.dtype.type(args.scale)
-    if X.ndim != 2 or X.shape[1] != model.n_features_in_:
+    import numpy as np
+    mdt = np.dtype(getattr(model, "dtype", np.float64))
+    X = _data_arg(X, args.data, mdt) * mdt.type(args.scale)
+    if X.ndim != 2 or X.shape[1] != getattr(model, "n_features_in_", X.shape[-1]):
         raise ValueError(f"{args.data}: {X.shape[-1] if X.ndim else 0} features per row, but the "
                          f"model expects {model.n_features_in_}")
     y = None if args.labels is None else load_array(args.labels, name="y").reshape(-1)
@@ -383,6 +397,16 @@ def _attack(args) -> int:
                 kw.update(square_queries=args.queries)
         elif args.queries is not None:
             kw.update(max_queries=args.queries)
+    elif args.attack in _BLACK_BOX:
+        if args.attack == "score_attack" and args.eps is None:
+            raise ValueError("--eps is required for score_attack")
+        if args.target is not None:
+            raise ValueError(f"--target: the CLI runs {args.attack} untargeted")
+        kw = dict(norm=args.norm, clip=clip, seed=args.seed)
+        if args.queries is not None:
+            kw.update(max_queries=args.queries)
+        if args.attack == "score_attack":
+            kw.update(eps=args.eps)
     elif args.attack == "fmn":
         kw.update(norm=int(args.norm) if args.norm in ("1", "2") else args.norm, clip=clip)
         if steps is not None:
@@ -457,7 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="iterations (default 10 for pgd / apgd, the attack's own otherwise)")
     p.add_argument("--loss", default="ce", choices=["ce", "dlr"], help="apgd's loss (default ce)")
     p.add_argument("--queries", type=int, default=None,
-                   help="square's budget per row (and autoattack's Square stage; default 5000)")
+                   help="queries per row: square (and autoattack's Square stage; default 5000), "
+                        "hop_skip_jump (5000), score_attack (1000)")
     p.add_argument("--aa-version", dest="aa_version", default="standard",
                    choices=["standard", "rand"], help="autoattack's ensemble (default standard)")
     p.add_argument("--norm", default="inf", type=_norm_arg, help="inf (linf), 2 (l2); 1 for fmn")

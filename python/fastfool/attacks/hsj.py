@@ -165,11 +165,14 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
     iterations = np.zeros(N, dtype=np.int64)
     reserve = int(math.ceil(math.log2(max(2.0, 1.0 / theta)))) + 4  # a bisection, a few steps
     bar = Progress(N, progress, "hop_skip_jump")
+    reported = 0
     t = 0
     while True:
         n_t = min(int(init_evals * math.sqrt(t + 1)), max_evals)
         room = max_queries - 1 - queries  # keep one for the final check
         rows = np.flatnonzero(found & (room >= n_t + reserve) & (dist > 0))
+        bar.update(N - rows.size - reported)  # rows whose budget is spent
+        reported = N - rows.size
         if rows.size == 0:
             break
         xb = x_adv[rows]
@@ -211,7 +214,6 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
             dist[moved] = _dist(x_adv[moved] - x0[moved], l2)
         iterations[rows] += 1
         t += 1
-        bar.update(0)
     bar.close()
     x_out = x_adv.astype(dt)
     pred = labels(x_out)
