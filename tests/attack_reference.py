@@ -532,3 +532,38 @@ def hop_skip_jump(predict, X, y, norm, max_queries, seed, lo, hi, init_evals=100
         out[r] = xa
         Q[r] = q[0] + 1
     return out, Q
+
+
+def universal(spec, X, y, eps, norm, delta=0.2, max_passes=10, seed=0, lo=None, hi=None,
+              overshoot=0.02):
+    """Universal perturbation (Moosavi-Dezfooli et al. 2017), the paper's loop one row at a time
+    (float64): for each row x + v does not fool, v += DeepFool's step from x + v, projected onto
+    the eps-ball; passes in the order np.random.default_rng(seed).permutation gives."""
+    X = np.asarray(X, np.float64)
+    N, D = X.shape
+    C = _n_classes(spec)
+    rng = np.random.default_rng(seed)
+    v = np.zeros(D)
+
+    def pred(Z):
+        return np.argmax(logits_and_vjp(spec, Z, np.zeros((len(Z), C)))[0], axis=1)
+
+    def pert(Z):
+        Z = Z + v
+        return Z if lo is None else np.clip(Z, lo, hi)
+
+    for _ in range(max_passes):
+        for i in rng.permutation(N):
+            x = pert(X[i:i + 1])
+            if pred(x)[0] != y[i]:
+                continue
+            step = deepfool(spec, x, y[i:i + 1], overshoot=overshoot, norm=norm)[0] - x[0]
+            v = v + step
+            if norm == "2":
+                n = np.linalg.norm(v)
+                v = v * (eps / n) if n > eps else v
+            else:
+                v = np.clip(v, -eps, eps)
+        if np.mean(pred(pert(X)) != y) >= 1 - delta:
+            break
+    return v

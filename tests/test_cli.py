@@ -289,7 +289,8 @@ def test_cli_runs_autoattack_square_and_fmn(tmp_path, capsys):
                   ["--attack", "autoattack", "--eps", "0.2", "--aa-version", "rand", "--steps", "5"],
                   ["--attack", "square", "--eps", "0.2", "--queries", "80"],
                   ["--attack", "fmn", "--norm", "1", "--steps", "20"],
-                  ["--attack", "fmn", "--norm", "2", "--steps", "20", "--target", "1"]):
+                  ["--attack", "fmn", "--norm", "2", "--steps", "20", "--target", "1"],
+                  ["--attack", "universal", "--eps", "0.2", "--steps", "2"]):
         assert cli.main(base + extra) == 0, extra
         out = json.loads(capsys.readouterr().out)
         r = ff.AttackResult.load(tmp_path / "r.npz")

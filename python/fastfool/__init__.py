@@ -24,7 +24,8 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
 from . import cuda, datasets, kernels
 from .attacks import (ConfidenceMap, certify, confidence_map, deepfool, far_points, fgsm, invert,
                       minimal, pgd, robustness_curve, score_attack, template, transfer, apgd,
-                      autoattack, fmn, hop_skip_jump, square)
+                      autoattack, fmn, hop_skip_jump, square,
+                      universal)
 from .io import load_model, save_model
 from .result import AttackResult
 from ._runtime import get_simd, get_threads, set_simd, set_threads, simd_info
@@ -53,6 +54,7 @@ __all__ = [
     "fmn",
     "hop_skip_jump",
     "square",
+    "universal",
     "certify",
     "minimal",
     "deepfool",

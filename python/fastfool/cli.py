@@ -165,7 +165,7 @@ def _demo_figures(out, X, y, keep, m_lr, m_mlp, m_id, results):
 
 
 _ATTACKS = ("fgsm", "pgd", "apgd", "autoattack", "square", "fmn", "deepfool", "minimal",
-            "template", "hop_skip_jump", "score_attack")
+            "template", "hop_skip_jump", "score_attack", "universal")
 #: attacks that query only predict / predict_proba: any scikit-learn estimator will do
 _BLACK_BOX = ("hop_skip_jump", "score_attack")
 
@@ -397,6 +397,14 @@ def _attack(args) -> int:
                 kw.update(square_queries=args.queries)
         elif args.queries is not None:
             kw.update(max_queries=args.queries)
+    elif args.attack == "universal":
+        if args.eps is None:
+            raise ValueError("--eps is required for universal")
+        if args.target is not None:
+            raise ValueError("--target: universal is untargeted")
+        kw.update(eps=args.eps, norm=args.norm, clip=clip, seed=args.seed)
+        if steps is not None:
+            kw.update(max_passes=steps)
     elif args.attack in _BLACK_BOX:
         if args.attack == "score_attack" and args.eps is None:
             raise ValueError("--eps is required for score_attack")
@@ -478,7 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack", required=True, choices=_ATTACKS)
     p.add_argument("--eps", type=float, default=None)
     p.add_argument("--steps", type=int, default=None,
-                   help="iterations (default 10 for pgd / apgd, the attack's own otherwise)")
+                   help="iterations (default 10 for pgd / apgd, the attack's own otherwise; "
+                        "universal: passes)")
     p.add_argument("--loss", default="ce", choices=["ce", "dlr"], help="apgd's loss (default ce)")
     p.add_argument("--queries", type=int, default=None,
                    help="queries per row: square (and autoattack's Square stage; default 5000), "

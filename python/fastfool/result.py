@@ -67,6 +67,12 @@ class AttackResult:
         return self._correct
 
     @property
+    def perturbation(self) -> np.ndarray | None:
+        """The one perturbation of a universal attack (:func:`fastfool.universal`), shape (D,);
+        None for per-row attacks."""
+        return self.extra.get("perturbation")
+
+    @property
     def n(self) -> int:
         return int(self.x_adv.shape[0])
 

@@ -12,7 +12,8 @@ from .inversion import ConfidenceMap, confidence_map, far_points, invert
 from .minimal import certify, deepfool, minimal
 from .square import square
 from .template import template
+from .universal import universal
 
 __all__ = ["fgsm", "pgd", "apgd", "autoattack", "fmn", "certify", "minimal", "deepfool", "template",
            "invert", "far_points", "confidence_map", "ConfidenceMap", "score_attack", "square",
-           "transfer", "robustness_curve", "hop_skip_jump"]
+           "transfer", "robustness_curve", "hop_skip_jump", "universal"]
