@@ -97,6 +97,16 @@ def _attacks(affine, n_classes):
             ("deepfool", lambda m, X, y, c: ff.deepfool(m, X, y, clip=c, max_iter=30), None),
             ("deepfool-inf", lambda m, X, y, c: ff.deepfool(m, X, y, norm="inf", clip=c,
                                                             max_iter=30), None)]
+    runs += [("apgd", lambda m, X, y, c: ff.apgd(m, X, y, eps=0.1, steps=4, clip=c), None),
+             ("square", lambda m, X, y, c: ff.square(m, X, y, eps=0.1, max_queries=15, clip=c),
+              None),
+             ("fmn", lambda m, X, y, c: ff.fmn(m, X, y, steps=6, clip=c), None),
+             ("fmn-inf", lambda m, X, y, c: ff.fmn(m, X, y, norm="inf", steps=6, clip=c), None),
+             ("universal", lambda m, X, y, c: ff.universal(m, X, y, eps=0.3, max_passes=1,
+                                                           batch=64, clip=c, max_iter=10), None)]
+    if n_classes > 3:
+        runs.append(("autoattack", lambda m, X, y, c: ff.autoattack(
+            m, X, y, eps=0.1, steps=3, n_targets=2, square_queries=10, clip=c), None))
     if n_classes > 2:
         runs.append(("pgd-targeted", lambda m, X, y, c: ff.pgd(m, X, y, eps=0.2, steps=5, clip=c,
                                                                 target="random", seed=2), "t"))
