@@ -84,6 +84,14 @@ CALLS = [
     ("invert", lambda Hc, k: ff.invert(mlp, Hc, k), (np.zeros((2, H)), 0), None, False),
     ("far_points", lambda X, p: ff.far_points(lm, X, p=p, n_directions=16, max_doublings=2), (X, 0.9), None, False),
     ("score_attack", lambda X, e: ff.score_attack(lm, X, eps=e, max_queries=20), (X, 0.1), None, False),
+    ("dlr_rows", lambda S, yy: K.dlr_rows(S, yy), (rng.standard_normal((6, C)), y), None, False),
+    ("apgd", lambda X, y, e: ff.apgd(mlp, X, y, eps=e, steps=3, loss="dlr"), (X, y, 0.1), None, False),
+    ("square", lambda X, y, e: ff.square(lm, X, y, eps=e, max_queries=5), (X, y, 0.1), None, False),
+    ("fmn", lambda X, y: ff.fmn(mlp, X, y, steps=3), (X, y), None, False),
+    ("autoattack", lambda X, y, e: ff.autoattack(lm, X, y, eps=e, steps=2, n_targets=1, square_queries=3),
+     (X, y, 0.1), None, False),
+    ("universal", lambda X, y, e: ff.universal(mlp, X, y, eps=e, max_passes=1, max_iter=3), (X, y, 0.3), None, False),
+    ("hop_skip_jump", lambda X, q: ff.hop_skip_jump(lm, X, max_queries=q, clip=(-10, 10)), (X, 60), None, False),
 ]
 
 FILLS = {

@@ -144,6 +144,19 @@ def test_score_attack_black_box_on_random_forest_and_rbf_svc(data):
         ff.score_attack(object(), X[:2], eps=0.1)
 
 
+def test_score_attack_ends_when_no_coordinate_can_move():
+    """eps = 0 (or a box that pins every coordinate) leaves nothing to try: the row ends after
+    one sweep with its budget unspent instead of sweeping forever."""
+    rng = np.random.default_rng(0)
+    lm = ff.LinearModel(rng.standard_normal((5, 4)))
+    X = rng.uniform(0, 1, (3, 4))
+    r = ff.score_attack(lm, X, eps=0.0, max_queries=10**6)
+    assert np.all(r.queries <= 2) and not r.success.any()
+    pinned = np.full((3, 4), 0.25)
+    r = ff.score_attack(lm, pinned, eps=0.5, max_queries=10**6, clip=(0.25, 0.25))
+    assert np.all(r.queries <= 2) and not r.success.any()
+
+
 @pytest.mark.slow  # 3.8 s of random-forest queries
 def test_score_attack_uses_its_whole_budget():
     """Past one sweep over the coordinates, further sweeps (same step, then halved) keep

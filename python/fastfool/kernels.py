@@ -35,7 +35,7 @@ from ._backend import CPU, Backend
 from ._checks import (ACTIVATIONS, act_codes, empty_aligned, clip_bounds, epilogue_code, float_array,
                       labels_to_index, matrix, norm_is_l2, out_array, step_scalars, vector,
                       with_biases)
-from ._runtime import resolve_threads
+from ._runtime import check_fits, resolve_threads
 from ._typing import Clip, Norm
 
 #: a NumPy array, or a CuPy array (then every array of the call is one, on one GPU)
@@ -481,6 +481,8 @@ def dlr_rows(S: Array, y: Array, t: Array | None = None, *, threads: int | None 
     need = 3 if t is None else 4
     if N and C < need:
         raise ValueError(f"S: the DLR loss needs at least {need} classes, got {C}")
+    if be is CPU:
+        check_fits((N, C + 1), 8, "S", "the loss and gradient")
     yy = labels_to_index(y, N, C, "y", be=be)
     tt = None if t is None else labels_to_index(t, N, C, "t", be=be)
     loss = be.empty(N, np.float64)

@@ -125,10 +125,18 @@ def score_attack(clf, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm 
 
     done = fooled(clean, r)
     limit = max_queries - (1 if has_predict else 0)  # an accepted move costs a predict check
+    stalled = np.zeros(N, dtype=bool)  # a whole sweep without a query: nothing left to try
+    sweep_start = queries.copy()
     while True:
-        # rows past their last coordinate start another sweep in a new order (D > 0)
-        wrap = np.flatnonzero(~done & (queries < limit) & (pos >= D)) if D else \
+        # rows past their last coordinate start another sweep in a new order (D > 0), unless
+        # their last sweep could not move any coordinate (eps 0, a box pinned in place)
+        wrap = np.flatnonzero(~done & ~stalled & (queries < limit) & (pos >= D)) if D else \
             np.zeros(0, dtype=np.int64)
+        if wrap.size:
+            idle = queries[wrap] == sweep_start[wrap]
+            stalled[wrap[idle]] = True
+            wrap = wrap[~idle]
+            sweep_start[wrap] = queries[wrap]
         if wrap.size:
             pos[wrap] = 0
             sweep[wrap] += 1

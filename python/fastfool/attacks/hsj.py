@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from .._checks import matrix
+from .._runtime import check_fits
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..result import AttackResult
 from ._common import Progress, clip_bounds, count, norm_of, positive
@@ -68,6 +69,7 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
     if not callable(getattr(clf, "predict", None)):
         raise TypeError(f"clf: {type(clf).__name__} has no predict")
     X = matrix(X, "X")
+    check_fits((X.shape[0], 3 * max(X.shape[1], 1)), 8, "X", "the float64 copies of X")
     if not np.all(np.isfinite(X)):
         raise ValueError("X: contains NaN or infinity")
     nrm = norm_of(norm)
