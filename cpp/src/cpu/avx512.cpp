@@ -34,106 +34,6 @@ inline void store_row(double* c, __m512d v, bool accumulate) {
     _mm512_storeu_pd(c, v);
 }
 
-// clang-format off: one row of the register tile per line
-// 6 x 16 floats, one zmm per row. Packed: A is a packed sliver (rsa = 1, csa = 6); otherwise six
-// row pointers advance by csa. Stream: non-temporal stores of whole cache lines (accumulate
-// false, C rows 64-byte aligned; the caller fences).
-template <bool Packed, bool Stream = false>
-void micro_kernel_f32_6x16(std::int64_t k, const float* a, std::int64_t rsa, std::int64_t csa,
-                           const float* b, float* c, std::int64_t ldc, bool accumulate) {
-    if (Packed) {
-        rsa = 1;
-        csa = 6;
-    }
-    const float* a0 = a;
-    const float* a1 = a + rsa;
-    const float* a2 = a + 2 * rsa;
-    const float* a3 = a + 3 * rsa;
-    const float* a4 = a + 4 * rsa;
-    const float* a5 = a + 5 * rsa;
-    __m512 c0 = _mm512_setzero_ps(), c1 = _mm512_setzero_ps(), c2 = _mm512_setzero_ps();
-    __m512 c3 = _mm512_setzero_ps(), c4 = _mm512_setzero_ps(), c5 = _mm512_setzero_ps();
-    for (std::int64_t p = 0; p < k; ++p) {
-        const __m512 b0 = _mm512_loadu_ps(b);
-        c0 = _mm512_fmadd_ps(_mm512_set1_ps(*a0), b0, c0);
-        c1 = _mm512_fmadd_ps(_mm512_set1_ps(*a1), b0, c1);
-        c2 = _mm512_fmadd_ps(_mm512_set1_ps(*a2), b0, c2);
-        c3 = _mm512_fmadd_ps(_mm512_set1_ps(*a3), b0, c3);
-        c4 = _mm512_fmadd_ps(_mm512_set1_ps(*a4), b0, c4);
-        c5 = _mm512_fmadd_ps(_mm512_set1_ps(*a5), b0, c5);
-        if (Packed) {
-            a0 += 6; a1 += 6; a2 += 6; a3 += 6; a4 += 6; a5 += 6;
-        } else {
-            a0 += csa; a1 += csa; a2 += csa; a3 += csa; a4 += csa; a5 += csa;
-        }
-        b += 16;
-    }
-    if (Stream) {
-        _mm512_stream_ps(c + 0 * ldc, c0);
-        _mm512_stream_ps(c + 1 * ldc, c1);
-        _mm512_stream_ps(c + 2 * ldc, c2);
-        _mm512_stream_ps(c + 3 * ldc, c3);
-        _mm512_stream_ps(c + 4 * ldc, c4);
-        _mm512_stream_ps(c + 5 * ldc, c5);
-        return;
-    }
-    store_row(c + 0 * ldc, c0, accumulate);
-    store_row(c + 1 * ldc, c1, accumulate);
-    store_row(c + 2 * ldc, c2, accumulate);
-    store_row(c + 3 * ldc, c3, accumulate);
-    store_row(c + 4 * ldc, c4, accumulate);
-    store_row(c + 5 * ldc, c5, accumulate);
-}
-
-// 6 x 8 doubles, the same structure.
-template <bool Packed, bool Stream = false>
-void micro_kernel_f64_6x8(std::int64_t k, const double* a, std::int64_t rsa, std::int64_t csa,
-                          const double* b, double* c, std::int64_t ldc, bool accumulate) {
-    if (Packed) {
-        rsa = 1;
-        csa = 6;
-    }
-    const double* a0 = a;
-    const double* a1 = a + rsa;
-    const double* a2 = a + 2 * rsa;
-    const double* a3 = a + 3 * rsa;
-    const double* a4 = a + 4 * rsa;
-    const double* a5 = a + 5 * rsa;
-    __m512d c0 = _mm512_setzero_pd(), c1 = _mm512_setzero_pd(), c2 = _mm512_setzero_pd();
-    __m512d c3 = _mm512_setzero_pd(), c4 = _mm512_setzero_pd(), c5 = _mm512_setzero_pd();
-    for (std::int64_t p = 0; p < k; ++p) {
-        const __m512d b0 = _mm512_loadu_pd(b);
-        c0 = _mm512_fmadd_pd(_mm512_set1_pd(*a0), b0, c0);
-        c1 = _mm512_fmadd_pd(_mm512_set1_pd(*a1), b0, c1);
-        c2 = _mm512_fmadd_pd(_mm512_set1_pd(*a2), b0, c2);
-        c3 = _mm512_fmadd_pd(_mm512_set1_pd(*a3), b0, c3);
-        c4 = _mm512_fmadd_pd(_mm512_set1_pd(*a4), b0, c4);
-        c5 = _mm512_fmadd_pd(_mm512_set1_pd(*a5), b0, c5);
-        if (Packed) {
-            a0 += 6; a1 += 6; a2 += 6; a3 += 6; a4 += 6; a5 += 6;
-        } else {
-            a0 += csa; a1 += csa; a2 += csa; a3 += csa; a4 += csa; a5 += csa;
-        }
-        b += 8;
-    }
-    if (Stream) {
-        _mm512_stream_pd(c + 0 * ldc, c0);
-        _mm512_stream_pd(c + 1 * ldc, c1);
-        _mm512_stream_pd(c + 2 * ldc, c2);
-        _mm512_stream_pd(c + 3 * ldc, c3);
-        _mm512_stream_pd(c + 4 * ldc, c4);
-        _mm512_stream_pd(c + 5 * ldc, c5);
-        return;
-    }
-    store_row(c + 0 * ldc, c0, accumulate);
-    store_row(c + 1 * ldc, c1, accumulate);
-    store_row(c + 2 * ldc, c2, accumulate);
-    store_row(c + 3 * ldc, c3, accumulate);
-    store_row(c + 4 * ldc, c4, accumulate);
-    store_row(c + 5 * ldc, c5, accumulate);
-}
-// clang-format on
-
 // MR-row packed tiles for the batch-in-lanes products (MR = 4, 5, 6), one zmm per row: the same
 // chain of multiply-adds per output as the 6-row kernels (and as AVX2's lane tiles).
 template <class T>
@@ -146,6 +46,7 @@ struct Vec<float> {
     static V load(const float* p) { return _mm512_loadu_ps(p); }
     static V bcast(const float* p) { return _mm512_set1_ps(*p); }
     static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+    static void stream(float* p, V v) { _mm512_stream_ps(p, v); }
 };
 template <>
 struct Vec<double> {
@@ -155,7 +56,44 @@ struct Vec<double> {
     static V load(const double* p) { return _mm512_loadu_pd(p); }
     static V bcast(const double* p) { return _mm512_set1_pd(*p); }
     static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
+    static void stream(double* p, V v) { _mm512_stream_pd(p, v); }
 };
+
+// 6 x 16 floats or 6 x 8 doubles, one zmm per row. Packed: A is a packed sliver (rsa = 1,
+// csa = 6); otherwise six row pointers advance by csa. Stream: non-temporal stores of whole cache
+// lines (accumulate false, C rows 64-byte aligned; the caller fences).
+template <class T, bool Packed, bool Stream = false>
+void micro_kernel_6(std::int64_t k, const T* a, std::int64_t rsa, std::int64_t csa, const T* b,
+                    T* c, std::int64_t ldc, bool accumulate) {
+    using S = Vec<T>;
+    if (Packed) {
+        rsa = 1;
+        csa = 6;
+    }
+    const T* ar[6];
+    typename S::V acc[6];
+#pragma GCC unroll 6
+    for (int i = 0; i < 6; ++i) {
+        ar[i] = a + i * rsa;
+        acc[i] = S::zero();
+    }
+    for (std::int64_t p = 0; p < k; ++p) {
+        const typename S::V b0 = S::load(b);
+#pragma GCC unroll 6
+        for (int i = 0; i < 6; ++i) {
+            acc[i] = S::fma(S::bcast(ar[i]), b0, acc[i]);
+            ar[i] += Packed ? 6 : csa;
+        }
+        b += S::nr;
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < 6; ++i) {
+        if (Stream)
+            S::stream(c + i * ldc, acc[i]);
+        else
+            store_row(c + i * ldc, acc[i], accumulate);
+    }
+}
 
 template <int MR, class T>
 inline void lane_tile(std::int64_t k, const T* a, const T* b, T* c, std::int64_t ldc,
@@ -341,9 +279,9 @@ void exp_f64(double* v, std::int64_t n) {
 MicroKernel<float> avx512_kernel_f32() {
     MicroKernel<float> k = avx2_kernel_f32();  // geometry, packing, transposes, dot products
     k.isa = Isa::avx512;
-    k.fn = &micro_kernel_f32_6x16<true>;
-    k.fn_rows = &micro_kernel_f32_6x16<false>;
-    k.fn_stream = &micro_kernel_f32_6x16<true, true>;
+    k.fn = &micro_kernel_6<float, true>;
+    k.fn_rows = &micro_kernel_6<float, false>;
+    k.fn_stream = &micro_kernel_6<float, true, true>;
     k.lane_fn4 = &lane_kernel<4, float>;
     k.lane_fn5 = &lane_kernel<5, float>;
     k.lane_panel4 = &lane_panel<4, float>;
@@ -360,9 +298,9 @@ MicroKernel<float> avx512_kernel_f32() {
 MicroKernel<double> avx512_kernel_f64() {
     MicroKernel<double> k = avx2_kernel_f64();
     k.isa = Isa::avx512;
-    k.fn = &micro_kernel_f64_6x8<true>;
-    k.fn_rows = &micro_kernel_f64_6x8<false>;
-    k.fn_stream = &micro_kernel_f64_6x8<true, true>;
+    k.fn = &micro_kernel_6<double, true>;
+    k.fn_rows = &micro_kernel_6<double, false>;
+    k.fn_stream = &micro_kernel_6<double, true, true>;
     k.lane_fn4 = &lane_kernel<4, double>;
     k.lane_fn5 = &lane_kernel<5, double>;
     k.lane_panel4 = &lane_panel<4, double>;
