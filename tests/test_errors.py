@@ -224,3 +224,19 @@ def test_non_native_byte_order_and_unpickled_arrays(lin):
     np.testing.assert_array_equal(lin.predict_proba(X.astype(">f8")), expected)
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(lin)).predict_proba(pickle.loads(pickle.dumps(X))),
                                   expected)
+
+
+def test_misaligned_contiguous_inputs_reach_the_kernels_aligned():
+    """A C-contiguous float array at an odd address (frombuffer at an offset) is copied before
+    a kernel reads it (x86 tolerates the loads; UBSan and other CPUs do not): the fast path of
+    the input check must not pass it through."""
+    from fastfool._checks import float_array
+    for dt in (np.float32, np.float64):
+        raw = np.zeros(6 * np.dtype(dt).itemsize + 1, np.uint8)
+        v = np.frombuffer(raw.data, dtype=dt, count=6, offset=1).reshape(2, 3)
+        assert v.flags.c_contiguous and not v.flags.aligned
+        out = float_array(v, "X")
+        assert out.flags.aligned
+        np.testing.assert_array_equal(out, v)
+        good = np.ones((2, 3), dt)
+        assert float_array(good, "X") is good  # the fast path: no copy

@@ -80,8 +80,8 @@ def float_array(a, name: str, dtype: np.dtype | None = None, *, cast: bool = Fal
     if type(a) is np.ndarray and be is CPU:  # the common case, decided in a few attribute reads
         dt = a.dtype
         if (dt is _F32 or dt is _F64) and (dtype is None or dt == dtype):
-            fl = a.flags
-            if fl.c_contiguous or (fl.aligned and not any(s % dt.itemsize for s in a.strides)):
+            fl = a.flags  # aligned, with element strides: what the kernels read in place
+            if fl.aligned and (fl.c_contiguous or not any(s % dt.itemsize for s in a.strides)):
                 return a
     arr = as_array(a, name, be)
     if be is not CPU:
