@@ -42,6 +42,15 @@ def check_model(model, gpu=False) -> Model:
 norm_of = norm_name
 
 
+def row_norms(d, p: str) -> np.ndarray:
+    """Per-row norms of a float64 matrix: p "1", "2" or "inf" (0 for rows of no columns)."""
+    if p == "inf":
+        return np.abs(d).max(axis=1) if d.shape[1] else np.zeros(d.shape[0])
+    if p == "1":
+        return np.abs(d).sum(axis=1)
+    return np.sqrt(np.einsum("ij,ij->i", d, d))
+
+
 def positive(value, name, *, allow_zero=True, allow_inf=False) -> float:
     try:
         v = float(value)

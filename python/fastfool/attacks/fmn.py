@@ -34,28 +34,13 @@ from .. import verdict
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
 from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, norm_of, positive,
-                      prepare, row_chunks)
+                      prepare, row_chunks, row_norms)
 
 __all__ = ["fmn", "project_l1"]
 
-_DUAL = {"1": np.inf, "2": 2, "inf": 1}
-
-
-def _norms(d, p):
-    if p == "inf":
-        return np.abs(d).max(axis=1) if d.shape[1] else np.zeros(d.shape[0])
-    if p == "1":
-        return np.abs(d).sum(axis=1)
-    return np.sqrt(np.einsum("ij,ij->i", d, d))
-
-
 def _dual_norms(g, p):
-    q = _DUAL[p]
-    if q == 1:
-        return np.abs(g).sum(axis=1)
-    if q == 2:
-        return np.sqrt(np.einsum("ij,ij->i", g, g))
-    return np.abs(g).max(axis=1) if g.shape[1] else np.zeros(g.shape[0])
+    """The dual norm of each row of g for the attack's norm p."""
+    return row_norms(g, {"1": "inf", "2": "2", "inf": "1"}[p])
 
 
 def project_l1(d, eps):
@@ -195,7 +180,7 @@ def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: 
         lo64 = None if lo is None else np.broadcast_to(np.asarray(lo, np.float64), (D,))
         hi64 = None if hi is None else np.broadcast_to(np.asarray(hi, np.float64), (D,))
         if lo is not None and hi is not None:
-            worst = _norms(np.maximum(x0 - lo64, hi64 - x0), p)
+            worst = row_norms(np.maximum(x0 - lo64, hi64 - x0), p)
         else:
             worst = np.full(n, np.inf)
 
@@ -223,7 +208,7 @@ def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: 
             alpha = alpha_final + (alpha_init - alpha_final) * cosine
             gamma = gamma_final + (gamma_init - gamma_final) * cosine
             xa = (x0 + delta).astype(dt)
-            dn = _norms(xa.astype(np.float64) - x0, p)
+            dn = row_norms(xa.astype(np.float64) - x0, p)
             loss, g, pred = _logit_diff(model, xa, ys, ts, threads)
             adv = adversarial(pred)
             smaller = adv & (dn < bn)

@@ -30,18 +30,12 @@ from .._checks import matrix
 from .._runtime import check_fits
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..result import AttackResult
-from ._common import Progress, clip_bounds, count, norm_of, positive
+from ._common import Progress, clip_bounds, count, norm_of, positive, row_norms
 
 __all__ = ["hop_skip_jump"]
 
 INIT_TRIES = 100
 STEP_HALVINGS = 20
-
-
-def _dist(d, l2):
-    if l2:
-        return np.sqrt(np.einsum("ij,ij->i", d, d))
-    return np.abs(d).max(axis=1) if d.shape[1] else np.zeros(d.shape[0])
 
 
 def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
@@ -145,7 +139,7 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
                 hi_f[o] = np.where(adv, mid, hi_f[o])
                 lo_f[o] = np.where(adv, lo_f[o], mid)
             return (1 - hi_f)[:, None] * x0[rows] + hi_f[:, None] * xa
-        r_hi = _dist(xa - x0[rows], False)
+        r_hi = row_norms(xa - x0[rows], "inf")
         r_lo = np.zeros(rows.size)
         tol = np.minimum(r_hi * theta, theta)
         while True:
@@ -163,7 +157,7 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
     live = np.flatnonzero(found)
     if live.size:
         x_adv[live] = bisect(live, x_adv[live])
-    dist = _dist(x_adv - x0, l2)
+    dist = row_norms(x_adv - x0, nrm)
     iterations = np.zeros(N, dtype=np.int64)
     reserve = int(math.ceil(math.log2(max(2.0, 1.0 / theta)))) + 4  # a bisection, a few steps
     bar = Progress(N, progress, "hop_skip_jump")
@@ -213,7 +207,7 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
         if moved.size:
             cand = np.clip(xb[ok] + eps[ok][:, None] * upd[ok], lo, hi)
             x_adv[moved] = bisect(moved, cand)
-            dist[moved] = _dist(x_adv[moved] - x0[moved], l2)
+            dist[moved] = row_norms(x_adv[moved] - x0[moved], nrm)
         iterations[rows] += 1
         t += 1
     bar.close()
