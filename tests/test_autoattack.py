@@ -32,7 +32,8 @@ def test_autoattack_stages_and_verdicts(mlp, norm, dtype):
     kw = dict(eps=eps, norm=norm, steps=15, square_queries=60, clip=(0, 1), n_targets=3)
     r = ff.autoattack(m, X, y, **kw)
     names = list(r.extra["stage_names"])
-    assert names == (["apgd-ce", "apgd-t", "square"] if norm == "inf" else ["apgd-ce", "apgd-t"])
+    assert names == (["apgd-ce", "apgd-t", "fab-t", "square"] if norm == "inf"
+                     else ["apgd-ce", "apgd-t", "fab-t"])
     truth = est.predict(r.x_adv)
     np.testing.assert_array_equal(r.pred, truth)
     np.testing.assert_array_equal(r.success, truth != y)
@@ -68,7 +69,7 @@ def test_autoattack_custom_rand_and_refusals(mlp):
     r = ff.autoattack(m, X[:20], y[:20], eps=0.06, version="rand", steps=5)
     assert list(r.extra["stage_names"]) == ["apgd-ce", "apgd-dlr"]
     for kw, match in ((dict(version="plus"), "version"), (dict(version="custom"), "attacks"),
-                      (dict(version="custom", attacks=["fab-t"]), "fab-t"),
+                      (dict(version="custom", attacks=["fab"]), "fab"),
                       (dict(attacks=["square"]), "custom"), (dict(norm=1), "norm"),
                       (dict(steps=0), "steps")):
         with pytest.raises(ValueError, match=match):

@@ -5,6 +5,7 @@ from .apgd import apgd
 from .autoattack import autoattack
 from .blackbox import score_attack
 from .evaluate import robustness_curve, transfer
+from .fab import fab
 from .fmn import fmn
 from .gradient import fgsm, pgd
 from .hsj import hop_skip_jump
@@ -14,6 +15,6 @@ from .square import square
 from .template import template
 from .universal import universal
 
-__all__ = ["fgsm", "pgd", "apgd", "autoattack", "fmn", "certify", "minimal", "deepfool", "template",
+__all__ = ["fgsm", "pgd", "apgd", "autoattack", "fmn", "fab", "certify", "minimal", "deepfool", "template",
            "invert", "far_points", "confidence_map", "ConfidenceMap", "score_attack", "square",
            "transfer", "robustness_curve", "hop_skip_jump", "universal"]

@@ -1,0 +1,347 @@
+"""Fast Adaptive Boundary attack (Croce & Hein, ICML 2020, "Minimally distorted adversarial
+examples with a fast adaptive boundary attack"), L-inf, L2 and L1, untargeted (FAB) and
+targeted (FAB-T, AutoAttack's third stage): a minimum-norm attack for models that are not
+affine.
+
+Per row and iteration, at the iterate ``x``: every other class ``k`` gives the linearised
+boundary ``f_k(x) - f_y(x) + <grad(f_k - f_y)(x), z - x> = 0`` (targeted: only the target
+class); the one nearest in the attack's norm (``|f_k - f_y| / ||grad||_dual``) is kept. Both
+``x`` and the original point ``x0`` are projected onto that hyperplane inside the box
+(:func:`project_plane`: the minimal-norm move onto the hyperplane among the points of the box),
+giving ``d`` and ``d0``; the next iterate is the biased mix
+``clip((1 - a)(x + eta d) + a (x0 + eta d0))`` with ``a = min(||d|| / (||d|| + ||d0||),
+alpha_max)`` (defaults ``eta = 1.05``, ``alpha_max = 0.1``). When the logits' argmax at the new
+iterate is adversarial, the point is kept if it is the row's closest so far and the iterate
+steps back toward ``x0``: ``x0 + beta (x - x0)`` (``beta = 0.9``). Restarts start from a random
+point at half the row's best radius so far (or ``eps`` when given and smaller).
+
+The paper's reference code projects onto the hyperplane inside the box [0, 1]; here the box is
+``clip`` (per feature, or none), and when the hyperplane misses the box the projection is the box
+corner furthest along the hyperplane's normal.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .. import verdict
+from .._typing import ArrayLike, Clip, Labels, Norm
+from ..models import Model
+from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, norm_of, positive,
+                      prepare, row_chunks, row_norms)
+
+__all__ = ["fab", "project_plane"]
+
+_DUAL = {"1": "inf", "2": "2", "inf": "1"}
+
+
+def _norm_name(norm) -> str:
+    is_l1 = (not isinstance(norm, bool) and isinstance(norm, (int, float, np.integer, np.floating))
+             and float(norm) == 1.0) or (isinstance(norm, str) and norm.lower() in ("1", "l1"))
+    if is_l1:
+        return "1"
+    try:
+        return norm_of(norm)
+    except ValueError:
+        raise ValueError(f"norm: fab supports 1, 2 and 'inf', got {norm!r}") from None
+
+
+def project_plane(P, w, b, lo, hi, p: str) -> np.ndarray:
+    """Per row, the move ``d`` of least ``||d||_p`` (p "1", "2" or "inf") with
+    ``w . (P + d) = b`` and ``lo <= P + d <= hi`` (``lo`` / ``hi``: None, scalars or per-feature
+    bounds; P inside the box). Where the hyperplane misses the box, the move to the box corner
+    furthest along ``w`` (toward the plane). Float64.
+
+    Each coordinate moves only in the direction that brings ``w . (P + d)`` toward ``b``, by at
+    most its room in the box ``cap``; with ``e = |d|`` and ``v = |w|`` the constraint is
+    ``v . e = r`` (``r = |b - w . P|``). L-inf: ``e = min(tau, cap)``; L2: ``e = min(lam v,
+    cap)``; the scalar is found on the sorted breakpoints (``cap``, ``cap / v``) of the
+    piecewise-linear, increasing ``v . e``. L1: the coordinates of largest ``v`` are filled to
+    their room first.
+    """
+    P = np.asarray(P, np.float64)
+    w = np.asarray(w, np.float64)
+    n, D = P.shape
+    d = np.zeros((n, D))
+    if n == 0 or D == 0:
+        return d
+    r = np.asarray(b, np.float64) - np.einsum("ij,ij->i", w, P)
+    s = np.where(r < 0, -1.0, 1.0)
+    r = np.abs(r)
+    ws = w * s[:, None]
+    v = np.abs(ws)
+    up = ws > 0
+    room_up = np.full((n, D), np.inf) if hi is None else np.broadcast_to(hi, (n, D)) - P
+    room_dn = np.full((n, D), np.inf) if lo is None else P - np.broadcast_to(lo, (n, D))
+    cap = np.maximum(np.where(up, room_up, room_dn), 0.0)
+    cap[v == 0] = 0.0
+    rows = np.arange(n)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if p == "1":
+            order = np.argsort(-v, axis=1, kind="stable")
+            vs = np.take_along_axis(v, order, axis=1)
+            cs = np.take_along_axis(cap, order, axis=1)
+            G = np.cumsum(vs * cs, axis=1)  # inclusive: the progress with the first j+1 full
+            k = (G < r[:, None]).sum(axis=1)  # coordinates filled completely
+            es = np.where(np.arange(D)[None, :] < k[:, None], cs, 0.0)
+            part = k < D
+            kk = np.minimum(k, D - 1)
+            prev = np.where(kk > 0, G[rows, np.maximum(kk - 1, 0)], 0.0)
+            last = (r - prev) / vs[rows, kk]
+            es[rows[part], kk[part]] = last[part]
+            e = np.empty_like(es)
+            np.put_along_axis(e, order, es, axis=1)
+        else:
+            if p == "inf":
+                bp = cap
+                slope = v  # d(v . e)/d tau of the coordinates still below their room
+            else:
+                bp = np.where(v > 0, cap / np.where(v > 0, v, 1.0), 0.0)
+                slope = v * v
+            order = np.argsort(bp, axis=1, kind="stable")
+            bps = np.take_along_axis(bp, order, axis=1)
+            full = np.take_along_axis(v * cap, order, axis=1)
+            sl = np.take_along_axis(slope, order, axis=1)
+            A = np.zeros_like(full)  # sum over the coordinates already at their room
+            np.cumsum(full[:, :-1], axis=1, out=A[:, 1:])
+            Bsl = sl[:, ::-1].cumsum(axis=1)[:, ::-1]  # sum of slopes of the others
+            F = A + np.where(Bsl > 0, bps * Bsl, 0.0)  # v . e at each breakpoint
+            k = (F < r[:, None]).sum(axis=1)
+            kk = np.minimum(k, D - 1)
+            scal = np.where(k < D, (r - A[rows, kk]) / np.where(Bsl[rows, kk] > 0,
+                                                                Bsl[rows, kk], 1.0), np.inf)
+            scal = np.maximum(scal, 0.0)
+            mult = v if p == "2" else np.ones_like(v)
+            e = np.minimum(scal[:, None] * mult, cap)
+            e = np.where(v > 0, e, 0.0)
+    d = np.sign(ws) * e
+    d[r == 0] = 0.0
+    return d
+
+
+def _jacobian(model, x, threads):
+    """(logits (n, C), their input Jacobian (n, C, D)) in float64: one vector-Jacobian product
+    over the rows repeated once per class."""
+    n, D = x.shape
+    C = model.n_classes
+    V = np.tile(np.eye(C, dtype=model.dtype), (n, 1))
+    G, L = model.vjp(np.repeat(x, C, axis=0), V, threads, return_logits=True)
+    L = np.asarray(L, np.float64).reshape(n, C, C)[:, 0, :]
+    return L, np.asarray(G, np.float64).reshape(n, C, D)
+
+
+def _plane(model, x, y, t, p, threads, toward_target=False):
+    """The linearised boundary FAB moves to: (w, b) with w . z = b, and the current linear
+    distance estimate to it. Untargeted (t None): the nearest boundary f_k = f_y over the other
+    classes k. FAB-T: the boundary f_t = f_y. ``toward_target``: the boundary between t and its
+    strongest rival at x, f_t = max_{j != t} f_j (a point past it is decided as t)."""
+    n = x.shape[0]
+    r = np.arange(n)
+    if t is None:
+        L, J = _jacobian(model, x, threads)
+        df = L - L[r, y][:, None]
+        dg = J - J[r, y][:, None, :]
+        dual = _DUAL[p]
+        if dual == "inf":
+            gn = np.abs(dg).max(axis=2) if dg.shape[2] else np.zeros(df.shape)
+        elif dual == "1":
+            gn = np.abs(dg).sum(axis=2)
+        else:
+            gn = np.sqrt(np.einsum("ijk,ijk->ij", dg, dg))
+        dist = np.abs(df) / (1e-12 + gn)
+        dist[r, y] = np.inf
+        k = np.argmin(dist, axis=1)
+        w, f, est = dg[r, k], df[r, k], dist[r, k]
+    else:
+        C = model.n_classes
+        rival = y
+        if toward_target:
+            L = np.asarray(model.scores(x, None, threads), np.float64).copy()
+            L[r, t] = -np.inf
+            rival = np.argmax(L, axis=1)
+        V = np.zeros((n, C), dtype=model.dtype)
+        V[r, t] = 1.0
+        V[r, rival] -= 1.0
+        G, L = model.vjp(x, V, threads, return_logits=True)
+        L = np.asarray(L, np.float64)
+        w = np.asarray(G, np.float64)
+        f = L[r, t] - L[r, rival]
+        est = np.abs(f) / (1e-12 + row_norms(w, _DUAL[p]))
+    xf = np.asarray(x, np.float64)
+    return w, np.einsum("ij,ij->i", w, xf) - f, est
+
+
+def _run(model, x0, y, t, p, lo, hi, steps, alpha_max, eta, beta, start, accept, threads):
+    """One FAB run on rows x0 (float64) from ``start``: (closest adversarial iterate per row in
+    the model's dtype (x0 where none), its norm (inf where none), the first iteration's linear
+    distance estimate). ``accept``: "any" (not y) or "target" (the target t)."""
+    dt = model.dtype
+    n = x0.shape[0]
+    x = start.copy()
+    best = np.full(n, np.inf)
+    bx = x0.astype(dt)
+    est0 = None
+    for _ in range(steps):
+        xa = x.astype(dt)
+        w, b, est = _plane(model, xa, y, t, p, threads, accept == "target")
+        if est0 is None:
+            est0 = est
+        xf = xa.astype(np.float64)
+        d1 = project_plane(xf, w, b, lo, hi, p)
+        d2 = project_plane(x0, w, b, lo, hi, p)
+        a1 = np.maximum(row_norms(d1, p), 1e-8)
+        a2 = np.maximum(row_norms(d2, p), 1e-8)
+        a = np.minimum(a1 / (a1 + a2), alpha_max)[:, None]
+        x = (xf + eta * d1) * (1 - a) + (x0 + eta * d2) * a
+        if lo is not None or hi is not None:
+            x = np.clip(x, lo, hi)
+        xa = x.astype(dt)
+        pred = np.argmax(model.scores(xa, None, threads), axis=1)
+        adv = pred != y if accept == "any" else pred == t
+        dn = row_norms(xa.astype(np.float64) - x0, p)
+        closer = adv & (dn < best)
+        best = np.where(closer, dn, best)
+        bx[closer] = xa[closer]
+        x[adv] = x0[adv] + (x[adv] - x0[adv]) * beta
+    if est0 is None:
+        est0 = np.zeros(n)
+    return bx, best, est0
+
+
+def _random_start(x0, radius, p, lo, hi, rngs):
+    """x0 plus a random move of norm radius / 2 per row (uniform direction in the L-inf cube's
+    surface scaling, Gaussian for L2 and L1, as the reference code), clipped to the box."""
+    n, D = x0.shape
+    u = np.stack([g.uniform(-1, 1, D) if p == "inf" else g.standard_normal(D) for g in rngs]) \
+        if n else np.zeros((0, D))
+    un = np.maximum(row_norms(u, p), 1e-300)
+    x = x0 + u * (radius / un)[:, None] * 0.5
+    if lo is not None or hi is not None:
+        x = np.clip(x, lo, hi)
+    return x
+
+
+def fab(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = "inf", steps: int = 100,
+        restarts: int = 1, target=None, n_targets: int | None = None, eps: float | None = None,
+        alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, clip: Clip = None,
+        seed: int = 0, threads: int | None = None, progress: bool = False):
+    """Fast Adaptive Boundary attack (Croce & Hein 2020): minimum-norm adversarial examples in
+    L-inf (default), L2 or L1.
+
+    Parameters
+    ----------
+    norm : "inf" (default), 2 or 1. steps : iterations per run (default 100, the paper's).
+    restarts : runs per row (default 1); run 0 starts at X, the others at a random point at half
+        the row's best radius so far (or of ``eps`` when that is smaller; of the first linear
+        distance estimate while nothing was found), drawn from ``(seed, row, restart)``.
+    target : None (untargeted, default) or class labels (one per row, or one for all): the
+        boundary between the target and its strongest rival at each iterate, success when the
+        model decides the target.
+    n_targets : FAB-T (AutoAttack's variant): targeted runs toward each of the ``n_targets`` most
+        likely other classes in turn (by the logits at X), success when the decision is not the
+        label; per row the closest adversarial example over all runs. Not with ``target``.
+    eps : optional radius: restarts start within it, and a row whose best is within ``eps``
+        is not attacked by later runs (AutoAttack's use: robust at ``eps`` or not).
+    alpha_max, eta, beta : the paper's bias toward X (0.1), overshoot (1.05) and backward step
+        (0.9).
+    clip : optional (lo, hi) box (the projections respect it). seed : the restarts' draws.
+
+    Returns an AttackResult: ``x_adv`` the closest point per row whose logits' argmax was
+    adversarial (X where none was), ``success`` / ``pred`` the user's model's decisions on it,
+    ``iterations`` the steps run per row; ``extra["distance"]`` the norm of each row's
+    perturbation (inf where nothing was found).
+    """
+    t0 = time.perf_counter()
+    model, X, yi, threads = prepare(model, X, y, threads)
+    p = _norm_name(norm)
+    steps, restarts = count(steps, "steps"), count(restarts, "restarts")
+    eps = None if eps is None else positive(eps, "eps", allow_zero=False, allow_inf=True)
+    alpha_max = positive(alpha_max, "alpha_max")
+    if alpha_max > 1:
+        raise ValueError(f"alpha_max: must lie in [0, 1], got {alpha_max!r}")
+    eta = positive(eta, "eta", allow_zero=False)
+    beta = positive(beta, "beta", allow_zero=False)
+    if beta >= 1:
+        raise ValueError(f"beta: must lie in (0, 1), got {beta!r}")
+    N, D = X.shape
+    C = model.n_classes
+    ti = None
+    if target is not None and n_targets is not None:
+        raise ValueError("target, n_targets: give one of them (labels, or FAB-T's number of "
+                         "classes)")
+    if target is not None:
+        t_arr = np.asarray(target)
+        t_arr = np.broadcast_to(t_arr, (N,)) if t_arr.ndim == 0 else t_arr
+        ti = model._y(t_arr, N)
+        if N and np.all(ti == yi):
+            raise ValueError("target: equals the attacked label on every row; nothing to attack")
+    k_targets = 0
+    if n_targets is not None:
+        k_targets = min(count(n_targets, "n_targets"), C - 1)
+    lo, hi = clip_bounds(clip, D, X.dtype)
+    check_inside_clip(X, lo, hi)
+    lo64 = None if lo is None else np.broadcast_to(np.asarray(lo, np.float64), (D,))
+    hi64 = None if hi is None else np.broadcast_to(np.asarray(hi, np.float64), (D,))
+    x_best = np.array(X)
+    dist = np.full(N, np.inf)
+    iterations = np.zeros(N, dtype=np.int64)
+    runs = [None] if not k_targets else list(range(k_targets))
+    bar = Progress(N * restarts * len(runs), progress, "fab")
+    for s in row_chunks(N, D * max(C, 1) if ti is None and not k_targets else D,
+                        weights=model.n_weights):
+        x0 = np.asarray(X[s], np.float64)
+        ys = yi[s]
+        n = x0.shape[0]
+        own = np.arange(s.start, s.start + n)
+        order = None
+        if k_targets:
+            L0 = model.scores(X[s], None, threads)
+            order = np.argsort(-L0, axis=1, kind="stable")
+        bn = np.full(n, np.inf)
+        est = np.full(n, np.nan)
+        # rows the model already gets wrong (untargeted) or that sit on their target: nothing
+        pred0 = np.argmax(model.scores(X[s], None, threads), axis=1)
+        done0 = pred0 != ys if ti is None else (pred0 == ti[s]) | (ti[s] == ys)
+        bn[pred0 != ys if ti is None else (pred0 == ti[s]) & (ti[s] != ys)] = 0.0
+        for run in runs:
+            t = None if ti is None else ti[s]
+            if run is not None:  # the (run + 1)-th most likely class other than the label
+                others = order[order != ys[:, None]].reshape(n, -1) if C > 1 else order
+                t = others[:, run]
+            for r in range(restarts):
+                todo = ~done0
+                if eps is not None:
+                    todo &= ~(bn <= eps)
+                rows = np.flatnonzero(todo)
+                if rows.size == 0:
+                    continue
+                if r == 0:
+                    start = x0[rows]
+                else:
+                    rad = np.where(np.isfinite(bn[rows]), bn[rows], est[rows])
+                    if eps is not None:
+                        rad = np.minimum(rad, eps)
+                    rad = np.where(np.isfinite(rad), rad, 0.0)
+                    rngs = [np.random.default_rng([seed, int(own[i]), r, 0 if run is None
+                                                   else run + 1]) for i in rows]
+                    start = _random_start(x0[rows], rad, p, lo64, hi64, rngs)
+                tt = None if t is None else t[rows]
+                bx, bd, e0 = _run(model, x0[rows], ys[rows], tt, p, lo64, hi64, steps, alpha_max,
+                                  eta, beta, start, "target" if ti is not None else "any",
+                                  threads)
+                est[rows] = np.where(np.isnan(est[rows]), e0, est[rows])
+                closer = bd < bn[rows]
+                g = s.start + rows[closer]
+                x_best[g] = bx[closer]
+                bn[rows[closer]] = bd[closer]
+                iterations[s.start + rows] += steps
+                bar.update(rows.size)
+        dist[s] = bn
+    bar.close()
+    params = dict(norm=p, steps=steps, restarts=restarts, target=target is not None,
+                  n_targets=k_targets or None, eps=eps, alpha_max=alpha_max, eta=eta, beta=beta,
+                  clip=clip, seed=seed)
+    return finish(model, X, x_best, yi, ti, iterations, attack="fab", t0=t0, threads=threads,
+                  own_labels=y is None, params=params, extra={"distance": dist})
