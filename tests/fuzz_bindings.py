@@ -88,6 +88,7 @@ CALLS = [
     ("apgd", lambda X, y, e: ff.apgd(mlp, X, y, eps=e, steps=3, loss="dlr"), (X, y, 0.1), None, False),
     ("square", lambda X, y, e: ff.square(lm, X, y, eps=e, max_queries=5), (X, y, 0.1), None, False),
     ("fmn", lambda X, y: ff.fmn(mlp, X, y, steps=3), (X, y), None, False),
+    ("fab", lambda X, y: ff.fab(mlp, X, y, steps=3, norm=1), (X, y), None, False),
     ("autoattack", lambda X, y, e: ff.autoattack(lm, X, y, eps=e, steps=2, n_targets=1, square_queries=3),
      (X, y, 0.1), None, False),
     ("universal", lambda X, y, e: ff.universal(mlp, X, y, eps=e, max_passes=1, max_iter=3), (X, y, 0.3), None, False),

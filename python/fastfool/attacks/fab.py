@@ -17,7 +17,9 @@ point at half the row's best radius so far (or ``eps`` when given and smaller).
 
 The paper's reference code projects onto the hyperplane inside the box [0, 1]; here the box is
 ``clip`` (per feature, or none), and when the hyperplane misses the box the projection is the box
-corner furthest along the hyperplane's normal.
+corner furthest along the hyperplane's normal. Without a box, a move that would leave
+``1e4 (|x0|_inf + 1)`` of ``x0`` in some coordinate (a vanishing gradient) is not taken, as in
+:func:`fastfool.deepfool`.
 """
 
 from __future__ import annotations
@@ -183,6 +185,12 @@ def _run(model, x0, y, t, p, lo, hi, steps, alpha_max, eta, beta, start, accept,
     best = np.full(n, np.inf)
     bx = x0.astype(dt)
     est0 = None
+    D = x0.shape[1]
+    # without a box the linearisation can send a row arbitrarily far (a vanishing gradient): a
+    # move that leaves 1e4 (|x0|_inf + 1) of x0 in some coordinate, or the model's float range,
+    # is not taken (DeepFool's trust region)
+    reach = 1e4 * ((np.abs(x0).max(axis=1) if D else np.zeros(n)) + 1.0)
+    top = float(np.finfo(dt).max) / 4
     for _ in range(steps):
         xa = x.astype(dt)
         w, b, est = _plane(model, xa, y, t, p, threads, accept == "target")
@@ -194,9 +202,13 @@ def _run(model, x0, y, t, p, lo, hi, steps, alpha_max, eta, beta, start, accept,
         a1 = np.maximum(row_norms(d1, p), 1e-8)
         a2 = np.maximum(row_norms(d2, p), 1e-8)
         a = np.minimum(a1 / (a1 + a2), alpha_max)[:, None]
-        x = (xf + eta * d1) * (1 - a) + (x0 + eta * d2) * a
-        if lo is not None or hi is not None:
-            x = np.clip(x, lo, hi)
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = (xf + eta * d1) * (1 - a) + (x0 + eta * d2) * a
+            if lo is not None or hi is not None:
+                x = np.clip(x, lo, hi)
+            if D:
+                far = ~(np.abs(x - x0).max(axis=1) <= reach) | ~(np.abs(x).max(axis=1) <= top)
+                x[far] = xf[far]
         xa = x.astype(dt)
         pred = np.argmax(model.scores(xa, None, threads), axis=1)
         adv = pred != y if accept == "any" else pred == t
