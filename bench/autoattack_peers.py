@@ -6,7 +6,7 @@ total, time, and the rows each fools that the other misses, in one run.
 
 Models: MLPClassifier 64-50-20-10 tanh and 64-64-10 relu on digits (every third row held out:
 599 rows), float32, 2 threads; L-inf, clip [0, 1], eps 0.05 and 0.1. Every x_adv is judged by
-the estimator's own predict. fastfool's standard ensemble has no FAB-T stage (not implemented).
+the estimator's own predict. Both ensembles run APGD-CE, APGD-T, FAB-T and Square.
 """
 
 from __future__ import annotations

@@ -213,3 +213,69 @@ def test_fab_refusals(mlp):
                       (dict(target=y[:3]), "target")):
         with pytest.raises(ValueError, match=match):
             ff.fab(m, X[:3], y[:3], **kw)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.sampled_from([0, 1, 2, 7, 65]), D=st.sampled_from([1, 3, 64, 301]),
+       seed=st.integers(0, 2**31 - 1), norm=st.sampled_from(["inf", 2, 1]),
+       view=st.sampled_from(["c", "fortran", "strided"]), f32=st.booleans())
+def test_fab_step_kernel_is_the_projections_and_the_mix(n, D, seed, norm, view, f32):
+    """kernels.fab_step against project_plane_bisect (the tests' own projection) and the mixing
+    formula in NumPy, over shapes (0, 1, odd, large), layouts and a float32 iterate."""
+    rng = np.random.default_rng(seed)
+    X0 = rng.uniform(0, 1, (n, D))
+    X0[rng.random((n, D)) < 0.3] = 0.0
+    X = np.clip(X0 + rng.normal(0, 0.05, (n, D)), 0, 1)
+    if f32:
+        X = X.astype(np.float32).astype(np.float64)
+    W = rng.standard_normal((n, D))
+    b = np.einsum("ij,ij->i", W, X) + rng.standard_normal(n)
+    reach = np.full(n, 1e4)
+
+    def lay(a):
+        if view == "fortran":
+            return np.asfortranarray(a)
+        if view == "strided":
+            big = np.zeros((a.shape[0], 2 * a.shape[1]))
+            big[:, ::2] = a
+            return big[:, ::2]
+        return a
+    out = ff.kernels.fab_step(lay(X.astype(np.float32) if f32 else X), lay(X0), lay(W), b, 0.0,
+                              1.0, norm=norm, eta=1.05, alpha_max=0.1, reach=reach)
+    assert out.shape == (n, D)
+    p = {"inf": "inf", 2: "2", 1: "1"}[norm]
+    o = _ORD[p]
+    for i in range(n):
+        d1 = AR.project_plane_bisect(X[i], W[i], b[i], 0.0, 1.0, p)
+        d2 = AR.project_plane_bisect(X0[i], W[i], b[i], 0.0, 1.0, p)
+        a1 = max(np.linalg.norm(d1, o), 1e-8)
+        a2 = max(np.linalg.norm(d2, o), 1e-8)
+        a = min(a1 / (a1 + a2), 0.1)
+        ref = np.clip((X[i] + 1.05 * d1) * (1 - a) + (X0[i] + 1.05 * d2) * a, 0, 1)
+        np.testing.assert_allclose(out[i], ref, rtol=1e-9, atol=1e-9)
+
+
+def test_projection_kernels_refuse_bad_arguments_and_keep_non_finite_rows_still():
+    K = ff.kernels
+    X = np.zeros((2, 3))
+    with pytest.raises(ValueError, match="W"):
+        K.project_plane(X, np.zeros((2, 4)), np.zeros(2))
+    with pytest.raises(ValueError, match="b"):
+        K.project_plane(X, X, np.zeros(3))
+    with pytest.raises(ValueError, match="lo, hi"):
+        K.project_plane(X, X, np.zeros(2), 1.0, 0.0)
+    with pytest.raises(ValueError, match="norm"):
+        K.project_plane(X, X, np.zeros(2), norm=3)
+    with pytest.raises(ValueError, match="reach"):
+        K.fab_step(X, X, X, np.zeros(2), reach=np.ones(3))
+    with pytest.raises(ValueError, match="alpha_max"):
+        K.fab_step(X, X, X, np.zeros(2), alpha_max=2.0)
+    W = np.array([[np.nan, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    d = K.project_plane(X, W, np.array([1.0, 1.0]))
+    np.testing.assert_array_equal(d[0], 0.0)  # a NaN gradient: no move
+    np.testing.assert_allclose(d[1], [1 / 3] * 3)  # L2 without a box: along w
+    Xi = np.array([[1e308, 1e308, 0.0]])
+    np.testing.assert_array_equal(K.project_plane(Xi, np.ones((1, 3)), np.zeros(1)), 0.0)
+    # a move beyond reach is not taken
+    step = K.fab_step(X[:1], X[:1], np.ones((1, 3)) * 1e-9, np.ones(1), reach=np.ones(1))
+    np.testing.assert_array_equal(step, X[:1])

@@ -422,6 +422,57 @@ bool finite_impl(const py::array& X, int threads) {
     return all_finite<T>(x, threads);
 }
 
+// A float64 vector of n values with unit stride (None: nullptr).
+const double* unit_vec(const py::object& o, std::int64_t n, const char* name) {
+    auto v = in_vec<double>(o, n, name);
+    if (v.data && n > 1 && v.stride != 1)
+        throw py::value_error(std::string(name) + ": must be contiguous");
+    return v.data;
+}
+
+void project_plane_impl(const py::array& X, const py::array& W, const py::array& b,
+                        const py::object& lo, const py::object& hi, int norm, const py::array& out,
+                        int threads) {
+    auto x = in_mat<double>(X, "X");
+    auto w = in_mat<double>(W, "W");
+    if (w.rows != x.rows || w.cols != x.cols)
+        throw py::value_error("W: expected the shape of X (" + std::to_string(x.rows) + ", " +
+                              std::to_string(x.cols) + "), got " + shape_str(W));
+    if (norm != 0 && norm != 1 && norm != 2)
+        throw py::value_error("norm: expected 0 (L-inf), 1 or 2, got " + std::to_string(norm));
+    const double* pb = unit_vec(b, x.rows, "b");
+    const double* pl = unit_vec(lo, x.cols, "lo");
+    const double* ph = unit_vec(hi, x.cols, "hi");
+    std::int64_t ldo = 0;
+    double* po = out_mat<double>(out, x.rows, x.cols, ldo, "out");
+    KernelCall nogil;  // views checked above; the arrays stay alive in the caller's frame
+    project_plane(x, w, pb, pl, ph, norm, po, ldo, threads);
+}
+
+void fab_step_impl(const py::array& X, const py::array& X0, const py::array& W, const py::array& b,
+                   const py::object& lo, const py::object& hi, int norm, double eta,
+                   double alpha_max, const py::array& reach, const py::array& out, int threads) {
+    auto x = in_mat<double>(X, "X");
+    auto x0 = in_mat<double>(X0, "X0");
+    auto w = in_mat<double>(W, "W");
+    for (const auto* v : {&x0, &w})
+        if (v->rows != x.rows || v->cols != x.cols)
+            throw py::value_error("X0, W: expected the shape of X (" + std::to_string(x.rows) +
+                                  ", " + std::to_string(x.cols) + ")");
+    if (norm != 0 && norm != 1 && norm != 2)
+        throw py::value_error("norm: expected 0 (L-inf), 1 or 2, got " + std::to_string(norm));
+    if (!(eta > 0) || !std::isfinite(eta)) throw py::value_error("eta: must be > 0 and finite");
+    if (!(alpha_max >= 0 && alpha_max <= 1)) throw py::value_error("alpha_max: must lie in [0, 1]");
+    const double* pb = unit_vec(b, x.rows, "b");
+    const double* pl = unit_vec(lo, x.cols, "lo");
+    const double* ph = unit_vec(hi, x.cols, "hi");
+    const double* pr = unit_vec(reach, x.rows, "reach");
+    std::int64_t ldo = 0;
+    double* po = out_mat<double>(out, x.rows, x.cols, ldo, "out");
+    KernelCall nogil;  // views checked above; the arrays stay alive in the caller's frame
+    fab_step(x, x0, w, pb, pl, ph, norm, eta, alpha_max, pr, po, ldo, threads);
+}
+
 }  // namespace
 
 void bind_kernels(py::module_& m) {
@@ -590,6 +641,26 @@ void bind_kernels(py::module_& m) {
             bad_dtype(S, "S");
         },
         py::arg("S"), py::arg("dup"), py::arg("idx"), py::arg("top"), py::arg("second"),
+        py::arg("threads"));
+    m.def(
+        "project_plane",
+        [](const py::array& X, const py::array& W, const py::array& b, const py::object& lo,
+           const py::object& hi, int norm, const py::array& out, int threads) {
+            check_threads(threads);
+            project_plane_impl(X, W, b, lo, hi, norm, out, threads);
+        },
+        py::arg("X"), py::arg("W"), py::arg("b"), py::arg("lo"), py::arg("hi"), py::arg("norm"),
+        py::arg("out"), py::arg("threads"));
+    m.def(
+        "fab_step",
+        [](const py::array& X, const py::array& X0, const py::array& W, const py::array& b,
+           const py::object& lo, const py::object& hi, int norm, double eta, double alpha_max,
+           const py::array& reach, const py::array& out, int threads) {
+            check_threads(threads);
+            fab_step_impl(X, X0, W, b, lo, hi, norm, eta, alpha_max, reach, out, threads);
+        },
+        py::arg("X"), py::arg("X0"), py::arg("W"), py::arg("b"), py::arg("lo"), py::arg("hi"),
+        py::arg("norm"), py::arg("eta"), py::arg("alpha_max"), py::arg("reach"), py::arg("out"),
         py::arg("threads"));
     m.def(
         "dlr_rows",

@@ -164,7 +164,7 @@ def _demo_figures(out, X, y, keep, m_lr, m_mlp, m_id, results):
     return paths
 
 
-_ATTACKS = ("fgsm", "pgd", "apgd", "autoattack", "square", "fmn", "deepfool", "minimal",
+_ATTACKS = ("fgsm", "pgd", "apgd", "autoattack", "square", "fmn", "fab", "deepfool", "minimal",
             "template", "hop_skip_jump", "score_attack", "universal")
 #: attacks that query only predict / predict_proba: any scikit-learn estimator will do
 _BLACK_BOX = ("hop_skip_jump", "score_attack")
@@ -206,12 +206,12 @@ def _out_file_arg(out) -> str:
 def _norm_arg(value: str) -> str:
     from ._checks import norm_name
     if value.strip().lower() in ("1", "l1"):
-        return "1"  # fmn only (checked with the attack)
+        return "1"  # fmn and fab only (checked with the attack)
     try:
         return norm_name(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected inf (linf), 2 (l2) or, for fmn, 1 (l1), got {value!r}") from None
+            f"expected inf (linf), 2 (l2) or, for fmn and fab, 1 (l1), got {value!r}") from None
 
 
 def _target_arg(target, model):
@@ -363,8 +363,9 @@ def _attack(args) -> int:
     y = None if args.labels is None else load_array(args.labels, name="y").reshape(-1)
     clip = None if args.clip is None else tuple(args.clip)
     kw = dict(threads=args.threads)
-    if args.norm == "1" and args.attack != "fmn":
-        raise ValueError(f"--norm 1: only fmn minimises the L1 norm ({args.attack} takes inf or 2)")
+    if args.norm == "1" and args.attack not in ("fmn", "fab"):
+        raise ValueError(f"--norm 1: only fmn and fab minimise the L1 norm ({args.attack} takes "
+                         "inf or 2)")
     steps = args.steps
     if args.attack in ("fgsm", "pgd", "apgd") and steps is None:
         steps = 10  # the CLI's historical default for these
@@ -415,8 +416,10 @@ def _attack(args) -> int:
             kw.update(max_queries=args.queries)
         if args.attack == "score_attack":
             kw.update(eps=args.eps)
-    elif args.attack == "fmn":
+    elif args.attack in ("fmn", "fab"):
         kw.update(norm=int(args.norm) if args.norm in ("1", "2") else args.norm, clip=clip)
+        if args.attack == "fab":
+            kw.update(seed=args.seed)
         if steps is not None:
             kw.update(steps=steps)
         if args.target is not None:
@@ -429,12 +432,12 @@ def _attack(args) -> int:
         if args.target is None:
             raise ValueError("--target is required for template")
         kw.update(target=args.target, clip=clip)
-    if "target" in kw and args.attack not in ("apgd", "fmn"):
+    if "target" in kw and args.attack not in ("apgd", "fmn", "fab"):
         kw["target"] = _target_arg(args.target, model)
-    if args.attack == "fmn" and "target" in kw:
+    if args.attack in ("fmn", "fab") and "target" in kw:
         t = _target_arg(args.target, model)
         if isinstance(t, str):
-            raise ValueError("--target for fmn: one of the model's classes")
+            raise ValueError(f"--target for {args.attack}: one of the model's classes")
         kw["target"] = t
     if args.device != "cpu":
         if args.attack not in ("fgsm", "pgd"):
@@ -494,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "hop_skip_jump (5000), score_attack (1000)")
     p.add_argument("--aa-version", dest="aa_version", default="standard",
                    choices=["standard", "rand"], help="autoattack's ensemble (default standard)")
-    p.add_argument("--norm", default="inf", type=_norm_arg, help="inf (linf), 2 (l2); 1 for fmn")
+    p.add_argument("--norm", default="inf", type=_norm_arg, help="inf (linf), 2 (l2); 1 for fmn and fab")
     p.add_argument("--target", default=None, help="a label, 'random', 'least_likely' or 'all'")
     p.add_argument("--clip", type=float, nargs=2, metavar=("LO", "HI"), default=None)
     p.add_argument("--seed", type=int, default=0)

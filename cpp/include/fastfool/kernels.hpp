@@ -145,6 +145,22 @@ void dlr_rows(const MatView<T>& S, const std::int64_t* y, const std::int64_t* t,
 template <class T>
 void softmax_at(const MatView<T>& S, const std::int64_t* idx, double* out, int threads);
 
+// Per row i, the move d (into out, row stride ldo) of least norm (norm 0: L-inf, 1: L1, 2: L2)
+// with W_i . (X_i + d) = b_i and lo <= X_i + d <= hi (lo / hi: D bounds each, null: unbounded;
+// X_i inside the box); where the hyperplane misses the box, the corner furthest toward it; rows
+// with non-finite values: d = 0. FAB's projection (cpu/project.cpp).
+void project_plane(const MatView<double>& X, const MatView<double>& W, const double* b,
+                   const double* lo, const double* hi, int norm, double* out, std::int64_t ldo,
+                   int threads);
+
+// One FAB step per row (Croce & Hein 2020): d1, d2 = project_plane of X_i and X0_i onto the
+// row's hyperplane (W_i, b_i) in the box; a = min(|d1| / (|d1| + |d2|), alpha_max) with the
+// norms floored at 1e-8; out_i = clip((1 - a)(X_i + eta d1) + a (X0_i + eta d2)), or X_i itself
+// when that point leaves |z - X0_i|_inf <= reach[i] (or is not finite).
+void fab_step(const MatView<double>& X, const MatView<double>& X0, const MatView<double>& W,
+              const double* b, const double* lo, const double* hi, int norm, double eta,
+              double alpha_max, const double* reach, double* out, std::int64_t ldo, int threads);
+
 // True when every element is finite (no NaN, no +-inf).
 template <class T>
 bool all_finite(const MatView<T>& X, int threads);

@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from .. import verdict
+from .. import kernels
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
 from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, norm_of, positive,
@@ -50,77 +50,11 @@ def _norm_name(norm) -> str:
         raise ValueError(f"norm: fab supports 1, 2 and 'inf', got {norm!r}") from None
 
 
-def project_plane(P, w, b, lo, hi, p: str) -> np.ndarray:
+def project_plane(P, w, b, lo, hi, p: str, threads: int | None = None) -> np.ndarray:
     """Per row, the move ``d`` of least ``||d||_p`` (p "1", "2" or "inf") with
-    ``w . (P + d) = b`` and ``lo <= P + d <= hi`` (``lo`` / ``hi``: None, scalars or per-feature
-    bounds; P inside the box). Where the hyperplane misses the box, the move to the box corner
-    furthest along ``w`` (toward the plane). Float64.
-
-    Each coordinate moves only in the direction that brings ``w . (P + d)`` toward ``b``, by at
-    most its room in the box ``cap``; with ``e = |d|`` and ``v = |w|`` the constraint is
-    ``v . e = r`` (``r = |b - w . P|``). L-inf: ``e = min(tau, cap)``; L2: ``e = min(lam v,
-    cap)``; the scalar is found on the sorted breakpoints (``cap``, ``cap / v``) of the
-    piecewise-linear, increasing ``v . e``. L1: the coordinates of largest ``v`` are filled to
-    their room first.
-    """
-    P = np.asarray(P, np.float64)
-    w = np.asarray(w, np.float64)
-    n, D = P.shape
-    d = np.zeros((n, D))
-    if n == 0 or D == 0:
-        return d
-    r = np.asarray(b, np.float64) - np.einsum("ij,ij->i", w, P)
-    s = np.where(r < 0, -1.0, 1.0)
-    r = np.abs(r)
-    ws = w * s[:, None]
-    v = np.abs(ws)
-    up = ws > 0
-    room_up = np.full((n, D), np.inf) if hi is None else np.broadcast_to(hi, (n, D)) - P
-    room_dn = np.full((n, D), np.inf) if lo is None else P - np.broadcast_to(lo, (n, D))
-    cap = np.maximum(np.where(up, room_up, room_dn), 0.0)
-    cap[v == 0] = 0.0
-    rows = np.arange(n)
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        if p == "1":
-            order = np.argsort(-v, axis=1, kind="stable")
-            vs = np.take_along_axis(v, order, axis=1)
-            cs = np.take_along_axis(cap, order, axis=1)
-            G = np.cumsum(vs * cs, axis=1)  # inclusive: the progress with the first j+1 full
-            k = (G < r[:, None]).sum(axis=1)  # coordinates filled completely
-            es = np.where(np.arange(D)[None, :] < k[:, None], cs, 0.0)
-            part = k < D
-            kk = np.minimum(k, D - 1)
-            prev = np.where(kk > 0, G[rows, np.maximum(kk - 1, 0)], 0.0)
-            last = (r - prev) / vs[rows, kk]
-            es[rows[part], kk[part]] = last[part]
-            e = np.empty_like(es)
-            np.put_along_axis(e, order, es, axis=1)
-        else:
-            if p == "inf":
-                bp = cap
-                slope = v  # d(v . e)/d tau of the coordinates still below their room
-            else:
-                bp = np.where(v > 0, cap / np.where(v > 0, v, 1.0), 0.0)
-                slope = v * v
-            order = np.argsort(bp, axis=1, kind="stable")
-            bps = np.take_along_axis(bp, order, axis=1)
-            full = np.take_along_axis(v * cap, order, axis=1)
-            sl = np.take_along_axis(slope, order, axis=1)
-            A = np.zeros_like(full)  # sum over the coordinates already at their room
-            np.cumsum(full[:, :-1], axis=1, out=A[:, 1:])
-            Bsl = sl[:, ::-1].cumsum(axis=1)[:, ::-1]  # sum of slopes of the others
-            F = A + np.where(Bsl > 0, bps * Bsl, 0.0)  # v . e at each breakpoint
-            k = (F < r[:, None]).sum(axis=1)
-            kk = np.minimum(k, D - 1)
-            scal = np.where(k < D, (r - A[rows, kk]) / np.where(Bsl[rows, kk] > 0,
-                                                                Bsl[rows, kk], 1.0), np.inf)
-            scal = np.maximum(scal, 0.0)
-            mult = v if p == "2" else np.ones_like(v)
-            e = np.minimum(scal[:, None] * mult, cap)
-            e = np.where(v > 0, e, 0.0)
-    d = np.sign(ws) * e
-    d[r == 0] = 0.0
-    return d
+    ``w . (P + d) = b`` inside the box: :func:`fastfool.kernels.project_plane`."""
+    return kernels.project_plane(P, w, b, lo, hi, norm={"1": 1, "2": 2, "inf": "inf"}[p],
+                                 threads=threads)
 
 
 def _jacobian(model, x, threads):
@@ -189,26 +123,15 @@ def _run(model, x0, y, t, p, lo, hi, steps, alpha_max, eta, beta, start, accept,
     # without a box the linearisation can send a row arbitrarily far (a vanishing gradient): a
     # move that leaves 1e4 (|x0|_inf + 1) of x0 in some coordinate, or the model's float range,
     # is not taken (DeepFool's trust region)
-    reach = 1e4 * ((np.abs(x0).max(axis=1) if D else np.zeros(n)) + 1.0)
-    top = float(np.finfo(dt).max) / 4
+    reach = np.minimum(1e4 * ((np.abs(x0).max(axis=1) if D else np.zeros(n)) + 1.0),
+                       float(np.finfo(dt).max) / 4)
     for _ in range(steps):
         xa = x.astype(dt)
         w, b, est = _plane(model, xa, y, t, p, threads, accept == "target")
         if est0 is None:
             est0 = est
-        xf = xa.astype(np.float64)
-        d1 = project_plane(xf, w, b, lo, hi, p)
-        d2 = project_plane(x0, w, b, lo, hi, p)
-        a1 = np.maximum(row_norms(d1, p), 1e-8)
-        a2 = np.maximum(row_norms(d2, p), 1e-8)
-        a = np.minimum(a1 / (a1 + a2), alpha_max)[:, None]
-        with np.errstate(over="ignore", invalid="ignore"):
-            x = (xf + eta * d1) * (1 - a) + (x0 + eta * d2) * a
-            if lo is not None or hi is not None:
-                x = np.clip(x, lo, hi)
-            if D:
-                far = ~(np.abs(x - x0).max(axis=1) <= reach) | ~(np.abs(x).max(axis=1) <= top)
-                x[far] = xf[far]
+        x = kernels.fab_step(xa, x0, w, b, lo, hi, norm={"1": 1, "2": 2, "inf": "inf"}[p],
+                             eta=eta, alpha_max=alpha_max, reach=reach, threads=threads)
         xa = x.astype(dt)
         pred = np.argmax(model.scores(xa, None, threads), axis=1)
         adv = pred != y if accept == "any" else pred == t
