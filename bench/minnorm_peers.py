@@ -1,5 +1,5 @@
-"""Minimum-norm attacks on the digits MLPs (issue 19): fastfool's FAB, FMN and DeepFool against
-torchattacks' FAB, in one run: per attack the success rate, the median perturbation norm over the
+"""Minimum-norm attacks on the digits MLPs (issue 19): fastfool's FAB, FMN, DDN, C&W (L2, its
+default 1000 steps x 9 constants) and DeepFool against torchattacks' FAB, in one run: per attack the success rate, the median perturbation norm over the
 rows every attack fooled, and the time.
 
     python bench/minnorm_peers.py [--json bench/results/minnorm.json] [--no-peer] [--steps 100]
@@ -66,6 +66,10 @@ def main(argv=None) -> int:
                                          threads=2).x_adv)
             run("ff.fmn", lambda: ff.fmn(m, X, y, norm=nn_, steps=args.steps, clip=(0, 1),
                                          threads=2).x_adv)
+            if norm == "2":
+                run("ff.ddn", lambda: ff.ddn(m, X, y, steps=args.steps, clip=(0, 1),
+                                             threads=2).x_adv)
+                run("ff.cw", lambda: ff.cw(m, X, y, clip=(0, 1), threads=2).x_adv)
             if norm != "1":
                 run("ff.deepfool", lambda: ff.deepfool(m, X, y, norm=nn_, clip=(0, 1),
                                                        threads=2).x_adv)

@@ -664,3 +664,98 @@ def fab(spec, X, y, norm, steps, lo, hi, target=None, alpha_max=0.1, eta=1.05, b
                     dist[r], out[r] = nrm(x - x0), x
                 x = x0 + (x - x0) * beta
     return out, dist
+
+
+def ce_and_grad(spec, x, label):
+    """(softmax probabilities, input gradient of the cross-entropy at ``label``) of one row."""
+    C = _n_classes(spec)
+    z = logits_and_vjp(spec, x[None], np.zeros((1, C)))[0][0]
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    V = p.copy()
+    V[label] -= 1.0
+    return p, logits_and_vjp(spec, x[None], V[None])[1][0]
+
+
+def ddn(spec, X, y, steps, lo, hi, init_eps=1.0, gamma=0.05, target=None):
+    """Decoupled Direction and Norm (Rony et al. 2019), one row at a time in float64: the
+    smallest adversarial iterate per row (X where none)."""
+    import math
+    X = np.asarray(X, np.float64)
+    out = X.copy()
+    for r in range(X.shape[0]):
+        x0 = X[r]
+        worst = np.linalg.norm(np.maximum(x0 - lo, hi - x0))
+        delta = np.zeros_like(x0)
+        eps, best = init_eps, np.inf
+        lab = int(y[r] if target is None else target[r])
+        for i in range(steps):
+            alpha = 0.01 + 0.99 * (1 + math.cos(math.pi * i / steps)) / 2
+            p, g = ce_and_grad(spec, x0 + delta, lab)
+            pred = int(np.argmax(p))
+            adv = pred != int(y[r]) if target is None else pred == lab
+            if adv and np.linalg.norm(delta) < best:
+                best, out[r] = np.linalg.norm(delta), x0 + delta
+            if target is not None:
+                g = -g
+            gn = np.linalg.norm(g)
+            if gn > 0:
+                delta = delta + alpha * g / gn
+            eps = min(eps * (1 - gamma) if adv else eps * (1 + gamma), worst)
+            nd = np.linalg.norm(delta)
+            if nd > 0:
+                delta = delta * eps / nd
+            delta = np.clip(x0 + delta, lo, hi) - x0
+    return out
+
+
+def cw(spec, X, y, steps, binary_search_steps, lo, hi, initial_const=1e-3, confidence=0.0,
+       lr=0.01):
+    """Carlini-Wagner L2 (2017), untargeted, one row at a time in float64: tanh change of
+    variables onto [lo, hi], Adam, the search over c (x10 until found, then bisection), the row's
+    own early stop at each tenth of the steps. Returns the smallest adversarial point per row."""
+    X = np.asarray(X, np.float64)
+    C = _n_classes(spec)
+    out = X.copy()
+    mid, half = (lo + hi) / 2, (hi - lo) / 2
+    every = max(1, -(-steps // 10))
+    for r in range(X.shape[0]):
+        x0, yr = X[r], int(y[r])
+        w0 = np.arctanh((x0 - mid) / half * 0.999999)
+        xrec = mid + half * np.tanh(w0)
+        c, low, up, best = initial_const, 0.0, np.inf, np.inf
+        for _ in range(binary_search_steps):
+            w = np.zeros_like(x0)
+            m1, m2 = np.zeros_like(x0), np.zeros_like(x0)
+            found, prev = False, np.inf
+            for k in range(steps):
+                th = np.tanh(w0 + w)
+                xp = mid + half * th
+                z = logits_and_vjp(spec, xp[None], np.zeros((1, C)))[0][0]
+                j = max((q for q in range(C) if q != yr), key=lambda q: (z[q], -q))
+                hinge = z[yr] - z[j] + confidence
+                obj = np.sum((xp - xrec) ** 2) + c * max(hinge, 0.0)
+                if hinge < 0:
+                    found = True
+                    if np.linalg.norm(xp - x0) < best:
+                        best, out[r] = np.linalg.norm(xp - x0), xp
+                g = 2 * (xp - xrec)
+                if hinge > 0:
+                    V = np.zeros((1, C))
+                    V[0, yr], V[0, j] = c, -c
+                    g = g + logits_and_vjp(spec, xp[None], V)[1][0]
+                g = g * half * (1 - th * th)
+                t = k + 1
+                m1 = 0.9 * m1 + 0.1 * g
+                m2 = 0.999 * m2 + 0.001 * g * g
+                w = w - lr * (m1 / (1 - 0.9 ** t)) / (np.sqrt(m2 / (1 - 0.999 ** t)) + 1e-8)
+                if k % every == 0:
+                    if not obj <= 0.9999 * prev:
+                        break
+                    prev = obj
+            if found:
+                up = min(up, c)
+            else:
+                low = max(low, c)
+            c = c * 10 if np.isinf(up) else (low + up) / 2
+    return out

@@ -89,6 +89,8 @@ CALLS = [
     ("square", lambda X, y, e: ff.square(lm, X, y, eps=e, max_queries=5), (X, y, 0.1), None, False),
     ("fmn", lambda X, y: ff.fmn(mlp, X, y, steps=3), (X, y), None, False),
     ("fab", lambda X, y: ff.fab(mlp, X, y, steps=3, norm=1), (X, y), None, False),
+    ("ddn", lambda X, y: ff.ddn(mlp, X, y, steps=3), (X, y), None, False),
+    ("cw", lambda X, y: ff.cw(mlp, X, y, steps=3, binary_search_steps=2), (X, y), None, False),
     ("project_plane", lambda A, W, b: K.project_plane(A, W, b, 0.0, 1.0, norm="inf"),
      (X, X, np.zeros(len(X))), None, False),
     ("fab_step", lambda A, W, b: K.fab_step(A, A, W, b, norm=1), (X, X, np.zeros(len(X))), None,

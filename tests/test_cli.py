@@ -292,12 +292,14 @@ def test_cli_runs_autoattack_square_and_fmn(tmp_path, capsys):
                   ["--attack", "fmn", "--norm", "2", "--steps", "20", "--target", "1"],
                   ["--attack", "fab", "--norm", "1", "--steps", "15"],
                   ["--attack", "fab", "--steps", "15", "--target", "2"],
+                  ["--attack", "ddn", "--steps", "15"],
+                  ["--attack", "cw", "--norm", "2", "--steps", "15", "--target", "3"],
                   ["--attack", "universal", "--eps", "0.2", "--steps", "2"]):
         assert cli.main(base + extra) == 0, extra
         out = json.loads(capsys.readouterr().out)
         r = ff.AttackResult.load(tmp_path / "r.npz")
         assert out["attack"] == extra[1] and out["rows"] == 25
-        assert r.linf.max() <= (0.2 + 1e-6 if extra[1] not in ("fmn", "fab") else 1.0)
+        assert r.linf.max() <= (0.2 + 1e-6 if extra[1] not in ("fmn", "fab", "ddn", "cw") else 1.0)
         np.testing.assert_array_equal(r.pred, m.predict(r.x_adv))
         if extra[1] == "autoattack":
             assert [s["attack"] for s in out["stages"]] == (["apgd-ce", "apgd-t", "fab-t",
@@ -307,6 +309,7 @@ def test_cli_runs_autoattack_square_and_fmn(tmp_path, capsys):
     for bad, msg in ((["--attack", "square"], "--eps is required"),
                      (["--attack", "pgd", "--eps", "0.1", "--norm", "1"], "only fmn and fab"),
                      (["--attack", "fab", "--target", "random"], "one of the model's classes"),
+                     (["--attack", "ddn", "--norm", "inf"], "--norm 2"),
                      (["--attack", "square", "--eps", "0.1", "--target", "1"], "untargeted"),
                      (["--attack", "fmn", "--target", "random"], "one of the model's classes")):
         assert cli.main(base + bad) == 2, bad

@@ -104,6 +104,9 @@ def _attacks(affine, n_classes):
              ("fmn-inf", lambda m, X, y, c: ff.fmn(m, X, y, norm="inf", steps=6, clip=c), None),
              ("fab", lambda m, X, y, c: ff.fab(m, X, y, steps=6, clip=c), None),
              ("fab-l2", lambda m, X, y, c: ff.fab(m, X, y, norm=2, steps=6, clip=c), None),
+             ("ddn", lambda m, X, y, c: ff.ddn(m, X, y, steps=8, clip=c), None),
+             ("cw", lambda m, X, y, c: ff.cw(m, X, y, steps=10, binary_search_steps=2,
+                                               initial_const=1.0, clip=c), None),
              ("universal", lambda m, X, y, c: ff.universal(m, X, y, eps=0.3, max_passes=1,
                                                            batch=64, clip=c, max_iter=10), None)]
     if n_classes > 3:

@@ -24,7 +24,7 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
 from . import cuda, datasets, kernels
 from .attacks import (ConfidenceMap, certify, confidence_map, deepfool, far_points, fgsm, invert,
                       minimal, pgd, robustness_curve, score_attack, template, transfer, apgd,
-                      autoattack, fab, fmn, hop_skip_jump, square,
+                      autoattack, cw, ddn, fab, fmn, hop_skip_jump, square,
                       universal)
 from .io import load_model, save_model
 from .result import AttackResult
@@ -53,6 +53,8 @@ __all__ = [
     "autoattack",
     "fmn",
     "fab",
+    "ddn",
+    "cw",
     "hop_skip_jump",
     "square",
     "universal",

@@ -164,8 +164,8 @@ def _demo_figures(out, X, y, keep, m_lr, m_mlp, m_id, results):
     return paths
 
 
-_ATTACKS = ("fgsm", "pgd", "apgd", "autoattack", "square", "fmn", "fab", "deepfool", "minimal",
-            "template", "hop_skip_jump", "score_attack", "universal")
+_ATTACKS = ("fgsm", "pgd", "apgd", "autoattack", "square", "fmn", "fab", "ddn", "cw", "deepfool",
+            "minimal", "template", "hop_skip_jump", "score_attack", "universal")
 #: attacks that query only predict / predict_proba: any scikit-learn estimator will do
 _BLACK_BOX = ("hop_skip_jump", "score_attack")
 
@@ -342,6 +342,8 @@ def _load_model_arg(path, trust_pickle, black_box=False):
 
 
 def _attack(args) -> int:
+    if args.norm is None:
+        args.norm = "2" if args.attack in ("ddn", "cw") else "inf"
     import json
 
 
@@ -424,6 +426,14 @@ def _attack(args) -> int:
             kw.update(steps=steps)
         if args.target is not None:
             kw.update(target=args.target)
+    elif args.attack in ("ddn", "cw"):
+        if args.norm != "2":
+            raise ValueError(f"--norm: {args.attack} minimises the L2 norm only (--norm 2)")
+        kw.update(clip=clip)
+        if steps is not None:
+            kw.update(steps=steps)
+        if args.target is not None:
+            kw.update(target=args.target)
     elif args.attack == "deepfool":
         kw.update(norm=args.norm, clip=clip)
     elif args.attack == "minimal":
@@ -432,9 +442,9 @@ def _attack(args) -> int:
         if args.target is None:
             raise ValueError("--target is required for template")
         kw.update(target=args.target, clip=clip)
-    if "target" in kw and args.attack not in ("apgd", "fmn", "fab"):
+    if "target" in kw and args.attack not in ("apgd", "fmn", "fab", "ddn", "cw"):
         kw["target"] = _target_arg(args.target, model)
-    if args.attack in ("fmn", "fab") and "target" in kw:
+    if args.attack in ("fmn", "fab", "ddn", "cw") and "target" in kw:
         t = _target_arg(args.target, model)
         if isinstance(t, str):
             raise ValueError(f"--target for {args.attack}: one of the model's classes")
@@ -497,7 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "hop_skip_jump (5000), score_attack (1000)")
     p.add_argument("--aa-version", dest="aa_version", default="standard",
                    choices=["standard", "rand"], help="autoattack's ensemble (default standard)")
-    p.add_argument("--norm", default="inf", type=_norm_arg, help="inf (linf), 2 (l2); 1 for fmn and fab")
+    p.add_argument("--norm", default=None, type=_norm_arg,
+                   help="inf (linf, the default), 2 (l2; the default and only norm of ddn and cw); "
+                        "1 for fmn and fab")
     p.add_argument("--target", default=None, help="a label, 'random', 'least_likely' or 'all'")
     p.add_argument("--clip", type=float, nargs=2, metavar=("LO", "HI"), default=None)
     p.add_argument("--seed", type=int, default=0)
