@@ -1,6 +1,7 @@
 """Minimum-norm attacks on the digits MLPs (issue 19): fastfool's FAB, FMN, DDN, C&W (L2, its
-default 1000 steps x 9 constants) and DeepFool against torchattacks' FAB, in one run: per attack the success rate, the median perturbation norm over the
-rows every attack fooled, and the time.
+default 1000 steps x 9 constants) and DeepFool against torchattacks' FAB, in one run: per
+attack the success rate, the median perturbation norm over the rows every attack fooled, and
+the time.
 
     python bench/minnorm_peers.py [--json bench/results/minnorm.json] [--no-peer] [--steps 100]
 
