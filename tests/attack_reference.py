@@ -759,3 +759,96 @@ def cw(spec, X, y, steps, binary_search_steps, lo, hi, initial_const=1e-3, confi
                 low = max(low, c)
             c = c * 10 if np.isinf(up) else (low + up) / 2
     return out
+
+
+def _eta_rect(a, b):
+    out = np.zeros((a, b))
+    for i in range(a):
+        for j in range(b):
+            # rectangle k covers (i, j) when |i - a // 2| <= k and |j - b // 2| <= k
+            k0 = max(abs(i - a // 2), abs(j - b // 2))
+            out[i, j] = sum(1.0 / (k + 1) ** 2 for k in range(k0, max(a // 2 + 1, b // 2 + 1)))
+    n = np.sqrt((out ** 2).sum())
+    return out / n if n > 0 else out
+
+
+def eta_l2(sh, sw, flip):
+    """The L2 Square Attack's window content, computed cell by cell."""
+    if sh >= 2 or sw == 1:
+        out = np.concatenate([_eta_rect(sh // 2, sw), -_eta_rect(sh - sh // 2, sw)], axis=0)
+    else:
+        out = np.concatenate([_eta_rect(1, sw // 2), -_eta_rect(1, sw - sw // 2)], axis=1)
+    out = out / np.sqrt((out ** 2).sum())
+    return out.T if flip and sh == sw else out
+
+
+def square_l2(spec, X, y, eps, n_iters, H, W, C, seed, lo, hi, p_init=0.8):
+    """The L2 Square Attack (AutoAttack's version: windows shared by all rows), float64, with
+    fastfool's order of random draws (start: signs (N, bh, bw, C), transposition coins (bh, bw);
+    then per iteration: 4 corner fractions, one coin, signs (N, C)); row-major H x W x C
+    images. Returns (x_best, queries)."""
+    import math
+    from fastfool.attacks.square import p_schedule
+    rng = np.random.default_rng(seed)
+    X = np.asarray(X, np.float64)
+    N, D = X.shape
+    C_out = _n_classes(spec)
+    grid = np.arange(D).reshape(H, W, C)
+
+    def margin(x, r):
+        z = logits_and_vjp(spec, x[None], np.zeros((1, C_out)))[0][0]
+        return z[y[r]] - max(z[j] for j in range(C_out) if j != y[r])
+
+    def point(d, x0):
+        return np.clip(x0 + d / (np.linalg.norm(d) + 1e-12) * eps, lo, hi)
+    s0 = max(min(H, W) // 5, 1)
+    bh, bw = H // s0, W // s0
+    oh, ow = max((H - s0 * 5) // 2, 0), max((W - s0 * 5) // 2, 0)
+    signs0 = rng.choice(np.array([-1.0, 1.0]), size=(N, bh, bw, C))
+    flips0 = rng.random((bh, bw)) > 0.5
+    best = np.empty_like(X)
+    marg = np.empty(N)
+    q = np.ones(N, dtype=np.int64)
+    for r in range(N):
+        d = np.zeros((H, W, C))
+        for a in range(bh):
+            for b in range(bw):
+                h0, w0 = oh + a * s0, ow + b * s0
+                if h0 + s0 <= H and w0 + s0 <= W:
+                    e = eta_l2(s0, s0, bool(flips0[a, b]))
+                    for c in range(C):
+                        d[h0:h0 + s0, w0:w0 + s0, c] += signs0[r, a, b, c] * e
+        best[r] = point(d.reshape(-1), X[r])
+        marg[r] = margin(best[r], r)
+    for it in range(n_iters - 1):
+        u = rng.random(4)
+        flip = rng.random() > 0.5
+        sg = rng.choice(np.array([-1.0, 1.0]), size=(N, C))
+        if not (marg > 0).any():
+            break
+        p = p_schedule(p_init, it, n_iters)
+        s = max(int(round(math.sqrt(p * D / C))), 3)
+        s = min(s + (s % 2 == 0), min(H, W))
+        h1, w1 = (int(u[0] * (H - s)) if H > s else 0), (int(u[1] * (W - s)) if W > s else 0)
+        h2, w2 = (int(u[2] * (H - s)) if H > s else 0), (int(u[3] * (W - s)) if W > s else 0)
+        e = eta_l2(s, s, flip)
+        for r in np.flatnonzero(marg > 0):
+            d = (best[r] - X[r]).reshape(H, W, C).copy()
+            n_img = np.linalg.norm(d)
+            for c in range(C):
+                win1 = d[h1:h1 + s, w1:w1 + s, c].copy()
+                mask = np.zeros((H, W), dtype=bool)
+                mask[h1:h1 + s, w1:w1 + s] = True
+                mask[h2:h2 + s, w2:w2 + s] = True
+                n_win = np.linalg.norm(d[:, :, c][mask])
+                new = sg[r, c] * e + win1 / (1e-12 + np.linalg.norm(win1))
+                new = new / (1e-12 + np.linalg.norm(new)) * np.sqrt(
+                    max(eps ** 2 - n_img ** 2, 0.0) / C + n_win ** 2)
+                d[h2:h2 + s, w2:w2 + s, c] = 0.0
+                d[h1:h1 + s, w1:w1 + s, c] = new
+            cand = point(d.reshape(-1), X[r])
+            m = margin(cand, r)
+            if m < marg[r] or m <= 0:
+                best[r], marg[r] = cand, m
+            q[r] += 1
+    return best, q

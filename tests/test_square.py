@@ -113,8 +113,55 @@ def test_square_refuses_bad_settings(mlp):
     m = ff.from_sklearn(est)
     for kw, err, match in ((dict(eps=0), ValueError, "eps"), (dict(max_queries=0), ValueError, "max_queries"),
                            (dict(p_init=1.5), ValueError, "p_init"), (dict(image_shape=(3, 3)), ValueError, "image_shape"),
-                           (dict(norm=2), NotImplementedError, "norm"),
+                           (dict(norm=1), ValueError, "norm"),
+                           (dict(norm=2, windows="per-row"), ValueError, "windows"),
                            (dict(windows="all"), ValueError, "windows")):
         args = dict(eps=0.1, **kw) if "eps" not in kw else kw
         with pytest.raises(err, match=match):
             ff.square(m, X[:3], y[:3], **args)
+
+
+@pytest.mark.parametrize("layout", ["square", "channels"])
+def test_square_l2_matches_the_reference_loop(mlp, layout):
+    """L2: the batched attack and the row-by-row image loop (the window profile computed cell by
+    cell) reach the same points with the same query counts."""
+    est, X, y = mlp
+    m = ff.from_sklearn(est)
+    X, y = X[:25], y[:25]
+    shape, (H, W, C) = {"square": (None, (8, 8, 1)), "channels": ((4, 4, 4), (4, 4, 4))}[layout]
+    res = ff.square(m, X, y, eps=0.8, norm=2, max_queries=120, image_shape=shape, clip=(0, 1),
+                    seed=2)
+    ref, q = AR.square_l2(AR.spec_of(m), X, y, 0.8, 120, H, W, C, seed=2, lo=0.0, hi=1.0)
+    np.testing.assert_allclose(res.x_adv, ref, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(res.queries, q)
+    np.testing.assert_array_equal(res.success, est.predict(res.x_adv) != y)
+
+
+def test_eta_profile_is_the_papers():
+    from fastfool.attacks.square import eta_profile
+    for sh, sw in ((3, 3), (5, 5), (7, 7), (1, 5), (4, 4), (6, 2)):
+        for flip in (False, True):
+            e = eta_profile(sh, sw, flip)
+            np.testing.assert_allclose(e, AR.eta_l2(sh, sw, flip), rtol=1e-12, atol=1e-15)
+            assert abs(np.sqrt((e ** 2).sum()) - 1) < 1e-12
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_square_l2_properties(mlp, dtype):
+    est, X, y = mlp
+    m = ff.from_sklearn(est, dtype=dtype)
+    X, y = X[:60].astype(dtype), y[:60]
+    few = ff.square(m, X, y, eps=1.0, norm=2, max_queries=30, clip=(0, 1), seed=1)
+    res = ff.square(m, X, y, eps=1.0, norm=2, max_queries=300, clip=(0, 1), seed=1)
+    for r in (few, res):
+        truth = est.predict(r.x_adv)
+        np.testing.assert_array_equal(r.success, truth != y)
+        assert r.l2.max() <= 1.0 * (1 + 1e-5) and r.x_adv.min() >= 0 and r.x_adv.max() <= 1
+        assert r.queries.max() <= r.params["max_queries"]
+    assert res.success.mean() > few.success.mean()
+    again = ff.square(m, X, y, eps=1.0, norm=2, max_queries=300, clip=(0, 1), seed=1)
+    np.testing.assert_array_equal(again.x_adv, res.x_adv)
+    one_row = ff.square(m, X[:10], y[:10], eps=1.0, norm=2, max_queries=40, image_shape=(1, 64),
+                        clip=(0, 1))
+    np.testing.assert_array_equal(one_row.success, est.predict(one_row.x_adv) != y[:10])
+    assert one_row.l2.max() <= 1.0 * (1 + 1e-5)

@@ -11,7 +11,7 @@ The stages here (``attacks=`` names):
 - ``"apgd-dlr"``: untargeted DLR, 100 steps;
 - ``"fab-t"``: :func:`fastfool.fab` targeted at each of the 9 most likely other classes
   (FAB-T), 100 steps each; a row counts as fooled when the point found lies within ``eps``;
-- ``"square"``: :func:`fastfool.square`, 5000 queries (L-inf only).
+- ``"square"``: :func:`fastfool.square`, 5000 queries (L-inf or L2).
 
 ``version="standard"`` is the paper's ensemble APGD-CE, APGD-T, FAB-T, Square.
 ``version="rand"`` (for randomised defences) is APGD-CE then APGD-DLR; fastfool's
@@ -77,8 +77,7 @@ def autoattack(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm
 
     Parameters
     ----------
-    eps : the radius. norm : "inf" (default) or 2 (Square runs in L-inf only: the L2 ensemble
-        skips it and says so in ``extra["stage_names"]``).
+    eps : the radius. norm : "inf" (default) or 2.
     version : "standard" (default), "rand" (APGD-CE, APGD-DLR) or "custom" (``attacks``).
     attacks : the stage names for "custom" (from ``STAGES``), run in the given order.
     steps : APGD and FAB iterations per run (default 100). n_targets : APGD-T's and FAB-T's
@@ -114,8 +113,6 @@ def autoattack(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm
             raise ValueError(f"attacks: unknown stage(s) {bad}; expected names from {STAGES}")
     else:
         raise ValueError(f"version: expected 'standard', 'rand' or 'custom', got {version!r}")
-    if nrm == "2" and "square" in names:
-        names.remove("square")  # L-inf only for now
     steps = count(steps, "steps")
     n_targets = count(n_targets, "n_targets")
     square_queries = count(square_queries, "square_queries")

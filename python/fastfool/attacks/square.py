@@ -1,6 +1,16 @@
 """Square Attack (Andriushchenko, Croce, Flammarion & Hein, ECCV 2020, "Square Attack: a
-query-efficient black-box adversarial attack via random search"), L-inf, untargeted: the
+query-efficient black-box adversarial attack via random search"), L-inf and L2, untargeted: the
 score-based member of the AutoAttack ensemble.
+
+L2 (AutoAttack's implementation, windows shared by all rows): the start is a grid of blocks of
+side ``min(H, W) // 5``, each holding the paper's "two opposite bumps" profile ``eta`` (centred
+rectangles weighted ``1 / (k + 1)^2``, positive in one half, negative in the other, transposed
+at random) with one random sign per row and channel, rescaled to norm ``eps``. Each iteration
+draws two windows of side ``s_k`` (at least 3, odd): the perturbation's mass in the second is
+moved into the first, whose content becomes ``eta`` (random sign per row and channel) plus its
+old direction, rescaled so that the row keeps norm ``eps``; the whole perturbation is then
+rescaled to ``eps`` and the point clipped to the box. A proposal is kept when it lowers the
+margin or fools.
 
 Each row starts from vertical stripes, ``x + eps * s`` with one random sign ``s`` per column and
 channel (clipped to the box). Every iteration proposes, for each row not yet fooled, a new
@@ -29,7 +39,7 @@ from ..models import Model
 from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, norm_of, positive,
                       prepare)
 
-__all__ = ["square", "p_schedule", "image_layout"]
+__all__ = ["square", "p_schedule", "image_layout", "eta_profile"]
 
 
 def p_schedule(p_init: float, it: int, n_iters: int) -> float:
@@ -90,6 +100,124 @@ def _side(p, D, C, H, W):
     return s, s
 
 
+def _rect(a, b):
+    """AutoAttack's centred-rectangles profile on an a x b block: rectangles of sides 2k + 1
+    around the centre, each adding 1 / (k + 1)^2, normalised to unit L2 norm (empty: empty)."""
+    out = np.zeros((a, b))
+    ca, cb = a // 2, b // 2
+    for k in range(max(a // 2 + 1, b // 2 + 1)):
+        out[max(ca - k, 0):min(ca - k + 2 * k + 1, a), max(cb - k, 0):min(cb - k + 2 * k + 1, b)] \
+            += 1.0 / (k + 1) ** 2
+    n = np.sqrt((out ** 2).sum())
+    return out / n if n > 0 else out
+
+
+def eta_profile(sh: int, sw: int, flip: bool = False) -> np.ndarray:
+    """The L2 Square Attack's window content (Andriushchenko et al. 2020): an ``sh x sw`` block
+    whose first half (along its longer axis) is a centred-rectangles bump and second half the
+    negative of one, unit L2 norm; ``flip`` transposes a square block."""
+    if sh >= 2 or sw == 1:
+        top, bot = _rect(sh // 2, sw), -_rect(sh - sh // 2, sw)
+        out = np.concatenate([top, bot], axis=0)
+    else:
+        out = np.concatenate([_rect(1, sw // 2), -_rect(1, sw - sw // 2)], axis=1)
+    out /= max(np.sqrt((out ** 2).sum()), 1e-300)
+    if flip and sh == sw:
+        out = out.T
+    return out
+
+
+def _side_l2(p, D, C, H, W):
+    """The L2 window: sqrt(p D / C) pixels a side, at least 3 and odd, at most the image's
+    smaller side (a run of that many on a one-row layout)."""
+    if H == 1 or W == 1:
+        s = max(int(round(p * D / C)), 3)
+        s = min(s + (s % 2 == 0), max(H, W))
+        return (1, s) if H == 1 else (s, 1)
+    s = max(int(round(math.sqrt(p * D / C))), 3)
+    s = min(s + (s % 2 == 0), min(H, W))
+    return s, s
+
+
+def _window(grid, h0, w0, sh, sw):
+    """The flat feature indices of a window, (C, sh * sw): channel by channel."""
+    return grid[h0:h0 + sh, w0:w0 + sw, :].reshape(-1, grid.shape[2]).T
+
+
+def _square_l2(model, X, yi, eps, max_queries, p_init, H, W, C, grid, box, rng, threads, bar):
+    """The L2 Square Attack (module docstring): (best points, queries per row)."""
+    N, D = X.shape
+    dt = X.dtype
+    X64 = np.asarray(X, np.float64)
+    # the start: blocks of side min(H, W) // 5 from an offset that centres them
+    s0 = max(min(H, W) // 5, 1)
+    bh, bw = (H // s0, W // s0) if min(H, W) > 1 else ((H, 1) if W == 1 else (1, W))
+    if min(H, W) == 1:  # a one-row layout: single features
+        s0 = 1
+    oh = max((H - s0 * 5) // 2, 0) if H > 1 else 0
+    ow = max((W - s0 * 5) // 2, 0) if W > 1 else 0
+    signs0 = rng.choice(np.array([-1.0, 1.0]), size=(N, bh, bw, C))
+    flips0 = rng.random((bh, bw)) > 0.5
+    delta = np.zeros((N, D))
+    prof0 = {False: eta_profile(s0, s0), True: eta_profile(s0, s0, True)}
+    for a in range(bh):
+        for b in range(bw):
+            h0, w0 = oh + a * s0, ow + b * s0
+            if h0 + s0 > H or w0 + s0 > W:
+                continue  # past the edge (the reference slices it away)
+            idx = _window(grid, h0, w0, s0, s0)  # (C, s0 * s0)
+            prof = prof0[bool(flips0[a, b])].ravel()
+            delta[:, idx] += signs0[:, a, b, :, None] * prof[None, None, :]
+
+    def to_point(d, x0):
+        n = np.sqrt(np.einsum("ij,ij->i", d, d))
+        return box(x0 + (d / (n + 1e-12)[:, None] * eps).astype(dt))
+
+    x_best = to_point(delta, X)
+    margin = _margin(model, x_best, yi, threads)
+    queries = np.ones(N, dtype=np.int64)
+    act = np.flatnonzero(margin > 0)
+    done = 0
+    for it in range(max_queries - 1):
+        u = rng.random(4)
+        flip = rng.random() > 0.5
+        sg = rng.choice(np.array([-1.0, 1.0]), size=(N, C))
+        if act.size == 0:
+            break
+        done = it + 1
+        sh, sw = _side_l2(p_schedule(p_init, it, max_queries), D, C, H, W)
+        h1 = int(u[0] * (H - sh)) if H > sh else 0
+        w1 = int(u[1] * (W - sw)) if W > sw else 0
+        h2 = int(u[2] * (H - sh)) if H > sh else 0
+        w2 = int(u[3] * (W - sw)) if W > sw else 0
+        i1, i2 = _window(grid, h1, w1, sh, sw), _window(grid, h2, w2, sh, sw)
+        xa, xb = X64[act], np.asarray(x_best[act], np.float64)
+        d = xb - xa
+        n_img = np.sqrt(np.einsum("ij,ij->i", d, d))
+        w1v = d[:, i1]  # (n, C, s)
+        n1 = np.sqrt((w1v ** 2).sum(axis=2))
+        union = np.zeros((C, D), dtype=bool)
+        union[np.arange(C)[:, None], i1] = True
+        union[np.arange(C)[:, None], i2] = True
+        n_win = np.sqrt(np.stack([(d[:, union[c]] ** 2).sum(axis=1) for c in range(C)], axis=1))
+        prof = eta_profile(sh, sw, flip).ravel()
+        new = sg[act][:, :, None] * prof[None, None, :] + w1v / (1e-12 + n1[:, :, None])
+        nn_ = np.sqrt((new ** 2).sum(axis=2))
+        scale = np.sqrt(np.maximum(eps ** 2 - n_img ** 2, 0.0)[:, None] / C + n_win ** 2)
+        new = new / (1e-12 + nn_[:, :, None]) * scale[:, :, None]
+        d[:, i2] = 0.0
+        d[:, i1] = new
+        cand = to_point(d, X[act])
+        m_new = _margin(model, cand, yi[act], threads)
+        better = (m_new < margin[act]) | (m_new <= 0)
+        rows = act[better]
+        x_best[rows], margin[rows] = cand[better], m_new[better]
+        queries[act] += 1
+        bar.update(1)
+        act = act[margin[act] > 0]
+    return x_best, queries, done
+
+
 def _per_row(rng, xa, xb, H, W, sh, sw, grid, offs, chan_of, eps, box, dt):
     """The paper's NumPy version: a window at a random place per row, its signs drawn again
     until the window differs from the current best somewhere (capped: a box too narrow for
@@ -117,12 +245,12 @@ def square(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: No
            max_queries: int = 5000, p_init: float = 0.8, windows: str = "shared",
            image_shape=None, channels_last: bool = True, clip: Clip = None, seed: int | None = 0,
            threads: int | None = None, progress: bool = False):
-    """Square Attack (Andriushchenko et al. 2020), L-inf, untargeted; score-based: it reads only
-    the model's logits, never a gradient.
+    """Square Attack (Andriushchenko et al. 2020), L-inf or L2, untargeted; score-based: it reads
+    only the model's logits, never a gradient.
 
     Parameters
     ----------
-    eps : the L-inf radius. norm : "inf" (the only one implemented so far).
+    eps : the radius. norm : "inf" (default) or 2 (AutoAttack's L2 version: shared windows only).
     max_queries : model evaluations per row, the start included (default 5000, AutoAttack's).
     p_init : the first window's fraction of the pixels (default 0.8, the paper's L-inf value).
     windows : "shared" (default: AutoAttack's PyTorch implementation, one window place and one
@@ -139,8 +267,7 @@ def square(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: No
     t0 = time.perf_counter()
     model, X, yi, threads = prepare(model, X, y, threads)
     eps = positive(eps, "eps", allow_zero=False)
-    if norm_of(norm) != "inf":
-        raise NotImplementedError(f"norm: square implements 'inf' so far, got {norm!r}")
+    nrm = norm_of(norm)
     max_queries = count(max_queries, "max_queries")
     p_init = positive(p_init, "p_init", allow_zero=False)
     if p_init > 1:
@@ -148,6 +275,8 @@ def square(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: No
     if windows not in ("shared", "per-row"):
         raise ValueError(f"windows: expected 'shared' or 'per-row', got {windows!r}")
     shared = windows == "shared"
+    if nrm == "2" and not shared:
+        raise ValueError("windows: the L2 attack runs with shared windows only")
     N, D = X.shape
     H, W, C, grid = image_layout(D, image_shape, channels_last)
     lo, hi = clip_bounds(clip, D, X.dtype)
@@ -162,6 +291,17 @@ def square(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: No
                 v = op(v, bound if bound.ndim == 0 or cols is None else bound[cols])
         return v.astype(dt, copy=False)
 
+    if nrm == "2":
+        bar = Progress(max_queries, progress, "square")
+        bar.update(1)
+        x_best, queries, _ = _square_l2(model, X, yi, eps, max_queries, p_init, H, W, C, grid,
+                                        box, rng, threads, bar)
+        bar.close()
+        params = dict(eps=eps, norm="2", max_queries=max_queries, p_init=p_init,
+                      windows=windows, image_shape=(H, W, C), channels_last=channels_last,
+                      clip=clip, seed=seed)
+        return finish(model, X, x_best, yi, None, queries, attack="square", t0=t0,
+                      threads=threads, queries=queries, own_labels=y is None, params=params)
     # vertical stripes: one sign per (column, channel), the same down each column
     stripes = rng.choice(np.array([-eps, eps]), size=(N, W, C))
     start = np.empty((N, D))
