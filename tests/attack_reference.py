@@ -793,7 +793,6 @@ def square_l2(spec, X, y, eps, n_iters, H, W, C, seed, lo, hi, p_init=0.8):
     X = np.asarray(X, np.float64)
     N, D = X.shape
     C_out = _n_classes(spec)
-    grid = np.arange(D).reshape(H, W, C)
 
     def margin(x, r):
         z = logits_and_vjp(spec, x[None], np.zeros((1, C_out)))[0][0]
@@ -852,3 +851,71 @@ def square_l2(spec, X, y, eps, n_iters, H, W, C, seed, lo, hi, p_init=0.8):
                 best[r], marg[r] = cand, m
             q[r] += 1
     return best, q
+
+
+def project_l1_box_bisect(x0, v, eps, lo, hi):
+    """One row: the L2 projection of v onto the L1 ball of radius eps around x0 inside [lo, hi],
+    by bisection on the soft-threshold level."""
+    d = v - x0
+    s, a = np.sign(d), np.abs(d)
+    room = np.where(s >= 0, hi - x0, x0 - lo)
+
+    def used(lam):
+        return np.clip(a - lam, 0, room).sum()
+    lam = 0.0
+    if used(0.0) > eps:
+        lo_l, hi_l = 0.0, a.max()
+        for _ in range(200):
+            m = (lo_l + hi_l) / 2
+            if used(m) > eps:
+                lo_l = m
+            else:
+                hi_l = m
+        lam = hi_l
+    return x0 + s * np.clip(a - lam, 0, room)
+
+
+def apgd_l1(spec, X, y, eps, steps, lo, hi):
+    """L1-APGD (Croce & Hein 2021), cross-entropy, untargeted, from X, one row at a time: the
+    sparse signed step on the top fraction of |gradient| coordinates, the L1-ball-and-box
+    projection, the sparsity-adaptive step size and fraction every 4% of the steps."""
+    X = np.asarray(X, np.float64)
+    C = _n_classes(spec)
+    out = np.empty_like(X)
+    D = X.shape[1]
+    period = max(int(0.04 * steps), 1)
+
+    def f_and_g(x, r):
+        L, _ = logits_and_vjp(spec, x[None], np.zeros((1, C)))
+        P = np.exp(L - L.max()) / np.exp(L - L.max()).sum()
+        V = P.copy()
+        V[0, y[r]] -= 1
+        _, G = logits_and_vjp(spec, x[None], V)
+        return -np.log(P[0, y[r]]), G[0], int(np.argmax(L))
+
+    for r in range(X.shape[0]):
+        x0 = X[r]
+        x = x0.copy()
+        eta, topk, sp_old = eps, 0.2, float(D)
+        f, g, c = f_and_g(x, r)
+        bf, bx, bg = f, x.copy(), g.copy()
+        fooled, adv = c != y[r], x.copy()
+        for k in range(steps):
+            thr = np.sort(np.abs(g))[min(max(int((1 - topk) * D), 0), D - 1)]
+            sp = np.sign(g) * (np.abs(g) >= thr)
+            x = project_l1_box_bisect(x0, x + eta * sp / (np.abs(sp).sum() + 1e-10), eps, lo, hi)
+            f, g, c = f_and_g(x, r)
+            if c != y[r]:
+                adv, fooled = x.copy(), True
+            if f > bf:
+                bf, bx, bg = f, x.copy(), g.copy()
+            if (k + 1) % period == 0:
+                s_cur = float(np.count_nonzero(bx != x0))
+                red = s_cur / sp_old < 0.95
+                topk = s_cur / D / 1.5
+                eta = min(max(eps if red else eta / 1.5, eps / 10), eps)
+                sp_old = s_cur
+                if red:
+                    x, g = bx.copy(), bg.copy()
+        out[r] = adv if fooled else bx
+    return out

@@ -106,10 +106,50 @@ def test_apgd_properties(mlp, norm, dtype):
 def test_apgd_refuses_bad_settings(mlp):
     est, X, y = mlp
     m = ff.from_sklearn(est)
-    for kw, match in ((dict(loss="cw"), "loss"), (dict(norm=1), "norm"), (dict(target="x"), "target"),
+    for kw, match in ((dict(loss="cw"), "loss"), (dict(norm=3), "norm"), (dict(target="x"), "target"),
                       (dict(steps=0), "steps")):
         with pytest.raises(ValueError, match=match):
             ff.apgd(m, X[:3], y[:3], eps=0.1, **kw)
     binary = ff.LinearModel(np.ones((1, 64)))
     with pytest.raises(ValueError, match="dlr"):
         ff.apgd(binary, X[:3], eps=0.1, loss="dlr")
+
+
+def test_l1_projection_is_the_bisections():
+    from fastfool.attacks.apgd import project_l1_box
+    rng = np.random.default_rng(3)
+    for D in (1, 2, 7, 64, 301):
+        x0 = rng.uniform(0, 1, (6, D))
+        x0[:, ::3] = 0.0
+        v = x0 + rng.normal(0, 0.4, (6, D))
+        for eps in (0.05, 1.0, 50.0):
+            z = project_l1_box(x0, v, eps, 0.0, 1.0)
+            for i in range(6):
+                ref = AR.project_l1_box_bisect(x0[i], v[i], eps, 0.0, 1.0)
+                np.testing.assert_allclose(z[i], ref, atol=1e-10)
+            assert np.all(np.abs(z - x0).sum(axis=1) <= eps * (1 + 1e-9))  # to rounding
+            assert z.min() >= 0 and z.max() <= 1
+    # without a box: the plain L1-ball projection
+    z = project_l1_box(np.zeros((1, 3)), np.array([[3.0, -1.0, 0.5]]), 2.0, None, None)
+    np.testing.assert_allclose(z, [[2.0, 0.0, 0.0]])
+
+
+def test_l1_apgd_matches_the_reference_loop_and_keeps_the_ball(mlp):
+    est, X, y = mlp
+    m = ff.from_sklearn(est)
+    X, y = X[:15], y[:15]
+    res = ff.apgd(m, X, y, eps=1.5, norm=1, steps=25, clip=(0, 1))
+    ref = AR.apgd_l1(AR.spec_of(m), X, y, 1.5, 25, 0.0, 1.0)
+    same = np.all(np.abs(res.x_adv - ref) <= 1e-8, axis=1)
+    assert same.mean() >= 0.9, same.mean()  # 1.0 when written
+    np.testing.assert_array_equal(res.success, est.predict(res.x_adv) != y)
+    m32 = ff.from_sklearn(est, dtype=np.float32)
+    r32 = ff.apgd(m32, X.astype(np.float32), y, eps=1.5, norm=1, steps=25, clip=(0, 1),
+                  restarts=2, seed=1)
+    d = np.abs(r32.x_adv.astype(np.float64) - X.astype(np.float32)).sum(axis=1)
+    assert np.all(d <= 1.5 * (1 + 1e-5)) and r32.x_adv.min() >= 0 and r32.x_adv.max() <= 1
+    np.testing.assert_array_equal(r32.success, est.predict(r32.x_adv) != y)
+    # stronger than FMN within the same budget, on these rows
+    f = ff.fmn(m, X, y, norm=1, steps=25, clip=(0, 1))
+    within = f.success & (np.abs(f.x_adv - X).sum(axis=1) <= 1.5)
+    assert res.success.sum() >= within.sum() - 1

@@ -293,6 +293,7 @@ def test_cli_runs_autoattack_square_and_fmn(tmp_path, capsys):
                   ["--attack", "fab", "--norm", "1", "--steps", "15"],
                   ["--attack", "fab", "--steps", "15", "--target", "2"],
                   ["--attack", "ddn", "--steps", "15"],
+                  ["--attack", "apgd", "--eps", "0.2", "--norm", "1", "--steps", "10"],
                   ["--attack", "cw", "--norm", "2", "--steps", "15", "--target", "3"],
                   ["--attack", "universal", "--eps", "0.2", "--steps", "2"]):
         assert cli.main(base + extra) == 0, extra
@@ -307,7 +308,7 @@ def test_cli_runs_autoattack_square_and_fmn(tmp_path, capsys):
                                                             if "rand" not in extra else
                                                             ["apgd-ce", "apgd-dlr"])
     for bad, msg in ((["--attack", "square"], "--eps is required"),
-                     (["--attack", "pgd", "--eps", "0.1", "--norm", "1"], "only fmn and fab"),
+                     (["--attack", "pgd", "--eps", "0.1", "--norm", "1"], "only fmn, fab and apgd"),
                      (["--attack", "fab", "--target", "random"], "one of the model's classes"),
                      (["--attack", "ddn", "--norm", "inf"], "--norm 2"),
                      (["--attack", "square", "--eps", "0.1", "--target", "1"], "untargeted"),

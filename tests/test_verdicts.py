@@ -98,6 +98,10 @@ def _attacks(affine, n_classes):
             ("deepfool-inf", lambda m, X, y, c: ff.deepfool(m, X, y, norm="inf", clip=c,
                                                             max_iter=30), None)]
     runs += [("apgd", lambda m, X, y, c: ff.apgd(m, X, y, eps=0.1, steps=4, clip=c), None),
+             ("apgd-l1", lambda m, X, y, c: ff.apgd(m, X, y, eps=1.0, norm=1, steps=4, clip=c),
+              None),
+             ("square-l2", lambda m, X, y, c: ff.square(m, X, y, eps=0.5, norm=2, max_queries=15,
+                                                        clip=c), None),
              ("square", lambda m, X, y, c: ff.square(m, X, y, eps=0.1, max_queries=15, clip=c),
               None),
              ("fmn", lambda m, X, y, c: ff.fmn(m, X, y, steps=6, clip=c), None),

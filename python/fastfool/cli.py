@@ -365,9 +365,9 @@ def _attack(args) -> int:
     y = None if args.labels is None else load_array(args.labels, name="y").reshape(-1)
     clip = None if args.clip is None else tuple(args.clip)
     kw = dict(threads=args.threads)
-    if args.norm == "1" and args.attack not in ("fmn", "fab"):
-        raise ValueError(f"--norm 1: only fmn and fab minimise the L1 norm ({args.attack} takes "
-                         "inf or 2)")
+    if args.norm == "1" and args.attack not in ("fmn", "fab", "apgd"):
+        raise ValueError(f"--norm 1: only fmn, fab and apgd take the L1 norm ({args.attack} "
+                         "takes inf or 2)")
     steps = args.steps
     if args.attack in ("fgsm", "pgd", "apgd") and steps is None:
         steps = 10  # the CLI's historical default for these
@@ -384,8 +384,8 @@ def _attack(args) -> int:
         if k is not None and not (k[4:] if k.startswith("top-") else k).isdigit():
             raise ValueError(f"--target for apgd: the number of classes to target (k or top-k), "
                              f"got {args.target!r}")
-        kw.update(eps=args.eps, norm=args.norm, clip=clip, steps=steps, seed=args.seed,
-                  loss=args.loss, target=args.target)
+        kw.update(eps=args.eps, norm=1 if args.norm == "1" else args.norm, clip=clip,
+                  steps=steps, seed=args.seed, loss=args.loss, target=args.target)
     elif args.attack in ("autoattack", "square"):
         if args.eps is None:
             raise ValueError(f"--eps is required for {args.attack}")
@@ -509,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["standard", "rand"], help="autoattack's ensemble (default standard)")
     p.add_argument("--norm", default=None, type=_norm_arg,
                    help="inf (linf, the default), 2 (l2; the default and only norm of ddn and cw); "
-                        "1 for fmn and fab")
+                        "1 for fmn, fab and apgd")
     p.add_argument("--target", default=None, help="a label, 'random', 'least_likely' or 'all'")
     p.add_argument("--clip", type=float, nargs=2, metavar=("LO", "HI"), default=None)
     p.add_argument("--seed", type=int, default=0)

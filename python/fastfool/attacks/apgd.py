@@ -1,5 +1,5 @@
 """Auto-PGD (Croce & Hein, 2020, "Reliable evaluation of adversarial robustness with an
-ensemble of diverse parameter-free attacks"), L-inf and L2, with the cross-entropy or the
+ensemble of diverse parameter-free attacks"), L-inf and L2 (and L1: Croce & Hein 2021), with the cross-entropy or the
 Difference-of-Logits-Ratio loss, untargeted or targeted at the top-k classes (APGD-T).
 
 Per row, ``steps`` iterations of a projected gradient step with momentum 0.75 from a step
@@ -28,7 +28,7 @@ from ..models import Model
 from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, norm_of, positive,
                       prepare, row_chunks, succeeded, Trusted)
 
-__all__ = ["apgd", "checkpoints"]
+__all__ = ["apgd", "checkpoints", "project_l1_box"]
 
 MOMENTUM = 0.75
 RHO = 0.75
@@ -96,11 +96,94 @@ def _ball_box(x0, eps, lo, hi):
     return blo.astype(x0.dtype, copy=False), bhi.astype(x0.dtype, copy=False)
 
 
+def project_l1_box(x0, v, eps, lo, hi):
+    """Each row of v projected (in L2) onto {z : ||z - x0||_1 <= eps, lo <= z <= hi}: z = x0 +
+    sign(v - x0) clip(|v - x0| - lam, 0, room) with lam >= 0 the smallest level that meets the
+    budget (the room: the box's extent on that side). Exact: lam lies on the sorted
+    breakpoints max(|d| - room, 0) and |d| of the piecewise-linear budget used. Float64."""
+    x0 = np.asarray(x0, np.float64)
+    d = np.asarray(v, np.float64) - x0
+    n, D = d.shape
+    sgn = np.sign(d)
+    a = np.abs(d)
+    up = np.full((n, D), np.inf) if hi is None else np.broadcast_to(hi, (n, D)) - x0
+    dn = np.full((n, D), np.inf) if lo is None else x0 - np.broadcast_to(lo, (n, D))
+    room = np.maximum(np.where(sgn >= 0, up, dn), 0.0)
+    used0 = np.minimum(a, room).sum(axis=1)
+    lam = np.zeros(n)
+    over = np.flatnonzero(used0 > eps)
+    if over.size and D:
+        ao, ro = a[over], room[over]
+        t1 = np.maximum(ao - ro, 0.0)  # a coordinate starts to shrink
+        t2 = ao  # and reaches 0
+        keys = np.concatenate([t1, t2], axis=1)
+        delta = np.concatenate([-np.ones_like(t1), np.ones_like(t2)], axis=1)
+        order = np.argsort(keys, axis=1, kind="stable")
+        b = np.take_along_axis(keys, order, axis=1)
+        slope = np.cumsum(np.take_along_axis(delta, order, axis=1), axis=1)  # after each key
+        gaps = np.diff(b, axis=1)
+        f = used0[over][:, None] + np.concatenate(
+            [np.zeros((over.size, 1)), np.cumsum(gaps * slope[:, :-1], axis=1)], axis=1)
+        k = (f > eps).sum(axis=1) - 1  # the last breakpoint still over budget
+        k = np.clip(k, 0, 2 * D - 1)
+        r = np.arange(over.size)
+        sl = slope[r, k]
+        lam[over] = b[r, k] + np.where(sl < 0, (f[r, k] - eps) / np.where(sl < 0, -sl, 1.0), 0.0)
+    e = np.clip(a - lam[:, None], 0.0, room)
+    return x0 + sgn * e
+
+
 def _direction(g, l2):
     if not l2:
         return np.sign(g)
     n = np.sqrt(np.einsum("ij,ij->i", g.astype(np.float64), g.astype(np.float64)))
     return g / np.maximum(n, 1e-300)[:, None].astype(g.dtype)
+
+
+def _run_l1(model, x0, y, t, eps, lo, hi, steps, loss, start, threads):
+    """One L1-APGD run (Croce & Hein 2021, "Mind the box"; the reference code's loop): no
+    momentum; the step is the sign of the gradient on its largest coordinates (a fraction
+    ``topk`` of them, from 0.2), normalised to unit L1 norm, times a step size from eps; the
+    iterate is projected onto the L1 ball intersected with the box. Every 4% of the steps the
+    fraction follows the best point's sparsity (``||best - x0||_0 / D / 1.5``), and the step size
+    resets to eps where the sparsity fell by 5% (the iterate restarting from the best point),
+    else shrinks by 1.5 (never below eps / 10). Returns (x_adv, fooled?) as :func:`_run`."""
+    n, D = x0.shape
+    dt = x0.dtype
+    x0f = x0.astype(np.float64)
+    period = max(int(0.04 * steps), 1)
+    x = start.copy()
+    eta = np.full(n, float(eps))
+    topk = np.full(n, 0.2)
+    sp_old = np.full(n, float(D))
+    f, g, cls = _loss_grad(model, x, y, t, loss, threads)
+    best_f, best_x, best_g = f.copy(), x.copy(), g.copy()
+    fooled = (cls == t) if t is not None else (cls != y)
+    adv = x.copy()
+    r = np.arange(n)
+    for k in range(steps):
+        ga = np.abs(np.asarray(g, np.float64))
+        srt = np.sort(ga, axis=1)
+        kth = np.clip(((1.0 - topk) * D).astype(np.int64), 0, max(D - 1, 0))
+        thr = srt[r, kth] if D else np.zeros(n)
+        sparse = np.sign(np.asarray(g, np.float64)) * (ga >= thr[:, None])
+        cnt = np.abs(sparse).sum(axis=1)
+        v = x.astype(np.float64) + eta[:, None] * sparse / (cnt + 1e-10)[:, None]
+        x = project_l1_box(x0f, v, eps, lo, hi).astype(dt)
+        f, g, cls = _loss_grad(model, x, y, t, loss, threads)
+        hit = (cls == t) if t is not None else (cls != y)
+        adv[hit] = x[hit]
+        fooled |= hit
+        better = f > best_f
+        best_f[better], best_x[better], best_g[better] = f[better], x[better], g[better]
+        if (k + 1) % period == 0:
+            sp = np.count_nonzero(best_x.astype(np.float64) != x0f, axis=1).astype(np.float64)
+            red = sp < 0.95 * sp_old  # sp / sp_old < 0.95, without 0 / 0
+            topk = sp / max(D, 1) / 1.5
+            eta = np.clip(np.where(red, float(eps), eta / 1.5), eps / 10.0, float(eps))
+            sp_old = sp
+            x[red], g[red] = best_x[red], best_g[red]
+    return np.where(fooled[:, None], adv, best_x), fooled
 
 
 def _run(model, x0, y, t, eps, l2, lo, hi, steps, loss, start, threads):
@@ -161,7 +244,9 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
     Parameters
     ----------
     eps : radius of the ball (L-inf or L2, in the inputs' units).
-    norm : "inf" (default) or 2.
+    norm : "inf" (default), 2 or 1 (L1-APGD, Croce & Hein 2021, "Mind the box: l1-APGD for
+        sparse adversarial attacks on image classifiers": sparse steps, the projection onto the
+        L1 ball inside the box, sparsity-adaptive step sizes; no momentum).
     loss : "ce" (cross-entropy, default) or "dlr" (the Difference-of-Logits-Ratio loss, scale
         invariant; needs at least 3 classes, 4 for a targeted attack).
     target : None (untargeted, default), or an int k / "top-k": APGD-T, targeted runs toward
@@ -178,10 +263,13 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
     t0 = time.perf_counter()
     model, X, yi, threads = prepare(model, X, y, threads)
     eps = positive(eps, "eps")
-    nrm = norm_of(norm)
+    l1 = (not isinstance(norm, bool) and isinstance(norm, (int, float, np.integer, np.floating))
+          and float(norm) == 1.0) or (isinstance(norm, str) and norm.lower() in ("1", "l1"))
+    try:
+        nrm = "1" if l1 else norm_of(norm)
+    except ValueError:
+        raise ValueError(f"norm: apgd supports 'inf', 2 and 1, got {norm!r}") from None
     l2 = nrm == "2"
-    if nrm not in ("inf", "2"):
-        raise ValueError(f"norm: apgd supports 'inf' and 2, got {norm!r}")
     if loss not in ("ce", "dlr"):
         raise ValueError(f"loss: expected 'ce' or 'dlr', got {loss!r}")
     steps, restarts = count(steps, "steps"), count(restarts, "restarts")
@@ -200,6 +288,9 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
                          f"(this model has {C}); use loss='ce'")
     lo, hi = clip_bounds(clip, X.shape[1], X.dtype)
     check_inside_clip(X, lo, hi)
+    D = X.shape[1]
+    lo64 = None if lo is None else np.broadcast_to(np.asarray(lo, np.float64), (D,))
+    hi64 = None if hi is None else np.broadcast_to(np.asarray(hi, np.float64), (D,))
     rng = np.random.default_rng(seed)
     params = dict(eps=eps, norm=nrm, loss=loss, target=None if not k_targets else f"top-{k_targets}",
                   steps=steps, restarts=restarts, clip=clip, seed=seed)
@@ -233,6 +324,9 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
                 xs = x0[todo_r]
                 if r == 0 and restarts == 1:
                     start = xs.copy()
+                elif l1:  # a Gaussian draw projected onto the L1 ball and the box
+                    d = rng.standard_normal(xs.shape)
+                    start = project_l1_box(xs, xs + d, eps, lo64, hi64).astype(xs.dtype)
                 else:
                     if l2:
                         d = rng.standard_normal(xs.shape)
@@ -242,8 +336,12 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
                         start = xs + (eps * (2 * rng.random(xs.shape) - 1)).astype(xs.dtype)
                     start = _project(start, xs, eps, l2, lo, hi)
                 tt = None if t is None else t[np.searchsorted(todo, todo_r)]
-                out, hit = _run(model, xs, ys[todo_r], tt, eps, l2, lo, hi, steps, loss, start,
-                                threads)
+                if l1:
+                    out, hit = _run_l1(model, xs, ys[todo_r], tt, eps, lo64, hi64, steps, loss,
+                                       start, threads)
+                else:
+                    out, hit = _run(model, xs, ys[todo_r], tt, eps, l2, lo, hi, steps, loss,
+                                    start, threads)
                 rows = s.start + todo_r
                 iterations[rows] += steps
                 # verdict on the candidates: the user's model decides
