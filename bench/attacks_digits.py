@@ -71,9 +71,15 @@ def main(argv=None):
         run("deepfool L2", mname, lambda: ff.deepfool(m, Xm, ym), len(Xm))
         run("fmn L2 (100 steps)", mname, lambda: ff.fmn(m, Xm, ym, norm=2, clip=clip), len(Xm))
         run("fmn Linf (100 steps)", mname, lambda: ff.fmn(m, Xm, ym, norm="inf", clip=clip), len(Xm))
+        run("fab Linf (100 steps)", mname, lambda: ff.fab(m, Xm[:300], ym[:300], clip=clip), 300)
+        run("ddn L2 (100 steps)", mname, lambda: ff.ddn(m, Xm, ym, clip=clip), len(Xm))
+        run("cw L2 (1000 x 9)", mname, lambda: ff.cw(m, Xm[:100], ym[:100], clip=clip), 100)
         run("apgd-ce Linf eps=0.1", mname, lambda: ff.apgd(m, Xm, ym, eps=0.1, clip=clip), len(Xm))
+        run("apgd-ce L1 eps=2", mname, lambda: ff.apgd(m, Xm, ym, eps=2.0, norm=1, clip=clip), len(Xm))
         run("square Linf eps=0.1 (1k q)", mname,
             lambda: ff.square(m, Xm[:300], ym[:300], eps=0.1, max_queries=1000, clip=clip), 300)
+        run("square L2 eps=1 (1k q)", mname,
+            lambda: ff.square(m, Xm[:300], ym[:300], eps=1.0, norm=2, max_queries=1000, clip=clip), 300)
         run("autoattack Linf eps=0.1", mname,
             lambda: ff.autoattack(m, Xm[:300], ym[:300], eps=0.1, clip=clip), 300)
         if mname != "mlp-tanh 64-50-20-10":
