@@ -80,6 +80,8 @@ CALLS = [
     ("deepfool", lambda X, y: ff.deepfool(mlp, X, y, max_iter=3), (X, y), None, False),
     ("minimal", lambda X, t: ff.minimal(lm, X, norm="inf", target=t), (X, None), None, False),
     ("certify", lambda X: ff.certify(lm, X), (X,), None, False),
+    ("certify-crown", lambda X: ff.certify(mlp, X, norm="inf", bisection_steps=4), (X,), None,
+     False),
     ("template", lambda X, t, c: ff.template(lm, X, target=t, confidence=c), (X, 2, 0.9), None, False),
     ("invert", lambda Hc, k: ff.invert(mlp, Hc, k), (np.zeros((2, H)), 0), None, False),
     ("far_points", lambda X, p: ff.far_points(lm, X, p=p, n_directions=16, max_doublings=2), (X, 0.9), None, False),

@@ -12,7 +12,8 @@ from .fmn import fmn
 from .gradient import fgsm, pgd
 from .hsj import hop_skip_jump
 from .inversion import ConfidenceMap, confidence_map, far_points, invert
-from .minimal import certify, deepfool, minimal
+from ..certify import certify
+from .minimal import deepfool, minimal
 from .square import square
 from .template import template
 from .universal import universal

@@ -68,7 +68,7 @@ def robustness_curve(model: Model, X: ArrayLike, y: ArrayLike, eps_values: Array
     ``norm``.
     """
     from .gradient import pgd
-    from .minimal import certify
+    from .minimal import certify_affine as certify
     from ._common import norm_of
 
     check_model(model)

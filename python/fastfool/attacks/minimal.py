@@ -4,7 +4,8 @@ For an affine model (linear classifiers, identity-activation MLPs) with logits `
 class k's region is a polyhedron, so the distance from x to the boundary between k and j is
 ``(s_k - s_j) / ||a_k - a_j||_*`` (the dual norm: L2 for L2, L1 for L-inf).
 
-- :func:`certify` returns the exact robustness radius: the nearest of these distances.
+- :func:`certify_affine` (``fastfool.certify`` on an affine model) returns the exact robustness
+  radius: the nearest of these distances.
 - :func:`minimal` returns the exact minimal perturbation. Untargeted, it is the step onto the
   nearest boundary (no other class can win on the way: crossing its boundary earlier would make
   that boundary nearer). Targeted, it solves min ||d|| s.t. (a_t - a_i)(x + d) + c_t - c_i >= 0
@@ -27,7 +28,7 @@ from ..result import AttackResult
 from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, for_all_targets,
                       norm_of, positive, prepare, resolve_target, row_chunks, succeeded)
 
-__all__ = ["certify", "minimal", "deepfool"]
+__all__ = ["certify_affine", "minimal", "deepfool"]
 
 
 def _pairwise_dual(A, norm, classes):
@@ -39,8 +40,8 @@ def _pairwise_dual(A, norm, classes):
     return out
 
 
-def certify(model: Model, X: ArrayLike, norm: Norm = 2, *,
-            threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def certify_affine(model: Model, X: ArrayLike, norm: Norm = 2, *,
+                   threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Certified robustness radius of each row of an affine model: sound, and exact to rounding.
 
     The radius of a row is the distance to the nearest decision boundary of its class,

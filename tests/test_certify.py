@@ -1,0 +1,153 @@
+"""Certified radii (IBP, CROWN) for MLPs: never above the exact minimal L-inf radius of small
+ReLU networks (a MILP in the tests, HiGHS), never above any attack's distance on tanh and
+logistic networks, never contradicted by the estimator on points inside the certified ball, IBP
+never above CROWN, and the affine certificates unchanged."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+from sklearn.datasets import load_iris
+from sklearn.neural_network import MLPClassifier
+
+import fastfool as ff
+
+import attack_reference as AR
+
+
+def _fit(X, y, hidden, act, seed=0, iters=300):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return MLPClassifier(hidden, activation=act, max_iter=iters, random_state=seed).fit(X, y)
+
+
+@pytest.fixture(scope="module")
+def iris01():
+    X, y = load_iris(return_X_y=True)
+    return (X - X.min(0)) / (X.max(0) - X.min(0)), y
+
+
+@pytest.mark.parametrize("seed,hidden", [(0, 8), pytest.param(1, 5, marks=pytest.mark.slow),
+                                         pytest.param(2, 12, marks=pytest.mark.slow)])
+def test_bounds_never_exceed_the_exact_radius_of_relu_nets(iris01, seed, hidden):
+    X, y = iris01
+    est = _fit(X, y, (hidden,), "relu", seed, 2000)
+    m = ff.from_sklearn(est)
+    rows = np.flatnonzero(est.predict(X) == y)[seed::7][:14]
+    exact = np.array([AR.exact_min_linf_relu(est.coefs_, est.intercepts_, X[i], est.predict(
+        X[i:i + 1])[0], 0.0, 1.0) for i in rows])
+    ibp = ff.certify(m, X[rows], norm="inf", method="ibp", clip=(0, 1))
+    crown = ff.certify(m, X[rows], norm="inf", method="crown", clip=(0, 1))
+    assert np.all(ibp.radius <= exact) and np.all(crown.radius <= exact), (crown.radius / exact)
+    assert np.all(ibp.radius <= crown.radius)
+    assert np.median(crown.radius / exact) >= 0.8  # one hidden layer: CROWN is close
+    assert crown.method == "crown" and ibp.method == "ibp"
+    np.testing.assert_array_equal(crown.pred, est.predict(X[rows]))
+
+
+@pytest.fixture(scope="module")
+def digits_nets(digits):
+    X, y = digits
+    tr = np.arange(len(X)) % 3 != 0
+    return {act: (_fit(X[tr], y[tr], (20, 12), act, 0, 150), X[~tr][:60], y[~tr][:60])
+            for act in ("tanh", "logistic", "relu")}
+
+
+@pytest.mark.parametrize("act", ["tanh", "logistic", "relu"])
+@pytest.mark.parametrize("norm", ["inf", 2])
+def test_bounds_stay_below_every_attack_and_no_attack_beats_them(digits_nets, act, norm):
+    est, X, y = digits_nets[act]
+    m = ff.from_sklearn(est)
+    c = ff.certify(m, X, norm=norm, clip=(0, 1))
+    ci = ff.certify(m, X, norm=norm, method="ibp", clip=(0, 1))
+    assert np.all(ci.radius <= c.radius)
+    assert np.all(c.radius >= 0) and np.isfinite(c.radius).all()
+    own = est.predict(X)
+    nn = 2 if norm == 2 else "inf"
+    for res in (ff.fmn(m, X, own, norm=nn, steps=60, clip=(0, 1)),
+                ff.deepfool(m, X, own, norm=nn, clip=(0, 1)),
+                ff.fab(m, X, own, norm=nn, steps=40, clip=(0, 1))):
+        d = (res.l2 if norm == 2 else res.linf).astype(np.float64)
+        assert np.all(c.radius[res.success] <= d[res.success]), res.attack
+    # an attack confined to the certified ball never fools (the certificate is sound)
+    ok = c.radius > 0
+    rad = c.radius[ok]
+    pgd = ff.apgd(m, X[ok], own[ok], eps=float(rad.min()), norm=nn, steps=50, clip=(0, 1))
+    inside = (pgd.l2 if norm == 2 else pgd.linf) <= rad
+    assert not np.any(pgd.success & inside)
+    assert np.median(c.radius) > 0
+
+
+@given(seed=st.integers(0, 2**31 - 1), depth=st.integers(1, 3),
+       act=st.sampled_from(["relu", "tanh", "logistic", "identity"]),
+       norm=st.sampled_from(["inf", "2"]), box=st.booleans())
+def test_points_inside_the_certified_ball_keep_the_decision(seed, depth, act, norm, box):
+    """Random MLPs (sampled weights, 2 to 5 classes): the estimator-free fastfool MLP's own
+    predict on random points and corners inside the certified ball equals its decision at X."""
+    rng = np.random.default_rng(seed)
+    D, C = int(rng.integers(2, 7)), int(rng.integers(2, 6))
+    widths = [D] + [int(rng.integers(2, 9)) for _ in range(depth - 1)] + [C]
+    Ws = [rng.standard_normal((a, b)) * rng.choice([0.5, 2.0]) for a, b in zip(widths, widths[1:])]
+    bs = [rng.standard_normal(b) * 0.3 for b in widths[1:]]
+    m = ff.MLP(Ws, bs, act)
+    X = rng.uniform(0.1, 0.9, (6, D))
+    clip = (0.0, 1.0) if box else None
+    c = ff.certify(m, X, norm=norm, method="crown" if act != "identity" else "auto", clip=clip)
+    pred = m.predict(X)
+    np.testing.assert_array_equal(c.pred, pred)
+    for i in range(len(X)):
+        r = c.radius[i]
+        if r <= 0:
+            continue
+        if norm == "inf":
+            pts = X[i] + r * rng.choice([-1.0, 1.0], (64, D)) * rng.choice([1.0, rng.random()],
+                                                                          (64, 1))
+        else:
+            u = rng.standard_normal((64, D))
+            pts = X[i] + r * u / np.linalg.norm(u, axis=1, keepdims=True)
+        if box:
+            pts = np.clip(pts, 0.0, 1.0)
+        assert np.all(m.predict(pts) == pred[i]), (i, r)
+
+
+def test_certificate_object_and_refusals(digits_nets, digits_logreg, digits):
+    X, y = digits
+    lin = ff.from_sklearn(digits_logreg)
+    c = ff.certify(lin, X[:20])
+    r, b = c  # the earlier tuple
+    assert c.method == "affine" and len(c) == 20 and r is c.radius and b is c.boundary_class
+    assert set(c.summary()) >= {"method", "norm", "rows", "median_radius"}
+    np.testing.assert_array_equal(c.certified(0.0), np.ones(20, bool))
+    est, Xt, yt = digits_nets["tanh"]
+    m = ff.from_sklearn(est)
+    with pytest.raises(ValueError, match="method"):
+        ff.certify(m, Xt[:3], method="milp")
+    with pytest.raises(ValueError, match="affine"):
+        ff.certify(m, Xt[:3], method="affine")
+    with pytest.raises(ValueError, match="upper"):
+        ff.certify(m, Xt[:3], upper=np.ones(2))
+    with pytest.raises(ValueError, match="clip"):
+        ff.certify(m, Xt[:3] + 2, clip=(0, 1))
+    # a known upper bound tightens nothing it should not: the radius stays below it
+    up = np.full(3, 0.01)
+    c3 = ff.certify(m, Xt[:3], norm="inf", upper=up, clip=(0, 1))
+    assert np.all(c3.radius <= up)
+    # float32 models are certified through their float64 weights
+    m32 = ff.from_sklearn(est, dtype=np.float32)
+    c32 = ff.certify(m32, Xt[:10].astype(np.float32), norm="inf", clip=(0, 1))
+    c64 = ff.certify(m, Xt[:10].astype(np.float32).astype(np.float64), norm="inf", clip=(0, 1))
+    np.testing.assert_allclose(c32.radius, c64.radius, rtol=1e-6, atol=1e-9)
+
+
+def test_saturated_and_huge_networks_give_finite_sound_radii():
+    rng = np.random.default_rng(0)
+    m = ff.MLP([rng.standard_normal((4, 6)) * 1e3, rng.standard_normal((6, 3)) * 1e3], None,
+               "tanh")
+    X = rng.uniform(0, 1, (20, 4))
+    c = ff.certify(m, X, norm="inf")
+    assert np.isfinite(c.radius).all() and np.all(c.radius >= 0)
+    res = ff.deepfool(m, X, norm="inf")
+    assert np.all(c.radius[res.success] <= res.linf[res.success].astype(np.float64))
