@@ -151,3 +151,44 @@ def test_saturated_and_huge_networks_give_finite_sound_radii():
     assert np.isfinite(c.radius).all() and np.all(c.radius >= 0)
     res = ff.deepfool(m, X, norm="inf")
     assert np.all(c.radius[res.success] <= res.linf[res.success].astype(np.float64))
+
+
+def test_exact_mode_equals_the_tests_milp(iris01):
+    X, y = iris01
+    est = _fit(X, y, (8,), "relu", 0, 2000)
+    m = ff.from_sklearn(est)
+    rows = np.flatnonzero(est.predict(X) == y)[::9][:8]
+    c = ff.certify(m, X[rows], norm="inf", method="exact", clip=(0, 1))
+    ref = np.array([AR.exact_min_linf_relu(est.coefs_, est.intercepts_, X[i], y[i], 0.0, 1.0)
+                    for i in rows])
+    assert c.method == "exact" and c.extra["exact"].all()
+    np.testing.assert_allclose(c.extra["upper"], ref, rtol=1e-6, atol=1e-8)
+    assert np.all(c.radius <= ref) and np.all(c.radius >= ref * (1 - 1e-5) - 2e-7)
+    assert c.extra["witness_fools"].all()
+    np.testing.assert_array_equal(est.predict(c.extra["x_adv"]) != est.predict(X[rows]),
+                                  np.ones(len(rows), bool))
+    tanh = ff.from_sklearn(_fit(X, y, (5,), "tanh", 0, 300))
+    with pytest.raises(ValueError, match="relu"):
+        ff.certify(tanh, X[:2], norm="inf", method="exact")
+    with pytest.raises(ValueError, match="norm"):
+        ff.certify(m, X[:2], norm=2, method="exact")
+
+
+@pytest.mark.slow
+def test_exact_mode_brackets_a_two_hidden_layer_net_in_linf_and_l1(digits):
+    """CROWN <= exact <= any attack, the witnesses fool (a MILP per rival: ~25 s)."""
+    Xd, yd = digits
+    est2 = _fit(Xd[:600], yd[:600], (12, 10), "relu", 0, 200)
+    m2 = ff.from_sklearn(est2)
+    Xt = Xd[1000:1004]
+    for norm in ("inf", 1):
+        e = ff.certify(m2, Xt, norm=norm, method="exact", clip=(0, 1), time_limit=20)
+        b = ff.certify(m2, Xt, norm=norm, clip=(0, 1))
+        f = ff.fmn(m2, Xt, est2.predict(Xt), norm=1 if norm == 1 else "inf", steps=100,
+                   clip=(0, 1))
+        fd = np.linalg.norm(f.x_adv - Xt, 1 if norm == 1 else np.inf, axis=1)
+        assert np.all(b.radius <= e.extra["upper"] + 1e-9)
+        assert np.all(e.radius <= e.extra["upper"])
+        ok = f.success
+        assert np.all(e.extra["upper"][ok] <= fd[ok] * (1 + 1e-6) + 1e-7)
+        assert e.extra["witness_fools"][e.extra["exact"]].all()

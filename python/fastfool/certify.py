@@ -38,7 +38,7 @@ from ._typing import ArrayLike, Clip, Norm
 __all__ = ["Certificate", "certify"]
 
 U = verdict.U64
-_METHODS = ("auto", "affine", "ibp", "crown")
+_METHODS = ("auto", "affine", "ibp", "crown", "exact")
 _ACTS = ("relu", "tanh", "logistic", "identity")
 
 
@@ -180,52 +180,69 @@ class _Region:
     def min_linear(self, A, c):
         """Lower bound of A . x + c over the region: A (n, m, D), c (n, m); rounding subtracted."""
         D = A.shape[2]
-        Ap, An = np.maximum(A, 0.0), np.minimum(A, 0.0)
         absA = np.abs(A)
-        box = np.einsum("nmd,nd->nm", Ap, self.l) + np.einsum("nmd,nd->nm", An, self.u)
-        box_err = _g(D + 1) * np.einsum("nmd,nd->nm", absA, self.xmax)
+        # the box in centre / radius form; the radius widened by the rounding of both
+        mid = (self.l + self.u) / 2
+        rad = (self.u - self.l) / 2 + U * (np.abs(self.l) + np.abs(self.u))
+        box = _mv(A, mid) - _mv(absA, rad)
+        box_err = _g(D + 2) * (_mv(absA, np.abs(mid)) + _mv(absA, rad))
         val = box - box_err
-        if self.p == "2":
+        if self.p != "inf":  # the ball: A . x0 - eps ||A||_dual
             x0 = self.x0
-            dual = np.sqrt(np.einsum("nmd,nmd->nm", A, A)) * (1 + _g(D + 2))
-            ball = np.einsum("nmd,nd->nm", A, x0) - self.eps[:, None] * dual
-            ball_err = _g(D + 1) * (np.einsum("nmd,nd->nm", absA, np.abs(x0))
-                                    + self.eps[:, None] * dual)
+            dual = (np.sqrt(np.einsum("nmd,nmd->nm", A, A)) if self.p == "2"
+                    else absA.max(axis=2)) * (1 + _g(D + 2))
+            ball = _mv(A, x0) - self.eps[:, None] * dual
+            ball_err = _g(D + 1) * (_mv(absA, np.abs(x0)) + self.eps[:, None] * dual)
             ball = ball - ball_err
             val = np.maximum(val, ball) if self.has_box else ball
         return val + c - 2 * U * np.abs(c)
 
 
+def _mv(A, v):
+    """Batched matrix-vector product: A (n, m, k), v (n, k) -> (n, m)."""
+    return np.matmul(A, v[:, :, None])[:, :, 0]
+
+
+def _mm(A, W):
+    """(n, m, k) @ (k, j) as one product over the n m rows."""
+    n, m, k = A.shape
+    return (np.ascontiguousarray(A).reshape(n * m, k) @ W).reshape(n, m, W.shape[1])
+
+
 # -- propagation -------------------------------------------------------------------------------
-def _backsub(Lam, k, Ws, bs, relax, reg):
+def _backsub(Lam, k, Ws, bs, relax, reg, start=None):
     """Lower bound of Lam . z_k over the region (Lam (n, m, width_k)), back through the layers
-    below k with their relaxations (``relax[j]``: the bounds of act(z_j)), rounding included."""
-    n, m = Lam.shape[:2]
-    const = np.zeros((n, m))
-    slack = np.zeros((n, m))
+    below k with their relaxations (``relax[j]``: the bounds of act(z_j)), rounding included.
+    ``start``: (LW, const, slack), the objectives already carried through layer k's affine map
+    (coefficients on its input), when the caller has them without a product."""
     for j in range(k, -1, -1):
         W, b = Ws[j], bs[j]  # z_j = a_{j-1} @ W + b, W (in, out)
-        absLam = np.abs(Lam)
-        const = const + Lam @ b
-        amax_in = reg.xmax if j == 0 else relax[j - 1][4]  # bound on |a_{j-1}| (n, in)
-        slack += _g(W.shape[1] + 1) * (absLam @ np.abs(b)) \
-            + _g(W.shape[1]) * np.einsum("nmo,no->nm", absLam, amax_in @ np.abs(W)) \
-            + 2 * U * np.abs(const)
-        LW = Lam @ W.T  # (n, m, in)
+        if j == k and start is not None:
+            LW, const, slack = start
+        else:
+            if j == k:
+                n, m = Lam.shape[:2]
+                const = np.zeros((n, m))
+                slack = np.zeros((n, m))
+            absLam = np.abs(Lam)
+            const = const + _mm(Lam, b[:, None])[:, :, 0]
+            amax_in = reg.xmax if j == 0 else relax[j - 1][4]  # bound on |a_{j-1}| (n, in)
+            slack += _g(W.shape[1] + 1) * _mm(absLam, np.abs(b)[:, None])[:, :, 0] \
+                + _g(W.shape[1]) * _mv(absLam, amax_in @ np.abs(W)) + 2 * U * np.abs(const)
+            LW = _mm(Lam, W.T)  # (n, m, in)
         if j == 0:
             return reg.min_linear(LW, const) - slack
         aL, bL, aU, bU = relax[j - 1][:4]
-        pos = LW > 0
-        a_sel = np.where(pos, aL[:, None, :], aU[:, None, :])
-        b_sel = np.where(pos, bL[:, None, :], bU[:, None, :])
-        Lam = LW * a_sel
         zl, zu = relax[j - 1][5], relax[j - 1][6]
         zmax = np.maximum(np.abs(zl), np.abs(zu))
-        add = np.einsum("nmi,nmi->nm", LW, b_sel)
-        const = const + add
-        slack += _g(LW.shape[2] + 2) * (np.einsum("nmi,nmi->nm", np.abs(LW), np.abs(b_sel))
-                                        + np.einsum("nmi,ni->nm", np.abs(LW) * np.abs(a_sel),
-                                                    zmax)) + 2 * U * np.abs(const)
+        # a positive coefficient takes the lower line, a negative one the upper
+        pos = np.maximum(LW, 0.0)
+        neg = LW - pos
+        Lam = pos * aL[:, None, :] + neg * aU[:, None, :]
+        const = const + _mv(pos, bL) + _mv(neg, bU)
+        absLW = np.abs(LW)
+        amag = np.maximum(np.abs(aL), np.abs(aU)) * zmax + np.maximum(np.abs(bL), np.abs(bU))
+        slack += _g(LW.shape[2] + 3) * _mv(absLW, amag) + 2 * U * np.abs(const)
     raise AssertionError("unreachable")
 
 
@@ -244,9 +261,10 @@ def _ibp_layer(la, ua, W, b):
 def _first_layer(reg, W, b):
     """Bounds of x @ W + b over the region: IBP on the box, and for L2 the ball's dual norms."""
     l, u = _ibp_layer(reg.l, reg.u, W, b)
-    if reg.p == "2":
+    if reg.p != "inf":
         c = reg.x0 @ W + b
-        cn = np.sqrt((W * W).sum(axis=0)) * (1 + _g(W.shape[0] + 2))
+        cn = (np.sqrt((W * W).sum(axis=0)) if reg.p == "2" else np.abs(W).max(axis=0)) \
+            * (1 + _g(W.shape[0] + 2))
         r = reg.eps[:, None] * cn[None, :]
         err = _g(W.shape[0] + 2) * (np.abs(reg.x0) @ np.abs(W) + np.abs(b)) + 2 * U * r
         lb, ub = c - r - err, c + r + err
@@ -262,7 +280,6 @@ def _margins(Ws, bs, acts, reg, k, method):
     class's own column: +inf), by IBP and, for "crown", the better of IBP and CROWN."""
     n = reg.x0.shape[0]
     L = len(Ws)
-    C = Ws[-1].shape[1]
     rows = np.arange(n)
     relax = []
     la = ua = None
@@ -271,11 +288,14 @@ def _margins(Ws, bs, acts, reg, k, method):
             l, u = _first_layer(reg, Ws[0], bs[0])
         else:
             l, u = _ibp_layer(la, ua, Ws[j], bs[j])
-            if method == "crown":
-                I = np.broadcast_to(np.eye(Ws[j].shape[1]), (n, Ws[j].shape[1], Ws[j].shape[1]))
-                lc = _backsub(I, j, Ws, bs, relax, reg)
-                uc = -_backsub(-I, j, Ws, bs, relax, reg)
-                l, u = np.maximum(l, lc), np.minimum(u, uc)
+            if method == "crown":  # lower and upper bounds in one pass: objectives I and -I
+                w = Ws[j].shape[1]
+                # carried through layer j exactly (rows of W^T and -W^T, b and -b)
+                LW0 = np.broadcast_to(np.concatenate([Ws[j].T, -Ws[j].T]), (n, 2 * w,
+                                                                            Ws[j].shape[0]))
+                c0 = np.broadcast_to(np.concatenate([bs[j], -bs[j]]), (n, 2 * w))
+                both = _backsub(None, j, Ws, bs, relax, reg, (LW0, c0, np.zeros((n, 2 * w))))
+                l, u = np.maximum(l, both[:, :w]), np.minimum(u, -both[:, w:])
         r = _relax(acts[j], l, u)
         relax.append(r + (l, u))
         # the activation's interval (monotone activations)
@@ -298,14 +318,120 @@ def _margins(Ws, bs, acts, reg, k, method):
         out -= _g(Wl.shape[0] + 4) * (np.einsum("nch,nh->nc", np.abs(dW),
                                                 np.maximum(np.abs(la), np.abs(ua)))
                                       + np.abs(db))
-        if method == "crown":
-            Lam = np.zeros((n, C, C))
-            Lam[rows, :, k] = 1.0
-            Lam[:, np.arange(C), np.arange(C)] -= 1.0
-            cr = _backsub(Lam, L - 1, Ws, bs, relax, reg)
+        if method == "crown":  # the margins' rows carried through the last layer: dW, db
+            amax = relax[L - 2][4]
+            s0 = 2 * U * (_mv(np.abs(dW), amax) + np.abs(db))  # the subtractions' rounding
+            cr = _backsub(None, L - 1, Ws, bs, relax, reg, (dW, db, s0))
             out = np.maximum(out, cr)
     out[rows, k] = np.inf
     return out
+
+
+def _exact_row(Ws, bs, acts, x0, k, upper, lo, hi, p, time_limit, bounds):
+    """The exact minimal L-inf (p "inf") or L1 (p "1") distance from x0 to a point of the box
+    that the relu / identity MLP does not decide as k (a rival's logit >= k's), by one
+    mixed-integer program per rival (big-M from ``bounds``: the pre-activation intervals over
+    the ball of radius ``upper``; SciPy's HiGHS). Returns (distance (inf when no rival is
+    reachable within upper), lower bound (the solver's, below the distance when the time limit
+    cut it short), witness x or None, all optimal?)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import coo_matrix
+    D = x0.shape[0]
+    L = len(Ws)
+    widths = [W.shape[1] for W in Ws[:-1]]
+    # variables: x (D), t, [e (D) for L1], per hidden layer a (w) and s (w)
+    nx, it = D, D
+    off = D + 1 + (D if p == "1" else 0)
+    a_at, s_at = [], []
+    for w in widths:
+        a_at.append(off)
+        s_at.append(off + w)
+        off += 2 * w
+    nv = off
+    lb = np.zeros(nv)
+    ub = np.full(nv, np.inf)
+    xl = np.maximum(x0 - upper, -np.inf if lo is None else lo)
+    xu = np.minimum(x0 + upper, np.inf if hi is None else hi)
+    lb[:nx], ub[:nx] = xl, xu
+    lb[it], ub[it] = 0.0, upper if p == "inf" else np.inf
+    integ = np.zeros(nv)
+    rows, cols, vals, rlo, rhi = [], [], [], [], []
+    r = 0
+
+    def add(coefs, lower, upper_):
+        nonlocal r
+        for c, v in coefs:
+            rows.append(r)
+            cols.append(c)
+            vals.append(v)
+        rlo.append(lower)
+        rhi.append(upper_)
+        r += 1
+    for d in range(D):
+        if p == "inf":  # |x_d - x0_d| <= t
+            add([(d, 1.0), (it, -1.0)], -np.inf, x0[d])
+            add([(d, 1.0), (it, 1.0)], x0[d], np.inf)
+        else:  # e_d >= |x_d - x0_d|, t = sum e
+            e = D + 1 + d
+            add([(d, 1.0), (e, -1.0)], -np.inf, x0[d])
+            add([(d, 1.0), (e, 1.0)], x0[d], np.inf)
+    if p == "1":
+        add([(it, 1.0)] + [(D + 1 + d, -1.0) for d in range(D)], 0.0, 0.0)
+
+    def inputs(i):
+        return list(range(D)) if i == 0 else list(range(a_at[i - 1], a_at[i - 1] + widths[i - 1]))
+    for i in range(L - 1):
+        W, b = Ws[i], bs[i]
+        src = inputs(i)
+        l, u = bounds[i]
+        for q in range(widths[i]):
+            z = [(src[c], W[c, q]) for c in range(W.shape[0]) if W[c, q] != 0]
+            a, sv = a_at[i] + q, s_at[i] + q
+            ub[sv] = 0.0
+            if acts[i] == "identity":
+                lb[a], ub[a] = -np.inf, np.inf
+                add(z + [(a, -1.0)], -b[q], -b[q])
+            elif u[q] <= 0:
+                ub[a] = 0.0
+            elif l[q] >= 0:
+                add(z + [(a, -1.0)], -b[q], -b[q])
+            else:
+                ub[sv], integ[sv] = 1.0, 1
+                add(z + [(a, -1.0)], -np.inf, -b[q])  # a >= z
+                add([(a, 1.0)] + [(c, -v) for c, v in z] + [(sv, -l[q])], -np.inf, b[q] - l[q])
+                add([(a, 1.0), (sv, -u[q])], -np.inf, 0.0)  # a <= u s
+    src = inputs(L - 1)
+    W, b = Ws[-1], bs[-1]
+    C = W.shape[1]
+    cost = np.zeros(nv)
+    cost[it] = 1.0
+    best, lower, wit, exact = np.inf, np.inf, None, True
+    base_rows = r
+    for j in range(C):
+        if j == k:
+            continue
+        # logit_j - logit_k >= 0
+        coef = [(src[c], W[c, j] - W[c, k]) for c in range(W.shape[0]) if W[c, j] != W[c, k]]
+        rr, cc, vv = list(rows), list(cols), list(vals)
+        for c, v in coef:
+            rr.append(base_rows)
+            cc.append(c)
+            vv.append(v)
+        A = coo_matrix((vv, (rr, cc)), shape=(base_rows + 1, nv)).tocsr()
+        res = milp(cost, constraints=LinearConstraint(A, rlo + [b[k] - b[j]], rhi + [np.inf]),
+                   integrality=integ, bounds=Bounds(lb, ub),
+                   options={"time_limit": time_limit, "mip_rel_gap": 1e-9})
+        if res.status == 2:  # no point within upper crosses to j
+            continue
+        if res.x is not None and res.fun is not None and res.fun < best:
+            best, wit = float(res.fun), res.x[:D].copy()
+        dual = getattr(res, "mip_dual_bound", None)
+        lower = min(lower, float(dual) if dual is not None and np.isfinite(dual) else 0.0)
+        if res.status != 0:
+            exact = False
+            if res.x is None:
+                lower = min(lower, 0.0)
+    return best, min(lower, best), wit, exact
 
 
 def _mlp_params(model):
@@ -323,21 +449,28 @@ def _mlp_params(model):
 
 
 def certify(model, X: ArrayLike, norm: Norm = 2, *, method: str = "auto", clip: Clip = None,
-            upper=None, bisection_steps: int = 30, threads: int | None = None) -> Certificate:
+            upper=None, bisection_steps: int = 20, time_limit: float = 10.0,
+            threads: int | None = None) -> Certificate:
     """Certified robust radius of each row: a sound lower bound (exact for affine models).
 
     Parameters
     ----------
     model : a fastfool model: an affine one (``LinearModel``, identity MLP, linear SVM) or an
         ``MLP`` (relu, tanh, logistic, identity layers).
-    X : (N, D) inputs. norm : 2 (default) or "inf".
-    method : "auto" (default: "affine" for affine models, else "crown"), "affine", "ibp" or
-        "crown" (see the module docstring).
+    X : (N, D) inputs. norm : 2 (default), "inf" or 1 (the bound methods and "exact").
+    method : "auto" (default: "affine" for affine models, else "crown"), "affine", "ibp",
+        "crown" (see the module docstring) or "exact": relu / identity MLPs, L-inf or L1 (norm
+        1), the minimal radius by mixed-integer programming (big-M from the CROWN bounds over
+        the ball of the row's upper bound; one program per rival the bound cannot rule out;
+        SciPy's HiGHS), with ``extra["x_adv"]`` the witness and ``extra["upper"]`` its distance;
+        a row whose programs hit ``time_limit`` seconds keeps the bracket (``radius`` the
+        solver's lower bound or CROWN's, whichever is larger; ``extra["exact"]`` False).
     clip : optional (lo, hi) box: perturbations are confined to it, as in the attacks (the
         affine method ignores it: its radius is the unconstrained one, also sound inside).
     upper : optional (N,) known upper bounds on the radii (e.g. an attack's distances): the
         bisection searches below them; default: DeepFool's distance (or the box's extent).
-    bisection_steps : halvings of the search interval per row (default 30).
+    bisection_steps : halvings of the search interval per row (default 20: the radius is
+        within ``2**-20`` of the interval's width below the largest one the bound proves).
 
     Returns a :class:`Certificate` (``radius``, ``boundary_class``, ``pred``; unpacks as the
     pair ``radius, boundary_class``).
@@ -348,13 +481,15 @@ def certify(model, X: ArrayLike, norm: Norm = 2, *, method: str = "auto", clip: 
     if method not in _METHODS:
         raise ValueError(f"method: expected one of {_METHODS}, got {method!r}")
     model, X, _, threads = prepare(model, X, None, threads)
-    nrm = norm_name(norm)
+    nrm = "1" if (not isinstance(norm, bool) and (
+        (isinstance(norm, (int, float)) and float(norm) == 1.0)
+        or (isinstance(norm, str) and norm.lower() in ("1", "l1")))) else norm_name(norm)
     affine = True
     try:
         model.affine_map()
     except ValueError:
         affine = False
-    if method in ("auto", "affine") and affine:
+    if method in ("auto", "affine") and affine and nrm != "1":
         r, j = certify_affine(model, X, nrm, threads=threads)
         pred = model.classes_[verdict.decide(model, X, threads)] if X.shape[0] else \
             model.classes_[:0]
@@ -369,7 +504,13 @@ def certify(model, X: ArrayLike, norm: Norm = 2, *, method: str = "auto", clip: 
             f"model: certify bounds MLPs and affine models; a {type(model).__name__} is not "
             "supported yet")
     Ws, bs, acts = params
-    meth = "crown" if method == "auto" else method
+    meth = "crown" if method in ("auto", "exact") else method
+    if method == "exact":
+        if nrm == "2":
+            raise ValueError("norm: exact verification is L-inf or L1 (L2 is a MIQP: use "
+                             "'crown' for a bound and an attack for the other side)")
+        if any(a not in ("relu", "identity") for a in acts):
+            raise ValueError(f"method: 'exact' needs relu / identity layers, got {acts}")
     from .attacks._common import count
     bisection_steps = count(bisection_steps, "bisection_steps")
     N, D = X.shape
@@ -390,7 +531,7 @@ def certify(model, X: ArrayLike, norm: Norm = 2, *, method: str = "auto", clip: 
     radius = np.zeros(N)
     rival = np.zeros(N, dtype=np.int64)
     widest = max([D] + [W.shape[1] for W in Ws])
-    for s in row_chunks(N, widest * widest * 4):
+    for s in row_chunks(N, widest * widest):
         x0 = X64[s]
         k = pred[s]
         lo_e = np.zeros(x0.shape[0])
@@ -411,9 +552,84 @@ def certify(model, X: ArrayLike, norm: Norm = 2, *, method: str = "auto", clip: 
         rival[s] = np.where(first >= 0, first, np.argmin(m_hi, axis=1))
     radius[~clear] = 0.0
     cls = model.classes_
+    extra = {"upper": upper}
+    if method == "exact":
+        radius, rival, extra = _exact_all(Ws, bs, acts, X64, pred, clear, radius, rival, upper,
+                                          lo64, hi64, nrm, float(time_limit), model, threads)
+        meth = "exact"
     return Certificate(radius=radius, boundary_class=cls[rival], pred=cls[pred], method=meth,
-                       norm=nrm, clip=clip, elapsed=time.perf_counter() - t0,
-                       extra={"upper": upper})
+                       norm=nrm, clip=clip, elapsed=time.perf_counter() - t0, extra=extra)
+
+
+def _exact_all(Ws, bs, acts, X64, pred, clear, crown_r, rival, upper, lo, hi, p, time_limit,
+               model, threads):
+    """Per row the MILP of :func:`_exact_row` (rows within rounding of a tie keep 0)."""
+    N, D = X64.shape
+    radius = crown_r.copy()
+    x_adv = X64.copy()
+    dist = np.asarray(upper, np.float64).copy()
+    exact = np.zeros(N, dtype=bool)
+    pn = "inf" if p == "inf" else "1"
+    for i in range(N):
+        if not clear[i]:
+            exact[i] = True
+            continue
+        x0 = X64[i:i + 1]
+        # (the L1 ball of radius upper lies in the L-inf cube of that radius)
+        reg = _Region(x0, np.array([upper[i]]), "inf", lo, hi)
+        bounds = _layer_bounds(Ws, bs, acts, reg)
+        best, low, wit, ok = _exact_row(Ws, bs, acts, X64[i], int(pred[i]), float(upper[i]),
+                                        lo, hi, pn, time_limit, bounds)
+        if wit is not None:
+            # a solution on the boundary may tie: nudge it across, the model decides
+            x_adv[i] = wit
+            dist[i] = best
+        if ok:
+            low = best
+        # the solver's tolerance (primal feasibility 1e-7) below its optimum
+        radius[i] = max(crown_r[i], min(low, dist[i]) * (1 - 1e-6) - 1e-7, 0.0)
+        exact[i] = ok
+    # a witness on the boundary ties: moved a little further from x0 until the model decides
+    # another class (the distance reported is the witness's own)
+    cand = x_adv
+    fooled = verdict.decide(model, cand.astype(model.dtype), threads) != pred
+    for f in (1e-9, 1e-7, 1e-5, 1e-3):
+        todo = np.flatnonzero(~fooled & np.isfinite(dist) & (dist > 0))
+        if todo.size == 0:
+            break
+        pts = X64[todo] + (x_adv[todo] - X64[todo]) * (1 + f)
+        if lo is not None:
+            pts = np.maximum(pts, lo)
+        if hi is not None:
+            pts = np.minimum(pts, hi)
+        ok = verdict.decide(model, pts.astype(model.dtype), threads) != pred[todo]
+        x_adv[todo[ok]] = pts[ok]
+        fooled[todo[ok]] = True
+    d = x_adv - X64
+    dist = np.where(fooled, np.abs(d).max(axis=1) if p == "inf" else np.abs(d).sum(axis=1), dist)
+    return radius, rival, {"upper": dist, "x_adv": x_adv.astype(model.dtype), "exact": exact,
+                           "witness_fools": fooled}
+
+
+def _layer_bounds(Ws, bs, acts, reg):
+    """CROWN intervals of every hidden pre-activation over the region (n = 1 row)."""
+    n = reg.x0.shape[0]
+    out, relax = [], []
+    la = ua = None
+    for j in range(len(Ws) - 1):
+        if j == 0:
+            l, u = _first_layer(reg, Ws[0], bs[0])
+        else:
+            l, u = _ibp_layer(la, ua, Ws[j], bs[j])
+            w = Ws[j].shape[1]
+            LW0 = np.broadcast_to(np.concatenate([Ws[j].T, -Ws[j].T]), (n, 2 * w, Ws[j].shape[0]))
+            c0 = np.broadcast_to(np.concatenate([bs[j], -bs[j]]), (n, 2 * w))
+            both = _backsub(None, j, Ws, bs, relax, reg, (LW0, c0, np.zeros((n, 2 * w))))
+            l, u = np.maximum(l, both[:, :w]), np.minimum(u, -both[:, w:])
+        relax.append(_relax(acts[j], l, u) + (l, u))
+        la, ua = _act(acts[j], l), _act(acts[j], u)
+        out.append((l[0], u[0]))
+    return out
 
 
 def _default_upper(model, X, nrm, clip, X64, lo64, hi64, threads):
@@ -423,13 +639,19 @@ def _default_upper(model, X, nrm, clip, X64, lo64, hi64, threads):
     N, D = X.shape
     if lo64 is not None and hi64 is not None:
         ext = np.maximum(X64 - lo64, hi64 - X64)
-        box = np.abs(ext).max(axis=1) if nrm == "inf" else np.sqrt((ext * ext).sum(axis=1))
+        box = {"inf": np.abs(ext).max(axis=1), "2": np.sqrt((ext * ext).sum(axis=1)),
+               "1": np.abs(ext).sum(axis=1)}[nrm]
     else:
         box = 1e3 * (np.abs(X64).max(axis=1) + 1.0) if D else np.ones(N)
     if N == 0:
         return box
-    res = deepfool(model, X, norm=nrm, clip=clip, threads=threads)
-    d = res.linf if nrm == "inf" else res.l2
+    if nrm == "1":
+        from .attacks.fmn import fmn
+        res = fmn(model, X, norm=1, clip=clip, threads=threads)
+        d = np.abs(np.asarray(res.x_adv, np.float64) - X64).sum(axis=1)
+    else:
+        res = deepfool(model, X, norm=nrm, clip=clip, threads=threads)
+        d = res.linf if nrm == "inf" else res.l2
     d = np.asarray(d, np.float64) * (1 + 1e-6) + 1e-12
     return np.where(res.success, np.minimum(d, box), box)
 
