@@ -192,3 +192,45 @@ def test_exact_mode_brackets_a_two_hidden_layer_net_in_linf_and_l1(digits):
         ok = f.success
         assert np.all(e.extra["upper"][ok] <= fd[ok] * (1 + 1e-6) + 1e-7)
         assert e.extra["witness_fools"][e.extra["exact"]].all()
+
+
+@pytest.mark.parametrize("norm", ["inf", 1])
+def test_verify_never_calls_a_fooled_row_robust_nor_fools_without_a_valid_example(iris01, norm):
+    X, y = iris01
+    est = _fit(X, y, (8,), "relu", 0, 2000)
+    m = ff.from_sklearn(est)
+    rows = np.arange(0, 150, 6)
+    for eps in ((0.05, 0.15) if norm == "inf" else (0.2, 0.5)):
+        v = ff.verify(m, X[rows], y[rows], eps=eps, norm=norm, clip=(0, 1), time_limit=30)
+        assert set(np.unique(v.status)) <= {"robust", "fooled", "unknown"}
+        f = v.status == "fooled"
+        np.testing.assert_array_equal(est.predict(v.x_adv)[f] != y[rows][f], np.ones(f.sum(), bool))
+        d = np.linalg.norm(v.x_adv - X[rows], np.inf if norm == "inf" else 1, axis=1)
+        assert np.all(d[f] <= eps) and v.x_adv.min() >= 0 and v.x_adv.max() <= 1
+        if norm == "inf":  # against the tests' own MILP: the exact answer per row
+            own = est.predict(X[rows])
+            ex = np.array([AR.exact_min_linf_relu(est.coefs_, est.intercepts_, X[i], own[j],
+                                                  0.0, 1.0) if own[j] == y[i] else 0.0
+                           for j, i in enumerate(rows)])
+            assert np.all(ex[v.status == "robust"] > eps)
+            assert np.all(ex[f] <= eps)
+            assert (v.status == "unknown").sum() == 0  # a small relu net: everything decided
+        r = v.status == "robust"
+        assert np.all(v.radius[r] >= eps * (1 - 1e-6))
+    assert set(v.summary()) >= {"robust_fraction", "fooled_fraction", "unknown_fraction"}
+
+
+def test_verify_on_a_tanh_net_uses_bounds_and_attacks(digits_nets):
+    est, X, y = digits_nets["tanh"]
+    m = ff.from_sklearn(est)
+    v = ff.verify(m, X, y, eps=0.03, norm="inf", clip=(0, 1))
+    f = v.status == "fooled"
+    np.testing.assert_array_equal(est.predict(v.x_adv)[f] != y[f], np.ones(f.sum(), bool))
+    assert np.all(np.abs(v.x_adv - X).max(axis=1)[f] <= 0.03)
+    robust = v.status == "robust"
+    assert robust.any() and set(np.unique(v.stage[robust])) <= {"bound"}
+    # no attack fools a row called robust
+    p = ff.pgd(m, X[robust], y[robust], eps=0.03, steps=40, restarts=3, clip=(0, 1), seed=0)
+    assert not p.success.any()
+    c = v.counts()
+    assert sum(c.values()) == len(X) and repr(v).startswith("Verification")

@@ -22,6 +22,7 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
     ) from exc
 
 from . import cuda, datasets, kernels
+from .certify import Certificate, Verification, verify
 from .attacks import (ConfidenceMap, certify, confidence_map, deepfool, far_points, fgsm, invert,
                       minimal, pgd, robustness_curve, score_attack, template, transfer, apgd,
                       autoattack, cw, ddn, fab, fmn, hop_skip_jump, square,
@@ -59,6 +60,9 @@ __all__ = [
     "square",
     "universal",
     "certify",
+    "verify",
+    "Certificate",
+    "Verification",
     "minimal",
     "deepfool",
     "template",

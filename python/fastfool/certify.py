@@ -35,7 +35,7 @@ from . import verdict
 from ._checks import clip_bounds, norm_name
 from ._typing import ArrayLike, Clip, Norm
 
-__all__ = ["Certificate", "certify"]
+__all__ = ["Certificate", "certify", "Verification", "verify"]
 
 U = verdict.U64
 _METHODS = ("auto", "affine", "ibp", "crown", "exact")
@@ -591,8 +591,8 @@ def _exact_all(Ws, bs, acts, X64, pred, clear, crown_r, rival, upper, lo, hi, p,
         exact[i] = ok
     # a witness on the boundary ties: moved a little further from x0 until the model decides
     # another class (the distance reported is the witness's own)
-    cand = x_adv
-    fooled = verdict.decide(model, cand.astype(model.dtype), threads) != pred
+    dec, clr = verdict.decide(model, x_adv.astype(model.dtype), threads, return_clear=True)
+    fooled = (dec != pred) & clr
     for f in (1e-9, 1e-7, 1e-5, 1e-3):
         todo = np.flatnonzero(~fooled & np.isfinite(dist) & (dist > 0))
         if todo.size == 0:
@@ -602,9 +602,11 @@ def _exact_all(Ws, bs, acts, X64, pred, clear, crown_r, rival, upper, lo, hi, p,
             pts = np.maximum(pts, lo)
         if hi is not None:
             pts = np.minimum(pts, hi)
-        ok = verdict.decide(model, pts.astype(model.dtype), threads) != pred[todo]
+        dec, clr = verdict.decide(model, pts.astype(model.dtype), threads, return_clear=True)
+        ok = (dec != pred[todo]) & clr
         x_adv[todo[ok]] = pts[ok]
         fooled[todo[ok]] = True
+    fooled = verdict.decide(model, x_adv.astype(model.dtype), threads) != pred  # all at once
     d = x_adv - X64
     dist = np.where(fooled, np.abs(d).max(axis=1) if p == "inf" else np.abs(d).sum(axis=1), dist)
     return radius, rival, {"upper": dist, "x_adv": x_adv.astype(model.dtype), "exact": exact,
@@ -655,3 +657,185 @@ def _default_upper(model, X, nrm, clip, X64, lo64, hi64, threads):
     d = np.asarray(d, np.float64) * (1 + 1e-6) + 1e-12
     return np.where(res.success, np.minimum(d, box), box)
 
+
+
+@dataclass
+class Verification:
+    """Per-row verdicts of :func:`verify` at one radius.
+
+    Attributes
+    ----------
+    status : (N,) "robust" (proven: a bound or an exact search), "fooled" (``x_adv`` is an
+        adversarial example within ``eps`` that the model itself decides differently from the
+        label) or "unknown" (neither within the budget).
+    radius : (N,) the certified radius found for the row (sound; 0 for fooled rows).
+    x_adv : (N, D) the adversarial examples of fooled rows (X elsewhere).
+    stage : (N,) what decided the row: "label" (the model already gets X wrong), "bound",
+        "attack", "exact" or "" (unknown).
+    eps, norm, method : the question and the bound used. seconds : per stage.
+    """
+
+    status: np.ndarray
+    radius: np.ndarray
+    x_adv: np.ndarray
+    stage: np.ndarray
+    eps: float
+    norm: str
+    method: str
+    seconds: dict = field(default_factory=dict)
+
+    def counts(self) -> dict:
+        return {s: int(np.sum(self.status == s)) for s in ("robust", "fooled", "unknown")}
+
+    def summary(self) -> dict:
+        n = max(int(self.status.size), 1)
+        c = self.counts()
+        return dict(eps=self.eps, norm=self.norm, rows=int(self.status.size),
+                    **{f"{k}_fraction": v / n for k, v in c.items()}, seconds=dict(self.seconds))
+
+    def __repr__(self) -> str:
+        c = self.counts()
+        return (f"Verification(eps={self.eps:g}, L{self.norm}: robust {c['robust']}, fooled "
+                f"{c['fooled']}, unknown {c['unknown']})")
+
+
+def _inside(x, x0, eps, p):
+    """x moved (by a few units in the last place, toward x0) so that its distance to x0,
+    computed in float64, is at most eps: an attack's clamp to x0 +- eps can round one ulp out."""
+    x = x.copy()
+    for _ in range(8):
+        d = x - x0
+        dist = {"inf": np.abs(d).max(axis=1) if d.shape[1] else np.zeros(len(d)),
+                "2": np.sqrt((d * d).sum(axis=1)), "1": np.abs(d).sum(axis=1)}[p]
+        over = np.flatnonzero(dist > eps)
+        if over.size == 0:
+            break
+        if p == "inf":
+            bad = np.abs(d[over]) > eps
+            xo = x[over]
+            xo[bad] = np.nextafter(xo[bad], x0[over][bad])
+            x[over] = xo
+        else:
+            x[over] = x0[over] + d[over] * (1 - 4 * U * (1 + d.shape[1]))
+    return x
+
+
+def verify(model, X: ArrayLike, y=None, *, eps: float, norm: Norm = "inf", clip: Clip = None,
+           attack_steps: int = 100, time_limit: float = 60.0, exact: bool = True,
+           threads: int | None = None) -> Verification:
+    """Decide, per row, whether the model is robust at radius ``eps``: cheap bounds first
+    (CROWN, or the exact affine radius), then attacks on the rows left (APGD-CE and APGD-T,
+    :func:`fastfool.apgd`; L1: L1-APGD), then an exact search (the MILP of ``certify(...,
+    method="exact")``, relu / identity MLPs in L-inf or L1) on what is still open, within
+    ``time_limit`` seconds in all.
+
+    A row is "robust" only when a sound bound or a completed exact search proves it, "fooled"
+    only with an ``x_adv`` inside the ball (and the box) that the model decides as another
+    class than ``y`` (the model's own decision at X when ``y`` is None), else "unknown".
+    """
+    from .attacks._common import count, positive, prepare
+    from .attacks.apgd import apgd
+    t0 = time.perf_counter()
+    model, X, yi, threads = prepare(model, X, y, threads)
+    eps = positive(eps, "eps")
+    attack_steps = count(attack_steps, "attack_steps")
+    time_limit = positive(time_limit, "time_limit")
+    nrm = "1" if (not isinstance(norm, bool) and (
+        (isinstance(norm, (int, float)) and float(norm) == 1.0)
+        or (isinstance(norm, str) and norm.lower() in ("1", "l1")))) else norm_name(norm)
+    N, D = X.shape
+    X64 = np.asarray(X, np.float64)
+    status = np.full(N, "unknown", dtype=object)
+    stage = np.full(N, "", dtype=object)
+    radius = np.zeros(N)
+    x_adv = np.array(X)
+    secs = {}
+    pred = verdict.decide(model, X, threads)
+    wrong = pred != yi
+    status[wrong], stage[wrong] = "fooled", "label"
+    todo = np.flatnonzero(~wrong)
+    # 1. bounds: one search below eps per row (a row proven at eps is robust)
+    ts = time.perf_counter()
+    meth = "affine"
+    if todo.size:
+        c = certify(model, X[todo], norm=nrm, clip=clip, upper=np.full(todo.size, eps),
+                    bisection_steps=8, threads=threads)
+        meth = c.method
+        radius[todo] = c.radius
+        ok = c.radius >= eps
+        status[todo[ok]], stage[todo[ok]] = "robust", "bound"
+        todo = todo[~ok]
+    secs["bound"] = time.perf_counter() - ts
+    # 2. attacks
+    ts = time.perf_counter()
+    if todo.size and eps > 0:
+        nn = 1 if nrm == "1" else (2 if nrm == "2" else "inf")
+        for kw in (dict(loss="ce"), dict(loss="dlr" if model.n_classes >= 4 else "ce",
+                                         target=min(9, model.n_classes - 1))):
+            if todo.size == 0 or model.n_classes < 2:
+                break
+            if kw.get("target", 1) < 1:
+                continue
+            res = apgd(model, X[todo], model.classes_[yi[todo]], eps=eps, norm=nn,
+                       steps=attack_steps, clip=clip, threads=threads, **kw)
+            xa = _inside(np.asarray(res.x_adv, np.float64), X64[todo], eps, nrm)
+            d = xa - X64[todo]
+            dist = {"inf": np.abs(d).max(axis=1) if D else np.zeros(todo.size),
+                    "2": np.sqrt((d * d).sum(axis=1)), "1": np.abs(d).sum(axis=1)}[nrm]
+            xa = xa.astype(X.dtype)
+            hit = (verdict.decide(model, xa, threads) != yi[todo]) & (dist <= eps)
+            if not np.array_equal(xa.astype(np.float64), np.asarray(xa, np.float64)):
+                hit &= False  # (a model dtype that cannot hold the points: never)
+            rows = todo[hit]
+            status[rows], stage[rows], x_adv[rows] = "fooled", "attack", xa[hit]
+            todo = todo[~hit]
+    secs["attack"] = time.perf_counter() - ts
+    # 3. exact search on what is left
+    ts = time.perf_counter()
+    params = _mlp_params(model) if exact and todo.size and nrm != "2" else None
+    if params is not None and all(a in ("relu", "identity") for a in params[2]):
+        Ws, bs, acts = params
+        lo, hi = clip_bounds(clip, D, X.dtype)
+        lo64 = None if lo is None else np.broadcast_to(np.asarray(lo, np.float64), (D,)).copy()
+        hi64 = None if hi is None else np.broadcast_to(np.asarray(hi, np.float64), (D,)).copy()
+        for n_left, i in zip(range(todo.size, 0, -1), todo):
+            left = time_limit - (time.perf_counter() - ts)
+            if left <= 0:
+                break
+            reg = _Region(X64[i:i + 1], np.array([eps]), "inf", lo64, hi64)
+            bounds = _layer_bounds(Ws, bs, acts, reg)
+            best, low, wit, ok = _exact_row(Ws, bs, acts, X64[i], int(pred[i]), eps, lo64, hi64,
+                                            "inf" if nrm == "inf" else "1", left / n_left,
+                                            bounds)
+            if ok and wit is None:  # no rival reachable within eps: proven
+                status[i], stage[i], radius[i] = "robust", "exact", max(radius[i], eps)
+                continue
+            if wit is not None and best <= eps:
+                for f in (1e-9, 1e-7, 1e-5, 1e-3):
+                    pt = X64[i] + (wit - X64[i]) * (1 + f)
+                    if lo64 is not None:
+                        pt = np.maximum(pt, lo64)
+                    if hi64 is not None:
+                        pt = np.minimum(pt, hi64)
+                    d = pt - X64[i]
+                    dist = np.abs(d).max() if nrm == "inf" else np.abs(d).sum()
+                    if dist > eps:
+                        break
+                    # a clear margin: every evaluation of the model agrees (verdict rule)
+                    dec, clr = verdict.decide(model, pt[None].astype(model.dtype), threads,
+                                              return_clear=True)
+                    if dec[0] != yi[i] and clr[0]:
+                        status[i], stage[i] = "fooled", "exact"
+                        x_adv[i] = pt.astype(X.dtype)
+                        break
+    secs["exact"] = time.perf_counter() - ts
+    # the model's decisions on all returned points at once (the call a user makes to check
+    # them: a BLAS-backed estimator can round a row differently among other rows)
+    f = np.flatnonzero(status == "fooled")
+    if f.size:
+        again = verdict.decide(model, x_adv, threads)[f] != yi[f]
+        status[f[~again]], stage[f[~again]] = "unknown", ""
+    radius[status == "fooled"] = 0.0
+    secs["total"] = time.perf_counter() - t0
+    return Verification(status=status.astype(str), radius=radius, x_adv=x_adv,
+                        stage=stage.astype(str), eps=eps, norm=nrm, method=meth, seconds=secs)
