@@ -56,8 +56,8 @@ def digits_nets(digits):
             for act in ("tanh", "logistic", "relu")}
 
 
-@pytest.mark.parametrize("act", ["tanh", "logistic", "relu"])
-@pytest.mark.parametrize("norm", ["inf", 2])
+@pytest.mark.parametrize("act", ["tanh", pytest.param("logistic", marks=pytest.mark.slow), "relu"])
+@pytest.mark.parametrize("norm", ["inf", pytest.param(2, marks=pytest.mark.slow)])
 def test_bounds_stay_below_every_attack_and_no_attack_beats_them(digits_nets, act, norm):
     est, X, y = digits_nets[act]
     m = ff.from_sklearn(est)
@@ -194,7 +194,7 @@ def test_exact_mode_brackets_a_two_hidden_layer_net_in_linf_and_l1(digits):
         assert e.extra["witness_fools"][e.extra["exact"]].all()
 
 
-@pytest.mark.parametrize("norm", ["inf", 1])
+@pytest.mark.parametrize("norm", [pytest.param("inf", marks=pytest.mark.slow), 1])
 def test_verify_never_calls_a_fooled_row_robust_nor_fools_without_a_valid_example(iris01, norm):
     X, y = iris01
     est = _fit(X, y, (8,), "relu", 0, 2000)

@@ -102,7 +102,8 @@ def test_project_plane_without_reach_goes_to_the_corner_and_handles_empty_shapes
         == (2, 0)
 
 
-@pytest.mark.parametrize("norm", ["inf", "2", "1"])
+@pytest.mark.parametrize("norm", ["inf", pytest.param("2", marks=pytest.mark.slow),
+                                  pytest.param("1", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("mode", ["untargeted", "fab-t", "target"])
 def test_fab_matches_the_reference_loop(mlp, norm, mode):
     est, X, y = mlp

@@ -51,7 +51,7 @@ def test_cw_matches_the_reference_loop(mlp):
 
 
 @pytest.mark.parametrize("attack", ["ddn", "cw"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float32, pytest.param(np.float64, marks=pytest.mark.slow)])
 def test_l2_minimum_norm_properties(mlp, attack, dtype):
     est, X, y = mlp
     m = ff.from_sklearn(est, dtype=dtype)
