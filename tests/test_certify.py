@@ -234,3 +234,22 @@ def test_verify_on_a_tanh_net_uses_bounds_and_attacks(digits_nets):
     assert not p.success.any()
     c = v.counts()
     assert sum(c.values()) == len(X) and repr(v).startswith("Verification")
+
+
+def test_a_pipelines_mlp_is_certified_in_raw_units(iris01):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    X, y = iris01
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = make_pipeline(StandardScaler(), MLPClassifier((6,), activation="relu", max_iter=500,
+                                                          random_state=0)).fit(X * 10, y)
+    m = ff.from_sklearn(p)
+    Xr = X[::10] * 10
+    c = ff.certify(m, Xr, norm="inf")
+    assert np.all(c.radius >= 0) and c.radius.max() > 0
+    res = ff.fmn(m, Xr, p.predict(Xr), norm="inf", steps=80)
+    assert np.all(c.radius[res.success] <= res.linf[res.success])
+    np.testing.assert_array_equal(c.pred, p.predict(Xr))
+    with pytest.raises(NotImplementedError, match="Pipeline"):
+        ff.certify(m, Xr, norm="inf", method="exact")

@@ -434,6 +434,16 @@ def _exact_row(Ws, bs, acts, x0, k, upper, lo, hi, p, time_limit, bounds):
     return best, min(lower, best), wit, exact
 
 
+def _margins_of(model, Ws, bs, acts, reg, k, method):
+    """:func:`_margins` for the user's model: a folded pipeline's MLP differs from the pipeline
+    by its fold's rounding, bounded per row from the largest |x| of the region
+    (``Model._extra_error``) and taken off both logits."""
+    m = _margins(Ws, bs, acts, reg, k, method)
+    ex = model._reference()._extra_error(reg.xmax.max(axis=1) if reg.xmax.shape[1] else
+                                         np.zeros(reg.xmax.shape[0]))
+    return m - 2 * np.asarray(ex, np.float64).reshape(-1, 1) if np.any(ex) else m
+
+
 def _mlp_params(model):
     from .models import MLP
     ref = model._reference()
@@ -511,6 +521,9 @@ def certify(model, X: ArrayLike, norm: Norm = 2, *, method: str = "auto", clip: 
                              "'crown' for a bound and an attack for the other side)")
         if any(a not in ("relu", "identity") for a in acts):
             raise ValueError(f"method: 'exact' needs relu / identity layers, got {acts}")
+        if model._reference()._fold is not None:
+            raise NotImplementedError("method: 'exact' on a Pipeline's folded MLP is not "
+                                      "supported yet (use 'crown')")
     from .attacks._common import count
     bisection_steps = count(bisection_steps, "bisection_steps")
     N, D = X.shape
@@ -539,14 +552,14 @@ def certify(model, X: ArrayLike, norm: Norm = 2, *, method: str = "auto", clip: 
         first = np.full(x0.shape[0], -1, dtype=np.int64)
         for _ in range(bisection_steps):
             mid = (lo_e + hi_e) / 2
-            m = _margins(Ws, bs, acts, _Region(x0, mid, nrm, lo64, hi64), k, meth)
+            m = _margins_of(model, Ws, bs, acts, _Region(x0, mid, nrm, lo64, hi64), k, meth)
             ok = np.all(m > 0, axis=1)
             lo_e = np.where(ok, mid, lo_e)
             hi_e = np.where(ok, hi_e, mid)
             first = np.where(ok, first, np.argmin(m, axis=1))
         # the final interval's low end was proven (or is 0); check the upper end once: a row
         # whose bound holds at its known upper bound gets it
-        m_hi = _margins(Ws, bs, acts, _Region(x0, hi_e, nrm, lo64, hi64), k, meth)
+        m_hi = _margins_of(model, Ws, bs, acts, _Region(x0, hi_e, nrm, lo64, hi64), k, meth)
         ok_hi = np.all(m_hi > 0, axis=1)
         radius[s] = np.where(ok_hi, hi_e, lo_e)
         rival[s] = np.where(first >= 0, first, np.argmin(m_hi, axis=1))
@@ -792,7 +805,8 @@ def verify(model, X: ArrayLike, y=None, *, eps: float, norm: Norm = "inf", clip:
     secs["attack"] = time.perf_counter() - ts
     # 3. exact search on what is left
     ts = time.perf_counter()
-    params = _mlp_params(model) if exact and todo.size and nrm != "2" else None
+    params = _mlp_params(model) if (exact and todo.size and nrm != "2"
+                                    and model._reference()._fold is None) else None
     if params is not None and all(a in ("relu", "identity") for a in params[2]):
         Ws, bs, acts = params
         lo, hi = clip_bounds(clip, D, X.dtype)
