@@ -61,7 +61,7 @@ def digits_logreg(digits):
 # README's command runs the portable path and the detected one (the AVX2 tables on an AVX-512
 # CPU are also compared bit for bit with the AVX-512 ones in tests/test_avx512.py).
 _ALL_PATHS = ["generic", "avx2", "avx512"]
-SIMD_PATHS = _ALL_PATHS[: _ALL_PATHS.index(_core.detected_simd()) + 1]
+SIMD_PATHS = AVAILABLE_PATHS = _ALL_PATHS[: _ALL_PATHS.index(_core.detected_simd()) + 1]
 if os.environ.get("HYPOTHESIS_PROFILE", "default") != "ci" and len(SIMD_PATHS) > 2:
     SIMD_PATHS = [SIMD_PATHS[0], SIMD_PATHS[-1]]
 # Every kernel test runs on each SIMD path with 1 and 2 threads.
