@@ -507,6 +507,23 @@ def _bound_vector(v, D, name):
     return np.ascontiguousarray(a)
 
 
+def _plane_args(X, W, b, lo, hi, norm):
+    """The checked float64 arguments of the FAB kernels: X, W (same shape), b (one per row),
+    the bounds as (D,) vectors or None, and the norm's code (0 L-inf, 1 L1, 2 L2)."""
+    X = matrix(X, "X", np.float64, cast=True)
+    N, D = X.shape
+    W = matrix(W, "W", np.float64, cast=True)
+    if W.shape != X.shape:
+        raise ValueError(f"W: expected the shape of X {X.shape}, got {W.shape}")
+    b = np.ascontiguousarray(vector(b, "b", N, np.float64, cast=True))
+    code = {"inf": 0, "2": 2}.get(norm_name(norm)) if not _is_l1(norm) else 1
+    lo = _bound_vector(lo, D, "lo")
+    hi = _bound_vector(hi, D, "hi")
+    if lo is not None and hi is not None and np.any(lo > hi):
+        raise ValueError("lo, hi: need lo <= hi")
+    return X, W, b, lo, hi, code
+
+
 def project_plane(X: Array, W: Array, b: Array, lo=None, hi=None, *, norm: Norm = 2,
                   threads: int | None = None) -> np.ndarray:
     """Per row i, the move ``d`` of least ``||d||_p`` (``norm``: "inf", 2 or 1) with
@@ -520,17 +537,8 @@ def project_plane(X: Array, W: Array, b: Array, lo=None, hi=None, *, norm: Norm 
     Solved exactly per row from the optimality conditions (each coordinate moves toward the
     plane by ``min(s, room)`` in L-inf, ``min(s |w_j|, room)`` in L2; the largest ``|w_j|``
     first in L1), by sorting the breakpoints: O(D log D) per row, multithreaded."""
-    X = matrix(X, "X", np.float64, cast=True)
+    X, W, b, lo, hi, code = _plane_args(X, W, b, lo, hi, norm)
     N, D = X.shape
-    W = matrix(W, "W", np.float64, cast=True)
-    if W.shape != X.shape:
-        raise ValueError(f"W: expected the shape of X {X.shape}, got {W.shape}")
-    b = np.ascontiguousarray(vector(b, "b", N, np.float64, cast=True))
-    code = {"inf": 0, "2": 2}.get(norm_name(norm)) if not _is_l1(norm) else 1
-    lo = _bound_vector(lo, D, "lo")
-    hi = _bound_vector(hi, D, "hi")
-    if lo is not None and hi is not None and np.any(lo > hi):
-        raise ValueError("lo, hi: need lo <= hi")
     check_fits((N, D), 8, "X", "the projections")
     out = np.empty((N, D), np.float64)
     _core.project_plane(X, W, b, lo, hi, code, out, resolve_threads(threads))
@@ -547,19 +555,11 @@ def fab_step(X: Array, X0: Array, W: Array, b: Array, lo=None, hi=None, *, norm:
     + a (X0 + eta d2), lo, hi)``, or ``X[i]`` itself where that point leaves
     ``|z - X0[i]|_inf <= reach[i]`` (default: unbounded) or is not finite. Float64; returns
     the new iterates (N, D)."""
-    X = matrix(X, "X", np.float64, cast=True)
+    X, W, b, lo, hi, code = _plane_args(X, W, b, lo, hi, norm)
     N, D = X.shape
     X0 = matrix(X0, "X0", np.float64, cast=True)
-    W = matrix(W, "W", np.float64, cast=True)
-    for a, name in ((X0, "X0"), (W, "W")):
-        if a.shape != X.shape:
-            raise ValueError(f"{name}: expected the shape of X {X.shape}, got {a.shape}")
-    b = np.ascontiguousarray(vector(b, "b", N, np.float64, cast=True))
-    code = {"inf": 0, "2": 2}.get(norm_name(norm)) if not _is_l1(norm) else 1
-    lo = _bound_vector(lo, D, "lo")
-    hi = _bound_vector(hi, D, "hi")
-    if lo is not None and hi is not None and np.any(lo > hi):
-        raise ValueError("lo, hi: need lo <= hi")
+    if X0.shape != X.shape:
+        raise ValueError(f"X0: expected the shape of X {X.shape}, got {X0.shape}")
     reach = np.full(N, np.inf) if reach is None else \
         np.ascontiguousarray(vector(reach, "reach", N, np.float64, cast=True))
     check_fits((N, D), 8, "X", "the steps")

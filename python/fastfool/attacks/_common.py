@@ -169,6 +169,19 @@ def resolve_target(model, target, X, yi, rng, threads):
     return t
 
 
+def label_targets(model, target, yi, N):
+    """Target class indices (one label per row, or one for all) of the minimum-norm attacks, or
+    None; refuses targets that equal the attacked label on every row."""
+    if target is None:
+        return None
+    t = np.asarray(target)
+    t = np.broadcast_to(t, (N,)) if t.ndim == 0 else t
+    ti = model._y(t, N)
+    if N and np.all(ti == yi):
+        raise ValueError("target: equals the attacked label on every row; nothing to attack")
+    return ti
+
+
 class Progress:
     """A tqdm bar when asked for and installed; a plain stderr counter otherwise; or nothing."""
 

@@ -22,8 +22,8 @@ import numpy as np
 
 from .._typing import ArrayLike, Clip, Labels
 from ..models import Model
-from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, positive, prepare,
-                      row_chunks, row_norms)
+from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, label_targets,
+                      positive, prepare, row_chunks, row_norms)
 
 __all__ = ["cw"]
 
@@ -79,13 +79,7 @@ def cw(model: Model, X: ArrayLike, y: Labels = None, *, steps: int = 1000,
     check_inside_clip(X, lo, hi)
     if (lo is None) != (hi is None):
         raise ValueError("clip: cw needs both bounds (or none)")
-    ti = None
-    if target is not None:
-        t_arr = np.asarray(target)
-        t_arr = np.broadcast_to(t_arr, (N,)) if t_arr.ndim == 0 else t_arr
-        ti = model._y(t_arr, N)
-        if N and np.all(ti == yi):
-            raise ValueError("target: equals the attacked label on every row; nothing to attack")
+    ti = label_targets(model, target, yi, N)
     box = lo is not None
     if box:
         lo64 = np.broadcast_to(np.asarray(lo, np.float64), (D,))

@@ -21,8 +21,8 @@ import numpy as np
 from .._checks import Trusted
 from .._typing import ArrayLike, Clip, Labels
 from ..models import Model
-from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, positive, prepare,
-                      row_chunks, row_norms)
+from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, label_targets,
+                      positive, prepare, row_chunks, row_norms)
 
 __all__ = ["ddn"]
 
@@ -54,13 +54,7 @@ def ddn(model: Model, X: ArrayLike, y: Labels = None, *, steps: int = 100, init_
     N, D = X.shape
     lo, hi = clip_bounds(clip, D, X.dtype)
     check_inside_clip(X, lo, hi)
-    ti = None
-    if target is not None:
-        t_arr = np.asarray(target)
-        t_arr = np.broadcast_to(t_arr, (N,)) if t_arr.ndim == 0 else t_arr
-        ti = model._y(t_arr, N)
-        if N and np.all(ti == yi):
-            raise ValueError("target: equals the attacked label on every row; nothing to attack")
+    ti = label_targets(model, target, yi, N)
     lo64 = None if lo is None else np.broadcast_to(np.asarray(lo, np.float64), (D,))
     hi64 = None if hi is None else np.broadcast_to(np.asarray(hi, np.float64), (D,))
     dt = X.dtype

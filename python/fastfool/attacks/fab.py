@@ -31,8 +31,8 @@ import numpy as np
 from .. import kernels
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
-from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, norm_of, positive,
-                      prepare, row_chunks, row_norms)
+from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, label_targets,
+                      norm_of, positive, prepare, row_chunks, row_norms)
 
 __all__ = ["fab", "project_plane"]
 
@@ -202,16 +202,10 @@ def fab(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = "inf", ste
         raise ValueError(f"beta: must lie in (0, 1), got {beta!r}")
     N, D = X.shape
     C = model.n_classes
-    ti = None
     if target is not None and n_targets is not None:
         raise ValueError("target, n_targets: give one of them (labels, or FAB-T's number of "
                          "classes)")
-    if target is not None:
-        t_arr = np.asarray(target)
-        t_arr = np.broadcast_to(t_arr, (N,)) if t_arr.ndim == 0 else t_arr
-        ti = model._y(t_arr, N)
-        if N and np.all(ti == yi):
-            raise ValueError("target: equals the attacked label on every row; nothing to attack")
+    ti = label_targets(model, target, yi, N)
     k_targets = 0
     if n_targets is not None:
         k_targets = min(count(n_targets, "n_targets"), C - 1)
