@@ -312,14 +312,18 @@ def with_biases(items, biases, what: str):
     return items, biases
 
 
-def norm_name(norm) -> str:
-    """The one norm parser: ``"inf"`` or ``"2"`` from the spellings users write."""
+def norm_name(norm, l1: bool = False, what: str = "") -> str:
+    """The one norm parser: ``"inf"`` or ``"2"`` (and ``"1"`` when ``l1``: the attacks and
+    bounds that take L1) from the spellings users write. ``what`` names the caller in the
+    error."""
     if isinstance(norm, str):
         key = norm.lower()
         if key in ("inf", "linf", "l_inf", "l-inf"):
             return "inf"
         if key in ("2", "l2", "l_2"):
             return "2"
+        if l1 and key in ("1", "l1", "l_1"):
+            return "1"
     elif not isinstance(norm, bool):
         try:
             v = float(norm)
@@ -329,7 +333,10 @@ def norm_name(norm) -> str:
             return "inf"
         if v == 2.0:
             return "2"
-    raise ValueError(f"norm: expected 'inf' or 2, got {norm!r}")
+        if l1 and v == 1.0:
+            return "1"
+    who = f"{what} supports " if what else "expected "
+    raise ValueError(f"norm: {who}'inf'{', 2 and 1' if l1 else ' or 2'}, got {norm!r}")
 
 
 def norm_is_l2(norm) -> bool:

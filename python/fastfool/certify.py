@@ -275,15 +275,14 @@ def _first_layer(reg, W, b):
     return l, u
 
 
-def _margins(Ws, bs, acts, reg, k, method):
-    """Lower bounds (n, C) of logit_k - logit_j over the region for every class j (the decided
-    class's own column: +inf), by IBP and, for "crown", the better of IBP and CROWN."""
+def _hidden(Ws, bs, acts, reg, method):
+    """Bounds of every hidden layer over the region: per layer the relaxation of its activation
+    with the pre-activation interval (``_relax(...) + (l, u)``; IBP, and for "crown" the better
+    of IBP and CROWN), and the last hidden layer's output interval (la, ua)."""
     n = reg.x0.shape[0]
-    L = len(Ws)
-    rows = np.arange(n)
     relax = []
     la = ua = None
-    for j in range(L - 1):
+    for j in range(len(Ws) - 1):
         if j == 0:
             l, u = _first_layer(reg, Ws[0], bs[0])
         else:
@@ -296,13 +295,22 @@ def _margins(Ws, bs, acts, reg, k, method):
                 c0 = np.broadcast_to(np.concatenate([bs[j], -bs[j]]), (n, 2 * w))
                 both = _backsub(None, j, Ws, bs, relax, reg, (LW0, c0, np.zeros((n, 2 * w))))
                 l, u = np.maximum(l, both[:, :w]), np.minimum(u, -both[:, w:])
-        r = _relax(acts[j], l, u)
-        relax.append(r + (l, u))
+        relax.append(_relax(acts[j], l, u) + (l, u))
         # the activation's interval (monotone activations)
         la, ua = _act(acts[j], l), _act(acts[j], u)
         if acts[j] in ("tanh", "logistic"):
             la = la - 4 * U * (1 + np.abs(la))
             ua = ua + 4 * U * (1 + np.abs(ua))
+    return relax, la, ua
+
+
+def _margins(Ws, bs, acts, reg, k, method):
+    """Lower bounds (n, C) of logit_k - logit_j over the region for every class j (the decided
+    class's own column: +inf), by IBP and, for "crown", the better of IBP and CROWN."""
+    n = reg.x0.shape[0]
+    L = len(Ws)
+    rows = np.arange(n)
+    relax, la, ua = _hidden(Ws, bs, acts, reg, method)
     # IBP on the last layer, with the margin's weights combined first (tighter than intervals
     # of the logits)
     Wl, bl = Ws[-1], bs[-1]
@@ -491,9 +499,7 @@ def certify(model, X: ArrayLike, norm: Norm = 2, *, method: str = "auto", clip: 
     if method not in _METHODS:
         raise ValueError(f"method: expected one of {_METHODS}, got {method!r}")
     model, X, _, threads = prepare(model, X, None, threads)
-    nrm = "1" if (not isinstance(norm, bool) and (
-        (isinstance(norm, (int, float)) and float(norm) == 1.0)
-        or (isinstance(norm, str) and norm.lower() in ("1", "l1")))) else norm_name(norm)
+    nrm = norm_name(norm, l1=True)
     affine = True
     try:
         model.affine_map()
@@ -627,24 +633,9 @@ def _exact_all(Ws, bs, acts, X64, pred, clear, crown_r, rival, upper, lo, hi, p,
 
 
 def _layer_bounds(Ws, bs, acts, reg):
-    """CROWN intervals of every hidden pre-activation over the region (n = 1 row)."""
-    n = reg.x0.shape[0]
-    out, relax = [], []
-    la = ua = None
-    for j in range(len(Ws) - 1):
-        if j == 0:
-            l, u = _first_layer(reg, Ws[0], bs[0])
-        else:
-            l, u = _ibp_layer(la, ua, Ws[j], bs[j])
-            w = Ws[j].shape[1]
-            LW0 = np.broadcast_to(np.concatenate([Ws[j].T, -Ws[j].T]), (n, 2 * w, Ws[j].shape[0]))
-            c0 = np.broadcast_to(np.concatenate([bs[j], -bs[j]]), (n, 2 * w))
-            both = _backsub(None, j, Ws, bs, relax, reg, (LW0, c0, np.zeros((n, 2 * w))))
-            l, u = np.maximum(l, both[:, :w]), np.minimum(u, -both[:, w:])
-        relax.append(_relax(acts[j], l, u) + (l, u))
-        la, ua = _act(acts[j], l), _act(acts[j], u)
-        out.append((l[0], u[0]))
-    return out
+    """CROWN intervals of every hidden pre-activation over the region (one row)."""
+    relax = _hidden(Ws, bs, acts, reg, "crown")[0]
+    return [(r[5][0], r[6][0]) for r in relax]
 
 
 def _default_upper(model, X, nrm, clip, X64, lo64, hi64, threads):
@@ -753,9 +744,7 @@ def verify(model, X: ArrayLike, y=None, *, eps: float, norm: Norm = "inf", clip:
     eps = positive(eps, "eps")
     attack_steps = count(attack_steps, "attack_steps")
     time_limit = positive(time_limit, "time_limit")
-    nrm = "1" if (not isinstance(norm, bool) and (
-        (isinstance(norm, (int, float)) and float(norm) == 1.0)
-        or (isinstance(norm, str) and norm.lower() in ("1", "l1")))) else norm_name(norm)
+    nrm = norm_name(norm, l1=True)
     N, D = X.shape
     X64 = np.asarray(X, np.float64)
     status = np.full(N, "unknown", dtype=object)

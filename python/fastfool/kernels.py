@@ -516,7 +516,7 @@ def _plane_args(X, W, b, lo, hi, norm):
     if W.shape != X.shape:
         raise ValueError(f"W: expected the shape of X {X.shape}, got {W.shape}")
     b = np.ascontiguousarray(vector(b, "b", N, np.float64, cast=True))
-    code = {"inf": 0, "2": 2}.get(norm_name(norm)) if not _is_l1(norm) else 1
+    code = {"inf": 0, "2": 2, "1": 1}[norm_name(norm, l1=True)]
     lo = _bound_vector(lo, D, "lo")
     hi = _bound_vector(hi, D, "hi")
     if lo is not None and hi is not None and np.any(lo > hi):
@@ -567,17 +567,6 @@ def fab_step(X: Array, X0: Array, W: Array, b: Array, lo=None, hi=None, *, norm:
     _core.fab_step(X, X0, W, b, lo, hi, code, float(eta), float(alpha_max), reach, out,
                    resolve_threads(threads))
     return out
-
-
-def _is_l1(norm) -> bool:
-    if isinstance(norm, bool):
-        return False
-    if isinstance(norm, str):
-        return norm.lower() in ("1", "l1")
-    try:
-        return float(norm) == 1.0
-    except (TypeError, ValueError):
-        return False
 
 
 def all_finite(X: Array, *, threads: int | None = None) -> bool:

@@ -263,12 +263,8 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
     t0 = time.perf_counter()
     model, X, yi, threads = prepare(model, X, y, threads)
     eps = positive(eps, "eps")
-    l1 = (not isinstance(norm, bool) and isinstance(norm, (int, float, np.integer, np.floating))
-          and float(norm) == 1.0) or (isinstance(norm, str) and norm.lower() in ("1", "l1"))
-    try:
-        nrm = "1" if l1 else norm_of(norm)
-    except ValueError:
-        raise ValueError(f"norm: apgd supports 'inf', 2 and 1, got {norm!r}") from None
+    nrm = norm_of(norm, l1=True, what="apgd")
+    l1 = nrm == "1"
     l2 = nrm == "2"
     if loss not in ("ce", "dlr"):
         raise ValueError(f"loss: expected 'ce' or 'dlr', got {loss!r}")

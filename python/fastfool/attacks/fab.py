@@ -32,22 +32,11 @@ from .. import kernels
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
 from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, label_targets,
-                      norm_of, positive, prepare, row_chunks, row_norms)
+                      norm_name, positive, prepare, row_chunks, row_norms)
 
 __all__ = ["fab", "project_plane"]
 
 _DUAL = {"1": "inf", "2": "2", "inf": "1"}
-
-
-def _norm_name(norm) -> str:
-    is_l1 = (not isinstance(norm, bool) and isinstance(norm, (int, float, np.integer, np.floating))
-             and float(norm) == 1.0) or (isinstance(norm, str) and norm.lower() in ("1", "l1"))
-    if is_l1:
-        return "1"
-    try:
-        return norm_of(norm)
-    except ValueError:
-        raise ValueError(f"norm: fab supports 1, 2 and 'inf', got {norm!r}") from None
 
 
 def project_plane(P, w, b, lo, hi, p: str, threads: int | None = None) -> np.ndarray:
@@ -190,7 +179,7 @@ def fab(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = "inf", ste
     """
     t0 = time.perf_counter()
     model, X, yi, threads = prepare(model, X, y, threads)
-    p = _norm_name(norm)
+    p = norm_name(norm, l1=True, what="fab")
     steps, restarts = count(steps, "steps"), count(restarts, "restarts")
     eps = None if eps is None else positive(eps, "eps", allow_zero=False, allow_inf=True)
     alpha_max = positive(alpha_max, "alpha_max")
@@ -224,14 +213,12 @@ def fab(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = "inf", ste
         ys = yi[s]
         n = x0.shape[0]
         own = np.arange(s.start, s.start + n)
-        order = None
-        if k_targets:
-            L0 = model.scores(X[s], None, threads)
-            order = np.argsort(-L0, axis=1, kind="stable")
+        L0 = model.scores(X[s], None, threads)
+        order = np.argsort(-L0, axis=1, kind="stable") if k_targets else None
         bn = np.full(n, np.inf)
         est = np.full(n, np.nan)
         # rows the model already gets wrong (untargeted) or that sit on their target: nothing
-        pred0 = np.argmax(model.scores(X[s], None, threads), axis=1)
+        pred0 = np.argmax(L0, axis=1)
         done0 = pred0 != ys if ti is None else (pred0 == ti[s]) | (ti[s] == ys)
         bn[pred0 != ys if ti is None else (pred0 == ti[s]) & (ti[s] != ys)] = 0.0
         for run in runs:

@@ -131,12 +131,7 @@ def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: 
     """
     t0 = time.perf_counter()
     model, X, yi, threads = prepare(model, X, y, threads)
-    is_l1 = (not isinstance(norm, bool) and isinstance(norm, (int, float, np.integer, np.floating))
-             and float(norm) == 1.0) or (isinstance(norm, str) and norm.lower() in ("1", "l1"))
-    try:
-        p = "1" if is_l1 else norm_of(norm)
-    except ValueError:
-        raise ValueError(f"norm: fmn supports 1, 2 and 'inf', got {norm!r}") from None
+    p = norm_of(norm, l1=True, what="fmn")
     steps = count(steps, "steps")
     alpha_init = positive(alpha_init, "alpha_init", allow_zero=False)
     alpha_final = alpha_init / 100 if alpha_final is None else positive(alpha_final, "alpha_final")
