@@ -281,7 +281,7 @@ def test_cli_runs_autoattack_square_and_fmn(tmp_path, capsys):
     rng = np.random.default_rng(1)
     m = ff.MLP([rng.standard_normal((9, 8)), rng.standard_normal((8, 4))], activation="relu")
     ff.save_model(m, tmp_path / "m.npz")
-    X = rng.uniform(0, 1, (25, 9))
+    X = rng.integers(0, 9, (25, 9)) / 8  # on a grid of 1/8 (--quantize 0.125)
     np.save(tmp_path / "X.npy", X)
     base = ["attack", "--model", str(tmp_path / "m.npz"), "--data", str(tmp_path / "X.npy"),
             "--format", "json", "--clip", "0", "1", "--out", str(tmp_path / "r.npz")]
@@ -295,13 +295,19 @@ def test_cli_runs_autoattack_square_and_fmn(tmp_path, capsys):
                   ["--attack", "ddn", "--steps", "15"],
                   ["--attack", "apgd", "--eps", "0.2", "--norm", "1", "--steps", "10"],
                   ["--attack", "cw", "--norm", "2", "--steps", "15", "--target", "3"],
-                  ["--attack", "universal", "--eps", "0.2", "--steps", "2"]):
+                  ["--attack", "universal", "--eps", "0.2", "--steps", "2"],
+                  ["--attack", "fmn", "--steps", "20", "--quantize", "0.125"],
+                  ["--attack", "apgd", "--eps", "0.2", "--steps", "10", "--quantize", "0.125"]):
         assert cli.main(base + extra) == 0, extra
         out = json.loads(capsys.readouterr().out)
         r = ff.AttackResult.load(tmp_path / "r.npz")
         assert out["attack"] == extra[1] and out["rows"] == 25
         assert r.linf.max() <= (0.2 + 1e-6 if extra[1] not in ("fmn", "fab", "ddn", "cw") else 1.0)
         np.testing.assert_array_equal(r.pred, m.predict(r.x_adv))
+        if "--quantize" in extra:  # on X's grid of step 1/8
+            k = (r.x_adv - X) * 8
+            np.testing.assert_allclose(k, np.rint(k), atol=1e-9)
+            assert r.params["quantize"] == 0.125
         if extra[1] == "autoattack":
             assert [s["attack"] for s in out["stages"]] == (["apgd-ce", "apgd-t", "fab-t",
                                                               "square"]
@@ -312,7 +318,9 @@ def test_cli_runs_autoattack_square_and_fmn(tmp_path, capsys):
                      (["--attack", "fab", "--target", "random"], "one of the model's classes"),
                      (["--attack", "ddn", "--norm", "inf"], "--norm 2"),
                      (["--attack", "square", "--eps", "0.1", "--target", "1"], "untargeted"),
-                     (["--attack", "fmn", "--target", "random"], "one of the model's classes")):
+                     (["--attack", "fmn", "--target", "random"], "one of the model's classes"),
+                     (["--attack", "fmn", "--quantize", "0"], "quantize"),
+                     (["--attack", "template", "--target", "1", "--quantize", "0.1"], "--quantize")):
         assert cli.main(base + bad) == 2, bad
         assert msg in capsys.readouterr().err
 

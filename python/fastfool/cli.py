@@ -442,6 +442,10 @@ def _attack(args) -> int:
         if args.target is None:
             raise ValueError("--target is required for template")
         kw.update(target=args.target, clip=clip)
+    if args.quantize is not None:
+        if args.attack == "template":
+            raise ValueError("--quantize: template builds inputs from nothing (no grid to keep)")
+        kw["quantize"] = args.quantize
     if "target" in kw and args.attack not in ("apgd", "fmn", "fab", "ddn", "cw"):
         kw["target"] = _target_arg(args.target, model)
     if args.attack in ("fmn", "fab", "ddn", "cw") and "target" in kw:
@@ -512,6 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "1 for fmn, fab and apgd")
     p.add_argument("--target", default=None, help="a label, 'random', 'least_likely' or 'all'")
     p.add_argument("--clip", type=float, nargs=2, metavar=("LO", "HI"), default=None)
+    p.add_argument("--quantize", type=float, default=None, metavar="Q",
+                   help="keep x_adv on the inputs' grid of step Q (e.g. 0.00392156862745098 = "
+                        "1/255 for 8-bit images after --scale); every attack but template")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu",

@@ -224,15 +224,75 @@ def succeeded(pred, y, t=None):
     return (pred == t) & (t != y)
 
 
+def on_grid(x, x0, q: float, *, eps: float = np.inf, norm: str = "inf", lo=None, hi=None,
+            outward: bool = False) -> np.ndarray:
+    """x moved onto x0's grid of step ``q`` (a new array of x's dtype): each element of the
+    perturbation ``x - x0`` rounded to a multiple of q, to the nearest (half to even, as the
+    fused kernels' ``quantum``) or, with ``outward``, away from x0; then kept inside the
+    ``norm`` ball of radius ``eps`` as the kernels keep it (L-inf: an element rounded past eps
+    moves one quantum back; L2 / L1: a row whose rounded perturbation is too long is truncated
+    toward x0 instead), then clipped to ``[lo, hi]``. The result is on the grid when x0 and the
+    clip bounds are. x must lie inside the ball (an element may pass eps by one quantum at
+    most)."""
+    x = np.asarray(x)
+    dt = x.dtype
+    qq = dt.type(q)
+    r = (x - x0) / qq
+    k = np.sign(r) * np.ceil(np.abs(r)) if outward else np.rint(r)
+    d = k * qq
+    if np.isfinite(eps) and d.size:
+        if norm == "inf":
+            d -= np.where(np.abs(d) > eps, np.sign(d) * qq, dt.type(0))
+        else:
+            long = row_norms(d.astype(np.float64), norm) > eps
+            if long.any():
+                d[long] = np.trunc(r[long]) * qq
+    out = (x0 + d).astype(dt, copy=False)
+    if lo is not None or hi is not None:
+        np.clip(out, lo, hi, out=out)
+    return out
+
+
+class Grid:
+    """``quantize=`` of the attacks that round at the end: step ``q`` (validated), the ball
+    (``eps``, ``norm``; eps inf for the minimum-norm attacks) and the clip bounds."""
+
+    def __init__(self, quantize, eps=np.inf, norm="inf", lo=None, hi=None):
+        self.q = 0.0 if quantize is None else positive(quantize, "quantize", allow_zero=False)
+        self.eps, self.norm, self.lo, self.hi = eps, norm, lo, hi
+
+    def __bool__(self):
+        return self.q > 0
+
+    def snap(self, x_adv, X, fooled):
+        """x_adv on X's grid: the nearest grid point of each row; a row that ``fooled(x, rows)``
+        (a bool per row of ``x``, rows its indices) rejects there takes the grid point rounded
+        away from X instead when that one fools."""
+        kw = dict(eps=self.eps, norm=self.norm, lo=self.lo, hi=self.hi)
+        xn = on_grid(x_adv, X, self.q, **kw)
+        if not xn.shape[0]:
+            return xn
+        bad = np.flatnonzero(~np.asarray(fooled(xn, np.arange(xn.shape[0])), dtype=bool))
+        if bad.size:
+            xo = on_grid(x_adv[bad], X[bad], self.q, outward=True, **kw)
+            ok = np.asarray(fooled(xo, bad), dtype=bool)
+            xn[bad[ok]] = xo[ok]
+        return xn
+
+
 def finish(model, X, x_adv, yi, ti, iterations, *, attack, params, t0, threads, queries=None,
-           X_ref=None, min_confidence=None, extra=None, own_labels=False):
+           X_ref=None, min_confidence=None, extra=None, own_labels=False, grid=None):
     """Measure the outcome on the returned x_adv and build the AttackResult.
 
     ``pred`` and ``success`` are the user's model's decisions on x_adv (fastfool.verdict): the
     float64 reference, the source estimator for rows within rounding of a tie. A targeted row
     succeeds when that decision is its target and the target is not the attacked label;
     ``correct`` says whether the model gave X its label ``y`` before the attack (all True,
-    without another pass, when ``own_labels``: y was the model's own decisions)."""
+    without another pass, when ``own_labels``: y was the model's own decisions). ``grid``: a
+    :class:`Grid` (``quantize=``) that x_adv is snapped to before anything is measured."""
+    if grid:
+        x_adv = grid.snap(x_adv, X, lambda x, rows: succeeded(
+            verdict.decide(model, x, threads), yi[rows], None if ti is None else ti[rows]))
     N = x_adv.shape[0]
     be = model._be
     l2 = np.empty(N, dtype=x_adv.dtype)

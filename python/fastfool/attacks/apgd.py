@@ -25,7 +25,7 @@ import numpy as np
 from .. import kernels, verdict
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
-from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, norm_of, positive,
+from ._common import (Grid, Progress, check_inside_clip, clip_bounds, count, finish, norm_of, positive,
                       prepare, row_chunks, succeeded, Trusted)
 
 __all__ = ["apgd", "checkpoints", "project_l1_box"]
@@ -237,8 +237,8 @@ def _run(model, x0, y, t, eps, l2, lo, hi, steps, loss, start, threads):
 
 def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm = "inf",
          loss: str = "ce", target: int | str | None = None, steps: int = 100,
-         restarts: int = 1, clip: Clip = None, seed: int | None = None,
-         threads: int | None = None, progress: bool = False):
+         restarts: int = 1, clip: Clip = None, quantize: float | None = None,
+         seed: int | None = None, threads: int | None = None, progress: bool = False):
     """Auto-PGD (Croce & Hein 2020), the attack AutoAttack starts with.
 
     Parameters
@@ -255,6 +255,10 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
     steps : iterations per run (default 100, the paper's). restarts : random starts per run
         (the first run starts from X itself when 1; default 1).
     clip : optional (lo, hi) box. seed : the random starts.
+    quantize : grid step (e.g. ``1/255``; default None): each run's result is moved onto X's
+        grid inside the ball and the box (:func:`fastfool.attacks._common.on_grid`; the
+        nearest grid point, or the one rounded away from X when only that one fools) before
+        it is judged, so rows that rounding un-fools go on to the next restart or target.
 
     Returns an AttackResult: ``success`` and ``pred`` are the user's model's decisions on
     ``x_adv`` (untargeted success: not the label, also for APGD-T); ``iterations`` the gradient
@@ -288,8 +292,9 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
     lo64 = None if lo is None else np.broadcast_to(np.asarray(lo, np.float64), (D,))
     hi64 = None if hi is None else np.broadcast_to(np.asarray(hi, np.float64), (D,))
     rng = np.random.default_rng(seed)
+    grid = Grid(quantize, eps, nrm, lo, hi)
     params = dict(eps=eps, norm=nrm, loss=loss, target=None if not k_targets else f"top-{k_targets}",
-                  steps=steps, restarts=restarts, clip=clip, seed=seed)
+                  steps=steps, restarts=restarts, clip=clip, quantize=quantize, seed=seed)
     N = X.shape[0]
     x_adv = np.array(X)
     fooled = np.zeros(N, dtype=bool)
@@ -340,6 +345,10 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
                                     start, threads)
                 rows = s.start + todo_r
                 iterations[rows] += steps
+                if grid:
+                    yr = ys[todo_r]
+                    out = grid.snap(out, xs, lambda v, k: succeeded(
+                        verdict.decide(model, v, threads), yr[k]))
                 # verdict on the candidates: the user's model decides
                 pred = verdict.decide(model, out, threads)
                 ok = succeeded(pred, ys[todo_r])

@@ -28,8 +28,8 @@ import numpy as np
 from .. import verdict
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
-from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, norm_of, positive,
-                      prepare)
+from ._common import (Grid, Progress, check_inside_clip, clip_bounds, count, finish, norm_of,
+                      positive, prepare, succeeded)
 from .apgd import apgd
 from .fab import fab
 from .square import square
@@ -41,23 +41,21 @@ STAGES = ("apgd-ce", "apgd-t", "apgd-dlr", "fab-t", "square")
 _VERSIONS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
 
 
-def _stage(name, model, X, y, eps, nrm, clip, seed, threads, steps, n_targets, queries,
-           image_shape, channels_last):
+def _stage(name, model, X, y, eps, nrm, clip, quantize, seed, threads, steps, n_targets,
+           queries, image_shape, channels_last):
+    kw = dict(clip=clip, quantize=quantize, seed=seed, threads=threads)
     if name == "apgd-ce":
-        return apgd(model, X, y, eps=eps, norm=nrm, loss="ce", steps=steps, clip=clip, seed=seed,
-                    threads=threads)
+        return apgd(model, X, y, eps=eps, norm=nrm, loss="ce", steps=steps, **kw)
     if name == "apgd-dlr":
-        return apgd(model, X, y, eps=eps, norm=nrm, loss="dlr", steps=steps, clip=clip, seed=seed,
-                    threads=threads)
+        return apgd(model, X, y, eps=eps, norm=nrm, loss="dlr", steps=steps, **kw)
     if name == "apgd-t":
         loss = "dlr" if model.n_classes >= 4 else "ce"
         return apgd(model, X, y, eps=eps, norm=nrm, loss=loss, target=n_targets, steps=steps,
-                    clip=clip, seed=seed, threads=threads)
+                    **kw)
     if name == "fab-t":
-        return fab(model, X, y, norm=nrm, steps=steps, n_targets=n_targets, eps=eps, clip=clip,
-                   seed=seed, threads=threads)
-    return square(model, X, y, eps=eps, norm=nrm, max_queries=queries, clip=clip, seed=seed,
-                  image_shape=image_shape, channels_last=channels_last, threads=threads)
+        return fab(model, X, y, norm=nrm, steps=steps, n_targets=n_targets, eps=eps, **kw)
+    return square(model, X, y, eps=eps, norm=nrm, max_queries=queries,
+                  image_shape=image_shape, channels_last=channels_last, **kw)
 
 
 def _within(x_adv, X, eps, nrm):
@@ -70,8 +68,8 @@ def _within(x_adv, X, eps, nrm):
 def autoattack(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm = "inf",
                version: str = "standard", attacks=None, steps: int = 100, n_targets: int = 9,
                square_queries: int = 5000, image_shape=None, channels_last: bool = True,
-               clip: Clip = None, seed: int = 0, threads: int | None = None,
-               progress: bool = False):
+               clip: Clip = None, quantize: float | None = None, seed: int = 0,
+               threads: int | None = None, progress: bool = False):
     """AutoAttack (Croce & Hein 2020): APGD-CE, APGD-T, FAB-T and Square in the standard order,
     each on the rows still robust.
 
@@ -84,6 +82,9 @@ def autoattack(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm
         target classes (default 9). square_queries : Square's budget per row (default 5000).
     image_shape, channels_last : the layout Square's windows use (:func:`fastfool.square`).
     clip : optional (lo, hi) box. seed : every stage's random draws (default 0).
+    quantize : grid step (e.g. ``1/255``; default None): every stage's points are moved onto
+        X's grid inside the ball and the box before the model judges them (see
+        :func:`fastfool.apgd`), so a row counts as fooled only by a point on the grid.
 
     Returns one AttackResult: per row the first adversarial example any stage found (else X),
     ``success`` / ``pred`` the user's model's decisions on it, ``iterations`` the gradient steps
@@ -118,6 +119,7 @@ def autoattack(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm
     square_queries = count(square_queries, "square_queries")
     lo, hi = clip_bounds(clip, X.shape[1], X.dtype)
     check_inside_clip(X, lo, hi)
+    grid = Grid(quantize, eps, nrm, lo, hi)
     N = X.shape[0]
     x_adv = np.array(X)
     robust = verdict.decide(model, X, threads) == yi
@@ -132,17 +134,24 @@ def autoattack(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm
         rows = np.flatnonzero(robust)
         spent = 0
         if rows.size:
-            res = _stage(name, model, X[rows], yi[rows], eps, nrm, clip, seed, threads, steps,
-                         n_targets, square_queries, image_shape, channels_last)
+            res = _stage(name, model, X[rows], yi[rows], eps, nrm, clip, quantize, seed, threads,
+                         steps, n_targets, square_queries, image_shape, channels_last)
             q = res.queries if res.queries is not None else res.iterations
             queries[rows] += q
             iterations[rows] += res.iterations
             spent = int(q.sum())
-            ok = res.success
+            xs, ok = res.x_adv, res.success
+            if grid:  # FAB-T's points may lie outside the ball: on the grid inside it
+                yr = yi[rows]
+                xs = grid.snap(xs, X[rows], lambda v, r: succeeded(
+                    verdict.decide(model, v, threads), yr[r]))
+                ok = succeeded(verdict.decide(model, xs, threads), yr)
             if name == "fab-t":  # a minimum-norm attack: fooled only within the radius
-                ok = ok & (res.extra["distance"] <= eps) & _within(res.x_adv, X[rows], eps, nrm)
+                ok = ok & _within(xs, X[rows], eps, nrm)
+                if not grid:
+                    ok &= res.extra["distance"] <= eps
             hit = rows[ok]
-            x_adv[hit] = res.x_adv[ok]
+            x_adv[hit] = xs[ok]
             robust[hit] = False
             stage_of[hit] = k
         table_acc.append(float(robust.mean()) if N else float("nan"))
@@ -151,7 +160,8 @@ def autoattack(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm
         bar.update(1)
     bar.close()
     params = dict(eps=eps, norm=nrm, version=version, attacks=names, steps=steps,
-                  n_targets=n_targets, square_queries=square_queries, clip=clip, seed=seed)
+                  n_targets=n_targets, square_queries=square_queries, clip=clip,
+                  quantize=quantize, seed=seed)
     extra = {"stage": stage_of, "stage_names": np.array(names),
              "stage_robust_accuracy": np.array(table_acc), "stage_seconds": np.array(table_s),
              "stage_queries": np.array(table_q, dtype=np.int64),

@@ -28,15 +28,15 @@ import numpy as np
 from .._checks import matrix
 from .._typing import ArrayLike, Clip, Labels, Norm, Target
 from ..result import AttackResult
-from ._common import Progress, clip_bounds, count, norm_of, positive, succeeded
+from ._common import Grid, Progress, clip_bounds, count, norm_of, positive, succeeded
 
 __all__ = ["score_attack"]
 
 
 def score_attack(clf, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm = "inf",
                  max_queries: int = 1000, target: Target = None, seed: int = 0,
-                 clip: Clip = None, batch_rounds: int | None = None,
-                 progress: bool = False) -> AttackResult:
+                 clip: Clip = None, quantize: float | None = None,
+                 batch_rounds: int | None = None, progress: bool = False) -> AttackResult:
     """Score-based black-box attack (SimBA, coordinate basis) on ``clf.predict_proba``.
 
     Parameters
@@ -48,6 +48,10 @@ def score_attack(clf, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm 
     max_queries : per row, ``predict_proba`` evaluations (each row's first query included).
     target : optional label or labels per row (increase its probability instead).
     clip : optional ``(lo, hi)``. seed : the coordinate orders; same seed, same result.
+    quantize : grid step (e.g. ``1/255``; default None): ``x_adv`` is moved onto X's grid
+        inside the ball and the box at the end (the nearest grid point, or the one rounded away
+        from X when only that one fools; its two queries per row at most come out of
+        ``max_queries``) and judged there.
 
     Returns
     -------
@@ -69,6 +73,7 @@ def score_attack(clf, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm 
     lo, hi = clip_bounds(clip, D, X.dtype)
     if (lo is not None and np.any(X < lo)) or (hi is not None and np.any(X > hi)):
         raise ValueError("X: values lie outside clip=(lo, hi)")
+    grid = Grid(quantize, eps, nrm, lo, hi)
 
     sorter = np.argsort(classes, kind="stable") if classes.ndim == 1 and classes.size else None
 
@@ -124,7 +129,10 @@ def score_attack(clf, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm 
         return succeeded(p, yi[rows], None if ti is None else ti[rows])
 
     done = fooled(clean, r)
-    limit = max_queries - (1 if has_predict else 0)  # an accepted move costs a predict check
+    # an accepted move costs a predict check; the grid check (quantize) two queries at most
+    limit = max_queries - (1 if has_predict else 0) - (2 if grid else 0)
+    if grid and max_queries < 5:
+        raise ValueError(f"max_queries: quantize needs at least 5, got {max_queries}")
     stalled = np.zeros(N, dtype=bool)  # a whole sweep without a query: nothing left to try
     sweep_start = queries.copy()
     while True:
@@ -190,6 +198,11 @@ def score_attack(clf, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm 
                     queries[acc] += 1
         bar.update(int(np.sum(done[active])))
     bar.close()
+    if grid:
+        def grid_fooled(v, rows):
+            queries[rows] += 1
+            return fooled(decided(v), rows)
+        x = grid.snap(x, X, grid_fooled)
     Pf = np.asarray(clf.predict_proba(x))
     pred = decided(x, Pf)
     success = succeeded(pred, yi, ti)
@@ -200,5 +213,6 @@ def score_attack(clf, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm 
         iterations=tried, queries=queries, y=classes[yi],
         target=None if ti is None else classes[ti], _correct=clean == yi, attack="score_attack",
         params=dict(eps=eps, norm=nrm, max_queries=max_queries, seed=seed, clip=clip,
+                    quantize=quantize,
                     classifier=type(clf).__name__), extra={"sweeps": sweep + (tried > 0)},
         elapsed=time.perf_counter() - t0)

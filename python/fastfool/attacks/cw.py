@@ -22,7 +22,7 @@ import numpy as np
 
 from .._typing import ArrayLike, Clip, Labels
 from ..models import Model
-from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, label_targets,
+from ._common import (Grid, Progress, check_inside_clip, clip_bounds, count, finish, label_targets,
                       positive, prepare, row_chunks, row_norms)
 
 __all__ = ["cw"]
@@ -47,8 +47,8 @@ def _margin(L, ys, ts, kappa):
 
 def cw(model: Model, X: ArrayLike, y: Labels = None, *, steps: int = 1000,
        binary_search_steps: int = 9, initial_const: float = 1e-3, confidence: float = 0.0,
-       learning_rate: float = 0.01, target=None, clip: Clip = None, threads: int | None = None,
-       progress: bool = False):
+       learning_rate: float = 0.01, target=None, clip: Clip = None,
+       quantize: float | None = None, threads: int | None = None, progress: bool = False):
     """Carlini-Wagner L2 (2017), batched across rows with a per-row search over the constant.
 
     Parameters
@@ -61,6 +61,9 @@ def cw(model: Model, X: ArrayLike, y: Labels = None, *, steps: int = 1000,
     learning_rate : Adam's step (default 0.01, in the tanh space with a box).
     target : None (untargeted) or class labels (one per row, or one for all).
     clip : optional (lo, hi) box, enforced by the tanh change of variables.
+    quantize : grid step (e.g. ``1/255``; default None): ``x_adv`` is moved onto X's grid at
+        the end (and inside the box): the nearest grid point, or the one rounded away from X
+        when only that one fools; ``success`` and the norms are measured there.
 
     Returns an AttackResult: ``x_adv`` the smallest point per row whose logits cleared the margin
     (X where none did), ``success`` / ``pred`` the user's model's decisions on it,
@@ -76,6 +79,7 @@ def cw(model: Model, X: ArrayLike, y: Labels = None, *, steps: int = 1000,
     learning_rate = positive(learning_rate, "learning_rate", allow_zero=False)
     N, D = X.shape
     lo, hi = clip_bounds(clip, D, X.dtype)
+    grid = Grid(quantize, np.inf, "2", lo, hi)
     check_inside_clip(X, lo, hi)
     if (lo is None) != (hi is None):
         raise ValueError("clip: cw needs both bounds (or none)")
@@ -172,6 +176,8 @@ def cw(model: Model, X: ArrayLike, y: Labels = None, *, steps: int = 1000,
     bar.close()
     params = dict(steps=steps, binary_search_steps=binary_search_steps,
                   initial_const=initial_const, confidence=confidence,
-                  learning_rate=learning_rate, target=target is not None, clip=clip)
+                  learning_rate=learning_rate, target=target is not None, clip=clip,
+                  quantize=quantize)
     return finish(model, X, x_best, yi, ti, iterations, attack="cw", t0=t0, threads=threads,
-                  own_labels=y is None, params=params, extra={"const": consts})
+                  own_labels=y is None, params=params, extra={"const": consts},
+                  grid=grid)

@@ -21,15 +21,15 @@ import numpy as np
 from .._checks import Trusted
 from .._typing import ArrayLike, Clip, Labels
 from ..models import Model
-from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, label_targets,
+from ._common import (Grid, Progress, check_inside_clip, clip_bounds, count, finish, label_targets,
                       positive, prepare, row_chunks, row_norms)
 
 __all__ = ["ddn"]
 
 
 def ddn(model: Model, X: ArrayLike, y: Labels = None, *, steps: int = 100, init_eps: float = 1.0,
-        gamma: float = 0.05, target=None, clip: Clip = None, threads: int | None = None,
-        progress: bool = False):
+        gamma: float = 0.05, target=None, clip: Clip = None, quantize: float | None = None,
+        threads: int | None = None, progress: bool = False):
     """Decoupled Direction and Norm (Rony et al. 2019): a minimum-L2 adversarial example per row.
 
     Parameters
@@ -39,6 +39,9 @@ def ddn(model: Model, X: ArrayLike, y: Labels = None, *, steps: int = 100, init_
     gamma : the budget's relative change per step (default 0.05).
     target : None (untargeted) or class labels (one per row, or one for all).
     clip : optional (lo, hi) box; with one, ``eps`` never exceeds the largest move it allows.
+    quantize : grid step (e.g. ``1/255``; default None): ``x_adv`` is moved onto X's grid at
+        the end (and inside the box): the nearest grid point, or the one rounded away from X
+        when only that one fools; ``success`` and the norms are measured there.
 
     Returns an AttackResult: ``x_adv`` the smallest iterate per row whose logits' argmax was
     adversarial (X where none was), ``success`` / ``pred`` the user's model's decisions on it,
@@ -53,6 +56,7 @@ def ddn(model: Model, X: ArrayLike, y: Labels = None, *, steps: int = 100, init_
         raise ValueError(f"gamma: must be below 1, got {gamma!r}")
     N, D = X.shape
     lo, hi = clip_bounds(clip, D, X.dtype)
+    grid = Grid(quantize, np.inf, "2", lo, hi)
     check_inside_clip(X, lo, hi)
     ti = label_targets(model, target, yi, N)
     lo64 = None if lo is None else np.broadcast_to(np.asarray(lo, np.float64), (D,))
@@ -102,6 +106,7 @@ def ddn(model: Model, X: ArrayLike, y: Labels = None, *, steps: int = 100, init_
         bar.update(n)
     bar.close()
     params = dict(steps=steps, init_eps=init_eps, gamma=gamma, target=target is not None,
-                  clip=clip)
+                  clip=clip, quantize=quantize)
     return finish(model, X, x_best, yi, ti, np.full(N, steps), attack="ddn", t0=t0,
-                  threads=threads, own_labels=y is None, params=params, extra={"eps": eps_out})
+                  threads=threads, own_labels=y is None, params=params, extra={"eps": eps_out},
+                  grid=grid)

@@ -31,7 +31,7 @@ import numpy as np
 from .. import kernels
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
-from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, label_targets,
+from ._common import (Grid, Progress, check_inside_clip, clip_bounds, count, finish, label_targets,
                       norm_name, positive, prepare, row_chunks, row_norms)
 
 __all__ = ["fab", "project_plane"]
@@ -150,7 +150,7 @@ def _random_start(x0, radius, p, lo, hi, rngs):
 def fab(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = "inf", steps: int = 100,
         restarts: int = 1, target=None, n_targets: int | None = None, eps: float | None = None,
         alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, clip: Clip = None,
-        seed: int = 0, threads: int | None = None, progress: bool = False):
+        quantize: float | None = None, seed: int = 0, threads: int | None = None, progress: bool = False):
     """Fast Adaptive Boundary attack (Croce & Hein 2020): minimum-norm adversarial examples in
     L-inf (default), L2 or L1.
 
@@ -171,6 +171,9 @@ def fab(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = "inf", ste
     alpha_max, eta, beta : the paper's bias toward X (0.1), overshoot (1.05) and backward step
         (0.9).
     clip : optional (lo, hi) box (the projections respect it). seed : the restarts' draws.
+    quantize : grid step (e.g. ``1/255``; default None): ``x_adv`` is moved onto X's grid at
+        the end (and inside the box): the nearest grid point, or the one rounded away from X
+        when only that one fools; ``success`` and the norms are measured there.
 
     Returns an AttackResult: ``x_adv`` the closest point per row whose logits' argmax was
     adversarial (X where none was), ``success`` / ``pred`` the user's model's decisions on it,
@@ -199,6 +202,7 @@ def fab(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = "inf", ste
     if n_targets is not None:
         k_targets = min(count(n_targets, "n_targets"), C - 1)
     lo, hi = clip_bounds(clip, D, X.dtype)
+    grid = Grid(quantize, np.inf, p, lo, hi)
     check_inside_clip(X, lo, hi)
     lo64 = None if lo is None else np.broadcast_to(np.asarray(lo, np.float64), (D,))
     hi64 = None if hi is None else np.broadcast_to(np.asarray(hi, np.float64), (D,))
@@ -258,6 +262,7 @@ def fab(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = "inf", ste
     bar.close()
     params = dict(norm=p, steps=steps, restarts=restarts, target=target is not None,
                   n_targets=k_targets or None, eps=eps, alpha_max=alpha_max, eta=eta, beta=beta,
-                  clip=clip, seed=seed)
+                  clip=clip, quantize=quantize, seed=seed)
     return finish(model, X, x_best, yi, ti, iterations, attack="fab", t0=t0, threads=threads,
-                  own_labels=y is None, params=params, extra={"distance": dist})
+                  own_labels=y is None, params=params, extra={"distance": dist},
+                  grid=grid)

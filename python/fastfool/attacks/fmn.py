@@ -33,7 +33,7 @@ import numpy as np
 from .. import verdict
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
-from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, norm_of, positive,
+from ._common import (Grid, Progress, check_inside_clip, clip_bounds, count, finish, norm_of, positive,
                       prepare, row_chunks, row_norms)
 
 __all__ = ["fmn", "project_l1"]
@@ -106,8 +106,8 @@ def _interpolate(x0, x1, frac):
 def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: int = 100,
         target=None, alpha_init: float = 1.0, alpha_final: float | None = None,
         gamma_init: float = 0.05, gamma_final: float = 0.001, init=None,
-        binary_search_steps: int = 10, clip: Clip = None, threads: int | None = None,
-        progress: bool = False):
+        binary_search_steps: int = 10, clip: Clip = None, quantize: float | None = None,
+        threads: int | None = None, progress: bool = False):
     """Fast Minimum-Norm attack (Pintor et al. 2021) in L1, L2 (default) or L-inf.
 
     Parameters
@@ -122,6 +122,9 @@ def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: 
         adversarial example, found by ``binary_search_steps`` bisections), or an array of
         adversarial starting points (rows that are not adversarial start at X).
     clip : optional (lo, hi) box; without one, eps is not capped by the box.
+    quantize : grid step (e.g. ``1/255``; default None): ``x_adv`` is moved onto X's grid at
+        the end (and inside the box): the nearest grid point, or the one rounded away from X
+        when only that one fools; ``success`` and the norms are measured there.
 
     Returns an AttackResult: ``x_adv`` the smallest iterate per row whose logits' argmax is
     adversarial (X where none was), ``success`` / ``pred`` the user's model's decisions on it
@@ -142,6 +145,7 @@ def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: 
     binary_search_steps = count(binary_search_steps, "binary_search_steps", lo=0)
     N, D = X.shape
     lo, hi = clip_bounds(clip, D, X.dtype)
+    grid = Grid(quantize, np.inf, p, lo, hi)
     check_inside_clip(X, lo, hi)
     ti = None
     if target is not None:
@@ -231,9 +235,10 @@ def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: 
         iterations[s] = steps
         bar.update(n)
     bar.close()
-    params = dict(norm=p, steps=steps, target=target is not None, alpha_init=alpha_init,
+    params = dict(norm=p, steps=steps, quantize=quantize, target=target is not None, alpha_init=alpha_init,
                   alpha_final=alpha_final, gamma_init=gamma_init, gamma_final=gamma_final,
                   init=None if init is None else (init if isinstance(init, str) else "array"),
                   binary_search_steps=binary_search_steps, clip=clip)
     return finish(model, X, x_best, yi, ti, iterations, attack="fmn", t0=t0, threads=threads,
-                  own_labels=y is None, params=params, extra={"eps": eps_out})
+                  own_labels=y is None, params=params, extra={"eps": eps_out},
+                  grid=grid)

@@ -30,7 +30,7 @@ from .._checks import matrix
 from .._runtime import check_fits
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..result import AttackResult
-from ._common import Progress, clip_bounds, count, norm_of, positive, row_norms
+from ._common import Grid, Progress, clip_bounds, count, norm_of, positive, row_norms
 
 __all__ = ["hop_skip_jump"]
 
@@ -40,7 +40,8 @@ STEP_HALVINGS = 20
 
 def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
                   max_queries: int = 5000, init_evals: int = 100, max_evals: int = 10000,
-                  gamma: float = 1.0, target=None, clip: Clip = None, seed: int = 0,
+                  gamma: float = 1.0, target=None, clip: Clip = None,
+                  quantize: float | None = None, seed: int = 0,
                   progress: bool = False) -> AttackResult:
     """HopSkipJump (Chen et al. 2020), decision-based: only ``clf.predict`` is queried.
 
@@ -54,6 +55,10 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
     gamma : the bisection threshold's scale (theta = gamma / D^1.5 for L2, gamma / D^2 L-inf).
     clip : the box (lo, hi) the starts are drawn from and the points kept in (default: the
         range of X, as one interval for all features). seed : per-row generators (seed, row).
+    quantize : grid step (e.g. ``1/255``; default None): ``x_adv`` is moved onto X's grid
+        inside the box at the end (the nearest grid point, or the one rounded away from X when
+        only that one fools; its two queries per row at most come out of ``max_queries``) and
+        judged there.
 
     Returns an AttackResult: ``x_adv`` per row (X where no adversarial start was found),
     ``success`` / ``pred`` ``clf.predict`` on it, ``queries`` the ``predict`` rows each row
@@ -84,6 +89,10 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
         raise ValueError("X: values lie outside clip=(lo, hi)")
     dt = X.dtype
     x0 = X.astype(np.float64)
+    grid = Grid(quantize, np.inf, nrm, lo, hi)
+    budget = max_queries - (2 if grid else 0)  # the grid check's queries come out of it
+    if budget < 1:
+        raise ValueError(f"max_queries: quantize needs at least 3, got {max_queries}")
 
     def labels(v):
         return np.asarray(clf.predict(np.asarray(v, dtype=dt)))
@@ -115,7 +124,7 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
     x_adv = x0.copy()
     found = np.zeros(N, dtype=bool)
     for _ in range(INIT_TRIES):
-        rows = np.flatnonzero(~found & (queries < max_queries))
+        rows = np.flatnonzero(~found & (queries < budget))
         if rows.size == 0:
             break
         cand = np.stack([lo + width * rngs[i].random(D) for i in rows]) if D else \
@@ -165,7 +174,7 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
     t = 0
     while True:
         n_t = min(int(init_evals * math.sqrt(t + 1)), max_evals)
-        room = max_queries - 1 - queries  # keep one for the final check
+        room = budget - 1 - queries  # keep one for the final check
         rows = np.flatnonzero(found & (room >= n_t + reserve) & (dist > 0))
         bar.update(N - rows.size - reported)  # rows whose budget is spent
         reported = N - rows.size
@@ -212,6 +221,8 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
         t += 1
     bar.close()
     x_out = x_adv.astype(dt)
+    if grid:
+        x_out = grid.snap(x_out, X, adversarial)
     pred = labels(x_out)
     queries += 1
     success = (pred != yl) if tl is None else ((pred == tl) & (tl != yl))
@@ -224,6 +235,6 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
         _correct=np.ones(N, dtype=bool) if y is None else (lambda: labels(X) == yl),
         attack="hop_skip_jump",
         params=dict(norm=nrm, max_queries=max_queries, init_evals=init_evals,
-                    max_evals=max_evals, gamma=gamma, clip=clip, seed=seed,
+                    max_evals=max_evals, gamma=gamma, clip=clip, quantize=quantize, seed=seed,
                     classifier=type(clf).__name__),
         elapsed=time.perf_counter() - t0, extra={"found_start": found})

@@ -25,7 +25,7 @@ from .. import verdict
 from .._typing import ArrayLike, Clip, Labels, Norm, Target
 from ..models import Model
 from ..result import AttackResult
-from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, for_all_targets,
+from ._common import (Grid, Progress, check_inside_clip, clip_bounds, count, finish, for_all_targets,
                       norm_of, positive, prepare, resolve_target, row_chunks, succeeded)
 
 __all__ = ["certify_affine", "minimal", "deepfool"]
@@ -119,7 +119,8 @@ def _nearest(S, k, dual):
 
 def minimal(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
             target: Target = None, overshoot: float = 1e-6, clip: Clip = None,
-            seed: int | None = None, threads: int | None = None) -> AttackResult:
+            quantize: float | None = None, seed: int | None = None,
+            threads: int | None = None) -> AttackResult:
     """Exact minimal perturbation for an affine model (see the module docstring).
 
     Parameters
@@ -133,6 +134,9 @@ def minimal(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
         up to 6 times, for rows whose margin is not yet clear of rounding: the user's model,
         and a float32 model's own logits, must decide the new class; fastfool.verdict).
     clip : optional ``(lo, hi)``; clipping can only make the perturbation fail, not smaller.
+    quantize : grid step (e.g. ``1/255``; default None): ``x_adv`` is moved onto X's grid at
+        the end (and inside the box): the nearest grid point, or the one rounded away from X
+        when only that one fools; ``success`` and the norms are measured there.
 
     Rows that are still not fooled (clipping, no reachable boundary as in a constant model, or
     an infeasible target such as a class whose weights duplicate another's) are returned
@@ -144,7 +148,8 @@ def minimal(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
     """
     if isinstance(target, str) and target == "all":
         return for_all_targets(minimal, model, X, y, dict(
-            norm=norm, overshoot=overshoot, clip=clip, seed=seed, threads=threads))
+            norm=norm, overshoot=overshoot, clip=clip, quantize=quantize, seed=seed,
+            threads=threads))
     t0 = time.perf_counter()
     model, X, yi, threads = prepare(model, X, y, threads)
     nrm = norm_of(norm)
@@ -153,6 +158,7 @@ def minimal(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
     ti = resolve_target(model, target, X, yi, rng, threads)
     lo, hi = clip_bounds(clip, X.shape[1], X.dtype)
     check_inside_clip(X, lo, hi)
+    grid = Grid(quantize, np.inf, nrm, lo, hi)
     A, c = model.affine_map()
     x_adv = np.empty_like(X)
     dual = {}
@@ -187,9 +193,10 @@ def minimal(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
                                             None if ti is None else ti[sl], overshoot, lo, hi,
                                             threads)
     return finish(model, X, x_adv, yi, ti, np.zeros(X.shape[0]), attack="minimal", t0=t0,
-                  own_labels=y is None,
+                  own_labels=y is None, grid=grid,
                   threads=threads, params=dict(norm=nrm, target=None if target is None else str(target),
-                                               overshoot=overshoot, clip=clip, seed=seed))
+                                               overshoot=overshoot, clip=clip, quantize=quantize,
+                                               seed=seed))
 
 
 def _overshoot_until_fooled(model, X, X64, delta, yi, ti, overshoot, lo, hi, threads):
@@ -258,7 +265,7 @@ def _targeted(A, s, t, nrm):
 
 def deepfool(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
              overshoot: float = 0.02, max_iter: int = 50, candidates: int | None = None,
-             clip: Clip = None, threads: int | None = None,
+             clip: Clip = None, quantize: float | None = None, threads: int | None = None,
              progress: bool = False) -> AttackResult:
     """DeepFool, multi-class (Moosavi-Dezfooli, Fawzi & Frossard, CVPR 2016).
 
@@ -282,6 +289,9 @@ def deepfool(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
     candidates : consider only the this many classes with the highest clean scores (default
         all); each costs one backward pass per iteration.
     max_iter : iterations per row. clip : optional ``(lo, hi)`` applied to the result.
+    quantize : grid step (e.g. ``1/255``; default None): ``x_adv`` is moved onto X's grid at
+        the end (and inside the box): the nearest grid point, or the one rounded away from X
+        when only that one fools; ``success`` and the norms are measured there.
 
     Returns
     -------
@@ -294,6 +304,7 @@ def deepfool(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
     max_iter = count(max_iter, "max_iter")
     lo, hi = clip_bounds(clip, X.shape[1], X.dtype)
     check_inside_clip(X, lo, hi)
+    grid = Grid(quantize, np.inf, nrm, lo, hi)
     C = model.n_classes
     ncand = C if candidates is None else int(candidates)
     if not 2 <= ncand <= C:
@@ -398,6 +409,6 @@ def deepfool(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
         bar.update(n)
     bar.close()
     return finish(model, X, x_adv, yi, None, iterations, attack="deepfool", t0=t0, threads=threads,
-                  own_labels=y is None,
+                  own_labels=y is None, grid=grid,
                   params=dict(norm=nrm, overshoot=overshoot, max_iter=int(max_iter),
-                              candidates=ncand, clip=clip))
+                              candidates=ncand, clip=clip, quantize=quantize))

@@ -36,7 +36,7 @@ import numpy as np
 from .. import kernels
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
-from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, norm_of, positive,
+from ._common import (Grid, Progress, check_inside_clip, clip_bounds, count, finish, norm_of, positive,
                       prepare)
 
 __all__ = ["square", "p_schedule", "image_layout", "eta_profile"]
@@ -243,8 +243,9 @@ def _per_row(rng, xa, xb, H, W, sh, sw, grid, offs, chan_of, eps, box, dt):
 
 def square(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm = "inf",
            max_queries: int = 5000, p_init: float = 0.8, windows: str = "shared",
-           image_shape=None, channels_last: bool = True, clip: Clip = None, seed: int | None = 0,
-           threads: int | None = None, progress: bool = False):
+           image_shape=None, channels_last: bool = True, clip: Clip = None,
+           quantize: float | None = None, seed: int | None = 0, threads: int | None = None,
+           progress: bool = False):
     """Square Attack (Andriushchenko et al. 2020), L-inf or L2, untargeted; score-based: it reads
     only the model's logits, never a gradient.
 
@@ -260,6 +261,10 @@ def square(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: No
     image_shape, channels_last : the layout the rows flatten (see :func:`image_layout`;
         default: a square image when the feature count is a perfect square, else a single row).
     clip : optional (lo, hi) box. seed : the random windows and signs (default 0).
+    quantize : grid step (e.g. ``1/255``; default None): ``x_adv`` is moved onto X's grid
+        inside the ball and the box at the end (the nearest grid point, or the one rounded away
+        from X when only that one fools) and judged there. L-inf moves are +-eps, so with eps
+        on the grid the points already are.
 
     Returns an AttackResult whose ``success`` and ``pred`` are the user's model's decisions on
     ``x_adv``; ``queries`` (and ``iterations``) count the model evaluations per row.
@@ -281,6 +286,7 @@ def square(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: No
     H, W, C, grid = image_layout(D, image_shape, channels_last)
     lo, hi = clip_bounds(clip, D, X.dtype)
     check_inside_clip(X, lo, hi)
+    qgrid = Grid(quantize, eps, nrm, lo, hi)
     rng = np.random.default_rng(seed)
     dt = X.dtype
 
@@ -299,9 +305,10 @@ def square(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: No
         bar.close()
         params = dict(eps=eps, norm="2", max_queries=max_queries, p_init=p_init,
                       windows=windows, image_shape=(H, W, C), channels_last=channels_last,
-                      clip=clip, seed=seed)
+                      clip=clip, quantize=quantize, seed=seed)
         return finish(model, X, x_best, yi, None, queries, attack="square", t0=t0,
-                      threads=threads, queries=queries, own_labels=y is None, params=params)
+                      threads=threads, queries=queries, own_labels=y is None, params=params,
+                      grid=qgrid)
     # vertical stripes: one sign per (column, channel), the same down each column
     stripes = rng.choice(np.array([-eps, eps]), size=(N, W, C))
     start = np.empty((N, D))
@@ -358,6 +365,7 @@ def square(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: No
     x_best[act], margin[act], queries[act] = xb, mb, 1 + done
     bar.close()
     params = dict(eps=eps, norm="inf", max_queries=max_queries, p_init=p_init, windows=windows,
-                  image_shape=(H, W, C), channels_last=channels_last, clip=clip, seed=seed)
+                  image_shape=(H, W, C), channels_last=channels_last, clip=clip,
+                  quantize=quantize, seed=seed)
     return finish(model, X, x_best, yi, None, queries, attack="square", t0=t0, threads=threads,
-                  queries=queries, own_labels=y is None, params=params)
+                  queries=queries, own_labels=y is None, params=params, grid=qgrid)

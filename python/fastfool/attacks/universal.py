@@ -19,8 +19,8 @@ import numpy as np
 from .. import verdict
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
-from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, norm_of, positive,
-                      prepare)
+from ._common import (Progress, check_inside_clip, clip_bounds, count, finish, norm_of, on_grid,
+                      positive, prepare)
 
 __all__ = ["universal"]
 
@@ -35,7 +35,7 @@ def _project(v, eps, l2):
 def universal(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm = "inf",
               delta: float = 0.2, max_passes: int = 10, batch: int = 32,
               overshoot: float = 0.02, max_iter: int = 50, step_norm: Norm | None = None,
-              clip: Clip = None, seed: int = 0,
+              clip: Clip = None, quantize: float | None = None, seed: int = 0,
               threads: int | None = None, progress: bool = False):
     """Universal perturbation (Moosavi-Dezfooli et al. 2017) for the rows X.
 
@@ -48,6 +48,9 @@ def universal(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm:
     step_norm : the norm of DeepFool's steps (default 2, as in the paper's code, for either
         ``norm``; the projection is onto the ``norm`` ball).
     clip : optional (lo, hi): ``x + v`` is clipped to it (v itself stays in the ball).
+    quantize : grid step (e.g. ``1/255``; default None): the final ``v`` is rounded to a
+        multiple of it inside the ball (the passes' rates are those of the unrounded ``v``),
+        so ``X + v`` stays on X's grid; ``success`` is measured with the rounded ``v``.
     seed : the order of the rows in each pass.
 
     Returns an AttackResult over X: ``x_adv = clip(X + v)``, ``success`` / ``pred`` the user's
@@ -71,6 +74,7 @@ def universal(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm:
     N, D = X.shape
     lo, hi = clip_bounds(clip, D, X.dtype)
     check_inside_clip(X, lo, hi)
+    q = 0.0 if quantize is None else positive(quantize, "quantize", allow_zero=False)
     from .minimal import deepfool
     if step_norm is None:
         step_norm = 2
@@ -110,9 +114,12 @@ def universal(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm:
         if rate >= 1 - delta:
             break
     bar.close()
+    if q:
+        v = on_grid(v[None], np.zeros((1, D)), q, eps=eps, norm=nrm)[0]
     x_adv = perturbed(all_rows, v)
     params = dict(eps=eps, norm=nrm, delta=delta, max_passes=max_passes, batch=batch,
-                  overshoot=overshoot, max_iter=max_iter, clip=clip, seed=seed)
+                  overshoot=overshoot, max_iter=max_iter, clip=clip, quantize=quantize,
+                  seed=seed)
     return finish(model, X, x_adv, yi, None, np.full(N, passes), attack="universal", t0=t0,
                   threads=threads, own_labels=y is None, params=params,
                   extra={"perturbation": v.astype(dt), "passes": np.array(passes),
