@@ -71,6 +71,9 @@ def main(argv=None):
         run("deepfool L2", mname, lambda: ff.deepfool(m, Xm, ym), len(Xm))
         run("fmn L2 (100 steps)", mname, lambda: ff.fmn(m, Xm, ym, norm=2, clip=clip), len(Xm))
         run("fmn Linf (100 steps)", mname, lambda: ff.fmn(m, Xm, ym, norm="inf", clip=clip), len(Xm))
+        run("fmn L0 (100 steps)", mname, lambda: ff.fmn(m, Xm, ym, norm=0, clip=clip), len(Xm))
+        run("fmn L2 quantize=1/16", mname,
+            lambda: ff.fmn(m, Xm, ym, norm=2, clip=clip, quantize=1 / 16), len(Xm))
         run("fab Linf (100 steps)", mname, lambda: ff.fab(m, Xm[:300], ym[:300], clip=clip), 300)
         run("ddn L2 (100 steps)", mname, lambda: ff.ddn(m, Xm, ym, clip=clip), len(Xm))
         run("cw L2 (1000 x 9)", mname, lambda: ff.cw(m, Xm[:100], ym[:100], clip=clip), 100)

@@ -319,7 +319,8 @@ def fmn(spec, X, y, norm, steps, lo, hi, alpha_init=1.0, gamma_init=0.05, gamma_
     """Fast Minimum-Norm (Pintor et al. 2021) from delta = 0, one row at a time in float64, with
     fastfool's two changes (gradient coordinates at a bound pointing out of the box dropped; the
     linear estimate of eps before any adversarial point overshot by (1 + gamma)).
-    Norms "2", "inf", "1". Returns the smallest adversarial iterate per row (X where none)."""
+    Norms "2", "inf", "1" and "0" (the paper's integer eps rules, the eps largest changes kept).
+    Returns the smallest adversarial iterate per row (X where none)."""
     import math
     X = np.asarray(X, np.float64)
     C = _n_classes(spec)
@@ -329,13 +330,14 @@ def fmn(spec, X, y, norm, steps, lo, hi, alpha_init=1.0, gamma_init=0.05, gamma_
         x0 = X[r]
         yr = int(y[r])
         wmax = np.maximum(x0 - lo, hi - x0)
-        worst = {"2": np.linalg.norm(wmax), "inf": wmax.max(), "1": wmax.sum()}[norm]
+        worst = {"2": np.linalg.norm(wmax), "inf": wmax.max(), "1": wmax.sum(),
+                 "0": float(np.sum(wmax != 0))}[norm]
         nrm = {"2": lambda v: np.linalg.norm(v), "inf": lambda v: np.abs(v).max(),
-               "1": lambda v: np.abs(v).sum()}[norm]
+               "1": lambda v: np.abs(v).sum(), "0": lambda v: float(np.sum(v != 0))}[norm]
         dual = {"2": lambda v: np.linalg.norm(v), "inf": lambda v: np.abs(v).sum(),
-                "1": lambda v: np.abs(v).max()}[norm]
+                "1": lambda v: np.abs(v).max(), "0": lambda v: 0.0}[norm]
         delta = np.zeros_like(x0)
-        eps, best, found = np.inf, np.inf, False
+        eps, best, found = (1.0 if norm == "0" else np.inf), np.inf, False
         for i in range(steps):
             cosine = (1 + math.cos(math.pi * i / steps)) / 2
             alpha = alpha_final + (alpha_init - alpha_final) * cosine
@@ -354,7 +356,12 @@ def fmn(spec, X, y, norm, steps, lo, hi, alpha_init=1.0, gamma_init=0.05, gamma_
             found = found or adv
             g = np.where(((xa <= lo) & (g < 0)) | ((xa >= hi) & (g > 0)), 0.0, g)
             dist = abs(loss) / max(dual(g), 1e-12)
-            if adv:
+            if norm == "0":  # integer counts
+                if adv:
+                    eps = max(min(eps - 1, math.floor(eps * (1 - gamma)), best), 0.0)
+                else:
+                    eps = max(eps + 1, math.floor(eps * (1 + gamma)))
+            elif adv:
                 eps = min(eps * (1 - gamma), best)
             elif found:
                 eps = eps * (1 + gamma)
@@ -362,7 +369,10 @@ def fmn(spec, X, y, norm, steps, lo, hi, alpha_init=1.0, gamma_init=0.05, gamma_
                 eps = (dn + dist) * (1 + gamma)
             eps = min(eps, worst)
             d = delta + alpha * g / max(np.linalg.norm(g), 1e-12)
-            if norm == "inf":
+            if norm == "0":  # keep the floor(eps) largest |d_j| (the first of equal ones)
+                keep = sorted(range(len(d)), key=lambda j: (-abs(d[j]), j))[:int(eps)]
+                d = np.where(np.isin(np.arange(len(d)), keep), d, 0.0)
+            elif norm == "inf":
                 d = np.clip(d, -eps, eps)
             elif norm == "2":
                 n = np.linalg.norm(d)

@@ -289,6 +289,7 @@ def test_cli_runs_autoattack_square_and_fmn(tmp_path, capsys):
                   ["--attack", "autoattack", "--eps", "0.2", "--aa-version", "rand", "--steps", "5"],
                   ["--attack", "square", "--eps", "0.2", "--queries", "80"],
                   ["--attack", "fmn", "--norm", "1", "--steps", "20"],
+                  ["--attack", "fmn", "--norm", "0", "--steps", "20"],
                   ["--attack", "fmn", "--norm", "2", "--steps", "20", "--target", "1"],
                   ["--attack", "fab", "--norm", "1", "--steps", "15"],
                   ["--attack", "fab", "--steps", "15", "--target", "2"],
@@ -315,6 +316,7 @@ def test_cli_runs_autoattack_square_and_fmn(tmp_path, capsys):
                                                             ["apgd-ce", "apgd-dlr"])
     for bad, msg in ((["--attack", "square"], "--eps is required"),
                      (["--attack", "pgd", "--eps", "0.1", "--norm", "1"], "only fmn, fab and apgd"),
+                     (["--attack", "fab", "--norm", "0"], "only fmn takes the L0"),
                      (["--attack", "fab", "--target", "random"], "one of the model's classes"),
                      (["--attack", "ddn", "--norm", "inf"], "--norm 2"),
                      (["--attack", "square", "--eps", "0.1", "--target", "1"], "untargeted"),

@@ -312,12 +312,14 @@ def with_biases(items, biases, what: str):
     return items, biases
 
 
-def norm_name(norm, l1: bool = False, what: str = "") -> str:
+def norm_name(norm, l1: bool = False, what: str = "", l0: bool = False) -> str:
     """The one norm parser: ``"inf"`` or ``"2"`` (and ``"1"`` when ``l1``: the attacks and
-    bounds that take L1) from the spellings users write. ``what`` names the caller in the
-    error."""
+    bounds that take L1; ``"0"`` when ``l0``: FMN's L0) from the spellings users write.
+    ``what`` names the caller in the error."""
     if isinstance(norm, str):
         key = norm.lower()
+        if l0 and key in ("0", "l0", "l_0"):
+            return "0"
         if key in ("inf", "linf", "l_inf", "l-inf"):
             return "inf"
         if key in ("2", "l2", "l_2"):
@@ -335,8 +337,11 @@ def norm_name(norm, l1: bool = False, what: str = "") -> str:
             return "2"
         if l1 and v == 1.0:
             return "1"
+        if l0 and v == 0.0:
+            return "0"
     who = f"{what} supports " if what else "expected "
-    raise ValueError(f"norm: {who}'inf'{', 2 and 1' if l1 else ' or 2'}, got {norm!r}")
+    rest = ", 2, 1 and 0" if l0 else (", 2 and 1" if l1 else " or 2")
+    raise ValueError(f"norm: {who}'inf'{rest}, got {norm!r}")
 
 
 def norm_is_l2(norm) -> bool:

@@ -206,12 +206,15 @@ def _out_file_arg(out) -> str:
 def _norm_arg(value: str) -> str:
     from ._checks import norm_name
     if value.strip().lower() in ("1", "l1"):
-        return "1"  # fmn and fab only (checked with the attack)
+        return "1"  # fmn, fab and apgd only (checked with the attack)
+    if value.strip().lower() in ("0", "l0"):
+        return "0"  # fmn only (checked with the attack)
     try:
         return norm_name(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected inf (linf), 2 (l2) or, for fmn and fab, 1 (l1), got {value!r}") from None
+            f"expected inf (linf), 2 (l2), 1 (l1: fmn, fab, apgd) or 0 (l0: fmn), got {value!r}"
+        ) from None
 
 
 def _target_arg(target, model):
@@ -368,6 +371,8 @@ def _attack(args) -> int:
     if args.norm == "1" and args.attack not in ("fmn", "fab", "apgd"):
         raise ValueError(f"--norm 1: only fmn, fab and apgd take the L1 norm ({args.attack} "
                          "takes inf or 2)")
+    if args.norm == "0" and args.attack != "fmn":
+        raise ValueError(f"--norm 0: only fmn takes the L0 norm ({args.attack} does not)")
     steps = args.steps
     if args.attack in ("fgsm", "pgd", "apgd") and steps is None:
         steps = 10  # the CLI's historical default for these
@@ -419,7 +424,7 @@ def _attack(args) -> int:
         if args.attack == "score_attack":
             kw.update(eps=args.eps)
     elif args.attack in ("fmn", "fab"):
-        kw.update(norm=int(args.norm) if args.norm in ("1", "2") else args.norm, clip=clip)
+        kw.update(norm=int(args.norm) if args.norm in ("0", "1", "2") else args.norm, clip=clip)
         if args.attack == "fab":
             kw.update(seed=args.seed)
         if steps is not None:
@@ -513,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["standard", "rand"], help="autoattack's ensemble (default standard)")
     p.add_argument("--norm", default=None, type=_norm_arg,
                    help="inf (linf, the default), 2 (l2; the default and only norm of ddn and cw); "
-                        "1 for fmn, fab and apgd")
+                        "1 for fmn, fab and apgd; 0 (the count of changed features) for fmn")
     p.add_argument("--target", default=None, help="a label, 'random', 'least_likely' or 'all'")
     p.add_argument("--clip", type=float, nargs=2, metavar=("LO", "HI"), default=None)
     p.add_argument("--quantize", type=float, default=None, metavar="Q",

@@ -43,7 +43,10 @@ norm_of = norm_name
 
 
 def row_norms(d, p: str) -> np.ndarray:
-    """Per-row norms of a float64 matrix: p "1", "2" or "inf" (0 for rows of no columns)."""
+    """Per-row norms of a float64 matrix: p "0" (the count of nonzero elements), "1", "2" or
+    "inf" (0 for rows of no columns)."""
+    if p == "0":
+        return np.count_nonzero(d, axis=1).astype(np.float64)
     if p == "inf":
         return np.abs(d).max(axis=1) if d.shape[1] else np.zeros(d.shape[0])
     if p == "1":

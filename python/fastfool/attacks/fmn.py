@@ -33,10 +33,10 @@ import numpy as np
 from .. import verdict
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
-from ._common import (Grid, Progress, check_inside_clip, clip_bounds, count, finish, norm_of, positive,
-                      prepare, row_chunks, row_norms)
+from ._common import (Grid, Progress, check_inside_clip, clip_bounds, count, finish, norm_of,
+                      positive, prepare, row_chunks, row_norms)
 
-__all__ = ["fmn", "project_l1"]
+__all__ = ["fmn", "project_l0", "project_l1"]
 
 def _dual_norms(g, p):
     """The dual norm of each row of g for the attack's norm p."""
@@ -64,7 +64,23 @@ def project_l1(d, eps):
     return out
 
 
+def project_l0(d, k):
+    """Each row of d with all but its ``k[row]`` largest-magnitude elements set to 0 (ties
+    broken toward the lower index, so that at most k elements stay nonzero)."""
+    d = np.asarray(d, dtype=np.float64)
+    n, D = d.shape
+    k = np.asarray(k)
+    if not D or not n or np.all(k >= D):
+        return d.copy()
+    order = np.argsort(-np.abs(d), axis=1, kind="stable")
+    rank = np.empty_like(order)
+    rank[np.arange(n)[:, None], order] = np.arange(D)
+    return np.where(rank < k[:, None], d, 0.0)
+
+
 def _project(d, eps, p):
+    if p == "0":
+        return project_l0(d, np.floor(eps))
     if p == "inf":
         e = eps[:, None]
         return np.clip(d, -e, e)
@@ -99,7 +115,11 @@ def _logit_diff(model, x, y, t, threads):
     return loss, g, pred
 
 
-def _interpolate(x0, x1, frac):
+def _interpolate(x0, x1, frac, p="2"):
+    """The point a fraction ``frac`` (per row) of the way from x0 to x1; for L0 x0 with the
+    ``ceil(frac * D)`` largest elements of x1 - x0 added (the paper's L0 mid-points)."""
+    if p == "0":
+        return x0 + project_l0(x1 - x0, np.ceil(frac * x0.shape[1]))
     return x0 + frac[:, None] * (x1 - x0)
 
 
@@ -108,11 +128,16 @@ def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: 
         gamma_init: float = 0.05, gamma_final: float = 0.001, init=None,
         binary_search_steps: int = 10, clip: Clip = None, quantize: float | None = None,
         threads: int | None = None, progress: bool = False):
-    """Fast Minimum-Norm attack (Pintor et al. 2021) in L1, L2 (default) or L-inf.
+    """Fast Minimum-Norm attack (Pintor et al. 2021) in L0, L1, L2 (default) or L-inf.
 
     Parameters
     ----------
-    norm : 1, 2 or "inf". steps : iterations per row (default 100; the paper uses 100-1000).
+    norm : 0, 1, 2 or "inf". L0 (the number of features changed) follows the paper's rules:
+        eps is an integer count, from 1, that shrinks to ``min(eps - 1, floor(eps (1 -
+        gamma)), best)`` on an adversarial iterate and grows to ``max(eps + 1, floor(eps (1 +
+        gamma)))`` otherwise; the projection keeps the eps largest changes of the row; the
+        bisection toward ``init`` adds the largest changes first.
+    steps : iterations per row (default 100; the paper uses 100-1000).
     target : None (untargeted) or class labels (one per row, or one for all).
     alpha_init, alpha_final : the step length, cosine-annealed from alpha_init (default 1.0, in
         the inputs' units along the L2-normalised gradient) to alpha_final (default
@@ -130,11 +155,13 @@ def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: 
     adversarial (X where none was), ``success`` / ``pred`` the user's model's decisions on it
     (a float32 model's logits can call a point on the boundary adversarial that the model's
     own float64 verdict does not), ``iterations`` the
-    steps per row; ``extra["eps"]`` the final norm budget per row.
+    steps per row; ``extra["eps"]`` the final norm budget per row (and for L0 ``extra["l0"]``,
+    the number of features each returned row changes).
     """
     t0 = time.perf_counter()
     model, X, yi, threads = prepare(model, X, y, threads)
-    p = norm_of(norm, l1=True, what="fmn")
+    p = norm_of(norm, l1=True, l0=True, what="fmn")
+    l0 = p == "0"
     steps = count(steps, "steps")
     alpha_init = positive(alpha_init, "alpha_init", allow_zero=False)
     alpha_final = alpha_init / 100 if alpha_final is None else positive(alpha_final, "alpha_final")
@@ -181,7 +208,7 @@ def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: 
         if lo is not None and hi is not None:
             worst = row_norms(np.maximum(x0 - lo64, hi64 - x0), p)
         else:
-            worst = np.full(n, np.inf)
+            worst = np.full(n, float(D) if l0 else np.inf)
 
         def adversarial(pred):
             return pred != ys if ts is None else pred == ts
@@ -193,12 +220,15 @@ def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: 
             a, b = np.zeros(n), np.ones(n)
             for _ in range(binary_search_steps):
                 mid = (a + b) / 2
-                pm = np.argmax(model.scores(_interpolate(x0, x1, mid).astype(dt), None, threads),
-                               axis=1)
+                pm = np.argmax(model.scores(_interpolate(x0, x1, mid, p).astype(dt), None,
+                                            threads), axis=1)
                 adv = adversarial(pm)
                 a, b = np.where(adv, a, mid), np.where(adv, mid, b)
-            delta = np.where(ok[:, None], _interpolate(x0, x1, b) - x0, 0.0)
-        eps = np.full(n, np.inf)
+            delta = np.where(ok[:, None], _interpolate(x0, x1, b, p) - x0, 0.0)
+        if l0:  # a count: from 1, or from the start's
+            eps = np.maximum(row_norms(delta, "0"), 1.0) if start is not None else np.ones(n)
+        else:
+            eps = np.full(n, np.inf)
         found = np.zeros(n, dtype=bool)
         bn = np.full(n, np.inf)
         bx = x0.astype(dt)
@@ -222,9 +252,14 @@ def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: 
                 g = np.where((xf <= lo64) & (g < 0), 0.0, g)
             if hi64 is not None:
                 g = np.where((xf >= hi64) & (g > 0), 0.0, g)
-            dist = np.abs(loss) / np.maximum(_dual_norms(g, p), 1e-12)
-            eps = np.where(adv, np.minimum(eps * (1 - gamma), bn),
-                           np.where(found, eps * (1 + gamma), (dn + dist) * (1 + gamma)))
+            if l0:
+                eps = np.where(adv, np.maximum(np.minimum(np.minimum(
+                    eps - 1, np.floor(eps * (1 - gamma))), bn), 0.0),
+                    np.maximum(eps + 1, np.floor(eps * (1 + gamma))))
+            else:
+                dist = np.abs(loss) / np.maximum(_dual_norms(g, p), 1e-12)
+                eps = np.where(adv, np.minimum(eps * (1 - gamma), bn),
+                               np.where(found, eps * (1 + gamma), (dn + dist) * (1 + gamma)))
             eps = np.minimum(eps, worst)
             gn = np.maximum(np.sqrt(np.einsum("ij,ij->i", g, g)), 1e-12)
             delta = _project(delta + alpha * g / gn[:, None], eps, p)
@@ -235,10 +270,13 @@ def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: 
         iterations[s] = steps
         bar.update(n)
     bar.close()
+    extra = {"eps": eps_out}
     params = dict(norm=p, steps=steps, quantize=quantize, target=target is not None, alpha_init=alpha_init,
                   alpha_final=alpha_final, gamma_init=gamma_init, gamma_final=gamma_final,
                   init=None if init is None else (init if isinstance(init, str) else "array"),
                   binary_search_steps=binary_search_steps, clip=clip)
-    return finish(model, X, x_best, yi, ti, iterations, attack="fmn", t0=t0, threads=threads,
-                  own_labels=y is None, params=params, extra={"eps": eps_out},
-                  grid=grid)
+    res = finish(model, X, x_best, yi, ti, iterations, attack="fmn", t0=t0, threads=threads,
+                 own_labels=y is None, params=params, extra=extra, grid=grid)
+    if l0:  # the features changed per row, on the returned points
+        res.extra["l0"] = np.count_nonzero(np.asarray(res.x_adv) != X, axis=1)
+    return res
