@@ -11,6 +11,10 @@ the model's decision.
   the radius is the largest ``eps`` (by bisection below an attack's distance) at which the
   bound proves every rival's logit below the decided class's over the whole ball, intersected
   with the ``clip`` box.
+- Kernel SVMs (binary, one-vs-one votes, one-vs-rest; rbf, poly, sigmoid, linear kernels, also
+  behind a pipeline's affine steps): interval arithmetic on the kernel expansion (``"ibp"``)
+  and a first-order bound with a bounded Hessian remainder (``"taylor"``), ``"auto"`` the
+  tighter of both per expansion (:mod:`fastfool._svm_bounds`).
 
 Soundness under floating point. Bounds are computed in float64 from the float64 weights (a
 float32 model's originals; the estimator's of a ``from_sklearn`` model), and every step's
@@ -38,7 +42,7 @@ from ._typing import ArrayLike, Clip, Norm
 __all__ = ["Certificate", "certify", "Verification", "verify"]
 
 U = verdict.U64
-_METHODS = ("auto", "affine", "ibp", "crown", "exact")
+_METHODS = ("auto", "affine", "ibp", "crown", "exact", "taylor")
 _ACTS = ("relu", "tanh", "logistic", "identity")
 
 
@@ -473,8 +477,9 @@ def certify(model, X: ArrayLike, norm: Norm = 2, *, method: str = "auto", clip: 
 
     Parameters
     ----------
-    model : a fastfool model: an affine one (``LinearModel``, identity MLP, linear SVM) or an
-        ``MLP`` (relu, tanh, logistic, identity layers).
+    model : a fastfool model: an affine one (``LinearModel``, identity MLP, linear SVM), an
+        ``MLP`` (relu, tanh, logistic, identity layers) or a kernel SVM (``KernelSVM``,
+        ``OvOSVM``, ``OvRSVM``: methods "auto", "ibp" and "taylor").
     X : (N, D) inputs. norm : 2 (default), "inf" or 1 (the bound methods and "exact").
     method : "auto" (default: "affine" for affine models, else "crown"), "affine", "ibp",
         "crown" (see the module docstring) or "exact": relu / identity MLPs, L-inf or L1 (norm
@@ -514,11 +519,17 @@ def certify(model, X: ArrayLike, norm: Norm = 2, *, method: str = "auto", clip: 
     if method == "affine":
         raise ValueError(f"method: 'affine' needs an affine model (a {type(model).__name__} "
                          "is not); use 'crown' or 'ibp'")
+    from .models.svm import _SupportVectorModel
+    if isinstance(model, _SupportVectorModel):
+        return _certify_svm(model, X, nrm, method, clip, upper, bisection_steps, threads, t0)
+    if method == "taylor":
+        raise ValueError("method: 'taylor' is for kernel SVMs; MLPs take 'ibp', 'crown' or "
+                         "'exact'")
     params = _mlp_params(model)
     if params is None:
         raise NotImplementedError(
-            f"model: certify bounds MLPs and affine models; a {type(model).__name__} is not "
-            "supported yet")
+            f"model: certify bounds MLPs, kernel SVMs and affine models; a "
+            f"{type(model).__name__} is not supported yet")
     Ws, bs, acts = params
     meth = "crown" if method in ("auto", "exact") else method
     if method == "exact":
@@ -578,6 +589,38 @@ def certify(model, X: ArrayLike, norm: Norm = 2, *, method: str = "auto", clip: 
         meth = "exact"
     return Certificate(radius=radius, boundary_class=cls[rival], pred=cls[pred], method=meth,
                        norm=nrm, clip=clip, elapsed=time.perf_counter() - t0, extra=extra)
+
+
+def _check_upper(upper, N):
+    upper = np.asarray(upper, np.float64).reshape(-1)
+    if upper.shape != (N,) or np.any(~(upper >= 0)):
+        raise ValueError(f"upper: expected {N} non-negative numbers (one per row)")
+    return upper
+
+
+def _certify_svm(model, X, nrm, method, clip, upper, bisection_steps, threads, t0):
+    """certify() for kernel SVMs (:mod:`fastfool._svm_bounds`)."""
+    from ._svm_bounds import certify_svm
+    from .attacks._common import check_inside_clip, count
+    if method not in ("auto", "ibp", "taylor"):
+        raise ValueError(f"method: kernel SVMs take 'auto' (the tighter of both bounds), 'ibp' "
+                         f"or 'taylor', got {method!r}")
+    bisection_steps = count(bisection_steps, "bisection_steps")
+    N, D = X.shape
+    lo, hi = clip_bounds(clip, D, X.dtype)
+    lo64 = None if lo is None else np.broadcast_to(np.asarray(lo, np.float64), (D,)).copy()
+    hi64 = None if hi is None else np.broadcast_to(np.asarray(hi, np.float64), (D,)).copy()
+    check_inside_clip(X, lo, hi)
+    pred, clear = verdict.decide(model, X, threads, return_clear=True)
+    X64 = np.asarray(X, np.float64)
+    upper = _default_upper(model, X, nrm, clip, X64, lo64, hi64, threads) if upper is None \
+        else _check_upper(upper, N)
+    radius, rival = certify_svm(model, X64, pred, clear, nrm, lo64, hi64, upper,
+                                bisection_steps, method, threads)
+    cls = model.classes_
+    return Certificate(radius=radius, boundary_class=cls[rival], pred=cls[pred],
+                       method=f"svm-{method}", norm=nrm, clip=clip,
+                       elapsed=time.perf_counter() - t0, extra={"upper": upper})
 
 
 def _exact_all(Ws, bs, acts, X64, pred, clear, crown_r, rival, upper, lo, hi, p, time_limit,
@@ -795,7 +838,8 @@ def verify(model, X: ArrayLike, y=None, *, eps: float, norm: Norm = "inf", clip:
     # 3. exact search on what is left
     ts = time.perf_counter()
     params = _mlp_params(model) if (exact and todo.size and nrm != "2"
-                                    and model._reference()._fold is None) else None
+                                    and getattr(model._reference(), "_fold", None) is None) \
+        else None
     if params is not None and all(a in ("relu", "identity") for a in params[2]):
         Ws, bs, acts = params
         lo, hi = clip_bounds(clip, D, X.dtype)
