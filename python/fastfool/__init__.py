@@ -23,6 +23,7 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
 
 from . import cuda, datasets, kernels
 from .certify import Certificate, Verification, verify
+from .audit import Audit, audit
 from .attacks import (ConfidenceMap, certify, confidence_map, deepfool, far_points, fgsm, invert,
                       minimal, pgd, robustness_curve, score_attack, template, transfer, apgd,
                       autoattack, cw, ddn, fab, fmn, hop_skip_jump, square,
@@ -60,6 +61,8 @@ __all__ = [
     "square",
     "universal",
     "certify",
+    "audit",
+    "Audit",
     "verify",
     "Certificate",
     "Verification",

@@ -47,6 +47,26 @@ def save_npz(path, arrays: dict) -> str:
     return path
 
 
+def save_bytes(path, data: bytes) -> str:
+    """``data`` written to ``path`` atomically, as :func:`save_npz` writes (a temporary file in
+    the same folder, fsynced, renamed over the old one; on any failure the old file stays)."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fastfool-", suffix=".tmp", dir=folder)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    return path
+
+
 def _is_bool(v) -> bool:
     return isinstance(v, (bool, np.bool_))
 
