@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 from sklearn.datasets import load_iris
 from sklearn.neural_network import MLPClassifier
 
@@ -253,3 +253,32 @@ def test_a_pipelines_mlp_is_certified_in_raw_units(iris01):
     np.testing.assert_array_equal(c.pred, p.predict(Xr))
     with pytest.raises(NotImplementedError, match="Pipeline"):
         ff.certify(m, Xr, norm="inf", method="exact")
+
+
+@settings(max_examples=300, deadline=None)
+@given(act=st.sampled_from(["tanh", "logistic", "relu"]),
+       l=st.floats(-60, 60), w=st.sampled_from([1e-12, 1e-7, 1e-3, 0.1, 1.0, 3.0, 10.0, 80.0]),
+       shift=st.floats(0, 1))
+def test_relaxation_lines_bound_the_activation(act, l, w, shift):
+    """aL z + bL <= act(z) <= aU z + bU on [l, u], checked in long double on a dense grid (ends
+    and the chord-slope points included): the parallel chord-slope lines and DeepPoly's."""
+    from fastfool.certify import _chord_point, _relax
+    u = l + w
+    L, Uu = np.array([l - shift * w]), np.array([u])
+    aL, bL, aU, bU, _ = _relax(act, L, Uu)
+    z = np.linspace(np.longdouble(L[0]), np.longdouble(Uu[0]), 4001)
+    if act != "relu":
+        ch = (np.tanh(Uu) - np.tanh(L)) / (Uu - L) if act == "tanh" else None
+        if ch is not None:
+            zs = _chord_point(act, ch)
+            z = np.concatenate([z, np.clip(np.array([zs[0], -zs[0]], np.longdouble), z[0], z[-1])])
+    if act == "tanh":
+        f = np.tanh(z)
+    elif act == "logistic":
+        f = 1 / (1 + np.exp(-z))
+    else:
+        f = np.maximum(z, 0)
+    lo = np.longdouble(aL[0]) * z + np.longdouble(bL[0])
+    hi = np.longdouble(aU[0]) * z + np.longdouble(bU[0])
+    assert np.all(lo <= f), (act, L, Uu, float((lo - f).max()))
+    assert np.all(f <= hi), (act, L, Uu, float((f - hi).max()))

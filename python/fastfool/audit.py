@@ -343,8 +343,8 @@ def _plain_clip(v):
 
 
 def _version() -> str:
-    from . import __version__
-    return __version__
+    import sys  # the package is loaded whenever this module is (no import cycle)
+    return str(getattr(sys.modules.get(__package__), "__version__", "unknown"))
 
 
 def _file_sha256(path) -> str:

@@ -119,6 +119,41 @@ def _dact(name, z):
     return s * (1.0 - s)
 
 
+def _chord_point(name, k):
+    """z >= 0 where act'(z) = k (the s-shaped activation's slope equals the chord's): tanh'
+    = 1 - tanh^2, logistic' = s (1 - s); 0 where k is at least the largest slope."""
+    with np.errstate(all="ignore"):
+        if name == "tanh":
+            z = np.arctanh(np.sqrt(np.clip(1.0 - k, 0.0, 1.0 - 1e-16)))
+        else:
+            s = (1 + np.sqrt(np.clip(1.0 - 4.0 * k, 0.0, 1.0 - 1e-16))) / 2
+            z = np.log(s / (1 - s))
+    return np.where(np.isfinite(z), z, 0.0)
+
+
+PARALLEL = True
+
+
+def _phi_peak(name, k, zs, l, u):
+    """(bound, ok): an upper bound on max phi(z) = act(z) - k z near z* = zs (> 0) within
+    [l, u], from the tangents of phi (concave for z > 0) at a < z* < b: their intersection's
+    value. ok where the bracket holds (phi'(a) > 0 > phi'(b), a >= 0)."""
+    with np.errstate(all="ignore"):
+        h = 1e-6 * (1 + zs)
+        a = np.maximum(np.maximum(zs - h, l), 0.0)
+        b = np.minimum(zs + h, u)
+        fa, fb = _act(name, a) - k * a, _act(name, b) - k * b
+        ga, gb = _dact(name, a) - k, _dact(name, b) - k
+        tol = 8 * U * (1 + np.abs(k))
+        ok = (ga > tol) & (gb < -tol) & (b > a)
+        z = (fb - fa + ga * a - gb * b) / np.where(ok, ga - gb, 1.0)
+        z = np.clip(z, a, b)
+        val = fa + ga * (z - a)
+        val = val + 16 * U * (1 + np.abs(fa) + np.abs(fb) + (np.abs(ga) + np.abs(gb)) *
+                              (np.abs(a) + np.abs(b)))
+    return np.where(ok, val, np.inf), ok
+
+
 def _relax(name, l, u):
     """Linear bounds aL z + bL <= act(z) <= aU z + bU on [l, u] (per neuron), and a bound on
     |act(z)| there. Offsets already moved outward for rounding."""
@@ -148,6 +183,32 @@ def _relax(name, l, u):
         bL = sl - aL * l
         aU = np.where(u <= 0, chord, np.where(l >= 0, du, lam))
         bU = np.where(u <= 0, sl - aU * l, su - aU * u)
+        # parallel lines with the chord's slope k, offset to the extremes of phi = act - k z
+        # over [l, u] (tighter for CROWN than DeepPoly's pair, whose slopes differ: a slope
+        # shared by both lines passes through the back-substitution whatever the sign).
+        # phi rises on (-z*, z*) and falls outside (act' = k at +-z*), so its maximum is at
+        # z* or an end, its minimum at -z* or an end; at z* it is bounded rigorously by the
+        # tangents of the concave phi at two points bracketing z* (checked: phi' > 0 at the
+        # left one, < 0 at the right one), else DeepPoly's lines stay.
+        if PARALLEL:
+            k = chord
+            zs = _chord_point(name, k)
+            ends_hi = np.maximum(sl - k * l, su - k * u)
+            ends_lo = np.minimum(sl - k * l, su - k * u)
+            top, ok_t = _phi_peak(name, k, zs, l, u)
+            bot, ok_b = _phi_peak(name, k, zs, -u, -l)  # phi(-z) = -phi(z): the minimum
+            h = 1e-6 * (1 + zs)  # a root near an end is bracketed or refused, never missed
+            inside_t = (zs > l - h) & (zs < u + h)
+            inside_b = (-zs > l - h) & (-zs < u + h)
+            bU_p = np.where(inside_t, np.maximum(ends_hi, top), ends_hi)
+            sym = 1.0 if name == "logistic" else 0.0  # act(-z) = sym - act(z)
+            bL_p = np.where(inside_b, np.minimum(ends_lo, sym - bot), ends_lo)
+            # (a deeply saturated interval, slope below 1e-8: DeepPoly's lines, whose points
+            # need no root of act' = k)
+            good = (~inside_t | ok_t) & (~inside_b | ok_b) & np.isfinite(bU_p + bL_p + k) \
+                & (width > 0) & (k > 1e-8)
+            aL, aU = np.where(good, k, aL), np.where(good, k, aU)
+            bL, bU = np.where(good, bL_p, bL), np.where(good, bU_p, bU)
         # a tiny or non-finite interval: the constant bounds [act(l), act(u)]
         flat = ~(width > 1e-9 * (1 + zmax)) | ~np.isfinite(aL + aU + bL + bU)
         aL = np.where(flat, 0.0, aL)
@@ -155,8 +216,11 @@ def _relax(name, l, u):
         bL = np.where(flat, sl, bL)
         bU = np.where(flat, su, bU)
         zm = np.where(np.isfinite(zmax), zmax, 0.0)
-        pad = 16 * U * (1 + np.abs(bL) + np.abs(aL) * zm)
-        padU = 16 * U * (1 + np.abs(bU) + np.abs(aU) * zm)
+        # rounding of the offsets, and of a tangent's computed slope (off the true one by a few
+        # ulps: the line can dip below the function by that error times the interval's width)
+        wd = np.where(np.isfinite(width), width, 0.0)
+        pad = 16 * U * (1 + np.abs(bL) + np.abs(aL) * zm + (1 + np.abs(aL)) * wd)
+        padU = 16 * U * (1 + np.abs(bU) + np.abs(aU) * zm + (1 + np.abs(aU)) * wd)
     amax = np.maximum(np.abs(sl), np.abs(su)) * (1 + 4 * U)
     return aL, bL - pad, aU, bU + padU, amax
 
