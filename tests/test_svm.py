@@ -59,8 +59,11 @@ def test_gradient_attacks_fool_an_rbf_svm(pair):
     r, _ = ff.certify(lin, X)  # a linear-kernel SVM is a linear model: exact radii
     mn = ff.minimal(lin, X)
     np.testing.assert_allclose(mn.l2[mn.success], r[mn.success], rtol=1e-4)
-    with pytest.raises(NotImplementedError, match="not supported yet"):
-        ff.certify(m, X[:2])
+    # an rbf SVM gets sound bounds (tests/test_certify_svm.py): never above DeepFool's distance
+    c = ff.certify(m, X)
+    df = ff.deepfool(m, X)
+    assert c.method == "svm-auto" and np.mean(c.radius > 0) > 0.5
+    assert np.all(c.radius[df.success] <= df.l2[df.success] * (1 + 1e-9))
 
 
 MULTI = [("rbf", {}), ("poly", {"degree": 3, "coef0": 1.0}), ("linear", {}),
