@@ -70,7 +70,7 @@ def _make_cupy():
     cp.__version__ = "fake"
     for name in ("ascontiguousarray", "empty", "zeros", "ones", "empty_like",
                  "zeros_like", "where", "clip", "abs", "sqrt", "isfinite", "arange", "maximum",
-                 "minimum"):
+                 "minimum", "log", "cos"):
         setattr(cp, name, _fn(getattr(np, name)))
     # host -> device copies are dense, as CuPy's are
     cp.asarray = lambda a, dtype=None: _wrap(_to_device(a, dtype))

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from .. import cuda, kernels, verdict
+from .. import _random, cuda, kernels, verdict
 from .._backend import CPU
 from .._checks import CheckedBounds, Trusted, clip_bounds, norm_name  # noqa: F401  (re-exported)
 from .._runtime import resolve_threads
@@ -142,12 +142,14 @@ def on_device(model, labels):
     return Trusted(model._be.asarray(labels))
 
 
-def resolve_target(model, target, X, yi, rng, threads):
+def resolve_target(model, target, X, yi, seed, threads, row_offset=0):
     """Target class indices per row, or None for an untargeted attack.
 
     ``target``: None, a label of ``classes_``, an array of labels (one per row),
     ``"least_likely"`` (the model's least probable class) or ``"random"`` (uniform over the
-    other classes, from ``seed``). Raises if every row's target is its own label.
+    other classes, drawn per row from (``seed``, the row's global index ``row_offset + i``):
+    the same target for a row whatever the batch). Raises if every row's target is its own
+    label.
     """
     if target is None:
         return None
@@ -158,7 +160,8 @@ def resolve_target(model, target, X, yi, rng, threads):
             for s in row_chunks(N, X.shape[1], model._be):
                 t[s] = model._be.to_host(model.scores(X[s], None, threads).argmin(axis=1))
         elif target == "random":
-            t = rng.integers(0, C - 1, N)
+            t = _random.integers(_random.key(seed, "target"),
+                                 _random.global_rows(row_offset, 0, N), max(C - 1, 1))
             t = t + (t >= yi)
         elif target == "all":
             raise ValueError("target='all' is supported by fgsm, pgd and minimal")

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from .. import kernels, verdict
+from .. import _random, kernels, verdict
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
 from ._common import (Grid, Progress, check_inside_clip, clip_bounds, count, finish, norm_of, positive,
@@ -238,7 +238,8 @@ def _run(model, x0, y, t, eps, l2, lo, hi, steps, loss, start, threads):
 def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm = "inf",
          loss: str = "ce", target: int | str | None = None, steps: int = 100,
          restarts: int = 1, clip: Clip = None, quantize: float | None = None,
-         seed: int | None = None, threads: int | None = None, progress: bool = False):
+         seed: int | None = None, row_offset: int = 0, threads: int | None = None,
+         progress: bool = False):
     """Auto-PGD (Croce & Hein 2020), the attack AutoAttack starts with.
 
     Parameters
@@ -254,7 +255,9 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
         by default when ``loss="dlr"``), keeping per row the first that fools.
     steps : iterations per run (default 100, the paper's). restarts : random starts per run
         (the first run starts from X itself when 1; default 1).
-    clip : optional (lo, hi) box. seed : the random starts.
+    clip : optional (lo, hi) box. seed : the random starts, keyed by (seed, target run,
+        restart, global row): a row's result does not depend on the rows beside it.
+        row_offset : X's first row's index in a larger array (default 0).
     quantize : grid step (e.g. ``1/255``; default None): each run's result is moved onto X's
         grid inside the ball and the box (:func:`fastfool.attacks._common.on_grid`; the
         nearest grid point, or the one rounded away from X when only that one fools) before
@@ -291,7 +294,8 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
     D = X.shape[1]
     lo64 = None if lo is None else np.broadcast_to(np.asarray(lo, np.float64), (D,))
     hi64 = None if hi is None else np.broadcast_to(np.asarray(hi, np.float64), (D,))
-    rng = np.random.default_rng(seed)
+    row_offset = _random.check_offset(row_offset)
+    seed_i = _random.resolve(seed)
     grid = Grid(quantize, eps, nrm, lo, hi)
     params = dict(eps=eps, norm=nrm, loss=loss, target=None if not k_targets else f"top-{k_targets}",
                   steps=steps, restarts=restarts, clip=clip, quantize=quantize, seed=seed)
@@ -323,18 +327,21 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
                 if todo_r.size == 0:
                     break
                 xs = x0[todo_r]
+                k = _random.key(seed_i, "apgd", -1 if run is None else run, r)
+                grows = row_offset + s.start + todo_r
                 if r == 0 and restarts == 1:
                     start = xs.copy()
                 elif l1:  # a Gaussian draw projected onto the L1 ball and the box
-                    d = rng.standard_normal(xs.shape)
+                    d = _random.normal(k, grows, D)
                     start = project_l1_box(xs, xs + d, eps, lo64, hi64).astype(xs.dtype)
                 else:
                     if l2:
-                        d = rng.standard_normal(xs.shape)
+                        d = _random.normal(k, grows, D)
                         d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-300)
                         start = xs + (eps * d).astype(xs.dtype)
                     else:
-                        start = xs + (eps * (2 * rng.random(xs.shape) - 1)).astype(xs.dtype)
+                        start = xs + (eps * (2 * _random.uniform(k, grows, D) - 1)).astype(
+                            xs.dtype)
                     start = _project(start, xs, eps, l2, lo, hi)
                 tt = None if t is None else t[np.searchsorted(todo, todo_r)]
                 if l1:

@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from .. import _random
 from .._checks import matrix
 from .._typing import ArrayLike, Clip, Labels, Norm, Target
 from ..result import AttackResult
@@ -36,7 +37,8 @@ __all__ = ["score_attack"]
 def score_attack(clf, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm = "inf",
                  max_queries: int = 1000, target: Target = None, seed: int = 0,
                  clip: Clip = None, quantize: float | None = None,
-                 batch_rounds: int | None = None, progress: bool = False) -> AttackResult:
+                 batch_rounds: int | None = None, row_offset: int = 0,
+                 progress: bool = False) -> AttackResult:
     """Score-based black-box attack (SimBA, coordinate basis) on ``clf.predict_proba``.
 
     Parameters
@@ -47,7 +49,11 @@ def score_attack(clf, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm 
     eps : per-coordinate step and L-inf budget (L2 budget with ``norm=2``).
     max_queries : per row, ``predict_proba`` evaluations (each row's first query included).
     target : optional label or labels per row (increase its probability instead).
-    clip : optional ``(lo, hi)``. seed : the coordinate orders; same seed, same result.
+    clip : optional ``(lo, hi)``. seed : the coordinate orders; same seed, same result. Each
+        row's order in each sweep is drawn from (seed, sweep, global row), so a row's result
+        does not depend on the rows beside it (for a classifier that decides each row on its
+        own: forests and fastfool models; a BLAS-backed estimator may round a row differently
+        among other rows). row_offset : X's first row's index in a larger array (default 0).
     quantize : grid step (e.g. ``1/255``; default None): ``x_adv`` is moved onto X's grid
         inside the ball and the box at the end (the nearest grid point, or the one rounded away
         from X when only that one fools; its two queries per row at most come out of
@@ -117,8 +123,19 @@ def score_attack(clf, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm 
     r = np.arange(N)
     best = P[r, goal].astype(np.float64)
     x = np.array(X, dtype=X.dtype, order="C")
-    rng = np.random.default_rng(seed)
-    orders = np.argsort(rng.random((N, D)), axis=1)
+    row_offset = _random.check_offset(row_offset)
+    seed_i = _random.resolve(seed)
+
+    def order_of(rows, sweeps):
+        """Each row's coordinate order for its sweep, keyed by (seed, sweep, global row)."""
+        out = np.empty((rows.size, D), dtype=np.int64)
+        for k in np.unique(sweeps):
+            sel = np.flatnonzero(sweeps == k)
+            u = _random.uniform(_random.key(seed_i, "simba", int(k)), row_offset + rows[sel], D)
+            out[sel] = np.argsort(u, axis=1, kind="stable")
+        return out
+
+    orders = order_of(np.arange(N), np.zeros(N, dtype=np.int64))
     pos = np.zeros(N, dtype=np.int64)
     sweep = np.zeros(N, dtype=np.int64)
     tried = np.zeros(N, dtype=np.int64)
@@ -148,7 +165,7 @@ def score_attack(clf, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm 
         if wrap.size:
             pos[wrap] = 0
             sweep[wrap] += 1
-            orders[wrap] = np.argsort(rng.random((wrap.size, D)), axis=1)
+            orders[wrap] = order_of(wrap, sweep[wrap])
         active = np.flatnonzero(~done & (queries < limit) & (pos < D))
         if active.size == 0:
             break

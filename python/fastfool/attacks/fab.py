@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from .. import kernels
+from .. import _random, kernels
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
 from ._common import (Grid, Progress, check_inside_clip, clip_bounds, count, finish, label_targets,
@@ -150,7 +150,8 @@ def _random_start(x0, radius, p, lo, hi, rngs):
 def fab(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = "inf", steps: int = 100,
         restarts: int = 1, target=None, n_targets: int | None = None, eps: float | None = None,
         alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, clip: Clip = None,
-        quantize: float | None = None, seed: int = 0, threads: int | None = None, progress: bool = False):
+        quantize: float | None = None, seed: int = 0, row_offset: int = 0,
+        threads: int | None = None, progress: bool = False):
     """Fast Adaptive Boundary attack (Croce & Hein 2020): minimum-norm adversarial examples in
     L-inf (default), L2 or L1.
 
@@ -170,7 +171,9 @@ def fab(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = "inf", ste
         is not attacked by later runs (AutoAttack's use: robust at ``eps`` or not).
     alpha_max, eta, beta : the paper's bias toward X (0.1), overshoot (1.05) and backward step
         (0.9).
-    clip : optional (lo, hi) box (the projections respect it). seed : the restarts' draws.
+    clip : optional (lo, hi) box (the projections respect it). seed : the restarts' draws,
+        keyed by (seed, global row, restart, target). row_offset : X's first row's index in a
+        larger array (default 0).
     quantize : grid step (e.g. ``1/255``; default None): ``x_adv`` is moved onto X's grid at
         the end (and inside the box): the nearest grid point, or the one rounded away from X
         when only that one fools; ``success`` and the norms are measured there.
@@ -183,6 +186,7 @@ def fab(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = "inf", ste
     t0 = time.perf_counter()
     model, X, yi, threads = prepare(model, X, y, threads)
     p = norm_name(norm, l1=True, what="fab")
+    row_offset = _random.check_offset(row_offset)
     steps, restarts = count(steps, "steps"), count(restarts, "restarts")
     eps = None if eps is None else positive(eps, "eps", allow_zero=False, allow_inf=True)
     alpha_max = positive(alpha_max, "alpha_max")
@@ -216,7 +220,7 @@ def fab(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = "inf", ste
         x0 = np.asarray(X[s], np.float64)
         ys = yi[s]
         n = x0.shape[0]
-        own = np.arange(s.start, s.start + n)
+        own = np.arange(row_offset + s.start, row_offset + s.start + n)
         L0 = model.scores(X[s], None, threads)
         order = np.argsort(-L0, axis=1, kind="stable") if k_targets else None
         bn = np.full(n, np.inf)

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from .. import kernels, verdict
+from .. import _random, kernels, verdict
 from .._backend import CPU
 from .._typing import ArrayLike, Clip, Labels, Norm, Target
 from ..models import Model
@@ -38,7 +38,7 @@ def _quantum(quantize, name="quantize"):
 
 def fgsm(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm = "inf",
          target: Target = None, clip: Clip = None, quantize: float | None = None,
-         seed: int | None = None, threads: int | None = None,
+         seed: int | None = None, row_offset: int = 0, threads: int | None = None,
          progress: bool = False) -> AttackResult:
     """Fast gradient (sign) method.
 
@@ -55,7 +55,9 @@ def fgsm(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
     clip : ``(lo, hi)``, scalars or per-feature arrays; X must lie inside.
     quantize : grid step (e.g. ``1/255``): ``x_adv`` stays on X's grid and inside the ball,
         and success is measured after rounding.
-    seed : for ``target="random"``.
+    seed : for ``target="random"``. row_offset : the index of X's first row in a larger array
+        (default 0): random draws are keyed by (seed, global row), so ``fgsm(m, X[a:b], ...,
+        row_offset=a)`` equals rows a:b of ``fgsm(m, X, ...)``.
 
     Returns
     -------
@@ -70,8 +72,8 @@ def fgsm(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
     be = model._be
     eps = positive(eps, "eps")
     nrm = norm_of(norm)
-    rng = np.random.default_rng(seed)
-    ti = resolve_target(model, target, X, yi, rng, threads)
+    row_offset = _random.check_offset(row_offset)
+    ti = resolve_target(model, target, X, yi, _random.resolve(seed), threads, row_offset)
     lo, hi = clip_bounds(clip, X.shape[1], X.dtype, be)
     check_inside_clip(X, lo, hi, be)
     q = _quantum(quantize)
@@ -95,22 +97,21 @@ def _desc(target):
     return target if target is None or isinstance(target, (str, int, float)) else "per-row"
 
 
-def _random_start(rng, xc, eps, nrm, lo, hi, xp):
-    """A uniform point of the eps-ball around xc (L-inf box, or L2 ball), clipped; drawn by
-    ``rng`` (NumPy's, or CuPy's on the GPU) on xc's device.
-
-    Drawn directly in xc's dtype and updated in place: in float64 with temporaries this took
-    ~18% of a PGD-10 run on a small MLP."""
+def _random_start(k, rows, xc, eps, nrm, lo, hi, xp):
+    """A uniform point of the eps-ball around xc (L-inf box, or L2 ball), clipped; drawn on
+    xc's device from the key ``k`` and the rows' global indices (fastfool._random: a row's
+    start does not depend on its batch), in xc's dtype and updated in place."""
     n, d = xc.shape
     dt = np.dtype(xc.dtype)
     if nrm == "inf":
-        x = rng.random((n, d), dtype=dt)
+        x = _random.uniform(k, rows, d, dt, xp)
         x *= dt.type(2 * eps)
         x -= dt.type(eps)
     else:
-        x = rng.standard_normal((n, d), dtype=dt)
+        x = _random.normal(k, rows, d, dt, xp)
         norms = xp.linalg.norm(x, axis=1, keepdims=True)
-        radius = eps * rng.random((n, 1)) ** (1.0 / max(d, 1))
+        radius = eps * _random.uniform(_random.key(k, "radius"), rows, 1, np.float64, xp) \
+            ** (1.0 / max(d, 1))
         x *= (radius / xp.maximum(norms, 1e-30)).astype(dt)
     x += xc
     if lo is not None or hi is not None:
@@ -122,7 +123,8 @@ def pgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, steps: int 
         step_size: float | None = None, norm: Norm = "inf", target: Target = None,
         random_start: bool = True, restarts: int = 1, early_stop: bool = False,
         clip: Clip = None, quantize: float | None = None, seed: int | None = None,
-        threads: int | None = None, progress: bool = False) -> AttackResult:
+        row_offset: int = 0, threads: int | None = None,
+        progress: bool = False) -> AttackResult:
     """Projected gradient descent (BIM when ``random_start=False``), L-inf or L2.
 
     Each of ``steps`` iterations takes a fused step of ``step_size`` (default ``2.5 * eps /
@@ -138,7 +140,10 @@ def pgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, steps: int 
         then the highest loss toward the goal).
     early_stop : False (default) runs every step on every row, the standard fixed-step
         semantics; True stops each row (and the work on it) as soon as it is fooled.
-    seed : seeds the random starts and ``target="random"``; same seed, same results.
+    seed : seeds the random starts and ``target="random"``; same seed, same results. Every
+        draw is keyed by (seed, restart, global row), so a row's result does not depend on the
+        rows beside it. row_offset : X's first row's index in a larger array (default 0):
+        ``pgd(m, X[a:b], ..., row_offset=a)`` equals rows a:b of ``pgd(m, X, ...)``.
 
     Returns
     -------
@@ -159,10 +164,10 @@ def pgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, steps: int 
     params = dict(eps=eps, steps=steps, step_size=alpha, norm=nrm, target=_desc(target),
                   random_start=random_start, restarts=restarts, early_stop=early_stop, clip=clip,
                   quantize=quantize, seed=seed)
-    rng = np.random.default_rng(seed)  # targets (host), and the CPU's random starts
-    ti = resolve_target(model, target, X, yi, rng, threads)
-    if be is not CPU and random_start:
-        rng = xp.random.default_rng(seed)  # the GPU's starts are drawn on the device
+    row_offset = _random.check_offset(row_offset)
+    seed_i = _random.resolve(seed)
+    ti = resolve_target(model, target, X, yi, seed_i, threads, row_offset)
+    keys = [_random.key(seed_i, "pgd-start", r) for r in range(restarts)]
     lo, hi = clip_bounds(clip, X.shape[1], X.dtype, be)
     check_inside_clip(X, lo, hi, be)
     clip_arg = None if lo is None and hi is None else CheckedBounds(lo, hi, X.shape[1], X.dtype, be)
@@ -179,9 +184,11 @@ def pgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, steps: int 
     for s in row_chunks(*X.shape, be, model.n_weights):
         x0 = X[s]
         best = None
-        for _ in range(restarts):
+        grows = _random.global_rows(row_offset, s.start, s.stop - s.start, xp) \
+            if random_start else None
+        for r in range(restarts):
             if random_start:
-                x = _random_start(rng, x0, eps, nrm, lo, hi, xp)
+                x = _random_start(keys[r], grows, x0, eps, nrm, lo, hi, xp)
             elif in_place:
                 x = x_adv[s]
                 if early_stop:  # else the fused call reads x0 and writes x: no copy

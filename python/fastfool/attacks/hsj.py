@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from .. import _random
 from .._checks import matrix
 from .._runtime import check_fits
 from .._typing import ArrayLike, Clip, Labels, Norm
@@ -41,7 +42,7 @@ STEP_HALVINGS = 20
 def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
                   max_queries: int = 5000, init_evals: int = 100, max_evals: int = 10000,
                   gamma: float = 1.0, target=None, clip: Clip = None,
-                  quantize: float | None = None, seed: int = 0,
+                  quantize: float | None = None, seed: int = 0, row_offset: int = 0,
                   progress: bool = False) -> AttackResult:
     """HopSkipJump (Chen et al. 2020), decision-based: only ``clf.predict`` is queried.
 
@@ -54,7 +55,10 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
     init_evals, max_evals : the gradient estimate's queries at t = 0 and at most (100, 10000).
     gamma : the bisection threshold's scale (theta = gamma / D^1.5 for L2, gamma / D^2 L-inf).
     clip : the box (lo, hi) the starts are drawn from and the points kept in (default: the
-        range of X, as one interval for all features). seed : per-row generators (seed, row).
+        range of X, as one interval for all features). seed : per-row generators (seed, row),
+        the row's global index ``row_offset + i`` (row_offset default 0: X's first row's index
+        in a larger array), so a row's result does not depend on the rows beside it (for a
+        classifier that decides each row on its own).
     quantize : grid step (e.g. ``1/255``; default None): ``x_adv`` is moved onto X's grid
         inside the box at the end (the nearest grid point, or the one rounded away from X when
         only that one fools; its two queries per row at most come out of ``max_queries``) and
@@ -117,7 +121,8 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
         return p != yl[rows] if tl is None else p == tl[rows]
 
     theta = gamma / (D ** 1.5) if l2 else gamma / (D ** 2)
-    rngs = [np.random.default_rng([seed, i]) for i in range(N)]
+    row_offset = _random.check_offset(row_offset)
+    rngs = [np.random.default_rng([seed, row_offset + i]) for i in range(N)]
     width = hi - lo
 
     # starts: uniform points of the box until one is adversarial

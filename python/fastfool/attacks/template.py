@@ -41,7 +41,8 @@ def template(model: Model, X: ArrayLike | None = None, target: Target = None, *,
     confidence : probability of the target to reach (0 < confidence < 1).
     clip : optional ``(lo, hi)`` applied to every candidate.
     max_alpha : largest template multiple tried (affine models). steps, step_size : the
-        gradient ascent of non-affine models (default step: 1% of the data's L2 scale).
+        gradient ascent of non-affine models (default step: 1% of each row's own L2 norm, at
+        least 1e-5, so that a row's result does not depend on the rows beside it).
 
     Returns
     -------
@@ -81,7 +82,7 @@ def template(model: Model, X: ArrayLike | None = None, target: Target = None, *,
     elif X is None:
         raise ValueError("X: needed with start='image'")
     model, X, yi, threads = prepare(model, X, None, threads)
-    ti = resolve_target(model, target, X, np.full(X.shape[0], -1), rng, threads)
+    ti = resolve_target(model, target, X, np.full(X.shape[0], -1), seed, threads)
     lo, hi = clip_bounds(clip, X.shape[1], X.dtype)
     check_inside_clip(X, lo, hi)
     try:
@@ -160,9 +161,11 @@ def _affine(model, x0, t, A, confidence, lo, hi, max_alpha, threads):
 def _ascent(model, x0, t, confidence, lo, hi, steps, step_size, threads):
     x = np.array(x0, dtype=model.dtype, order="C")
     n = len(t)
-    if step_size is None:
-        step_size = 0.01 * max(float(np.median(np.linalg.norm(x0, axis=1))), 1e-3)
-    step_size = positive(step_size, "step_size", allow_zero=False)
+    if step_size is None:  # per row, so that a row's result does not depend on its batch
+        step_size = 0.01 * np.maximum(np.linalg.norm(np.asarray(x0, np.float64), axis=1,
+                                                     keepdims=True), 1e-3)
+    else:
+        step_size = positive(step_size, "step_size", allow_zero=False)
     it = np.zeros(n, dtype=np.int64)
     active = ~_reaches(model, x, t, confidence, threads)
     for _ in range(int(steps)):
@@ -173,7 +176,8 @@ def _ascent(model, x0, t, confidence, lo, hi, steps, step_size, threads):
         # ascend log P(t): its input gradient is -grad CE(x, t)
         g, _ = model.loss_grad(xa, t[idx], threads)
         gn = np.linalg.norm(g, axis=1, keepdims=True)
-        xa = xa - step_size * g / np.where(gn > 0, gn, 1)
+        st = step_size[idx] if isinstance(step_size, np.ndarray) else step_size
+        xa = (xa - st * g / np.where(gn > 0, gn, 1)).astype(model.dtype, copy=False)
         if lo is not None or hi is not None:
             xa = np.clip(xa, lo, hi)
         x[idx] = xa
