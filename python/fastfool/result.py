@@ -61,6 +61,38 @@ class AttackResult:
     extra: dict = field(default_factory=dict)
 
     @property
+    def lazy(self) -> bool:
+        """True for the result of an attack on a Dask array: its per-row arrays are Dask arrays
+        until :meth:`compute`."""
+        from ._dask import is_dask
+        return any(is_dask(getattr(self, f)) for f in ("x_adv", "success", "_correct"))
+
+    def compute(self, **kwargs) -> "AttackResult":
+        """The result with every Dask array computed (one ``dask.compute`` call for all of them,
+        ``kwargs`` passed on: e.g. ``scheduler=``); a NumPy result is returned as it is."""
+        if not self.lazy:
+            return self
+        import time
+
+        import dask
+        from ._dask import is_dask
+        names = [f for f in _ARRAYS if f != "correct" and is_dask(getattr(self, f))]
+        if is_dask(self._correct):
+            names.append("_correct")
+        keys = [k for k, v in self.extra.items() if is_dask(v)]
+        t0 = time.perf_counter()
+        vals = dask.compute(*[getattr(self, f) for f in names],
+                            *[self.extra[k] for k in keys], **kwargs)
+        kw = {f: v for f, v in zip(names, vals[:len(names)])}
+        extra = dict(self.extra)
+        extra.update(zip(keys, vals[len(names):]))
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out.update(kw)
+        out["extra"] = extra
+        out["elapsed"] = time.perf_counter() - t0
+        return AttackResult(**out)
+
+    @property
     def correct(self) -> np.ndarray | None:
         if callable(self._correct):
             self._correct = np.asarray(self._correct(), dtype=bool)
@@ -103,7 +135,10 @@ class AttackResult:
         return float(np.median(a)) if a.size else float("nan")
 
     def summary(self) -> dict:
-        """Success rate, median norms over successful rows, mean confidence, throughput."""
+        """Success rate, median norms over successful rows, mean confidence, throughput (a lazy
+        result is computed first)."""
+        if self.lazy:
+            return self.compute().summary()
         out = {
             "attack": self.attack,
             "rows": self.n,
@@ -129,6 +164,10 @@ class AttackResult:
         return out
 
     def __repr__(self) -> str:
+        if self.lazy:  # a repr never runs the attack
+            chunks = self.params.get("dask_row_chunks", [])
+            return (f"AttackResult({self.attack or 'attack'}: {self.n} rows, lazy (Dask, "
+                    f"{len(chunks)} blocks): .compute() runs it)")
         s = self.summary()
         text = (f"AttackResult({s['attack'] or 'attack'}: {s['rows']} rows, success "
                 f"{100 * s['success_rate']:.1f}% of all rows, fooled {100 * s['fooled_rate']:.1f}% "
@@ -142,7 +181,10 @@ class AttackResult:
     def save(self, path) -> None:
         """Write to ``.npz`` (no pickle: arrays plus a JSON header). A GPU result's ``x_adv``
         (CuPy) is copied to the host for the file. The write is atomic: if it fails (disk full,
-        Ctrl-C), a previous file at ``path`` is left as it was."""
+        Ctrl-C), a previous file at ``path`` is left as it was. A lazy result is computed
+        first."""
+        if self.lazy:
+            return self.compute().save(path)
         arrays = {k: getattr(self, k) for k in _ARRAYS if getattr(self, k) is not None}  # computes correct
         arrays = {k: v.get() if hasattr(v, "__cuda_array_interface__") else v
                   for k, v in arrays.items()}

@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from .._dask import dask_aware
 from .. import _random, kernels, verdict
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
@@ -235,6 +236,7 @@ def _run(model, x0, y, t, eps, l2, lo, hi, steps, loss, start, threads):
     return np.where(fooled[:, None], adv, best_x), fooled
 
 
+@dask_aware
 def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm = "inf",
          loss: str = "ce", target: int | str | None = None, steps: int = 100,
          restarts: int = 1, clip: Clip = None, quantize: float | None = None,

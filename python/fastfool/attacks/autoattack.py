@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from .._dask import dask_aware
 from .. import verdict
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
@@ -65,6 +66,7 @@ def _within(x_adv, X, eps, nrm):
     return n <= eps if d.shape[1] else np.ones(d.shape[0], dtype=bool)
 
 
+@dask_aware
 def autoattack(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm = "inf",
                version: str = "standard", attacks=None, steps: int = 100, n_targets: int = 9,
                square_queries: int = 5000, image_shape=None, channels_last: bool = True,

@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from .._dask import dask_aware
 from .. import _random
 from .._checks import matrix
 from .._typing import ArrayLike, Clip, Labels, Norm, Target
@@ -34,6 +35,7 @@ from ._common import Grid, Progress, clip_bounds, count, norm_of, positive, succ
 __all__ = ["score_attack"]
 
 
+@dask_aware
 def score_attack(clf, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm = "inf",
                  max_queries: int = 1000, target: Target = None, seed: int = 0,
                  clip: Clip = None, quantize: float | None = None,

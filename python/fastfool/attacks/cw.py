@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from .._dask import dask_aware
 from .._typing import ArrayLike, Clip, Labels
 from ..models import Model
 from ._common import (Grid, Progress, check_inside_clip, clip_bounds, count, finish, label_targets,
@@ -45,6 +46,7 @@ def _margin(L, ys, ts, kappa):
     return m + kappa, j, m + kappa < 0
 
 
+@dask_aware
 def cw(model: Model, X: ArrayLike, y: Labels = None, *, steps: int = 1000,
        binary_search_steps: int = 9, initial_const: float = 1e-3, confidence: float = 0.0,
        learning_rate: float = 0.01, target=None, clip: Clip = None,

@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from .._dask import dask_aware
 from .._checks import Trusted
 from .._typing import ArrayLike, Clip, Labels
 from ..models import Model
@@ -27,6 +28,7 @@ from ._common import (Grid, Progress, check_inside_clip, clip_bounds, count, fin
 __all__ = ["ddn"]
 
 
+@dask_aware
 def ddn(model: Model, X: ArrayLike, y: Labels = None, *, steps: int = 100, init_eps: float = 1.0,
         gamma: float = 0.05, target=None, clip: Clip = None, quantize: float | None = None,
         threads: int | None = None, progress: bool = False):

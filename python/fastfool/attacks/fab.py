@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 
+from .._dask import dask_aware
 from .. import _random, kernels
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
@@ -147,6 +148,7 @@ def _random_start(x0, radius, p, lo, hi, rngs):
     return x
 
 
+@dask_aware
 def fab(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = "inf", steps: int = 100,
         restarts: int = 1, target=None, n_targets: int | None = None, eps: float | None = None,
         alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, clip: Clip = None,

@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 
+from .._dask import dask_aware
 from .. import verdict
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
@@ -123,6 +124,7 @@ def _interpolate(x0, x1, frac, p="2"):
     return x0 + frac[:, None] * (x1 - x0)
 
 
+@dask_aware
 def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: int = 100,
         target=None, alpha_init: float = 1.0, alpha_final: float | None = None,
         gamma_init: float = 0.05, gamma_final: float = 0.001, init=None,

@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from .._dask import dask_aware
 from .. import _random, kernels, verdict
 from .._backend import CPU
 from .._typing import ArrayLike, Clip, Labels, Norm, Target
@@ -36,6 +37,7 @@ def _quantum(quantize, name="quantize"):
     return positive(quantize, name, allow_zero=False)
 
 
+@dask_aware
 def fgsm(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm = "inf",
          target: Target = None, clip: Clip = None, quantize: float | None = None,
          seed: int | None = None, row_offset: int = 0, threads: int | None = None,
@@ -119,6 +121,7 @@ def _random_start(k, rows, xc, eps, nrm, lo, hi, xp):
     return x
 
 
+@dask_aware
 def pgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, steps: int = 10,
         step_size: float | None = None, norm: Norm = "inf", target: Target = None,
         random_start: bool = True, restarts: int = 1, early_stop: bool = False,

@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from .._dask import dask_aware
 from .. import _random
 from .._checks import matrix
 from .._runtime import check_fits
@@ -39,6 +40,7 @@ INIT_TRIES = 100
 STEP_HALVINGS = 20
 
 
+@dask_aware
 def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
                   max_queries: int = 5000, init_evals: int = 100, max_evals: int = 10000,
                   gamma: float = 1.0, target=None, clip: Clip = None,

@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from .._dask import dask_aware
 from .. import verdict
 from .._typing import ArrayLike, Clip, Labels, Norm, Target
 from ..models import Model
@@ -117,6 +118,7 @@ def _nearest(S, k, dual):
     return dist[r, j] if N else np.zeros(0), j
 
 
+@dask_aware
 def minimal(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
             target: Target = None, overshoot: float = 1e-6, clip: Clip = None,
             quantize: float | None = None, seed: int | None = None,
@@ -262,6 +264,7 @@ def _targeted(A, s, t, nrm):
     return res.x[:D]
 
 
+@dask_aware
 def deepfool(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
              overshoot: float = 0.02, max_iter: int = 50, candidates: int | None = None,
              clip: Clip = None, quantize: float | None = None, threads: int | None = None,

@@ -33,6 +33,7 @@ import time
 
 import numpy as np
 
+from .._dask import dask_aware
 from .. import kernels
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
@@ -241,6 +242,7 @@ def _per_row(rng, xa, xb, H, W, sh, sw, grid, offs, chan_of, eps, box, dt):
     return cand
 
 
+@dask_aware
 def square(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm = "inf",
            max_queries: int = 5000, p_init: float = 0.8, windows: str = "shared",
            image_shape=None, channels_last: bool = True, clip: Clip = None,

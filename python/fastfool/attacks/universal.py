@@ -60,6 +60,10 @@ def universal(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm:
     passes run and ``extra["pass_fooling_rate"]`` the rate after each.
     """
     t0 = time.perf_counter()
+    from .._dask import is_dask
+    if is_dask(X):
+        raise TypeError("X: universal fits one perturbation to all rows together; pass a NumPy "
+                        "array (X.compute(), or a sample of the rows)")
     model, X, yi, threads = prepare(model, X, y, threads)
     eps = positive(eps, "eps", allow_zero=False)
     nrm = norm_of(norm)

@@ -32,12 +32,14 @@ NaN policy: methods raise ``ValueError`` when X holds NaN or infinity, unless
 from __future__ import annotations
 
 import copy
+import functools
 from abc import ABC, abstractmethod
 
 import numpy as np
 
 from .. import cuda, kernels, verdict
 from .._backend import CPU, Backend
+from .._dask import is_dask, labels_like, map_rows, rows_of
 from .._checks import check_finite as _check_finite
 from .._checks import float_dtype, labels_to_index, matrix
 from .._runtime import check_fits, resolve_threads
@@ -341,6 +343,9 @@ class Model(ABC):
     def logits(self, X: ArrayLike, *, threads: int | None = None,
                check_finite: bool = True) -> np.ndarray:
         """The (N, C) scores whose softmax gives :meth:`predict_proba` ([0, s] when binary)."""
+        if is_dask(X):
+            return map_rows(functools.partial(_dask_call, self, "logits", threads, check_finite),
+                            X, self.n_classes if not self.binary else 2, self.dtype)
         threads = resolve_threads(threads)
         X = self._X(X, threads, check_finite)
         out = self.scores(X, None, threads)
@@ -362,7 +367,11 @@ class Model(ABC):
 
         This is scikit-learn's ``predict_proba`` for LogisticRegression and MLPClassifier; for
         other estimators it is fastfool's surrogate (``from_sklearn`` says so when converting),
-        which the gradient attacks optimise while their success is :meth:`predict`'s."""
+        which the gradient attacks optimise while their success is :meth:`predict`'s. A Dask
+        array X (chunked by rows) gives a lazy Dask array, block by block."""
+        if is_dask(X):
+            return map_rows(functools.partial(_dask_call, self, "predict_proba", threads,
+                                              check_finite), X, self.n_classes, self.dtype)
         threads = resolve_threads(threads)
         X = self._X(X, threads, check_finite)
         out = self.scores(X, "softmax", threads)
@@ -383,7 +392,11 @@ class Model(ABC):
         Computed in float64 on the weights as given (a float32 model keeps them), ties resolved
         as scikit-learn does; rows within rounding of a tie are decided by the source estimator
         of a ``from_sklearn`` model (:mod:`fastfool.verdict`). Every attack's ``success`` and
-        ``pred`` follow the same rule, so they always agree with this method."""
+        ``pred`` follow the same rule, so they always agree with this method. A Dask array X
+        gives a lazy Dask array."""
+        if is_dask(X):
+            return map_rows(functools.partial(_dask_call, self, "predict", threads, check_finite),
+                            X, None, self.classes_.dtype)
         threads = resolve_threads(threads)
         X = self._X(X, threads, check_finite)
         if self.device == "cuda":  # decided on the host, by the float64 reference
@@ -405,10 +418,33 @@ class Model(ABC):
 
         Returns
         -------
-        (N, D) gradient in the model's dtype (and the loss when asked).
+        (N, D) gradient in the model's dtype (and the loss when asked). With a Dask array X
+        (and y as NumPy or Dask), lazy Dask arrays.
         """
+        if is_dask(X):
+            Xd = rows_of(X)
+            yd = labels_like(y, Xd)
+            G = map_rows(functools.partial(_dask_grad, self, threads, check_finite, 0), Xd,
+                         Xd.shape[1], self.dtype, yd)
+            if not return_loss:
+                return G
+            L = map_rows(functools.partial(_dask_grad, self, threads, check_finite, 1), Xd,
+                         None, self.dtype, yd)
+            return G, L
         threads = resolve_threads(threads)
         X = self._X(X, threads, check_finite)
         yi = self._y(y, X.shape[0])
         G, loss = self.loss_grad(X, yi, threads)
         return (G, loss) if return_loss else G
+
+
+def _dask_call(model, method, threads, check_finite, block):
+    """One row block of a model method for a Dask array (one fastfool thread by default)."""
+    return getattr(model, method)(block, threads=1 if threads is None else threads,
+                                  check_finite=check_finite)
+
+
+def _dask_grad(model, threads, check_finite, which, block, yb):
+    G, loss = model.loss_gradient(block, yb, return_loss=True, check_finite=check_finite,
+                                  threads=1 if threads is None else threads)
+    return G if which == 0 else loss

@@ -1,0 +1,170 @@
+"""Dask arrays in, Dask arrays out (issue 21, item 2): an attack (or a model's predictions) on a
+``dask.array.Array`` chunked by rows runs block by block on whatever scheduler is active -
+threads, processes or a ``distributed.Client`` - and returns lazy results.
+
+Each block is attacked as rows ``a:b`` of the whole array (``row_offset=a`` for the attacks
+that draw random numbers: fastfool._random keys every draw by the global row), so the result
+equals the in-memory run bit for bit for those attacks, whatever the chunking. The model enters
+the graph once (one node that every block task reads: a distributed scheduler sends it to each
+worker once). Each block runs with one fastfool thread unless ``threads=`` says otherwise (a
+Dask worker's threads are the parallelism). Nothing here imports Dask until a Dask array is
+seen: the extra is optional (``pip install ".[dask]"``).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+import numpy as np
+
+#: Per-row fields of an AttackResult (``correct`` included: computed in each block).
+_FIELDS = ("x_adv", "success", "pred", "confidence", "l2", "linf", "iterations", "queries",
+           "y", "target", "correct")
+
+
+def is_dask(a) -> bool:
+    """Whether ``a`` is a Dask array (checked without importing Dask)."""
+    return type(a).__module__.split(".")[0] == "dask" and hasattr(a, "chunks") \
+        and hasattr(a, "to_delayed")
+
+
+def _require():
+    try:
+        import dask
+        import dask.array as da
+    except ImportError as exc:  # pragma: no cover - a Dask array implies Dask is installed
+        raise ImportError("Dask arrays need dask: pip install 'fastfool[dask]'") from exc
+    return dask, da
+
+
+def rows_of(X, name="X"):
+    """X as a 2-D Dask array with one chunk across the columns (rechunked if needed)."""
+    if X.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D Dask array (rows, features), got {X.ndim}-D")
+    if any(np.isnan(c) for c in X.chunks[0]):
+        raise ValueError(f"{name}: the Dask array's row chunks are unknown (call "
+                         "X.compute_chunk_sizes() first)")
+    return X.rechunk({1: -1}) if X.numblocks[1] != 1 else X
+
+
+def labels_like(y, X, name="y"):
+    """Labels as a 1-D Dask array with X's row chunks (None stays None)."""
+    if y is None:
+        return None
+    _, da = _require()
+    if not is_dask(y):
+        y = np.asarray(y)
+        if y.ndim == 0:
+            y = np.full(X.shape[0], y[()], dtype=y.dtype)
+        if y.shape != (X.shape[0],):
+            raise ValueError(f"{name}: expected {X.shape[0]} labels (one per row), got shape "
+                             f"{y.shape}")
+        return da.from_array(y, chunks=(X.chunks[0],))
+    if y.ndim != 1 or y.shape[0] != X.shape[0]:
+        raise ValueError(f"{name}: expected {X.shape[0]} labels (one per row), got shape "
+                         f"{y.shape}")
+    return y.rechunk((X.chunks[0],))
+
+
+def map_rows(fn, X, cols, dtype, *others):
+    """``fn(block, *other_blocks)`` over X's row blocks: an (N, cols) Dask array (or (N,) with
+    cols None). ``others``: 1-D Dask arrays with X's row chunks."""
+    X = rows_of(X)
+    # 1-D arrays as (N, 1) columns: Dask aligns a block's arguments by their trailing axes
+    cols_ = [o[:, None] for o in others]
+    f = functools.partial(_ravel_others, fn) if others else fn
+    if cols is None:
+        return X.map_blocks(f, *cols_, drop_axis=1, chunks=(X.chunks[0],), dtype=dtype)
+    return X.map_blocks(f, *cols_, chunks=(X.chunks[0], (cols,)), dtype=dtype)
+
+
+def _ravel_others(fn, block, *others):
+    return fn(block, *[np.asarray(o).reshape(-1) for o in others])
+
+
+def _block(fn, model, xb, yb, offset, kwargs, takes_offset):
+    """Attack one block (its rows' global offset given); the per-row fields as NumPy arrays."""
+    kw = dict(kwargs)
+    if takes_offset:
+        kw["row_offset"] = offset
+    res = fn(model, np.asarray(xb), None if yb is None else np.asarray(yb), **kw)
+    out = {f: getattr(res, f) for f in _FIELDS}
+    out["extra"] = {k: v for k, v in res.extra.items()
+                    if isinstance(v, np.ndarray) and v.ndim >= 1 and v.shape[0] == res.n}
+    out["attack"], out["params"] = res.attack, res.params
+    return out
+
+
+def attack(fn, model, X, y, kwargs):
+    """Run attack ``fn`` block by block over a Dask array X: a lazy AttackResult."""
+    dask, da = _require()
+    from .result import AttackResult
+    X = rows_of(X)
+    y = labels_like(y, X)
+    kwargs = dict(kwargs)
+    params = inspect.signature(fn).parameters
+    takes_offset = "row_offset" in params
+    base = int(kwargs.pop("row_offset", 0) or 0)
+    if base and not takes_offset:
+        raise TypeError(f"row_offset: {fn.__name__} takes no row_offset (it draws no random "
+                        "numbers: any split of the rows gives the same result)")
+    if "threads" in params and kwargs.get("threads") is None:
+        kwargs["threads"] = 1  # one fastfool thread per Dask thread
+    if "progress" in params:
+        kwargs["progress"] = False  # no bars from inside the workers
+    N, D = X.shape
+    # the result's structure (which fields exist, their dtypes, per-row extras) from a probe
+    # run on the first two rows
+    k = min(N, 2)
+    probe = _block(fn, model, X[:k].compute(), None if y is None else y[:k].compute(), base,
+                   kwargs, takes_offset)
+    mdl = dask.delayed(model, pure=True)
+    xs = X.to_delayed().ravel()
+    ys = [None] * len(xs) if y is None else list(y.to_delayed().ravel())
+    offsets = np.concatenate([[0], np.cumsum(X.chunks[0])]).astype(np.int64)
+    parts = [dask.delayed(_block, pure=True)(fn, mdl, xb, yb, int(base + offsets[i]), kwargs,
+                                             takes_offset)
+             for i, (xb, yb) in enumerate(zip(xs, ys))]
+
+    def lazy(get, sample):
+        if sample is None:
+            return None
+        sample = np.asarray(sample)
+        blocks = [da.from_delayed(dask.delayed(get)(p), shape=(int(n),) + sample.shape[1:],
+                                  dtype=sample.dtype) for p, n in zip(parts, X.chunks[0])]
+        return da.concatenate(blocks) if blocks else da.from_array(sample[:0])
+
+    fields = {f: lazy(functools.partial(_get, f), probe[f]) for f in _FIELDS}
+    extra = {e: lazy(functools.partial(_get_extra, e), v) for e, v in probe["extra"].items()}
+    return AttackResult(
+        x_adv=fields["x_adv"], success=fields["success"], pred=fields["pred"],
+        confidence=fields["confidence"], l2=fields["l2"], linf=fields["linf"],
+        iterations=fields["iterations"], y=fields["y"], target=fields["target"],
+        queries=fields["queries"], _correct=fields["correct"], attack=probe["attack"],
+        params={**probe["params"], "row_offset": base,
+                "dask_row_chunks": [int(c) for c in X.chunks[0]]},
+        elapsed=float("nan"), extra=extra)
+
+
+def _get(name, part):
+    return part[name]
+
+
+def _get_extra(name, part):
+    return part["extra"][name]
+
+
+def dask_aware(fn):
+    """Decorator for the attacks: a Dask array X goes to :func:`attack` (the labels are the
+    third positional argument or ``y=``); anything else runs as before."""
+    @functools.wraps(fn)
+    def wrapper(model, X, *args, **kwargs):
+        if is_dask(X):
+            if len(args) > 1:
+                raise TypeError(f"{fn.__name__}: pass the settings by name")
+            y = args[0] if args else kwargs.pop("y", None)
+            return attack(fn, model, X, y, kwargs)
+        return fn(model, X, *args, **kwargs)
+    wrapper.__wrapped__ = fn
+    return wrapper
