@@ -1,0 +1,101 @@
+"""PGD over Dask arrays against the in-memory call on the same cores (issue 21): rows/s for
+the threads scheduler at 10k / 50k / 200k-row chunks and for a LocalCluster of 1 and 2
+single-threaded worker processes, each as a ratio to the in-memory run in the same process,
+median of repeats after a warm-up; every Dask result checked equal to the in-memory one.
+
+    python bench/dask_bench.py [--rows 200000] [--repeat 3] [--json bench/results/dask.json]
+
+Model: MLPClassifier 64-50-20-10 tanh on digits, float32; PGD L-inf eps 0.05, 10 steps, random
+start, clip [0, 1]; rows: digits resampled with a little noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+import fastfool as ff
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import header, write_json  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    import dask
+    import dask.array as da
+    import distributed
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier
+    meta = header()
+    print(f"# {meta['date']} {meta['machine']} {meta['cpus']} CPUs, commit {meta['commit']}")
+    X0, y0 = load_digits(return_X_y=True)
+    X0 = X0 / 16.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = MLPClassifier((50, 20), activation="tanh", max_iter=300, random_state=0).fit(X0, y0)
+    m = ff.from_sklearn(est, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, len(X0), args.rows)
+    X = np.clip(X0[idx] + rng.normal(0, 0.02, (args.rows, 64)), 0, 1).astype(np.float32)
+    y = y0[idx]
+
+    def attack(A):
+        return ff.pgd(m, A, y, eps=0.05, steps=10, seed=0, clip=(0, 1))
+
+    def timed(fn):
+        fn()
+        ts = []
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            out = fn()
+            ts.append(time.perf_counter() - t0)
+        return float(np.median(ts)), out
+
+    base_s, ref = timed(lambda: attack(X))
+    rows = [dict(mode="in-memory (2 kernel threads)", seconds=base_s, ratio=1.0)]
+    print(f"{'mode':44s}{'s':>8s}{'rows/s':>12s}{'x in-memory':>13s}")
+    print(f"{rows[0]['mode']:44s}{base_s:8.2f}{args.rows / base_s:12,.0f}{1.0:13.2f}")
+
+    def check(res):
+        assert np.array_equal(res.x_adv, ref.x_adv) and np.array_equal(res.success, ref.success)
+
+    for chunk in (10_000, 50_000, 200_000):
+        if chunk > args.rows:
+            continue
+        Xd = da.from_array(X, chunks=(chunk, 64))
+        with dask.config.set(scheduler="threads", num_workers=2):
+            s, res = timed(lambda: attack(Xd).compute())
+        check(res)
+        rows.append(dict(mode=f"dask threads (2), {chunk}-row chunks", seconds=s,
+                         ratio=s / base_s))
+        print(f"{rows[-1]['mode']:44s}{s:8.2f}{args.rows / s:12,.0f}{s / base_s:13.2f}")
+    for workers in (1, 2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with distributed.LocalCluster(n_workers=workers, threads_per_worker=1,
+                                          processes=True, host="127.0.0.1",
+                                          dashboard_address=None) as cluster, \
+                    distributed.Client(cluster):
+                Xd = da.from_array(X, chunks=(50_000, 64))
+                s, res = timed(lambda: attack(Xd).compute())
+        check(res)
+        rows.append(dict(mode=f"LocalCluster {workers} worker(s) x 1 thread, 50k chunks",
+                         seconds=s, ratio=s / base_s))
+        print(f"{rows[-1]['mode']:44s}{s:8.2f}{args.rows / s:12,.0f}{s / base_s:13.2f}")
+    if args.json:
+        write_json(args.json, {**meta, "rows": args.rows, "results": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
