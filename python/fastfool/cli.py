@@ -353,19 +353,17 @@ def _attack(args) -> int:
     import fastfool as ff
     from .datasets import load_array
 
-    out = _out_file_arg(args.out) if args.out else None  # before any work
+    stream = bool(args.out) and args.out.lower().endswith(".npy")
+    if (args.chunk_rows is not None or args.resume) and not stream:
+        raise ValueError("--chunk-rows / --resume: streaming writes x_adv to an .npy --out "
+                         "(e.g. --out adv.npy)")
+    if stream:
+        from .stream import check_out
+        out = check_out(args.out)
+    else:
+        out = _out_file_arg(args.out) if args.out else None  # before any work
     model = _load_model_arg(args.model, args.trust_pickle, black_box=args.attack in _BLACK_BOX)
-    X = load_array(args.data)
-    if X.ndim > 2:
-        X = X.reshape(X.shape[0], -1)
-    # raw images (e.g. IDX uint8) become floats; scale them explicitly with --scale
     import numpy as np
-    mdt = np.dtype(getattr(model, "dtype", np.float64))
-    X = _data_arg(X, args.data, mdt) * mdt.type(args.scale)
-    if X.ndim != 2 or X.shape[1] != getattr(model, "n_features_in_", X.shape[-1]):
-        raise ValueError(f"{args.data}: {X.shape[-1] if X.ndim else 0} features per row, but the "
-                         f"model expects {model.n_features_in_}")
-    y = None if args.labels is None else load_array(args.labels, name="y").reshape(-1)
     clip = None if args.clip is None else tuple(args.clip)
     kw = dict(threads=args.threads)
     if args.norm == "1" and args.attack not in ("fmn", "fab", "apgd"):
@@ -379,9 +377,9 @@ def _attack(args) -> int:
     if args.attack in ("fgsm", "pgd"):
         if args.eps is None:
             raise ValueError(f"--eps is required for {args.attack}")
-        kw.update(eps=args.eps, norm=args.norm, clip=clip, target=args.target)
+        kw.update(eps=args.eps, norm=args.norm, clip=clip, target=args.target, seed=args.seed)
         if args.attack == "pgd":
-            kw.update(steps=steps, seed=args.seed)
+            kw.update(steps=steps)
     elif args.attack == "apgd":
         if args.eps is None:
             raise ValueError("--eps is required for apgd")
@@ -458,6 +456,21 @@ def _attack(args) -> int:
         if isinstance(t, str):
             raise ValueError(f"--target for {args.attack}: one of the model's classes")
         kw["target"] = t
+    if stream:
+        if args.device != "cpu":
+            raise ValueError("--out .npy: streaming runs on the CPU")
+        from .stream import stream_attack
+        return stream_attack(args, model, kw, out)
+    X = load_array(args.data)
+    if X.ndim > 2:
+        X = X.reshape(X.shape[0], -1)
+    # raw images (e.g. IDX uint8) become floats; scale them explicitly with --scale
+    mdt = np.dtype(getattr(model, "dtype", np.float64))
+    X = _data_arg(X, args.data, mdt) * mdt.type(args.scale)
+    if X.ndim != 2 or X.shape[1] != getattr(model, "n_features_in_", X.shape[-1]):
+        raise ValueError(f"{args.data}: {X.shape[-1] if X.ndim else 0} features per row, but the "
+                         f"model expects {model.n_features_in_}")
+    y = None if args.labels is None else load_array(args.labels, name="y").reshape(-1)
     if args.device != "cpu":
         if args.attack not in ("fgsm", "pgd"):
             raise ValueError(f"--device {args.device}: only fgsm and pgd run on the GPU")
@@ -575,7 +588,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu",
                    help="cpu (default) or cuda[:N]: fgsm and pgd run on the GPU (needs CuPy)")
-    p.add_argument("--out", default=None, help="save the AttackResult here (.npz)")
+    p.add_argument("--out", default=None,
+                   help="save the AttackResult here (.npz); or stream: an .npy --out gets x_adv "
+                        "chunk by chunk from an .npy --data read through a memory map")
+    p.add_argument("--chunk-rows", dest="chunk_rows", type=int, default=None,
+                   help="streaming: rows per chunk (default: sized to --memory-mb)")
+    p.add_argument("--memory-mb", dest="memory_mb", type=float, default=256.0,
+                   help="streaming: the memory budget the default chunk is sized to (256)")
+    p.add_argument("--resume", action="store_true",
+                   help="streaming: continue an interrupted run from its last finished chunk")
     p.add_argument("--format", default="table", choices=["table", "json"])
     p.set_defaults(func=_attack)
     p = sub.add_parser("audit", help="write a robustness report (HTML and JSON) for a model",

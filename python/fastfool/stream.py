@@ -1,0 +1,218 @@
+"""Out-of-core attacks from the command line (issue 21, item 4): ``fastfool attack --data
+big.npy --out adv.npy [--chunk-rows N] [--resume]``.
+
+The data is read through a memory map, ``--chunk-rows`` rows at a time (default: sized so a
+chunk's working set stays within ``--memory-mb``), each chunk attacked as rows ``a:b`` of the
+whole file (``row_offset=a``: the random draws are the in-memory run's), and its ``x_adv``
+written into ``adv.npy.partial`` (an .npy memory map) and flushed. After every chunk a small
+journal (``adv.npy.journal.json``, written atomically) records the rows done, the running
+counts and a fingerprint of the run (model and data files, labels, attack settings, chunk
+size). Ctrl-C or a crash leaves the partial file and the journal; ``--resume`` checks the
+fingerprint and continues from the last finished chunk (a chunk cut short is done again, to
+the same bits), so no row is lost or differs from an uninterrupted run. At the end the partial
+file is renamed over ``adv.npy`` (an older ``adv.npy`` stays untouched until then) and the
+journal removed. Peak memory: a few chunks, whatever the file's size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from ._files import check_npy, save_bytes
+
+__all__ = ["stream_attack", "check_out"]
+
+
+def check_out(path) -> str:
+    """--out for streaming: an .npy file in a folder that exists and can be written."""
+    p = os.fspath(path)
+    if os.path.isdir(p) or p.endswith(("/", os.sep)):
+        raise ValueError(f"--out {p!r}: is a folder; give a file name such as adv.npy")
+    folder = os.path.dirname(os.path.abspath(p))
+    if not os.path.isdir(folder):
+        raise ValueError(f"--out {p}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {p}: cannot write into {folder} (permission denied)")
+    return p
+
+
+def _file_digest(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class _Rows:
+    """Row blocks of a C-order .npy file, read with plain file reads at their offsets (not a
+    memory map: mapped pages would stay in the process's resident set), or written so."""
+
+    def __init__(self, path, mode="rb"):
+        self.f = open(path, mode)
+        version = np.lib.format.read_magic(self.f)
+        read = {(1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0}.get(tuple(version))
+        if read is None:  # (3, 0): the 2.0 header with a UTF-8 dtype description
+            read = np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(self.f)
+        if fortran and len(shape) > 1:
+            self.f.close()
+            raise ValueError(f"{path}: Fortran-order data; streaming reads rows of C-order .npy "
+                             "files (np.save(np.ascontiguousarray(X)))")
+        if dtype.hasobject:
+            self.f.close()
+            raise ValueError(f"{path}: object arrays cannot be streamed")
+        self.offset = self.f.tell()
+        self.N = int(shape[0]) if shape else 1
+        self.D = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        self.dtype = dtype
+
+    def read(self, a, b):
+        self.f.seek(self.offset + a * self.D * self.dtype.itemsize)
+        out = np.fromfile(self.f, dtype=self.dtype, count=(b - a) * self.D)
+        if out.size != (b - a) * self.D:
+            raise ValueError(f"{self.f.name}: the file ends before row {b}")
+        return out.reshape(b - a, self.D)
+
+    def write(self, a, block):
+        self.f.seek(self.offset + a * self.D * self.dtype.itemsize)
+        self.f.write(np.ascontiguousarray(block, dtype=self.dtype).tobytes())
+
+    def flush(self):
+        self.f.flush()
+        os.fsync(self.f.fileno())
+
+    def close(self):
+        self.f.close()
+
+
+def _open_data(path):
+    """The .npy data's row reader."""
+    if not str(path).lower().endswith(".npy"):
+        raise ValueError(f"{path}: streaming reads an .npy --data; convert the file first "
+                         "(np.save)")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    with open(path, "rb") as fh:
+        check_npy(fh, path)
+    return _Rows(path)
+
+
+def stream_attack(args, model, kw, out) -> int:
+    """The streaming branch of ``fastfool attack`` (see the module docstring)."""
+    X = _open_data(args.data)
+    try:
+        return _run(args, model, kw, out, X)
+    finally:
+        X.close()
+
+
+def _run(args, model, kw, out, X):
+    import fastfool as ff
+
+    from .cli import _data_arg
+    from .datasets import load_array
+    N, D = X.N, X.D
+    if D != model.n_features_in_:
+        raise ValueError(f"{args.data}: {D} features per row, but the model expects "
+                         f"{model.n_features_in_}")
+    y = None if args.labels is None else load_array(args.labels, name="y").reshape(-1)
+    if y is not None and y.shape[0] != N:
+        raise ValueError(f"{args.labels}: {y.shape[0]} labels for {N} rows")
+    mdt = np.dtype(model.dtype)
+    if args.chunk_rows is not None:
+        if args.chunk_rows < 1:
+            raise ValueError(f"--chunk-rows: must be at least 1, got {args.chunk_rows}")
+        chunk = int(args.chunk_rows)
+    else:
+        if not args.memory_mb > 0:
+            raise ValueError(f"--memory-mb: must be > 0, got {args.memory_mb}")
+        # a chunk's working set: the rows read, converted, attacked (a few copies of the
+        # float64 row block and of the model's intermediates): ~16 float64 values per feature
+        chunk = max(1, int(args.memory_mb * 2 ** 20 // (16 * 8 * max(D, 1))))
+    fn = getattr(ff, args.attack)
+    takes_offset = "row_offset" in inspect.signature(fn).parameters
+    part, journal = out + ".partial", out + ".journal.json"
+    settings = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v))
+                for k, v in sorted(kw.items()) if k != "threads"}
+    fingerprint = {
+        "attack": args.attack, "settings": settings, "scale": args.scale, "chunk_rows": chunk,
+        "rows": N, "features": D, "dtype": mdt.str,
+        "model_sha256": _file_digest(args.model), "data_sha256": _file_digest(args.data),
+        "labels_sha256": None if args.labels is None else _file_digest(args.labels),
+    }
+    if args.resume:
+        if not os.path.isfile(journal) or not os.path.isfile(part):
+            raise ValueError(f"--resume: no interrupted run to continue ({journal} or {part} "
+                             "is missing)")
+        with open(journal) as f:
+            state = json.load(f)
+        if state.get("fingerprint") != fingerprint:
+            diff = sorted(k for k in fingerprint
+                          if state.get("fingerprint", {}).get(k) != fingerprint[k])
+            raise ValueError(f"--resume: {journal} belongs to a different run (differs in "
+                             f"{', '.join(diff)}); rerun it with the same settings, or delete "
+                             "it to start afresh")
+        O = _Rows(part, "r+b")
+        if (O.N, O.D) != (N, D) or O.dtype != mdt:
+            O.close()
+            raise ValueError(f"--resume: {part} holds {(O.N, O.D)} {O.dtype}, expected "
+                             f"{(N, D)} {mdt}")
+    else:
+        if os.path.exists(journal):
+            raise ValueError(f"{journal}: an interrupted run is waiting; add --resume to "
+                             "continue it, or delete the journal to start afresh")
+        with open(part, "wb") as f:  # the header, then the rows' space (sparse until written)
+            np.lib.format.write_array_header_2_0(f, {"descr": np.lib.format.dtype_to_descr(mdt),
+                                                     "fortran_order": False, "shape": (N, D)})
+            f.truncate(f.tell() + N * D * mdt.itemsize)
+        O = _Rows(part, "r+b")
+        state = {"fingerprint": fingerprint, "done": 0, "success": 0, "seconds": 0.0}
+        save_bytes(journal, json.dumps(state).encode())
+    start = int(state["done"])
+    t0 = time.perf_counter()
+    quiet = args.format == "json"
+    try:
+        for a in range(start, N, chunk):
+            b = min(N, a + chunk)
+            Xc = _data_arg(X.read(a, b), args.data, mdt) * mdt.type(args.scale)
+            yc = None if y is None else y[a:b]
+            extra = {"row_offset": a} if takes_offset else {}
+            res = fn(model, Xc, yc, **kw, **extra)
+            O.write(a, res.x_adv)
+            O.flush()
+            state["done"] = b
+            state["success"] = int(state["success"]) + int(np.sum(res.success))
+            state["seconds"] = float(state.get("seconds", 0.0)) + res.elapsed
+            save_bytes(journal, json.dumps(state).encode())
+            if not quiet:
+                print(f"\rfastfool: {b}/{N} rows ({100 * b / max(N, 1):.0f}%)", end="",
+                      file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        print(f"\nfastfool: interrupted after row {state['done']} of {N}; rerun with --resume "
+              "to continue", file=sys.stderr)
+        raise
+    finally:
+        O.close()
+    if not quiet:
+        print(file=sys.stderr)
+    os.replace(part, out)
+    os.remove(journal)
+    summary = {"attack": args.attack, "rows": N, "chunk_rows": chunk,
+               "chunks": -(-N // chunk) if N else 0, "resumed_at": start,
+               "success_rate": state["success"] / N if N else float("nan"),
+               "seconds": time.perf_counter() - t0, "out": out}
+    if quiet:
+        print(json.dumps(summary))
+    else:
+        print(f"{args.attack}: {N} rows in {summary['chunks']} chunks of {chunk}, success "
+              f"{100 * summary['success_rate']:.1f}%; x_adv written to {out}")
+    return 0
