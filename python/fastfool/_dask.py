@@ -18,9 +18,9 @@ import inspect
 
 import numpy as np
 
-#: Per-row fields of an AttackResult (``correct`` included: computed in each block).
+#: Per-row fields of an AttackResult (``correct`` apart: lazy, as in memory).
 _FIELDS = ("x_adv", "success", "pred", "confidence", "l2", "linf", "iterations", "queries",
-           "y", "target", "correct")
+           "y", "target")
 
 
 def is_dask(a) -> bool:
@@ -136,6 +136,11 @@ def attack(fn, model, X, y, kwargs):
         return da.concatenate(blocks) if blocks else da.from_array(sample[:0])
 
     fields = {f: lazy(functools.partial(_get, f), probe[f]) for f in _FIELDS}
+    # correct: computed only when asked for (``result.correct``), as an in-memory result does
+    if y is None:
+        fields["correct"] = da.ones(N, dtype=bool, chunks=(X.chunks[0],))
+    else:
+        fields["correct"] = map_rows(functools.partial(_correct_block, model), X, None, bool, y)
     extra = {e: lazy(functools.partial(_get_extra, e), v) for e, v in probe["extra"].items()}
     return AttackResult(
         x_adv=fields["x_adv"], success=fields["success"], pred=fields["pred"],
@@ -145,6 +150,17 @@ def attack(fn, model, X, y, kwargs):
         params={**probe["params"], "row_offset": base,
                 "dask_row_chunks": [int(c) for c in X.chunks[0]]},
         elapsed=float("nan"), extra=extra)
+
+
+def _correct_block(model, xb, yb):
+    """Whether the model gives each row of the block its label (predict; the argmax of
+    predict_proba for a classifier without predict)."""
+    xb = np.asarray(xb)
+    if callable(getattr(model, "predict", None)):
+        pred = np.asarray(model.predict(xb))
+    else:
+        pred = np.asarray(model.classes_)[np.argmax(model.predict_proba(xb), axis=1)]
+    return pred == np.asarray(yb)
 
 
 def _get(name, part):

@@ -65,7 +65,7 @@ class AttackResult:
         """True for the result of an attack on a Dask array: its per-row arrays are Dask arrays
         until :meth:`compute`."""
         from ._dask import is_dask
-        return any(is_dask(getattr(self, f)) for f in ("x_adv", "success", "_correct"))
+        return any(is_dask(getattr(self, f)) for f in ("x_adv", "success"))
 
     def compute(self, **kwargs) -> "AttackResult":
         """The result with every Dask array computed (one ``dask.compute`` call for all of them,
@@ -76,9 +76,8 @@ class AttackResult:
 
         import dask
         from ._dask import is_dask
+        # ``correct`` stays lazy (computed on first use, as in memory)
         names = [f for f in _ARRAYS if f != "correct" and is_dask(getattr(self, f))]
-        if is_dask(self._correct):
-            names.append("_correct")
         keys = [k for k, v in self.extra.items() if is_dask(v)]
         t0 = time.perf_counter()
         vals = dask.compute(*[getattr(self, f) for f in names],
@@ -94,6 +93,8 @@ class AttackResult:
 
     @property
     def correct(self) -> np.ndarray | None:
+        if hasattr(self._correct, "dask") and hasattr(self._correct, "compute"):  # Dask
+            self._correct = np.asarray(self._correct.compute(), dtype=bool)
         if callable(self._correct):
             self._correct = np.asarray(self._correct(), dtype=bool)
         return self._correct
