@@ -74,6 +74,7 @@ def _check_png(src):
     assert float(np.std(img[..., :3])) > 0.02  # drawn on, not blank
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["logreg", "mlp", "svm"])
 def test_audit_numbers_agree_with_the_estimator(split, kind):
     Xtr, ytr, X, y = split
@@ -130,6 +131,7 @@ def test_the_html_is_self_contained_and_the_json_holds_the_same_numbers(split, t
     assert doc["meta"]["fastfool_version"] == ff.__version__
     assert len(doc["per_row"]["attack_distance"]) == len(X)
 
+@pytest.mark.slow
 
 def test_fingerprints_follow_the_model_and_the_data(split):
     Xtr, ytr, X, y = split
@@ -179,6 +181,7 @@ def test_cli_audit_writes_the_report(split, tmp_path, capsys):
     assert out.read_bytes() == before  # the failed runs left the report alone
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="no headless Chromium here")
 def test_the_report_renders_in_a_headless_browser(split, tmp_path):
     Xtr, ytr, X, y = split

@@ -74,6 +74,7 @@ def _check_sound(est, m, X, norm, cert, rng, n=300):
             (cert.radius[ok] - dist[ok]).max()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kernel", ["rbf", "poly", "sigmoid", "linear"])
 @pytest.mark.parametrize("kind", ["binary", "ovo", "ovr"])
 @pytest.mark.parametrize("norm", ["inf", 2])
@@ -89,7 +90,7 @@ def test_svm_certificates_are_sound(kernel, kind, norm):
     _check_sound(est, m, X, norm, cert, np.random.default_rng(0))
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), gamma=st.floats(0.3, 20.0),
        kernel=st.sampled_from(["rbf", "poly"]), kind=st.sampled_from(["binary", "ovo"]),
        norm=st.sampled_from(["inf", 2]), d=st.integers(1, 4))
@@ -135,6 +136,7 @@ def test_linear_kernel_behind_a_scaler_is_exact():
         assert np.all(cert.radius <= exact * (1 + 1e-12))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pre", ["scaler", "pca"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_pipeline_svm_certificates_are_sound(pre, dtype):
@@ -158,6 +160,7 @@ def test_svm_certify_refuses_the_mlp_methods():
     with pytest.raises(ValueError, match="taylor"):
         ff.certify(mlp, X, "inf", method="taylor")
 
+@pytest.mark.slow
 
 def test_verify_on_a_kernel_svm():
     """verify: robust rows hold at eps against the estimator's predict over the ball; fooled

@@ -49,6 +49,7 @@ def _same(lazy, ref):
     return res
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 def test_dask_attacks_equal_the_in_memory_run(data, name):
     m, X, y = data

@@ -16,7 +16,7 @@ from fastfool import _random
 from fastfool.attacks import _common
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**63), start=st.integers(0, 10**12), n=st.integers(0, 40),
        cols=st.integers(0, 9), dtype=st.sampled_from([np.float64, np.float32]))
 def test_draws_of_a_row_do_not_depend_on_the_others(seed, start, n, cols, dtype):

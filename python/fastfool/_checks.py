@@ -358,3 +358,9 @@ def step_scalars(step, eps, quantum):
     if not (np.isfinite(quantum) and quantum >= 0):
         raise ValueError(f"quantum: must be a finite value >= 0, got {quantum}")
     return step, eps, quantum
+
+
+def is_dask(a) -> bool:
+    """Whether ``a`` is a Dask array (checked without importing Dask)."""
+    return type(a).__module__.split(".")[0] == "dask" and hasattr(a, "chunks") \
+        and hasattr(a, "to_delayed")

@@ -18,15 +18,11 @@ import inspect
 
 import numpy as np
 
+from ._checks import is_dask  # noqa: F401  (re-exported)
+
 #: Per-row fields of an AttackResult (``correct`` apart: lazy, as in memory).
 _FIELDS = ("x_adv", "success", "pred", "confidence", "l2", "linf", "iterations", "queries",
            "y", "target")
-
-
-def is_dask(a) -> bool:
-    """Whether ``a`` is a Dask array (checked without importing Dask)."""
-    return type(a).__module__.split(".")[0] == "dask" and hasattr(a, "chunks") \
-        and hasattr(a, "to_delayed")
 
 
 def _require():

@@ -242,18 +242,9 @@ def _target_arg(target, model):
 
 
 def _data_arg(X, path, dtype):
-    """The CLI's data as the model's float dtype. The API refuses non-float arrays so that no
-    precision is guessed; files from disk (IDX images are uint8) are converted here, with a
-    note on stderr; complex values are refused."""
-    import numpy as np
-    if X.dtype.kind == "c":
-        raise ValueError(f"{path}: complex values ({X.dtype}); fastfool attacks real inputs")
-    if X.dtype.kind not in "fiub":
-        raise ValueError(f"{path}: expected numbers, got dtype {X.dtype}")
-    if X.dtype != dtype:
-        print(f"fastfool: note: {path}: {X.dtype} data converted to {np.dtype(dtype)}",
-              file=sys.stderr)
-    return X.astype(dtype, copy=False)
+    """The CLI's data as the model's float dtype (:func:`fastfool.datasets.as_float`)."""
+    from .datasets import as_float
+    return as_float(X, path, dtype)
 
 
 def _load_skops(path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import sys
 
 import numpy as np
 
@@ -88,3 +89,17 @@ def load_array(path, *, name="X") -> np.ndarray:
     if "idx" in os.path.basename(low) or low.endswith(".gz"):
         return load_idx(p)
     raise ValueError(f"{p}: unknown data format (use .npy, .npz, .csv or IDX)")
+
+
+def as_float(X, path, dtype):
+    """The CLI's data as the model's float dtype. The API refuses non-float arrays so that no
+    precision is guessed; files from disk (IDX images are uint8) are converted here, with a
+    note on stderr; complex values are refused."""
+    if X.dtype.kind == "c":
+        raise ValueError(f"{path}: complex values ({X.dtype}); fastfool attacks real inputs")
+    if X.dtype.kind not in "fiub":
+        raise ValueError(f"{path}: expected numbers, got dtype {X.dtype}")
+    if X.dtype != dtype:
+        print(f"fastfool: note: {path}: {X.dtype} data converted to {np.dtype(dtype)}",
+              file=sys.stderr)
+    return X.astype(dtype, copy=False)

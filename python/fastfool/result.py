@@ -64,7 +64,7 @@ class AttackResult:
     def lazy(self) -> bool:
         """True for the result of an attack on a Dask array: its per-row arrays are Dask arrays
         until :meth:`compute`."""
-        from ._dask import is_dask
+        from ._checks import is_dask
         return any(is_dask(getattr(self, f)) for f in ("x_adv", "success"))
 
     def compute(self, **kwargs) -> "AttackResult":
@@ -75,7 +75,7 @@ class AttackResult:
         import time
 
         import dask
-        from ._dask import is_dask
+        from ._checks import is_dask
         # ``correct`` stays lazy (computed on first use, as in memory)
         names = [f for f in _ARRAYS if f != "correct" and is_dask(getattr(self, f))]
         keys = [k for k, v in self.extra.items() if is_dask(v)]

@@ -118,8 +118,7 @@ def stream_attack(args, model, kw, out) -> int:
 def _run(args, model, kw, out, X):
     import fastfool as ff
 
-    from .cli import _data_arg
-    from .datasets import load_array
+    from .datasets import as_float as _data_arg, load_array
     N, D = X.N, X.D
     if D != model.n_features_in_:
         raise ValueError(f"{args.data}: {D} features per row, but the model expects "
