@@ -150,3 +150,37 @@ def test_streaming_memory_stays_bounded(files, tmp_path):
     assert rc == 0
     assert growth_kb < 80_000, growth_kb  # well below the 154 MB file
     assert np.load(tmp_path / "adv.npy", mmap_mode="r").shape == (300_000, 64)
+
+
+def test_zarr_in_and_out_with_a_resume(files, tmp_path, capsys, monkeypatch):
+    zarr = pytest.importorskip("zarr")
+    m, X, y, d = files
+    z = zarr.open_array(store=str(tmp_path / "X.zarr"), mode="w", shape=X.shape, chunks=(500, 64),
+                        dtype=X.dtype)
+    z[:] = X
+    out = tmp_path / "adv.zarr"
+    flags = ["--attack", "pgd", "--eps", "0.1", "--steps", "3", "--seed", "1", "--chunk-rows",
+             "400"]
+    argv = _argv(d, out, *flags)
+    argv[argv.index("--data") + 1] = str(tmp_path / "X.zarr")
+    real = ff.pgd
+    n = []
+
+    @functools.wraps(real)
+    def flaky(*a, **k):
+        n.append(1)
+        if len(n) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(ff, "pgd", flaky)
+    assert cli.main(argv) == 130
+    monkeypatch.setattr(ff, "pgd", real)
+    assert cli.main(argv + ["--resume"]) == 0
+    capsys.readouterr()
+    whole = ff.pgd(m, X, y, eps=0.1, steps=3, seed=1)
+    np.testing.assert_array_equal(zarr.open_array(store=str(out), mode="r")[:], whole.x_adv)
+    # a second run replaces the store (the old one moved aside, then removed)
+    assert cli.main(argv) == 0
+    np.testing.assert_array_equal(zarr.open_array(store=str(out), mode="r")[:], whole.x_adv)
+    assert not (tmp_path / "adv.zarr.old").exists() and not (tmp_path / "adv.zarr.partial").exists()

@@ -344,10 +344,10 @@ def _attack(args) -> int:
     import fastfool as ff
     from .datasets import load_array
 
-    stream = bool(args.out) and args.out.lower().endswith(".npy")
+    stream = bool(args.out) and args.out.rstrip("/").lower().endswith((".npy", ".zarr"))
     if (args.chunk_rows is not None or args.resume) and not stream:
-        raise ValueError("--chunk-rows / --resume: streaming writes x_adv to an .npy --out "
-                         "(e.g. --out adv.npy)")
+        raise ValueError("--chunk-rows / --resume: streaming writes x_adv to an .npy or .zarr "
+                         "--out (e.g. --out adv.npy)")
     if stream:
         from .stream import check_out
         out = check_out(args.out)

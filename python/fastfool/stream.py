@@ -1,17 +1,18 @@
 """Out-of-core attacks from the command line (issue 21, item 4): ``fastfool attack --data
-big.npy --out adv.npy [--chunk-rows N] [--resume]``.
+big.npy --out adv.npy [--chunk-rows N] [--resume]`` (``.zarr`` stores for either, too).
 
-The data is read through a memory map, ``--chunk-rows`` rows at a time (default: sized so a
-chunk's working set stays within ``--memory-mb``), each chunk attacked as rows ``a:b`` of the
-whole file (``row_offset=a``: the random draws are the in-memory run's), and its ``x_adv``
-written into ``adv.npy.partial`` (an .npy memory map) and flushed. After every chunk a small
+The data is read ``--chunk-rows`` rows at a time (default: sized so a chunk's working set
+stays within ``--memory-mb``) with plain file reads at the rows' offsets, each chunk attacked
+as rows ``a:b`` of the whole file (``row_offset=a``: the random draws are the in-memory run's),
+and its ``x_adv`` written into ``adv.npy.partial`` and flushed. After every chunk a small
 journal (``adv.npy.journal.json``, written atomically) records the rows done, the running
-counts and a fingerprint of the run (model and data files, labels, attack settings, chunk
-size). Ctrl-C or a crash leaves the partial file and the journal; ``--resume`` checks the
-fingerprint and continues from the last finished chunk (a chunk cut short is done again, to
-the same bits), so no row is lost or differs from an uninterrupted run. At the end the partial
-file is renamed over ``adv.npy`` (an older ``adv.npy`` stays untouched until then) and the
-journal removed. Peak memory: a few chunks, whatever the file's size.
+counts and a fingerprint of the run (the model and label files' sha256, the data's size, times
+and first and last MiB, attack settings, chunk size). Ctrl-C or a crash leaves the partial
+file and the journal; ``--resume`` checks the fingerprint and continues from the last finished
+chunk (a chunk cut short is done again, to the same bits), so no row is lost or differs from
+an uninterrupted run. At the end the partial file is renamed over ``adv.npy`` (an older
+``adv.npy`` stays untouched until then) and the journal removed. Peak memory: a few chunks,
+whatever the file's size.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import hashlib
 import inspect
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -31,9 +33,14 @@ __all__ = ["stream_attack", "check_out"]
 
 
 def check_out(path) -> str:
-    """--out for streaming: an .npy file in a folder that exists and can be written."""
+    """--out for streaming: an .npy file (or a .zarr store) in a folder that exists and can be
+    written."""
     p = os.fspath(path)
-    if os.path.isdir(p) or p.endswith(("/", os.sep)):
+    if _is_zarr(p):
+        p = p.rstrip("/")
+        if os.path.isfile(p):
+            raise ValueError(f"--out {p}: a file, not a Zarr store")
+    elif os.path.isdir(p) or p.endswith(("/", os.sep)):
         raise ValueError(f"--out {p!r}: is a folder; give a file name such as adv.npy")
     folder = os.path.dirname(os.path.abspath(p))
     if not os.path.isdir(folder):
@@ -94,16 +101,75 @@ class _Rows:
         self.f.close()
 
 
+class _ZarrRows:
+    """Row blocks of a Zarr array (reads and writes touch only the chunks involved)."""
+
+    def __init__(self, z):
+        self.z = z
+        self.N = int(z.shape[0]) if z.ndim else 1
+        self.D = int(np.prod(z.shape[1:])) if z.ndim > 1 else 1
+        self.dtype = np.dtype(z.dtype)
+
+    def read(self, a, b):
+        return np.asarray(self.z[a:b]).reshape(b - a, self.D)
+
+    def write(self, a, block):
+        self.z[a:a + block.shape[0]] = np.asarray(block, dtype=self.dtype)
+
+    def flush(self):
+        pass  # every assignment is stored when it returns
+
+    def close(self):
+        pass
+
+
+def _zarr():
+    try:
+        import zarr
+    except ImportError:
+        raise ValueError("a .zarr --data / --out needs zarr (pip install zarr)") from None
+    return zarr
+
+
+def _is_zarr(path) -> bool:
+    return str(path).rstrip("/").lower().endswith(".zarr")
+
+
 def _open_data(path):
-    """The .npy data's row reader."""
+    """The data's row reader: an .npy file or a .zarr array."""
+    if _is_zarr(path):
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"{path}: no such Zarr store")
+        z = _zarr().open_array(store=str(path), mode="r")
+        if z.dtype.kind not in "fiub":
+            raise ValueError(f"{path}: expected numbers, got dtype {z.dtype}")
+        return _ZarrRows(z)
     if not str(path).lower().endswith(".npy"):
-        raise ValueError(f"{path}: streaming reads an .npy --data; convert the file first "
-                         "(np.save)")
+        raise ValueError(f"{path}: streaming reads an .npy or .zarr --data; convert the file "
+                         "first (np.save)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
     with open(path, "rb") as fh:
         check_npy(fh, path)
     return _Rows(path)
+
+
+def _data_fingerprint(path) -> str:
+    """A cheap identity of the data (its size, modification times and the first and last MiB of
+    its bytes; for a Zarr store every file's name, size and time): hashing a file larger than
+    memory at every start would cost minutes."""
+    h = hashlib.sha256()
+    files = [path] if os.path.isfile(path) else sorted(
+        os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs)
+    for f in files:
+        st = os.stat(f)
+        h.update(f"{os.path.relpath(f, path)} {st.st_size} {st.st_mtime_ns}".encode())
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            h.update(f.read(1 << 20))
+            f.seek(max(os.path.getsize(path) - (1 << 20), 0))
+            h.update(f.read(1 << 20))
+    return h.hexdigest()
 
 
 def stream_attack(args, model, kw, out) -> int:
@@ -139,17 +205,19 @@ def _run(args, model, kw, out, X):
         chunk = max(1, int(args.memory_mb * 2 ** 20 // (16 * 8 * max(D, 1))))
     fn = getattr(ff, args.attack)
     takes_offset = "row_offset" in inspect.signature(fn).parameters
+    zarr_out = _is_zarr(out)
+    out = out.rstrip("/") if zarr_out else out
     part, journal = out + ".partial", out + ".journal.json"
     settings = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v))
                 for k, v in sorted(kw.items()) if k != "threads"}
     fingerprint = {
         "attack": args.attack, "settings": settings, "scale": args.scale, "chunk_rows": chunk,
         "rows": N, "features": D, "dtype": mdt.str,
-        "model_sha256": _file_digest(args.model), "data_sha256": _file_digest(args.data),
+        "model_sha256": _file_digest(args.model), "data": _data_fingerprint(args.data),
         "labels_sha256": None if args.labels is None else _file_digest(args.labels),
     }
     if args.resume:
-        if not os.path.isfile(journal) or not os.path.isfile(part):
+        if not os.path.isfile(journal) or not os.path.exists(part):
             raise ValueError(f"--resume: no interrupted run to continue ({journal} or {part} "
                              "is missing)")
         with open(journal) as f:
@@ -160,7 +228,8 @@ def _run(args, model, kw, out, X):
             raise ValueError(f"--resume: {journal} belongs to a different run (differs in "
                              f"{', '.join(diff)}); rerun it with the same settings, or delete "
                              "it to start afresh")
-        O = _Rows(part, "r+b")
+        O = _ZarrRows(_zarr().open_array(store=part, mode="r+")) if zarr_out else \
+            _Rows(part, "r+b")
         if (O.N, O.D) != (N, D) or O.dtype != mdt:
             O.close()
             raise ValueError(f"--resume: {part} holds {(O.N, O.D)} {O.dtype}, expected "
@@ -169,11 +238,18 @@ def _run(args, model, kw, out, X):
         if os.path.exists(journal):
             raise ValueError(f"{journal}: an interrupted run is waiting; add --resume to "
                              "continue it, or delete the journal to start afresh")
-        with open(part, "wb") as f:  # the header, then the rows' space (sparse until written)
-            np.lib.format.write_array_header_2_0(f, {"descr": np.lib.format.dtype_to_descr(mdt),
-                                                     "fortran_order": False, "shape": (N, D)})
-            f.truncate(f.tell() + N * D * mdt.itemsize)
-        O = _Rows(part, "r+b")
+        if zarr_out:
+            if os.path.exists(part):
+                shutil.rmtree(part)
+            O = _ZarrRows(_zarr().open_array(store=part, mode="w", shape=(N, D),
+                                             chunks=(max(1, min(chunk, N)), D), dtype=mdt))
+        else:
+            with open(part, "wb") as f:  # the header, then the rows' space (sparse till written)
+                np.lib.format.write_array_header_2_0(
+                    f, {"descr": np.lib.format.dtype_to_descr(mdt), "fortran_order": False,
+                        "shape": (N, D)})
+                f.truncate(f.tell() + N * D * mdt.itemsize)
+            O = _Rows(part, "r+b")
         state = {"fingerprint": fingerprint, "done": 0, "success": 0, "seconds": 0.0}
         save_bytes(journal, json.dumps(state).encode())
     start = int(state["done"])
@@ -203,7 +279,15 @@ def _run(args, model, kw, out, X):
         O.close()
     if not quiet:
         print(file=sys.stderr)
-    os.replace(part, out)
+    if zarr_out and os.path.exists(out):  # a store is a folder: the old one moved aside first
+        old = out + ".old"
+        if os.path.exists(old):
+            shutil.rmtree(old)
+        os.replace(out, old)
+        os.replace(part, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(part, out)
     os.remove(journal)
     summary = {"attack": args.attack, "rows": N, "chunk_rows": chunk,
                "chunks": -(-N // chunk) if N else 0, "resumed_at": start,
