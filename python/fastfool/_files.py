@@ -4,6 +4,7 @@ hostile file (a zip bomb, a forged header) is refused from its headers before an
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 
@@ -16,21 +17,17 @@ def _umask() -> int:
     return mask
 
 
-def save_npz(path, arrays: dict) -> str:
-    """``numpy.savez(path, **arrays)`` (the name gets ``.npz`` when it lacks it, as NumPy does),
-    written atomically: into a temporary file in the same directory, flushed and fsynced, then
-    renamed over ``path`` (``os.replace``). When anything fails on the way - a full disk, a
+def _atomic(path, write) -> str:
+    """Call ``write(f)`` on a temporary file in ``path``'s folder, flush and fsync it, then
+    rename it over ``path`` (``os.replace``). When anything fails on the way - a full disk, a
     file-size limit, Ctrl-C - the previous file at ``path`` is untouched and the temporary file
-    is removed. Returns the path written."""
-    path = os.fspath(path)
-    if not path.endswith(".npz"):
-        path += ".npz"
+    is removed."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".fastfool-", suffix=".tmp", dir=folder)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # the mode a plain open() would give
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -47,24 +44,44 @@ def save_npz(path, arrays: dict) -> str:
     return path
 
 
-def save_bytes(path, data: bytes) -> str:
-    """``data`` written to ``path`` atomically, as :func:`save_npz` writes (a temporary file in
-    the same folder, fsynced, renamed over the old one; on any failure the old file stays)."""
+def save_npz(path, arrays: dict) -> str:
+    """``numpy.savez(path, **arrays)`` (the name gets ``.npz`` when it lacks it, as NumPy does),
+    written atomically (:func:`_atomic`). Returns the path written."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".fastfool-", suffix=".tmp", dir=folder)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    return path
+    if not path.endswith(".npz"):
+        path += ".npz"
+    return _atomic(path, lambda f: np.savez(f, **arrays))
+
+
+def save_bytes(path, data: bytes) -> str:
+    """``data`` written to ``path`` atomically (:func:`_atomic`)."""
+    return _atomic(os.fspath(path), lambda f: f.write(data))
+
+
+def sha256_file(path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def writable_file(p, what: str, example: str, store: bool = False) -> str:
+    """An output path checked before any work: not a folder (unless ``store``: a folder-shaped
+    store such as Zarr's, which may exist), in a folder that exists and can be written
+    (``what`` names the option, ``example`` a file name to suggest)."""
+    p = os.fspath(p)
+    if not p or p.endswith(("/", os.sep)) or (os.path.isdir(p) and not store) or \
+            os.path.basename(p) in (".", ".."):
+        raise ValueError(f"{what} {p!r}: is a folder; give a file name such as "
+                         f"{os.path.join(os.path.dirname(p) or '.', example)}")
+    folder = os.path.dirname(os.path.abspath(p))
+    if not os.path.isdir(folder):
+        raise ValueError(f"{what} {p}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {p}: cannot write into {folder} (permission denied)")
+    return p
 
 
 def _is_bool(v) -> bool:

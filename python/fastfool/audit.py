@@ -36,6 +36,7 @@ import numpy as np
 
 from . import verdict
 from ._checks import clip_bounds, norm_name
+from ._files import sha256_file
 from ._typing import ArrayLike, Clip, Norm
 
 __all__ = ["Audit", "audit", "IMAGE_SHAPES"]
@@ -320,7 +321,7 @@ def audit(model, X: ArrayLike, y=None, *, eps, norm: Norm = "inf", clip: Clip = 
     for key, path in (("model_file", model_file), ("data_file", data_file)):
         if path is not None:
             meta[key] = os.path.basename(os.fspath(path))
-            meta[key + "_sha256"] = _file_sha256(path)
+            meta[key + "_sha256"] = sha256_file(path)
     out = Audit(eps=eps, clean_accuracy=clean, attacked=attacked, certified=certified,
                 attack_distance=dist, certified_radius=radius, y=labels,
                 pred=model.classes_[pred], fragile=fragile, fragile_x=np.asarray(X[fragile]),
@@ -345,14 +346,6 @@ def _plain_clip(v):
 def _version() -> str:
     import sys  # the package is loaded whenever this module is (no import cycle)
     return str(getattr(sys.modules.get(__package__), "__version__", "unknown"))
-
-
-def _file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _distance(x_adv, X, p):

@@ -188,18 +188,12 @@ def _out_file_arg(out) -> str:
     """attack --out: the .npz file AttackResult.save will write, checked before any work (a
     folder, a missing or read-only folder are refused then, not after the attack ran)."""
     import os
-    p = os.fspath(out)
-    if not p or p.endswith(("/", os.sep)) or os.path.isdir(p) or os.path.basename(p) in (".", ".."):
-        raise ValueError(f"--out {p!r}: is a folder; give a file name such as "
-                         f"{os.path.join(p or '.', 'adv.npz')}")
+
+    from ._files import writable_file
+    p = writable_file(out, "--out", "adv.npz")
     final = p if p.endswith(".npz") else p + ".npz"
     if os.path.isdir(final):
         raise ValueError(f"--out {p}: {final} is a folder")
-    folder = os.path.dirname(os.path.abspath(final))
-    if not os.path.isdir(folder):
-        raise ValueError(f"--out {p}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {p}: cannot write into {folder} (permission denied)")
     return final
 
 
@@ -487,16 +481,8 @@ def _attack(args) -> int:
 
 def _report_file_arg(p, what, ext):
     """audit --out / --json: a file in a folder that exists and can be written."""
-    import os
-    p = os.fspath(p)
-    if not p or os.path.isdir(p) or p.endswith(("/", os.sep)):
-        raise ValueError(f"{what} {p!r}: is a folder; give a file name such as report{ext}")
-    folder = os.path.dirname(os.path.abspath(p))
-    if not os.path.isdir(folder):
-        raise ValueError(f"{what} {p}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"{what} {p}: cannot write into {folder} (permission denied)")
-    return p
+    from ._files import writable_file
+    return writable_file(p, what, "report" + ext)
 
 
 def _audit(args) -> int:

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from ._files import check_npy, save_bytes
+from ._files import check_npy, save_bytes, sha256_file, writable_file
 
 __all__ = ["stream_attack", "check_out"]
 
@@ -40,22 +40,8 @@ def check_out(path) -> str:
         p = p.rstrip("/")
         if os.path.isfile(p):
             raise ValueError(f"--out {p}: a file, not a Zarr store")
-    elif os.path.isdir(p) or p.endswith(("/", os.sep)):
-        raise ValueError(f"--out {p!r}: is a folder; give a file name such as adv.npy")
-    folder = os.path.dirname(os.path.abspath(p))
-    if not os.path.isdir(folder):
-        raise ValueError(f"--out {p}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {p}: cannot write into {folder} (permission denied)")
-    return p
-
-
-def _file_digest(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return writable_file(p, "--out", "adv.zarr", store=True)
+    return writable_file(p, "--out", "adv.npy")
 
 
 class _Rows:
@@ -213,8 +199,8 @@ def _run(args, model, kw, out, X):
     fingerprint = {
         "attack": args.attack, "settings": settings, "scale": args.scale, "chunk_rows": chunk,
         "rows": N, "features": D, "dtype": mdt.str,
-        "model_sha256": _file_digest(args.model), "data": _data_fingerprint(args.data),
-        "labels_sha256": None if args.labels is None else _file_digest(args.labels),
+        "model_sha256": sha256_file(args.model), "data": _data_fingerprint(args.data),
+        "labels_sha256": None if args.labels is None else sha256_file(args.labels),
     }
     if args.resume:
         if not os.path.isfile(journal) or not os.path.exists(part):
