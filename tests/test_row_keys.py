@@ -123,3 +123,18 @@ def test_template_default_step_is_per_row(net):
     parts = np.vstack([ff.template(m, X[a:a + 10], target=3, confidence=0.9, steps=20).x_adv
                        for a in (0, 10, 20)])
     np.testing.assert_array_equal(parts, whole.x_adv)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n, cols", [(0, 3), (1, 1), (7, 5000), (40000, 3), (3000, 64)])
+def test_the_blocked_numpy_path_gives_the_generic_bits(dtype, n, cols):
+    """uniform()'s in-place NumPy path (blocks of 32k elements) against the array-API formula
+    the CuPy path uses (bits(), then the top 53 or 24 bits)."""
+    k = _random.key(11, "blocked")
+    rows = np.arange(1000, 1000 + n)
+    b = _random.bits(k, rows, cols)
+    want = (b >> np.uint64(40)).astype(np.float32) * np.float32(2.0 ** -24) if dtype == np.float32 \
+        else (b >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+    got = _random.uniform(k, rows, cols, dtype)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, want)

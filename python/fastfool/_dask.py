@@ -138,7 +138,7 @@ def attack(fn, model, X, y, kwargs):
     else:
         fields["correct"] = map_rows(functools.partial(_correct_block, model), X, None, bool, y)
     extra = {e: lazy(functools.partial(_get_extra, e), v) for e, v in probe["extra"].items()}
-    return AttackResult(
+    res = AttackResult(
         x_adv=fields["x_adv"], success=fields["success"], pred=fields["pred"],
         confidence=fields["confidence"], l2=fields["l2"], linf=fields["linf"],
         iterations=fields["iterations"], y=fields["y"], target=fields["target"],
@@ -146,6 +146,25 @@ def attack(fn, model, X, y, kwargs):
         params={**probe["params"], "row_offset": base,
                 "dask_row_chunks": [int(c) for c in X.chunks[0]]},
         elapsed=float("nan"), extra=extra)
+    # compute() runs the block tasks themselves and joins their arrays (one concatenation per
+    # field, none for one block) instead of going through the per-field Dask arrays
+    res._dask_parts = (parts, [f for f in _FIELDS if probe[f] is not None], list(extra))
+    return res
+
+
+def compute_parts(res, **kwargs):
+    """The per-row fields and extras of a lazy result from its block tasks (NumPy)."""
+    dask, _ = _require()
+    parts, names, extras = res._dask_parts
+    vals = dask.compute(*parts, **kwargs)
+
+    def join(get):
+        arrs = [get(v) for v in vals]
+        return arrs[0] if len(arrs) == 1 else np.concatenate(arrs)
+
+    fields = {f: join(lambda v, f=f: v[f]) for f in names} if vals else {}
+    extra = {e: join(lambda v, e=e: v["extra"][e]) for e in extras} if vals else {}
+    return fields, extra
 
 
 def _correct_block(model, xb, yb):

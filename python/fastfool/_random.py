@@ -53,19 +53,54 @@ def _mix(x, xp):
     return x ^ (x >> xp.uint64(31))
 
 
+_BLOCK = 1 << 15  # elements per block of the NumPy path: its passes stay in cache
+
+
+def _mix_np(x, t):
+    """_mix in place on a NumPy uint64 array (t: scratch of x's size)."""
+    for shift, mul in ((30, _MUL1), (27, _MUL2), (31, None)):
+        np.right_shift(x, np.uint64(shift), out=t)
+        np.bitwise_xor(x, t, out=x)
+        if mul is not None:
+            np.multiply(x, np.uint64(mul), out=x)
+
+
+def _row_keys(k, rows, xp):
+    rows = xp.asarray(rows, dtype=xp.int64).astype(xp.uint64)
+    return _mix(rows * xp.uint64(_A) + xp.uint64(_B), xp) ^ xp.uint64(k & _M64)
+
+
 def bits(k: int, rows, cols: int, xp=np):
     """(len(rows), cols) uint64: the draws of the given global rows (int64 array) under key k."""
-    rows = xp.asarray(rows, dtype=xp.int64).astype(xp.uint64)
     with np.errstate(over="ignore"):
-        r = _mix(rows * xp.uint64(_A) + xp.uint64(_B), xp) ^ xp.uint64(k & _M64)
+        r = _row_keys(k, rows, xp)
         c = xp.arange(cols, dtype=xp.uint64) * xp.uint64(_C)
         return _mix(r[:, None] + c[None, :], xp)
 
 
 def uniform(k: int, rows, cols: int, dtype=np.float64, xp=np):
     """Uniform draws in [0, 1) of dtype (float64: 53 bits, float32: 24 bits)."""
+    f32 = np.dtype(dtype) == np.float32
+    if xp is np:  # the same bits, computed block by block in place (~3x faster than below)
+        with np.errstate(over="ignore"):
+            r = _row_keys(k, rows, np)
+            n = r.shape[0]
+            out = np.empty((n, cols), np.float32 if f32 else np.float64)
+            c = np.arange(cols, dtype=np.uint64) * np.uint64(_C)
+            step = max(1, _BLOCK // max(cols, 1))
+            x = np.empty((min(step, n), cols), np.uint64)
+            t = np.empty_like(x)
+            for i in range(0, n, step):
+                m = min(step, n - i)
+                xs, ts = x[:m], t[:m]
+                np.add(r[i:i + m, None], c[None, :], out=xs)
+                _mix_np(xs, ts)
+                np.right_shift(xs, np.uint64(40 if f32 else 11), out=xs)
+                np.multiply(xs, (2.0 ** -24) if f32 else (2.0 ** -53), out=out[i:i + m],
+                            casting="unsafe")
+            return out
     b = bits(k, rows, cols, xp)
-    if np.dtype(dtype) == np.float32:
+    if f32:
         return (b >> xp.uint64(40)).astype(xp.float32) * xp.float32(2.0 ** -24)
     return (b >> xp.uint64(11)).astype(xp.float64) * (2.0 ** -53)
 

@@ -76,6 +76,15 @@ class AttackResult:
 
         import dask
         from ._checks import is_dask
+        if getattr(self, "_dask_parts", None) is not None and self._dask_parts[0]:
+            from ._dask import compute_parts
+            t0 = time.perf_counter()
+            kw, extra_vals = compute_parts(self, **kwargs)
+            out = {f.name: getattr(self, f.name) for f in fields(self)}
+            out.update(kw)
+            out["extra"] = {**self.extra, **extra_vals}
+            out["elapsed"] = time.perf_counter() - t0
+            return AttackResult(**out)
         # ``correct`` stays lazy (computed on first use, as in memory)
         names = [f for f in _ARRAYS if f != "correct" and is_dask(getattr(self, f))]
         keys = [k for k, v in self.extra.items() if is_dask(v)]
