@@ -152,20 +152,6 @@ def attack(fn, model, X, y, kwargs):
     return res
 
 
-def compute_parts(res, **kwargs):
-    """The per-row fields and extras of a lazy result from its block tasks (NumPy)."""
-    dask, _ = _require()
-    parts, names, extras = res._dask_parts
-    vals = dask.compute(*parts, **kwargs)
-
-    def join(get):
-        arrs = [get(v) for v in vals]
-        return arrs[0] if len(arrs) == 1 else np.concatenate(arrs)
-
-    fields = {f: join(lambda v, f=f: v[f]) for f in names} if vals else {}
-    extra = {e: join(lambda v, e=e: v["extra"][e]) for e in extras} if vals else {}
-    return fields, extra
-
 
 def _correct_block(model, xb, yb):
     """Whether the model gives each row of the block its label (predict; the argmax of

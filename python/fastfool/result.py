@@ -77,9 +77,8 @@ class AttackResult:
         import dask
         from ._checks import is_dask
         if getattr(self, "_dask_parts", None) is not None and self._dask_parts[0]:
-            from ._dask import compute_parts
             t0 = time.perf_counter()
-            kw, extra_vals = compute_parts(self, **kwargs)
+            kw, extra_vals = _compute_parts(self._dask_parts, **kwargs)
             out = {f.name: getattr(self, f.name) for f in fields(self)}
             out.update(kw)
             out["extra"] = {**self.extra, **extra_vals}
@@ -270,3 +269,19 @@ def _jsonable(o):
     if isinstance(o, np.ndarray):
         return o.tolist() if o.size <= 64 else f"<array {o.shape}>"
     return repr(o)
+
+
+def _compute_parts(dask_parts, **kwargs):
+    """The per-row fields and extras of a lazy result (fastfool._dask) from its block tasks:
+    one ``dask.compute`` of the blocks, then one concatenation per field (none for one block)."""
+    import dask
+    parts, names, extras = dask_parts
+    vals = dask.compute(*parts, **kwargs)
+
+    def join(get):
+        arrs = [get(v) for v in vals]
+        return arrs[0] if len(arrs) == 1 else np.concatenate(arrs)
+
+    fields_ = {f: join(lambda v, f=f: v[f]) for f in names} if vals else {}
+    extra = {e: join(lambda v, e=e: v["extra"][e]) for e in extras} if vals else {}
+    return fields_, extra
