@@ -40,3 +40,26 @@ def write_json(path: str, doc: dict) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
     print(f"wrote {path}")
+
+
+def digits_tanh_mlp():
+    """digits scaled to [0, 1] (X, y) and an MLPClassifier 64-50-20-10 tanh fitted on all of it
+    (the model of the scale-out benchmarks)."""
+    import warnings
+
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = MLPClassifier((50, 20), activation="tanh", max_iter=300, random_state=0).fit(X, y)
+    return X, y, est
+
+
+def resampled_rows(X, y, n, rng):
+    """n rows drawn from (X, y) with a little Gaussian noise, clipped to [0, 1]."""
+    import numpy as np
+    idx = rng.integers(0, len(X), n)
+    return np.clip(X[idx] + rng.normal(0, 0.02, (n, X.shape[1])), 0, 1), y[idx]
+

@@ -22,7 +22,7 @@ import numpy as np
 import fastfool as ff
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import header, write_json  # noqa: E402
+from _util import digits_tanh_mlp, header, resampled_rows, write_json  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -34,20 +34,12 @@ def main(argv=None) -> int:
     import dask
     import dask.array as da
     import distributed
-    from sklearn.datasets import load_digits
-    from sklearn.neural_network import MLPClassifier
     meta = header()
     print(f"# {meta['date']} {meta['machine']} {meta['cpus']} CPUs, commit {meta['commit']}")
-    X0, y0 = load_digits(return_X_y=True)
-    X0 = X0 / 16.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        est = MLPClassifier((50, 20), activation="tanh", max_iter=300, random_state=0).fit(X0, y0)
+    X0, y0, est = digits_tanh_mlp()
     m = ff.from_sklearn(est, dtype=np.float32)
-    rng = np.random.default_rng(0)
-    idx = rng.integers(0, len(X0), args.rows)
-    X = np.clip(X0[idx] + rng.normal(0, 0.02, (args.rows, 64)), 0, 1).astype(np.float32)
-    y = y0[idx]
+    X, y = resampled_rows(X0, y0, args.rows, np.random.default_rng(0))
+    X = X.astype(np.float32)
 
     def attack(A):
         return ff.pgd(m, A, y, eps=0.05, steps=10, seed=0, clip=(0, 1))

@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ import numpy as np
 import fastfool as ff
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import header, write_json  # noqa: E402
+from _util import digits_tanh_mlp, header, resampled_rows, write_json  # noqa: E402
 
 _CHILD = """
 import json, sys, time
@@ -56,15 +55,9 @@ def main(argv=None) -> int:
     ap.add_argument("--memory-mb", type=float, default=32.0)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    from sklearn.datasets import load_digits
-    from sklearn.neural_network import MLPClassifier
     meta = header()
     print(f"# {meta['date']} {meta['machine']} {meta['cpus']} CPUs, commit {meta['commit']}")
-    X0, y0 = load_digits(return_X_y=True)
-    X0 = X0 / 16.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        est = MLPClassifier((50, 20), activation="tanh", max_iter=300, random_state=0).fit(X0, y0)
+    X0, y0, est = digits_tanh_mlp()
     rows = []
     with tempfile.TemporaryDirectory(dir=".") as d:
         model = os.path.join(d, "m.npz")
@@ -74,8 +67,7 @@ def main(argv=None) -> int:
         big = np.lib.format.open_memmap(data, mode="w+", dtype=np.float64, shape=(args.rows, 64))
         for a in range(0, args.rows, 100_000):
             b = min(args.rows, a + 100_000)
-            big[a:b] = np.clip(X0[rng.integers(0, len(X0), b - a)]
-                               + rng.normal(0, 0.02, (b - a, 64)), 0, 1)
+            big[a:b] = resampled_rows(X0, y0, b - a, rng)[0]
         big.flush()
         del big
         size_mb = os.path.getsize(data) / 2 ** 20

@@ -292,7 +292,7 @@ class Expansions:
             # caller passes the margins' bounds (see margins()) in lower, one column per class
             m = lower.copy()
             m[r, pred] = np.inf
-            return np.all(m > 0, axis=1), np.argmin(m, axis=1) % C
+            return np.all(m > 0, axis=1), np.argmin(m, axis=1)
         C = self.n_classes
         sure = np.zeros((N, C), dtype=np.int64)
         maybe = np.zeros((N, C), dtype=np.int64)

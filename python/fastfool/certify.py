@@ -131,9 +131,6 @@ def _chord_point(name, k):
     return np.where(np.isfinite(z), z, 0.0)
 
 
-PARALLEL = True
-
-
 def _phi_peak(name, k, zs, l, u):
     """(bound, ok): an upper bound on max phi(z) = act(z) - k z near z* = zs (> 0) within
     [l, u], from the tangents of phi (concave for z > 0) at a < z* < b: their intersection's
@@ -190,25 +187,24 @@ def _relax(name, l, u):
         # z* or an end, its minimum at -z* or an end; at z* it is bounded rigorously by the
         # tangents of the concave phi at two points bracketing z* (checked: phi' > 0 at the
         # left one, < 0 at the right one), else DeepPoly's lines stay.
-        if PARALLEL:
-            k = chord
-            zs = _chord_point(name, k)
-            ends_hi = np.maximum(sl - k * l, su - k * u)
-            ends_lo = np.minimum(sl - k * l, su - k * u)
-            top, ok_t = _phi_peak(name, k, zs, l, u)
-            bot, ok_b = _phi_peak(name, k, zs, -u, -l)  # phi(-z) = -phi(z): the minimum
-            h = 1e-6 * (1 + zs)  # a root near an end is bracketed or refused, never missed
-            inside_t = (zs > l - h) & (zs < u + h)
-            inside_b = (-zs > l - h) & (-zs < u + h)
-            bU_p = np.where(inside_t, np.maximum(ends_hi, top), ends_hi)
-            sym = 1.0 if name == "logistic" else 0.0  # act(-z) = sym - act(z)
-            bL_p = np.where(inside_b, np.minimum(ends_lo, sym - bot), ends_lo)
-            # (a deeply saturated interval, slope below 1e-8: DeepPoly's lines, whose points
-            # need no root of act' = k)
-            good = (~inside_t | ok_t) & (~inside_b | ok_b) & np.isfinite(bU_p + bL_p + k) \
-                & (width > 0) & (k > 1e-8)
-            aL, aU = np.where(good, k, aL), np.where(good, k, aU)
-            bL, bU = np.where(good, bL_p, bL), np.where(good, bU_p, bU)
+        k = chord
+        zs = _chord_point(name, k)
+        ends_hi = np.maximum(sl - k * l, su - k * u)
+        ends_lo = np.minimum(sl - k * l, su - k * u)
+        top, ok_t = _phi_peak(name, k, zs, l, u)
+        bot, ok_b = _phi_peak(name, k, zs, -u, -l)  # phi(-z) = -phi(z): the minimum
+        h = 1e-6 * (1 + zs)  # a root near an end is bracketed or refused, never missed
+        inside_t = (zs > l - h) & (zs < u + h)
+        inside_b = (-zs > l - h) & (-zs < u + h)
+        bU_p = np.where(inside_t, np.maximum(ends_hi, top), ends_hi)
+        sym = 1.0 if name == "logistic" else 0.0  # act(-z) = sym - act(z)
+        bL_p = np.where(inside_b, np.minimum(ends_lo, sym - bot), ends_lo)
+        # (a deeply saturated interval, slope below 1e-8: DeepPoly's lines, whose points
+        # need no root of act' = k)
+        good = (~inside_t | ok_t) & (~inside_b | ok_b) & np.isfinite(bU_p + bL_p + k) \
+            & (width > 0) & (k > 1e-8)
+        aL, aU = np.where(good, k, aL), np.where(good, k, aU)
+        bL, bU = np.where(good, bL_p, bL), np.where(good, bU_p, bU)
         # a tiny or non-finite interval: the constant bounds [act(l), act(u)]
         flat = ~(width > 1e-9 * (1 + zmax)) | ~np.isfinite(aL + aU + bL + bU)
         aL = np.where(flat, 0.0, aL)
