@@ -89,6 +89,12 @@ CALLS = [
     ("dlr_rows", lambda S, yy: K.dlr_rows(S, yy), (rng.standard_normal((6, C)), y), None, False),
     ("apgd", lambda X, y, e: ff.apgd(mlp, X, y, eps=e, steps=3, loss="dlr"), (X, y, 0.1), None, False),
     ("square", lambda X, y, e: ff.square(lm, X, y, eps=e, max_queries=5), (X, y, 0.1), None, False),
+    ("square-mlp", lambda X, y, e: ff.square(mlp, X, y, eps=e, max_queries=7, clip=(-3, 3)),
+     (X, y, 0.1), None, False),
+    ("square_linf_mlp", lambda X, Xb, v: K.square_linf_mlp(
+        X, Xb, np.ones(3), y, [W0, W1], [None, None], ["tanh", "identity"], np.array([0, 3, 1]),
+        np.array([0, 2, 3]), v, lo=-1.0, hi=1.0), (X, X.copy(), np.array([0.1, -0.1, 0.1])),
+     None, False),
     ("fmn", lambda X, y: ff.fmn(mlp, X, y, steps=3), (X, y), None, False),
     ("fab", lambda X, y: ff.fab(mlp, X, y, steps=3, norm=1), (X, y), None, False),
     ("apgd-l1", lambda X, y, e: ff.apgd(mlp, X, y, eps=e, steps=3, norm=1), (X, y, 0.5), None,

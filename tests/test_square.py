@@ -165,3 +165,111 @@ def test_square_l2_properties(mlp, dtype):
                         clip=(0, 1))
     np.testing.assert_array_equal(one_row.success, est.predict(one_row.x_adv) != y[:10])
     assert one_row.l2.max() <= 1.0 * (1 + 1e-5)
+
+
+def _numpy_loop(monkeypatch):
+    """Route square's shared L-inf path through its NumPy loop (the C++ loop's reference)."""
+    import importlib
+    monkeypatch.setattr(importlib.import_module("fastfool.attacks.square"), "_kernel_layers",
+                        lambda model: None)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind", ["tanh", "relu", "linear"])
+@pytest.mark.parametrize("box", ["scalar", "per-feature", "none"])
+def test_square_kernel_loop_equals_the_numpy_loop(digits, monkeypatch, dtype, kind, box):
+    """The dense stack's C++ loop (kernels.square_linf_mlp: the first layer carried per row and
+    updated by the window's columns) against square's NumPy loop (every query a full forward),
+    past the kernel's 500-iteration segments: the same points, queries and verdicts up to the
+    rare near-tie that the two sums' rounding decides differently; the verdicts are the model's."""
+    X, y = digits
+    Xtr, ytr, Xt, yt = X[::2], y[::2], X[1:400:2], y[1:400:2]
+    if kind == "linear":
+        from sklearn.linear_model import LogisticRegression
+        est = LogisticRegression(max_iter=300).fit(Xtr, ytr)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est = MLPClassifier((24, 12), activation=kind, max_iter=60, random_state=1).fit(Xtr, ytr)
+    m = ff.from_sklearn(est, dtype=dtype)
+    Xt = Xt.astype(dtype)
+    clip = {"scalar": (0.0, 1.0), "per-feature": (np.zeros(64), np.linspace(0.6, 1.0, 64)),
+            "none": None}[box]
+    if box == "per-feature":
+        Xt = np.minimum(Xt, clip[1]).astype(dtype)
+    kw = dict(eps=0.05, max_queries=1300, clip=clip, seed=3)
+    fast = ff.square(m, Xt, yt, **kw)
+    _numpy_loop(monkeypatch)
+    ref = ff.square(m, Xt, yt, **kw)
+    same = np.all(fast.x_adv == ref.x_adv, axis=1) & (fast.queries == ref.queries)
+    # float32: a linear model's logits are summed in double by the kernel, in float32 by the loop
+    assert same.mean() >= (0.99 if dtype == np.float64 else 0.9), same.mean()
+    assert abs(int(fast.success.sum()) - int(ref.success.sum())) <= max(2, len(yt) // 50)
+    assert fast.success.any() and not fast.success.all()
+    np.testing.assert_array_equal(fast.success, est.predict(fast.x_adv) != yt)
+    assert np.abs(fast.x_adv - Xt).max() <= 0.05 * (1 + 1e-6)
+    if clip is not None:
+        lo, hi = (np.asarray(c, dtype) for c in clip)  # the box in the model's precision
+        assert np.all(fast.x_adv >= lo) and np.all(fast.x_adv <= hi)
+
+
+def test_square_kernel_is_thread_invariant(mlp):
+    """Each row's iterates are its own: 1 or 2 threads (other lanes beside it), the same bits."""
+    est, X, y = mlp
+    m = ff.from_sklearn(est, dtype=np.float32)
+    X = X.astype(np.float32)
+    kw = dict(eps=0.05, max_queries=700, clip=(0, 1), seed=4)
+    one = ff.square(m, X, y, threads=1, **kw)
+    two = ff.square(m, X, y, threads=2, **kw)
+    np.testing.assert_array_equal(one.x_adv, two.x_adv)
+    np.testing.assert_array_equal(one.queries, two.queries)
+
+
+def test_square_kernel_refuses_bad_arguments():
+    from fastfool import kernels as K
+    rng = np.random.default_rng(0)
+    W0, W1 = rng.standard_normal((6, 4)), rng.standard_normal((4, 3))
+    X = rng.random((5, 6))
+    y = np.array([0, 1, 2, 0, 1])
+
+    def call(**kw):
+        args = dict(X=X, Xb=X.copy(), margin=np.ones(5), y=y, weights=[W0, W1],
+                    biases=[None, None], activations=["tanh", "identity"],
+                    idx=np.array([0, 5, 2]),
+                    start=np.array([0, 2, 3]), val=np.array([0.1, -0.1, 0.1]))
+        args.update(kw)
+        return K.square_linf_mlp(**args)
+
+    def margin_at(x):
+        z = np.tanh(x @ W0) @ W1
+        zy = z[np.arange(5), y]
+        z[np.arange(5), y] = -np.inf
+        return zy - z.max(1)
+
+    Xb, mb = X.copy(), margin_at(X)
+    q = K.square_linf_mlp(X, Xb, mb, y, [W0, W1], [None, None], ["tanh", "identity"],
+                          np.array([0, 5, 2]), np.array([0, 2, 3]), np.array([0.1, -0.1, 0.1]))
+    # the margin returned is the stack's at the point returned, never above the start; a row
+    # fooled at iteration it has it + 2 queries, one never fooled 1 + n_iter
+    np.testing.assert_allclose(mb[mb > -np.inf], margin_at(Xb)[mb > -np.inf], rtol=1e-12,
+                               atol=1e-12)
+    start_margin = margin_at(X)
+    assert np.all((mb <= start_margin) | (start_margin <= 0))
+    assert np.all(np.where(start_margin <= 0, q == 0, np.where(mb > 0, q == 3, q <= 3)))
+    call()
+    for kw, match in ((dict(idx=np.array([0, 6, 2])), "idx"),
+                      (dict(idx=np.array([0, -1, 2])), "idx"),
+                      (dict(start=np.array([0, 3, 2])), "start"),
+                      (dict(start=np.array([1, 2, 3])), "start"),
+                      (dict(start=np.array([0, 2])), "start"),
+                      (dict(val=np.array([0.1, 0.1])), "val"),
+                      (dict(margin=np.ones(4)), "margin"),
+                      (dict(Xb=np.ones((5, 5))), "Xb"),
+                      (dict(it0=-1), "it0"),
+                      (dict(weights=[W0, W1.T]), "weights")):
+        with pytest.raises(ValueError, match=match):
+            call(**kw)
+    ro = X.copy()
+    ro.setflags(write=False)
+    with pytest.raises(ValueError, match="Xb"):
+        call(Xb=ro)

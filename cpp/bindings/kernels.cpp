@@ -473,6 +473,51 @@ void fab_step_impl(const py::array& X, const py::array& X0, const py::array& W, 
     fab_step(x, x0, w, pb, pl, ph, norm, eta, alpha_max, pr, po, ldo, threads);
 }
 
+template <class T>
+void square_impl(const py::array& X, const py::array& Xb, const py::array& margin,
+                 const py::array& y, const std::vector<py::array>& Ws,
+                 const std::vector<py::object>& bs, const std::vector<int>& acts,
+                 const py::array& idx, const py::array& start, const py::array& val, int it0,
+                 const py::object& lo, const py::object& hi, const py::array& queries,
+                 int threads) {
+    auto x = in_mat<T>(X, "X");
+    auto layers = logit_layers<T>(x.cols, Ws, bs, acts);
+    const std::int64_t C = layers.back().W.cols;
+    const std::int64_t* yp = labels(y, x.rows, C);
+    std::int64_t ldb = 0;
+    T* pb = out_mat<T>(Xb, x.rows, x.cols, ldb, "Xb");
+    double* pm = out_vec<double>(margin, x.rows, "margin");
+    auto* pq = out_vec<std::int64_t>(queries, x.rows, "queries");
+    check_dtype<std::int64_t>(start, "start");
+    if (start.ndim() != 1 || start.shape(0) < 1)
+        throw py::value_error("start: expected a 1-D array of n_iter + 1 offsets");
+    const std::int64_t n_iter = start.shape(0) - 1;
+    const std::int64_t* ps = index_vec(start, n_iter + 1, "start", false);
+    check_dtype<std::int64_t>(idx, "idx");
+    if (idx.ndim() != 1) throw py::value_error("idx: expected a 1-D array");
+    const std::int64_t ne = idx.shape(0);
+    const std::int64_t* pi = index_vec(idx, ne, "idx", false);
+    auto v = in_vec<T>(val, ne, "val");
+    if (ne > 1 && v.stride != 1) throw py::value_error("val: must be contiguous");
+    if (ps[0] != 0 || ps[n_iter] != ne)
+        throw py::value_error("start: must run from 0 to the length of idx");
+    for (std::int64_t it = 0; it < n_iter; ++it)
+        if (ps[it + 1] < ps[it]) throw py::value_error("start: offsets must not decrease");
+    for (std::int64_t e = 0; e < ne; ++e)
+        if (pi[e] < 0 || pi[e] >= x.cols)
+            throw py::value_error("idx: feature indices must lie in [0, " + std::to_string(x.cols) +
+                                  ")");
+    if (it0 < 0) throw py::value_error("it0: must be >= 0");
+    auto l = in_vec<T>(lo, x.cols, "lo");
+    auto h = in_vec<T>(hi, x.cols, "hi");
+    for (const auto* b : {&l, &h})
+        if (b->data && x.cols > 1 && b->stride != 1)
+            throw py::value_error("lo, hi: must be contiguous");
+    KernelCall nogil;
+    square_linf_mlp<T>(x, pb, ldb, pm, yp, layers, pi, ps, v.data, n_iter, it0, l.data, h.data, pq,
+                       threads);
+}
+
 }  // namespace
 
 void bind_kernels(py::module_& m) {
@@ -682,6 +727,25 @@ void bind_kernels(py::module_& m) {
             bad_dtype(S, "S");
         },
         py::arg("S"), py::arg("idx"), py::arg("out"), py::arg("threads"));
+    m.def(
+        "square_linf_mlp",
+        [](const py::array& X, const py::array& Xb, const py::array& margin, const py::array& y,
+           const std::vector<py::array>& Ws, const std::vector<py::object>& bs,
+           const std::vector<int>& acts, const py::array& idx, const py::array& start,
+           const py::array& val, int it0, const py::object& lo, const py::object& hi,
+           const py::array& queries, int threads) {
+            check_threads(threads);
+            if (is_f32(X))
+                return square_impl<float>(X, Xb, margin, y, Ws, bs, acts, idx, start, val, it0, lo,
+                                          hi, queries, threads);
+            if (is_f64(X))
+                return square_impl<double>(X, Xb, margin, y, Ws, bs, acts, idx, start, val, it0, lo,
+                                           hi, queries, threads);
+            bad_dtype(X, "X");
+        },
+        py::arg("X"), py::arg("Xb"), py::arg("margin"), py::arg("y"), py::arg("weights"),
+        py::arg("biases"), py::arg("activations"), py::arg("idx"), py::arg("start"), py::arg("val"),
+        py::arg("it0"), py::arg("lo"), py::arg("hi"), py::arg("queries"), py::arg("threads"));
     m.def(
         "all_finite",
         [](const py::array& X, int threads) -> bool {

@@ -378,6 +378,122 @@ void test_backproject(std::mt19937_64& rng, const char* name) {
     }
 }
 
+// The margin z_y - max_{c != y} z_c of the reference forward at one row.
+template <class T>
+double ref_margin(const std::vector<T>& x, const std::vector<Mat<T>>& Ws,
+                  const std::vector<std::vector<T>>& bs, const std::vector<ff::Act>& acts,
+                  std::int64_t y) {
+    Mat<T> row(1, std::int64_t(x.size()));
+    for (std::size_t j = 0; j < x.size(); ++j) row.v[j] = x[j];
+    const auto z = ref_forward(row, Ws, bs, acts).acts.back()[0];
+    double rival = -INFINITY;
+    for (std::size_t c = 0; c < z.size(); ++c)
+        if (std::int64_t(c) != y) rival = std::max(rival, z[c]);
+    return z[static_cast<std::size_t>(y)] - rival;
+}
+
+// The shared-window Square loop against the same loop row by row with a full reference forward
+// per query: in double the same iterates and query counts (tanh / logistic layers: no exact ties),
+// in float the returned margins are the stack's at the returned points; 1 and 3 threads the same
+// bits (a row's lanes never depend on its neighbours).
+template <class T>
+void test_square(std::mt19937_64& rng, const char* name) {
+    const std::vector<std::vector<std::int64_t>> shapes = {{12, 9, 4}, {12, 5}, {12, 7, 6, 3}};
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    for (const auto& sz : shapes)
+        for (std::int64_t N : {1, 7, 37}) {
+            std::vector<Mat<T>> Ws;
+            std::vector<std::vector<T>> bs;
+            std::vector<ff::Act> acts;
+            for (std::size_t l = 0; l + 1 < sz.size(); ++l) {
+                Ws.push_back(random_mat<T>(rng, sz[l], sz[l + 1], 2.0 / std::sqrt(double(sz[l]))));
+                bs.emplace_back(static_cast<std::size_t>(sz[l + 1]), T(0.05));
+                acts.push_back(l + 2 == sz.size() ? ff::Act::identity
+                                                  : (l % 2 ? ff::Act::logistic : ff::Act::tanh));
+            }
+            const auto layers = dense_layers(Ws, bs, acts);
+            const std::int64_t D = sz.front(), C = sz.back(), n_iter = 60;
+            Mat<T> X(N, D);
+            for (auto& v : X.v) v = T(u(rng));
+            std::vector<std::int64_t> y(static_cast<std::size_t>(N)), idx, start{0};
+            for (auto& v : y) v = std::int64_t(rng() % std::uint64_t(C));
+            std::vector<T> val, lo(static_cast<std::size_t>(D), T(0)),
+                hi(static_cast<std::size_t>(D), T(1));
+            for (std::int64_t it = 0; it < n_iter; ++it) {
+                const std::int64_t k = 1 + std::int64_t(rng() % 4), j0 = std::int64_t(rng() % 9);
+                for (std::int64_t e = 0; e < k; ++e) {
+                    idx.push_back(j0 + e);
+                    val.push_back(T(rng() % 2 ? 0.3 : -0.3));
+                }
+                start.push_back(std::int64_t(idx.size()));
+            }
+            std::vector<double> m0(static_cast<std::size_t>(N));
+            for (std::int64_t i = 0; i < N; ++i) {
+                std::vector<T> x(X.v.begin() + i * D, X.v.begin() + (i + 1) * D);
+                m0[static_cast<std::size_t>(i)] = ref_margin(x, Ws, bs, acts, y[i]);
+            }
+            Mat<T> B1 = X, B3 = X;
+            std::vector<double> g1 = m0, g3 = m0;
+            std::vector<std::int64_t> q1(static_cast<std::size_t>(N), 0), q3 = q1;
+            ff::square_linf_mlp<T>(X.view(), B1.v.data(), D, g1.data(), y.data(), layers,
+                                   idx.data(), start.data(), val.data(), n_iter, 5, lo.data(),
+                                   hi.data(), q1.data(), 1);
+            ff::square_linf_mlp<T>(X.view(), B3.v.data(), D, g3.data(), y.data(), layers,
+                                   idx.data(), start.data(), val.data(), n_iter, 5, lo.data(),
+                                   hi.data(), q3.data(), 3);
+            CHECK(std::memcmp(B1.v.data(), B3.v.data(), sizeof(T) * B1.v.size()) == 0 && q1 == q3 &&
+                      std::memcmp(g1.data(), g3.data(), sizeof(double) * g1.size()) == 0,
+                  "%s square 1 vs 3 threads", name);
+            const double tol = tol_for<T>(D * 4);
+            for (std::int64_t i = 0; i < N; ++i) {
+                const auto si = static_cast<std::size_t>(i);
+                std::vector<T> x0(X.v.begin() + i * D, X.v.begin() + (i + 1) * D),
+                    xb = x0, got(B1.v.begin() + i * D, B1.v.begin() + (i + 1) * D);
+                if (!(m0[si] > 0)) {
+                    CHECK(q1[si] == 0 && got == x0, "%s square: a row out of play was written",
+                          name);
+                    continue;
+                }
+                CHECK(
+                    close(T(g1[si]), ref_margin(got, Ws, bs, acts, y[i]), tol) && g1[si] <= m0[si],
+                    "%s square: the margin returned is not the stack's", name);
+                for (std::int64_t j = 0; j < D; ++j)
+                    CHECK(got[std::size_t(j)] >= lo[std::size_t(j)] &&
+                              got[std::size_t(j)] <= hi[std::size_t(j)] &&
+                              std::abs(double(got[std::size_t(j)]) - double(x0[std::size_t(j)])) <=
+                                  0.3 + 1e-6,
+                          "%s square: outside the box or the ball", name);
+                if (sizeof(T) == 4) {  // float: the accept decisions round differently
+                    CHECK(q1[si] >= 2 && q1[si] <= n_iter + 6 &&
+                              (g1[si] <= 0) == (q1[si] < n_iter + 6),
+                          "%s square: queries %lld", name, (long long)q1[si]);
+                    continue;
+                }
+                double best = m0[si];
+                std::int64_t q = 5 + n_iter + 1;
+                for (std::int64_t it = 0; it < n_iter; ++it) {
+                    std::vector<T> xn = xb;
+                    for (std::int64_t e = start[std::size_t(it)]; e < start[std::size_t(it) + 1];
+                         ++e) {
+                        const auto j = std::size_t(idx[std::size_t(e)]);
+                        xn[j] = std::min(hi[j], std::max(lo[j], T(x0[j] + val[std::size_t(e)])));
+                    }
+                    if (xn == xb) continue;
+                    const double mn = ref_margin(xn, Ws, bs, acts, y[i]);
+                    if (!(mn < best)) continue;
+                    best = mn;
+                    xb = xn;
+                    if (mn <= 0) {
+                        q = 5 + it + 2;
+                        break;
+                    }
+                }
+                CHECK(got == xb && q1[si] == q, "%s square: row %lld left the reference path", name,
+                      (long long)i);
+            }
+        }
+}
+
 template <class T>
 void run_all(const char* name) {
     std::mt19937_64 rng(12345);
@@ -387,6 +503,7 @@ void run_all(const char* name) {
     test_mlp<T>(rng, name);
     test_update_and_reductions<T>(rng, name);
     test_backproject<T>(rng, name);
+    test_square<T>(rng, name);
 }
 
 // Stopping a call: a poll that says stop after `after` calls ends parallel_for with

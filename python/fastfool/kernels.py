@@ -59,6 +59,7 @@ __all__ = [
     "diff_norms",
     "project_plane",
     "fab_step",
+    "square_linf_mlp",
     "max_abs_rows",
     "argmax_rows",
     "top2_rows",
@@ -567,6 +568,37 @@ def fab_step(X: Array, X0: Array, W: Array, b: Array, lo=None, hi=None, *, norm:
     _core.fab_step(X, X0, W, b, lo, hi, code, float(eta), float(alpha_max), reach, out,
                    resolve_threads(threads))
     return out
+
+
+def square_linf_mlp(X: np.ndarray, Xb: np.ndarray, margin: np.ndarray, y: np.ndarray,
+                    weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
+                    activations: Activations, idx: np.ndarray, start: np.ndarray,
+                    val: np.ndarray, *, it0: int = 0, lo=None, hi=None,
+                    queries: np.ndarray | None = None, threads: int | None = None) -> np.ndarray:
+    """The L-inf Square Attack's loop with windows shared by all rows (Andriushchenko et al.
+    2020, AutoAttack's version) over a dense stack whose last layer gives the logits, in place.
+
+    Rows with ``margin > 0`` are in play; ``Xb`` holds their current best points and ``margin``
+    the margin ``z_y - max_{c != y} z_c`` there (float64). Iteration ``it`` (``len(start) - 1``
+    of them) moves features ``idx[start[it]:start[it + 1]]`` of every row in play to ``clip(X +
+    val[...], lo, hi)`` and keeps the move where the margin falls; the first layer's
+    pre-activation is carried per row in double and updated by the window's columns only. A row
+    whose margin reaches ``<= 0`` leaves play with ``it0 + it + 2`` queries, the others end with
+    ``it0 + n_iter + 1``; ``Xb``, ``margin`` and ``queries`` (int64, returned) are written for
+    rows in play only. CPU, float32 or float64 (X's dtype; lo / hi per feature or None)."""
+    X = matrix(X, "X")
+    N, D = X.shape
+    Ws, bs, acts = _layers(X, weights, biases, activations, CPU, logits=True)
+    yy = labels_to_index(y, N, Ws[-1].shape[1])
+    if queries is None:
+        queries = np.zeros(N, np.int64)
+    bounds = [None if v is None else np.ascontiguousarray(np.broadcast_to(
+        np.asarray(v, X.dtype), (D,))) for v in (lo, hi)]
+    _core.square_linf_mlp(X, Xb, margin, yy, Ws, bs, acts, np.ascontiguousarray(idx, np.int64),
+                          np.ascontiguousarray(start, np.int64),
+                          np.ascontiguousarray(val, X.dtype), int(it0), bounds[0], bounds[1],
+                          queries, resolve_threads(threads))
+    return queries
 
 
 def all_finite(X: Array, *, threads: int | None = None) -> bool:

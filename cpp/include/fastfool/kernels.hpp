@@ -161,6 +161,21 @@ void fab_step(const MatView<double>& X, const MatView<double>& X0, const MatView
               const double* b, const double* lo, const double* hi, int norm, double eta,
               double alpha_max, const double* reach, double* out, std::int64_t ldo, int threads);
 
+// The L-inf Square Attack's loop with windows shared by all rows (Andriushchenko et al. 2020;
+// AutoAttack's version) over a dense stack whose last layer gives the logits (cpu/square.cpp).
+// Rows with margin[i] > 0 are in play; Xb (rows x cols, row stride ldb) holds their current
+// best points and margin the margin z_y - max_{c != y} z_c there. Iteration it (< n_iter) moves
+// features idx[start[it] .. start[it + 1]) of every row in play to clip(X + val) (clip: lo / hi
+// per feature, or null) and keeps the move where the margin falls; a row whose margin reaches
+// <= 0 leaves play with queries[i] = it0 + it + 2, the others end with it0 + n_iter + 1.
+// Xb, margin and queries are written for the rows in play only.
+template <class T>
+void square_linf_mlp(const MatView<T>& X, T* Xb, std::int64_t ldb, double* margin,
+                     const std::int64_t* y, const std::vector<Dense<T>>& layers,
+                     const std::int64_t* idx, const std::int64_t* start, const T* val,
+                     std::int64_t n_iter, std::int64_t it0, const T* lo, const T* hi,
+                     std::int64_t* queries, int threads);
+
 // True when every element is finite (no NaN, no +-inf).
 template <class T>
 bool all_finite(const MatView<T>& X, int threads);

@@ -37,6 +37,7 @@ from .._dask import dask_aware
 from .. import kernels
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
+from ..models.dense import DenseModel
 from ._common import (Grid, Progress, check_inside_clip, clip_bounds, count, finish, norm_of, positive,
                       prepare)
 
@@ -323,6 +324,14 @@ def square(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: No
         sign = rng.choice(np.array([-eps, eps]), size=(max_queries, C)).astype(dt)
     bar = Progress(max_queries, progress, "square")
     bar.update(1)
+    layers = _kernel_layers(model) if shared else None
+    if layers is not None:  # the dense stack's loop in C++ (kernels.square_linf_mlp)
+        _square_kernel(layers, X, x_best, margin, yi, queries, corner, sign, max_queries, p_init,
+                       D, H, W, C, grid, lo, hi, threads, bar)
+        bar.close()
+        return _finish_linf(model, X, x_best, yi, y, queries, t0, threads, qgrid, eps,
+                            max_queries, p_init, windows, H, W, C, channels_last, clip, quantize,
+                            seed)
     # the rows still in play, compacted: their inputs, current bests, margins and labels
     act = np.flatnonzero(margin > 0)
     xa, xb, mb, ya = X[act], x_best[act], margin[act], yi[act]
@@ -366,8 +375,69 @@ def square(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: No
             act, xa, xb, mb, ya = act[keep], xa[keep], xb[keep], mb[keep], ya[keep]
     x_best[act], margin[act], queries[act] = xb, mb, 1 + done
     bar.close()
+    return _finish_linf(model, X, x_best, yi, y, queries, t0, threads, qgrid, eps, max_queries,
+                        p_init, windows, H, W, C, channels_last, clip, quantize, seed)
+
+
+def _finish_linf(model, X, x_best, yi, y, queries, t0, threads, qgrid, eps, max_queries, p_init,
+                 windows, H, W, C, channels_last, clip, quantize, seed):
     params = dict(eps=eps, norm="inf", max_queries=max_queries, p_init=p_init, windows=windows,
                   image_shape=(H, W, C), channels_last=channels_last, clip=clip,
                   quantize=quantize, seed=seed)
     return finish(model, X, x_best, yi, None, queries, attack="square", t0=t0, threads=threads,
                   queries=queries, own_labels=y is None, params=params, grid=qgrid)
+
+
+def _kernel_layers(model):
+    """The dense stack (weights, biases, activations) of a fastfool dense model on the CPU,
+    whose Square loop runs in C++; None for any other model (the NumPy loop)."""
+    if not isinstance(model, DenseModel) or model.device != "cpu":
+        return None
+    return model.layers()
+
+
+# Iterations per kernel call: the progress bar and Ctrl-C move between calls, and the rows fooled
+# so far leave the batch. Fixed, so results never depend on anything but the seed.
+_SEGMENT = 500
+
+
+def _square_kernel(layers, X, x_best, margin, yi, queries, corner, sign, max_queries, p_init, D,
+                   H, W, C, grid, lo, hi, threads, bar):
+    """The shared-window L-inf loop of :func:`square` through kernels.square_linf_mlp: the
+    windows of every iteration laid out as flat feature indices and values, the rows in play
+    handed over in segments of _SEGMENT iterations. Writes x_best, margin, queries."""
+    n_iter = max_queries - 1
+    sizes = np.empty(n_iter, np.int64)
+    parts_idx, parts_val = [None] * n_iter, [None] * n_iter
+    its = np.arange(n_iter)
+    sides = [_side(p_schedule(p_init, it, max_queries), D, C, H, W) for it in range(n_iter)]
+    for side in set(sides):  # the iterations of one window shape together
+        sh, sw = side
+        sel = its[[s_ == side for s_ in sides]]
+        offs = (grid[:sh, :sw, :] - grid[0, 0, 0]).ravel()
+        chan_of = np.tile(np.arange(C), sh * sw)
+        h0 = (corner[sel, 0] * (H - sh)).astype(np.int64) if H > sh else np.zeros(sel.size, np.int64)
+        w0 = (corner[sel, 1] * (W - sw)).astype(np.int64) if W > sw else np.zeros(sel.size, np.int64)
+        idx = grid[h0, w0, 0][:, None] + offs[None, :]
+        val = sign[sel][:, chan_of]
+        sizes[sel] = offs.size
+        for k, it in enumerate(sel):
+            parts_idx[it], parts_val[it] = idx[k], val[k]
+    start = np.zeros(n_iter + 1, np.int64)
+    np.cumsum(sizes, out=start[1:])
+    flat_idx = np.concatenate(parts_idx) if n_iter else np.zeros(0, np.int64)
+    flat_val = np.concatenate(parts_val).astype(X.dtype) if n_iter else np.zeros(0, X.dtype)
+    Ws, bs, acts = layers
+    act = np.flatnonzero(margin > 0)
+    for a in range(0, n_iter, _SEGMENT):
+        if act.size == 0:
+            break
+        b = min(n_iter, a + _SEGMENT)
+        xb, mb, q = x_best[act], margin[act], queries[act]
+        kernels.square_linf_mlp(X[act], xb, mb, yi[act], Ws, bs, acts,
+                                flat_idx[start[a]:start[b]], start[a:b + 1] - start[a],
+                                flat_val[start[a]:start[b]], it0=a, lo=lo, hi=hi, queries=q,
+                                threads=threads)
+        x_best[act], margin[act], queries[act] = xb, mb, q
+        bar.update(b - a)
+        act = act[mb > 0]
