@@ -287,6 +287,8 @@ def test_cli_runs_autoattack_square_and_fmn(tmp_path, capsys):
             "--format", "json", "--clip", "0", "1", "--out", str(tmp_path / "r.npz")]
     for extra in (["--attack", "autoattack", "--eps", "0.2", "--steps", "10", "--queries", "50"],
                   ["--attack", "autoattack", "--eps", "0.2", "--aa-version", "rand", "--steps", "5"],
+                  ["--attack", "autoattack", "--eps", "0.05", "--steps", "5", "--queries", "20",
+                   "--aa-attack-all"],
                   ["--attack", "square", "--eps", "0.2", "--queries", "80"],
                   ["--attack", "fmn", "--norm", "1", "--steps", "20"],
                   ["--attack", "fmn", "--norm", "0", "--steps", "20"],
@@ -305,6 +307,8 @@ def test_cli_runs_autoattack_square_and_fmn(tmp_path, capsys):
         assert out["attack"] == extra[1] and out["rows"] == 25
         assert r.linf.max() <= (0.2 + 1e-6 if extra[1] not in ("fmn", "fab", "ddn", "cw") else 1.0)
         np.testing.assert_array_equal(r.pred, m.predict(r.x_adv))
+        if extra[1] == "autoattack" and "--aa-version" not in extra:
+            assert r.params["skip_certified"] == ("--aa-attack-all" not in extra)
         if "--quantize" in extra:  # on X's grid of step 1/8
             k = (r.x_adv - X) * 8
             np.testing.assert_allclose(k, np.rint(k), atol=1e-9)

@@ -279,3 +279,27 @@ def test_projection_kernels_refuse_bad_arguments_and_keep_non_finite_rows_still(
     # a move beyond reach is not taken
     step = K.fab_step(X[:1], X[:1], np.ones((1, 3)) * 1e-9, np.ones(1), reach=np.ones(1))
     np.testing.assert_array_equal(step, X[:1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("norm,eps", [("inf", None), ("inf", 0.06), ("inf", 0.2), (2, 0.7)])
+def test_fab_t_batched_targets_are_the_sequential_runs(mlp, monkeypatch, dtype, norm, eps):
+    """FAB-T's runs toward its targets side by side (a row's later runs leaving the batch once
+    one lands within eps) give the bits of the runs one after another: points, distances and
+    the steps charged to each row."""
+    import importlib
+    F = importlib.import_module("fastfool.attacks.fab")
+    est, X, y = mlp
+    m = ff.from_sklearn(est, dtype=dtype)
+    X, y = X[:60].astype(dtype), y[:60]
+    kw = dict(norm=norm, steps=25, n_targets=4, eps=eps, clip=(0, 1))
+    fast = ff.fab(m, X, y, **kw)
+    monkeypatch.setattr(F, "_BATCH_TARGETS", False)
+    ref = ff.fab(m, X, y, **kw)
+    np.testing.assert_array_equal(fast.x_adv, ref.x_adv)
+    np.testing.assert_array_equal(fast.extra["distance"], ref.extra["distance"])
+    np.testing.assert_array_equal(fast.iterations, ref.iterations)
+    np.testing.assert_array_equal(fast.success, est.predict(fast.x_adv) != y)
+    if eps is not None:  # rows stopped after one target, and (at the smaller radii) later
+        assert np.any(ref.iterations == 25)
+        assert eps == 0.2 or np.any(ref.iterations > 25), np.bincount(ref.iterations)

@@ -39,7 +39,7 @@ from . import verdict
 from ._checks import clip_bounds, norm_name
 from ._typing import ArrayLike, Clip, Norm
 
-__all__ = ["Certificate", "certify", "Verification", "verify"]
+__all__ = ["Certificate", "certify", "Verification", "verify", "proven_robust"]
 
 U = verdict.U64
 _METHODS = ("auto", "affine", "ibp", "crown", "exact", "taylor")
@@ -651,6 +651,50 @@ def certify(model, X: ArrayLike, norm: Norm = 2, *, method: str = "auto", clip: 
         meth = "exact"
     return Certificate(radius=radius, boundary_class=cls[rival], pred=cls[pred], method=meth,
                        norm=nrm, clip=clip, elapsed=time.perf_counter() - t0, extra=extra)
+
+
+def proven_robust(model, X, yi, eps: float, norm: Norm = "inf", clip: Clip = None,
+                  threads: int | None = None):
+    """Rows (bool (N,)) that the CROWN bound proves robust at radius ``eps``: the model decides
+    class index ``yi`` at X and, over the whole ball inside ``clip``, the bound on every rival's
+    margin exceeds what any evaluation of the model can round away (4 times the verdict's
+    rounding bound at the ball's largest |x|, plus the softmax slack at the largest logit the
+    layers allow), so no point of the ball is decided otherwise by fastfool, the estimator or
+    the exact model. One bound evaluation per row, no bisection. None when the model has no
+    bound here (only MLPs, pipelines folded into one included: an attack must run). X: the
+    model's dtype, validated; ``yi``: class indices."""
+    params = _mlp_params(model)
+    if params is None:
+        return None
+    Ws, bs, acts = params
+    nrm = norm_name(norm, l1=True)
+    N, D = X.shape
+    out = np.zeros(N, dtype=bool)
+    if N == 0:
+        return out
+    pred, clear = verdict.decide(model, X, threads, return_clear=True)
+    lo, hi = clip_bounds(clip, D, X.dtype)
+    lo64 = None if lo is None else np.broadcast_to(np.asarray(lo, np.float64), (D,)).copy()
+    hi64 = None if hi is None else np.broadcast_to(np.asarray(hi, np.float64), (D,)).copy()
+    X64 = np.asarray(X, np.float64)
+    ref = model._reference()
+    consts, u = ref._layer_constants(), ref._source_u
+    from .attacks._common import row_chunks
+    widest = max([D] + [W.shape[1] for W in Ws])
+    todo = np.flatnonzero(clear & (pred == np.asarray(yi)))
+    for s in row_chunks(todo.size, widest * widest):
+        rows = todo[s]
+        reg = _Region(X64[rows], np.full(rows.size, float(eps)), nrm, lo64, hi64)
+        low = _margins_of(model, Ws, bs, acts, reg, pred[rows], "crown").min(axis=1)
+        xinf = reg.xmax.max(axis=1) if D else np.zeros(rows.size)
+        err = ref._reference_bound(None, xinf)
+        top = xinf.copy()  # the largest logit magnitude the layers allow over the ball
+        for (w, b, _), act in zip(consts, list(acts) + ["identity"]):
+            top = w * top + b
+            top = np.minimum(top, 1.0) if act == "tanh" else (
+                np.ones_like(top) if act == "logistic" else top)
+        out[rows] = low > 4 * err + verdict.SLACK_ULPS * u * (1.0 + top)
+    return out
 
 
 def _search(bound, hi, steps, at0=None):

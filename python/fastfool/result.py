@@ -170,6 +170,9 @@ class AttackResult:
                  "queries": int(q)}
                 for n, a, t, q in zip(ex["stage_names"], ex["stage_robust_accuracy"],
                                       ex["stage_seconds"], ex["stage_queries"])]
+            if "certified" in ex:
+                out["certified"] = int(np.sum(ex["certified"]))
+                out["certify_seconds"] = float(ex["certify_seconds"])
         return out
 
     def __repr__(self) -> str:

@@ -14,6 +14,13 @@ The stages here (``attacks=`` names):
 - ``"square"``: :func:`fastfool.square`, 5000 queries (L-inf or L2).
 
 ``version="standard"`` is the paper's ensemble APGD-CE, APGD-T, FAB-T, Square.
+
+Beyond the paper (``skip_certified``, on by default): after the first stage, the rows still
+robust are bounded with CROWN at ``eps`` (:func:`fastfool.certify.proven_robust`, for MLPs),
+and the rows it proves robust skip the later stages. A proven row cannot be fooled by any
+attack (the bound is sound for the user's model, rounding included), so every row's result is
+the one the full ensemble gives; only the time the later stages would spend failing on those
+rows is saved (on the digits MLPs at eps 0.05: 238 / 450 robust tanh rows, 450 / 473 relu).
 ``version="rand"`` (for randomised defences) is APGD-CE then APGD-DLR; fastfool's
 models are deterministic, so the expectation over transformations the paper adds (EOT) would
 average identical gradients and is left out. ``version="custom"`` runs ``attacks`` as given.
@@ -29,6 +36,7 @@ from .._dask import dask_aware
 from .. import verdict
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
+from ..certify import proven_robust
 from ._common import (Grid, Progress, check_inside_clip, clip_bounds, count, finish, norm_of,
                       positive, prepare, succeeded)
 from .apgd import apgd
@@ -71,7 +79,8 @@ def autoattack(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm
                version: str = "standard", attacks=None, steps: int = 100, n_targets: int = 9,
                square_queries: int = 5000, image_shape=None, channels_last: bool = True,
                clip: Clip = None, quantize: float | None = None, seed: int = 0,
-               threads: int | None = None, progress: bool = False):
+               skip_certified: bool = True, threads: int | None = None,
+               progress: bool = False):
     """AutoAttack (Croce & Hein 2020): APGD-CE, APGD-T, FAB-T and Square in the standard order,
     each on the rows still robust.
 
@@ -87,14 +96,23 @@ def autoattack(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm
     quantize : grid step (e.g. ``1/255``; default None): every stage's points are moved onto
         X's grid inside the ball and the box before the model judges them (see
         :func:`fastfool.apgd`), so a row counts as fooled only by a point on the grid.
+    skip_certified : after the first stage, bound the rows still robust with CROWN at ``eps``
+        (:func:`fastfool.certify.proven_robust`: one sound bound per row, for MLPs and
+        pipelines folded into one) and run the later stages only on the rows it cannot prove
+        (default True). A proven row cannot be fooled by any attack, so the robust accuracy and
+        every other row's result are the same as without it; it only saves the time the later
+        stages would spend failing on those rows (``extra["certified"]`` marks them,
+        ``extra["certify_seconds"]`` the bound's cost). False: every stage attacks every row
+        still robust, as in the paper.
 
     Returns one AttackResult: per row the first adversarial example any stage found (else X),
     ``success`` / ``pred`` the user's model's decisions on it, ``iterations`` the gradient steps
     plus the queries spent on the row, ``queries`` the model evaluations; ``extra`` holds the
     per-stage table (``stage_names``, ``stage_robust_accuracy`` after each stage,
-    ``stage_seconds``, ``stage_queries``), ``clean_accuracy`` and per row ``stage`` (the index
-    of the stage that fooled it, -1 for none; rows the model already got wrong: -2), and
-    ``summary()`` includes the table.
+    ``stage_seconds``, ``stage_queries``), ``clean_accuracy``, per row ``stage`` (the index
+    of the stage that fooled it, -1 for none; rows the model already got wrong: -2) and
+    ``certified`` (proven robust, see ``skip_certified``), and ``summary()`` includes the table
+    and the count of certified rows.
     """
     t0 = time.perf_counter()
     model, X, yi, threads = prepare(model, X, y, threads)
@@ -130,10 +148,19 @@ def autoattack(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm
     iterations = np.zeros(N, dtype=np.int64)
     queries = np.zeros(N, dtype=np.int64)
     table_acc, table_s, table_q = [], [], []
+    certified = np.zeros(N, dtype=bool)
+    cert_s = 0.0
     bar = Progress(len(names), progress, "autoattack")
     for k, name in enumerate(names):
+        if k == 1 and skip_certified and robust.any():  # the rows no later stage can fool
+            tc = time.perf_counter()
+            left = np.flatnonzero(robust)
+            proven = proven_robust(model, X[left], yi[left], eps, nrm, clip, threads)
+            if proven is not None:
+                certified[left[proven]] = True
+            cert_s = time.perf_counter() - tc
         ts = time.perf_counter()
-        rows = np.flatnonzero(robust)
+        rows = np.flatnonzero(robust & ~certified)
         spent = 0
         if rows.size:
             res = _stage(name, model, X[rows], yi[rows], eps, nrm, clip, quantize, seed, threads,
@@ -163,8 +190,9 @@ def autoattack(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm
     bar.close()
     params = dict(eps=eps, norm=nrm, version=version, attacks=names, steps=steps,
                   n_targets=n_targets, square_queries=square_queries, clip=clip,
-                  quantize=quantize, seed=seed)
-    extra = {"stage": stage_of, "stage_names": np.array(names),
+                  quantize=quantize, seed=seed, skip_certified=skip_certified)
+    extra = {"stage": stage_of, "stage_names": np.array(names), "certified": certified,
+             "certify_seconds": np.array(cert_s),
              "stage_robust_accuracy": np.array(table_acc), "stage_seconds": np.array(table_s),
              "stage_queries": np.array(table_q, dtype=np.int64),
              "clean_accuracy": np.array(clean_acc)}
