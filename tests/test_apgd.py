@@ -153,3 +153,26 @@ def test_l1_apgd_matches_the_reference_loop_and_keeps_the_ball(mlp):
     f = ff.fmn(m, X, y, norm=1, steps=25, clip=(0, 1))
     within = f.success & (np.abs(f.x_adv - X).sum(axis=1) <= 1.5)
     assert res.success.sum() >= within.sum() - 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("norm,eps,loss", [("inf", 0.05, "dlr"), ("inf", 0.12, "ce"),
+                                           (2, 0.6, "dlr")])
+def test_apgd_t_batched_targets_are_the_sequential_runs(mlp, monkeypatch, dtype, norm, eps, loss):
+    """APGD-T's runs toward its targets side by side (a row's later runs leaving the batch once
+    one is fooled by the logits, in batches of at most _PAIRS rows) give the bits of the runs
+    one after another, and the steps charged to each row."""
+    import importlib
+    A = importlib.import_module("fastfool.attacks.apgd")
+    est, X, y = mlp
+    m = ff.from_sklearn(est, dtype=dtype)
+    X, y = X[:80].astype(dtype), y[:80]
+    kw = dict(eps=eps, norm=norm, loss=loss, target=5, steps=20, clip=(0, 1))
+    monkeypatch.setattr(A, "_PAIRS", 160)  # two targets at a time, then the rest
+    fast = ff.apgd(m, X, y, **kw)
+    monkeypatch.setattr(A, "_BATCH_TARGETS", False)
+    ref = ff.apgd(m, X, y, **kw)
+    np.testing.assert_array_equal(fast.x_adv, ref.x_adv)
+    np.testing.assert_array_equal(fast.iterations, ref.iterations)
+    np.testing.assert_array_equal(fast.success, est.predict(fast.x_adv) != y)
+    assert np.any(ref.iterations == 20) and np.any(ref.iterations > 40)  # early and late rows

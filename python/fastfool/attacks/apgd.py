@@ -187,20 +187,28 @@ def _run_l1(model, x0, y, t, eps, lo, hi, steps, loss, start, threads):
     return np.where(fooled[:, None], adv, best_x), fooled
 
 
-def _run(model, x0, y, t, eps, l2, lo, hi, steps, loss, start, threads):
+def _run(model, x0, y, t, eps, l2, lo, hi, steps, loss, start, threads, group=None,
+         order=None):
     """One APGD run on rows x0 from ``start`` (the reference code's loop): returns (x_adv: the
-    last iterate whose logits' argmax fooled, else the point of highest loss; fooled?)."""
+    last iterate whose logits' argmax fooled, else the point of highest loss; fooled?).
+
+    APGD-T's runs toward several targets at once (``group``: the original row of each row here,
+    ``order``: its run's place in APGD-T's sequence): once a row's run is fooled by the logits,
+    the row's later runs leave the batch; a third array ``alive`` (False: left, its outputs
+    unset) is then returned too."""
     n = x0.shape[0]
     dt = x0.dtype
     checks = set(checkpoints(steps))
+    drop = group is not None
+    st = {"x0": x0}
     if l2:
         def proj(v):
-            return _project(v, x0, eps, l2, lo, hi)
+            return _project(v, st["x0"], eps, l2, lo, hi)
     else:
-        blo, bhi = _ball_box(x0, eps, lo, hi)
+        st["blo"], st["bhi"] = _ball_box(x0, eps, lo, hi)
 
         def proj(v):
-            return np.minimum(np.maximum(v, blo), bhi)
+            return np.minimum(np.maximum(v, st["blo"]), st["bhi"])
     x = start.copy()
     x_old = x.copy()
     eta = np.full(n, 2.0 * eps)
@@ -212,7 +220,22 @@ def _run(model, x0, y, t, eps, l2, lo, hi, steps, loss, start, threads):
     last_best = best_f.copy()
     reduced = np.zeros(n, dtype=bool)  # the step size was halved at the last checkpoint
     last_check = 0
+    if drop:
+        idx, gc, oc = np.arange(n), np.asarray(group), np.asarray(order)
+        big, ngroups = int(oc.max(initial=0)) + 1, int(gc.max(initial=-1)) + 1
+        out_x, out_f, alive = np.array(x0), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     for k in range(steps):
+        if drop and fooled.any():  # the runs after a row's first fooled one: not needed
+            first = np.full(ngroups, big)
+            np.minimum.at(first, gc[fooled], oc[fooled])
+            keep = oc <= first[gc]
+            if not keep.all():
+                x, x_old, eta, f, g, best_f, best_x, best_g, fooled, adv, increases, \
+                    last_best, reduced, y, idx, gc, oc = (
+                        v[keep] for v in (x, x_old, eta, f, g, best_f, best_x, best_g, fooled,
+                                          adv, increases, last_best, reduced, y, idx, gc, oc))
+                t = None if t is None else t[keep]
+                st = {key: v[keep] for key, v in st.items()}
         momentum = x - x_old
         x_old = x
         a = dt.type(MOMENTUM if k > 0 else 1.0)
@@ -233,7 +256,48 @@ def _run(model, x0, y, t, eps, l2, lo, hi, steps, loss, start, threads):
             x[cut], g[cut] = best_x[cut], best_g[cut]
             reduced, last_best, last_check = cut, best_f.copy(), k + 1
             increases[:] = 0
-    return np.where(fooled[:, None], adv, best_x), fooled
+    res = np.where(fooled[:, None], adv, best_x)
+    if not drop:
+        return res, fooled
+    out_x[idx], out_f[idx], alive[idx] = res, fooled, True
+    return out_x, out_f, alive
+
+
+#: APGD-T's runs toward its targets batched side by side (False: one after another, the
+#: reference the tests compare with; the same results), as many targets at a time as keep the
+#: batch within _PAIRS rows (past that the step's temporaries outgrow the caches; below it the
+#: Python steps dominate: the same limit as FAB-T's, fastfool.attacks.fab).
+_BATCH_TARGETS = True
+_PAIRS = 1024
+
+
+def _targets_batch(model, x0, ys, others, todo, k0, k1, eps, l2, lo, hi, steps, loss, threads):
+    """APGD-T's runs k0 .. k1 - 1 (from X, one per target) of the rows ``todo`` side by side
+    in one :func:`_run`: (position of each row of the chunk among them (-1: none), the runs'
+    outputs, fooled? and alive?, row-major by (row, run - k0))."""
+    k = k1 - k0
+    pos = np.full(x0.shape[0], -1)
+    pos[todo] = np.arange(todo.size)
+    pr = np.repeat(todo, k)
+    pk = np.tile(np.arange(k), todo.size)
+    xs = x0[pr]
+    out, hit, alive = _run(model, xs, ys[pr], others[pr, k0 + pk], eps, l2, lo, hi, steps,
+                           loss, xs.copy(), threads, group=np.repeat(np.arange(todo.size), k),
+                           order=pk)
+    return pos, out, hit, alive
+
+
+def _from_batch(pre, rows, j, k):
+    """Run j's outputs (x_adv, fooled) for ``rows`` from a batch of k targets' runs, or None
+    when one of them left the batch (its logits-fooled earlier run was not fooled by the
+    user's model: the run is then done again on its own)."""
+    pos, out, hit, alive = pre
+    if np.any(pos[rows] < 0):
+        return None
+    at = pos[rows] * k + j
+    if not alive[at].all():
+        return None
+    return out[at], hit[at]
 
 
 @dask_aware
@@ -314,16 +378,24 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
         if k_targets:
             L0 = model.scores(x0, None, threads)
             order = np.argsort(-L0, axis=1, kind="stable")
+        others_all = None
+        if k_targets:  # per row the classes other than the label, most likely first
+            n_s = x0.shape[0]
+            others_all = order[order != ys[:, None]].reshape(n_s, -1) if C > 1 else order
+        batched = _BATCH_TARGETS and k_targets > 1 and restarts == 1 and not l1
+        pre, k0, k1 = None, 0, 0
         for run in runs:
             todo = np.flatnonzero(~fooled[s])  # rows already fooled are left alone
             if todo.size == 0:
                 break
             t = None
             if run is not None:  # the (run + 1)-th most likely class other than the label
-                rows_order = order[todo]
-                others = np.array([[c for c in row if c != yy] for row, yy in
-                                   zip(rows_order, ys[todo])], dtype=np.int64)
-                t = others[:, run]
+                t = others_all[todo, run]
+            if batched and run >= k1:  # the next targets' runs side by side
+                k0 = run
+                k1 = min(k_targets, run + max(1, _PAIRS // todo.size))
+                pre = _targets_batch(model, x0, ys, others_all, todo, k0, k1, eps, l2, lo, hi,
+                                     steps, loss, threads)
             for r in range(restarts):
                 todo_r = todo[~fooled[s][todo]]
                 if todo_r.size == 0:
@@ -346,9 +418,12 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
                             xs.dtype)
                     start = _project(start, xs, eps, l2, lo, hi)
                 tt = None if t is None else t[np.searchsorted(todo, todo_r)]
+                got = None if pre is None else _from_batch(pre, todo_r, run - k0, k1 - k0)
                 if l1:
                     out, hit = _run_l1(model, xs, ys[todo_r], tt, eps, lo64, hi64, steps, loss,
                                        start, threads)
+                elif got is not None:
+                    out, hit = got
                 else:
                     out, hit = _run(model, xs, ys[todo_r], tt, eps, l2, lo, hi, steps, loss,
                                     start, threads)
