@@ -81,6 +81,19 @@ def test_dask_model_methods_and_refusals(data):
                       row_offset=1000).compute()
         whole = ff.pgd(m, X, y, eps=0.08, steps=3, seed=2)
         np.testing.assert_array_equal(part.x_adv, whole.x_adv[1000:2500])
+        # every field is a Dask array of its own too, block by block the in-memory result;
+        # the graph's keys are the call's: the same call, the same keys, any other, new ones
+        lazy = ff.pgd(m, Xd, y, eps=0.08, steps=3, seed=2)
+        for f in ("x_adv", "success", "pred", "confidence", "l2", "linf", "iterations"):
+            arr = getattr(lazy, f)
+            assert arr.chunks[0] == Xd.chunks[0]
+            np.testing.assert_array_equal(arr.compute(), getattr(whole, f), err_msg=f)
+        assert ff.pgd(m, Xd, y, eps=0.08, steps=3, seed=2).x_adv.name == lazy.x_adv.name
+        names = {ff.pgd(m, Xd, y, eps=0.08, steps=3, seed=3).x_adv.name,
+                 ff.pgd(m, Xd, y, eps=0.09, steps=3, seed=2).x_adv.name,
+                 ff.pgd(m, Xd[:, ::-1], y, eps=0.08, steps=3, seed=2).x_adv.name,
+                 ff.fgsm(m, Xd, y, eps=0.08).x_adv.name, lazy.x_adv.name}
+        assert len(names) == 5
     with pytest.raises(TypeError, match="universal"):
         ff.universal(m, Xd, y, eps=0.1)
     with pytest.raises(TypeError, match="row_offset"):
