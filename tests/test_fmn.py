@@ -168,3 +168,30 @@ def test_fmn_refuses_bad_settings(mlp):
                       (dict(gamma_init=1.5), "gamma"), (dict(init=np.zeros((2, 64))), "init")):
         with pytest.raises(ValueError, match=match):
             ff.fmn(m, X[:3], y[:3], **kw)
+
+
+@pytest.mark.parametrize("norm", [2, "inf"])
+def test_min_norm_points_on_the_boundary_are_confirmed_outward(mlp, monkeypatch, norm):
+    """Long float32 runs end on the boundary, adversarial by the float32 logits: where the
+    user's model (the estimator) decides otherwise the point moves out by at most 1% and is
+    then fooled; rows the model confirmed stay exactly where they were."""
+    import importlib
+    est, X, y = mlp
+    m = ff.from_sklearn(est, dtype=np.float32)
+    ok = est.predict(X) == y
+    X, y = X[ok][:150].astype(np.float32), y[ok][:150]
+    def run():
+        return ff.fmn(m, X, y, norm=norm, steps=600, clip=(0, 1))
+
+    res = run()
+    mod = importlib.import_module("fastfool.attacks.fmn")
+    monkeypatch.setattr(mod, "confirm_outward", lambda model, X0, x, *a, **k: x)
+    raw = run()
+    moved = np.any(res.x_adv != raw.x_adv, axis=1)
+    assert res.success.all(), res.success.mean()
+    np.testing.assert_array_equal(res.success, est.predict(res.x_adv) != y)
+    np.testing.assert_array_equal(moved, ~raw.success)  # exactly the unconfirmed rows moved
+    assert moved.any()
+    n_res, n_raw = (res.l2, raw.l2) if norm == 2 else (res.linf, raw.linf)
+    assert np.all(n_res[moved] <= n_raw[moved] * 1.01 + 1e-7)
+    assert np.all(n_res[moved] >= n_raw[moved])

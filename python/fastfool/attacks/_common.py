@@ -259,6 +259,41 @@ def on_grid(x, x0, q: float, *, eps: float = np.inf, norm: str = "inf", lo=None,
     return out
 
 
+def confirm_outward(model, X, x_adv, yi, ti, threads, lo=None, hi=None,
+                    factors=(1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)):
+    """The minimum-norm attacks' last step: their closest point per row was adversarial by the
+    model's own-precision logits, which can sit on the boundary where the user's model (the
+    float64 verdict) decides otherwise. Such rows are moved outward, ``X + (1 + f)(x - X)`` for
+    the factors in turn (clipped to the box), and take the first point the user's model
+    confirms; rows that were not adversarial at all (x = X) or that no factor confirms are left
+    as they are. Returns x_adv (a new array where anything moved)."""
+    from .. import verdict
+    x_adv = np.asarray(x_adv)
+    moved = np.flatnonzero(np.any(x_adv != X, axis=1)) if x_adv.size else np.zeros(0, int)
+    if moved.size == 0:
+        return x_adv
+    t = None if ti is None else ti[moved]
+    ok = succeeded(verdict.decide(model, x_adv[moved], threads), yi[moved], t)
+    bad = moved[~ok]
+    if bad.size == 0:
+        return x_adv
+    out = np.array(x_adv)
+    x0 = np.asarray(X[bad], np.float64)
+    d = np.asarray(x_adv[bad], np.float64) - x0
+    for f in factors:
+        if bad.size == 0:
+            break
+        cand = x0 + d * (1.0 + f)
+        if lo is not None or hi is not None:
+            cand = np.clip(cand, lo, hi)
+        cand = cand.astype(x_adv.dtype)
+        t = None if ti is None else ti[bad]
+        hit = succeeded(verdict.decide(model, cand, threads), yi[bad], t)
+        out[bad[hit]] = cand[hit]
+        bad, x0, d = bad[~hit], x0[~hit], d[~hit]
+    return out
+
+
 class Grid:
     """``quantize=`` of the attacks that round at the end: step ``q`` (validated), the ball
     (``eps``, ``norm``; eps inf for the minimum-norm attacks) and the clip bounds."""

@@ -23,8 +23,8 @@ import numpy as np
 from .._dask import dask_aware
 from .._typing import ArrayLike, Clip, Labels
 from ..models import Model
-from ._common import (Grid, Progress, check_inside_clip, clip_bounds, count, finish, label_targets,
-                      positive, prepare, row_chunks, row_norms)
+from ._common import (Grid, Progress, check_inside_clip, clip_bounds, confirm_outward, count,
+                      finish, label_targets, positive, prepare, row_chunks, row_norms)
 
 __all__ = ["cw"]
 
@@ -87,6 +87,7 @@ def cw(model: Model, X: ArrayLike, y: Labels = None, *, steps: int = 1000,
         raise ValueError("clip: cw needs both bounds (or none)")
     ti = label_targets(model, target, yi, N)
     box = lo is not None
+    lo64 = hi64 = None
     if box:
         lo64 = np.broadcast_to(np.asarray(lo, np.float64), (D,))
         hi64 = np.broadcast_to(np.asarray(hi, np.float64), (D,))
@@ -173,7 +174,7 @@ def cw(model: Model, X: ArrayLike, y: Labels = None, *, steps: int = 1000,
             lower = np.where(found, lower, np.maximum(lower, c))
             c = np.where(np.isinf(upper), c * 10, (lower + upper) / 2)
             bar.update(n)
-        x_best[s] = bx
+        x_best[s] = confirm_outward(model, X[s], bx, ys, ts, threads, lo64, hi64)
         consts[s] = upper
     bar.close()
     params = dict(steps=steps, binary_search_steps=binary_search_steps,

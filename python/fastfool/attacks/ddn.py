@@ -22,8 +22,8 @@ from .._dask import dask_aware
 from .._checks import Trusted
 from .._typing import ArrayLike, Clip, Labels
 from ..models import Model
-from ._common import (Grid, Progress, check_inside_clip, clip_bounds, count, finish, label_targets,
-                      positive, prepare, row_chunks, row_norms)
+from ._common import (Grid, Progress, check_inside_clip, clip_bounds, confirm_outward, count,
+                      finish, label_targets, positive, prepare, row_chunks, row_norms)
 
 __all__ = ["ddn"]
 
@@ -103,7 +103,7 @@ def ddn(model: Model, X: ArrayLike, y: Labels = None, *, steps: int = 100, init_
                              delta)
             if lo64 is not None or hi64 is not None:
                 delta = np.clip(x0 + delta, lo64, hi64) - x0
-        x_best[s] = bx
+        x_best[s] = confirm_outward(model, X[s], bx, ys, ts, threads, lo64, hi64)
         eps_out[s] = eps
         bar.update(n)
     bar.close()

@@ -32,8 +32,9 @@ from .._dask import dask_aware
 from .. import _random, kernels
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
-from ._common import (Grid, Progress, check_inside_clip, clip_bounds, count, finish, label_targets,
-                      norm_name, positive, prepare, row_chunks, row_norms)
+from ._common import (Grid, Progress, check_inside_clip, clip_bounds, confirm_outward, count,
+                      finish, label_targets, norm_name, positive, prepare, row_chunks,
+                      row_norms)
 
 __all__ = ["fab", "project_plane"]
 
@@ -240,7 +241,9 @@ def fab(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = "inf", ste
         when only that one fools; ``success`` and the norms are measured there.
 
     Returns an AttackResult: ``x_adv`` the closest point per row whose logits' argmax was
-    adversarial (X where none was), ``success`` / ``pred`` the user's model's decisions on it,
+    adversarial (X where none was; moved outward by at most 1% where the user's model does not
+    confirm it on the boundary, as in :func:`fastfool.fmn`), ``success`` / ``pred`` the user's
+    model's decisions on it,
     ``iterations`` the steps run per row; ``extra["distance"]`` the norm of each row's
     perturbation (inf where nothing was found).
     """
@@ -344,6 +347,14 @@ def fab(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = "inf", ste
                 bar.update(rows.size)
         dist[s] = bn
     bar.close()
+    # the closest points were adversarial by the model's own-precision logits: where the user's
+    # model disagrees on the boundary, a point a hair further out (its distance measured again)
+    confirmed = confirm_outward(model, X, x_best, yi, ti, threads, lo64, hi64)
+    ch = np.flatnonzero(np.any(confirmed != x_best, axis=1)) if N else np.zeros(0, np.int64)
+    if ch.size:
+        dist[ch] = row_norms(np.asarray(confirmed[ch], np.float64) -
+                             np.asarray(X[ch], np.float64), p)
+    x_best = confirmed
     params = dict(norm=p, steps=steps, restarts=restarts, target=target is not None,
                   n_targets=k_targets or None, eps=eps, alpha_max=alpha_max, eta=eta, beta=beta,
                   clip=clip, quantize=quantize, seed=seed)
