@@ -28,7 +28,7 @@ from fastfool import _core
 
 # The config fixture (SIMD path, threads) is meant to hold for all examples of a test.
 _SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
-settings.register_profile("default", max_examples=20, deadline=None,
+settings.register_profile("default", max_examples=12, deadline=None,
                           suppress_health_check=_SUPPRESS)
 settings.register_profile("ci", max_examples=60, deadline=None,
                           suppress_health_check=_SUPPRESS)

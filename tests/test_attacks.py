@@ -267,6 +267,7 @@ def _wide_estimator(rng, D=3000, C=800):
     return lr
 
 
+@pytest.mark.slow
 def test_wide_models_get_row_chunks_sized_by_their_weights():
     """A model with more weights than CHUNK_ELEMENTS gets chunks of as many elements (its
     weights packed once per chunk), and FGSM's result does not depend on the chunking."""

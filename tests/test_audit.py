@@ -107,6 +107,7 @@ def test_audit_numbers_agree_with_the_estimator(split, kind):
         assert all(f["found"] and f["confidence"] >= 0.99 for f in a.far)
 
 
+@pytest.mark.slow
 def test_the_html_is_self_contained_and_the_json_holds_the_same_numbers(split, tmp_path):
     Xtr, ytr, X, y = split
     est = _fit("mlp", Xtr, ytr)

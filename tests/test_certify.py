@@ -153,6 +153,7 @@ def test_saturated_and_huge_networks_give_finite_sound_radii():
     assert np.all(c.radius[res.success] <= res.linf[res.success].astype(np.float64))
 
 
+@pytest.mark.slow
 def test_exact_mode_equals_the_tests_milp(iris01):
     X, y = iris01
     est = _fit(X, y, (8,), "relu", 0, 2000)

@@ -92,6 +92,7 @@ def test_fmn_properties(mlp, dtype, norm):
     np.testing.assert_array_equal(T.success, (est.predict(T.x_adv) == t[:40]) & (t[:40] != y[:40]))
 
 
+@pytest.mark.slow
 def test_fmn_is_never_below_the_exact_linf_radius_and_close_to_it():
     """On a small ReLU network the exact minimal L-inf radius is a MILP: every adversarial
     example FMN returns is at least that far (any x_adv is an upper bound), and the median

@@ -373,6 +373,7 @@ EXIT = textwrap.dedent(r"""
 """)
 
 
+@pytest.mark.slow
 def test_interpreter_exit_with_daemon_threads_inside_kernels():
     """The main thread ends while daemon threads are inside fastfool calls (generated cases:
     which call, how many threads, kernel threads): the interpreter exits with status 0 and
@@ -450,7 +451,7 @@ def interrupt_latency(case: str, delay: float = 0.6) -> float:
     return res["latency"]
 
 
-@pytest.mark.parametrize("case", ["scores", "pgd_mlp"])
+@pytest.mark.parametrize("case", ["scores", pytest.param("pgd_mlp", marks=pytest.mark.slow)])
 def test_ctrl_c_stops_long_calls(case):
     """SIGINT during a call that would run for minutes (a 40000 x 4000 -> 1000 product, a PGD of
     10**7 steps) raises KeyboardInterrupt: measured 10-20 ms on 2 cores (see

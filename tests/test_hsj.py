@@ -24,7 +24,7 @@ def forest(digits):
     return rf, X[1::2][:40], y[1::2][:40]
 
 
-@pytest.mark.parametrize("norm", ["2", "inf"])
+@pytest.mark.parametrize("norm", ["2", pytest.param("inf", marks=pytest.mark.slow)])
 def test_hsj_matches_the_reference_loop(forest, norm):
     rf, X, y = forest
     X, y = X[:12], y[:12]

@@ -174,23 +174,41 @@ def _numpy_loop(monkeypatch):
                         lambda model: None)
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("kind", ["tanh", "relu", "linear"])
-@pytest.mark.parametrize("box", ["scalar", "per-feature", "none"])
+_FITTED = {}
+
+
+def _fitted(digits, kind):
+    """The digits estimator of a kind, fitted once per session (every other row)."""
+    if kind not in _FITTED:
+        X, y = digits
+        if kind == "linear":
+            from sklearn.linear_model import LogisticRegression
+            _FITTED[kind] = LogisticRegression(max_iter=300).fit(X[::2], y[::2])
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _FITTED[kind] = MLPClassifier((24, 12), activation=kind, max_iter=60,
+                                              random_state=1).fit(X[::2], y[::2])
+    return _FITTED[kind]
+
+
+_KERNEL_CASES = [("tanh", np.float64, "scalar"), ("tanh", np.float32, "per-feature"),
+                 ("relu", np.float32, "none"), ("relu", np.float64, "per-feature"),
+                 ("linear", np.float64, "scalar"), ("linear", np.float32, "none")]
+
+
+@pytest.mark.parametrize("kind,dtype,box", _KERNEL_CASES + [
+    pytest.param(k, d, b, marks=pytest.mark.slow)
+    for k in ("tanh", "relu", "linear") for d in (np.float64, np.float32)
+    for b in ("scalar", "per-feature", "none") if (k, d, b) not in _KERNEL_CASES])
 def test_square_kernel_loop_equals_the_numpy_loop(digits, monkeypatch, dtype, kind, box):
     """The dense stack's C++ loop (kernels.square_linf_mlp: the first layer carried per row and
     updated by the window's columns) against square's NumPy loop (every query a full forward),
     past the kernel's 500-iteration segments: the same points, queries and verdicts up to the
     rare near-tie that the two sums' rounding decides differently; the verdicts are the model's."""
     X, y = digits
-    Xtr, ytr, Xt, yt = X[::2], y[::2], X[1:400:2], y[1:400:2]
-    if kind == "linear":
-        from sklearn.linear_model import LogisticRegression
-        est = LogisticRegression(max_iter=300).fit(Xtr, ytr)
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            est = MLPClassifier((24, 12), activation=kind, max_iter=60, random_state=1).fit(Xtr, ytr)
+    Xt, yt = X[1:400:2], y[1:400:2]
+    est = _fitted(digits, kind)
     m = ff.from_sklearn(est, dtype=dtype)
     Xt = Xt.astype(dtype)
     clip = {"scalar": (0.0, 1.0), "per-feature": (np.zeros(64), np.linspace(0.6, 1.0, 64)),
