@@ -67,11 +67,12 @@ def _jacobian(model, x, threads):
     return L, np.asarray(G, np.float64).reshape(n, C, D)
 
 
-def _plane(model, x, y, t, p, threads, toward_target=False):
+def _plane(model, x, y, t, p, threads, toward_target=False, want_est=True):
     """The linearised boundary FAB moves to: (w, b) with w . z = b, and the current linear
-    distance estimate to it. Untargeted (t None): the nearest boundary f_k = f_y over the other
-    classes k. FAB-T: the boundary f_t = f_y. ``toward_target``: the boundary between t and its
-    strongest rival at x, f_t = max_{j != t} f_j (a point past it is decided as t)."""
+    distance estimate to it (FAB-T's planes: None unless ``want_est``). Untargeted (t None): the
+    nearest boundary f_k = f_y over the other classes k. FAB-T: the boundary f_t = f_y.
+    ``toward_target``: the boundary between t and its strongest rival at x, f_t = max_{j != t}
+    f_j (a point past it is decided as t)."""
     n = x.shape[0]
     r = np.arange(n)
     if t is None:
@@ -103,7 +104,7 @@ def _plane(model, x, y, t, p, threads, toward_target=False):
         L = np.asarray(L, np.float64)
         w = np.asarray(G, np.float64)
         f = L[r, t] - L[r, rival]
-        est = np.abs(f) / (1e-12 + row_norms(w, _DUAL[p]))
+        est = np.abs(f) / (1e-12 + row_norms(w, _DUAL[p])) if want_est else None
     xf = np.asarray(x, np.float64)
     return w, np.einsum("ij,ij->i", w, xf) - f, est
 
@@ -141,7 +142,8 @@ def _run(model, x0, y, t, p, lo, hi, steps, alpha_max, eta, beta, start, accept,
         if idx.size == 0:
             break
         xa = x.astype(dt)
-        w, b, est = _plane(model, xa, yc, tc, p, threads, accept == "target")
+        w, b, est = _plane(model, xa, yc, tc, p, threads, accept == "target",
+                           want_est=est0 is None)
         if est0 is None:
             est0 = est
         x = kernels.fab_step(xa, xc, w, b, lo, hi, norm={"1": 1, "2": 2, "inf": "inf"}[p],
