@@ -661,8 +661,10 @@ def proven_robust(model, X, yi, eps: float, norm: Norm = "inf", clip: Clip = Non
     rounding bound at the ball's largest |x|, plus the softmax slack at the largest logit the
     layers allow), so no point of the ball is decided otherwise by fastfool, the estimator or
     the exact model. One bound evaluation per row, no bisection. None when the model has no
-    bound here (only MLPs, pipelines folded into one included: an attack must run). X: the
-    model's dtype, validated; ``yi``: class indices."""
+    bound here (only MLPs, pipelines folded into one included, on the CPU: an attack must
+    run). X: the model's dtype, validated; ``yi``: class indices."""
+    if getattr(model, "device", "cpu") != "cpu":
+        return None
     params = _mlp_params(model)
     if params is None:
         return None

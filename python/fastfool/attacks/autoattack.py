@@ -98,7 +98,7 @@ def autoattack(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm
         :func:`fastfool.apgd`), so a row counts as fooled only by a point on the grid.
     skip_certified : after the first stage, bound the rows still robust with CROWN at ``eps``
         (:func:`fastfool.certify.proven_robust`: one sound bound per row, for MLPs and
-        pipelines folded into one) and run the later stages only on the rows it cannot prove
+        pipelines folded into one, on the CPU) and run the later stages only on the rows it cannot prove
         (default True). A proven row cannot be fooled by any attack, so the robust accuracy and
         every other row's result are the same as without it; it only saves the time the later
         stages would spend failing on those rows (``extra["certified"]`` marks them,
