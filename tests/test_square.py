@@ -291,3 +291,18 @@ def test_square_kernel_refuses_bad_arguments():
     ro.setflags(write=False)
     with pytest.raises(ValueError, match="Xb"):
         call(Xb=ro)
+
+    # misaligned buffers (frombuffer at an odd offset): worked on as aligned copies, written back
+    def misaligned(a):
+        b = np.ndarray(a.shape, a.dtype, buffer=bytearray(a.nbytes + 1), offset=1)
+        b[...] = a
+        assert not b.flags.aligned
+        return b
+
+    Xm, mm, qm = misaligned(X), misaligned(margin_at(X)), misaligned(np.zeros(5, np.int64))
+    K.square_linf_mlp(X, Xm, mm, y, [W0, W1], [None, None], ["tanh", "identity"],
+                      misaligned(np.array([0, 5, 2])), misaligned(np.array([0, 2, 3])),
+                      misaligned(np.array([0.1, -0.1, 0.1])), queries=qm)
+    np.testing.assert_array_equal(Xm, Xb)
+    np.testing.assert_array_equal(mm, mb)
+    np.testing.assert_array_equal(qm, q)

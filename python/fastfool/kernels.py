@@ -592,12 +592,24 @@ def square_linf_mlp(X: np.ndarray, Xb: np.ndarray, margin: np.ndarray, y: np.nda
     yy = labels_to_index(y, N, Ws[-1].shape[1])
     if queries is None:
         queries = np.zeros(N, np.int64)
-    bounds = [None if v is None else np.ascontiguousarray(np.broadcast_to(
-        np.asarray(v, X.dtype), (D,))) for v in (lo, hi)]
-    _core.square_linf_mlp(X, Xb, margin, yy, Ws, bs, acts, np.ascontiguousarray(idx, np.int64),
-                          np.ascontiguousarray(start, np.int64),
-                          np.ascontiguousarray(val, X.dtype), int(it0), bounds[0], bounds[1],
-                          queries, resolve_threads(threads))
+    # the arrays written in place: checked, and worked on as aligned copies where they are not
+    # aligned (the C++ loop reads and writes whole doubles)
+    inplace = [out_array(a, name, shape, dt, [(X, "X")] if name == "Xb" else ())
+               for a, name, shape, dt in ((Xb, "Xb", (N, D), X.dtype),
+                                          (margin, "margin", (N,), np.dtype(np.float64)),
+                                          (queries, "queries", (N,), np.dtype(np.int64)))]
+    work = [a if a.flags.aligned else a.copy() for a in inplace]
+    def flat(v, dt):  # contiguous and aligned (a copy only where needed)
+        return np.require(np.asarray(v, dt), dt, ["C", "A"])
+
+    bounds = [None if v is None else flat(np.broadcast_to(np.asarray(v, X.dtype), (D,)), X.dtype)
+              for v in (lo, hi)]
+    _core.square_linf_mlp(X, work[0], work[1], yy, Ws, bs, acts, flat(idx, np.int64),
+                          flat(start, np.int64), flat(val, X.dtype), int(it0), bounds[0],
+                          bounds[1], work[2], resolve_threads(threads))
+    for a, w in zip(inplace, work):
+        if w is not a:
+            a[...] = w
     return queries
 
 
