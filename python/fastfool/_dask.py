@@ -63,16 +63,18 @@ def labels_like(y, X, name="y"):
     return y.rechunk((X.chunks[0],))
 
 
-def map_rows(fn, X, cols, dtype, *others):
+def map_rows(fn, X, cols, dtype, *others, name=None):
     """``fn(block, *other_blocks)`` over X's row blocks: an (N, cols) Dask array (or (N,) with
-    cols None). ``others``: 1-D Dask arrays with X's row chunks."""
+    cols None). ``others``: 1-D Dask arrays with X's row chunks. ``name``: the output's key
+    (default: a token of the arguments, which pickles fn and what it holds)."""
     X = rows_of(X)
     # 1-D arrays as (N, 1) columns: Dask aligns a block's arguments by their trailing axes
     cols_ = [o[:, None] for o in others]
     f = functools.partial(_ravel_others, fn) if others else fn
+    kw = {} if name is None else {"name": name}
     if cols is None:
-        return X.map_blocks(f, *cols_, drop_axis=1, chunks=(X.chunks[0],), dtype=dtype)
-    return X.map_blocks(f, *cols_, chunks=(X.chunks[0], (cols,)), dtype=dtype)
+        return X.map_blocks(f, *cols_, drop_axis=1, chunks=(X.chunks[0],), dtype=dtype, **kw)
+    return X.map_blocks(f, *cols_, chunks=(X.chunks[0], (cols,)), dtype=dtype, **kw)
 
 
 def _ravel_others(fn, block, *others):
@@ -90,6 +92,24 @@ def _block(fn, model, xb, yb, offset, kwargs, takes_offset):
                     if isinstance(v, np.ndarray) and v.ndim >= 1 and v.shape[0] == res.n}
     out["attack"], out["params"] = res.attack, res.params
     return out
+
+
+class _Job:
+    """One block's attack, ``fn(model, block, labels, **kwargs)`` at the block's row offset:
+    the attack, its settings and whether it takes ``row_offset`` held in one object, which a
+    Dask graph passes to its task as it is (a settings dict inside a task would be searched for
+    keys and tasks)."""
+
+    __slots__ = ("fn", "kwargs", "takes_offset")
+
+    def __init__(self, fn, kwargs, takes_offset):
+        self.fn, self.kwargs, self.takes_offset = fn, kwargs, takes_offset
+
+    def __call__(self, model, xb, yb, offset):
+        return _block(self.fn, model, xb, yb, offset, self.kwargs, self.takes_offset)
+
+    def __reduce__(self):
+        return (_Job, (self.fn, self.kwargs, self.takes_offset))
 
 
 def attack(fn, model, X, y, kwargs):
@@ -121,17 +141,23 @@ def attack(fn, model, X, y, kwargs):
     from dask.base import tokenize
     tok = tokenize(fn.__module__, fn.__qualname__, X.name, None if y is None else y.name, base,
                    kwargs, tokenize(model))
-    mdl = dask.delayed(model, pure=False, name=f"fastfool-model-{tok}")
-    xs = X.to_delayed().ravel()
-    ys = [None] * len(xs) if y is None else list(y.to_delayed().ravel())
-    offsets = np.concatenate([[0], np.cumsum(X.chunks[0])]).astype(np.int64)
-    name = fn.__name__
-    parts = [dask.delayed(_block, pure=False)(fn, mdl, xb, yb, int(base + offsets[i]), kwargs,
-                                              takes_offset,
-                                              dask_key_name=f"fastfool-{name}-{tok}-{i}")
-             for i, (xb, yb) in enumerate(zip(xs, ys))]
-
+    # one graph layer: the model as one node, block i as _Job(model, X block i, y block i,
+    # offset i) (the attack, its settings and whether it takes row_offset in one object that
+    # Dask passes as it is)
+    from dask.delayed import Delayed
     from dask.highlevelgraph import HighLevelGraph
+    name = fn.__name__
+    pname, mkey = f"fastfool-{name}-{tok}", f"fastfool-model-{tok}"
+    xkeys = [k[0] for k in X.__dask_keys__()]
+    ykeys = [None] * len(xkeys) if y is None else list(y.__dask_keys__())
+    offsets = np.concatenate([[0], np.cumsum(X.chunks[0])]).astype(np.int64)
+    job = _Job(fn, kwargs, takes_offset)
+    layer = {mkey: model}
+    for i, (xk, yk) in enumerate(zip(xkeys, ykeys)):
+        layer[(pname, i)] = (job, mkey, xk, yk, int(base + offsets[i]))
+    graph = HighLevelGraph.from_collections(pname, layer,
+                                            dependencies=[X] if y is None else [X, y])
+    parts = [Delayed((pname, i), graph, layer=pname) for i in range(len(xkeys))]
 
     def lazy(field, get, sample):
         # one graph layer per field: block i is get(part i), keyed like any Dask array's blocks
@@ -142,10 +168,10 @@ def attack(fn, model, X, y, kwargs):
             return da.from_array(sample[:0])
         key = f"fastfool-{name}-{field}-{tok}"
         tail = (0,) * (sample.ndim - 1)
-        layer = {(key, i) + tail: (get, p.key) for i, p in enumerate(parts)}
-        graph = HighLevelGraph.from_collections(key, layer, dependencies=parts)
-        return da.Array(graph, key, chunks=(X.chunks[0],) + tuple((int(c),) for c in
-                                                                sample.shape[1:]),
+        flayer = {(key, i) + tail: (get, p.key) for i, p in enumerate(parts)}
+        fgraph = HighLevelGraph.from_collections(key, flayer, dependencies=parts[:1])
+        return da.Array(fgraph, key, chunks=(X.chunks[0],) + tuple((int(c),) for c in
+                                                                 sample.shape[1:]),
                         dtype=sample.dtype)
 
     fields = {f: lazy(f, functools.partial(_get, f), probe[f]) for f in _FIELDS}
@@ -153,7 +179,8 @@ def attack(fn, model, X, y, kwargs):
     if y is None:
         fields["correct"] = da.ones(N, dtype=bool, chunks=(X.chunks[0],))
     else:
-        fields["correct"] = map_rows(functools.partial(_correct_block, model), X, None, bool, y)
+        fields["correct"] = map_rows(functools.partial(_correct_block, model), X, None, bool, y,
+                                     name=f"fastfool-{name}-correct-{tok}")
     extra = {e: lazy(f"extra-{e}", functools.partial(_get_extra, e), v)
              for e, v in probe["extra"].items()}
     res = AttackResult(
