@@ -4,11 +4,11 @@
 // Each coordinate moves only in the direction that brings w . (x + d) toward b, by e_j >= 0, at
 // most its room in the box cap_j; with v = |w| the constraint is v . e = r, r = |b - w . x|.
 //   L-inf: e_j = min(tau, cap_j);  L2: e_j = min(lam v_j, cap_j)  (the optimality conditions);
-// v . e is piecewise linear and increasing in the scalar, with breakpoints cap_j (L-inf) or
-// cap_j / v_j (L2): walked in increasing order until it reaches r. L1: the coordinates of largest
-// v are filled to their room first. Where even the whole room falls short (the hyperplane misses
-// the box), every coordinate goes to its room: the box corner furthest toward the plane. Rows with
-// a non-finite x, w or b (or w . x overflowing) do not move.
+// v . e is piecewise linear, increasing and concave in the scalar, with breakpoints cap_j (L-inf)
+// or cap_j / v_j (L2): the scalar where it reaches r by Newton's method from 0. L1: the
+// coordinates of largest v are filled to their room first (quickselect). Where even the whole room
+// falls short (the hyperplane misses the box), every coordinate goes to its room: the box corner
+// furthest toward the plane. Rows with a non-finite x, w or b (or w . x overflowing) do not move.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -45,14 +45,44 @@ inline double pick(bool c, double a, double b) {
 struct Scratch {
     std::vector<double> v, cap;
     std::vector<Item> items;
-    std::vector<double> sg;
+    std::vector<double> sg, key, full, slope;
     void resize(std::int64_t D) {
         v.resize(D);
         cap.resize(D);
         items.resize(D);
         sg.resize(D);
+        key.resize(D);
+        full.resize(D);
+        slope.resize(D);
     }
 };
+
+// The scalar s with sum_j min(s m_j, cap_j) v_j = r (L-inf: m = 1; L2: m = v), by Newton's
+// method on S(s) from s = 0: S is increasing, concave and piecewise linear, so every tangent lies
+// above it and each step lands at or below the crossing, on it as soon as no breakpoint lies
+// between (exact up to the sums' rounding). Each step is one branch-free pass over the D
+// coordinates (key: the breakpoint, full: v_j cap_j, slope: the slope below the breakpoint;
+// coordinates with v_j = 0 have key +inf and slope 0); on FAB's planes 3.3 passes on average, 7 at
+// most in 3000 drawn rows (a quickselect on the breakpoints, the earlier way, was 2-3x slower:
+// data-dependent partitions of 32-byte items). +inf when even full room falls short.
+double crossing_newton(const double* key, const double* full, const double* slope, std::int64_t D,
+                       double r) {
+    double s = 0.0;
+    for (std::int64_t pass = 0; pass <= D + 1; ++pass) {
+        double S = 0.0, dS = 0.0;
+        for (std::int64_t j = 0; j < D; ++j) {  // 0 / 1 weights, not branches: vectorised
+            const double below = key[j] > s ? 1.0 : 0.0;
+            S += below * (s * slope[j]) + (1.0 - below) * full[j];
+            dS += below * slope[j];
+        }
+        if (!(S < r)) return s;  // on the crossing (or past it by rounding)
+        if (!(dS > 0)) return std::numeric_limits<double>::infinity();
+        const double next = s + (r - S) / dS;
+        if (!(next > s)) return s;  // no progress left: the crossing to rounding
+        s = next;
+    }
+    return s;
+}
 
 // Branch-free partition of it[lo, hi): the items with before(key) first, in a Lomuto pass that
 // always swaps (a data-dependent branch per item was most of the time). Returns the split;
@@ -75,29 +105,6 @@ std::int64_t split(Item* it, std::int64_t lo, std::int64_t hi, Before before, do
     if (full_first) *full_first += ff;
     if (slope_rest) *slope_rest += sr;
     return i;
-}
-
-// The scalar s with sum_j min(s m_j, cap_j) v_j = r (L-inf: m = 1; L2: m = v), found by
-// quickselect on the breakpoints (expected O(m)): a sort of the breakpoints (O(m log m), mostly
-// mispredicted branches) was 3 us per 64-feature row. At s = p an item whose breakpoint is p
-// contributes the same whether counted full or by its slope. +inf when even full room falls
-// short.
-double crossing(Item* it, std::int64_t m, double r) {
-    std::int64_t lo = 0, hi = m;
-    double A = 0.0, B = 0.0;  // progress of the items known full; slopes of those known below
-    while (lo < hi) {
-        const double p = it[lo + (hi - lo) / 2].k;
-        double fullL = 0.0, slopeGE = 0.0;
-        const std::int64_t a = split(it, lo, hi, [p](double k) { return k < p; }, &fullL, &slopeGE);
-        if (A + fullL + p * (B + slopeGE) >= r) {  // the crossing is at or below p
-            B += slopeGE;
-            hi = a;
-        } else {  // above p: the items up to p are at their room
-            A += fullL;
-            lo = split(it, a, hi, [p](double k) { return k <= p; }, &A, nullptr);
-        }
-    }
-    return B > 0 ? std::max((r - A) / B, 0.0) : std::numeric_limits<double>::infinity();
 }
 
 void project_row(const double* x, std::int64_t xs, const double* w, std::int64_t ws, double b,
@@ -129,21 +136,26 @@ void project_row(const double* x, std::int64_t xs, const double* w, std::int64_t
         sv[j] = v;
         scap[j] = room;
         ssg[j] = std::copysign(1.0, wj);
-        it[m] = {norm == 1 ? v : room, v * room, v, j};
+        if (norm == 1) it[m] = {v, v * room, v, j};  // L1's quickselect items
         m += wj != 0.0;
     }
-    if (l2)  // breakpoints cap / v and slopes v^2 (a division only where it is needed)
-        for (std::int64_t k = 0; k < m; ++k) {
-            it[k].k = it[k].k / it[k].slope;
-            it[k].slope *= it[k].slope;
-        }
     if (m == 0) return;
     if (norm != 1) {
-        const double sc = crossing(it, m, r);
-        for (std::int64_t k = 0; k < m; ++k) {
-            const std::int64_t j = it[k].j;
-            d[j] = s.sg[j] * std::min(l2 ? sc * s.v[j] : sc, s.cap[j]);
+        double* key = s.key.data();
+        double* full = s.full.data();
+        double* slope = s.slope.data();
+        const double inf = std::numeric_limits<double>::infinity();
+        for (std::int64_t j = 0; j < D; ++j) {
+            const double v = sv[j], cap = scap[j];
+            const bool moves = v > 0;
+            key[j] = pick(moves, l2 ? cap / pick(moves, v, 1.0) : cap, inf);
+            // a room without bound is never full: 0 there, so that 0 * full stays 0
+            full[j] = pick(moves && cap < inf, v * cap, 0.0);
+            slope[j] = l2 ? v * v : v;
         }
+        const double sc = crossing_newton(key, full, slope, D, r);
+        for (std::int64_t j = 0; j < D; ++j)
+            d[j] = pick(sv[j] > 0, ssg[j] * std::min(l2 ? sc * sv[j] : sc, scap[j]), 0.0);
         return;
     }
     // L1: the largest |w_j| filled first; quickselect for the one that crosses r
