@@ -158,6 +158,7 @@ def test_audit_refuses_bad_settings(split):
         ff.audit(m, X * 2, y, eps=[0.1], clip=(0, 1))
 
 
+@pytest.mark.slow
 def test_cli_audit_writes_the_report(split, tmp_path, capsys):
     from fastfool import cli
     Xtr, ytr, X, y = split

@@ -99,7 +99,7 @@ def test_autoattack_skip_certified_changes_nothing_but_the_work(mlp):
     assert fast.summary()["certified"] == int(cert.sum())
 
 
-@pytest.mark.parametrize("seed", [1] + [pytest.param(s, marks=pytest.mark.slow) for s in (0, 2, 3)])
+@pytest.mark.parametrize("seed", [pytest.param(s, marks=pytest.mark.slow) for s in range(4)])
 def test_proven_robust_rows_have_an_exact_radius_beyond_eps(seed):
     """Generated relu nets (random weights, 4 inputs): every row proven at eps has an exact
     minimal L-inf distance in the box (a MILP, tests/attack_reference.py) of at least eps."""

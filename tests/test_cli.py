@@ -52,6 +52,7 @@ def test_bench_quick_runs():
     assert "ce_grad_linear" in r.stdout and "ceilings:" in r.stdout
 
 
+@pytest.mark.slow
 def test_more_mistakes_are_one_line_and_exit_2(capsys):
     """In-process (no interpreter start per case): --version, bench arguments checked before any
     timing, and the numbers argparse takes."""

@@ -737,6 +737,7 @@ REENTRANT = textwrap.dedent(r"""
 """)
 
 
+@pytest.mark.slow
 def test_signal_handlers_run_inside_long_calls_and_may_call_kernels():
     """The interrupt poll runs Python signal handlers in the middle of a kernel call; a handler
     (here SIGALRM every 30 ms) that calls fastfool itself gets a correct result (run inline:

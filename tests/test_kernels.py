@@ -1016,7 +1016,8 @@ def test_empty_is_cache_line_aligned():
         K.empty((2, -1))
 
 
-@pytest.mark.parametrize("simd_path", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("simd_path", [pytest.param("generic", marks=pytest.mark.slow), "avx2",
+                                       "avx512"])
 def test_streamed_large_gradients_equal_the_cached_path(simd_path):
     """Gradients and back-projections of 32 MiB or more go out with streaming stores when the
     output is cache-line aligned (kernel-allocated or K.empty): bit-identical to the same kernel
