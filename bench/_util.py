@@ -42,6 +42,19 @@ def write_json(path: str, doc: dict) -> None:
     print(f"wrote {path}")
 
 
+def median_time(fn, repeat):
+    """(median seconds of ``repeat`` calls of fn after one warm-up call, the last output)."""
+    import statistics
+    import time
+    fn()
+    times, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
 def digits_tanh_mlp():
     """digits scaled to [0, 1] (X, y) and an MLPClassifier 64-50-20-10 tanh fitted on all of it
     (the model of the scale-out benchmarks)."""

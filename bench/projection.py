@@ -12,9 +12,7 @@ feature; b placed so that the plane lies a random 1-99% of the box's reach away.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,7 @@ from sklearn.datasets import load_digits
 from fastfool import kernels as K
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import header, write_json  # noqa: E402
+from _util import header, median_time as timed, write_json  # noqa: E402
 
 
 def numpy_projection(X, W, b, lo, hi, p):
@@ -52,16 +50,6 @@ def numpy_projection(X, W, b, lo, hi, p):
                  np.where(B > 0, (ra[:, 0] - A) / np.where(B > 0, B, 1.0), np.inf))
     m = s[:, None] if p == "inf" else s[:, None] * v
     return np.where(v > 0, sg * np.minimum(m, cap), 0.0)
-
-
-def timed(fn, repeat):
-    fn()
-    ts = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts), out
 
 
 def main(argv=None) -> int:

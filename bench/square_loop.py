@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,20 +22,10 @@ import numpy as np
 import fastfool as ff
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import header, write_json  # noqa: E402
+from _util import header, median_time as timed, write_json  # noqa: E402
 from apgd_peers import models  # noqa: E402
 
 SQ = importlib.import_module("fastfool.attacks.square")
-
-
-def timed(fn, repeat):
-    fn()  # warm-up
-    times, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
 
 
 def main(argv=None) -> int:
