@@ -23,7 +23,10 @@ halved at 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000 of every 10000 itera
 (rescaled to ``max_queries``). One query per iteration per row, plus one for the start.
 
 All rows' proposals of an iteration go to the model as one matrix. Inputs are flat rows; the
-image layout they flatten (``image_shape``) defines the windows.
+image layout they flatten (``image_shape``) defines the windows. For a fastfool dense model on
+the CPU the shared-window L-inf loop runs in C++ (:func:`fastfool.kernels.square_linf_mlp`: the
+first layer updated by the window's features only; the same points and queries as the NumPy
+loop, which every other model runs, 2.4-2.8x faster in float32 on the digits MLPs).
 """
 
 from __future__ import annotations
