@@ -259,6 +259,28 @@ def on_grid(x, x0, q: float, *, eps: float = np.inf, norm: str = "inf", lo=None,
     return out
 
 
+#: Rows per batch when APGD-T and FAB-T run their targets side by side: past ~1000 the step's
+#: temporaries outgrow the caches, below it the Python steps dominate (bench/RESULTS.md).
+TARGET_PAIRS = 1024
+
+
+def target_pairs(rows, n, k):
+    """The (row, run) pairs of runs 0 .. k - 1 of ``rows`` (of n), row-major: (position of each
+    of the n rows among ``rows`` (-1: none), each pair's row, its run, its group = position)."""
+    pos = np.full(n, -1)
+    pos[rows] = np.arange(rows.size)
+    return pos, np.repeat(rows, k), np.tile(np.arange(k), rows.size), np.repeat(
+        np.arange(rows.size), k)
+
+
+def before_first_done(done, group, order):
+    """The pairs still needed when runs of a group are tried in ``order`` and the sequence stops
+    at the first done one: those at or before each group's first done run."""
+    first = np.full(int(group.max(initial=-1)) + 1, int(order.max(initial=0)) + 1)
+    np.minimum.at(first, group[done], order[done])
+    return order <= first[group]
+
+
 def confirm_outward(model, X, x_adv, yi, ti, threads, lo=None, hi=None,
                     factors=(1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)):
     """The minimum-norm attacks' last step: their closest point per row was adversarial by the

@@ -26,8 +26,9 @@ from .._dask import dask_aware
 from .. import _random, kernels, verdict
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
-from ._common import (Grid, Progress, check_inside_clip, clip_bounds, count, finish, norm_of, positive,
-                      prepare, row_chunks, succeeded, Trusted)
+from ._common import (TARGET_PAIRS, Grid, Progress, before_first_done, check_inside_clip,
+                      clip_bounds, count, finish, norm_of, positive, prepare, row_chunks,
+                      succeeded, target_pairs, Trusted)
 
 __all__ = ["apgd", "checkpoints", "project_l1_box"]
 
@@ -221,14 +222,11 @@ def _run(model, x0, y, t, eps, l2, lo, hi, steps, loss, start, threads, group=No
     reduced = np.zeros(n, dtype=bool)  # the step size was halved at the last checkpoint
     last_check = 0
     if drop:
-        idx, gc, oc = np.arange(n), np.asarray(group), np.asarray(order)
-        big, ngroups = int(oc.max(initial=0)) + 1, int(gc.max(initial=-1)) + 1
+        idx, gc, oc = np.arange(n), group, order
         out_x, out_f, alive = np.array(x0), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     for k in range(steps):
         if drop and fooled.any():  # the runs after a row's first fooled one: not needed
-            first = np.full(ngroups, big)
-            np.minimum.at(first, gc[fooled], oc[fooled])
-            keep = oc <= first[gc]
+            keep = before_first_done(fooled, gc, oc)
             if not keep.all():
                 x, x_old, eta, f, g, best_f, best_x, best_g, fooled, adv, increases, \
                     last_best, reduced, y, idx, gc, oc = (
@@ -265,25 +263,19 @@ def _run(model, x0, y, t, eps, l2, lo, hi, steps, loss, start, threads, group=No
 
 #: APGD-T's runs toward its targets batched side by side (False: one after another, the
 #: reference the tests compare with; the same results), as many targets at a time as keep the
-#: batch within _PAIRS rows (past that the step's temporaries outgrow the caches; below it the
-#: Python steps dominate: the same limit as FAB-T's, fastfool.attacks.fab).
+#: batch within _PAIRS rows (FAB-T's limit too).
 _BATCH_TARGETS = True
-_PAIRS = 1024
+_PAIRS = TARGET_PAIRS
 
 
 def _targets_batch(model, x0, ys, others, todo, k0, k1, eps, l2, lo, hi, steps, loss, threads):
     """APGD-T's runs k0 .. k1 - 1 (from X, one per target) of the rows ``todo`` side by side
     in one :func:`_run`: (position of each row of the chunk among them (-1: none), the runs'
     outputs, fooled? and alive?, row-major by (row, run - k0))."""
-    k = k1 - k0
-    pos = np.full(x0.shape[0], -1)
-    pos[todo] = np.arange(todo.size)
-    pr = np.repeat(todo, k)
-    pk = np.tile(np.arange(k), todo.size)
+    pos, pr, pk, grp = target_pairs(todo, x0.shape[0], k1 - k0)
     xs = x0[pr]
     out, hit, alive = _run(model, xs, ys[pr], others[pr, k0 + pk], eps, l2, lo, hi, steps,
-                           loss, xs.copy(), threads, group=np.repeat(np.arange(todo.size), k),
-                           order=pk)
+                           loss, xs.copy(), threads, group=grp, order=pk)
     return pos, out, hit, alive
 
 
@@ -374,14 +366,10 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
     for s in row_chunks(*X.shape, weights=model.n_weights):
         x0 = np.ascontiguousarray(X[s])
         ys = yi[s]
-        order = None
-        if k_targets:
-            L0 = model.scores(x0, None, threads)
-            order = np.argsort(-L0, axis=1, kind="stable")
         others_all = None
         if k_targets:  # per row the classes other than the label, most likely first
-            n_s = x0.shape[0]
-            others_all = order[order != ys[:, None]].reshape(n_s, -1) if C > 1 else order
+            order = np.argsort(-model.scores(x0, None, threads), axis=1, kind="stable")
+            others_all = order[order != ys[:, None]].reshape(x0.shape[0], -1) if C > 1 else order
         batched = _BATCH_TARGETS and k_targets > 1 and restarts == 1 and not l1
         pre, k0, k1 = None, 0, 0
         for run in runs:

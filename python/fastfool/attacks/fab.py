@@ -32,9 +32,9 @@ from .._dask import dask_aware
 from .. import _random, kernels
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
-from ._common import (Grid, Progress, check_inside_clip, clip_bounds, confirm_outward, count,
-                      finish, label_targets, norm_name, positive, prepare, row_chunks,
-                      row_norms)
+from ._common import (TARGET_PAIRS, Grid, Progress, before_first_done, check_inside_clip,
+                      clip_bounds, confirm_outward, count, finish, label_targets, norm_name,
+                      positive, prepare, row_chunks, row_norms, target_pairs)
 
 __all__ = ["fab", "project_plane"]
 
@@ -46,7 +46,7 @@ _DUAL = {"1": "inf", "2": "2", "inf": "1"}
 #: below it the Python steps dominate (212 rows: 0.54 against 0.61 s; 23 rows: 0.06 against
 #: 0.17 s, 1024 pairs).
 _BATCH_TARGETS = True
-_PAIRS = 1024
+_PAIRS = TARGET_PAIRS
 
 
 def project_plane(P, w, b, lo, hi, p: str, threads: int | None = None) -> np.ndarray:
@@ -133,11 +133,7 @@ def _run(model, x0, y, t, p, lo, hi, steps, alpha_max, eta, beta, start, accept,
                        float(np.finfo(dt).max) / 4)
     drop = group is not None and eps is not None
     idx = np.arange(n)  # the rows still in the batch (all, unless runs are dropped)
-    xc, yc, tc, bc, bxc = x0, y, t, best, bx
-    if drop:
-        xc, gc, oc = x0, np.asarray(group), np.asarray(order)
-        big = int(oc.max(initial=0)) + 1
-        ngroups = int(gc.max(initial=-1)) + 1
+    xc, yc, tc, bc, bxc, gc, oc = x0, y, t, best, bx, group, order
     for _ in range(steps):
         if idx.size == 0:
             break
@@ -157,10 +153,7 @@ def _run(model, x0, y, t, p, lo, hi, steps, alpha_max, eta, beta, start, accept,
         bxc[closer] = xa[closer]
         x[adv] = xc[adv] + (x[adv] - xc[adv]) * beta
         if drop and np.any(bc <= eps):  # the runs after a row's first success within eps
-            first = np.full(ngroups, big)
-            hit = bc <= eps
-            np.minimum.at(first, gc[hit], oc[hit])
-            keep = oc <= first[gc]
+            keep = before_first_done(bc <= eps, gc, oc)
             if not keep.all():
                 best[idx], bx[idx] = bc, bxc
                 idx = idx[keep]
@@ -185,15 +178,9 @@ def _all_targets(model, x0, ys, others, k0, k1, done0, bn, eps, p, lo, hi, steps
     open_ = ~done0
     if eps is not None:
         open_ &= ~(bn <= eps)
-    rows = np.flatnonzero(open_)
-    pos = np.full(x0.shape[0], -1)
-    pos[rows] = np.arange(rows.size)
-    k = k1 - k0
-    pr = np.repeat(rows, k)
-    pk = np.tile(np.arange(k), rows.size)
+    pos, pr, pk, grp = target_pairs(np.flatnonzero(open_), x0.shape[0], k1 - k0)
     bx, bd, e0 = _run(model, x0[pr], ys[pr], others[pr, k0 + pk], p, lo, hi, steps, alpha_max,
-                      eta, beta, x0[pr], "any", threads,
-                      group=np.repeat(np.arange(rows.size), k), order=pk, eps=eps)
+                      eta, beta, x0[pr], "any", threads, group=grp, order=pk, eps=eps)
     return pos, bx, bd, e0
 
 
