@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastfool as ff
+from fastfool import _core
 from fastfool import kernels as K
 
 CLEAN = (ValueError, TypeError, MemoryError, IndexError, OverflowError)
@@ -35,6 +36,10 @@ y = np.array([0, 1, 4])
 lm = ff.LinearModel(W, b)
 mlp = ff.MLP([W0, W1], None, activation="tanh")
 P0 = np.linalg.pinv(W0)  # (H, D)
+# one tree of three nodes in scikit-learn's layout (root splits feature 1; -1 marks leaves)
+TREE = (np.array([1, -2, -2]), np.array([0.5, -2.0, -2.0]), np.array([1, -1, -1]),
+        np.array([2, -1, -1]), np.array([[0.5, 0.5], [1.0, 0.0], [0.0, 1.0]]), np.array([0, 3]))
+FOREST = _core.Forest(*TREE, D, 1.0)
 
 
 def _ref_scores(X, W, b, S):
@@ -110,6 +115,10 @@ CALLS = [
     ("autoattack", lambda X, y, e: ff.autoattack(lm, X, y, eps=e, steps=2, n_targets=1, square_queries=3),
      (X, y, 0.1), None, False),
     ("universal", lambda X, y, e: ff.universal(mlp, X, y, eps=e, max_passes=1, max_iter=3), (X, y, 0.3), None, False),
+    ("Forest", lambda f, t, l, r, v, o: _core.Forest(f, t, l, r, v, o, D, 3.0).predict(
+        X.astype(np.float32), np.empty(len(X), np.int64), None, 1), TREE, None, False),
+    ("Forest.predict", lambda X, lab, p: FOREST.predict(X, lab, p, 2),
+     (X.astype(np.float32), np.empty(len(X), np.int64), np.empty((len(X), 2))), None, False),
     ("hop_skip_jump", lambda X, q: ff.hop_skip_jump(lm, X, max_queries=q, clip=(-10, 10)), (X, 60), None, False),
 ]
 

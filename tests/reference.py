@@ -241,3 +241,27 @@ def mlp_error_bound(X, Ws, bs, dtype):
         h = mag  # |act(z)| <= |z| for all four activations... and logistic <= 1 + |z|
         h = h + 1
     return e
+
+
+def tree_vote(feature, threshold, left, right, value, offsets, divisor, X32):
+    """scikit-learn's tree-classifier vote from its per-tree arrays (children local to a tree,
+    -1 at leaves), walked one level at a time for all rows: the float32 rows compared in double
+    (``x <= threshold`` goes left), the leaves' values summed in tree order, divided by the
+    divisor; (first argmax per row, the quotients)."""
+    X32 = np.asarray(X32, np.float32)
+    N = X32.shape[0]
+    acc = np.zeros((N, value.shape[1]))
+    rows = np.arange(N)
+    for t in range(len(offsets) - 1):
+        a = offsets[t]
+        node = np.zeros(N, np.int64)
+        while True:
+            inner = left[a + node] != -1
+            if not inner.any():
+                break
+            n = node[inner]
+            go_left = X32[rows[inner], feature[a + n]].astype(np.float64) <= threshold[a + n]
+            node[inner] = np.where(go_left, left[a + n], right[a + n])
+        acc += value[a + node]
+    acc /= divisor
+    return acc.argmax(axis=1) if value.shape[1] else np.zeros(N, np.int64), acc

@@ -214,8 +214,8 @@ FUZZ_EXAMPLES = 2500
 
 
 @pytest.mark.slow
-def test_hypothesis_fuzz_2500_hostile_calls_over_44_entry_points():
-    """tests/fuzz_bindings.py: 2500 Hypothesis-generated calls with hostile arguments over 44
+def test_hypothesis_fuzz_2500_hostile_calls_over_46_entry_points():
+    """tests/fuzz_bindings.py: 2500 Hypothesis-generated calls with hostile arguments over 46
     kernels, model methods and attacks; each ends in a result or a clean exception, and results
     of the closed-form kernels on finite inputs match the float64 reference."""
     import pathlib

@@ -3,6 +3,7 @@
 // keep their buffers alive for the whole call.
 #include "fastfool/kernels.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <vector>
@@ -518,6 +519,114 @@ void square_impl(const py::array& X, const py::array& Xb, const py::array& margi
                        threads);
 }
 
+// A tree ensemble packed once for forest_predict: scikit-learn's per-tree arrays (concatenated,
+// tree t's nodes at [offsets[t], offsets[t + 1]), children local to the tree, -1 at a leaf)
+// are checked here - children after their parent inside the tree, features in range - so the
+// packed trees are finite and every walk stays in bounds.
+class PackedForest {
+public:
+    PackedForest(const py::array& feature, const py::array& threshold, const py::array& left,
+                 const py::array& right, const py::array& value, const py::array& offsets,
+                 std::int64_t features, double divisor) {
+        check_dtype<std::int64_t>(offsets, "offsets");
+        if (offsets.ndim() != 1 || offsets.shape(0) < 1)
+            throw py::value_error("offsets: expected a 1-D array of trees + 1 offsets");
+        const std::int64_t T = offsets.shape(0) - 1;
+        const std::int64_t* po = index_vec(offsets, T + 1, "offsets", false);
+        check_dtype<std::int64_t>(feature, "feature");
+        if (feature.ndim() != 1) throw py::value_error("feature: expected a 1-D array");
+        const std::int64_t n = feature.shape(0);
+        const std::int64_t* pf = index_vec(feature, n, "feature", false);
+        const std::int64_t* pl = index_vec(left, n, "left", false);
+        const std::int64_t* pr = index_vec(right, n, "right", false);
+        const double* pt = unit_vec(threshold, n, "threshold");
+        auto v = in_mat<double>(value, "value");
+        if (v.rows != n)
+            throw py::value_error("value: expected " + std::to_string(n) + " rows, got " +
+                                  shape_str(value));
+        if (v.cols < 1) throw py::value_error("value: needs at least one class column");
+        if (features < 0) throw py::value_error("features: must be >= 0");
+        if (!(divisor > 0) || !std::isfinite(divisor))
+            throw py::value_error("divisor: must be a positive finite number");
+        if (n >= (std::int64_t(1) << 31))
+            throw py::value_error("feature: more than 2**31 - 1 nodes");
+        if (po[0] != 0 || po[T] != n)
+            throw py::value_error("offsets: must run from 0 to the number of nodes");
+        nodes_.resize(static_cast<std::size_t>(n));
+        roots_.resize(static_cast<std::size_t>(T));
+        depth_.assign(static_cast<std::size_t>(T), 0);
+        std::vector<int> d(static_cast<std::size_t>(n), 0);
+        for (std::int64_t t = 0; t < T; ++t) {
+            const std::int64_t a = po[t], e = po[t + 1];
+            if (e <= a) throw py::value_error("offsets: every tree needs at least one node");
+            roots_[t] = a;
+            for (std::int64_t i = a; i < e; ++i) {
+                TreeNode& nd = nodes_[i];
+                nd.threshold = pt[i];
+                nd.pad = 0;
+                const std::int64_t li = pl[i], ri = pr[i];
+                const auto at = [&] {
+                    return " at node " + std::to_string(i - a) + " of tree " + std::to_string(t);
+                };
+                if (li == -1 || ri == -1) {
+                    if (li != ri) throw py::value_error("left, right: one child is -1" + at());
+                    nd.feature = 0;
+                    nd.child[0] = nd.child[1] = static_cast<std::int32_t>(i);
+                    continue;
+                }
+                if (li <= i - a || ri <= i - a || li >= e - a || ri >= e - a)
+                    throw py::value_error(
+                        "left, right: children must come after their parent "
+                        "inside the tree" +
+                        at());
+                if (pf[i] < 0 || pf[i] >= features)
+                    throw py::value_error("feature: " + std::to_string(pf[i]) + at() +
+                                          " is outside [0, " + std::to_string(features) + ")");
+                if (!(pt[i] == pt[i])) throw py::value_error("threshold: NaN" + at());
+                nd.feature = static_cast<std::int32_t>(pf[i]);
+                nd.child[0] = static_cast<std::int32_t>(a + li);
+                nd.child[1] = static_cast<std::int32_t>(a + ri);
+                d[a + li] = std::max(d[a + li], d[i] + 1);
+                d[a + ri] = std::max(d[a + ri], d[i] + 1);
+                depth_[t] = std::max(depth_[t], d[i] + 1);
+            }
+        }
+        value_.resize(static_cast<std::size_t>(n * v.cols));
+        for (std::int64_t i = 0; i < n; ++i)
+            for (std::int64_t c = 0; c < v.cols; ++c) value_[i * v.cols + c] = v(i, c);
+        features_ = features;
+        f_ = Forest{nodes_.data(), roots_.data(), depth_.data(), T, value_.data(), v.cols, divisor};
+    }
+
+    void predict(const py::array& X, const py::array& label, const py::object& proba,
+                 int threads) const {
+        check_threads(threads);
+        auto x = in_mat<float>(X, "X");
+        check_cols(x.cols, features_, "X", "the trees were fitted on");
+        auto* pl = out_vec<std::int64_t>(label, x.rows, "label");
+        std::int64_t ldp = 0;
+        double* pp = nullptr;
+        if (!proba.is_none())
+            pp = out_mat<double>(py::reinterpret_borrow<py::array>(proba), x.rows, f_.classes, ldp,
+                                 "proba");
+        KernelCall nogil;
+        forest_predict(x, f_, pl, pp, ldp, threads);
+    }
+
+    std::int64_t trees() const { return f_.trees; }
+    std::int64_t classes() const { return f_.classes; }
+    std::int64_t features() const { return features_; }
+    std::vector<int> depths() const { return depth_; }
+
+private:
+    std::vector<TreeNode> nodes_;
+    std::vector<std::int64_t> roots_;
+    std::vector<int> depth_;
+    std::vector<double> value_;
+    std::int64_t features_ = 0;
+    Forest f_;
+};
+
 }  // namespace
 
 void bind_kernels(py::module_& m) {
@@ -755,6 +864,17 @@ void bind_kernels(py::module_& m) {
             bad_dtype(X, "X");
         },
         py::arg("X"), py::arg("threads"));
+    py::class_<PackedForest>(m, "Forest")
+        .def(py::init<const py::array&, const py::array&, const py::array&, const py::array&,
+                      const py::array&, const py::array&, std::int64_t, double>(),
+             py::arg("feature"), py::arg("threshold"), py::arg("left"), py::arg("right"),
+             py::arg("value"), py::arg("offsets"), py::arg("features"), py::arg("divisor"))
+        .def("predict", &PackedForest::predict, py::arg("X"), py::arg("label"), py::arg("proba"),
+             py::arg("threads"))
+        .def_property_readonly("trees", &PackedForest::trees)
+        .def_property_readonly("classes", &PackedForest::classes)
+        .def_property_readonly("features", &PackedForest::features)
+        .def_property_readonly("depths", &PackedForest::depths);
 }
 
 }  // namespace fastfool::bind

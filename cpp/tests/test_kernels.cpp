@@ -581,6 +581,90 @@ void test_interrupts() {
     CHECK(thrown, "scores ran to the end under a poll that said stop at once");
 }
 
+// forest_predict against a plain walk of randomly grown trees (children after their parent, a
+// leaf linking to itself), rows at the thresholds and beside them, a strided view, 1 and 3
+// threads: the same labels and the same quotient bits.
+void test_forest(std::mt19937_64& rng) {
+    const std::int64_t D = 5, C = 3;
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    std::vector<ff::TreeNode> nodes;
+    std::vector<double> value;
+    std::vector<std::int64_t> roots;
+    std::vector<int> depth;
+    for (int t = 0; t < 9; ++t) {
+        const auto root = static_cast<std::int32_t>(nodes.size());
+        roots.push_back(root);
+        // grow breadth first: a node splits with probability 0.7 down to depth 6
+        std::vector<std::pair<std::int32_t, int>> open{{root, 0}};
+        nodes.push_back({});
+        int deepest = 0;
+        for (std::size_t q = 0; q < open.size(); ++q) {
+            const auto [id, d] = open[q];
+            deepest = std::max(deepest, d);
+            if (d < 6 && u(rng) < 0.7) {
+                const auto l = static_cast<std::int32_t>(nodes.size());
+                nodes.push_back({});
+                nodes.push_back({});
+                ff::TreeNode& nd = nodes[static_cast<std::size_t>(id)];
+                nd.threshold = std::round(u(rng) * 8) / 8;  // shared by many rows
+                nd.feature = static_cast<std::int32_t>(rng() % D);
+                nd.child[0] = l;
+                nd.child[1] = l + 1;
+                open.push_back({l, d + 1});
+                open.push_back({l + 1, d + 1});
+            } else {
+                ff::TreeNode& nd = nodes[static_cast<std::size_t>(id)];
+                nd.threshold = 0;
+                nd.feature = 0;
+                nd.child[0] = nd.child[1] = id;
+            }
+        }
+        depth.push_back(deepest);
+    }
+    for (std::size_t i = 0; i < nodes.size(); ++i)
+        for (std::int64_t c = 0; c < C; ++c) value.push_back(std::round(u(rng) * 16) / 16);
+    const ff::Forest f{nodes.data(), roots.data(), depth.data(), 9, value.data(), C, 9.0};
+    for (std::int64_t N : {0, 1, 7, 64, 65, 200}) {
+        Mat<float> X(N, D, 3);
+        for (std::int64_t i = 0; i < N; ++i)
+            for (std::int64_t j = 0; j < D; ++j) {
+                const float g = static_cast<float>(std::round(u(rng) * 8) / 8);
+                const int k = static_cast<int>(rng() % 3);  // at a threshold, or one ulp off
+                X(i, j) = k == 0 ? g : std::nextafter(g, k == 1 ? -1.0f : 2.0f);
+            }
+        for (int threads : {1, 3}) {
+            std::vector<std::int64_t> label(static_cast<std::size_t>(N) + 1, -1);
+            std::vector<double> proba(static_cast<std::size_t>(N * C) + 1, -1);
+            ff::forest_predict(X.view(), f, label.data(), proba.data(), C, threads);
+            for (std::int64_t i = 0; i < N; ++i) {
+                std::vector<double> acc(C, 0.0);
+                for (int t = 0; t < 9; ++t) {
+                    std::int32_t at = static_cast<std::int32_t>(roots[static_cast<std::size_t>(t)]);
+                    while (nodes[static_cast<std::size_t>(at)].child[0] != at) {
+                        const ff::TreeNode& nd = nodes[static_cast<std::size_t>(at)];
+                        at = double(X(i, nd.feature)) <= nd.threshold ? nd.child[0] : nd.child[1];
+                    }
+                    for (std::int64_t c = 0; c < C; ++c)
+                        acc[static_cast<std::size_t>(c)] +=
+                            value[static_cast<std::size_t>(at * C + c)];
+                }
+                std::int64_t best = 0;
+                for (std::int64_t c = 0; c < C; ++c) {
+                    acc[static_cast<std::size_t>(c)] /= 9.0;
+                    if (acc[static_cast<std::size_t>(c)] > acc[static_cast<std::size_t>(best)])
+                        best = c;
+                }
+                CHECK(label[static_cast<std::size_t>(i)] == best, "forest label N=%ld row %ld",
+                      static_cast<long>(N), static_cast<long>(i));
+                CHECK(std::memcmp(acc.data(), proba.data() + i * C, sizeof(double) * C) == 0,
+                      "forest proba bits N=%ld row %ld", static_cast<long>(N),
+                      static_cast<long>(i));
+            }
+            CHECK(label[static_cast<std::size_t>(N)] == -1, "forest wrote past the labels");
+        }
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -604,6 +688,8 @@ int main(int argc, char** argv) {
     run_all<float>((want + " float").c_str());
     run_all<double>((want + " double").c_str());
     test_interrupts();
+    std::mt19937_64 rng(20261202);
+    test_forest(rng);
     std::printf("%s: %d checks, %d failed\n", want.c_str(), g_checks, g_failures);
     return g_failures == 0 ? 0 : 1;
 }

@@ -176,6 +176,32 @@ void square_linf_mlp(const MatView<T>& X, T* Xb, std::int64_t ldb, double* margi
                      std::int64_t n_iter, std::int64_t it0, const T* lo, const T* hi,
                      std::int64_t* queries, int threads);
 
+// A tree ensemble's nodes, packed: child[0] the left child, child[1] the right; a leaf links to
+// itself (both children its own index, feature 0), an internal node to children of higher index
+// within its tree.
+struct TreeNode {
+    double threshold;
+    std::int32_t feature, child[2], pad;
+};
+
+// Trees t = 0 .. trees - 1 rooted at roots[t] (node indices into nodes), depth[t] the longest
+// root-to-leaf path, value (nodes x classes, contiguous) the class fractions at each leaf.
+struct Forest {
+    const TreeNode* nodes = nullptr;
+    const std::int64_t* roots = nullptr;
+    const int* depth = nullptr;
+    std::int64_t trees = 0;
+    const double* value = nullptr;
+    std::int64_t classes = 0;
+    double divisor = 1;
+};
+
+// scikit-learn's tree-classifier vote (cpu/forest.cpp): per row, the leaf of each tree (go left
+// where (double)x[feature] <= threshold), the leaves' values summed in tree order, divided by
+// the divisor; label[i] the first largest class, proba (optional, row stride ldp) the quotients.
+void forest_predict(const MatView<float>& X, const Forest& f, std::int64_t* label, double* proba,
+                    std::int64_t ldp, int threads);
+
 // True when every element is finite (no NaN, no +-inf).
 template <class T>
 bool all_finite(const MatView<T>& X, int threads);

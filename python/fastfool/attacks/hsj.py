@@ -17,6 +17,13 @@ its estimate and a bisection).
 
 Random numbers come from one generator per row, seeded by ``(seed, row)``: a row's result does
 not depend on the other rows.
+
+A fitted ``RandomForestClassifier``, ``ExtraTreesClassifier``, ``DecisionTreeClassifier`` or
+``ExtraTreeClassifier`` (exactly those types) is queried through a compiled copy of its trees
+(``fastfool._trees``: the same float32 cast, comparisons, float64 sums and argmax, so the same
+labels bit for bit, without scikit-learn's ~8 ms per ``predict`` call); ``y`` (when not given),
+the final ``pred`` / ``success`` and the clean-accuracy check are the estimator's own
+``predict``.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from .._dask import dask_aware
 from .. import _random
 from .._checks import matrix
 from .._runtime import check_fits
+from .._trees import compiled_predict
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..result import AttackResult
 from ._common import Grid, Progress, clip_bounds, count, norm_of, positive, row_norms
@@ -68,7 +76,9 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
 
     Returns an AttackResult: ``x_adv`` per row (X where no adversarial start was found),
     ``success`` / ``pred`` ``clf.predict`` on it, ``queries`` the ``predict`` rows each row
-    cost (the final check included), ``iterations`` the completed iterations.
+    cost (the final check included), ``iterations`` the completed iterations;
+    ``extra["queried"]`` says whether the search asked ``"predict"`` or the ``"compiled
+    trees"`` of a scikit-learn tree classifier (the same labels; see the module docstring).
     """
     t0 = time.perf_counter()
     if not callable(getattr(clf, "predict", None)):
@@ -100,11 +110,19 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
     if budget < 1:
         raise ValueError(f"max_queries: quantize needs at least 3, got {max_queries}")
 
-    def labels(v):
+    def verdict(v):
+        """The classifier's own labels."""
         return np.asarray(clf.predict(np.asarray(v, dtype=dt)))
 
+    fast = compiled_predict(clf)
+
+    def labels(v):
+        """The labels the search queries: the classifier's, through the compiled copy of its
+        trees where there is one (the same labels)."""
+        return verdict(v) if fast is None else fast.predict(np.asarray(v, dtype=dt))
+
     queries = np.zeros(N, dtype=np.int64)
-    yl = labels(X) if y is None else np.asarray(y)
+    yl = verdict(X) if y is None else np.asarray(y)
     if y is None:
         queries += 1
     if yl.shape != (N,):
@@ -230,7 +248,7 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
     x_out = x_adv.astype(dt)
     if grid:
         x_out = grid.snap(x_out, X, adversarial)
-    pred = labels(x_out)
+    pred = verdict(x_out)
     queries += 1
     success = (pred != yl) if tl is None else ((pred == tl) & (tl != yl))
     diff = x_out.astype(np.float64) - x0
@@ -239,9 +257,10 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
         confidence=np.full(N, np.nan), l2=np.sqrt(np.einsum("ij,ij->i", diff, diff)),
         linf=np.abs(diff).max(axis=1) if D else np.zeros(N), iterations=iterations,
         queries=queries, y=yl, target=tl,
-        _correct=np.ones(N, dtype=bool) if y is None else (lambda: labels(X) == yl),
+        _correct=np.ones(N, dtype=bool) if y is None else (lambda: verdict(X) == yl),
         attack="hop_skip_jump",
         params=dict(norm=nrm, max_queries=max_queries, init_evals=init_evals,
                     max_evals=max_evals, gamma=gamma, clip=clip, quantize=quantize, seed=seed,
                     classifier=type(clf).__name__),
-        elapsed=time.perf_counter() - t0, extra={"found_start": found})
+        elapsed=time.perf_counter() - t0,
+        extra={"found_start": found, "queried": "predict" if fast is None else "compiled trees"})
