@@ -85,14 +85,23 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def _stub_names(path):
     return {n.name for n in ast.parse(path.read_text()).body
-            if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")}
+            if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and not n.name.startswith("_")}
+
+
+def _bound_and_stubbed(fn, stub_def):
+    """Parameter names from pybind11's signature line and from the stub (self dropped)."""
+    import re
+    sig = fn.__doc__.split("\n")[0]
+    bound = [b for b in re.findall(r"(\w+): ", sig[sig.index("("):]) if b != "self"]
+    a = stub_def.args
+    stubbed = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs if x.arg != "self"]
+    return bound, stubbed
 
 
 def test_stubs_name_exactly_the_compiled_functions():
     """Each compiled module's .pyi lists every public function it has, and nothing else; the
     stub's parameter names are the binding's (read from pybind11's signature line)."""
     import importlib
-    import re
     for mod in ("_core", "_cuda"):
         stub = PKG / f"{mod}.pyi"
         assert stub.exists(), stub
@@ -102,12 +111,25 @@ def test_stubs_name_exactly_the_compiled_functions():
             continue  # _cuda: built without CUDA
         names = {n for n in dir(m) if not n.startswith("_") and callable(getattr(m, n))}
         assert _stub_names(stub) == names, (mod, _stub_names(stub) ^ names)
-        tree = {n.name: n for n in ast.parse(stub.read_text()).body if isinstance(n, ast.FunctionDef)}
+        body = ast.parse(stub.read_text()).body
+        tree = {n.name: n for n in body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
         for name in names:
-            sig = getattr(m, name).__doc__.split("\n")[0]
-            bound = re.findall(r"(\w+): ", sig[sig.index("("):])
-            a = tree[name].args
-            stubbed = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+            obj, node = getattr(m, name), tree[name]
+            if isinstance(node, ast.ClassDef):
+                # a bound class: its public methods and properties, each with the binding's names
+                public = {n for n in dir(obj) if not n.startswith("_")} | {"__init__"}
+                methods = {n.name: n for n in node.body if isinstance(n, ast.FunctionDef)}
+                assert set(methods) == public, (mod, name, set(methods) ^ public)
+                for meth, d in methods.items():
+                    attr = getattr(obj, meth)
+                    if isinstance(attr, property):
+                        assert any(isinstance(x, ast.Name) and x.id == "property"
+                                   for x in d.decorator_list), (mod, name, meth)
+                        continue
+                    bound, stubbed = _bound_and_stubbed(attr, d)
+                    assert bound == stubbed, (mod, name, meth, bound, stubbed)
+                continue
+            bound, stubbed = _bound_and_stubbed(obj, node)
             assert bound == stubbed, (mod, name, bound, stubbed)
 
 
