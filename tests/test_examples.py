@@ -75,6 +75,7 @@ def test_seed5_backprojection():
     assert inv.extra["clamped"][0] >= 8 and np.all(np.isfinite(inv.x_adv))
 
 
+@pytest.mark.slow  # a whole example program (CI runs the slow set)
 def test_seed6_linear_vs_rbf_svm(tmp_path):
     out = load("seed6_svm_iris").main(verbose=False, resolution=100, out_dir=tmp_path)
     assert out["accuracy_linear"] > 0.9 and out["accuracy_rbf"] > 0.9

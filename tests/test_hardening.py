@@ -326,10 +326,15 @@ THREADS = textwrap.dedent(r"""
 """)
 
 
+_slow = pytest.mark.slow  # each case is a fresh interpreter (~0.25 s): CI runs them all
+
+
 @pytest.mark.parametrize("env,warn", [
-    ({}, False), ({"FASTFOOL_NUM_THREADS": "1000000"}, True), ({"FASTFOOL_NUM_THREADS": "lots"}, True),
-    ({"FASTFOOL_NUM_THREADS": "64"}, False), ({"OMP_NUM_THREADS": "4,2"}, False),
-    ({"OMP_NUM_THREADS": "junk"}, False), ({"FASTFOOL_SIMD": "avx1024"}, True), ({"FASTFOOL_SIMD": "avx2"}, False),
+    ({}, False), ({"FASTFOOL_NUM_THREADS": "1000000"}, True),
+    pytest.param({"FASTFOOL_NUM_THREADS": "lots"}, True, marks=_slow),
+    pytest.param({"FASTFOOL_NUM_THREADS": "64"}, False, marks=_slow), ({"OMP_NUM_THREADS": "4,2"}, False),
+    pytest.param({"OMP_NUM_THREADS": "junk"}, False, marks=_slow), ({"FASTFOOL_SIMD": "avx1024"}, True),
+    pytest.param({"FASTFOOL_SIMD": "avx2"}, False, marks=_slow),
     ({"FASTFOOL_FORCE_THREADS": "1", "FASTFOOL_NUM_THREADS": "8"}, False),
 ])
 def test_thread_counts_are_capped_and_absurd_ones_refused(env, warn):

@@ -7,7 +7,6 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits
 from sklearn.linear_model import (LogisticRegression, Perceptron, RidgeClassifier,
                                   SGDClassifier)
 from sklearn.neural_network import MLPClassifier
@@ -16,12 +15,6 @@ from sklearn.svm import LinearSVC
 import fastfool as ff
 
 import reference as R
-
-
-@pytest.fixture(scope="module")
-def digits():
-    X, y = load_digits(return_X_y=True)
-    return X / 16.0, y
 
 
 def fit_quiet(est, X, y):
@@ -44,6 +37,17 @@ LINEAR = {
 }
 
 
+_FITS: dict = {}
+
+
+def fit_linear(name, X, y, shared=None):
+    """LINEAR[name] fitted once for the module (both dtypes' tests read the same estimator);
+    `shared`, when given, is a fit of the same kind of estimator on the same rows."""
+    if name not in _FITS:
+        _FITS[name] = shared if shared is not None else fit_quiet(LINEAR[name][0](), X, y)
+    return _FITS[name]
+
+
 def subset(X, y, classes):
     if classes is None:
         return X, y
@@ -61,10 +65,9 @@ def assert_scores_match(ours, theirs, dtype):
 
 @pytest.mark.parametrize("name", sorted(LINEAR))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_linear_models_match_sklearn(digits, name, dtype):
-    make, classes = LINEAR[name]
-    X, y = subset(*digits, classes)
-    est = fit_quiet(make(), X, y)
+def test_linear_models_match_sklearn(digits, digits_logreg, name, dtype):
+    X, y = subset(*digits, LINEAR[name][1])
+    est = fit_linear(name, X, y, digits_logreg if name == "logreg-multinomial" else None)
     m = ff.from_sklearn(est, dtype=dtype)
     assert isinstance(m, ff.LinearModel) and m.dtype == dtype
     np.testing.assert_array_equal(m.classes_, est.classes_)
@@ -89,7 +92,11 @@ def test_linear_models_match_sklearn(digits, name, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_mlp_matches_sklearn(digits, activation, classes, dtype):
     X, y = subset(*digits, classes)
-    est = fit_quiet(MLPClassifier((20, 7), activation=activation, max_iter=60, random_state=0), X, y)
+    key = ("mlp", activation, classes is None)
+    if key not in _FITS:  # one fit for both dtypes' tests
+        _FITS[key] = fit_quiet(MLPClassifier((20, 7), activation=activation, max_iter=60,
+                                                    random_state=0), X, y)
+    est = _FITS[key]
     m = ff.from_sklearn(est, dtype=dtype)
     assert isinstance(m, ff.MLP) and m.binary == (classes is not None)
     tol = 1e-5 if dtype == np.float32 else 1e-10
@@ -135,11 +142,11 @@ def test_arbitrary_int_labels(digits):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_loss_gradient_linear_binary_and_multiclass(digits, dtype):
+def test_loss_gradient_linear_binary_and_multiclass(digits, digits_logreg, dtype):
     X, y = digits
     for classes in (None, [3, 5]):
         Xs, ys = subset(X, y, classes)
-        est = LogisticRegression(max_iter=300).fit(Xs, ys)
+        est = digits_logreg if classes is None else LogisticRegression(max_iter=300).fit(Xs, ys)
         m = ff.from_sklearn(est, dtype=dtype)
         G, loss = m.loss_gradient(Xs, ys, return_loss=True)
         # independent: the binary model is softmax over [0, s]; CE equals sklearn's log-loss
@@ -300,9 +307,9 @@ def test_pinv_is_cached():
     np.testing.assert_allclose(m.pinv(0), np.linalg.pinv(m.coefs_[0]))
 
 
-def test_threads_argument_and_global_setting(digits):
+def test_threads_argument_and_global_setting(digits, digits_logreg):
     X, y = digits
-    m = ff.from_sklearn(LogisticRegression(max_iter=300).fit(X, y))
+    m = ff.from_sklearn(digits_logreg)
     a = m.predict_proba(X, threads=1)
     prev = ff.set_threads(2)
     try:
@@ -316,9 +323,9 @@ def test_threads_argument_and_global_setting(digits):
         ff.set_threads(-1)
 
 
-def test_float_inputs_are_cast_to_the_model_dtype(digits):
+def test_float_inputs_are_cast_to_the_model_dtype(digits, digits_logreg):
     X, y = digits
-    m = ff.from_sklearn(LogisticRegression(max_iter=300).fit(X, y), dtype=np.float32)
+    m = ff.from_sklearn(digits_logreg, dtype=np.float32)
     out = m.predict_proba(X)  # float64 X -> float32 model
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, m.predict_proba(X.astype(np.float32)), rtol=0, atol=0)

@@ -36,6 +36,8 @@ def test_templates_and_adversarial_grid(tmp_path, digits_model):
     check_png(tmp_path / "g.png")
 
 
+# ~1 s of figures: CI runs it (-m slow); the grid test above keeps plotting in the quick run
+@pytest.mark.slow
 def test_confidence_map_curves_and_sweep(tmp_path, digits_model):
     iris = load_iris()
     Xi, yi = iris.data[:, 2:], iris.target

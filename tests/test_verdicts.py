@@ -292,7 +292,7 @@ def _exact_radius(est, X):
     return out
 
 
-def test_score_attack_success_is_the_svc_predict(data):
+def test_score_attack_success_is_the_svc_predict(data, fitted):
     """Multi-class SVC(probability=True): success was judged by argmax predict_proba (92%
     reported, 56% true). Now it is svc.predict, and the queries count the predict calls."""
     Xtr, ytr, X, y = data["digits"]
@@ -300,7 +300,7 @@ def test_score_attack_success_is_the_svc_predict(data):
     res = ff.score_attack(svc, X[:40], y[:40], eps=0.2, max_queries=120, seed=0)
     assert_verdicts(res, svc, y[:40], what="score_attack svc")
     assert res.success.any()
-    rf_like = ff.from_sklearn(_fit(LogisticRegression(max_iter=300), Xtr, ytr))
+    rf_like = ff.from_sklearn(fitted["logreg-multi"])
     res = ff.score_attack(rf_like, X[:30], y[:30], eps=0.2, max_queries=80)
     np.testing.assert_array_equal(res.pred, rf_like.predict(res.x_adv))
 
@@ -414,10 +414,10 @@ def test_overflowing_scores_masked_arrays_and_edited_weights_are_refused():
         mlp.coefs_[0][0, 0] = 1.0
 
 
-def test_predict_proba_is_sklearns_or_the_conversion_warns(data):
+def test_predict_proba_is_sklearns_or_the_conversion_warns(data, fitted):
     Xtr, ytr, X, _ = data["digits"]
     Xb, yb = Xtr[ytr < 2], ytr[ytr < 2]
-    same = [LogisticRegression(max_iter=300).fit(Xtr, ytr),
+    same = [fitted["logreg-multi"],
             LogisticRegression(max_iter=300).fit(Xb, yb),
             SGDClassifier(loss="log_loss", random_state=0).fit(Xb, yb),
             _fit(MLPClassifier((10,), max_iter=50, random_state=0), Xtr, ytr)]
