@@ -134,6 +134,17 @@ def test_compiled_trees_read_strided_float32_in_place(digits):
     out = np.empty(len(view), np.int64)
     c.forest.predict(view, out, None, 2)
     np.testing.assert_array_equal(rf.classes_[out], rf.predict(view))
+    odd = _misaligned(X[:33].astype(np.float32))  # at an odd byte offset: copied, not misread
+    assert not odd.flags.aligned
+    np.testing.assert_array_equal(c.predict(odd), rf.predict(odd))
+
+
+def _misaligned(a):
+    """A copy of the float32 array `a` whose data starts one byte past an aligned address."""
+    buf = np.zeros(a.nbytes + 1, np.uint8)
+    out = np.frombuffer(buf.data, dtype=a.dtype, count=a.size, offset=1).reshape(a.shape)
+    out[...] = a
+    return out
 
 
 def test_only_the_exact_tree_classifiers_are_compiled(digits):
@@ -228,6 +239,8 @@ def test_the_forest_binding_walks_and_refuses():
         f.predict(X, out, np.empty((3, 3)), 1)
     with pytest.raises(ValueError, match="threads"):
         f.predict(X, out, None, 0)
+    with pytest.raises(ValueError, match="X: the data is not aligned"):
+        f.predict(_misaligned(X), out, None, 1)
 
 
 class _Predicts:

@@ -54,6 +54,14 @@ inline void check_dims(const py::array& a, const char* name) {
                                   "kernels support");
 }
 
+// The kernels load whole elements: a buffer at an odd byte offset (np.frombuffer, a view of
+// bytes) is refused here rather than read misaligned (the Python layer copies such arrays).
+template <class T>
+void check_aligned(const py::array& a, const char* name) {
+    if (a.size() > 0 && reinterpret_cast<std::uintptr_t>(a.data()) % alignof(T) != 0)
+        throw py::value_error(std::string(name) + ": the data is not aligned to its item size");
+}
+
 template <class T>
 MatView<T> in_mat(const py::array& a, const char* name) {
     check_dtype<T>(a, name);
@@ -61,6 +69,7 @@ MatView<T> in_mat(const py::array& a, const char* name) {
         throw py::value_error(std::string(name) + ": expected a 2-D array, got shape " +
                               shape_str(a));
     check_dims(a, name);
+    check_aligned<T>(a, name);
     return {static_cast<const T*>(a.data()), a.shape(0), a.shape(1), elem_stride(a, 0, name),
             elem_stride(a, 1, name)};
 }
@@ -71,6 +80,7 @@ VecView<T> in_vec(const py::object& o, std::int64_t n, const char* name) {
     auto a = py::reinterpret_borrow<py::array>(o);
     check_dtype<T>(a, name);
     check_dims(a, name);
+    check_aligned<T>(a, name);
     if (a.ndim() != 1 || a.shape(0) != n)
         throw py::value_error(std::string(name) + ": expected shape (" + std::to_string(n) +
                               ",), got " + shape_str(a));
@@ -103,6 +113,7 @@ T* out_vec(const py::object& o, std::int64_t n, const char* name) {
     auto a = py::reinterpret_borrow<py::array>(o);
     check_dtype<T>(a, name);
     check_dims(a, name);
+    check_aligned<T>(a, name);
     if (a.ndim() != 1 || a.shape(0) != n)
         throw py::value_error(std::string(name) + ": expected shape (" + std::to_string(n) +
                               ",), got " + shape_str(a));

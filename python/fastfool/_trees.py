@@ -63,6 +63,8 @@ class CompiledTrees:
         (the wrong shape, no rows, a value that is not finite as float32)."""
         with np.errstate(over="ignore"):  # past float32's range: inf, for the estimator to judge
             X32 = np.asarray(X, dtype=np.float32)
+        if not X32.flags.aligned or any(st % 4 for st in X32.strides):
+            X32 = X32.copy()  # e.g. a view at an odd byte offset: the C++ loop reads floats
         if X32.ndim != 2 or X32.shape[1] != self.n_features_in_ or not X32.shape[0] or \
                 not np.isfinite(X32).all():
             return None
