@@ -681,11 +681,14 @@ def proven_robust(model, X, yi, eps: float, norm: Norm = "inf", clip: Clip = Non
     X64 = np.asarray(X, np.float64)
     ref = model._reference()
     consts, u = ref._layer_constants(), ref._source_u
-    from .attacks._common import row_chunks
     widest = max([D] + [W.shape[1] for W in Ws])
     todo = np.flatnonzero(clear & (pred == np.asarray(yi)))
-    for s in row_chunks(todo.size, widest * widest):
-        rows = todo[s]
+    # chunks of 2**18 / widest**2 rows (64 on a 64-wide net): the bound's temporaries stay
+    # small enough for the allocator to reuse them; one 450-row chunk made a process's first
+    # call 0.14-0.17 s against 0.05 s (fresh pages for every temporary), later ones 0.045 s
+    per = max(1, (1 << 18) // (widest * widest))
+    for i in range(0, todo.size, per):
+        rows = todo[i:i + per]
         reg = _Region(X64[rows], np.full(rows.size, float(eps)), nrm, lo64, hi64)
         low = _margins_of(model, Ws, bs, acts, reg, pred[rows], "crown").min(axis=1)
         xinf = reg.xmax.max(axis=1) if D else np.zeros(rows.size)
