@@ -2,7 +2,8 @@
 default 1000 steps x 9 constants) and DeepFool against torchattacks' FAB, in one run: per
 attack the success rate, the median perturbation norm over the rows every attack fooled, and
 the time. FAB-T: fastfool's FAB targeted at each of the 9 most likely other classes in turn,
-the closest point kept (AutoAttack's variant, 9 runs of ``--steps``).
+the closest point kept (AutoAttack's variant, 9 runs of ``--steps``). FMN-DDN: FMN started
+from DDN's point (``init="ddn"``).
 
     python bench/minnorm_peers.py [--json bench/results/minnorm.json] [--no-peer] [--steps 100]
 
@@ -71,6 +72,9 @@ def main(argv=None) -> int:
                                            clip=(0, 1), threads=2).x_adv)
             run("ff.fmn", lambda: ff.fmn(m, X, y, norm=nn_, steps=args.steps, clip=(0, 1),
                                          threads=2).x_adv)
+            # FMN refining DDN's point (init="ddn": DDN's steps, then FMN's; the time is both)
+            run("ff.fmn-ddn", lambda: ff.fmn(m, X, y, norm=nn_, steps=args.steps, clip=(0, 1),
+                                             init="ddn", threads=2).x_adv)
             if norm == "2":
                 run("ff.ddn", lambda: ff.ddn(m, X, y, steps=args.steps, clip=(0, 1),
                                              threads=2).x_adv)

@@ -146,8 +146,11 @@ def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: 
         alpha_init / 100). gamma_init, gamma_final : eps's relative change per step (0.05 ->
         0.001).
     init : None (start at X), ``"deepfool"`` (start on the boundary between X and DeepFool's
-        adversarial example, found by ``binary_search_steps`` bisections), or an array of
-        adversarial starting points (rows that are not adversarial start at X).
+        adversarial example, found by ``binary_search_steps`` bisections), ``"ddn"`` (the same
+        from :func:`fastfool.ddn`'s point after ``steps`` DDN steps, targeted when ``target``
+        is: FMN then refines DDN's point; on the digits MLPs the smallest median L2 of
+        fastfool's attacks, 0.3979 tanh / 0.4811 relu against DDN's 0.3991 / 0.4842), or an
+        array of adversarial starting points (rows that are not adversarial start at X).
     clip : optional (lo, hi) box; without one, eps is not capped by the box.
     quantize : grid step (e.g. ``1/255``; default None): ``x_adv`` is moved onto X's grid at
         the end (and inside the box): the nearest grid point, or the one rounded away from X
@@ -186,13 +189,18 @@ def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: 
     start = None
     if init is not None:
         if isinstance(init, str):
-            if init != "deepfool":
-                raise ValueError(f"init: expected None, 'deepfool' or an array, got {init!r}")
-            if ti is not None:
-                raise ValueError("init: 'deepfool' is untargeted; pass starting points instead")
-            from .minimal import deepfool
-            start = deepfool(model, X, model.classes_[yi], norm=2 if p != "inf" else "inf", clip=clip,
-                             threads=threads).x_adv
+            if init not in ("deepfool", "ddn"):
+                raise ValueError(f"init: expected None, 'deepfool', 'ddn' or an array, got {init!r}")
+            if init == "deepfool":
+                if ti is not None:
+                    raise ValueError("init: 'deepfool' is untargeted; pass starting points instead")
+                from .minimal import deepfool
+                start = deepfool(model, X, model.classes_[yi], norm=2 if p != "inf" else "inf",
+                                 clip=clip, threads=threads).x_adv
+            else:
+                from .ddn import ddn
+                start = ddn(model, X, model.classes_[yi], steps=steps, clip=clip, threads=threads,
+                            target=None if ti is None else model.classes_[ti]).x_adv
         else:
             start = model._X(init, threads, name="init", cols=D)
             if start.shape != X.shape:
