@@ -76,6 +76,9 @@ def main(argv=None):
             lambda: ff.fmn(m, Xm, ym, norm=2, clip=clip, quantize=1 / 16), len(Xm))
         run("fab Linf (100 steps)", mname, lambda: ff.fab(m, Xm[:300], ym[:300], clip=clip), 300)
         run("ddn L2 (100 steps)", mname, lambda: ff.ddn(m, Xm, ym, clip=clip), len(Xm))
+        run("fmn L2 from ddn", mname, lambda: ff.fmn(m, Xm, ym, norm=2, init="ddn", clip=clip), len(Xm))
+        run("universal Linf eps=0.1", mname,
+            lambda: ff.universal(m, Xm, ym, eps=0.1, clip=clip, seed=0), len(Xm))
         run("cw L2 (1000 x 9)", mname, lambda: ff.cw(m, Xm[:100], ym[:100], clip=clip), 100)
         run("apgd-ce Linf eps=0.1", mname, lambda: ff.apgd(m, Xm, ym, eps=0.1, clip=clip), len(Xm))
         run("apgd-ce L1 eps=2", mname, lambda: ff.apgd(m, Xm, ym, eps=2.0, norm=1, clip=clip), len(Xm))
@@ -99,6 +102,8 @@ def main(argv=None):
     run("invert (layer -1, 5x codes)", "mlp-identity 64-50-20-2-4", lambda: ff.invert(m, codes, layer=-1), len(codes))
     run("invert x0 (nearest)", "mlp-identity 64-50-20-2-4", lambda: ff.invert(m, codes, layer=-1, x0=np.tile(Xm[:200], (args.repeat, 1))), len(codes))
     run("score_attack Linf 0.2", "random forest (black box)", lambda: ff.score_attack(rf, X[:300], y[:300], eps=0.2, max_queries=500, clip=clip), 300)
+    run("hop_skip_jump L2 (2k q)", "random forest (black box)",
+        lambda: ff.hop_skip_jump(rf, X[:100], y[:100], max_queries=2000, seed=0, clip=clip), 100)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"date": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": ff.get_threads(),
