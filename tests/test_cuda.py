@@ -377,8 +377,35 @@ def test_the_same_mistake_raises_the_same_error_on_both_devices(fake):
         assert errs[0] == errs[1], (kw, errs)
     with pytest.raises(TypeError, match="mixing NumPy and CuPy"):
         K.scores(cp.asarray(X), W)
-    with pytest.raises(NotImplementedError, match="not available for cuda arrays"):
-        K.mlp_vjp(cp.asarray(X), [cp.asarray(W.T)], None, "identity", cp.asarray(np.ones((6, 3))))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_emulated_mlp_vjp_matches_the_cpu(fake, dtype):
+    """The device's vector-Jacobian product (the cross-entropy backward pass started from the
+    cotangent V) against the CPU kernel, one layer and three, with and without the logits."""
+    cp, _ = fake
+    rng = np.random.default_rng(4)
+    tol = dict(rtol=2e-4, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
+    for sizes, acts in (((7, 4), ["identity"]), ((7, 9, 5, 4), ["tanh", "relu", "identity"])):
+        Ws = [rng.standard_normal((a, b)).astype(dtype) for a, b in zip(sizes, sizes[1:])]
+        bs = [rng.standard_normal(b).astype(dtype) for b in sizes[1:]]
+        X = rng.standard_normal((11, 7)).astype(dtype)
+        V = rng.standard_normal((11, 4)).astype(dtype)
+        G0, L0 = K.mlp_vjp(X, Ws, bs, acts, V, return_logits=True)
+        dev = [cp.asarray(w) for w in Ws], [cp.asarray(b) for b in bs]
+        G, L = K.mlp_vjp(cp.asarray(X), *dev, acts, cp.asarray(V), return_logits=True)
+        assert type(G).__module__.startswith("cupy")
+        np.testing.assert_allclose(G.get(), G0, **tol)
+        np.testing.assert_allclose(L.get(), L0, **tol)
+        np.testing.assert_allclose(K.mlp_vjp(cp.asarray(X), *dev, acts, cp.asarray(V)).get(), G0, **tol)
+    # finite differences of sum(V * logits) on the float64 model: the CPU kernel is the reference
+    if dtype == np.float64:
+        f = lambda Z: float(np.sum(V * K.mlp_forward(Z, Ws, bs, acts)))  # noqa: E731
+        h = 1e-6
+        fd = np.array([[(f(X + h * np.eye(7)[j][None] * (np.arange(11) == i)[:, None])
+                         - f(X - h * np.eye(7)[j][None] * (np.arange(11) == i)[:, None])) / (2 * h)
+                        for j in range(7)] for i in range(3)])
+        np.testing.assert_allclose(G0[:3], fd, rtol=1e-5, atol=1e-7)
 
 
 def test_device_clip_bounds_are_checked_like_host_ones(fake):
