@@ -344,6 +344,39 @@ def test_emulated_gpu_attacks_match_the_cpu(fake, norm):
         ff.fgsm(gm, cp.asarray(X + 2), eps=0.1, clip=(0, 1))
 
 
+@pytest.mark.parametrize("norm", ["inf", 2])
+def test_emulated_gpu_apgd_matches_the_cpu(fake, norm):
+    """APGD written once for both devices: on the emulated device the same iterates, verdicts
+    and iterations as on the CPU (CE and DLR, untargeted and APGD-T, random restarts, a box),
+    x_adv stays on the device; L1 and quantize= are refused there with the one message."""
+    cp, _ = fake
+    rng = np.random.default_rng(7)
+    m = _mlp(np.float64)
+    X = rng.uniform(0, 1, (30, 7))
+    gm, Xg = m.to("cuda"), cp.asarray(X)
+    for kw in (dict(eps=0.3, loss="ce", steps=12), dict(eps=0.3, loss="dlr", steps=12),
+               dict(eps=0.2, loss="ce", steps=10, target=3, clip=(0, 1)),
+               dict(eps=0.2, loss="dlr", steps=10, target="top-2", clip=(0, 1)),
+               dict(eps=0.25, loss="ce", steps=8, restarts=2, seed=4, clip=(0, 1))):
+        r_gpu, r_cpu = ff.apgd(gm, Xg, norm=norm, **kw), ff.apgd(m, X, norm=norm, **kw)
+        assert type(r_gpu.x_adv).__module__.startswith("cupy"), kw
+        xg = r_gpu.x_adv.get()
+        np.testing.assert_array_equal(r_gpu.iterations, r_cpu.iterations)
+        np.testing.assert_array_equal(r_gpu.pred, m.predict(xg))
+        if kw["loss"] == "ce":  # the same fused gradient on both: the same iterates
+            np.testing.assert_allclose(xg, r_cpu.x_adv, rtol=1e-9, atol=1e-12, err_msg=str(kw))
+            np.testing.assert_array_equal(r_gpu.success, r_cpu.success)
+        else:  # DLR's cotangent in array code on the device, one pass in C++ on the CPU: a
+            # coordinate whose gradient is ~0 may take the other sign on a row now and then
+            same = np.all(np.abs(xg - r_cpu.x_adv) <= 1e-9, axis=1)
+            assert same.mean() >= 0.9, (kw, same.mean())
+            np.testing.assert_array_equal(r_gpu.success[same], r_cpu.success[same])
+    assert r_cpu.success.any() and not r_cpu.success.all()
+    for kw in (dict(norm=1), dict(quantize=1 / 255, clip=(0, 1))):
+        with pytest.raises(NotImplementedError, match="not available for cuda arrays"):
+            ff.apgd(gm, Xg, eps=0.3, steps=3, **{"norm": norm, **kw})
+
+
 @pytest.mark.parametrize("spelling", ["L2", "l2", 2, 2.0, "2", "inf", "Linf", np.inf, float("inf")])
 def test_one_norm_parser_on_both_devices(fake, spelling):
     cp, _ = fake
@@ -533,6 +566,30 @@ def test_gpu_pgd_agrees_with_the_cpu_on_digits():
     # float32 sign steps can differ where a gradient element is ~0; the outcome must agree
     assert abs(r_gpu.success.mean() - r_cpu.success.mean()) < 0.01
     assert np.mean(np.abs(r_gpu.x_adv.get() - r_cpu.x_adv) > 1e-4) < 0.01
+
+
+@needs_gpu
+@pytest.mark.parametrize("loss", ["ce", "dlr"])
+def test_gpu_apgd_and_vjp_agree_with_the_cpu_on_digits(loss):
+    """On a real GPU: the device's vector-Jacobian product against the CPU kernel, and APGD
+    (CE and DLR, L-inf, 50 steps) with the same outcome as on the CPU."""
+    import cupy as cp
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier
+    Xd, yd = load_digits(return_X_y=True)
+    Xd = (Xd / 16).astype(np.float32)
+    clf = MLPClassifier((50, 20), activation="tanh", max_iter=200, random_state=0).fit(Xd, yd)
+    m = ff.from_sklearn(clf, dtype=np.float32)
+    gm = m.to("cuda")
+    V = np.random.default_rng(0).standard_normal((len(Xd), 10)).astype(np.float32)
+    G = gm.vjp(cp.asarray(Xd), cp.asarray(V)).get()
+    np.testing.assert_allclose(G, m.vjp(Xd, V), rtol=2e-4, atol=2e-5 * np.abs(G).max())
+    kw = dict(eps=0.05, steps=50, loss=loss, clip=(0, 1))
+    r_cpu = ff.apgd(m, Xd, yd, **kw)
+    r_gpu = ff.apgd(gm, cp.asarray(Xd), yd, **kw)
+    assert abs(r_gpu.success.mean() - r_cpu.success.mean()) < 0.01
+    np.testing.assert_array_equal(r_gpu.pred, clf.predict(r_gpu.x_adv.get()))
+    assert np.abs(r_gpu.x_adv.get() - Xd).max() <= 0.05 * (1 + 1e-6)
 
 
 @needs_gpu

@@ -56,45 +56,47 @@ def _dlr(L, y, t):
 
 
 def _loss_grad(model, x, y, t, loss, threads):
-    """(loss to maximise (N,), its input gradient (N, D), class decided by the logits (N,))."""
+    """(loss to maximise (N,), its input gradient (N, D), class decided by the logits (N,)),
+    on x's device (y, t: class indices there)."""
+    xp = model._be.xp
     if loss == "ce":
         if t is None:
             g, l, P = model.loss_grad(x, Trusted(y), threads, return_prob=True)
-            return l.astype(np.float64), g, np.argmax(P, axis=1)
+            return l.astype(np.float64), g, xp.argmax(P, axis=1)
         g, l, P = model.loss_grad(x, Trusted(t), threads, return_prob=True)
-        return -l.astype(np.float64), -g, np.argmax(P, axis=1)
+        return -l.astype(np.float64), -g, xp.argmax(P, axis=1)
     L = model.scores(x, None, threads)
-    tt = None if t is None else Trusted(np.ascontiguousarray(t, dtype=np.int64))
-    val, V = kernels.dlr_rows(L, Trusted(np.ascontiguousarray(y, dtype=np.int64)), tt,
+    tt = None if t is None else Trusted(xp.ascontiguousarray(t, dtype=np.int64))
+    val, V = kernels.dlr_rows(L, Trusted(xp.ascontiguousarray(y, dtype=np.int64)), tt,
                               threads=threads)
     g = model.vjp(x, V, threads)
-    return val, g, np.argmax(L, axis=1)
+    return val, g, xp.argmax(L, axis=1)
 
 
-def _project(v, x0, eps, l2, lo, hi):
+def _project(v, x0, eps, l2, lo, hi, xp=np):
     """v projected onto the eps-ball around x0 (L-inf box or L2 ball), then clipped."""
     if l2:
         d = v - x0
-        n = np.sqrt(np.einsum("ij,ij->i", d.astype(np.float64), d.astype(np.float64)))
-        scale = np.minimum(1.0, eps / np.maximum(n, 1e-300))
+        n = xp.sqrt(xp.einsum("ij,ij->i", d.astype(np.float64), d.astype(np.float64)))
+        scale = xp.minimum(1.0, eps / xp.maximum(n, 1e-300))
         v = x0 + d * scale[:, None].astype(v.dtype)
     else:
-        v = np.minimum(np.maximum(v, x0 - eps), x0 + eps)
+        v = xp.minimum(xp.maximum(v, x0 - eps), x0 + eps)
     if lo is not None:
-        v = np.maximum(v, lo)
+        v = xp.maximum(v, lo)
     if hi is not None:
-        v = np.minimum(v, hi)
+        v = xp.minimum(v, hi)
     return v.astype(x0.dtype, copy=False)
 
 
-def _ball_box(x0, eps, lo, hi):
+def _ball_box(x0, eps, lo, hi, xp=np):
     """The L-inf ball around x0 intersected with the box, as per-element bounds: clamping to
     them equals clamping to the ball and then to the box (x0 lies in the box), bit for bit."""
     blo, bhi = x0 - eps, x0 + eps
     if lo is not None:
-        blo = np.maximum(blo, lo)
+        blo = xp.maximum(blo, lo)
     if hi is not None:
-        bhi = np.minimum(bhi, hi)
+        bhi = xp.minimum(bhi, hi)
     return blo.astype(x0.dtype, copy=False), bhi.astype(x0.dtype, copy=False)
 
 
@@ -135,11 +137,11 @@ def project_l1_box(x0, v, eps, lo, hi):
     return x0 + sgn * e
 
 
-def _direction(g, l2):
+def _direction(g, l2, xp=np):
     if not l2:
-        return np.sign(g)
-    n = np.sqrt(np.einsum("ij,ij->i", g.astype(np.float64), g.astype(np.float64)))
-    return g / np.maximum(n, 1e-300)[:, None].astype(g.dtype)
+        return xp.sign(g)
+    n = xp.sqrt(xp.einsum("ij,ij->i", g.astype(np.float64), g.astype(np.float64)))
+    return g / xp.maximum(n, 1e-300)[:, None].astype(g.dtype)
 
 
 def _run_l1(model, x0, y, t, eps, lo, hi, steps, loss, start, threads):
@@ -196,7 +198,8 @@ def _run(model, x0, y, t, eps, l2, lo, hi, steps, loss, start, threads, group=No
     APGD-T's runs toward several targets at once (``group``: the original row of each row here,
     ``order``: its run's place in APGD-T's sequence): once a row's run is fooled by the logits,
     the row's later runs leave the batch; a third array ``alive`` (False: left, its outputs
-    unset) is then returned too."""
+    unset) is then returned too. Arrays on the model's device (``group`` / ``order``: host)."""
+    xp = model._be.xp
     n = x0.shape[0]
     dt = x0.dtype
     checks = set(checkpoints(steps))
@@ -204,22 +207,22 @@ def _run(model, x0, y, t, eps, l2, lo, hi, steps, loss, start, threads, group=No
     st = {"x0": x0}
     if l2:
         def proj(v):
-            return _project(v, st["x0"], eps, l2, lo, hi)
+            return _project(v, st["x0"], eps, l2, lo, hi, xp)
     else:
-        st["blo"], st["bhi"] = _ball_box(x0, eps, lo, hi)
+        st["blo"], st["bhi"] = _ball_box(x0, eps, lo, hi, xp)
 
         def proj(v):
-            return np.minimum(np.maximum(v, st["blo"]), st["bhi"])
+            return xp.minimum(xp.maximum(v, st["blo"]), st["bhi"])
     x = start.copy()
     x_old = x.copy()
-    eta = np.full(n, 2.0 * eps)
+    eta = xp.full(n, 2.0 * eps)
     f, g, cls = _loss_grad(model, x, y, t, loss, threads)
     best_f, best_x, best_g = f.copy(), x.copy(), g.copy()
     fooled = (cls == t) if t is not None else (cls != y)
     adv = x.copy()
-    increases = np.zeros(n)
+    increases = xp.zeros(n)
     last_best = best_f.copy()
-    reduced = np.zeros(n, dtype=bool)  # the step size was halved at the last checkpoint
+    reduced = xp.zeros(n, dtype=bool)  # the step size was halved at the last checkpoint
     last_check = 0
     if drop:
         idx, gc, oc = np.arange(n), group, order
@@ -237,7 +240,7 @@ def _run(model, x0, y, t, eps, l2, lo, hi, steps, loss, start, threads, group=No
         momentum = x - x_old
         x_old = x
         a = dt.type(MOMENTUM if k > 0 else 1.0)
-        z = proj(x + (eta[:, None] * _direction(g, l2)).astype(dt))
+        z = proj(x + (eta[:, None] * _direction(g, l2, xp)).astype(dt))
         x = proj(x + (z - x) * a + momentum * (dt.type(1) - a))
         f_new, g, cls = _loss_grad(model, x, y, t, loss, threads)
         hit = (cls == t) if t is not None else (cls != y)
@@ -254,7 +257,7 @@ def _run(model, x0, y, t, eps, l2, lo, hi, steps, loss, start, threads, group=No
             x[cut], g[cut] = best_x[cut], best_g[cut]
             reduced, last_best, last_check = cut, best_f.copy(), k + 1
             increases[:] = 0
-    res = np.where(fooled[:, None], adv, best_x)
+    res = xp.where(fooled[:, None], adv, best_x)
     if not drop:
         return res, fooled
     out_x[idx], out_f[idx], alive[idx] = res, fooled, True
@@ -324,9 +327,15 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
     Returns an AttackResult: ``success`` and ``pred`` are the user's model's decisions on
     ``x_adv`` (untargeted success: not the label, also for APGD-T); ``iterations`` the gradient
     steps per row; ``extra["targets"]`` the classes APGD-T tried.
+
+    On a GPU model (``model.to("cuda")``, CuPy X) the same loop runs on the device (L-inf and
+    L2, CE and DLR, APGD-T's runs one target after another); the verdicts are the host's on
+    copies of each run's result. L1 and ``quantize`` are CPU-only for now.
     """
     t0 = time.perf_counter()
-    model, X, yi, threads = prepare(model, X, y, threads)
+    model, X, yi, threads = prepare(model, X, y, threads, gpu=True)
+    be = model._be
+    xp = be.xp
     eps = positive(eps, "eps")
     nrm = norm_of(norm, l1=True, what="apgd")
     l1 = nrm == "1"
@@ -344,11 +353,13 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
         except (TypeError, ValueError):
             raise ValueError(f"target: expected None, an int k or 'top-k', got {target!r}") from None
         k_targets = min(k_targets, C - 1)
+    if be.name != "cpu" and (l1 or quantize is not None):
+        be.refuse("apgd with norm=1 or quantize=")
     if loss == "dlr" and C < (4 if k_targets else 3):
         raise ValueError(f"loss: 'dlr' needs at least {4 if k_targets else 3} classes "
                          f"(this model has {C}); use loss='ce'")
-    lo, hi = clip_bounds(clip, X.shape[1], X.dtype)
-    check_inside_clip(X, lo, hi)
+    lo, hi = clip_bounds(clip, X.shape[1], X.dtype, be)
+    check_inside_clip(X, lo, hi, be)
     D = X.shape[1]
     lo64 = None if lo is None else np.broadcast_to(np.asarray(lo, np.float64), (D,))
     hi64 = None if hi is None else np.broadcast_to(np.asarray(hi, np.float64), (D,))
@@ -358,19 +369,22 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
     params = dict(eps=eps, norm=nrm, loss=loss, target=None if not k_targets else f"top-{k_targets}",
                   steps=steps, restarts=restarts, clip=clip, quantize=quantize, seed=seed)
     N = X.shape[0]
-    x_adv = np.array(X)
+    x_adv = xp.array(X)
+    dev = be.asarray  # host index and label arrays for the device (on the CPU: themselves)
     fooled = np.zeros(N, dtype=bool)
     iterations = np.zeros(N, dtype=np.int64)
     runs = [None] if not k_targets else list(range(k_targets))
     bar = Progress(N * restarts * len(runs), progress, "apgd")
-    for s in row_chunks(*X.shape, weights=model.n_weights):
-        x0 = np.ascontiguousarray(X[s])
+    for s in row_chunks(*X.shape, be, model.n_weights):
+        x0 = xp.ascontiguousarray(X[s])
         ys = yi[s]
         others_all = None
         if k_targets:  # per row the classes other than the label, most likely first
-            order = np.argsort(-model.scores(x0, None, threads), axis=1, kind="stable")
+            order = np.argsort(-be.to_host(model.scores(x0, None, threads)), axis=1,
+                               kind="stable")
             others_all = order[order != ys[:, None]].reshape(x0.shape[0], -1) if C > 1 else order
-        batched = _BATCH_TARGETS and k_targets > 1 and restarts == 1 and not l1
+        batched = _BATCH_TARGETS and k_targets > 1 and restarts == 1 and not l1 and \
+            be.name == "cpu"
         pre, k0, k1 = None, 0, 0
         for run in runs:
             todo = np.flatnonzero(~fooled[s])  # rows already fooled are left alone
@@ -388,7 +402,7 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
                 todo_r = todo[~fooled[s][todo]]
                 if todo_r.size == 0:
                     break
-                xs = x0[todo_r]
+                xs = x0[dev(todo_r)]
                 k = _random.key(seed_i, "apgd", -1 if run is None else run, r)
                 grows = row_offset + s.start + todo_r
                 if r == 0 and restarts == 1:
@@ -400,11 +414,11 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
                     if l2:
                         d = _random.normal(k, grows, D)
                         d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-300)
-                        start = xs + (eps * d).astype(xs.dtype)
+                        start = xs + dev((eps * d).astype(xs.dtype))
                     else:
-                        start = xs + (eps * (2 * _random.uniform(k, grows, D) - 1)).astype(
-                            xs.dtype)
-                    start = _project(start, xs, eps, l2, lo, hi)
+                        start = xs + dev((eps * (2 * _random.uniform(k, grows, D) - 1)).astype(
+                            xs.dtype))
+                    start = _project(start, xs, eps, l2, lo, hi, xp)
                 tt = None if t is None else t[np.searchsorted(todo, todo_r)]
                 got = None if pre is None else _from_batch(pre, todo_r, run - k0, k1 - k0)
                 if l1:
@@ -413,8 +427,8 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
                 elif got is not None:
                     out, hit = got
                 else:
-                    out, hit = _run(model, xs, ys[todo_r], tt, eps, l2, lo, hi, steps, loss,
-                                    start, threads)
+                    out, hit = _run(model, xs, dev(ys[todo_r]), None if tt is None else dev(tt),
+                                    eps, l2, lo, hi, steps, loss, start, threads)
                 rows = s.start + todo_r
                 iterations[rows] += steps
                 if grid:
@@ -422,10 +436,10 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
                     out = grid.snap(out, xs, lambda v, k: succeeded(
                         verdict.decide(model, v, threads), yr[k]))
                 # verdict on the candidates: the user's model decides
-                pred = verdict.decide(model, out, threads)
+                pred = verdict.decide(model, be.to_host(out), threads)
                 ok = succeeded(pred, ys[todo_r])
                 keep = ok | (r == 0 and run in (None, 0))
-                x_adv[rows[keep]] = out[keep]
+                x_adv[dev(rows[keep])] = out[dev(keep)]
                 fooled[rows[ok]] = True
                 bar.update(todo_r.size)
     bar.close()
