@@ -198,20 +198,22 @@ def test_min_norm_points_on_the_boundary_are_confirmed_outward(mlp, monkeypatch,
     assert np.all(n_res[moved] >= n_raw[moved])
 
 
+@pytest.mark.parametrize("dtype,clip", [(np.float64, (0, 1)), (np.float32, None)])
 @pytest.mark.parametrize("target", [False, True])
-def test_fmn_from_ddn_refines_its_point(mlp, target):
+def test_fmn_from_ddn_refines_its_point(mlp, target, dtype, clip):
     """init="ddn": FMN starts on the boundary between X and DDN's point, so each row it and DDN
     both fool ends no farther than DDN's point (to the outward confirmation's 1%); success is
     the estimator's decision (targeted: the target)."""
     est, X, y = mlp
-    m = ff.from_sklearn(est)
-    Xt, yt = X[:80], y[:80]
+    m = ff.from_sklearn(est, dtype=dtype)
+    Xt, yt = X[:80].astype(dtype), y[:80]
     t = (yt + 1) % 10 if target else None
-    d = ff.ddn(m, Xt, yt, steps=40, clip=(0, 1), target=t)
-    res = ff.fmn(m, Xt, yt, norm=2, steps=40, clip=(0, 1), init="ddn", target=t)
+    d = ff.ddn(m, Xt, yt, steps=40, clip=clip, target=t)
+    res = ff.fmn(m, Xt, yt, norm=2, steps=40, clip=clip, init="ddn", target=t)
     truth = est.predict(res.x_adv)
     np.testing.assert_array_equal(res.success, truth == t if target else truth != yt)
-    assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
+    if clip is not None:
+        assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
     both = res.success & d.success
     assert both.mean() >= 0.8
     assert np.all(res.l2[both] <= d.l2[both] * 1.01 + 1e-9), (res.l2 - d.l2)[both].max()

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
+from ._checks import float_array
 from ._runtime import resolve_threads
 
 __all__ = ["CompiledTrees", "compiled_predict"]
@@ -63,8 +64,7 @@ class CompiledTrees:
         (the wrong shape, no rows, a value that is not finite as float32)."""
         with np.errstate(over="ignore"):  # past float32's range: inf, for the estimator to judge
             X32 = np.asarray(X, dtype=np.float32)
-        if not X32.flags.aligned or any(st % 4 for st in X32.strides):
-            X32 = X32.copy()  # e.g. a view at an odd byte offset: the C++ loop reads floats
+        X32 = float_array(X32, "X")  # itself, or an aligned copy the C++ loop can read
         if X32.ndim != 2 or X32.shape[1] != self.n_features_in_ or not X32.shape[0] or \
                 not np.isfinite(X32).all():
             return None

@@ -164,11 +164,15 @@ def _ce_mlp(X, Ws, bs, acts, yi, G, loss, prob, step=None):
     hs = _forward(X, Ws, bs, acts, keep=True)
     S = hs[-1]
     _ce_rows(S, yi, loss, prob)
-    delta = S
+    return _backward_last(_to_first_layer(S, Ws, acts, hs, X), Ws[0], True, X, G, step)
+
+
+def _to_first_layer(delta, Ws, acts, hs, X):
+    """The cotangent of the logits back-propagated to the first layer's pre-activation."""
     for layer in range(len(Ws) - 1, 0, -1):  # delta of layer l-1's pre-activation
         delta = _gemm(delta, Ws[layer], _new(hs[layer].shape, X), True, mode=_DERIV_ACT,
                       act=acts[layer - 1], H=hs[layer])
-    return _backward_last(delta, Ws[0], True, X, G, step)
+    return delta
 
 
 def _vjp_mlp(X, Ws, bs, acts, V, G, logits):
@@ -177,11 +181,7 @@ def _vjp_mlp(X, Ws, bs, acts, V, G, logits):
     hs = _forward(X, Ws, bs, acts, keep=True)
     if logits is not None:
         logits[...] = hs[-1]
-    delta = V
-    for layer in range(len(Ws) - 1, 0, -1):
-        delta = _gemm(delta, Ws[layer], _new(hs[layer].shape, X), True, mode=_DERIV_ACT,
-                      act=acts[layer - 1], H=hs[layer])
-    return _gemm(delta, Ws[0], G, True)
+    return _gemm(_to_first_layer(V, Ws, acts, hs, X), Ws[0], G, True)
 
 
 def _step(x0, l2, alpha, eps, lo, hi, quantum, out):

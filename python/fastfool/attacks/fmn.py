@@ -149,7 +149,7 @@ def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: 
         adversarial example, found by ``binary_search_steps`` bisections), ``"ddn"`` (the same
         from :func:`fastfool.ddn`'s point after ``steps`` DDN steps, targeted when ``target``
         is: FMN then refines DDN's point; on the digits MLPs the smallest median L2 of
-        fastfool's attacks, 0.3979 tanh / 0.4811 relu against DDN's 0.3991 / 0.4842), or an
+        fastfool's attacks, 0.3979 tanh / 0.4811 relu against DDN's 0.3991 / 0.4840), or an
         array of adversarial starting points (rows that are not adversarial start at X).
     clip : optional (lo, hi) box; without one, eps is not capped by the box.
     quantize : grid step (e.g. ``1/255``; default None): ``x_adv`` is moved onto X's grid at
