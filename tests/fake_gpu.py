@@ -70,7 +70,8 @@ def _make_cupy():
     cp.__version__ = "fake"
     for name in ("ascontiguousarray", "empty", "zeros", "ones", "empty_like",
                  "zeros_like", "where", "clip", "abs", "sqrt", "isfinite", "arange", "maximum",
-                 "minimum", "log", "cos", "array", "full", "sign", "einsum", "argmax", "argsort"):
+                 "minimum", "log", "cos", "array", "full", "sign", "einsum", "argmax", "argsort",
+                 "broadcast_to", "count_nonzero"):
         setattr(cp, name, _fn(getattr(np, name)))
     # host -> device copies are dense, as CuPy's are
     cp.asarray = lambda a, dtype=None: _wrap(_to_device(a, dtype))

@@ -372,9 +372,48 @@ def test_emulated_gpu_apgd_matches_the_cpu(fake, norm):
             assert same.mean() >= 0.9, (kw, same.mean())
             np.testing.assert_array_equal(r_gpu.success[same], r_cpu.success[same])
     assert r_cpu.success.any() and not r_cpu.success.all()
-    for kw in (dict(norm=1), dict(quantize=1 / 255, clip=(0, 1))):
-        with pytest.raises(NotImplementedError, match="not available for cuda arrays"):
-            ff.apgd(gm, Xg, eps=0.3, steps=3, **{"norm": norm, **kw})
+    kw = dict(eps=0.3, steps=8, quantize=1 / 16, clip=(0, 1), norm=norm)
+    Xq = np.round(X * 16) / 16  # on the grid
+    r_gpu, r_cpu = ff.apgd(gm, cp.asarray(Xq), **kw), ff.apgd(m, Xq, **kw)
+    xg = r_gpu.x_adv.get()
+    np.testing.assert_array_equal(xg, r_cpu.x_adv)
+    np.testing.assert_array_equal(np.round(xg * 16) / 16, xg)
+    np.testing.assert_array_equal(r_gpu.pred, m.predict(xg))
+    with pytest.raises(NotImplementedError, match="not available for cuda arrays"):
+        ff.apgd(gm, Xg, eps=0.3, steps=3, norm=1)
+
+
+#: the attacks written once for both devices beyond fgsm / pgd / apgd, with settings to compare
+DEVICE_CASES = {
+    "ddn": (ff.ddn, [dict(steps=15), dict(steps=12, target=2, clip=(0, 1)),
+                     dict(steps=10, init_eps=0.5, clip=(0, 1), quantize=1 / 16)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEVICE_CASES))
+def test_emulated_gpu_attack_matches_the_cpu(fake, name):
+    """Each attack written once for both devices: on the emulated device the same x_adv,
+    verdicts and iterations as on the CPU (untargeted, targeted, a box, quantize=); x_adv stays
+    on the device and its verdicts are the model's own on it."""
+    cp, _ = fake
+    rng = np.random.default_rng(17)
+    m = _mlp(np.float64)
+    X = np.round(rng.uniform(0, 1, (30, 7)) * 16) / 16  # on quantize's grid
+    gm, Xg = m.to("cuda"), cp.asarray(X)
+    attack, cases = DEVICE_CASES[name]
+    for kw in cases:
+        r_gpu, r_cpu = attack(gm, Xg, **kw), attack(m, X, **kw)
+        assert type(r_gpu.x_adv).__module__.startswith("cupy"), kw
+        xg = r_gpu.x_adv.get()
+        np.testing.assert_allclose(xg, r_cpu.x_adv, rtol=1e-9, atol=1e-12, err_msg=str(kw))
+        np.testing.assert_array_equal(r_gpu.success, r_cpu.success)
+        np.testing.assert_array_equal(r_gpu.iterations, r_cpu.iterations)
+        np.testing.assert_array_equal(r_gpu.pred, m.predict(xg))
+        assert r_cpu.success.any(), kw
+        assert r_gpu.extra["device"] == "cuda:0"
+        for key, v in r_cpu.extra.items():
+            if isinstance(v, np.ndarray):
+                np.testing.assert_allclose(np.asarray(r_gpu.extra[key]), v, rtol=1e-9)
 
 
 @pytest.mark.parametrize("spelling", ["L2", "l2", 2, 2.0, "2", "inf", "Linf", np.inf, float("inf")])
@@ -474,6 +513,14 @@ def test_emulated_attack_loops_make_no_host_round_trips(fake):
         ff.pgd(gm, X, y, eps=0.1, steps=steps, clip=(0, 1), early_stop=True, seed=0)
         early.append(sum(fake_gpu.TRANSFERS.values()))
     assert counts[0] == counts[1], counts
+    for attack, kw in [(ff.ddn, dict(clip=(0, 1)))]:  # the minimum-norm loops: per chunk only
+        per = []
+        for steps in (2, 9):
+            for key in fake_gpu.TRANSFERS:
+                fake_gpu.TRANSFERS[key] = 0
+            attack(gm, X, y, steps=steps, **kw)
+            per.append(dict(fake_gpu.TRANSFERS))
+        assert per[0] == per[1], (attack.__name__, per)
     assert early[1] - early[0] <= 6 * (9 - 2), early  # at most a few small copies per step
 
 

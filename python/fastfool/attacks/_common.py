@@ -42,16 +42,16 @@ def check_model(model, gpu=False) -> Model:
 norm_of = norm_name
 
 
-def row_norms(d, p: str) -> np.ndarray:
+def row_norms(d, p: str, xp=np):
     """Per-row norms of a float64 matrix: p "0" (the count of nonzero elements), "1", "2" or
-    "inf" (0 for rows of no columns)."""
+    "inf" (0 for rows of no columns); ``xp`` the array module of d (NumPy or CuPy)."""
     if p == "0":
-        return np.count_nonzero(d, axis=1).astype(np.float64)
+        return xp.count_nonzero(d, axis=1).astype(np.float64)
     if p == "inf":
-        return np.abs(d).max(axis=1) if d.shape[1] else np.zeros(d.shape[0])
+        return xp.abs(d).max(axis=1) if d.shape[1] else xp.zeros(d.shape[0])
     if p == "1":
-        return np.abs(d).sum(axis=1)
-    return np.sqrt(np.einsum("ij,ij->i", d, d))
+        return xp.abs(d).sum(axis=1)
+    return xp.sqrt(xp.einsum("ij,ij->i", d, d))
 
 
 def positive(value, name, *, allow_zero=True, allow_inf=False) -> float:
@@ -318,29 +318,34 @@ def confirm_outward(model, X, x_adv, yi, ti, threads, lo=None, hi=None,
 
 class Grid:
     """``quantize=`` of the attacks that round at the end: step ``q`` (validated), the ball
-    (``eps``, ``norm``; eps inf for the minimum-norm attacks) and the clip bounds."""
+    (``eps``, ``norm``; eps inf for the minimum-norm attacks) and the clip bounds (of the
+    backend ``be``: on a GPU the rounding runs on host copies, once per result)."""
 
-    def __init__(self, quantize, eps=np.inf, norm="inf", lo=None, hi=None):
+    def __init__(self, quantize, eps=np.inf, norm="inf", lo=None, hi=None, be=CPU):
         self.q = 0.0 if quantize is None else positive(quantize, "quantize", allow_zero=False)
-        self.eps, self.norm, self.lo, self.hi = eps, norm, lo, hi
+        self.eps, self.norm, self.be = eps, norm, be
+        self.lo = None if lo is None else be.to_host(lo)
+        self.hi = None if hi is None else be.to_host(hi)
 
     def __bool__(self):
         return self.q > 0
 
     def snap(self, x_adv, X, fooled):
         """x_adv on X's grid: the nearest grid point of each row; a row that ``fooled(x, rows)``
-        (a bool per row of ``x``, rows its indices) rejects there takes the grid point rounded
-        away from X instead when that one fools."""
+        (a bool per row of the host array ``x``, rows its indices) rejects there takes the grid
+        point rounded away from X instead when that one fools. Arrays of the grid's backend
+        (the result is too)."""
+        be = self.be
+        x_adv, X = be.to_host(x_adv), be.to_host(X)
         kw = dict(eps=self.eps, norm=self.norm, lo=self.lo, hi=self.hi)
         xn = on_grid(x_adv, X, self.q, **kw)
-        if not xn.shape[0]:
-            return xn
-        bad = np.flatnonzero(~np.asarray(fooled(xn, np.arange(xn.shape[0])), dtype=bool))
-        if bad.size:
-            xo = on_grid(x_adv[bad], X[bad], self.q, outward=True, **kw)
-            ok = np.asarray(fooled(xo, bad), dtype=bool)
-            xn[bad[ok]] = xo[ok]
-        return xn
+        if xn.shape[0]:
+            bad = np.flatnonzero(~np.asarray(fooled(xn, np.arange(xn.shape[0])), dtype=bool))
+            if bad.size:
+                xo = on_grid(x_adv[bad], X[bad], self.q, outward=True, **kw)
+                ok = np.asarray(fooled(xo, bad), dtype=bool)
+                xn[bad[ok]] = xo[ok]
+        return xn if be is CPU else be.asarray(xn)
 
 
 def finish(model, X, x_adv, yi, ti, iterations, *, attack, params, t0, threads, queries=None,

@@ -329,8 +329,8 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
     steps per row; ``extra["targets"]`` the classes APGD-T tried.
 
     On a GPU model (``model.to("cuda")``, CuPy X) the same loop runs on the device (L-inf and
-    L2, CE and DLR, APGD-T's runs one target after another); the verdicts are the host's on
-    copies of each run's result. L1 and ``quantize`` are CPU-only for now.
+    L2, CE and DLR, APGD-T's runs one target after another); the verdicts (and ``quantize``'s
+    rounding) are the host's on copies of each run's result. L1 is CPU-only for now.
     """
     t0 = time.perf_counter()
     model, X, yi, threads = prepare(model, X, y, threads, gpu=True)
@@ -353,8 +353,8 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
         except (TypeError, ValueError):
             raise ValueError(f"target: expected None, an int k or 'top-k', got {target!r}") from None
         k_targets = min(k_targets, C - 1)
-    if be.name != "cpu" and (l1 or quantize is not None):
-        be.refuse("apgd with norm=1 or quantize=")
+    if be.name != "cpu" and l1:
+        be.refuse("apgd with norm=1")
     if loss == "dlr" and C < (4 if k_targets else 3):
         raise ValueError(f"loss: 'dlr' needs at least {4 if k_targets else 3} classes "
                          f"(this model has {C}); use loss='ce'")
@@ -365,7 +365,7 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
     hi64 = None if hi is None else np.broadcast_to(np.asarray(hi, np.float64), (D,))
     row_offset = _random.check_offset(row_offset)
     seed_i = _random.resolve(seed)
-    grid = Grid(quantize, eps, nrm, lo, hi)
+    grid = Grid(quantize, eps, nrm, lo, hi, be)
     params = dict(eps=eps, norm=nrm, loss=loss, target=None if not k_targets else f"top-{k_targets}",
                   steps=steps, restarts=restarts, clip=clip, quantize=quantize, seed=seed)
     N = X.shape[0]

@@ -19,11 +19,12 @@ import time
 import numpy as np
 
 from .._dask import dask_aware
-from .._checks import Trusted
 from .._typing import ArrayLike, Clip, Labels
 from ..models import Model
+from .._backend import CPU
 from ._common import (Grid, Progress, check_inside_clip, clip_bounds, confirm_outward, count,
-                      finish, label_targets, positive, prepare, row_chunks, row_norms)
+                      finish, label_targets, on_device, positive, prepare, row_chunks,
+                      row_norms)
 
 __all__ = ["ddn"]
 
@@ -48,63 +49,71 @@ def ddn(model: Model, X: ArrayLike, y: Labels = None, *, steps: int = 100, init_
     Returns an AttackResult: ``x_adv`` the smallest iterate per row whose logits' argmax was
     adversarial (X where none was), ``success`` / ``pred`` the user's model's decisions on it,
     ``iterations`` the steps per row; ``extra["eps"]`` the final budget per row.
+
+    On a GPU model (``model.to("cuda")``, CuPy X) the steps run on the device; the verdicts,
+    the outward confirmation and ``quantize``'s rounding are the host's, once per row chunk.
     """
     t0 = time.perf_counter()
-    model, X, yi, threads = prepare(model, X, y, threads)
+    model, X, yi, threads = prepare(model, X, y, threads, gpu=True)
+    be = model._be
+    xp = be.xp
     steps = count(steps, "steps")
     init_eps = positive(init_eps, "init_eps", allow_zero=False)
     gamma = positive(gamma, "gamma")
     if gamma >= 1:
         raise ValueError(f"gamma: must be below 1, got {gamma!r}")
     N, D = X.shape
-    lo, hi = clip_bounds(clip, D, X.dtype)
-    grid = Grid(quantize, np.inf, "2", lo, hi)
-    check_inside_clip(X, lo, hi)
+    lo, hi = clip_bounds(clip, D, X.dtype, be)
+    grid = Grid(quantize, np.inf, "2", lo, hi, be)
+    check_inside_clip(X, lo, hi, be)
     ti = label_targets(model, target, yi, N)
-    lo64 = None if lo is None else np.broadcast_to(np.asarray(lo, np.float64), (D,))
-    hi64 = None if hi is None else np.broadcast_to(np.asarray(hi, np.float64), (D,))
+    lo64 = None if lo is None else xp.broadcast_to(lo.astype(np.float64), (D,))
+    hi64 = None if hi is None else xp.broadcast_to(hi.astype(np.float64), (D,))
     dt = X.dtype
-    x_best = np.array(X)
+    x_best = xp.array(X)
     eps_out = np.full(N, np.nan)
     bar = Progress(N, progress, "ddn")
-    for s in row_chunks(N, D, weights=model.n_weights):
-        x0 = np.asarray(X[s], np.float64)
+    for s in row_chunks(N, D, be, model.n_weights):
+        x0 = X[s].astype(np.float64)
         n = x0.shape[0]
-        ys = yi[s]
-        ts = None if ti is None else ti[s]
-        lab = Trusted(np.ascontiguousarray(ys if ts is None else ts, dtype=np.int64))
+        ys, ts = yi[s], None if ti is None else ti[s]
+        lab = on_device(model, np.ascontiguousarray(ys if ts is None else ts, dtype=np.int64))
+        ys_d, ts_d = be.asarray(ys), None if ts is None else be.asarray(ts)
         if lo64 is not None and hi64 is not None:
-            worst = row_norms(np.maximum(x0 - lo64, hi64 - x0), "2")
+            worst = row_norms(xp.maximum(x0 - lo64, hi64 - x0), "2", xp)
         else:
-            worst = np.full(n, np.inf)
-        delta = np.zeros_like(x0)
-        eps = np.full(n, init_eps)
-        best = np.full(n, np.inf)
+            worst = xp.full(n, np.inf)
+        delta = xp.zeros_like(x0)
+        eps = xp.full(n, init_eps)
+        best = xp.full(n, np.inf)
         bx = x_best[s].copy()
         for i in range(steps):
             alpha = 0.01 + (1.0 - 0.01) * (1 + math.cos(math.pi * i / steps)) / 2
             xa = (x0 + delta).astype(dt)
             g, _, P = model.loss_grad(xa, lab, threads, return_prob=True)
-            pred = np.argmax(P, axis=1)
-            adv = pred != ys if ts is None else pred == ts
-            dn = row_norms(xa.astype(np.float64) - x0, "2")
+            pred = xp.argmax(P, axis=1)
+            adv = pred != ys_d if ts is None else pred == ts_d
+            dn = row_norms(xa.astype(np.float64) - x0, "2", xp)
             closer = adv & (dn < best)
-            best = np.where(closer, dn, best)
-            bx[closer] = xa[closer]
-            g = np.asarray(g, np.float64)
+            best = xp.where(closer, dn, best)
+            bx = xp.where(closer[:, None], xa, bx)
+            g = g.astype(np.float64)
             if ts is not None:
                 g = -g  # toward the target: down its cross-entropy
-            gn = row_norms(g, "2")
-            step = np.where(gn[:, None] > 0, g / np.where(gn > 0, gn, 1.0)[:, None], 0.0)
+            gn = row_norms(g, "2", xp)
+            step = g / xp.where(gn > 0, gn, 1.0)[:, None]  # 0 where the gradient is
             delta = delta + alpha * step
-            eps = np.minimum(np.where(adv, eps * (1 - gamma), eps * (1 + gamma)), worst)
-            nd = row_norms(delta, "2")
-            delta = np.where(nd[:, None] > 0, delta * (eps / np.where(nd > 0, nd, 1.0))[:, None],
-                             delta)
+            eps = xp.minimum(xp.where(adv, eps * (1 - gamma), eps * (1 + gamma)), worst)
+            nd = row_norms(delta, "2", xp)
+            delta = delta * xp.where(nd > 0, eps / xp.where(nd > 0, nd, 1.0), 1.0)[:, None]
             if lo64 is not None or hi64 is not None:
-                delta = np.clip(x0 + delta, lo64, hi64) - x0
-        x_best[s] = confirm_outward(model, X[s], bx, ys, ts, threads, lo64, hi64)
-        eps_out[s] = eps
+                delta = xp.clip(x0 + delta, lo64, hi64) - x0
+        # the user's model confirms each row's point on the host (one copy per chunk)
+        host = confirm_outward(model, be.to_host(X[s]), be.to_host(bx), ys, ts, threads,
+                               None if lo64 is None else be.to_host(lo64),
+                               None if hi64 is None else be.to_host(hi64))
+        x_best[s] = host if be is CPU else be.asarray(host)
+        eps_out[s] = be.to_host(eps)
         bar.update(n)
     bar.close()
     params = dict(steps=steps, init_eps=init_eps, gamma=gamma, target=target is not None,
