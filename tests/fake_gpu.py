@@ -71,7 +71,7 @@ def _make_cupy():
     for name in ("ascontiguousarray", "empty", "zeros", "ones", "empty_like",
                  "zeros_like", "where", "clip", "abs", "sqrt", "isfinite", "arange", "maximum",
                  "minimum", "log", "cos", "array", "full", "sign", "einsum", "argmax", "argsort",
-                 "broadcast_to", "count_nonzero"):
+                 "broadcast_to", "count_nonzero", "tanh", "arctanh", "isinf", "exp"):
         setattr(cp, name, _fn(getattr(np, name)))
     # host -> device copies are dense, as CuPy's are
     cp.asarray = lambda a, dtype=None: _wrap(_to_device(a, dtype))

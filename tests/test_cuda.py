@@ -387,6 +387,11 @@ def test_emulated_gpu_apgd_matches_the_cpu(fake, norm):
 DEVICE_CASES = {
     "ddn": (ff.ddn, [dict(steps=15), dict(steps=12, target=2, clip=(0, 1)),
                      dict(steps=10, init_eps=0.5, clip=(0, 1), quantize=1 / 16)]),
+    "cw": (ff.cw, [dict(steps=30, binary_search_steps=3, initial_const=1.0),
+                   dict(steps=25, binary_search_steps=2, initial_const=1.0, target=1, clip=(0, 1),
+                        learning_rate=0.05),
+                   dict(steps=20, binary_search_steps=2, initial_const=10.0, clip=(0, 1),
+                        confidence=0.5, learning_rate=0.1, quantize=1 / 16)]),
 }
 
 
@@ -513,14 +518,19 @@ def test_emulated_attack_loops_make_no_host_round_trips(fake):
         ff.pgd(gm, X, y, eps=0.1, steps=steps, clip=(0, 1), early_stop=True, seed=0)
         early.append(sum(fake_gpu.TRANSFERS.values()))
     assert counts[0] == counts[1], counts
-    for attack, kw in [(ff.ddn, dict(clip=(0, 1)))]:  # the minimum-norm loops: per chunk only
+    # the minimum-norm loops copy per chunk (cw: at its ten checks per round), not per step
+    for attack, kw, steps_pair in [(ff.ddn, dict(clip=(0, 1)), (2, 9)),
+                                   (ff.cw, dict(clip=(0, 1), binary_search_steps=2), (20, 40))]:
         per = []
-        for steps in (2, 9):
+        for steps in steps_pair:
             for key in fake_gpu.TRANSFERS:
                 fake_gpu.TRANSFERS[key] = 0
             attack(gm, X, y, steps=steps, **kw)
             per.append(dict(fake_gpu.TRANSFERS))
-        assert per[0] == per[1], (attack.__name__, per)
+        assert per[0]["to_host"] == per[1]["to_host"], (attack.__name__, per)
+        # a check that stops rows uploads their new index list: at most one per check
+        extra = 0 if attack is ff.ddn else 10 * kw["binary_search_steps"]
+        assert abs(per[1]["to_device"] - per[0]["to_device"]) <= extra, per
     assert early[1] - early[0] <= 6 * (9 - 2), early  # at most a few small copies per step
 
 

@@ -283,6 +283,18 @@ def before_first_done(done, group, order):
 
 def confirm_outward(model, X, x_adv, yi, ti, threads, lo=None, hi=None,
                     factors=(1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)):
+    """:func:`confirm_host` on arrays of the model's backend: on a GPU model X, x_adv and the
+    bounds are copied to the host once and the result copied back."""
+    be = model._be
+    if be is CPU:
+        return confirm_host(model, X, x_adv, yi, ti, threads, lo, hi, factors)
+    host = [None if a is None else be.to_host(a) for a in (X, x_adv, lo, hi)]
+    return be.asarray(confirm_host(model, host[0], host[1], yi, ti, threads, host[2], host[3],
+                                   factors))
+
+
+def confirm_host(model, X, x_adv, yi, ti, threads, lo=None, hi=None,
+                 factors=(1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)):
     """The minimum-norm attacks' last step: their closest point per row was adversarial by the
     model's own-precision logits, which can sit on the boundary where the user's model (the
     float64 verdict) decides otherwise. Such rows are moved outward, ``X + (1 + f)(x - X)`` for

@@ -23,6 +23,7 @@ import numpy as np
 from .._dask import dask_aware
 from .._typing import ArrayLike, Clip, Labels
 from ..models import Model
+from .._backend import CPU
 from ._common import (Grid, Progress, check_inside_clip, clip_bounds, confirm_outward, count,
                       finish, label_targets, positive, prepare, row_chunks, row_norms)
 
@@ -31,14 +32,15 @@ __all__ = ["cw"]
 _B1, _B2, _EPS_ADAM = 0.9, 0.999, 1e-8
 
 
-def _margin(L, ys, ts, kappa):
-    """(hinge term before the max with 0, rival class, adversarial by more than kappa?) per row."""
+def _margin(L, ys, ts, kappa, xp=np):
+    """(hinge term before the max with 0, rival class, adversarial by more than kappa?) per row
+    (``xp`` the array module of the logits L and the class indices)."""
     n = L.shape[0]
-    r = np.arange(n)
+    r = xp.arange(n)
     k = ys if ts is None else ts
     other = L.copy()
     other[r, k] = -np.inf
-    j = np.argmax(other, axis=1)
+    j = xp.argmax(other, axis=1)
     if ts is None:
         m = L[r, ys] - L[r, j]
     else:
@@ -71,111 +73,119 @@ def cw(model: Model, X: ArrayLike, y: Labels = None, *, steps: int = 1000,
     (X where none did), ``success`` / ``pred`` the user's model's decisions on it,
     ``iterations`` the Adam steps run per row; ``extra["const"]`` the smallest constant that
     found an adversarial example per row (inf where none did).
+
+    On a GPU model (``model.to("cuda")``, CuPy X) the Adam steps run on the device; the rows
+    still running are decided on the host at the ten checks per round, and the verdicts, the
+    outward confirmation and ``quantize``'s rounding are the host's, once per row chunk.
     """
     t0 = time.perf_counter()
-    model, X, yi, threads = prepare(model, X, y, threads)
+    model, X, yi, threads = prepare(model, X, y, threads, gpu=True)
+    be = model._be
+    xp = be.xp
     steps = count(steps, "steps")
     binary_search_steps = count(binary_search_steps, "binary_search_steps")
     initial_const = positive(initial_const, "initial_const", allow_zero=False)
     confidence = positive(confidence, "confidence")
     learning_rate = positive(learning_rate, "learning_rate", allow_zero=False)
     N, D = X.shape
-    lo, hi = clip_bounds(clip, D, X.dtype)
-    grid = Grid(quantize, np.inf, "2", lo, hi)
-    check_inside_clip(X, lo, hi)
+    lo, hi = clip_bounds(clip, D, X.dtype, be)
+    grid = Grid(quantize, np.inf, "2", lo, hi, be)
+    check_inside_clip(X, lo, hi, be)
     if (lo is None) != (hi is None):
         raise ValueError("clip: cw needs both bounds (or none)")
     ti = label_targets(model, target, yi, N)
     box = lo is not None
     lo64 = hi64 = None
     if box:
-        lo64 = np.broadcast_to(np.asarray(lo, np.float64), (D,))
-        hi64 = np.broadcast_to(np.asarray(hi, np.float64), (D,))
+        lo64 = xp.broadcast_to(lo.astype(np.float64), (D,))
+        hi64 = xp.broadcast_to(hi.astype(np.float64), (D,))
         mid, half = (lo64 + hi64) / 2, (hi64 - lo64) / 2
         flat = half == 0  # a fixed feature: stays at its value
-        safe_half = np.where(flat, 1.0, half)
+        safe_half = xp.where(flat, 1.0, half)
     dt = X.dtype
     C = model.n_classes
-    x_best = np.array(X)
+    cols = xp.arange(C)
+    x_best = xp.array(X)
     consts = np.full(N, np.nan)
     iterations = np.zeros(N, dtype=np.int64)
     check_every = max(1, -(-steps // 10))
+    gpu = be is not CPU
     bar = Progress(N * binary_search_steps, progress, "cw")
-    for s in row_chunks(N, D, weights=model.n_weights):
-        x0 = np.asarray(X[s], np.float64)
+    for s in row_chunks(N, D, be, model.n_weights):
+        x0 = X[s].astype(np.float64)
         n = x0.shape[0]
-        ys = yi[s]
-        ts = None if ti is None else ti[s]
+        ys, ts = yi[s], None if ti is None else ti[s]
+        ys_d, ts_d = be.asarray(ys), None if ts is None else be.asarray(ts)
         if box:
-            w0 = np.arctanh(np.where(flat, 0.0, (x0 - mid) / safe_half) * 0.999999)
-            x_rec = mid + half * np.tanh(w0)  # the box's image of the start: the distance origin
+            w0 = xp.arctanh(xp.where(flat, 0.0, (x0 - mid) / safe_half) * 0.999999)
+            x_rec = mid + half * xp.tanh(w0)  # the box's image of the start: the distance origin
         else:
-            w0 = np.zeros_like(x0)
+            w0 = xp.zeros_like(x0)
             x_rec = x0
-        c = np.full(n, initial_const)
-        lower = np.zeros(n)
-        upper = np.full(n, np.inf)
-        best = np.full(n, np.inf)
+        c = xp.full(n, initial_const)
+        lower = xp.zeros(n)
+        upper = xp.full(n, np.inf)
+        best = xp.full(n, np.inf)
         bx = x_best[s].copy()
         for _ in range(binary_search_steps):
-            w = np.zeros_like(x0)  # the change from w0
-            m1 = np.zeros_like(x0)
-            m2 = np.zeros_like(x0)
-            found = np.zeros(n, dtype=bool)
-            live = np.ones(n, dtype=bool)
-            prev = np.full(n, np.inf)
+            w = xp.zeros_like(x0)  # the change from w0
+            m1 = xp.zeros_like(x0)
+            m2 = xp.zeros_like(x0)
+            found = xp.zeros(n, dtype=bool)
+            live = np.ones(n, dtype=bool)  # on the host: changes only at the checks
+            prev = xp.full(n, np.inf)
+            rows = np.arange(n)
+            rd = be.asarray(rows)
             for k in range(steps):
-                rows = np.flatnonzero(live)
                 if rows.size == 0:
                     break
                 if box:
-                    th = np.tanh(w0[rows] + w[rows])
-                    xp = mid + half * th
+                    th = xp.tanh(w0[rd] + w[rd])
+                    xq = mid + half * th
                 else:
-                    xp = x0[rows] + w[rows]
-                xa = xp.astype(dt)
-                L = np.asarray(model.scores(xa, None, threads), np.float64)
-                hinge, j, adv = _margin(L, ys[rows], None if ts is None else ts[rows], confidence)
-                d = xp - x_rec[rows]
-                obj = np.einsum("ij,ij->i", d, d) + c[rows] * np.maximum(hinge, 0.0)
-                dn = row_norms(xa.astype(np.float64) - x0[rows], "2")
-                closer = adv & (dn < best[rows])
-                best[rows[closer]] = dn[closer]
-                bx[rows[closer]] = xa[closer]
-                found[rows] |= adv
+                    xq = x0[rd] + w[rd]
+                xa = xq.astype(dt)
+                L = model.scores(xa, None, threads).astype(np.float64)
+                ks = ys_d[rd] if ts is None else ts_d[rd]
+                hinge, j, adv = _margin(L, ys_d[rd], None if ts is None else ks, confidence, xp)
+                d = xq - x_rec[rd]
+                obj = xp.einsum("ij,ij->i", d, d) + c[rd] * xp.maximum(hinge, 0.0)
+                dn = row_norms(xa.astype(np.float64) - x0[rd], "2", xp)
+                closer = adv & (dn < best[rd])
+                best[rd] = xp.where(closer, dn, best[rd])
+                bx[rd] = xp.where(closer[:, None], xa, bx[rd])
+                found[rd] |= adv
                 # gradient in x': 2 (x' - x) + c [hinge > 0] d(margin)/dx'
-                V = np.zeros((rows.size, C))
                 act = hinge > 0
-                rr = np.arange(rows.size)
-                k_lab = ys[rows] if ts is None else ts[rows]
-                if ts is None:
-                    V[rr, k_lab] += c[rows] * act
-                    V[rr, j] -= c[rows] * act
-                else:
-                    V[rr, j] += c[rows] * act
-                    V[rr, k_lab] -= c[rows] * act
+                coef = (c[rd] * act)[:, None]
+                up = (cols == ks[:, None]) * coef  # +c on the label (targeted: the rival)
+                down = (cols == j[:, None]) * coef
+                V = up - down if ts is None else down - up
                 g = 2 * d
-                if act.any():
-                    g = g + np.asarray(model.vjp(xa, V.astype(model.dtype), threads), np.float64)
+                if gpu or act.any():  # (on the device without the check: no sync per step)
+                    g = g + model.vjp(xa, V.astype(model.dtype), threads).astype(np.float64)
                 if box:
                     g = g * half * (1 - th * th)
                 t = k + 1
-                m1[rows] = _B1 * m1[rows] + (1 - _B1) * g
-                m2[rows] = _B2 * m2[rows] + (1 - _B2) * g * g
-                mh = m1[rows] / (1 - _B1 ** t)
-                vh = m2[rows] / (1 - _B2 ** t)
-                w[rows] -= learning_rate * mh / (np.sqrt(vh) + _EPS_ADAM)
+                m1[rd] = _B1 * m1[rd] + (1 - _B1) * g
+                m2[rd] = _B2 * m2[rd] + (1 - _B2) * g * g
+                mh = m1[rd] / (1 - _B1 ** t)
+                vh = m2[rd] / (1 - _B2 ** t)
+                w[rd] -= learning_rate * mh / (xp.sqrt(vh) + _EPS_ADAM)
                 iterations[s.start + rows] += 1
                 if k % check_every == 0:  # the row's progress since the last check
-                    stalled = ~(obj <= 0.9999 * prev[rows])
-                    live[rows[stalled]] = False
-                    prev[rows] = obj
-            upper = np.where(found, np.minimum(upper, c), upper)
-            lower = np.where(found, lower, np.maximum(lower, c))
-            c = np.where(np.isinf(upper), c * 10, (lower + upper) / 2)
+                    stalled = be.to_host(~(obj <= 0.9999 * prev[rd]))
+                    prev[rd] = obj
+                    if stalled.any():
+                        live[rows[stalled]] = False
+                        rows = np.flatnonzero(live)
+                        rd = be.asarray(rows)
+            upper = xp.where(found, xp.minimum(upper, c), upper)
+            lower = xp.where(found, lower, xp.maximum(lower, c))
+            c = xp.where(xp.isinf(upper), c * 10, (lower + upper) / 2)
             bar.update(n)
         x_best[s] = confirm_outward(model, X[s], bx, ys, ts, threads, lo64, hi64)
-        consts[s] = upper
+        consts[s] = be.to_host(upper)
     bar.close()
     params = dict(steps=steps, binary_search_steps=binary_search_steps,
                   initial_const=initial_const, confidence=confidence,

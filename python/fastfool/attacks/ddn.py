@@ -21,7 +21,6 @@ import numpy as np
 from .._dask import dask_aware
 from .._typing import ArrayLike, Clip, Labels
 from ..models import Model
-from .._backend import CPU
 from ._common import (Grid, Progress, check_inside_clip, clip_bounds, confirm_outward, count,
                       finish, label_targets, on_device, positive, prepare, row_chunks,
                       row_norms)
@@ -108,11 +107,8 @@ def ddn(model: Model, X: ArrayLike, y: Labels = None, *, steps: int = 100, init_
             delta = delta * xp.where(nd > 0, eps / xp.where(nd > 0, nd, 1.0), 1.0)[:, None]
             if lo64 is not None or hi64 is not None:
                 delta = xp.clip(x0 + delta, lo64, hi64) - x0
-        # the user's model confirms each row's point on the host (one copy per chunk)
-        host = confirm_outward(model, be.to_host(X[s]), be.to_host(bx), ys, ts, threads,
-                               None if lo64 is None else be.to_host(lo64),
-                               None if hi64 is None else be.to_host(hi64))
-        x_best[s] = host if be is CPU else be.asarray(host)
+        # the user's model confirms each row's point (on the host: one copy per chunk)
+        x_best[s] = confirm_outward(model, X[s], bx, ys, ts, threads, lo64, hi64)
         eps_out[s] = be.to_host(eps)
         bar.update(n)
     bar.close()
