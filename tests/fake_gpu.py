@@ -71,8 +71,12 @@ def _make_cupy():
     for name in ("ascontiguousarray", "empty", "zeros", "ones", "empty_like",
                  "zeros_like", "where", "clip", "abs", "sqrt", "isfinite", "arange", "maximum",
                  "minimum", "log", "cos", "array", "full", "sign", "einsum", "argmax", "argsort",
-                 "broadcast_to", "count_nonzero", "tanh", "arctanh", "isinf", "exp"):
+                 "broadcast_to", "count_nonzero", "tanh", "arctanh", "isinf", "exp", "sort", "cumsum", "floor",
+                 "ceil"):
         setattr(cp, name, _fn(getattr(np, name)))
+    # CuPy's sorts are stable (and take no other kind)
+    cp.argsort = lambda a, axis=-1, kind=None: _wrap(np.argsort(np.asarray(a), axis=axis,
+                                                                kind="stable"))
     # host -> device copies are dense, as CuPy's are
     cp.asarray = lambda a, dtype=None: _wrap(_to_device(a, dtype))
     cp.int64, cp.uint64, cp.inf, cp.float32, cp.float64 = np.int64, np.uint64, np.inf, np.float32, np.float64

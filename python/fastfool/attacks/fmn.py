@@ -33,20 +33,24 @@ import numpy as np
 from .._dask import dask_aware
 from .. import verdict
 from .._typing import ArrayLike, Clip, Labels, Norm
+from .._backend import CPU
 from ..models import Model
 from ._common import (Grid, Progress, check_inside_clip, clip_bounds, confirm_outward, count,
                       finish, norm_of, positive, prepare, row_chunks, row_norms)
 
 __all__ = ["fmn", "project_l0", "project_l1"]
 
-def _dual_norms(g, p):
+def _dual_norms(g, p, xp=np):
     """The dual norm of each row of g for the attack's norm p."""
-    return row_norms(g, {"1": "inf", "2": "2", "inf": "1"}[p])
+    return row_norms(g, {"1": "inf", "2": "2", "inf": "1"}[p], xp)
 
 
-def project_l1(d, eps):
+def project_l1(d, eps, xp=np):
     """Each row of d projected onto the L1 ball of radius eps[row] (Duchi, Shalev-Shwartz, Singer
-    & Chandra 2008: soft thresholding at the level that leaves the row's L1 norm at eps)."""
+    & Chandra 2008: soft thresholding at the level that leaves the row's L1 norm at eps).
+    ``xp``: the array module of d and eps (CuPy: every row computed, those inside kept)."""
+    if xp is not np:
+        return _project_l1_all(d.astype(np.float64), eps, xp)
     d = np.asarray(d, dtype=np.float64)
     a = np.abs(d)
     inside = a.sum(axis=1) <= eps
@@ -65,62 +69,79 @@ def project_l1(d, eps):
     return out
 
 
-def project_l0(d, k):
-    """Each row of d with all but its ``k[row]`` largest-magnitude elements set to 0 (ties
-    broken toward the lower index, so that at most k elements stay nonzero)."""
-    d = np.asarray(d, dtype=np.float64)
+def _project_l1_all(d, eps, xp):
+    """project_l1 without host decisions: the soft threshold of every row (0 for rows inside)."""
     n, D = d.shape
-    k = np.asarray(k)
-    if not D or not n or np.all(k >= D):
+    a = xp.abs(d)
+    inside = a.sum(axis=1) <= eps
+    if not n or not D:
         return d.copy()
-    order = np.argsort(-np.abs(d), axis=1, kind="stable")
-    rank = np.empty_like(order)
-    rank[np.arange(n)[:, None], order] = np.arange(D)
-    return np.where(rank < k[:, None], d, 0.0)
+    u = -xp.sort(-a, axis=1)
+    css = xp.cumsum(u, axis=1)
+    k = xp.arange(1, D + 1)
+    ok = u * k > (css - eps[:, None])
+    rho = D - 1 - xp.argmax(ok[:, ::-1], axis=1)
+    theta = xp.maximum((css[xp.arange(n), rho] - eps) / (rho + 1), 0.0)
+    proj = xp.sign(d) * xp.maximum(a - theta[:, None], 0.0)
+    return xp.where(inside[:, None], d, proj)
 
 
-def _project(d, eps, p):
+def project_l0(d, k, xp=np):
+    """Each row of d with all but its ``k[row]`` largest-magnitude elements set to 0 (ties
+    broken toward the lower index, so that at most k elements stay nonzero); ``xp`` the array
+    module of d and k."""
+    d = xp.asarray(d, dtype=np.float64)
+    n, D = d.shape
+    k = xp.asarray(k)
+    if not D or not n or (xp is np and np.all(k >= D)):
+        return d.copy()
+    # a stable sort (CuPy's argsort is one); ties toward the lower index
+    order = xp.argsort(-xp.abs(d), axis=1, kind="stable") if xp is np else \
+        xp.argsort(-xp.abs(d), axis=1)
+    rank = xp.empty_like(order)
+    rank[xp.arange(n)[:, None], order] = xp.arange(D)
+    return xp.where(rank < k[:, None], d, 0.0)
+
+
+def _project(d, eps, p, xp=np):
     if p == "0":
-        return project_l0(d, np.floor(eps))
+        return project_l0(d, xp.floor(eps), xp)
     if p == "inf":
         e = eps[:, None]
-        return np.clip(d, -e, e)
+        return xp.clip(d, -e, e)
     if p == "2":
-        n = np.sqrt(np.einsum("ij,ij->i", d, d))
-        scale = np.where(n > eps, eps / np.maximum(n, 1e-300), 1.0)
+        n = xp.sqrt(xp.einsum("ij,ij->i", d, d))
+        scale = xp.where(n > eps, eps / xp.maximum(n, 1e-300), 1.0)
         return d * scale[:, None]
-    return project_l1(d, eps)
+    return project_l1(d, eps, xp)
 
 
 def _logit_diff(model, x, y, t, threads):
     """(loss to maximise, its gradient, argmax class) with the loss max_{j!=y} z_j - z_y, or
-    targeted z_t - max_{j!=t} z_j; gradients through the model's vector-Jacobian product."""
+    targeted z_t - max_{j!=t} z_j; gradients through the model's vector-Jacobian product
+    (arrays of the model's backend)."""
+    xp = model._be.xp
     L = model.scores(x, None, threads).astype(np.float64)
-    n = L.shape[0]
-    r = np.arange(n)
-    pred = np.argmax(L, axis=1)
+    n, C = L.shape
+    r = xp.arange(n)
+    pred = xp.argmax(L, axis=1)
     k = y if t is None else t
     other = L.copy()
     other[r, k] = -np.inf
-    j = np.argmax(other, axis=1)
-    V = np.zeros_like(L)
-    if t is None:
-        loss = L[r, j] - L[r, y]
-        V[r, j] = 1.0
-        V[r, y] -= 1.0
-    else:
-        loss = L[r, t] - L[r, j]
-        V[r, t] = 1.0
-        V[r, j] -= 1.0
-    g = model.vjp(x, V.astype(model.dtype), threads).astype(np.float64)
+    j = xp.argmax(other, axis=1)
+    cols = xp.arange(C)
+    up, down = (j, y) if t is None else (t, j)  # +1 on one class, -1 on the other
+    V = (cols == up[:, None]).astype(model.dtype) - (cols == down[:, None]).astype(model.dtype)
+    loss = L[r, up] - L[r, down]
+    g = model.vjp(x, V, threads).astype(np.float64)
     return loss, g, pred
 
 
-def _interpolate(x0, x1, frac, p="2"):
+def _interpolate(x0, x1, frac, p="2", xp=np):
     """The point a fraction ``frac`` (per row) of the way from x0 to x1; for L0 x0 with the
     ``ceil(frac * D)`` largest elements of x1 - x0 added (the paper's L0 mid-points)."""
     if p == "0":
-        return x0 + project_l0(x1 - x0, np.ceil(frac * x0.shape[1]))
+        return x0 + project_l0(x1 - x0, xp.ceil(frac * x0.shape[1]), xp)
     return x0 + frac[:, None] * (x1 - x0)
 
 
@@ -164,9 +185,15 @@ def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: 
     (:func:`fastfool.attacks._common.confirm_outward`; long float32 runs: 9% of the digits rows
     at 1000 steps). ``iterations`` the steps per row; ``extra["eps"]`` the final norm budget
     per row (and for L0 ``extra["l0"]``, the number of features each returned row changes).
+
+    On a GPU model (``model.to("cuda")``, CuPy X) the steps and the bisection run on the
+    device; ``init="deepfool"`` runs DeepFool on a CPU copy of the model; the verdicts, the
+    outward confirmation and ``quantize``'s rounding are the host's, once per row chunk.
     """
     t0 = time.perf_counter()
-    model, X, yi, threads = prepare(model, X, y, threads)
+    model, X, yi, threads = prepare(model, X, y, threads, gpu=True)
+    be = model._be
+    xp = be.xp
     p = norm_of(norm, l1=True, l0=True, what="fmn")
     l0 = p == "0"
     steps = count(steps, "steps")
@@ -178,9 +205,9 @@ def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: 
         raise ValueError("gamma_init, gamma_final: must be below 1")
     binary_search_steps = count(binary_search_steps, "binary_search_steps", lo=0)
     N, D = X.shape
-    lo, hi = clip_bounds(clip, D, X.dtype)
-    grid = Grid(quantize, np.inf, p, lo, hi)
-    check_inside_clip(X, lo, hi)
+    lo, hi = clip_bounds(clip, D, X.dtype, be)
+    grid = Grid(quantize, np.inf, p, lo, hi, be)
+    check_inside_clip(X, lo, hi, be)
     ti = None
     if target is not None:
         t_arr = np.asarray(target)
@@ -195,8 +222,12 @@ def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: 
                 if ti is not None:
                     raise ValueError("init: 'deepfool' is untargeted; pass starting points instead")
                 from .minimal import deepfool
-                start = deepfool(model, X, model.classes_[yi], norm=2 if p != "inf" else "inf",
-                                 clip=clip, threads=threads).x_adv
+                # DeepFool runs on the CPU (a GPU model's host copy); its points come back
+                host = model if be is CPU else model.to("cpu")
+                start = deepfool(host, be.to_host(X), model.classes_[yi],
+                                 norm=2 if p != "inf" else "inf", clip=clip,
+                                 threads=threads).x_adv
+                start = start if be is CPU else be.asarray(start)
             else:
                 from .ddn import ddn
                 start = ddn(model, X, model.classes_[yi], steps=steps, clip=clip, threads=threads,
@@ -206,81 +237,82 @@ def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: 
             if start.shape != X.shape:
                 raise ValueError(f"init: expected shape {X.shape}, got {start.shape}")
     dt = X.dtype
-    x_best = np.array(X)
+    x_best = xp.array(X)
     eps_out = np.full(N, np.nan)
     iterations = np.zeros(N, dtype=np.int64)
+    lo64 = None if lo is None else xp.broadcast_to(lo.astype(np.float64), (D,))
+    hi64 = None if hi is None else xp.broadcast_to(hi.astype(np.float64), (D,))
     bar = Progress(N, progress, "fmn")
-    for s in row_chunks(N, D, weights=model.n_weights):
-        x0 = np.asarray(X[s], dtype=np.float64)
+    for s in row_chunks(N, D, be, model.n_weights):
+        x0 = X[s].astype(np.float64)
         n = x0.shape[0]
-        ys = yi[s]
-        ts = None if ti is None else ti[s]
-        lo64 = None if lo is None else np.broadcast_to(np.asarray(lo, np.float64), (D,))
-        hi64 = None if hi is None else np.broadcast_to(np.asarray(hi, np.float64), (D,))
+        ys, ts = yi[s], None if ti is None else ti[s]
+        ys_d, ts_d = be.asarray(ys), None if ts is None else be.asarray(ts)
         if lo is not None and hi is not None:
-            worst = row_norms(np.maximum(x0 - lo64, hi64 - x0), p)
+            worst = row_norms(xp.maximum(x0 - lo64, hi64 - x0), p, xp)
         else:
-            worst = np.full(n, float(D) if l0 else np.inf)
+            worst = xp.full(n, float(D) if l0 else np.inf)
 
         def adversarial(pred):
-            return pred != ys if ts is None else pred == ts
+            return pred != ys_d if ts is None else pred == ts_d
 
-        delta = np.zeros_like(x0)
+        delta = xp.zeros_like(x0)
         if start is not None:  # bisection toward the starting points that are adversarial
-            x1 = np.asarray(start[s], dtype=np.float64)
-            ok = adversarial(verdict.decide(model, start[s], threads))
-            a, b = np.zeros(n), np.ones(n)
+            x1 = start[s].astype(np.float64)
+            pred0 = verdict.decide(model, be.to_host(start[s]), threads)
+            ok = be.asarray(pred0 != ys if ts is None else pred0 == ts)
+            a, b = xp.zeros(n), xp.ones(n)
             for _ in range(binary_search_steps):
                 mid = (a + b) / 2
-                pm = np.argmax(model.scores(_interpolate(x0, x1, mid, p).astype(dt), None,
+                pm = xp.argmax(model.scores(_interpolate(x0, x1, mid, p, xp).astype(dt), None,
                                             threads), axis=1)
                 adv = adversarial(pm)
-                a, b = np.where(adv, a, mid), np.where(adv, mid, b)
-            delta = np.where(ok[:, None], _interpolate(x0, x1, b, p) - x0, 0.0)
+                a, b = xp.where(adv, a, mid), xp.where(adv, mid, b)
+            delta = xp.where(ok[:, None], _interpolate(x0, x1, b, p, xp) - x0, 0.0)
         if l0:  # a count: from 1, or from the start's
-            eps = np.maximum(row_norms(delta, "0"), 1.0) if start is not None else np.ones(n)
+            eps = xp.maximum(row_norms(delta, "0", xp), 1.0) if start is not None else xp.ones(n)
         else:
-            eps = np.full(n, np.inf)
-        found = np.zeros(n, dtype=bool)
-        bn = np.full(n, np.inf)
+            eps = xp.full(n, np.inf)
+        found = xp.zeros(n, dtype=bool)
+        bn = xp.full(n, np.inf)
         bx = x0.astype(dt)
         for i in range(steps):
             cosine = (1 + math.cos(math.pi * i / steps)) / 2
             alpha = alpha_final + (alpha_init - alpha_final) * cosine
             gamma = gamma_final + (gamma_init - gamma_final) * cosine
             xa = (x0 + delta).astype(dt)
-            dn = row_norms(xa.astype(np.float64) - x0, p)
-            loss, g, pred = _logit_diff(model, xa, ys, ts, threads)
+            dn = row_norms(xa.astype(np.float64) - x0, p, xp)
+            loss, g, pred = _logit_diff(model, xa, ys_d, ts_d, threads)
             adv = adversarial(pred)
             smaller = adv & (dn < bn)
-            bn = np.where(smaller, dn, bn)
-            bx[smaller] = xa[smaller]
+            bn = xp.where(smaller, dn, bn)
+            bx = xp.where(smaller[:, None], xa, bx)
             found |= adv
             # with a box, coordinates at a bound whose gradient points out of it cannot move:
             # left out of the step and of the distance estimate (without this, rows whose
             # gradient is mostly blocked settle below the boundary for good)
             xf = xa.astype(np.float64)
             if lo64 is not None:
-                g = np.where((xf <= lo64) & (g < 0), 0.0, g)
+                g = xp.where((xf <= lo64) & (g < 0), 0.0, g)
             if hi64 is not None:
-                g = np.where((xf >= hi64) & (g > 0), 0.0, g)
+                g = xp.where((xf >= hi64) & (g > 0), 0.0, g)
             if l0:
-                eps = np.where(adv, np.maximum(np.minimum(np.minimum(
-                    eps - 1, np.floor(eps * (1 - gamma))), bn), 0.0),
-                    np.maximum(eps + 1, np.floor(eps * (1 + gamma))))
+                eps = xp.where(adv, xp.maximum(xp.minimum(xp.minimum(
+                    eps - 1, xp.floor(eps * (1 - gamma))), bn), 0.0),
+                    xp.maximum(eps + 1, xp.floor(eps * (1 + gamma))))
             else:
-                dist = np.abs(loss) / np.maximum(_dual_norms(g, p), 1e-12)
-                eps = np.where(adv, np.minimum(eps * (1 - gamma), bn),
-                               np.where(found, eps * (1 + gamma), (dn + dist) * (1 + gamma)))
-            eps = np.minimum(eps, worst)
-            gn = np.maximum(np.sqrt(np.einsum("ij,ij->i", g, g)), 1e-12)
-            delta = _project(delta + alpha * g / gn[:, None], eps, p)
+                dist = xp.abs(loss) / xp.maximum(_dual_norms(g, p, xp), 1e-12)
+                eps = xp.where(adv, xp.minimum(eps * (1 - gamma), bn),
+                               xp.where(found, eps * (1 + gamma), (dn + dist) * (1 + gamma)))
+            eps = xp.minimum(eps, worst)
+            gn = xp.maximum(xp.sqrt(xp.einsum("ij,ij->i", g, g)), 1e-12)
+            delta = _project(delta + alpha * g / gn[:, None], eps, p, xp)
             if lo64 is not None or hi64 is not None:
-                delta = np.clip(x0 + delta, lo64, hi64) - x0
+                delta = xp.clip(x0 + delta, lo64, hi64) - x0
         # the closest points were adversarial by the model's own-precision logits: where the
         # user's model disagrees on the boundary, a point a hair further out
         x_best[s] = confirm_outward(model, X[s], bx, ys, ts, threads, lo64, hi64)
-        eps_out[s] = eps
+        eps_out[s] = be.to_host(eps)
         iterations[s] = steps
         bar.update(n)
     bar.close()
@@ -292,5 +324,5 @@ def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: 
     res = finish(model, X, x_best, yi, ti, iterations, attack="fmn", t0=t0, threads=threads,
                  own_labels=y is None, params=params, extra=extra, grid=grid)
     if l0:  # the features changed per row, on the returned points
-        res.extra["l0"] = np.count_nonzero(np.asarray(res.x_adv) != X, axis=1)
+        res.extra["l0"] = be.to_host(xp.count_nonzero(res.x_adv != X, axis=1))
     return res
