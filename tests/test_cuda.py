@@ -398,6 +398,10 @@ DEVICE_CASES = {
                      dict(steps=10, init="deepfool", clip=(0, 1), binary_search_steps=4),
                      dict(steps=8, init="ddn", norm=0, clip=(0, 1), binary_search_steps=4),
                      dict(steps=10, clip=(0, 1), quantize=1 / 16)]),
+    "square": (ff.square, [dict(eps=0.3, max_queries=250), dict(eps=0.2, max_queries=120, clip=(0, 1)),
+                           dict(eps=1.0, norm=2, max_queries=80, clip=(0, 1), seed=3),
+                           dict(eps=0.25, max_queries=60, clip=(0, 1), quantize=1 / 16),
+                           dict(eps=0.3, max_queries=150, image_shape=(1, 16))]),
 }
 
 
@@ -408,8 +412,9 @@ def test_emulated_gpu_attack_matches_the_cpu(fake, name):
     on the device and its verdicts are the model's own on it."""
     cp, _ = fake
     rng = np.random.default_rng(17)
-    m = _mlp(np.float64)
-    X = np.round(rng.uniform(0, 1, (30, 7)) * 16) / 16  # on quantize's grid
+    D = 16 if name == "square" else 7  # a 4 x 4 image for the Square windows
+    m = _mlp(np.float64, sizes=(D, 9, 5, 4))
+    X = np.round(rng.uniform(0, 1, (30, D)) * 16) / 16  # on quantize's grid
     gm, Xg = m.to("cuda"), cp.asarray(X)
     attack, cases = DEVICE_CASES[name]
     for kw in cases:
@@ -432,9 +437,14 @@ def test_emulated_gpu_attack_matches_the_cpu(fake, name):
         np.testing.assert_array_equal(r_gpu.pred, m.predict(xg))
         assert r_cpu.success.any(), kw
         assert r_gpu.extra["device"] == "cuda:0"
+        if r_cpu.queries is not None:
+            np.testing.assert_array_equal(r_gpu.queries, r_cpu.queries)
         for key, v in r_cpu.extra.items():
             if isinstance(v, np.ndarray):
                 np.testing.assert_allclose(np.asarray(r_gpu.extra[key]), v, rtol=1e-9)
+    if name == "square":  # the paper's per-row windows draw on the host per row: CPU only
+        with pytest.raises(NotImplementedError, match="not available for cuda arrays"):
+            ff.square(gm, Xg, eps=0.3, windows="per-row", max_queries=5)
 
 
 @pytest.mark.parametrize("spelling", ["L2", "l2", 2, 2.0, "2", "inf", "Linf", np.inf, float("inf")])

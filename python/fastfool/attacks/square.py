@@ -38,6 +38,7 @@ import numpy as np
 
 from .._dask import dask_aware
 from .. import kernels
+from .._backend import CPU
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
 from ..models.dense import DenseModel
@@ -89,9 +90,10 @@ def image_layout(D: int, image_shape=None, channels_last: bool = True):
 def _margin(model, x, y, threads):
     """Margin loss z_y - max_{j != y} z_j of the model's logits per row (float64): the top
     logit when it is not y's, else the best rival's (kernels.top2_rows, one pass)."""
+    xp = model._be.xp
     L = model.scores(x, None, threads)
     i1, top, second = kernels.top2_rows(L, threads=threads)
-    return L[np.arange(L.shape[0]), y] - np.where(i1 == y, second, top)
+    return L[xp.arange(L.shape[0]), y] - xp.where(i1 == y, second, top)
 
 
 def _side(p, D, C, H, W):
@@ -150,10 +152,14 @@ def _window(grid, h0, w0, sh, sw):
 
 
 def _square_l2(model, X, yi, eps, max_queries, p_init, H, W, C, grid, box, rng, threads, bar):
-    """The L2 Square Attack (module docstring): (best points, queries per row)."""
+    """The L2 Square Attack (module docstring): (best points, queries per row). Arrays of the
+    model's backend; the random draws (and so the windows) are the host generator's on either
+    device, each iteration's copied to the device (a few small arrays per iteration)."""
+    be = model._be
+    xp, dev = be.xp, be.asarray
     N, D = X.shape
     dt = X.dtype
-    X64 = np.asarray(X, np.float64)
+    X64 = X.astype(np.float64)
     # the start: blocks of side min(H, W) // 5 from an offset that centres them
     s0 = max(min(H, W) // 5, 1)
     bh, bw = (H // s0, W // s0) if min(H, W) > 1 else ((H, 1) if W == 1 else (1, W))
@@ -175,13 +181,13 @@ def _square_l2(model, X, yi, eps, max_queries, p_init, H, W, C, grid, box, rng, 
             delta[:, idx] += signs0[:, a, b, :, None] * prof[None, None, :]
 
     def to_point(d, x0):
-        n = np.sqrt(np.einsum("ij,ij->i", d, d))
+        n = xp.sqrt(xp.einsum("ij,ij->i", d, d))
         return box(x0 + (d / (n + 1e-12)[:, None] * eps).astype(dt))
 
-    x_best = to_point(delta, X)
-    margin = _margin(model, x_best, yi, threads)
+    x_best = to_point(dev(delta), X)
+    margin = _margin(model, x_best, dev(yi), threads)
     queries = np.ones(N, dtype=np.int64)
-    act = np.flatnonzero(margin > 0)
+    act = np.flatnonzero(be.to_host(margin > 0))
     done = 0
     for it in range(max_queries - 1):
         u = rng.random(4)
@@ -195,31 +201,34 @@ def _square_l2(model, X, yi, eps, max_queries, p_init, H, W, C, grid, box, rng, 
         w1 = int(u[1] * (W - sw)) if W > sw else 0
         h2 = int(u[2] * (H - sh)) if H > sh else 0
         w2 = int(u[3] * (W - sw)) if W > sw else 0
-        i1, i2 = _window(grid, h1, w1, sh, sw), _window(grid, h2, w2, sh, sw)
-        xa, xb = X64[act], np.asarray(x_best[act], np.float64)
+        i1h, i2h = _window(grid, h1, w1, sh, sw), _window(grid, h2, w2, sh, sw)
+        i1, i2 = dev(i1h), dev(i2h)
+        ad = dev(act)
+        xa, xb = X64[ad], x_best[ad].astype(np.float64)
         d = xb - xa
-        n_img = np.sqrt(np.einsum("ij,ij->i", d, d))
+        n_img = xp.sqrt(xp.einsum("ij,ij->i", d, d))
         w1v = d[:, i1]  # (n, C, s)
-        n1 = np.sqrt((w1v ** 2).sum(axis=2))
+        n1 = xp.sqrt((w1v ** 2).sum(axis=2))
         union = np.zeros((C, D), dtype=bool)
-        union[np.arange(C)[:, None], i1] = True
-        union[np.arange(C)[:, None], i2] = True
-        n_win = np.sqrt(np.stack([(d[:, union[c]] ** 2).sum(axis=1) for c in range(C)], axis=1))
-        prof = eta_profile(sh, sw, flip).ravel()
-        new = sg[act][:, :, None] * prof[None, None, :] + w1v / (1e-12 + n1[:, :, None])
-        nn_ = np.sqrt((new ** 2).sum(axis=2))
-        scale = np.sqrt(np.maximum(eps ** 2 - n_img ** 2, 0.0)[:, None] / C + n_win ** 2)
+        union[np.arange(C)[:, None], i1h] = True
+        union[np.arange(C)[:, None], i2h] = True
+        n_win = xp.sqrt(xp.stack([(d[:, dev(union[c])] ** 2).sum(axis=1) for c in range(C)],
+                                 axis=1))
+        prof = dev(eta_profile(sh, sw, flip).ravel())
+        new = dev(sg[act])[:, :, None] * prof[None, None, :] + w1v / (1e-12 + n1[:, :, None])
+        nn_ = xp.sqrt((new ** 2).sum(axis=2))
+        scale = xp.sqrt(xp.maximum(eps ** 2 - n_img ** 2, 0.0)[:, None] / C + n_win ** 2)
         new = new / (1e-12 + nn_[:, :, None]) * scale[:, :, None]
         d[:, i2] = 0.0
         d[:, i1] = new
-        cand = to_point(d, X[act])
-        m_new = _margin(model, cand, yi[act], threads)
-        better = (m_new < margin[act]) | (m_new <= 0)
-        rows = act[better]
-        x_best[rows], margin[rows] = cand[better], m_new[better]
+        cand = to_point(d, X[ad])
+        m_new = _margin(model, cand, dev(yi[act]), threads)
+        better = be.to_host((m_new < margin[ad]) | (m_new <= 0))
+        rows, bd = dev(act[better]), dev(better)
+        x_best[rows], margin[rows] = cand[bd], m_new[bd]
         queries[act] += 1
         bar.update(1)
-        act = act[margin[act] > 0]
+        act = act[be.to_host(margin[ad] > 0)]
     return x_best, queries, done
 
 
@@ -276,7 +285,9 @@ def square(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: No
     ``x_adv``; ``queries`` (and ``iterations``) count the model evaluations per row.
     """
     t0 = time.perf_counter()
-    model, X, yi, threads = prepare(model, X, y, threads)
+    model, X, yi, threads = prepare(model, X, y, threads, gpu=True)
+    be = model._be
+    xp = be.xp
     eps = positive(eps, "eps", allow_zero=False)
     nrm = norm_of(norm)
     max_queries = count(max_queries, "max_queries")
@@ -288,17 +299,19 @@ def square(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: No
     shared = windows == "shared"
     if nrm == "2" and not shared:
         raise ValueError("windows: the L2 attack runs with shared windows only")
+    if be is not CPU and not shared:
+        be.refuse("square with windows='per-row'")
     N, D = X.shape
     H, W, C, grid = image_layout(D, image_shape, channels_last)
-    lo, hi = clip_bounds(clip, D, X.dtype)
-    check_inside_clip(X, lo, hi)
-    qgrid = Grid(quantize, eps, nrm, lo, hi)
+    lo, hi = clip_bounds(clip, D, X.dtype, be)
+    check_inside_clip(X, lo, hi, be)
+    qgrid = Grid(quantize, eps, nrm, lo, hi, be)
     rng = np.random.default_rng(seed)
     dt = X.dtype
 
     def box(v, cols=None):
         """v clipped to the box; cols: the feature indices of v's columns (per-feature bounds)."""
-        for bound, op in ((lo, np.maximum), (hi, np.minimum)):
+        for bound, op in ((lo, xp.maximum), (hi, xp.minimum)):
             if bound is not None:
                 v = op(v, bound if bound.ndim == 0 or cols is None else bound[cols])
         return v.astype(dt, copy=False)
@@ -319,14 +332,21 @@ def square(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: No
     stripes = rng.choice(np.array([-eps, eps]), size=(N, W, C))
     start = np.empty((N, D))
     start[:, grid.reshape(H, W * C)] = stripes.reshape(N, 1, W * C)
-    x_best = box(X + start.astype(dt))
-    margin = _margin(model, x_best, yi, threads)
+    x_best = box(X + be.asarray(start.astype(dt)))
+    margin = _margin(model, x_best, be.asarray(yi), threads)
     queries = np.ones(N, dtype=np.int64)
     if shared:  # every iteration's window corner (as fractions) and signs, drawn up front
         corner = rng.random((max_queries, 2))
         sign = rng.choice(np.array([-eps, eps]), size=(max_queries, C)).astype(dt)
     bar = Progress(max_queries, progress, "square")
     bar.update(1)
+    if be is not CPU:  # the shared-window loop on the device
+        _square_device(model, X, x_best, margin, yi, queries, corner, sign, max_queries,
+                       p_init, D, H, W, C, grid, box, threads, bar)
+        bar.close()
+        return _finish_linf(model, X, x_best, yi, y, queries, t0, threads, qgrid, eps,
+                            max_queries, p_init, windows, H, W, C, channels_last, clip, quantize,
+                            seed)
     layers = _kernel_layers(model) if shared else None
     if layers is not None:  # the dense stack's loop in C++ (kernels.square_linf_mlp)
         _square_kernel(layers, X, x_best, margin, yi, queries, corner, sign, max_queries, p_init,
@@ -404,11 +424,9 @@ def _kernel_layers(model):
 _SEGMENT = 500
 
 
-def _square_kernel(layers, X, x_best, margin, yi, queries, corner, sign, max_queries, p_init, D,
-                   H, W, C, grid, lo, hi, threads, bar):
-    """The shared-window L-inf loop of :func:`square` through kernels.square_linf_mlp: the
-    windows of every iteration laid out as flat feature indices and values, the rows in play
-    handed over in segments of _SEGMENT iterations. Writes x_best, margin, queries."""
+def _flat_windows(corner, sign, max_queries, p_init, D, H, W, C, grid, dtype):
+    """The shared windows of every iteration as flat feature indices and values: (indices,
+    start offsets (one per iteration and one past the end), values of dtype)."""
     n_iter = max_queries - 1
     sizes = np.empty(n_iter, np.int64)
     parts_idx, parts_val = [None] * n_iter, [None] * n_iter
@@ -429,7 +447,61 @@ def _square_kernel(layers, X, x_best, margin, yi, queries, corner, sign, max_que
     start = np.zeros(n_iter + 1, np.int64)
     np.cumsum(sizes, out=start[1:])
     flat_idx = np.concatenate(parts_idx) if n_iter else np.zeros(0, np.int64)
-    flat_val = np.concatenate(parts_val).astype(X.dtype) if n_iter else np.zeros(0, X.dtype)
+    flat_val = np.concatenate(parts_val).astype(dtype) if n_iter else np.zeros(0, dtype)
+    return flat_idx, start, flat_val
+
+
+#: Iterations between the device loop's checks for rows that left play (one copy to the host).
+_DEVICE_SEGMENT = 100
+
+
+def _square_device(model, X, x_best, margin, yi, queries, corner, sign, max_queries, p_init, D,
+                   H, W, C, grid, box, threads, bar):
+    """The shared-window L-inf loop of :func:`square` on a GPU model: the same windows, points
+    and queries as the CPU's. The windows go to the device once; rows fooled by the logits stop
+    changing (masked) and leave the batch every _DEVICE_SEGMENT iterations. Writes x_best,
+    margin (device) and queries (host)."""
+    be = model._be
+    xp, dev = be.xp, be.asarray
+    n_iter = max_queries - 1
+    flat_idx, start, flat_val = _flat_windows(corner, sign, max_queries, p_init, D, H, W, C,
+                                              grid, X.dtype)
+    fi, fv = dev(flat_idx), dev(flat_val)
+    yd = dev(yi)
+    act = np.flatnonzero(be.to_host(margin > 0))
+    for a in range(0, n_iter, _DEVICE_SEGMENT):
+        if act.size == 0:
+            break
+        b = min(n_iter, a + _DEVICE_SEGMENT)
+        ad = dev(act)
+        xa, xb, mb, ya = X[ad], x_best[ad], margin[ad], yd[ad]
+        live = mb > 0
+        q = xp.zeros(act.size, dtype=np.int64)
+        for it in range(a, b):
+            idx = fi[start[it]:start[it + 1]]
+            old = xb[:, idx]
+            xb[:, idx] = xp.where(live[:, None], box(xa[:, idx] + fv[start[it]:start[it + 1]],
+                                                     idx), old)
+            m_new = _margin(model, xb, ya, threads)
+            better = (m_new < mb) & live
+            xb[:, idx] = xp.where(better[:, None], xb[:, idx], old)
+            mb = xp.where(better, m_new, mb)
+            q += live
+            live = live & (mb > 0)
+            bar.update(1)
+        x_best[ad], margin[ad] = xb, mb
+        queries[act] += be.to_host(q)
+        act = act[be.to_host(live)]
+
+
+def _square_kernel(layers, X, x_best, margin, yi, queries, corner, sign, max_queries, p_init, D,
+                   H, W, C, grid, lo, hi, threads, bar):
+    """The shared-window L-inf loop of :func:`square` through kernels.square_linf_mlp: the
+    windows of every iteration laid out as flat feature indices and values, the rows in play
+    handed over in segments of _SEGMENT iterations. Writes x_best, margin, queries."""
+    n_iter = max_queries - 1
+    flat_idx, start, flat_val = _flat_windows(corner, sign, max_queries, p_init, D, H, W, C,
+                                              grid, X.dtype)
     Ws, bs, acts = layers
     act = np.flatnonzero(margin > 0)
     for a in range(0, n_iter, _SEGMENT):
