@@ -402,6 +402,12 @@ DEVICE_CASES = {
                            dict(eps=1.0, norm=2, max_queries=80, clip=(0, 1), seed=3),
                            dict(eps=0.25, max_queries=60, clip=(0, 1), quantize=1 / 16),
                            dict(eps=0.3, max_queries=150, image_shape=(1, 16))]),
+    "fab": (ff.fab, [dict(steps=10), dict(steps=10, norm=2, clip=(0, 1)),
+                     dict(steps=8, norm=1, clip=(0, 1)),
+                     dict(steps=8, n_targets=2, eps=0.3, clip=(0, 1)),
+                     dict(steps=8, target=1, clip=(0, 1)),
+                     dict(steps=6, restarts=2, seed=3, clip=(0, 1)),
+                     dict(steps=8, clip=(0, 1), quantize=1 / 16)]),
 }
 
 

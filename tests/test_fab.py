@@ -303,3 +303,39 @@ def test_fab_t_batched_targets_are_the_sequential_runs(mlp, monkeypatch, dtype, 
     if eps is not None:  # rows stopped after one target, and (at the smaller radii) later
         assert np.any(ref.iterations == 25)
         assert eps == 0.2 or np.any(ref.iterations > 25), np.bincount(ref.iterations)
+
+
+@given(n=st.sampled_from([0, 1, 2, 7, 33]), D=st.sampled_from([1, 3, 13, 64]),
+       seed=st.integers(0, 2**31 - 1), box=st.sampled_from(["unit", "none", "lo", "hi"]),
+       ties=st.booleans())
+def test_array_projection_of_the_gpu_is_the_reference(n, D, seed, box, ties):
+    """fab.plane_moves / fab.fab_step_array (the device's FAB step, in array code; run here on
+    NumPy) against the tests' bisection projection and the CPU kernel, with unbounded sides,
+    zero and tied gradient coordinates, rows on the plane and non-finite rows."""
+    from fastfool.attacks.fab import fab_step_array, plane_moves
+    rng = np.random.default_rng(seed)
+    lo = None if box in ("none", "hi") else np.zeros(D)
+    hi = None if box in ("none", "lo") else np.ones(D)
+    X = rng.uniform(0, 1, (n, D))
+    W = rng.standard_normal((n, D))
+    W[rng.random((n, D)) < 0.3] = 0.0
+    if ties:
+        W = np.round(W * 2) / 2
+    b = np.einsum("ij,ij->i", W, X) + rng.choice([0.01, 1.0, 30.0]) * rng.standard_normal(n)
+    if n > 1:
+        b[0] = W[0] @ X[0]  # on the plane
+        W[1, 0] = np.nan  # no move
+    X0 = np.clip(X + rng.normal(0, 0.1, (n, D)), 0, 1)
+    reach = np.full(n, rng.choice([np.inf, 0.3]))
+    for p in ("inf", "2", "1"):
+        d = plane_moves(X, W, b, lo, hi, p)
+        assert d.shape == (n, D)
+        for i in range(n):
+            ref = np.zeros(D) if not np.all(np.isfinite(W[i])) else \
+                AR.project_plane_bisect(X[i], W[i], b[i], lo, hi, p)
+            np.testing.assert_allclose(d[i], ref, rtol=1e-9, atol=1e-9 * (1 + np.abs(ref).max()))
+        k = {"inf": "inf", "2": 2, "1": 1}[p]
+        want = ff.kernels.fab_step(X, X0, W, b, lo, hi, norm=k, eta=1.05, alpha_max=0.1,
+                                   reach=reach)
+        got = fab_step_array(X, X0, W, b, lo, hi, p, 1.05, 0.1, reach)
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)

@@ -31,6 +31,7 @@ import numpy as np
 from .._dask import dask_aware
 from .. import _random, kernels
 from .._typing import ArrayLike, Clip, Labels, Norm
+from .._backend import CPU
 from ..models import Model
 from ._common import (TARGET_PAIRS, Grid, Progress, before_first_done, check_inside_clip,
                       clip_bounds, confirm_outward, count, finish, label_targets, norm_name,
@@ -56,15 +57,95 @@ def project_plane(P, w, b, lo, hi, p: str, threads: int | None = None) -> np.nda
                                  threads=threads)
 
 
+def plane_moves(X, W, b, lo, hi, p: str, xp=np):
+    """:func:`fastfool.kernels.project_plane` in array code (NumPy or CuPy ``xp``; float64, lo
+    / hi (D,) vectors or None): the GPU's projection, the same optimality conditions as the CPU
+    kernel. L-inf / L2: Newton's method on the scalar from 0, the kernel's, every row in step
+    until each has its crossing (a pass per step, at most D + 2); L1: the coordinates of largest
+    ``|w_j|`` filled to their room first, ties in index order."""
+    n, D = X.shape
+    if not n or not D:
+        return xp.zeros((n, D))
+    r0 = b - xp.einsum("ij,ij->i", W, X)
+    ok = (xp.abs(r0) > 0) & xp.isfinite(r0)  # on the plane, or NaN / inf: no move
+    r = xp.where(ok, xp.abs(r0), 0.0)
+    w = W * xp.where(r0 < 0, -1.0, 1.0)[:, None]
+    inf = np.inf
+    up = (inf - X) if hi is None else hi - X
+    down = (X + inf) if lo is None else X - lo
+    toward = xp.where(w > 0, up, down)
+    room = xp.where(toward > 0, toward, 0.0)
+    v = xp.abs(w)
+    moves = v > 0
+    sg = xp.where(w < 0, -1.0, 1.0)
+    if p == "1":
+        order = xp.argsort(-v, axis=1) if xp is not np else np.argsort(-v, axis=1, kind="stable")
+        vs = xp.take_along_axis(v, order, axis=1)
+        cs = xp.take_along_axis(room, order, axis=1)
+        full = xp.where(vs > 0, vs * xp.where(vs > 0, cs, 0.0), 0.0)
+        prev = xp.zeros_like(full)  # the progress of the larger ones before each (exclusive)
+        prev[:, 1:] = xp.cumsum(full[:, :-1], axis=1)
+        left = r[:, None] - prev
+        with np.errstate(invalid="ignore", divide="ignore"):
+            e = xp.where(prev >= r[:, None], 0.0,
+                         xp.where(full >= left, left / xp.where(vs > 0, vs, 1.0), cs))
+        e = xp.where(vs > 0, e, 0.0)
+        e = xp.take_along_axis(e, xp.argsort(order, axis=1), axis=1)
+        return xp.where(ok[:, None] & moves, sg * e, 0.0)
+    l2 = p == "2"
+    with np.errstate(invalid="ignore", divide="ignore"):
+        key = xp.where(moves, room / xp.where(moves, v, 1.0) if l2 else room, inf)
+        full = xp.where(moves & (room < inf), v * xp.where(room < inf, room, 0.0), 0.0)
+    slope = v * v if l2 else v
+    s = xp.zeros(n)
+    live = ok & moves.any(axis=1)
+    for _ in range(D + 2):
+        s0 = xp.where(live, s, 0.0)[:, None]  # (rows done: any finite value)
+        below = key > s0
+        S = xp.where(below, s0 * slope, full).sum(axis=1)
+        dS = xp.where(below, slope, 0.0).sum(axis=1)
+        reached = ~(S < r)
+        short = ~(dS > 0) & ~reached
+        with np.errstate(invalid="ignore", divide="ignore"):
+            nxt = s + (r - S) / xp.where(dS > 0, dS, 1.0)
+        stuck = ~(nxt > s) & ~reached & ~short
+        s = xp.where(live & short, inf, xp.where(live & ~reached & ~stuck, nxt, s))
+        live = live & ~reached & ~short & ~stuck
+        if not bool(live.any()):
+            break
+    with np.errstate(invalid="ignore"):
+        e = xp.minimum(s[:, None] * v if l2 else xp.broadcast_to(s[:, None], (n, D)), room)
+    return xp.where(ok[:, None] & moves, sg * e, 0.0)
+
+
+def fab_step_array(X, X0, W, b, lo, hi, p: str, eta: float, alpha_max: float, reach, xp=np):
+    """:func:`fastfool.kernels.fab_step` in array code (float64; the GPU's FAB step): both
+    points projected with :func:`plane_moves`, mixed, clipped, kept only inside ``reach``."""
+    d1 = plane_moves(X, W, b, lo, hi, p, xp)
+    d2 = plane_moves(X0, W, b, lo, hi, p, xp)
+    a1 = xp.maximum(row_norms(d1, p, xp), 1e-8)
+    a2 = xp.maximum(row_norms(d2, p, xp), 1e-8)
+    a = xp.minimum(a1 / (a1 + a2), alpha_max)[:, None]
+    z = (X + eta * d1) * (1 - a) + (X0 + eta * d2) * a
+    if lo is not None:
+        z = xp.maximum(z, lo)
+    if hi is not None:
+        z = xp.minimum(z, hi)
+    with np.errstate(invalid="ignore"):
+        keep = (xp.abs(z - X0) <= reach[:, None]).all(axis=1)
+    return xp.where(keep[:, None], z, X)
+
+
 def _jacobian(model, x, threads):
     """(logits (n, C), their input Jacobian (n, C, D)) in float64: one vector-Jacobian product
     over the rows repeated once per class."""
+    xp = model._be.xp
     n, D = x.shape
     C = model.n_classes
-    V = np.tile(np.eye(C, dtype=model.dtype), (n, 1))
-    G, L = model.vjp(np.repeat(x, C, axis=0), V, threads, return_logits=True)
-    L = np.asarray(L, np.float64).reshape(n, C, C)[:, 0, :]
-    return L, np.asarray(G, np.float64).reshape(n, C, D)
+    V = xp.tile(xp.eye(C, dtype=model.dtype), (n, 1))
+    G, L = model.vjp(xp.repeat(x, C, axis=0), V, threads, return_logits=True)
+    L = L.astype(np.float64).reshape(n, C, C)[:, 0, :]
+    return L, G.astype(np.float64).reshape(n, C, D)
 
 
 def _plane(model, x, y, t, p, threads, toward_target=False, want_est=True):
@@ -73,40 +154,41 @@ def _plane(model, x, y, t, p, threads, toward_target=False, want_est=True):
     nearest boundary f_k = f_y over the other classes k. FAB-T: the boundary f_t = f_y.
     ``toward_target``: the boundary between t and its strongest rival at x, f_t = max_{j != t}
     f_j (a point past it is decided as t)."""
+    xp = model._be.xp
     n = x.shape[0]
-    r = np.arange(n)
+    r = xp.arange(n)
     if t is None:
         L, J = _jacobian(model, x, threads)
         df = L - L[r, y][:, None]
         dg = J - J[r, y][:, None, :]
         dual = _DUAL[p]
         if dual == "inf":
-            gn = np.abs(dg).max(axis=2) if dg.shape[2] else np.zeros(df.shape)
+            gn = xp.abs(dg).max(axis=2) if dg.shape[2] else xp.zeros(df.shape)
         elif dual == "1":
-            gn = np.abs(dg).sum(axis=2)
+            gn = xp.abs(dg).sum(axis=2)
         else:
-            gn = np.sqrt(np.einsum("ijk,ijk->ij", dg, dg))
-        dist = np.abs(df) / (1e-12 + gn)
+            gn = xp.sqrt(xp.einsum("ijk,ijk->ij", dg, dg))
+        dist = xp.abs(df) / (1e-12 + gn)
         dist[r, y] = np.inf
-        k = np.argmin(dist, axis=1)
+        k = xp.argmin(dist, axis=1)
         w, f, est = dg[r, k], df[r, k], dist[r, k]
     else:
         C = model.n_classes
         rival = y
         if toward_target:
-            L = np.asarray(model.scores(x, None, threads), np.float64).copy()
+            L = model.scores(x, None, threads).astype(np.float64)
             L[r, t] = -np.inf
-            rival = np.argmax(L, axis=1)
-        V = np.zeros((n, C), dtype=model.dtype)
-        V[r, t] = 1.0
-        V[r, rival] -= 1.0
+            rival = xp.argmax(L, axis=1)
+        cols = xp.arange(C)
+        V = (cols == t[:, None]).astype(model.dtype) - \
+            (cols == rival[:, None]).astype(model.dtype)
         G, L = model.vjp(x, V, threads, return_logits=True)
-        L = np.asarray(L, np.float64)
-        w = np.asarray(G, np.float64)
+        L = L.astype(np.float64)
+        w = G.astype(np.float64)
         f = L[r, t] - L[r, rival]
-        est = np.abs(f) / (1e-12 + row_norms(w, _DUAL[p])) if want_est else None
-    xf = np.asarray(x, np.float64)
-    return w, np.einsum("ij,ij->i", w, xf) - f, est
+        est = xp.abs(f) / (1e-12 + row_norms(w, _DUAL[p], xp)) if want_est else None
+    xf = x.astype(np.float64)
+    return w, xp.einsum("ij,ij->i", w, xf) - f, est
 
 
 def _run(model, x0, y, t, p, lo, hi, steps, alpha_max, eta, beta, start, accept, threads,
@@ -119,17 +201,19 @@ def _run(model, x0, y, t, p, lo, hi, steps, alpha_max, eta, beta, start, accept,
     ``order``: its run's place in FAB-T's sequence, ``eps``): once a row's run has a point
     within ``eps``, the row's later runs leave the batch (the sequential attack would not start
     them); their outputs are then partial and must not be used."""
+    be = model._be
+    xp = be.xp
     dt = model.dtype
     n = x0.shape[0]
     x = start.copy()
-    best = np.full(n, np.inf)
+    best = xp.full(n, np.inf)
     bx = x0.astype(dt)
     est0 = None
     D = x0.shape[1]
     # without a box the linearisation can send a row arbitrarily far (a vanishing gradient): a
     # move that leaves 1e4 (|x0|_inf + 1) of x0 in some coordinate, or the model's float range,
     # is not taken (DeepFool's trust region)
-    reach = np.minimum(1e4 * ((np.abs(x0).max(axis=1) if D else np.zeros(n)) + 1.0),
+    reach = xp.minimum(1e4 * ((xp.abs(x0).max(axis=1) if D else xp.zeros(n)) + 1.0),
                        float(np.finfo(dt).max) / 4)
     drop = group is not None and eps is not None
     idx = np.arange(n)  # the rows still in the batch (all, unless runs are dropped)
@@ -142,16 +226,20 @@ def _run(model, x0, y, t, p, lo, hi, steps, alpha_max, eta, beta, start, accept,
                            want_est=est0 is None)
         if est0 is None:
             est0 = est
-        x = kernels.fab_step(xa, xc, w, b, lo, hi, norm={"1": 1, "2": 2, "inf": "inf"}[p],
-                             eta=eta, alpha_max=alpha_max, reach=reach, threads=threads)
+        if be is CPU:
+            x = kernels.fab_step(xa, xc, w, b, lo, hi, norm={"1": 1, "2": 2, "inf": "inf"}[p],
+                                 eta=eta, alpha_max=alpha_max, reach=reach, threads=threads)
+        else:  # the same step in array code on the device
+            x = fab_step_array(xa.astype(np.float64), xc, w, b, lo, hi, p, eta, alpha_max,
+                               reach, xp)
         xa = x.astype(dt)
-        pred = np.argmax(model.scores(xa, None, threads), axis=1)
+        pred = xp.argmax(model.scores(xa, None, threads), axis=1)
         adv = pred != yc if accept == "any" else pred == tc
-        dn = row_norms(xa.astype(np.float64) - xc, p)
+        dn = row_norms(xa.astype(np.float64) - xc, p, xp)
         closer = adv & (dn < bc)
-        bc = np.where(closer, dn, bc)
-        bxc[closer] = xa[closer]
-        x[adv] = xc[adv] + (x[adv] - xc[adv]) * beta
+        bc = xp.where(closer, dn, bc)
+        bxc = xp.where(closer[:, None], xa, bxc)
+        x = xp.where(adv[:, None], xc + (x - xc) * beta, x)
         if drop and np.any(bc <= eps):  # the runs after a row's first success within eps
             keep = before_first_done(bc <= eps, gc, oc)
             if not keep.all():
@@ -164,7 +252,7 @@ def _run(model, x0, y, t, p, lo, hi, steps, alpha_max, eta, beta, start, accept,
     else:
         best, bx = bc, bxc
     if est0 is None:
-        est0 = np.zeros(n)
+        est0 = xp.zeros(n)
     return bx, best, est0
 
 
@@ -184,16 +272,17 @@ def _all_targets(model, x0, ys, others, k0, k1, done0, bn, eps, p, lo, hi, steps
     return pos, bx, bd, e0
 
 
-def _random_start(x0, radius, p, lo, hi, rngs):
+def _random_start(x0, radius, p, lo, hi, rngs, be=CPU):
     """x0 plus a random move of norm radius / 2 per row (uniform direction in the L-inf cube's
-    surface scaling, Gaussian for L2 and L1, as the reference code), clipped to the box."""
+    surface scaling, Gaussian for L2 and L1, as the reference code), clipped to the box. The
+    draws are the host's (per-row generators); x0 and the bounds of the backend ``be``."""
     n, D = x0.shape
     u = np.stack([g.uniform(-1, 1, D) if p == "inf" else g.standard_normal(D) for g in rngs]) \
         if n else np.zeros((0, D))
     un = np.maximum(row_norms(u, p), 1e-300)
-    x = x0 + u * (radius / un)[:, None] * 0.5
+    x = x0 + be.asarray(u * (radius / un)[:, None] * 0.5)
     if lo is not None or hi is not None:
-        x = np.clip(x, lo, hi)
+        x = be.xp.clip(x, lo, hi)
     return x
 
 
@@ -235,9 +324,15 @@ def fab(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = "inf", ste
     model's decisions on it,
     ``iterations`` the steps run per row; ``extra["distance"]`` the norm of each row's
     perturbation (inf where nothing was found).
+
+    On a GPU model (``model.to("cuda")``, CuPy X) the runs go on the device, one target after
+    another (FAB-T), with the projections in array code (:func:`plane_moves`); the restarts'
+    draws, the verdicts, the outward confirmation and ``quantize``'s rounding are the host's.
     """
     t0 = time.perf_counter()
-    model, X, yi, threads = prepare(model, X, y, threads)
+    model, X, yi, threads = prepare(model, X, y, threads, gpu=True)
+    be = model._be
+    xp, dev = be.xp, be.asarray
     p = norm_name(norm, l1=True, what="fab")
     row_offset = _random.check_offset(row_offset)
     steps, restarts = count(steps, "steps"), count(restarts, "restarts")
@@ -258,26 +353,27 @@ def fab(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = "inf", ste
     k_targets = 0
     if n_targets is not None:
         k_targets = min(count(n_targets, "n_targets"), C - 1)
-    lo, hi = clip_bounds(clip, D, X.dtype)
-    grid = Grid(quantize, np.inf, p, lo, hi)
-    check_inside_clip(X, lo, hi)
-    lo64 = None if lo is None else np.broadcast_to(np.asarray(lo, np.float64), (D,))
-    hi64 = None if hi is None else np.broadcast_to(np.asarray(hi, np.float64), (D,))
-    x_best = np.array(X)
+    lo, hi = clip_bounds(clip, D, X.dtype, be)
+    grid = Grid(quantize, np.inf, p, lo, hi, be)
+    check_inside_clip(X, lo, hi, be)
+    lo64 = None if lo is None else xp.broadcast_to(lo.astype(np.float64), (D,))
+    hi64 = None if hi is None else xp.broadcast_to(hi.astype(np.float64), (D,))
+    x_best = xp.array(X)
     dist = np.full(N, np.inf)
     iterations = np.zeros(N, dtype=np.int64)
     runs = [None] if not k_targets else list(range(k_targets))
     # FAB-T with one run per target: the targets' runs side by side in one batch (the same
     # per-row results, a tenth of the Python steps), replayed in FAB-T's order afterwards
-    batched = _BATCH_TARGETS and k_targets > 1 and restarts == 1
+    # (on the CPU only: on a GPU the runs go one after another)
+    batched = _BATCH_TARGETS and k_targets > 1 and restarts == 1 and be is CPU
     bar = Progress(N * restarts * len(runs), progress, "fab")
     width = D * max(C, 1) if ti is None and not k_targets else D * (k_targets if batched else 1)
-    for s in row_chunks(N, width, weights=model.n_weights):
-        x0 = np.asarray(X[s], np.float64)
+    for s in row_chunks(N, width, be, model.n_weights):
+        x0 = X[s].astype(np.float64)
         ys = yi[s]
         n = x0.shape[0]
         own = np.arange(row_offset + s.start, row_offset + s.start + n)
-        L0 = model.scores(X[s], None, threads)
+        L0 = be.to_host(model.scores(X[s], None, threads))
         order = np.argsort(-L0, axis=1, kind="stable") if k_targets else None
         bn = np.full(n, np.inf)
         est = np.full(n, np.nan)
@@ -306,8 +402,9 @@ def fab(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = "inf", ste
                 rows = np.flatnonzero(todo)
                 if rows.size == 0:
                     continue
+                rd = dev(rows)
                 if r == 0:
-                    start = x0[rows]
+                    start = x0[rd]
                 else:
                     rad = np.where(np.isfinite(bn[rows]), bn[rows], est[rows])
                     if eps is not None:
@@ -315,7 +412,7 @@ def fab(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = "inf", ste
                     rad = np.where(np.isfinite(rad), rad, 0.0)
                     rngs = [np.random.default_rng([seed, int(own[i]), r, 0 if run is None
                                                    else run + 1]) for i in rows]
-                    start = _random_start(x0[rows], rad, p, lo64, hi64, rngs)
+                    start = _random_start(x0[rd], rad, p, lo64, hi64, rngs, be)
                 tt = None if t is None else t[rows]
                 if pre is not None:  # this run's rows, from the batch of all targets
                     pos, bxs, bds, e0s = pre
@@ -324,13 +421,15 @@ def fab(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = "inf", ste
                         raise AssertionError("fab: a run outside the batched targets")
                     bx, bd, e0 = bxs[at], bds[at], e0s[at]
                 else:
-                    bx, bd, e0 = _run(model, x0[rows], ys[rows], tt, p, lo64, hi64, steps,
+                    bx, bd, e0 = _run(model, x0[rd], dev(ys[rows]),
+                                      None if tt is None else dev(tt), p, lo64, hi64, steps,
                                       alpha_max, eta, beta, start,
                                       "target" if ti is not None else "any", threads)
+                    bd, e0 = be.to_host(bd), be.to_host(e0)
                 est[rows] = np.where(np.isnan(est[rows]), e0, est[rows])
                 closer = bd < bn[rows]
                 g = s.start + rows[closer]
-                x_best[g] = bx[closer]
+                x_best[dev(g)] = bx[dev(closer)]
                 bn[rows[closer]] = bd[closer]
                 iterations[s.start + rows] += steps
                 bar.update(rows.size)
@@ -339,10 +438,12 @@ def fab(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = "inf", ste
     # the closest points were adversarial by the model's own-precision logits: where the user's
     # model disagrees on the boundary, a point a hair further out (its distance measured again)
     confirmed = confirm_outward(model, X, x_best, yi, ti, threads, lo64, hi64)
-    ch = np.flatnonzero(np.any(confirmed != x_best, axis=1)) if N else np.zeros(0, np.int64)
+    ch = np.flatnonzero(be.to_host(xp.any(confirmed != x_best, axis=1))) if N else \
+        np.zeros(0, np.int64)
     if ch.size:
-        dist[ch] = row_norms(np.asarray(confirmed[ch], np.float64) -
-                             np.asarray(X[ch], np.float64), p)
+        cd = dev(ch)
+        dist[ch] = be.to_host(row_norms(confirmed[cd].astype(np.float64) -
+                                        X[cd].astype(np.float64), p, xp))
     x_best = confirmed
     params = dict(norm=p, steps=steps, restarts=restarts, target=target is not None,
                   n_targets=k_targets or None, eps=eps, alpha_max=alpha_max, eta=eta, beta=beta,
