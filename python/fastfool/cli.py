@@ -457,8 +457,10 @@ def _attack(args) -> int:
                          f"model expects {model.n_features_in_}")
     y = None if args.labels is None else load_array(args.labels, name="y").reshape(-1)
     if args.device != "cpu":
-        if args.attack not in ("fgsm", "pgd"):
-            raise ValueError(f"--device {args.device}: only fgsm and pgd run on the GPU")
+        from .attacks._common import GPU_ATTACKS
+        if args.attack not in GPU_ATTACKS:
+            raise ValueError(f"--device {args.device}: {args.attack} runs on the CPU only (on the "
+                             f"GPU: {', '.join(GPU_ATTACKS)})")
         model = model.to(args.device)  # raises a one-line reason when no GPU can be used
         import cupy
 
@@ -568,7 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu",
-                   help="cpu (default) or cuda[:N]: fgsm and pgd run on the GPU (needs CuPy)")
+                   help="cpu (default) or cuda[:N]: fgsm, pgd, apgd, autoattack, fab, fmn, "
+                        "ddn, cw and square run on the GPU (needs CuPy)")
     p.add_argument("--out", default=None,
                    help="save the AttackResult here (.npz); or stream: an .npy --out gets x_adv "
                         "chunk by chunk from an .npy --data read through a memory map")

@@ -35,6 +35,7 @@ import numpy as np
 from .._dask import dask_aware
 from .. import verdict
 from .._typing import ArrayLike, Clip, Labels, Norm
+from .._backend import CPU
 from ..models import Model
 from ..certify import proven_robust
 from ._common import (Grid, Progress, check_inside_clip, clip_bounds, count, finish, norm_of,
@@ -67,11 +68,15 @@ def _stage(name, model, X, y, eps, nrm, clip, quantize, seed, threads, steps, n_
                   image_shape=image_shape, channels_last=channels_last, **kw)
 
 
-def _within(x_adv, X, eps, nrm):
-    """Rows whose perturbation, measured in float64 on the returned points, is at most eps."""
-    d = np.asarray(x_adv, np.float64) - np.asarray(X, np.float64)
-    n = np.abs(d).max(axis=1) if nrm == "inf" else np.sqrt(np.einsum("ij,ij->i", d, d))
-    return n <= eps if d.shape[1] else np.ones(d.shape[0], dtype=bool)
+def _within(x_adv, X, eps, nrm, be=CPU):
+    """Rows (host bools) whose perturbation, measured in float64 on the returned points (arrays
+    of the backend ``be``), is at most eps."""
+    xp = be.xp
+    d = x_adv.astype(np.float64) - X.astype(np.float64)
+    if not d.shape[1]:
+        return np.ones(d.shape[0], dtype=bool)
+    n = xp.abs(d).max(axis=1) if nrm == "inf" else xp.sqrt(xp.einsum("ij,ij->i", d, d))
+    return be.to_host(n <= eps)
 
 
 @dask_aware
@@ -115,7 +120,9 @@ def autoattack(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm
     and the count of certified rows.
     """
     t0 = time.perf_counter()
-    model, X, yi, threads = prepare(model, X, y, threads)
+    model, X, yi, threads = prepare(model, X, y, threads, gpu=True)
+    be = model._be
+    xp, dev = be.xp, be.asarray
     eps = positive(eps, "eps", allow_zero=False)
     nrm = norm_of(norm)
     if nrm not in ("inf", "2"):
@@ -137,12 +144,12 @@ def autoattack(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm
     steps = count(steps, "steps")
     n_targets = count(n_targets, "n_targets")
     square_queries = count(square_queries, "square_queries")
-    lo, hi = clip_bounds(clip, X.shape[1], X.dtype)
-    check_inside_clip(X, lo, hi)
-    grid = Grid(quantize, eps, nrm, lo, hi)
+    lo, hi = clip_bounds(clip, X.shape[1], X.dtype, be)
+    check_inside_clip(X, lo, hi, be)
+    grid = Grid(quantize, eps, nrm, lo, hi, be)
     N = X.shape[0]
-    x_adv = np.array(X)
-    robust = verdict.decide(model, X, threads) == yi
+    x_adv = xp.array(X)
+    robust = verdict.decide(model, be.to_host(X), threads) == yi
     clean_acc = float(robust.mean()) if N else float("nan")
     stage_of = np.where(robust, -1, -2).astype(np.int64)
     iterations = np.zeros(N, dtype=np.int64)
@@ -155,7 +162,9 @@ def autoattack(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm
         if k == 1 and skip_certified and robust.any():  # the rows no later stage can fool
             tc = time.perf_counter()
             left = np.flatnonzero(robust)
-            proven = proven_robust(model, X[left], yi[left], eps, nrm, clip, threads)
+            # the bound runs on the CPU: a GPU model's host copy (the same weights)
+            proven = proven_robust(model if be is CPU else model.to("cpu"),
+                                   be.to_host(X[dev(left)]), yi[left], eps, nrm, clip, threads)
             if proven is not None:
                 certified[left[proven]] = True
             cert_s = time.perf_counter() - tc
@@ -163,7 +172,8 @@ def autoattack(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm
         rows = np.flatnonzero(robust & ~certified)
         spent = 0
         if rows.size:
-            res = _stage(name, model, X[rows], yi[rows], eps, nrm, clip, quantize, seed, threads,
+            Xr = X[dev(rows)]
+            res = _stage(name, model, Xr, yi[rows], eps, nrm, clip, quantize, seed, threads,
                          steps, n_targets, square_queries, image_shape, channels_last)
             q = res.queries if res.queries is not None else res.iterations
             queries[rows] += q
@@ -172,15 +182,15 @@ def autoattack(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm
             xs, ok = res.x_adv, res.success
             if grid:  # FAB-T's points may lie outside the ball: on the grid inside it
                 yr = yi[rows]
-                xs = grid.snap(xs, X[rows], lambda v, r: succeeded(
+                xs = grid.snap(xs, Xr, lambda v, r: succeeded(
                     verdict.decide(model, v, threads), yr[r]))
-                ok = succeeded(verdict.decide(model, xs, threads), yr)
+                ok = succeeded(verdict.decide(model, be.to_host(xs), threads), yr)
             if name == "fab-t":  # a minimum-norm attack: fooled only within the radius
-                ok = ok & _within(xs, X[rows], eps, nrm)
+                ok = ok & _within(xs, Xr, eps, nrm, be)
                 if not grid:
                     ok &= res.extra["distance"] <= eps
             hit = rows[ok]
-            x_adv[hit] = xs[ok]
+            x_adv[dev(hit)] = xs[dev(ok)]
             robust[hit] = False
             stage_of[hit] = k
         table_acc.append(float(robust.mean()) if N else float("nan"))

@@ -179,8 +179,9 @@ class Model(ABC):
         """This model on ``"cuda"`` (or ``"cuda:N"``) or ``"cpu"``: a copy whose weights are
         CuPy (resp. NumPy) arrays; the original is unchanged (``to`` of the current device
         returns the model itself). A GPU model takes CuPy inputs and returns CuPy arrays from
-        its methods, :func:`fastfool.fgsm` and :func:`fastfool.pgd`; other attacks need
-        ``to("cpu")``. Raises a clear error when no GPU can be used (see
+        its methods and the attacks written for both devices
+        (``fastfool.attacks._common.GPU_ATTACKS``: fgsm, pgd, apgd, autoattack, fab, fmn, ddn,
+        cw, square); the others need ``to("cpu")``. Raises a clear error when no GPU can be used (see
         :func:`fastfool.cuda.require`)."""
         device = str(device)
         if device == "cpu":
