@@ -415,6 +415,10 @@ DEVICE_CASES = {
         dict(eps=0.125, steps=8, square_queries=50, clip=(0, 1), quantize=1 / 16),
         dict(eps=0.1, version="custom", attacks=["square", "apgd-t", "fab-t"], steps=8,
              square_queries=60, clip=(0, 1))]),
+    "hop_skip_jump": (ff.hop_skip_jump, [dict(max_queries=300, clip=(0, 1)),
+                                         dict(max_queries=300, norm="inf", clip=(0, 1), seed=2),
+                                         dict(max_queries=200, clip=(0, 1), target=1),
+                                         dict(max_queries=200, clip=(0, 1), quantize=1 / 16)]),
 }
 
 
@@ -768,6 +772,13 @@ def test_cli_device_cuda_on_the_emulated_device(fake, tmp_path, capsys):
     res, ref = ff.AttackResult.load(out), ff.ddn(m, X)
     np.testing.assert_allclose(res.x_adv, ref.x_adv, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(res.success, ref.success)
+    assert main(["attack", "--model", str(tmp_path / "m.npz"), "--data", str(tmp_path / "X.npy"),
+                 "--attack", "hop_skip_jump", "--queries", "150", "--clip", "0", "1",
+                 "--device", "cuda", "--out", str(out)]) == 0
+    res = ff.AttackResult.load(out)
+    ref = ff.hop_skip_jump(m, X, max_queries=150, clip=(0, 1), norm="inf")  # the CLI default
+    np.testing.assert_allclose(res.x_adv, ref.x_adv, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(res.queries, ref.queries)
     assert main(["attack", "--model", str(tmp_path / "m.npz"), "--data", str(tmp_path / "X.npy"),
                  "--attack", "deepfool", "--device", "cuda", "--out", str(out)]) == 2
     assert "deepfool runs on the CPU only" in capsys.readouterr().err

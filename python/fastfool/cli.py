@@ -466,7 +466,7 @@ def _attack(args) -> int:
 
         with cupy.cuda.Device(model._gpu_id):
             X = cupy.asarray(X)
-        kw.pop("threads")
+        kw.pop("threads", None)
     fn = getattr(ff, args.attack)
     res = fn(model, X, **kw) if args.attack == "template" else fn(model, X, y, **kw)
     if out:
@@ -571,7 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu",
                    help="cpu (default) or cuda[:N]: fgsm, pgd, apgd, autoattack, fab, fmn, "
-                        "ddn, cw and square run on the GPU (needs CuPy)")
+                        "ddn, cw, square and hop_skip_jump run on the GPU (needs CuPy)")
     p.add_argument("--out", default=None,
                    help="save the AttackResult here (.npz); or stream: an .npy --out gets x_adv "
                         "chunk by chunk from an .npy --data read through a memory map")

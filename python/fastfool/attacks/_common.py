@@ -21,7 +21,8 @@ CHUNK_ELEMENTS = 1 << 21
 GPU_CHUNK_ELEMENTS = 1 << 26
 
 #: The attacks written for either device (the others refuse a GPU model in check_model).
-GPU_ATTACKS = ("fgsm", "pgd", "apgd", "autoattack", "fab", "fmn", "ddn", "cw", "square")
+GPU_ATTACKS = ("fgsm", "pgd", "apgd", "autoattack", "fab", "fmn", "ddn", "cw", "square",
+               "hop_skip_jump")
 
 
 def check_model(model, gpu=False) -> Model:

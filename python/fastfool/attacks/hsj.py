@@ -36,9 +36,10 @@ import numpy as np
 from .._dask import dask_aware
 from .. import _random
 from .._checks import matrix
-from .._runtime import check_fits
+from .._runtime import check_fits, resolve_threads
 from .._trees import compiled_predict
 from .._typing import ArrayLike, Clip, Labels, Norm
+from ..models import Model
 from ..result import AttackResult
 from ._common import Grid, Progress, clip_bounds, count, norm_of, positive, row_norms
 
@@ -74,6 +75,9 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
         only that one fools; its two queries per row at most come out of ``max_queries``) and
         judged there.
 
+    A fastfool model on a GPU (``model.to("cuda")``, CuPy X) answers the queries on the device
+    (the search itself, cheap next to them, runs on the host); ``x_adv`` comes back there.
+
     Returns an AttackResult: ``x_adv`` per row (X where no adversarial start was found),
     ``success`` / ``pred`` ``clf.predict`` on it, ``queries`` the ``predict`` rows each row
     cost (the final check included), ``iterations`` the completed iterations;
@@ -83,6 +87,11 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
     t0 = time.perf_counter()
     if not callable(getattr(clf, "predict", None)):
         raise TypeError(f"clf: {type(clf).__name__} has no predict")
+    be = None  # a fastfool model on a GPU: the search on the host, its queries on the device
+    if isinstance(clf, Model) and clf.device != "cpu":
+        be = clf._be
+        X = be.to_host(clf._X(X, resolve_threads(None), out_cols=clf.n_features_in_))
+        y, target = (be.to_host(v) if v is not None and be.owns(v) else v for v in (y, target))
     X = matrix(X, "X")
     check_fits((X.shape[0], 3 * max(X.shape[1], 1)), 8, "X", "the float64 copies of X")
     if not np.all(np.isfinite(X)):
@@ -111,7 +120,9 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
         raise ValueError(f"max_queries: quantize needs at least 3, got {max_queries}")
 
     def verdict(v):
-        """The classifier's own labels."""
+        """The classifier's own labels (a GPU model's: decided on the device's copy of v)."""
+        if be is not None:
+            return np.asarray(be.to_host(clf.predict(be.asarray(np.asarray(v, dtype=dt)))))
         return np.asarray(clf.predict(np.asarray(v, dtype=dt)))
 
     fast = compiled_predict(clf)
@@ -252,6 +263,10 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
     queries += 1
     success = (pred != yl) if tl is None else ((pred == tl) & (tl != yl))
     diff = x_out.astype(np.float64) - x0
+    extra = {"found_start": found, "queried": "predict" if fast is None else "compiled trees"}
+    if be is not None:
+        x_out = be.asarray(x_out)
+        extra["device"] = f"cuda:{be.device}"
     return AttackResult(
         x_adv=x_out, success=np.asarray(success, dtype=bool), pred=pred,
         confidence=np.full(N, np.nan), l2=np.sqrt(np.einsum("ij,ij->i", diff, diff)),
@@ -263,4 +278,4 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
                     max_evals=max_evals, gamma=gamma, clip=clip, quantize=quantize, seed=seed,
                     classifier=type(clf).__name__),
         elapsed=time.perf_counter() - t0,
-        extra={"found_start": found, "queried": "predict" if fast is None else "compiled trees"})
+        extra=extra)

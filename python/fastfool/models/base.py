@@ -181,7 +181,7 @@ class Model(ABC):
         returns the model itself). A GPU model takes CuPy inputs and returns CuPy arrays from
         its methods and the attacks written for both devices
         (``fastfool.attacks._common.GPU_ATTACKS``: fgsm, pgd, apgd, autoattack, fab, fmn, ddn,
-        cw, square); the others need ``to("cpu")``. Raises a clear error when no GPU can be used (see
+        cw, square, hop_skip_jump); the others need ``to("cpu")``. Raises a clear error when no GPU can be used (see
         :func:`fastfool.cuda.require`)."""
         device = str(device)
         if device == "cpu":
