@@ -290,7 +290,7 @@ def test_emulated_gpu_model_matches_the_cpu_model(fake, dtype, tmp_path):
         with pytest.raises(ValueError, match="NaN"):
             gm.predict(cp.asarray(np.full((2, 7), np.nan, dtype)))
         with pytest.raises(NotImplementedError, match="to\\('cpu'\\)"):
-            ff.deepfool(gm, Xg)
+            ff.minimal(gm, Xg)  # an attack still CPU-only
     m = _mlp(dtype, act="tanh")
     gm = m.to("cuda")
     ff.save_model(gm, tmp_path / "gm.npz")  # written from the CPU copy
@@ -415,6 +415,8 @@ DEVICE_CASES = {
         dict(eps=0.125, steps=8, square_queries=50, clip=(0, 1), quantize=1 / 16),
         dict(eps=0.1, version="custom", attacks=["square", "apgd-t", "fab-t"], steps=8,
              square_queries=60, clip=(0, 1))]),
+    "deepfool": (ff.deepfool, [dict(), dict(norm="inf", clip=(0, 1)), dict(clip=(0, 1), candidates=2),
+                               dict(overshoot=0.1, max_iter=3), dict(clip=(0, 1), quantize=1 / 16)]),
     "hop_skip_jump": (ff.hop_skip_jump, [dict(max_queries=300, clip=(0, 1)),
                                          dict(max_queries=300, norm="inf", clip=(0, 1), seed=2),
                                          dict(max_queries=200, clip=(0, 1), target=1),

@@ -33,7 +33,6 @@ import numpy as np
 from .._dask import dask_aware
 from .. import verdict
 from .._typing import ArrayLike, Clip, Labels, Norm
-from .._backend import CPU
 from ..models import Model
 from ._common import (Grid, Progress, check_inside_clip, clip_bounds, confirm_outward, count,
                       finish, norm_of, positive, prepare, row_chunks, row_norms)
@@ -187,7 +186,7 @@ def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: 
     per row (and for L0 ``extra["l0"]``, the number of features each returned row changes).
 
     On a GPU model (``model.to("cuda")``, CuPy X) the steps and the bisection run on the
-    device; ``init="deepfool"`` runs DeepFool on a CPU copy of the model; the verdicts, the
+    device (DeepFool's start too); the verdicts, the
     outward confirmation and ``quantize``'s rounding are the host's, once per row chunk.
     """
     t0 = time.perf_counter()
@@ -222,12 +221,8 @@ def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: 
                 if ti is not None:
                     raise ValueError("init: 'deepfool' is untargeted; pass starting points instead")
                 from .minimal import deepfool
-                # DeepFool runs on the CPU (a GPU model's host copy); its points come back
-                host = model if be is CPU else model.to("cpu")
-                start = deepfool(host, be.to_host(X), model.classes_[yi],
-                                 norm=2 if p != "inf" else "inf", clip=clip,
-                                 threads=threads).x_adv
-                start = start if be is CPU else be.asarray(start)
+                start = deepfool(model, X, model.classes_[yi], norm=2 if p != "inf" else "inf",
+                                 clip=clip, threads=threads).x_adv
             else:
                 from .ddn import ddn
                 start = ddn(model, X, model.classes_[yi], steps=steps, clip=clip, threads=threads,

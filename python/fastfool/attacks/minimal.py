@@ -24,6 +24,7 @@ import numpy as np
 from .._dask import dask_aware
 from .. import verdict
 from .._typing import ArrayLike, Clip, Labels, Norm, Target
+from .._backend import CPU
 from ..models import Model
 from ..result import AttackResult
 from ._common import (Grid, Progress, check_inside_clip, clip_bounds, count, finish, for_all_targets,
@@ -229,7 +230,7 @@ def _own_dtype_agrees(model, x, p, threads):
     that can push further leave a margin that the float32 evaluation cannot undo either."""
     if model.dtype == np.float64 or x.shape[0] == 0:
         return np.ones(x.shape[0], dtype=bool)
-    S = model.scores(x, None, threads)
+    S = model._be.to_host(model.scores(x, None, threads))
     return np.argmax(S, axis=1) == p
 
 
@@ -295,117 +296,134 @@ def deepfool(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
         the end (and inside the box): the nearest grid point, or the one rounded away from X
         when only that one fools; ``success`` and the norms are measured there.
 
+    On a GPU model (``model.to("cuda")``, CuPy X) the linearisation and the steps run on the
+    device; the verdict that stops a row is the host's, on a copy of each iteration's iterates.
+
     Returns
     -------
     AttackResult; ``iterations`` per row.
     """
     t0 = time.perf_counter()
-    model, X, yi, threads = prepare(model, X, y, threads)
+    model, X, yi, threads = prepare(model, X, y, threads, gpu=True)
+    be = model._be
+    xp, dev, host = be.xp, be.asarray, be.to_host
+    gpu = be is not CPU
     nrm = norm_of(norm)
     overshoot = positive(overshoot, "overshoot")
     max_iter = count(max_iter, "max_iter")
-    lo, hi = clip_bounds(clip, X.shape[1], X.dtype)
-    check_inside_clip(X, lo, hi)
-    grid = Grid(quantize, np.inf, nrm, lo, hi)
+    lo, hi = clip_bounds(clip, X.shape[1], X.dtype, be)
+    check_inside_clip(X, lo, hi, be)
+    grid = Grid(quantize, np.inf, nrm, lo, hi, be)
     C = model.n_classes
     ncand = C if candidates is None else int(candidates)
     if not 2 <= ncand <= C:
         raise ValueError(f"candidates: must be in [2, {C}], got {candidates!r}")
     N, D = X.shape
-    x_adv = np.empty_like(X)
+    x_adv = xp.empty_like(X)
     iterations = np.zeros(N, dtype=np.int64)
     bar = Progress(N, progress, "deepfool")
-    for sl in row_chunks(N, D * ncand, weights=model.n_weights):
-        x0 = np.ascontiguousarray(X[sl])
+    for sl in row_chunks(N, D * ncand, be, model.n_weights):
+        x0 = xp.ascontiguousarray(X[sl])
         n = x0.shape[0]
-        S0 = model.scores(x0, None, threads)
+        S0 = host(model.scores(x0, None, threads))
         order = np.argsort(-S0, axis=1, kind="stable")[:, :ncand]
         k0 = yi[sl]
-        r_tot = np.zeros(x0.shape, dtype=np.float64)
-        cap = 1e4 * ((np.abs(x0).max(axis=1) if D else np.zeros(n)) + 1.0)
+        r_tot = xp.zeros(x0.shape, dtype=np.float64)
+        cap = 1e4 * ((xp.abs(x0).max(axis=1) if D else xp.zeros(n)) + 1.0)
         # rows the user's model already decides as not k0 are left alone
-        active = verdict.decide(model, x0, threads) == k0
+        active = verdict.decide(model, host(x0), threads) == k0
         it = np.zeros(n, dtype=np.int64)
-        xf = np.array(x0, dtype=X.dtype)
+        xf = xp.array(x0, dtype=X.dtype)
         for _ in range(int(max_iter)):
             idx = np.flatnonzero(active)
             if idx.size == 0:
                 break
+            ix = dev(idx)
             with np.errstate(over="ignore", invalid="ignore"):
-                xa = np.asarray(x0[idx] + (1 + overshoot) * r_tot[idx], dtype=X.dtype)
+                xa = (x0[ix] + (1 + overshoot) * r_tot[ix]).astype(X.dtype)
             if lo is not None or hi is not None:
-                xa = np.clip(xa, lo, hi).astype(X.dtype)
-            finite = np.isfinite(xa).all(axis=1)
+                xa = xp.clip(xa, lo, hi).astype(X.dtype)
+            finite = host(xp.isfinite(xa).all(axis=1))
             if not finite.all():  # a step left the representable range: keep the last point
                 active[idx[~finite]] = False
-                idx, xa = idx[finite], xa[finite]
+                idx, xa = idx[finite], xa[dev(finite)]
                 if idx.size == 0:
                     break
-            xf[idx] = xa
+                ix = dev(idx)
+            xf[ix] = xa
             # stop only where the user's model decides "not k0" with a clear margin; the
             # linearisation uses the same float64 reference logits (a float32 model's own
-            # logits tie or lag there by its rounding, and its steps then stall)
-            p, ok, _, S, thr = verdict.judge(model, xa, threads, return_logits=True)
+            # logits tie or lag there by its rounding, and its steps then stall); on a GPU
+            # the verdict is the host's, on a copy of the iterates
+            p, ok, _, S, thr = verdict.judge(model, host(xa), threads, return_logits=True)
             done = ok & (p != k0[idx])
-            done[done] = _own_dtype_agrees(model, xa[done], p[done], threads)
+            done[done] = _own_dtype_agrees(model, xa[dev(done)], p[done], threads)
             still = ~done
-            idx, xa, S, thr = idx[still], xa[still], S[still], thr[still]
+            idx, S, thr = idx[still], S[still], thr[still]
+            xa = xa[dev(still)]
             active[:] = False
             active[idx] = True
             if idx.size == 0:
                 break
-            best = np.full(idx.size, np.inf)
-            step = np.zeros((idx.size, D))
+            ix = dev(idx)
+            S, thr = dev(S), dev(thr)
+            m = idx.size
+            rr = xp.arange(m)
+            best = xp.full(m, np.inf)
+            step = xp.zeros((m, D))
             ka = k0[idx]
+            ka_d = dev(ka)
+            cols = xp.arange(C)
             if lo is not None or hi is not None:  # coordinates at a bound cannot move outward
-                at_lo = np.zeros(xa.shape, dtype=bool) if lo is None else xa <= lo
-                at_hi = np.zeros(xa.shape, dtype=bool) if hi is None else xa >= hi
+                at_lo = xp.zeros(xa.shape, dtype=bool) if lo is None else xa <= lo
+                at_hi = xp.zeros(xa.shape, dtype=bool) if hi is None else xa >= hi
             for c in range(ncand):
                 j = order[idx, c]
                 use = j != ka
                 if not use.any():
                     continue
-                V = np.zeros((idx.size, C), dtype=X.dtype)
-                V[np.arange(idx.size), j] = 1
-                V[np.arange(idx.size), ka] -= 1
+                jd, use = dev(j), dev(use)
+                V = (cols == jd[:, None]).astype(X.dtype) - (cols == ka_d[:, None]).astype(X.dtype)
                 w = model.vjp(xa, V, threads).astype(np.float64)
                 if lo is not None or hi is not None:
-                    w[(at_lo & (w < 0)) | (at_hi & (w > 0))] = 0.0
+                    w = xp.where((at_lo & (w < 0)) | (at_hi & (w > 0)), 0.0, w)
                 # aim past the clear-margin threshold (twice it), not just onto the boundary
-                f = S[np.arange(idx.size), j] - S[np.arange(idx.size), ka] - 2 * thr
-                dn = np.linalg.norm(w, axis=1) if nrm == "2" else np.abs(w).sum(axis=1)
+                f = S[rr, jd] - S[rr, ka_d] - 2 * thr
+                dn = xp.linalg.norm(w, axis=1) if nrm == "2" else xp.abs(w).sum(axis=1)
                 with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                    d = np.where(dn > 0, np.abs(f) / dn, np.inf)
+                    d = xp.where(dn > 0, xp.abs(f) / xp.where(dn > 0, dn, 1.0), np.inf)
                     better = use & (d < best)
-                    if better.any():
-                        best[better] = d[better]
-                        if nrm == "2":
-                            step[better] = ((np.abs(f[better]) + 1e-12) / dn[better] ** 2)[:, None] * w[better]
-                        else:
-                            step[better] = ((np.abs(f[better]) + 1e-12) / dn[better])[:, None] * np.sign(w[better])
+                    if gpu or better.any():  # (on the device: no sync per class)
+                        best = xp.where(better, d, best)
+                        af = (xp.abs(f) + 1e-12)[:, None]
+                        dn1 = xp.where(dn > 0, dn, 1.0)[:, None]
+                        new = af / dn1 ** 2 * w if nrm == "2" else af / dn1 * xp.sign(w)
+                        step = xp.where(better[:, None], new, step)
             # no usable linearisation (zero, underflowing or overflowing gradients): the row stops;
             # so does one whose perturbation would exceed 10^4 times its own scale (a vanishing
             # gradient, e.g. an RBF kernel far from its support vectors: the linear step there
             # is meaningless, and huge inputs overflow in the model's own preprocessing)
-            ok_step = np.isfinite(best) & np.isfinite(step).all(axis=1)
+            ok_step = xp.isfinite(best) & xp.isfinite(step).all(axis=1)
             with np.errstate(over="ignore", invalid="ignore"):
-                far = np.abs(r_tot[idx] + step).max(axis=1) > cap[idx] if D else np.zeros(idx.size, bool)
-            ok_step &= ~far
+                far = xp.abs(r_tot[ix] + step).max(axis=1) > cap[ix] if D else \
+                    xp.zeros(m, dtype=bool)
+            ok_step = host(ok_step & ~far)
             active[idx[~ok_step]] = False
-            r_tot[idx[ok_step]] += step[ok_step]
+            moved = dev(idx[ok_step])
+            r_tot[moved] += step[dev(ok_step)]
             if lo is not None or hi is not None:  # keep the accumulated point inside the box
-                moved = idx[ok_step]
-                r_tot[moved] = np.clip(x0[moved] + r_tot[moved], lo, hi) - x0[moved]
+                r_tot[moved] = xp.clip(x0[moved] + r_tot[moved], lo, hi) - x0[moved]
             it[idx] += 1
         # rows that ran out of iterations end at their last step (judged by finish)
         last = np.flatnonzero(active)
         if last.size:
+            ld = dev(last)
             with np.errstate(over="ignore", invalid="ignore"):
-                xl = np.asarray(x0[last] + (1 + overshoot) * r_tot[last], dtype=X.dtype)
+                xl = (x0[ld] + (1 + overshoot) * r_tot[ld]).astype(X.dtype)
             if lo is not None or hi is not None:
-                xl = np.clip(xl, lo, hi).astype(X.dtype)
-            fin = np.isfinite(xl).all(axis=1)
-            xf[last[fin]] = xl[fin]
+                xl = xp.clip(xl, lo, hi).astype(X.dtype)
+            fin = host(xp.isfinite(xl).all(axis=1))
+            xf[dev(last[fin])] = xl[dev(fin)]
         x_adv[sl] = xf
         iterations[sl] = it
         bar.update(n)
