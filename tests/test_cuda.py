@@ -782,8 +782,8 @@ def test_cli_device_cuda_on_the_emulated_device(fake, tmp_path, capsys):
     np.testing.assert_allclose(res.x_adv, ref.x_adv, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(res.queries, ref.queries)
     assert main(["attack", "--model", str(tmp_path / "m.npz"), "--data", str(tmp_path / "X.npy"),
-                 "--attack", "deepfool", "--device", "cuda", "--out", str(out)]) == 2
-    assert "deepfool runs on the CPU only" in capsys.readouterr().err
+                 "--attack", "minimal", "--device", "cuda", "--out", str(out)]) == 2
+    assert "minimal runs on the CPU only" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(GPU, reason="checks the error of a machine without a GPU")
