@@ -417,6 +417,8 @@ DEVICE_CASES = {
              square_queries=60, clip=(0, 1))]),
     "deepfool": (ff.deepfool, [dict(), dict(norm="inf", clip=(0, 1)), dict(clip=(0, 1), candidates=2),
                                dict(overshoot=0.1, max_iter=3), dict(clip=(0, 1), quantize=1 / 16)]),
+    "universal": (ff.universal, [dict(eps=0.3), dict(eps=0.6, norm=2, clip=(0, 1), batch=7, seed=2),
+                                 dict(eps=0.25, clip=(0, 1), quantize=1 / 16, max_passes=3)]),
     "hop_skip_jump": (ff.hop_skip_jump, [dict(max_queries=300, clip=(0, 1)),
                                          dict(max_queries=300, norm="inf", clip=(0, 1), seed=2),
                                          dict(max_queries=200, clip=(0, 1), target=1),

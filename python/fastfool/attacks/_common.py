@@ -22,7 +22,7 @@ GPU_CHUNK_ELEMENTS = 1 << 26
 
 #: The attacks written for either device (the others refuse a GPU model in check_model).
 GPU_ATTACKS = ("fgsm", "pgd", "apgd", "autoattack", "fab", "fmn", "ddn", "cw", "square",
-               "hop_skip_jump", "deepfool")
+               "hop_skip_jump", "deepfool", "universal")
 
 
 def check_model(model, gpu=False) -> Model:

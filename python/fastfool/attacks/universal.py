@@ -58,13 +58,19 @@ def universal(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm:
     ``fooled_rate`` over the rows it got right); ``.perturbation`` is ``v`` (apply it to
     held-out rows as ``np.clip(X_test + res.perturbation, lo, hi)``); ``extra["passes"]`` the
     passes run and ``extra["pass_fooling_rate"]`` the rate after each.
+
+    On a GPU model (``model.to("cuda")``, CuPy X) DeepFool's steps run on the device; ``v``, its
+    projections and the verdicts are the host's (``x_adv`` and ``.perturbation`` come back on
+    the device).
     """
     t0 = time.perf_counter()
     from .._dask import is_dask
     if is_dask(X):
         raise TypeError("X: universal fits one perturbation to all rows together; pass a NumPy "
                         "array (X.compute(), or a sample of the rows)")
-    model, X, yi, threads = prepare(model, X, y, threads)
+    model, X, yi, threads = prepare(model, X, y, threads, gpu=True)
+    be = model._be
+    xp, dev, host = be.xp, be.asarray, be.to_host
     eps = positive(eps, "eps", allow_zero=False)
     nrm = norm_of(norm)
     l2 = nrm == "2"
@@ -76,8 +82,8 @@ def universal(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm:
     overshoot = positive(overshoot, "overshoot")
     max_iter = count(max_iter, "max_iter")
     N, D = X.shape
-    lo, hi = clip_bounds(clip, D, X.dtype)
-    check_inside_clip(X, lo, hi)
+    lo, hi = clip_bounds(clip, D, X.dtype, be)
+    check_inside_clip(X, lo, hi, be)
     q = 0.0 if quantize is None else positive(quantize, "quantize", allow_zero=False)
     from .minimal import deepfool
     if step_norm is None:
@@ -87,9 +93,10 @@ def universal(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm:
     v = np.zeros(D)
 
     def perturbed(rows, vec):
-        p = X[rows] + vec.astype(dt)
+        """clip(X[rows] + vec) (arrays of the model's backend; rows and vec on the host)."""
+        p = X[dev(rows)] + dev(vec.astype(dt))
         if lo is not None or hi is not None:
-            p = np.clip(p, lo, hi)
+            p = xp.clip(p, lo, hi)
         return p.astype(dt, copy=False)
 
     all_rows = np.arange(N)
@@ -102,16 +109,17 @@ def universal(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm:
         for b0 in range(0, N, batch):
             rows = order[b0:b0 + batch]
             xb = perturbed(rows, v)
-            todo = verdict.decide(model, xb, threads) == yi[rows]
+            todo = verdict.decide(model, host(xb), threads) == yi[rows]
             if not todo.any():
                 continue
             r = rows[todo]
-            df = deepfool(model, xb[todo], model.classes_[yi[r]], norm=step_norm, overshoot=overshoot,
+            xt = xb[dev(todo)]
+            df = deepfool(model, xt, model.classes_[yi[r]], norm=step_norm, overshoot=overshoot,
                           max_iter=max_iter, threads=threads)
-            steps = df.x_adv.astype(np.float64) - xb[todo].astype(np.float64)
+            steps = host(df.x_adv.astype(np.float64) - xt.astype(np.float64))
             for k in np.flatnonzero(df.success):  # the rows DeepFool fooled, in order
                 v = _project(v + steps[k], eps, l2)
-        rate = float(np.mean(verdict.decide(model, perturbed(all_rows, v), threads) != yi)) \
+        rate = float(np.mean(verdict.decide(model, host(perturbed(all_rows, v)), threads) != yi)) \
             if N else 0.0
         rates.append(rate)
         bar.update(1)
@@ -126,5 +134,5 @@ def universal(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm:
                   seed=seed)
     return finish(model, X, x_adv, yi, None, np.full(N, passes), attack="universal", t0=t0,
                   threads=threads, own_labels=y is None, params=params,
-                  extra={"perturbation": v.astype(dt), "passes": np.array(passes),
+                  extra={"perturbation": dev(v.astype(dt)), "passes": np.array(passes),
                          "pass_fooling_rate": np.array(rates)})
