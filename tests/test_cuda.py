@@ -348,7 +348,7 @@ def test_emulated_gpu_attacks_match_the_cpu(fake, norm):
 def test_emulated_gpu_apgd_matches_the_cpu(fake, norm):
     """APGD written once for both devices: on the emulated device the same iterates, verdicts
     and iterations as on the CPU (CE and DLR, untargeted and APGD-T, random restarts, a box),
-    x_adv stays on the device; L1 and quantize= are refused there with the one message."""
+    x_adv stays on the device; L1 and quantize= too."""
     cp, _ = fake
     rng = np.random.default_rng(7)
     m = _mlp(np.float64)
@@ -379,8 +379,12 @@ def test_emulated_gpu_apgd_matches_the_cpu(fake, norm):
     np.testing.assert_array_equal(xg, r_cpu.x_adv)
     np.testing.assert_array_equal(np.round(xg * 16) / 16, xg)
     np.testing.assert_array_equal(r_gpu.pred, m.predict(xg))
-    with pytest.raises(NotImplementedError, match="not available for cuda arrays"):
-        ff.apgd(gm, Xg, eps=0.3, steps=3, norm=1)
+    for kw in (dict(eps=1.0, steps=10, norm=1), dict(eps=0.8, steps=10, norm=1, clip=(0, 1)),
+               dict(eps=0.8, steps=8, norm=1, clip=(0, 1), restarts=2, seed=1, target=2)):
+        r_gpu, r_cpu = ff.apgd(gm, Xg, **kw), ff.apgd(m, X, **kw)  # L1 (Croce & Hein 2021)
+        np.testing.assert_allclose(r_gpu.x_adv.get(), r_cpu.x_adv, rtol=1e-9, atol=1e-12)
+        np.testing.assert_array_equal(r_gpu.success, r_cpu.success)
+        assert r_cpu.success.any(), kw
 
 
 #: the attacks written once for both devices beyond fgsm / pgd / apgd, with settings to compare

@@ -100,40 +100,50 @@ def _ball_box(x0, eps, lo, hi, xp=np):
     return blo.astype(x0.dtype, copy=False), bhi.astype(x0.dtype, copy=False)
 
 
-def project_l1_box(x0, v, eps, lo, hi):
+def project_l1_box(x0, v, eps, lo, hi, xp=np):
     """Each row of v projected (in L2) onto {z : ||z - x0||_1 <= eps, lo <= z <= hi}: z = x0 +
     sign(v - x0) clip(|v - x0| - lam, 0, room) with lam >= 0 the smallest level that meets the
     budget (the room: the box's extent on that side). Exact: lam lies on the sorted
-    breakpoints max(|d| - room, 0) and |d| of the piecewise-linear budget used. Float64."""
-    x0 = np.asarray(x0, np.float64)
-    d = np.asarray(v, np.float64) - x0
+    breakpoints max(|d| - room, 0) and |d| of the piecewise-linear budget used. Float64;
+    ``xp`` the array module of x0, v and the bounds (CuPy: every row's level computed, kept
+    where the row is over budget)."""
+    x0 = xp.asarray(x0, dtype=np.float64)
+    d = xp.asarray(v, dtype=np.float64) - x0
     n, D = d.shape
-    sgn = np.sign(d)
-    a = np.abs(d)
-    up = np.full((n, D), np.inf) if hi is None else np.broadcast_to(hi, (n, D)) - x0
-    dn = np.full((n, D), np.inf) if lo is None else x0 - np.broadcast_to(lo, (n, D))
-    room = np.maximum(np.where(sgn >= 0, up, dn), 0.0)
-    used0 = np.minimum(a, room).sum(axis=1)
-    lam = np.zeros(n)
-    over = np.flatnonzero(used0 > eps)
+    sgn = xp.sign(d)
+    a = xp.abs(d)
+    up = xp.full((n, D), np.inf) if hi is None else xp.broadcast_to(hi, (n, D)) - x0
+    dn = xp.full((n, D), np.inf) if lo is None else x0 - xp.broadcast_to(lo, (n, D))
+    room = xp.maximum(xp.where(sgn >= 0, up, dn), 0.0)
+    used0 = xp.minimum(a, room).sum(axis=1)
+    lam = xp.zeros(n)
+    if xp is np:
+        over = np.flatnonzero(used0 > eps)
+    else:  # no host decision: all rows, the level kept where it applies
+        over = xp.arange(n) if n and D else xp.zeros(0, dtype=np.int64)
     if over.size and D:
         ao, ro = a[over], room[over]
-        t1 = np.maximum(ao - ro, 0.0)  # a coordinate starts to shrink
+        t1 = xp.maximum(ao - ro, 0.0)  # a coordinate starts to shrink
         t2 = ao  # and reaches 0
-        keys = np.concatenate([t1, t2], axis=1)
-        delta = np.concatenate([-np.ones_like(t1), np.ones_like(t2)], axis=1)
-        order = np.argsort(keys, axis=1, kind="stable")
-        b = np.take_along_axis(keys, order, axis=1)
-        slope = np.cumsum(np.take_along_axis(delta, order, axis=1), axis=1)  # after each key
-        gaps = np.diff(b, axis=1)
-        f = used0[over][:, None] + np.concatenate(
-            [np.zeros((over.size, 1)), np.cumsum(gaps * slope[:, :-1], axis=1)], axis=1)
+        keys = xp.concatenate([t1, t2], axis=1)
+        delta = xp.concatenate([-xp.ones_like(t1), xp.ones_like(t2)], axis=1)
+        order = np.argsort(keys, axis=1, kind="stable") if xp is np else \
+            xp.argsort(keys, axis=1)
+        b = xp.take_along_axis(keys, order, axis=1)
+        slope = xp.cumsum(xp.take_along_axis(delta, order, axis=1), axis=1)  # after each key
+        gaps = xp.diff(b, axis=1)
+        f = used0[over][:, None] + xp.concatenate(
+            [xp.zeros((over.size, 1)), xp.cumsum(gaps * slope[:, :-1], axis=1)], axis=1)
         k = (f > eps).sum(axis=1) - 1  # the last breakpoint still over budget
-        k = np.clip(k, 0, 2 * D - 1)
-        r = np.arange(over.size)
+        k = xp.clip(k, 0, 2 * D - 1)
+        r = xp.arange(over.size)
         sl = slope[r, k]
-        lam[over] = b[r, k] + np.where(sl < 0, (f[r, k] - eps) / np.where(sl < 0, -sl, 1.0), 0.0)
-    e = np.clip(a - lam[:, None], 0.0, room)
+        level = b[r, k] + xp.where(sl < 0, (f[r, k] - eps) / xp.where(sl < 0, -sl, 1.0), 0.0)
+        if xp is np:
+            lam[over] = level
+        else:
+            lam = xp.where(used0 > eps, level, 0.0)
+    e = xp.clip(a - lam[:, None], 0.0, room)
     return x0 + sgn * e
 
 
@@ -152,42 +162,47 @@ def _run_l1(model, x0, y, t, eps, lo, hi, steps, loss, start, threads):
     fraction follows the best point's sparsity (``||best - x0||_0 / D / 1.5``), and the step size
     resets to eps where the sparsity fell by 5% (the iterate restarting from the best point),
     else shrinks by 1.5 (never below eps / 10). Returns (x_adv, fooled?) as :func:`_run`."""
+    xp = model._be.xp
     n, D = x0.shape
     dt = x0.dtype
     x0f = x0.astype(np.float64)
     period = max(int(0.04 * steps), 1)
     x = start.copy()
-    eta = np.full(n, float(eps))
-    topk = np.full(n, 0.2)
-    sp_old = np.full(n, float(D))
+    eta = xp.full(n, float(eps))
+    topk = xp.full(n, 0.2)
+    sp_old = xp.full(n, float(D))
     f, g, cls = _loss_grad(model, x, y, t, loss, threads)
     best_f, best_x, best_g = f.copy(), x.copy(), g.copy()
     fooled = (cls == t) if t is not None else (cls != y)
     adv = x.copy()
-    r = np.arange(n)
+    r = xp.arange(n)
     for k in range(steps):
-        ga = np.abs(np.asarray(g, np.float64))
-        srt = np.sort(ga, axis=1)
-        kth = np.clip(((1.0 - topk) * D).astype(np.int64), 0, max(D - 1, 0))
-        thr = srt[r, kth] if D else np.zeros(n)
-        sparse = np.sign(np.asarray(g, np.float64)) * (ga >= thr[:, None])
-        cnt = np.abs(sparse).sum(axis=1)
+        g64 = g.astype(np.float64)
+        ga = xp.abs(g64)
+        srt = xp.sort(ga, axis=1)
+        kth = xp.clip(((1.0 - topk) * D).astype(np.int64), 0, max(D - 1, 0))
+        thr = srt[r, kth] if D else xp.zeros(n)
+        sparse = xp.sign(g64) * (ga >= thr[:, None])
+        cnt = xp.abs(sparse).sum(axis=1)
         v = x.astype(np.float64) + eta[:, None] * sparse / (cnt + 1e-10)[:, None]
-        x = project_l1_box(x0f, v, eps, lo, hi).astype(dt)
+        x = project_l1_box(x0f, v, eps, lo, hi, xp).astype(dt)
         f, g, cls = _loss_grad(model, x, y, t, loss, threads)
         hit = (cls == t) if t is not None else (cls != y)
-        adv[hit] = x[hit]
+        adv = xp.where(hit[:, None], x, adv)
         fooled |= hit
         better = f > best_f
-        best_f[better], best_x[better], best_g[better] = f[better], x[better], g[better]
+        best_f = xp.where(better, f, best_f)
+        best_x = xp.where(better[:, None], x, best_x)
+        best_g = xp.where(better[:, None], g, best_g)
         if (k + 1) % period == 0:
-            sp = np.count_nonzero(best_x.astype(np.float64) != x0f, axis=1).astype(np.float64)
+            sp = xp.count_nonzero(best_x.astype(np.float64) != x0f, axis=1).astype(np.float64)
             red = sp < 0.95 * sp_old  # sp / sp_old < 0.95, without 0 / 0
             topk = sp / max(D, 1) / 1.5
-            eta = np.clip(np.where(red, float(eps), eta / 1.5), eps / 10.0, float(eps))
+            eta = xp.clip(xp.where(red, float(eps), eta / 1.5), eps / 10.0, float(eps))
             sp_old = sp
-            x[red], g[red] = best_x[red], best_g[red]
-    return np.where(fooled[:, None], adv, best_x), fooled
+            x = xp.where(red[:, None], best_x, x)
+            g = xp.where(red[:, None], best_g, g)
+    return xp.where(fooled[:, None], adv, best_x), fooled
 
 
 def _run(model, x0, y, t, eps, l2, lo, hi, steps, loss, start, threads, group=None,
@@ -330,7 +345,7 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
 
     On a GPU model (``model.to("cuda")``, CuPy X) the same loop runs on the device (L-inf and
     L2, CE and DLR, APGD-T's runs one target after another); the verdicts (and ``quantize``'s
-    rounding) are the host's on copies of each run's result. L1 is CPU-only for now.
+    rounding) are the host's on copies of each run's result; L1 as well.
     """
     t0 = time.perf_counter()
     model, X, yi, threads = prepare(model, X, y, threads, gpu=True)
@@ -353,16 +368,14 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
         except (TypeError, ValueError):
             raise ValueError(f"target: expected None, an int k or 'top-k', got {target!r}") from None
         k_targets = min(k_targets, C - 1)
-    if be.name != "cpu" and l1:
-        be.refuse("apgd with norm=1")
     if loss == "dlr" and C < (4 if k_targets else 3):
         raise ValueError(f"loss: 'dlr' needs at least {4 if k_targets else 3} classes "
                          f"(this model has {C}); use loss='ce'")
     lo, hi = clip_bounds(clip, X.shape[1], X.dtype, be)
     check_inside_clip(X, lo, hi, be)
     D = X.shape[1]
-    lo64 = None if lo is None else np.broadcast_to(np.asarray(lo, np.float64), (D,))
-    hi64 = None if hi is None else np.broadcast_to(np.asarray(hi, np.float64), (D,))
+    lo64 = None if lo is None else xp.broadcast_to(lo.astype(np.float64), (D,))
+    hi64 = None if hi is None else xp.broadcast_to(hi.astype(np.float64), (D,))
     row_offset = _random.check_offset(row_offset)
     seed_i = _random.resolve(seed)
     grid = Grid(quantize, eps, nrm, lo, hi, be)
@@ -408,8 +421,8 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
                 if r == 0 and restarts == 1:
                     start = xs.copy()
                 elif l1:  # a Gaussian draw projected onto the L1 ball and the box
-                    d = _random.normal(k, grows, D)
-                    start = project_l1_box(xs, xs + d, eps, lo64, hi64).astype(xs.dtype)
+                    d = dev(_random.normal(k, grows, D))
+                    start = project_l1_box(xs, xs + d, eps, lo64, hi64, xp).astype(xs.dtype)
                 else:
                     if l2:
                         d = _random.normal(k, grows, D)
@@ -422,8 +435,8 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
                 tt = None if t is None else t[np.searchsorted(todo, todo_r)]
                 got = None if pre is None else _from_batch(pre, todo_r, run - k0, k1 - k0)
                 if l1:
-                    out, hit = _run_l1(model, xs, ys[todo_r], tt, eps, lo64, hi64, steps, loss,
-                                       start, threads)
+                    out, hit = _run_l1(model, xs, dev(ys[todo_r]), None if tt is None else dev(tt),
+                                       eps, lo64, hi64, steps, loss, start, threads)
                 elif got is not None:
                     out, hit = got
                 else:
