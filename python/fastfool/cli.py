@@ -570,8 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu",
-                   help="cpu (default) or cuda[:N]: every attack but minimal, template and "
-                        "score_attack runs on the GPU (needs CuPy)")
+                   help="cpu (default) or cuda[:N]: every attack but minimal and template runs "
+                        "on the GPU (needs CuPy)")
     p.add_argument("--out", default=None,
                    help="save the AttackResult here (.npz); or stream: an .npy --out gets x_adv "
                         "chunk by chunk from an .npy --data read through a memory map")

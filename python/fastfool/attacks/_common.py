@@ -22,7 +22,7 @@ GPU_CHUNK_ELEMENTS = 1 << 26
 
 #: The attacks written for either device (the others refuse a GPU model in check_model).
 GPU_ATTACKS = ("fgsm", "pgd", "apgd", "autoattack", "fab", "fmn", "ddn", "cw", "square",
-               "hop_skip_jump", "deepfool", "universal")
+               "hop_skip_jump", "deepfool", "universal", "score_attack")
 
 
 def check_model(model, gpu=False) -> Model:
@@ -432,6 +432,38 @@ def for_all_targets(attack, model, X, y, kwargs):
     res.attack = f"{res.attack} (all targets)"
     res.params["target"] = "all"
     return res
+
+
+class DeviceQueries:
+    """A GPU fastfool model as the host-side black-box searches (:func:`fastfool.hop_skip_jump`,
+    :func:`fastfool.score_attack`) query it: ``predict`` / ``predict_proba`` take and return
+    host arrays and run on the device (one copy each way per query batch)."""
+
+    def __init__(self, model):
+        self.model, self.be = model, model._be
+        self.classes_ = model.classes_
+
+    def _call(self, method, x):
+        out = getattr(self.model, method)(self.be.asarray(np.ascontiguousarray(x)))
+        return np.asarray(self.be.to_host(out))
+
+    def predict(self, x):
+        return self._call("predict", x)
+
+    def predict_proba(self, x):
+        return self._call("predict_proba", x)
+
+
+def host_queries(clf, X, *labels):
+    """(the classifier a host-side search queries, X on the host, the device backend or None,
+    the label arguments on the host): a GPU fastfool model becomes :class:`DeviceQueries` and
+    its (validated) X a host copy; anything else passes through."""
+    if not (isinstance(clf, Model) and clf.device != "cpu"):
+        return (clf, X, None, *labels)
+    be = clf._be
+    Xh = be.to_host(clf._X(X, resolve_threads(None), out_cols=clf.n_features_in_))
+    return (DeviceQueries(clf), Xh, be,
+            *(be.to_host(v) if v is not None and be.owns(v) else v for v in labels))
 
 
 def restart_objective(model, x, y, t, threads):

@@ -30,7 +30,8 @@ from .. import _random
 from .._checks import matrix
 from .._typing import ArrayLike, Clip, Labels, Norm, Target
 from ..result import AttackResult
-from ._common import Grid, Progress, clip_bounds, count, norm_of, positive, succeeded
+from ._common import (Grid, Progress, clip_bounds, count, host_queries, norm_of, positive,
+                      succeeded)
 
 __all__ = ["score_attack"]
 
@@ -65,11 +66,16 @@ def score_attack(clf, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm 
     -------
     AttackResult with ``queries`` per row (``predict_proba`` and ``predict`` calls); success
     and ``pred`` are ``clf.predict`` on x_adv (the argmax of ``predict_proba`` for a classifier
-    without ``predict``), ``confidence`` is ``predict_proba`` of that label.
+    without ``predict``), ``confidence`` is ``predict_proba`` of that label. A fastfool model on
+    a GPU (``model.to("cuda")``, CuPy X) answers the queries on the device (the search runs on
+    the host); ``x_adv`` comes back there.
     """
     t0 = time.perf_counter()
     if not hasattr(clf, "predict_proba"):
         raise TypeError(f"clf: {type(clf).__name__} has no predict_proba")
+    # a fastfool model on a GPU: the search on the host, its queries on the device
+    kind = type(clf).__name__
+    clf, X, be, y, target = host_queries(clf, X, y, target)
     X = matrix(X, "X")
     if not np.all(np.isfinite(X)):
         raise ValueError("X: contains NaN or infinity")
@@ -226,6 +232,10 @@ def score_attack(clf, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm 
     pred = decided(x, Pf)
     success = succeeded(pred, yi, ti)
     diff = (x - X).astype(np.float64)
+    extra = {"sweeps": sweep + (tried > 0)}
+    if be is not None:
+        x = be.asarray(x)
+        extra["device"] = f"cuda:{be.device}"
     return AttackResult(
         x_adv=x, success=success, pred=classes[pred], confidence=Pf[r, pred],
         l2=np.linalg.norm(diff, axis=1), linf=np.abs(diff).max(axis=1) if D else np.zeros(N),
@@ -233,5 +243,5 @@ def score_attack(clf, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm 
         target=None if ti is None else classes[ti], _correct=clean == yi, attack="score_attack",
         params=dict(eps=eps, norm=nrm, max_queries=max_queries, seed=seed, clip=clip,
                     quantize=quantize,
-                    classifier=type(clf).__name__), extra={"sweeps": sweep + (tried > 0)},
+                    classifier=kind), extra=extra,
         elapsed=time.perf_counter() - t0)

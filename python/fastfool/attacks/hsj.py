@@ -36,12 +36,12 @@ import numpy as np
 from .._dask import dask_aware
 from .. import _random
 from .._checks import matrix
-from .._runtime import check_fits, resolve_threads
+from .._runtime import check_fits
 from .._trees import compiled_predict
 from .._typing import ArrayLike, Clip, Labels, Norm
-from ..models import Model
 from ..result import AttackResult
-from ._common import Grid, Progress, clip_bounds, count, norm_of, positive, row_norms
+from ._common import (Grid, Progress, clip_bounds, count, host_queries, norm_of, positive,
+                      row_norms)
 
 __all__ = ["hop_skip_jump"]
 
@@ -87,11 +87,9 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
     t0 = time.perf_counter()
     if not callable(getattr(clf, "predict", None)):
         raise TypeError(f"clf: {type(clf).__name__} has no predict")
-    be = None  # a fastfool model on a GPU: the search on the host, its queries on the device
-    if isinstance(clf, Model) and clf.device != "cpu":
-        be = clf._be
-        X = be.to_host(clf._X(X, resolve_threads(None), out_cols=clf.n_features_in_))
-        y, target = (be.to_host(v) if v is not None and be.owns(v) else v for v in (y, target))
+    # a fastfool model on a GPU: the search on the host, its queries on the device
+    kind = type(clf).__name__
+    clf, X, be, y, target = host_queries(clf, X, y, target)
     X = matrix(X, "X")
     check_fits((X.shape[0], 3 * max(X.shape[1], 1)), 8, "X", "the float64 copies of X")
     if not np.all(np.isfinite(X)):
@@ -120,9 +118,7 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
         raise ValueError(f"max_queries: quantize needs at least 3, got {max_queries}")
 
     def verdict(v):
-        """The classifier's own labels (a GPU model's: decided on the device's copy of v)."""
-        if be is not None:
-            return np.asarray(be.to_host(clf.predict(be.asarray(np.asarray(v, dtype=dt)))))
+        """The classifier's own labels."""
         return np.asarray(clf.predict(np.asarray(v, dtype=dt)))
 
     fast = compiled_predict(clf)
@@ -276,6 +272,6 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
         attack="hop_skip_jump",
         params=dict(norm=nrm, max_queries=max_queries, init_evals=init_evals,
                     max_evals=max_evals, gamma=gamma, clip=clip, quantize=quantize, seed=seed,
-                    classifier=type(clf).__name__),
+                    classifier=kind),
         elapsed=time.perf_counter() - t0,
         extra=extra)

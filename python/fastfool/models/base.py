@@ -180,8 +180,8 @@ class Model(ABC):
         CuPy (resp. NumPy) arrays; the original is unchanged (``to`` of the current device
         returns the model itself). A GPU model takes CuPy inputs and returns CuPy arrays from
         its methods and the attacks written for both devices
-        (``fastfool.attacks._common.GPU_ATTACKS``: every attack but minimal, template and
-        score_attack); the others, inversion and certification need ``to("cpu")``. Raises a
+        (``fastfool.attacks._common.GPU_ATTACKS``: every attack but minimal and template);
+        those, inversion and certification need ``to("cpu")``. Raises a
         clear error when no GPU can be used (see :func:`fastfool.cuda.require`)."""
         device = str(device)
         if device == "cpu":
