@@ -72,7 +72,7 @@ def _make_cupy():
                  "zeros_like", "where", "clip", "abs", "sqrt", "isfinite", "arange", "maximum",
                  "minimum", "log", "cos", "array", "full", "sign", "einsum", "argmax", "argsort",
                  "broadcast_to", "count_nonzero", "tanh", "arctanh", "isinf", "exp", "sort", "cumsum", "floor", "stack", "tile", "eye",
-                 "repeat", "argmin", "take_along_axis", "any", "diff", "concatenate", "ones_like",
+                 "repeat", "argmin", "take_along_axis", "any", "all", "diff", "concatenate", "ones_like",
                  "ceil"):
         setattr(cp, name, _fn(getattr(np, name)))
     # CuPy's sorts are stable (and take no other kind)

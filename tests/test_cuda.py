@@ -405,7 +405,8 @@ DEVICE_CASES = {
     "square": (ff.square, [dict(eps=0.3, max_queries=250), dict(eps=0.2, max_queries=120, clip=(0, 1)),
                            dict(eps=1.0, norm=2, max_queries=80, clip=(0, 1), seed=3),
                            dict(eps=0.25, max_queries=60, clip=(0, 1), quantize=1 / 16),
-                           dict(eps=0.3, max_queries=150, image_shape=(1, 16))]),
+                           dict(eps=0.3, max_queries=150, image_shape=(1, 16)),
+                           dict(eps=0.2, max_queries=120, clip=(0, 1), windows="per-row", seed=4)]),
     "fab": (ff.fab, [dict(steps=10), dict(steps=10, norm=2, clip=(0, 1)),
                      dict(steps=8, norm=1, clip=(0, 1)),
                      dict(steps=8, n_targets=2, eps=0.3, clip=(0, 1)),
@@ -471,9 +472,6 @@ def test_emulated_gpu_attack_matches_the_cpu(fake, name):
         for key, v in r_cpu.extra.items():
             if isinstance(v, np.ndarray) and "seconds" not in key and v.dtype.kind in "fiub":
                 np.testing.assert_allclose(np.asarray(r_gpu.extra[key]), v, rtol=1e-9)
-    if name == "square":  # the paper's per-row windows draw on the host per row: CPU only
-        with pytest.raises(NotImplementedError, match="not available for cuda arrays"):
-            ff.square(gm, Xg, eps=0.3, windows="per-row", max_queries=5)
 
 
 @pytest.mark.parametrize("spelling", ["L2", "l2", 2, 2.0, "2", "inf", "Linf", np.inf, float("inf")])

@@ -232,10 +232,12 @@ def _square_l2(model, X, yi, eps, max_queries, p_init, H, W, C, grid, box, rng, 
     return x_best, queries, done
 
 
-def _per_row(rng, xa, xb, H, W, sh, sw, grid, offs, chan_of, eps, box, dt):
+def _per_row(rng, xa, xb, H, W, sh, sw, grid, offs, chan_of, eps, box, dt, be=CPU):
     """The paper's NumPy version: a window at a random place per row, its signs drawn again
     until the window differs from the current best somewhere (capped: a box too narrow for
-    either sign to change anything would otherwise never end)."""
+    either sign to change anything would otherwise never end). The draws are the host
+    generator's; xa, xb (and the result) arrays of the backend ``be``."""
+    dev, host = be.asarray, be.to_host
     n = xa.shape[0]
     C = grid.shape[2]
     ch = rng.integers(0, H - sh + 1, size=n) if H > sh else np.zeros(n, int)
@@ -246,9 +248,9 @@ def _per_row(rng, xa, xb, H, W, sh, sw, grid, offs, chan_of, eps, box, dt):
     need = np.arange(n)
     for _ in range(100):
         signs = rng.choice(np.array([-eps, eps]), size=(need.size, C))
-        rows = r[need]
-        cand[rows, idx[need]] = box(xa[rows, idx[need]] + signs[:, chan_of].astype(dt), idx[need])
-        same = np.all(np.abs(cand[rows, idx[need]] - xb[rows, idx[need]]) < 1e-7, axis=1)
+        rows, ix = dev(r[need]), dev(idx[need])
+        cand[rows, ix] = box(xa[rows, ix] + dev(signs[:, chan_of].astype(dt)), ix)
+        same = host(be.xp.all(be.xp.abs(cand[rows, ix] - xb[rows, ix]) < 1e-7, axis=1))
         need = need[same]
         if need.size == 0:
             break
@@ -299,8 +301,6 @@ def square(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: No
     shared = windows == "shared"
     if nrm == "2" and not shared:
         raise ValueError("windows: the L2 attack runs with shared windows only")
-    if be is not CPU and not shared:
-        be.refuse("square with windows='per-row'")
     N, D = X.shape
     H, W, C, grid = image_layout(D, image_shape, channels_last)
     lo, hi = clip_bounds(clip, D, X.dtype, be)
@@ -340,7 +340,7 @@ def square(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: No
         sign = rng.choice(np.array([-eps, eps]), size=(max_queries, C)).astype(dt)
     bar = Progress(max_queries, progress, "square")
     bar.update(1)
-    if be is not CPU:  # the shared-window loop on the device
+    if be is not CPU and shared:  # the shared-window loop on the device
         _square_device(model, X, x_best, margin, yi, queries, corner, sign, max_queries,
                        p_init, D, H, W, C, grid, box, threads, bar)
         bar.close()
@@ -356,8 +356,11 @@ def square(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: No
                             max_queries, p_init, windows, H, W, C, channels_last, clip, quantize,
                             seed)
     # the rows still in play, compacted: their inputs, current bests, margins and labels
-    act = np.flatnonzero(margin > 0)
-    xa, xb, mb, ya = X[act], x_best[act], margin[act], yi[act]
+    # (on a GPU: the per-row windows; the rows' indices on the host, the points on the device)
+    dev, host = be.asarray, be.to_host
+    act = np.flatnonzero(host(margin > 0))
+    ad = dev(act)
+    xa, xb, mb, ya = X[ad], x_best[ad], margin[ad], dev(yi[act])
     shape = None
     done = 0  # iterations run
     for it in range(max_queries - 1):
@@ -384,19 +387,22 @@ def square(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: No
             if back.size:
                 xb[back[:, None], idx] = old[back]
         else:
-            cand = _per_row(rng, xa, xb, H, W, sh, sw, grid, offs, chan_of, eps, box, dt)
+            cand = _per_row(rng, xa, xb, H, W, sh, sw, grid, offs, chan_of, eps, box, dt, be)
             m_new = _margin(model, cand, ya, threads)
             better = m_new < mb
-            xb[better] = cand[better]
-        mb = np.where(better, m_new, mb)
+            xb = xp.where(better[:, None], cand, xb)
+        mb = xp.where(better, m_new, mb)
         bar.update(1)
-        out = mb <= 0
+        out = host(mb <= 0)
         if out.any():  # fooled by the logits: out of play, with it + 2 queries
-            rows = act[out]
-            x_best[rows], margin[rows], queries[rows] = xb[out], mb[out], it + 2
-            keep = ~out
-            act, xa, xb, mb, ya = act[keep], xa[keep], xb[keep], mb[keep], ya[keep]
-    x_best[act], margin[act], queries[act] = xb, mb, 1 + done
+            rows, od = dev(act[out]), dev(out)
+            x_best[rows], margin[rows] = xb[od], mb[od]
+            queries[act[out]] = it + 2
+            keep = dev(~out)
+            act = act[~out]
+            xa, xb, mb, ya = xa[keep], xb[keep], mb[keep], ya[keep]
+    x_best[dev(act)], margin[dev(act)] = xb, mb
+    queries[act] = 1 + done
     bar.close()
     return _finish_linf(model, X, x_best, yi, y, queries, t0, threads, qgrid, eps, max_queries,
                         p_init, windows, H, W, C, channels_last, clip, quantize, seed)
