@@ -736,6 +736,30 @@ def test_gpu_attacks_agree_with_the_cpu_on_digits(name, kw):
 
 
 @needs_gpu
+def test_gpu_attacks_take_device_labels_targets_and_bounds():
+    """On a real GPU (where np.asarray of a CuPy array raises, unlike the emulated device):
+    CuPy labels, targets and clip bounds give the results of their host copies."""
+    import cupy as cp
+    rng = np.random.default_rng(21)
+    m = _mlp(np.float32)
+    X = rng.uniform(0, 1, (40, 7)).astype(np.float32)
+    gm, Xg = m.to("cuda"), cp.asarray(X)
+    y = m.predict(X)
+    t = (y + 1) % 4
+    clip_d = (cp.zeros(7, np.float32), cp.ones(7, np.float32))
+    for attack, kw in [(ff.ddn, dict(steps=20, target=t)), (ff.cw, dict(steps=20, target=t)),
+                       (ff.fmn, dict(steps=20, target=t)), (ff.fab, dict(steps=10, target=t)),
+                       (ff.autoattack, dict(eps=0.1, steps=10, square_queries=50)),
+                       (ff.hop_skip_jump, dict(max_queries=100)),
+                       (ff.score_attack, dict(eps=0.1, max_queries=50))]:
+        dev_kw = {k: (cp.asarray(v) if isinstance(v, np.ndarray) else v) for k, v in kw.items()}
+        a = attack(gm, Xg, cp.asarray(y), clip=clip_d, **dev_kw)
+        b = attack(gm, Xg, y, clip=(0.0, 1.0), **kw)
+        np.testing.assert_array_equal(a.success, b.success)
+        np.testing.assert_allclose(cp.asnumpy(a.x_adv), cp.asnumpy(b.x_adv), rtol=1e-6)
+
+
+@needs_gpu
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gpu_fused_steps_and_fgsm_match_the_cpu(dtype):
     import cupy as cp

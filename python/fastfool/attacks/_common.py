@@ -181,9 +181,7 @@ def label_targets(model, target, yi, N):
     None; refuses targets that equal the attacked label on every row."""
     if target is None:
         return None
-    t = np.asarray(target)
-    t = np.broadcast_to(t, (N,)) if t.ndim == 0 else t
-    ti = model._y(t, N)
+    ti = model._y(target, N)  # (one label for all, NumPy or CuPy labels: _y takes them all)
     if N and np.all(ti == yi):
         raise ValueError("target: equals the attacked label on every row; nothing to attack")
     return ti
@@ -436,34 +434,38 @@ def for_all_targets(attack, model, X, y, kwargs):
 
 class DeviceQueries:
     """A GPU fastfool model as the host-side black-box searches (:func:`fastfool.hop_skip_jump`,
-    :func:`fastfool.score_attack`) query it: ``predict`` / ``predict_proba`` take and return
-    host arrays and run on the device (one copy each way per query batch)."""
+    :func:`fastfool.score_attack`) query it, on host arrays: ``predict_proba`` runs on the
+    device (one copy each way per query batch); ``predict`` is the model's verdict, which a GPU
+    model decides on the host anyway (:func:`fastfool.verdict.decide`, the float64 reference),
+    so it is asked there directly."""
 
     def __init__(self, model):
         self.model, self.be = model, model._be
         self.classes_ = model.classes_
 
-    def _call(self, method, x):
-        out = getattr(self.model, method)(self.be.asarray(np.ascontiguousarray(x)))
-        return np.asarray(self.be.to_host(out))
-
     def predict(self, x):
-        return self._call("predict", x)
+        return self.model.classes_[verdict.decide(self.model, np.ascontiguousarray(x),
+                                                  resolve_threads(None))]
 
     def predict_proba(self, x):
-        return self._call("predict_proba", x)
+        out = self.model.predict_proba(self.be.asarray(np.ascontiguousarray(x)))
+        return np.asarray(self.be.to_host(out))
 
 
-def host_queries(clf, X, *labels):
+def host_queries(clf, X, clip, *labels):
     """(the classifier a host-side search queries, X on the host, the device backend or None,
-    the label arguments on the host): a GPU fastfool model becomes :class:`DeviceQueries` and
-    its (validated) X a host copy; anything else passes through."""
+    clip and the label arguments on the host): a GPU fastfool model becomes
+    :class:`DeviceQueries` and its (validated) X a host copy; anything else passes through."""
     if not (isinstance(clf, Model) and clf.device != "cpu"):
-        return (clf, X, None, *labels)
+        return (clf, X, None, clip, *labels)
     be = clf._be
+
+    def host(v):
+        return be.to_host(v) if v is not None and be.owns(v) else v
     Xh = be.to_host(clf._X(X, resolve_threads(None), out_cols=clf.n_features_in_))
-    return (DeviceQueries(clf), Xh, be,
-            *(be.to_host(v) if v is not None and be.owns(v) else v for v in labels))
+    if isinstance(clip, (tuple, list)):
+        clip = tuple(host(v) for v in clip)
+    return (DeviceQueries(clf), Xh, be, clip, *(host(v) for v in labels))
 
 
 def restart_objective(model, x, y, t, threads):

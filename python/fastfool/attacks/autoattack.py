@@ -163,8 +163,10 @@ def autoattack(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm
             tc = time.perf_counter()
             left = np.flatnonzero(robust)
             # the bound runs on the CPU: a GPU model's host copy (the same weights)
+            hclip = None if clip is None else (None if lo is None else be.to_host(lo),
+                                               None if hi is None else be.to_host(hi))
             proven = proven_robust(model if be is CPU else model.to("cpu"),
-                                   be.to_host(X[dev(left)]), yi[left], eps, nrm, clip, threads)
+                                   be.to_host(X[dev(left)]), yi[left], eps, nrm, hclip, threads)
             if proven is not None:
                 certified[left[proven]] = True
             cert_s = time.perf_counter() - tc

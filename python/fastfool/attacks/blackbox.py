@@ -67,15 +67,16 @@ def score_attack(clf, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm 
     AttackResult with ``queries`` per row (``predict_proba`` and ``predict`` calls); success
     and ``pred`` are ``clf.predict`` on x_adv (the argmax of ``predict_proba`` for a classifier
     without ``predict``), ``confidence`` is ``predict_proba`` of that label. A fastfool model on
-    a GPU (``model.to("cuda")``, CuPy X) answers the queries on the device (the search runs on
-    the host); ``x_adv`` comes back there.
+    a GPU (``model.to("cuda")``, CuPy X) answers ``predict_proba`` on the device and its
+    ``predict`` checks on the host (as a GPU model's ``predict`` does); the search runs on the
+    host and ``x_adv`` comes back on the device.
     """
     t0 = time.perf_counter()
     if not hasattr(clf, "predict_proba"):
         raise TypeError(f"clf: {type(clf).__name__} has no predict_proba")
-    # a fastfool model on a GPU: the search on the host, its queries on the device
+    # a fastfool model on a GPU: the search on the host, predict_proba on the device
     kind = type(clf).__name__
-    clf, X, be, y, target = host_queries(clf, X, y, target)
+    clf, X, be, clip, y, target = host_queries(clf, X, clip, y, target)
     X = matrix(X, "X")
     if not np.all(np.isfinite(X)):
         raise ValueError("X: contains NaN or infinity")

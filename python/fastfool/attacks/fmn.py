@@ -209,9 +209,7 @@ def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: 
     check_inside_clip(X, lo, hi, be)
     ti = None
     if target is not None:
-        t_arr = np.asarray(target)
-        t_arr = np.broadcast_to(t_arr, (N,)) if t_arr.ndim == 0 else t_arr
-        ti = model._y(t_arr, N)
+        ti = model._y(target, N)
     start = None
     if init is not None:
         if isinstance(init, str):

@@ -75,8 +75,9 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
         only that one fools; its two queries per row at most come out of ``max_queries``) and
         judged there.
 
-    A fastfool model on a GPU (``model.to("cuda")``, CuPy X) answers the queries on the device
-    (the search itself, cheap next to them, runs on the host); ``x_adv`` comes back there.
+    A fastfool model on a GPU (``model.to("cuda")``, CuPy X) is queried through its verdict,
+    which a GPU model decides on the host anyway (the float64 reference, as its ``predict``
+    does): the search runs on host copies and ``x_adv`` comes back on the device.
 
     Returns an AttackResult: ``x_adv`` per row (X where no adversarial start was found),
     ``success`` / ``pred`` ``clf.predict`` on it, ``queries`` the ``predict`` rows each row
@@ -87,9 +88,9 @@ def hop_skip_jump(clf, X: ArrayLike, y: Labels = None, *, norm: Norm = 2,
     t0 = time.perf_counter()
     if not callable(getattr(clf, "predict", None)):
         raise TypeError(f"clf: {type(clf).__name__} has no predict")
-    # a fastfool model on a GPU: the search on the host, its queries on the device
+    # a fastfool model on a GPU: the search and its label queries on the host
     kind = type(clf).__name__
-    clf, X, be, y, target = host_queries(clf, X, y, target)
+    clf, X, be, clip, y, target = host_queries(clf, X, clip, y, target)
     X = matrix(X, "X")
     check_fits((X.shape[0], 3 * max(X.shape[1], 1)), 8, "X", "the float64 copies of X")
     if not np.all(np.isfinite(X)):

@@ -212,8 +212,9 @@ def _square_l2(model, X, yi, eps, max_queries, p_init, H, W, C, grid, box, rng, 
         union = np.zeros((C, D), dtype=bool)
         union[np.arange(C)[:, None], i1h] = True
         union[np.arange(C)[:, None], i2h] = True
-        n_win = xp.sqrt(xp.stack([(d[:, dev(union[c])] ** 2).sum(axis=1) for c in range(C)],
-                                 axis=1))
+        # (columns by a boolean mask on the host, by their indices on the device: no sync)
+        n_win = xp.sqrt(xp.stack([(d[:, union[c] if be is CPU else dev(np.flatnonzero(union[c]))]
+                                   ** 2).sum(axis=1) for c in range(C)], axis=1))
         prof = dev(eta_profile(sh, sw, flip).ravel())
         new = dev(sg[act])[:, :, None] * prof[None, None, :] + w1v / (1e-12 + n1[:, :, None])
         nn_ = xp.sqrt((new ** 2).sum(axis=2))

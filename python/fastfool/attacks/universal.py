@@ -56,7 +56,8 @@ def universal(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm:
     Returns an AttackResult over X: ``x_adv = clip(X + v)``, ``success`` / ``pred`` the user's
     model's decisions on it (the fooling rate on the fitted rows is ``success_rate``, or
     ``fooled_rate`` over the rows it got right); ``.perturbation`` is ``v`` (apply it to
-    held-out rows as ``np.clip(X_test + res.perturbation, lo, hi)``); ``extra["passes"]`` the
+    held-out rows as ``np.clip(X_test + res.perturbation, lo, hi)``, or ``cupy.clip`` on a GPU
+    model, where it is a CuPy array); ``extra["passes"]`` the
     passes run and ``extra["pass_fooling_rate"]`` the rate after each.
 
     On a GPU model (``model.to("cuda")``, CuPy X) DeepFool's steps run on the device; ``v``, its
