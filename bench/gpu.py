@@ -8,7 +8,10 @@ timed with CUDA events on the current stream:
 - scoring, N=4096, D=12288, C=1000 float32: fastfool.kernels.scores vs cupy.matmul
   (target >= 0.7x);
 - PGD-10 L-inf on a 784-50-20-10 tanh MLP, N=100k: ff.pgd on model.to("cuda") vs the same
-  attack written in CuPy only (target >= 2x).
+  attack written in CuPy only (target >= 2x);
+- APGD, FAB-T, Square, FMN and AutoAttack on that MLP, N=4000: the GPU model against its CPU
+  copy, one timed run each (wall clock), with both success rates (no target yet: first
+  measurement).
 
 Usage: python bench/gpu.py [--json out.json] [--quick]
 """
@@ -68,6 +71,49 @@ def mlp_workload(cp, rng, N):
     return m, Ws, bs, rng.random((N, 784), dtype=cp.float32), rng.integers(0, 10, N)
 
 
+def report(rows, dev, path, quiet=False):
+    """Print the rows (unless quiet) and write all of them to ``path`` (JSON) when given."""
+    if not quiet:
+        for r in rows:
+            print(f"{r['name']:<40} {r['time'] * 1e3:9.3f} ms  {r['value']:8.3f} {r['unit']}",
+                  flush=True)
+    if path:
+        with open(path, "w") as f:
+            json.dump(dict(device=dev, rows=rows), f, indent=1)
+
+
+def device_attacks(cp, rng, N):
+    """The attacks written once for both devices on the 784-50-20-10 MLP: the GPU model against
+    its CPU copy (all the machine's cores) on the same N rows, one timed run each after a
+    warm-up on 64 rows; yields one row per attack."""
+    import time
+    import fastfool as ff
+    m, _, _, X, y = mlp_workload(cp, rng, N)
+    mc, Xh = m.to("cpu"), cp.asnumpy(X)
+    for name, fn in [
+            ("APGD-CE L-inf 100 steps", lambda mm, xx: ff.apgd(mm, xx, eps=0.03, clip=(0, 1))),
+            ("FAB-T L-inf 9 targets x 20 steps", lambda mm, xx: ff.fab(
+                mm, xx, steps=20, n_targets=9, eps=0.03, clip=(0, 1))),
+            ("Square L-inf 500 queries", lambda mm, xx: ff.square(
+                mm, xx, eps=0.03, max_queries=500, clip=(0, 1))),
+            ("FMN L2 100 steps", lambda mm, xx: ff.fmn(mm, xx, clip=(0, 1))),
+            ("AutoAttack 20 steps, Square 500", lambda mm, xx: ff.autoattack(
+                mm, xx, eps=0.03, steps=20, square_queries=500, clip=(0, 1)))]:
+        fn(m, X[:64])
+        fn(mc, Xh[:64])
+        cp.cuda.Device().synchronize()
+        t = time.perf_counter()
+        rg = fn(m, X)
+        cp.cuda.Device().synchronize()
+        t_gpu = time.perf_counter() - t
+        t = time.perf_counter()
+        rc = fn(mc, Xh)
+        t_cpu = time.perf_counter() - t
+        yield dict(name=f"{name} N={N}", time=t_gpu, baseline=t_cpu, value=t_cpu / t_gpu,
+                   unit="x the CPU (one run)", success_gpu=float(rg.success.mean()),
+                   success_cpu=float(rc.success.mean()))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json")
@@ -119,11 +165,12 @@ def main(argv=None) -> int:
     dev = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"]
     dev = dev.decode() if isinstance(dev, bytes) else str(dev)
     print(f"device: {dev}")
-    for r in rows:
-        print(f"{r['name']:<40} {r['time'] * 1e3:9.3f} ms  {r['value']:8.3f} {r['unit']}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(device=dev, rows=rows), f, indent=1)
+    report(rows, dev, args.json)
+    # the attacks last, reported as they finish (a timeout there keeps the rows above)
+    for r in device_attacks(cp, rng, int(4000 * s)):
+        rows.append(r)
+        report([r], dev, None)
+        report(rows, dev, args.json, quiet=True)
     return 0
 
 

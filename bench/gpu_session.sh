@@ -59,7 +59,7 @@ fi
 if [ "${FF_SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
   stamp "memcheck" >"$OUT/sanitize.log"
   timeout ${FF_T_SAN:-150} compute-sanitizer --tool memcheck --error-exitcode 9 \
-    $PY -m pytest tests/test_cuda.py -q -p no:cacheprovider -k "gpu_ and not emulated and not without" \
+    $PY -m pytest tests/test_cuda.py -q -p no:cacheprovider -k "gpu_ and not emulated and not without and not attacks_agree and not take_device" \
     >>"$OUT/sanitize.log" 2>&1
   stamp "done rc=$?" >>"$OUT/sanitize.log"
 fi
