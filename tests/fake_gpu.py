@@ -213,11 +213,40 @@ def _make_cuda_module():
     return m
 
 
-def install(monkeypatch):
-    """Emulated cupy + fastfool._cuda for the duration of a test; returns (cupy, _cuda)."""
+def _strict_numpy():
+    """numpy as fastfool's modules see it on the emulated device: ``asarray`` / ``array`` /
+    ``ascontiguousarray`` of an emulated device array raise TypeError, as real CuPy's refusal
+    of implicit host conversion does (the emulated arrays are host memory, so without this a
+    missing ``.get()`` / ``to_host`` would pass here and fail on a GPU)."""
+    strict = types.ModuleType("numpy")
+    strict.__dict__.update(np.__dict__)
+
+    def guard(f):
+        def g(a, *args, **kw):
+            if isinstance(a, FakeArray) or (isinstance(a, (list, tuple)) and any(
+                    isinstance(v, FakeArray) for v in a)):
+                raise TypeError("Implicit conversion to a NumPy array is not allowed (emulated "
+                                f"CuPy: np.{f.__name__} of a device array)")
+            return f(a, *args, **kw)
+        g.__name__ = f.__name__
+        return g
+    for name in ("asarray", "array", "ascontiguousarray", "asfortranarray"):
+        setattr(strict, name, guard(getattr(np, name)))
+    return strict
+
+
+def install(monkeypatch, strict=True):
+    """Emulated cupy + fastfool._cuda for the duration of a test; returns (cupy, _cuda). With
+    ``strict`` (default), fastfool's modules get :func:`_strict_numpy` as ``np``."""
     import fastfool.cuda as fc
     cp = _make_cupy()
     fake = _make_cuda_module()
     monkeypatch.setitem(sys.modules, "cupy", cp)
     monkeypatch.setattr(fc, "_cuda", fake)
+    if strict:
+        sn = _strict_numpy()
+        for name, mod in list(sys.modules.items()):
+            if (name == "fastfool" or name.startswith("fastfool.")) and \
+                    getattr(mod, "np", None) is np:
+                monkeypatch.setattr(mod, "np", sn)
     return cp, fake

@@ -735,10 +735,20 @@ def test_gpu_attacks_agree_with_the_cpu_on_digits(name, kw):
         assert abs(np.median(a) - np.median(b)) <= 0.02 * np.median(b)
 
 
+def test_emulated_attacks_take_device_labels_targets_and_bounds(fake):
+    """The same on the emulated device, whose strict numpy (fake_gpu._strict_numpy) refuses
+    np.asarray of a device array as real CuPy does."""
+    _device_labels_targets_and_bounds()
+
+
 @needs_gpu
 def test_gpu_attacks_take_device_labels_targets_and_bounds():
-    """On a real GPU (where np.asarray of a CuPy array raises, unlike the emulated device):
-    CuPy labels, targets and clip bounds give the results of their host copies."""
+    """On a real GPU: CuPy labels, targets and clip bounds give the results of their host
+    copies."""
+    _device_labels_targets_and_bounds()
+
+
+def _device_labels_targets_and_bounds():
     import cupy as cp
     rng = np.random.default_rng(21)
     m = _mlp(np.float32)
