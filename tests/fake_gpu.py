@@ -6,6 +6,11 @@ launch functions that read and write through those addresses. What runs is then 
 ``fastfool.cuda``, ``Model.to("cuda")`` and the GPU attack loops (argument checks, layer order,
 transposes, epilogue modes, workspaces, label handling) - only the CUDA kernels themselves are
 replaced. It says nothing about the kernels; the GPU tests (tests/test_cuda.py) do, on a GPU.
+
+Two of real CuPy's refusals are emulated, so that host/device mix-ups fail here and not first on
+a GPU: arithmetic (ufuncs) between a device array and a host array (not a scalar) raises
+TypeError, and fastfool's modules see a numpy whose ``asarray`` / ``array`` of a device array
+raises (``_strict_numpy``). Indexing a device array with host indices is not refused.
 """
 
 from __future__ import annotations
@@ -30,6 +35,21 @@ class FakeArray(np.ndarray):
     def get(self):
         TRANSFERS["to_host"] += 1
         return np.array(self)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kw):
+        """Arithmetic as CuPy's: a host array (not a scalar) among the operands raises."""
+        for v in inputs:
+            if isinstance(v, np.ndarray) and not isinstance(v, FakeArray) and v.ndim:
+                raise TypeError(f"Unsupported type {type(v)} (emulated CuPy: {ufunc.__name__} "
+                                "of a device and a host array)")
+        base = [v.view(np.ndarray) if isinstance(v, FakeArray) else v for v in inputs]
+        if "out" in kw:
+            kw["out"] = tuple(o.view(np.ndarray) if isinstance(o, FakeArray) else o
+                              for o in kw["out"])
+        out = getattr(ufunc, method)(*base, **kw)
+        if isinstance(out, tuple):
+            return tuple(_wrap(o) for o in out)
+        return _wrap(out) if isinstance(out, np.ndarray) else out
 
     @property
     def __cuda_array_interface__(self):  # what the real fastfool._cuda reads (host memory here)
@@ -61,8 +81,13 @@ def _wrap(a):
     return a
 
 
+def _base(x):
+    return x.view(np.ndarray) if isinstance(x, FakeArray) else x
+
+
 def _fn(f):
-    return lambda *a, **k: _wrap(f(*[np.asarray(x) if isinstance(x, FakeArray) else x for x in a], **k))
+    """An emulated CuPy function: f on the arrays' host memory (``out=`` included)."""
+    return lambda *a, **k: _wrap(f(*[_base(x) for x in a], **{n: _base(v) for n, v in k.items()}))
 
 
 def _make_cupy():
