@@ -108,6 +108,13 @@ def check_inside_clip(X, lo, hi, be=CPU):
                              "the range")
 
 
+def bounds64(lo, hi, D, xp=np):
+    """The clip bounds (of :func:`clip_bounds`, on their backend) as float64 (D,) vectors (None
+    stays None): what the attacks' float64 arithmetic clips with."""
+    return tuple(None if v is None else xp.broadcast_to(v.astype(np.float64), (D,))
+                 for v in (lo, hi))
+
+
 def row_chunks(N, D, be=CPU, weights=0):
     """Row slices covering N rows of D features: each chunk's temporaries hold at most
     CHUNK_ELEMENTS elements, or as many as the model's ``weights`` when that is more. A kernel

@@ -26,7 +26,7 @@ from .._dask import dask_aware
 from .. import _random, kernels, verdict
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
-from ._common import (TARGET_PAIRS, Grid, Progress, before_first_done, check_inside_clip,
+from ._common import (bounds64, TARGET_PAIRS, Grid, Progress, before_first_done, check_inside_clip,
                       clip_bounds, count, finish, norm_of, positive, prepare, row_chunks,
                       succeeded, target_pairs, Trusted)
 
@@ -374,8 +374,7 @@ def apgd(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm: Norm
     lo, hi = clip_bounds(clip, X.shape[1], X.dtype, be)
     check_inside_clip(X, lo, hi, be)
     D = X.shape[1]
-    lo64 = None if lo is None else xp.broadcast_to(lo.astype(np.float64), (D,))
-    hi64 = None if hi is None else xp.broadcast_to(hi.astype(np.float64), (D,))
+    lo64, hi64 = bounds64(lo, hi, D, xp)
     row_offset = _random.check_offset(row_offset)
     seed_i = _random.resolve(seed)
     grid = Grid(quantize, eps, nrm, lo, hi, be)

@@ -163,8 +163,7 @@ def autoattack(model: Model, X: ArrayLike, y: Labels = None, *, eps: float, norm
             tc = time.perf_counter()
             left = np.flatnonzero(robust)
             # the bound runs on the CPU: a GPU model's host copy (the same weights)
-            hclip = None if clip is None else (None if lo is None else be.to_host(lo),
-                                               None if hi is None else be.to_host(hi))
+            hclip = None if clip is None else (grid.lo, grid.hi)  # (Grid's host copies)
             proven = proven_robust(model if be is CPU else model.to("cpu"),
                                    be.to_host(X[dev(left)]), yi[left], eps, nrm, hclip, threads)
             if proven is not None:

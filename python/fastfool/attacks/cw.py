@@ -24,7 +24,7 @@ from .._dask import dask_aware
 from .._typing import ArrayLike, Clip, Labels
 from ..models import Model
 from .._backend import CPU
-from ._common import (Grid, Progress, check_inside_clip, clip_bounds, confirm_outward, count,
+from ._common import (bounds64, Grid, Progress, check_inside_clip, clip_bounds, confirm_outward, count,
                       finish, label_targets, positive, prepare, row_chunks, row_norms)
 
 __all__ = ["cw"]
@@ -97,8 +97,7 @@ def cw(model: Model, X: ArrayLike, y: Labels = None, *, steps: int = 1000,
     box = lo is not None
     lo64 = hi64 = None
     if box:
-        lo64 = xp.broadcast_to(lo.astype(np.float64), (D,))
-        hi64 = xp.broadcast_to(hi.astype(np.float64), (D,))
+        lo64, hi64 = bounds64(lo, hi, D, xp)
         mid, half = (lo64 + hi64) / 2, (hi64 - lo64) / 2
         flat = half == 0  # a fixed feature: stays at its value
         safe_half = xp.where(flat, 1.0, half)

@@ -21,7 +21,7 @@ import numpy as np
 from .._dask import dask_aware
 from .._typing import ArrayLike, Clip, Labels
 from ..models import Model
-from ._common import (Grid, Progress, check_inside_clip, clip_bounds, confirm_outward, count,
+from ._common import (bounds64, Grid, Progress, check_inside_clip, clip_bounds, confirm_outward, count,
                       finish, label_targets, on_device, positive, prepare, row_chunks,
                       row_norms)
 
@@ -66,8 +66,7 @@ def ddn(model: Model, X: ArrayLike, y: Labels = None, *, steps: int = 100, init_
     grid = Grid(quantize, np.inf, "2", lo, hi, be)
     check_inside_clip(X, lo, hi, be)
     ti = label_targets(model, target, yi, N)
-    lo64 = None if lo is None else xp.broadcast_to(lo.astype(np.float64), (D,))
-    hi64 = None if hi is None else xp.broadcast_to(hi.astype(np.float64), (D,))
+    lo64, hi64 = bounds64(lo, hi, D, xp)
     dt = X.dtype
     x_best = xp.array(X)
     eps_out = np.full(N, np.nan)

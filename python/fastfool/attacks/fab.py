@@ -33,7 +33,7 @@ from .. import _random, kernels
 from .._typing import ArrayLike, Clip, Labels, Norm
 from .._backend import CPU
 from ..models import Model
-from ._common import (TARGET_PAIRS, Grid, Progress, before_first_done, check_inside_clip,
+from ._common import (bounds64, TARGET_PAIRS, Grid, Progress, before_first_done, check_inside_clip,
                       clip_bounds, confirm_outward, count, finish, label_targets, norm_name,
                       positive, prepare, row_chunks, row_norms, target_pairs)
 
@@ -358,8 +358,7 @@ def fab(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = "inf", ste
     lo, hi = clip_bounds(clip, D, X.dtype, be)
     grid = Grid(quantize, np.inf, p, lo, hi, be)
     check_inside_clip(X, lo, hi, be)
-    lo64 = None if lo is None else xp.broadcast_to(lo.astype(np.float64), (D,))
-    hi64 = None if hi is None else xp.broadcast_to(hi.astype(np.float64), (D,))
+    lo64, hi64 = bounds64(lo, hi, D, xp)
     x_best = xp.array(X)
     dist = np.full(N, np.inf)
     iterations = np.zeros(N, dtype=np.int64)

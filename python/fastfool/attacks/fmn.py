@@ -34,7 +34,7 @@ from .._dask import dask_aware
 from .. import verdict
 from .._typing import ArrayLike, Clip, Labels, Norm
 from ..models import Model
-from ._common import (Grid, Progress, check_inside_clip, clip_bounds, confirm_outward, count,
+from ._common import (bounds64, Grid, Progress, check_inside_clip, clip_bounds, confirm_outward, count,
                       finish, norm_of, positive, prepare, row_chunks, row_norms)
 
 __all__ = ["fmn", "project_l0", "project_l1"]
@@ -233,8 +233,7 @@ def fmn(model: Model, X: ArrayLike, y: Labels = None, *, norm: Norm = 2, steps: 
     x_best = xp.array(X)
     eps_out = np.full(N, np.nan)
     iterations = np.zeros(N, dtype=np.int64)
-    lo64 = None if lo is None else xp.broadcast_to(lo.astype(np.float64), (D,))
-    hi64 = None if hi is None else xp.broadcast_to(hi.astype(np.float64), (D,))
+    lo64, hi64 = bounds64(lo, hi, D, xp)
     bar = Progress(N, progress, "fmn")
     for s in row_chunks(N, D, be, model.n_weights):
         x0 = X[s].astype(np.float64)
