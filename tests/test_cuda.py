@@ -11,6 +11,8 @@ Three layers of checks:
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -472,6 +474,43 @@ def test_emulated_gpu_attack_matches_the_cpu(fake, name):
         for key, v in r_cpu.extra.items():
             if isinstance(v, np.ndarray) and "seconds" not in key and v.dtype.kind in "fiub":
                 np.testing.assert_allclose(np.asarray(r_gpu.extra[key]), v, rtol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("clip", [None, (0.0, 1.0)])
+def test_emulated_gpu_verdicts_are_the_estimators(fake, dtype, clip):
+    """Every attack on a GPU copy of a scikit-learn MLP: pred is the estimator's own predict on
+    the returned points and success follows it, in both dtypes, with and without a box."""
+    from sklearn.datasets import load_iris
+    from sklearn.neural_network import MLPClassifier
+    cp, _ = fake
+    Xi, yi = load_iris(return_X_y=True)
+    Xi = (Xi - Xi.min(0)) / (Xi.max(0) - Xi.min(0))
+    with warnings.catch_warnings():  # (convergence is not the point)
+        warnings.simplefilter("ignore")
+        clf = MLPClassifier((12,), activation="tanh", max_iter=300, random_state=0).fit(Xi, yi)
+    X = Xi[::5].astype(dtype)
+    y = clf.predict(X)
+    gm = ff.from_sklearn(clf, dtype=dtype).to("cuda")
+    kw = {} if clip is None else {"clip": clip}
+    runs = [(ff.ddn, dict(steps=20)), (ff.cw, dict(steps=20, binary_search_steps=2)),
+            (ff.fmn, dict(steps=20)), (ff.fab, dict(steps=10)), (ff.deepfool, {}),
+            (ff.apgd, dict(eps=0.2, steps=10)), (ff.square, dict(eps=0.2, max_queries=50)),
+            (ff.autoattack, dict(eps=0.2, steps=5, square_queries=20)),
+            (ff.universal, dict(eps=0.3, max_passes=2)),
+            (ff.score_attack, dict(eps=0.2, max_queries=30)),
+            (ff.hop_skip_jump, dict(max_queries=60, clip=(0.0, 1.0)))]
+    fooled = 0
+    for attack, extra in runs:
+        r = attack(gm, cp.asarray(X), y, **{**kw, **extra})
+        xa = r.x_adv.get()
+        assert xa.dtype == dtype, attack.__name__
+        np.testing.assert_array_equal(r.pred, clf.predict(xa), err_msg=attack.__name__)
+        np.testing.assert_array_equal(r.success, clf.predict(xa) != y, err_msg=attack.__name__)
+        if clip is not None:
+            assert xa.min() >= 0 and xa.max() <= 1, attack.__name__
+        fooled += int(r.success.sum())
+    assert fooled > 0
 
 
 @pytest.mark.parametrize("spelling", ["L2", "l2", 2, 2.0, "2", "inf", "Linf", np.inf, float("inf")])
